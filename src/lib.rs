@@ -1,0 +1,30 @@
+//! cbsnap: content-addressed, deduplicating snapshots of Docker volumes and host
+//! directories.
+//!
+//! Data flows one way: a [`source`] yields entries → [`chunker`] (FastCDC) → BLAKE3
+//! [`id`] → dedup against the [`index`] → zstd → [`pack`] files → index → the
+//! [`snapshot`] file, the only commit point ([`ingest`]). [`restore`] walks the
+//! [`tree`]s back into a directory or a tar stream. The on-disk format is specified
+//! in `docs/FORMAT.md`.
+
+pub mod chunker;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod id;
+pub mod index;
+pub mod ingest;
+pub mod lock;
+pub mod pack;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod settings;
+pub mod snapshot;
+pub mod source;
+pub mod tree;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use repo::Repository;

@@ -1,0 +1,172 @@
+//! `cbsnap snapshots` and `cbsnap ls`.
+
+use cbsnap::repo::Access;
+use cbsnap::restore::{load_tree, lookup};
+use cbsnap::snapshot;
+use cbsnap::tree::{Node, NodeKind};
+use cbsnap::Id;
+use chrono::{Local, TimeZone};
+
+use super::{print_json, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct SnapshotsArgs {
+    /// Only snapshots of this source
+    pub name: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LsArgs {
+    /// NAME@SELECTOR
+    pub snapshot: String,
+    /// Only below this path
+    pub path: Option<String>,
+}
+
+pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
+    let repo = ctx.open(Access::Read)?;
+    let mut all = snapshot::load_all(&repo.snapshots_dir())?;
+    if let Some(n) = &a.name {
+        all.retain(|(_, s)| snapshot::name_matches(&s.name, n, ctx.project()));
+        if all.is_empty() {
+            // Reuse the resolver's message, which lists what exists.
+            let every = snapshot::load_all(&repo.snapshots_dir())?;
+            snapshot::resolve(&every, n, ctx.project())?;
+        }
+    }
+    if ctx.json {
+        let v: Vec<serde_json::Value> = all
+            .iter()
+            .map(|(id, s)| {
+                let mut v = serde_json::to_value(s).expect("snapshot serializes");
+                v["id"] = serde_json::Value::String(id.to_hex());
+                v
+            })
+            .collect();
+        print_json(&v);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no snapshots yet; take one with `cbsnap snapshot --path DIR` or `cbsnap snapshot --all`");
+        return Ok(());
+    }
+    println!(
+        "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<8}  TAGS",
+        "ID", "TIME", "NAME", "KIND", "FILES", "SIZE", "ADDED", "RUN"
+    );
+    for (id, s) in &all {
+        println!(
+            "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<8}  {}{}",
+            id.short(),
+            s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+            s.name,
+            format!("{:?}", s.kind).to_lowercase(),
+            s.stats.files,
+            indicatif::HumanBytes(s.stats.bytes).to_string(),
+            indicatif::HumanBytes(s.stats.new_bytes_stored).to_string(),
+            s.run_id
+                .as_deref()
+                .map(|r| &r[..r.len().min(8)])
+                .unwrap_or("-"),
+            s.tags.join(","),
+            if s.errors.is_empty() {
+                String::new()
+            } else {
+                format!("  ({} unreadable)", s.errors.len())
+            },
+        );
+    }
+    Ok(())
+}
+
+pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
+    let repo = ctx.open(Access::Read)?;
+    let all = snapshot::load_all(&repo.snapshots_dir())?;
+    let (_, snap) = snapshot::resolve(&all, &a.snapshot, ctx.project())?;
+    let prefix = a
+        .path
+        .as_deref()
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_string();
+    let start: Option<Id> = if prefix.is_empty() {
+        Some(snap.tree)
+    } else {
+        let n = lookup(&repo, &snap.tree, &prefix)?
+            .ok_or_else(|| cbsnap::Error::Usage(format!("no such path: {prefix}")))?;
+        let sub = n.subtree();
+        print_node(ctx, &prefix, &n);
+        sub
+    };
+    if let Some(t) = start {
+        walk(ctx, &repo, &t, &prefix)?;
+    }
+    Ok(())
+}
+
+fn walk(ctx: &Ctx, repo: &cbsnap::Repository, tree: &Id, prefix: &str) -> anyhow::Result<()> {
+    for n in load_tree(repo, tree)? {
+        let path = if prefix.is_empty() {
+            n.name_lossy()
+        } else {
+            format!("{prefix}/{}", n.name_lossy())
+        };
+        print_node(ctx, &path, &n);
+        if let Some(sub) = n.subtree() {
+            walk(ctx, repo, &sub, &path)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_node(ctx: &Ctx, path: &str, n: &Node) {
+    if ctx.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "path": path, "type": n.kind.letter().to_string(), "mode": n.mode, "uid": n.uid, "gid": n.gid,
+                "size": n.size, "mtime": n.mtime, "target": String::from_utf8_lossy(&n.target),
+            })
+        );
+        return;
+    }
+    let t = Local
+        .timestamp_opt(n.mtime, 0)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default();
+    let owner = if n.user.is_empty() {
+        n.uid.to_string()
+    } else {
+        String::from_utf8_lossy(&n.user).into_owned()
+    };
+    let group = if n.group.is_empty() {
+        n.gid.to_string()
+    } else {
+        String::from_utf8_lossy(&n.group).into_owned()
+    };
+    let link = if n.kind == NodeKind::Symlink {
+        format!(" -> {}", String::from_utf8_lossy(&n.target))
+    } else {
+        String::new()
+    };
+    println!(
+        "{}{} {:>8} {:>8} {:>12} {} {}{}",
+        n.kind.letter(),
+        mode_string(n.mode),
+        owner,
+        group,
+        n.size,
+        t,
+        path,
+        link
+    );
+}
+
+fn mode_string(m: u32) -> String {
+    let mut s = String::new();
+    for (i, c) in "rwxrwxrwx".chars().enumerate() {
+        s.push(if m & (1 << (8 - i)) != 0 { c } else { '-' });
+    }
+    s
+}

@@ -1,0 +1,187 @@
+//! Command-line interface (clap). Each command lives in its own file and stays thin:
+//! resolve the repository, call the engine, print a table or `--json`.
+
+mod list;
+mod restore;
+mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use cbsnap::settings::Settings;
+use cbsnap::Error;
+
+/// Exit code when a snapshot was committed but some files could not be read.
+pub const EXIT_PARTIAL: i32 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cbsnap",
+    version,
+    about = "Deduplicating snapshots of Docker volumes and host directories",
+    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`)."
+)]
+pub struct Cli {
+    /// Repository path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
+    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "PATH")]
+    pub repo: Option<PathBuf>,
+    /// Configuration file [default: ~/.config/cbsnap/config.toml, else /etc/cbsnap/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Machine-readable output
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress display and no informational output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a new repository
+    Init,
+    /// Take snapshots of directories or tar streams
+    Snapshot(snapshot::Args),
+    /// List snapshots
+    Snapshots(list::SnapshotsArgs),
+    /// Restore a snapshot into a directory
+    Restore(restore::Args),
+    /// List the files of a snapshot
+    Ls(list::LsArgs),
+    /// Write a snapshot (or a path in it) as a tar stream to stdout
+    Dump(restore::DumpArgs),
+    /// Index maintenance
+    Index {
+        #[command(subcommand)]
+        cmd: IndexCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCmd {
+    /// Delete the index and recreate it from the pack files
+    Rebuild,
+}
+
+/// What every command needs: the parsed global flags and the configuration.
+pub struct Ctx {
+    pub settings: Settings,
+    pub repo_path: PathBuf,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
+        cbsnap::Repository::open(&self.repo_path, access)
+    }
+
+    /// Print informational text unless `--quiet` or `--json`.
+    pub fn say(&self, s: &str) {
+        if !self.quiet && !self.json {
+            println!("{s}");
+        }
+    }
+
+    pub fn project(&self) -> Option<&str> {
+        Some(self.settings.project.as_deref().unwrap_or("code-buddy"))
+    }
+}
+
+pub fn print_json(v: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("value serializes")
+    );
+}
+
+pub fn run() -> i32 {
+    // A closed stdout (`cbsnap ls | head`) is not an error.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e.into()),
+    };
+    let ctx = Ctx {
+        repo_path: settings.repo_path(cli.repo.as_deref()),
+        settings,
+        json: cli.json,
+        quiet: cli.quiet,
+    };
+    let result = match cli.command {
+        Command::Init => init(&ctx),
+        Command::Snapshot(a) => snapshot::run(&ctx, a),
+        Command::Snapshots(a) => list::snapshots(&ctx, a).map(|_| 0),
+        Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
+        Command::Ls(a) => list::ls(&ctx, a).map(|_| 0),
+        Command::Dump(a) => restore::dump(&ctx, a).map(|_| 0),
+        Command::Index {
+            cmd: IndexCmd::Rebuild,
+        } => index_rebuild(&ctx).map(|_| 0),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> i32 {
+    if let Some(Error::Interrupted) = e.downcast_ref::<Error>() {
+        return 130;
+    }
+    eprintln!("cbsnap: error: {e:#}");
+    match e.downcast_ref::<Error>() {
+        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        _ => 1,
+    }
+}
+
+fn init(ctx: &Ctx) -> anyhow::Result<i32> {
+    let cfg = cbsnap::Repository::init(&ctx.repo_path)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id}));
+    } else {
+        ctx.say(&format!(
+            "created cbsnap repository {} at {}",
+            cfg.id.short(),
+            ctx.repo_path.display()
+        ));
+    }
+    Ok(0)
+}
+
+fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
+    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
+    } else {
+        ctx.say(&format!(
+            "index rebuilt from {} packs ({} unreadable)",
+            r.added_packs,
+            r.unreadable.len()
+        ));
+    }
+    if !r.unreadable.is_empty() {
+        anyhow::bail!(
+            "{} packs could not be read: {}; run `cbsnap check`",
+            r.unreadable.len(),
+            r.unreadable
+                .iter()
+                .map(|(p, e)| format!("{} ({e})", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Absolute form of a path, for recording in snapshots.
+pub fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}

@@ -1,0 +1,97 @@
+//! The repository's `config` file: format version, repository id and the parameters
+//! that must stay fixed for the life of a repository (changing the chunker would
+//! silently break deduplication against every existing snapshot).
+//!
+//! Layout: `"CBSNAPCF"` || u32 LE version || UTF-8 JSON of [`RepoConfig`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::id::Id;
+
+pub const MAGIC: &[u8; 8] = b"CBSNAPCF";
+/// The repository format version this build writes. Readers accept 1..=FORMAT_VERSION.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChunkerParams {
+    /// Always `"fastcdc-v2020"`.
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        ChunkerParams {
+            algorithm: "fastcdc-v2020".into(),
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoConfig {
+    pub version: u32,
+    pub id: Id,
+    pub chunker: ChunkerParams,
+    /// zstd level used for new blobs; readers do not need it.
+    pub zstd_level: i32,
+    /// A pack is closed once it reaches this many bytes.
+    pub pack_target_size: u64,
+    pub created: String,
+}
+
+impl RepoConfig {
+    pub fn new() -> RepoConfig {
+        let seed = format!(
+            "{}-{}-{:?}",
+            std::process::id(),
+            gethostname::gethostname().to_string_lossy(),
+            std::time::SystemTime::now()
+        );
+        RepoConfig {
+            version: FORMAT_VERSION,
+            id: Id::hash(seed.as_bytes()),
+            chunker: ChunkerParams::default(),
+            zstd_level: 3,
+            pack_target_size: 16 * 1024 * 1024,
+            created: chrono::Utc::now().to_rfc3339(),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = codec::header(MAGIC, self.version).to_vec();
+        out.extend_from_slice(
+            serde_json::to_string_pretty(self)
+                .expect("config serializes")
+                .as_bytes(),
+        );
+        out.push(b'\n');
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<RepoConfig, String> {
+        let v = codec::check_header(buf, MAGIC, "repository config").map_err(|e| e.to_string())?;
+        if v == 0 || v > FORMAT_VERSION {
+            return Err(format!(
+                "repository format version {v} is not supported by this cbsnap (it reads 1..={FORMAT_VERSION}); upgrade cbsnap"
+            ));
+        }
+        let cfg: RepoConfig = serde_json::from_slice(&buf[codec::HEADER_LEN..])
+            .map_err(|e| format!("repository config is not valid JSON: {e}"))?;
+        if cfg.chunker.algorithm != "fastcdc-v2020" {
+            return Err(format!("unknown chunker {:?}", cfg.chunker.algorithm));
+        }
+        Ok(cfg)
+    }
+}
+
+impl Default for RepoConfig {
+    fn default() -> Self {
+        RepoConfig::new()
+    }
+}

@@ -1,0 +1,82 @@
+//! The engine's error type. Every message names what failed (the repository, pack,
+//! snapshot, path or volume) and, where there is one, the next thing to do.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} is not a cbsnap repository: {detail}\nCreate one with `cbsnap --repo {path} init`, or point --repo / CBSNAP_REPO at an existing repository.", path = .path.display())]
+    NotARepository { path: PathBuf, detail: String },
+
+    #[error("{} already holds a cbsnap repository (or other files); choose another path", .0.display())]
+    AlreadyExists(PathBuf),
+
+    #[error("{context}: {source}{hint}", hint = io_hint(.source))]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "the repository is damaged: {0}\nRun `cbsnap check --read-data` to see what it affects."
+    )]
+    Corrupt(String),
+
+    #[error("index: {0}")]
+    Index(String),
+
+    #[error("{0}")]
+    Locked(String),
+
+    #[error("{0}")]
+    NoSuchSnapshot(String),
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{0}")]
+    Source(String),
+
+    #[error("interrupted; nothing was committed")]
+    Interrupted,
+}
+
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "\nThe disk is full. Free space (or run `cbsnap forget --prune`) and run the command again; nothing was committed, earlier snapshots are intact.",
+        Some(libc::EACCES) | Some(libc::EPERM) => "\nPermission denied: run as a user that can read and write there (often root).",
+        Some(libc::EDQUOT) => "\nDisk quota exceeded: free space and run again; nothing was committed.",
+        _ => "",
+    }
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn io_path(what: &str, path: &Path, source: io::Error) -> Error {
+        Error::Io {
+            context: format!("{what} {}", path.display()),
+            source,
+        }
+    }
+}
+
+/// Attach a context to an `io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(what(), e))
+    }
+}

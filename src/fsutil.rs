@@ -1,0 +1,122 @@
+//! Durable file writes.
+//!
+//! The durability contract of the whole repository rests on one function:
+//! [`write_atomic`] writes a file under a temporary name, fsyncs it, renames it into
+//! place and fsyncs the directory. When it returns `Ok`, the file is in stable storage
+//! under its final name with its full contents; when it fails or the process dies, the
+//! final name either does not exist or holds a complete older file, and at most a
+//! temporary file is left behind (named `.tmp-*`, ignored by every reader and removed
+//! by the next writer that finds its owner gone).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Prefix of temporary files; readers skip names that start with it.
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Name for a temporary file in `dir` owned by this process.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(
+        "{TMP_PREFIX}{}-{}-{n}",
+        std::process::id(),
+        rand_suffix()
+    ))
+}
+
+fn rand_suffix() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}", t & 0xffff_ffff)
+}
+
+/// Fsync a directory so that a rename or creation inside it is durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Write `data` to `path` atomically and durably (see the module docs).
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(dir);
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fsync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Finish a temporary file that the caller has written and fsynced: rename it to
+/// `path` and fsync the directory.
+pub fn commit_temp(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path)?;
+    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Remove temporary files in `dir` left by processes of this host that are gone.
+pub fn remove_stale_temps(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
+            continue;
+        };
+        let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
+        if let Some(pid) = pid {
+            if !process_alive(pid) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Whether a process with this pid exists on this host.
+pub fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d.path().join(format!("{TMP_PREFIX}999999999-x-0"));
+        let ours = temp_path(d.path());
+        fs::write(&dead, b"x").unwrap();
+        fs::write(&ours, b"x").unwrap();
+        remove_stale_temps(d.path());
+        assert!(!dead.exists());
+        assert!(ours.exists());
+    }
+}

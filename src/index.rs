@@ -1,0 +1,222 @@
+//! The chunk index: blob id → (pack, offset, lengths), kept in RocksDB under `index/`.
+//!
+//! The index is a cache, never the truth: every fact in it can be recomputed from the
+//! pack trailers. It records which packs it has indexed (`p` keys), so a repository
+//! can notice by itself when the index is missing, damaged, or behind the packs (a copy
+//! made with rsync, a crash before the index write reached disk) and bring it up to
+//! date by reading only the trailers it lacks. See [`crate::repo::Repository::sync_index`].
+//!
+//! Keys (one RocksDB column family, the default):
+//! - `"v"` → u32 LE index layout version ([`INDEX_VERSION`]).
+//! - `'c' || blob id[32]` → pack id[32] || offset u64 || stored_len u32 || raw_len u32 || kind u8 || compression u8
+//! - `'p' || pack id[32]` → pack file size u64 || blob count u32
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use crate::codec::{Reader, Writer};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{BlobEntry, BlobKind, Compression};
+
+pub const INDEX_VERSION: u32 = 1;
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub pack: Id,
+    pub entry: BlobEntry,
+}
+
+pub struct Index {
+    db: DB,
+}
+
+fn chunk_key(id: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = b'c';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn pack_key(id: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = b'p';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn encode_location(pack: &Id, e: &BlobEntry) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.id(pack);
+    w.u64(e.offset);
+    w.u32(e.stored_len);
+    w.u32(e.raw_len);
+    w.u8(e.kind as u8);
+    w.u8(e.compression as u8);
+    w.buf
+}
+
+fn decode_location(id: Id, v: &[u8]) -> Result<Location> {
+    let mut r = Reader::new(v, "index entry");
+    let bad = |e: crate::codec::DecodeError| Error::Index(e.to_string());
+    let pack = r.id().map_err(bad)?;
+    let offset = r.u64().map_err(bad)?;
+    let stored_len = r.u32().map_err(bad)?;
+    let raw_len = r.u32().map_err(bad)?;
+    let kind = BlobKind::from_u8(r.u8().map_err(bad)?)
+        .ok_or_else(|| Error::Index("bad blob kind".into()))?;
+    let compression = Compression::from_u8(r.u8().map_err(bad)?)
+        .ok_or_else(|| Error::Index("bad compression".into()))?;
+    Ok(Location {
+        pack,
+        entry: BlobEntry {
+            id,
+            offset,
+            stored_len,
+            raw_len,
+            kind,
+            compression,
+        },
+    })
+}
+
+fn db_err(e: rocksdb::Error) -> Error {
+    Error::Index(e.into_string())
+}
+
+fn options() -> Options {
+    let mut o = Options::default();
+    o.create_if_missing(true);
+    // The index is read with point lookups and written in pack-sized batches; keep its
+    // memory small and bounded (the 64 MB RSS budget covers the whole process).
+    o.set_max_open_files(256);
+    o.set_write_buffer_size(8 << 20);
+    o.set_max_write_buffer_number(2);
+    o.set_keep_log_file_num(2);
+    o.set_max_log_file_size(1 << 20);
+    o
+}
+
+impl Index {
+    /// Open (or create) the index read-write. Fails with a RocksDB error if another
+    /// process holds it or it is damaged; the repository decides what to do.
+    pub fn open(path: &Path) -> std::result::Result<Index, rocksdb::Error> {
+        let db = DB::open(&options(), path)?;
+        Ok(Index { db })
+    }
+
+    /// Open without taking RocksDB's lock (another process may be writing).
+    pub fn open_read_only(path: &Path) -> std::result::Result<Index, rocksdb::Error> {
+        let db = DB::open_for_read_only(&options(), path, false)?;
+        Ok(Index { db })
+    }
+
+    pub fn version(&self) -> Result<Option<u32>> {
+        Ok(self
+            .db
+            .get(b"v")
+            .map_err(db_err)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map(u32::from_le_bytes))
+    }
+
+    pub fn set_version(&self) -> Result<()> {
+        self.db
+            .put(b"v", INDEX_VERSION.to_le_bytes())
+            .map_err(db_err)
+    }
+
+    pub fn get(&self, id: &Id) -> Result<Option<Location>> {
+        match self.db.get_pinned(chunk_key(id)).map_err(db_err)? {
+            Some(v) => Ok(Some(decode_location(*id, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        Ok(self.db.get_pinned(chunk_key(id)).map_err(db_err)?.is_some())
+    }
+
+    /// Record a durable pack and all its blobs in one atomic batch. The write is not
+    /// fsynced: a crash may lose it, which [`crate::repo::Repository::sync_index`]
+    /// repairs from the pack trailers.
+    pub fn add_pack(&self, pack: &Id, size: u64, entries: &[BlobEntry]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for e in entries {
+            b.put(chunk_key(&e.id), encode_location(pack, e));
+        }
+        let mut v = size.to_le_bytes().to_vec();
+        v.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        b.put(pack_key(pack), v);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(b, &wo).map_err(db_err)
+    }
+
+    /// The packs the index has recorded, with their sizes.
+    pub fn packs(&self) -> Result<HashMap<Id, u64>> {
+        let mut out = HashMap::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"p", Direction::Forward))
+        {
+            let (k, v) = item.map_err(db_err)?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            let id = Id::from_slice(&k[1..]).ok_or_else(|| Error::Index("bad pack key".into()))?;
+            let size = v
+                .get(..8)
+                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| Error::Index("bad pack value".into()))?;
+            out.insert(id, size);
+        }
+        Ok(out)
+    }
+
+    /// Forget packs: their `p` keys and every blob entry that points into them. This
+    /// scans all blob entries (rare: only after packs vanished, e.g. a mirror updated
+    /// with `rsync --delete` after a prune).
+    pub fn remove_packs(&self, gone: &HashSet<Id>) -> Result<()> {
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let mut b = WriteBatch::default();
+        for item in self.chunks() {
+            let loc = item?;
+            if gone.contains(&loc.pack) {
+                b.delete(chunk_key(&loc.entry.id));
+            }
+            if b.len() > 100_000 {
+                self.db.write(std::mem::take(&mut b)).map_err(db_err)?;
+            }
+        }
+        for p in gone {
+            b.delete(pack_key(p));
+        }
+        self.db.write(b).map_err(db_err)
+    }
+
+    /// Stream every blob entry in id order, without loading the index into memory.
+    pub fn chunks(&self) -> impl Iterator<Item = Result<Location>> + '_ {
+        self.db
+            .iterator(IteratorMode::From(b"c", Direction::Forward))
+            .map_while(|item| match item {
+                Err(e) => Some(Err(db_err(e))),
+                Ok((k, v)) if k.first() == Some(&b'c') => match Id::from_slice(&k[1..]) {
+                    Some(id) => Some(decode_location(id, &v)),
+                    None => Some(Err(Error::Index("bad blob key".into()))),
+                },
+                Ok(_) => None,
+            })
+    }
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(db_err)
+    }
+}

@@ -1,0 +1,348 @@
+//! Pack files: immutable containers of compressed blobs.
+//!
+//! A pack is written once, front to back, to a temporary file, then renamed to the
+//! BLAKE3 of its bytes under `packs/<2 hex>/`. It carries a trailer that lists every
+//! blob it holds, so the index can always be rebuilt from packs alone (restic's
+//! design, `doc/design.rst`, "Pack Format"). Layout (see `docs/FORMAT.md`):
+//!
+//! ```text
+//! "CBSNAPPK" || u32 version || blob_0 || … || blob_n-1 || trailer || footer
+//! trailer = n × (id[32] || offset u64 || stored_len u32 || raw_len u32 || kind u8 || compression u8 || 0u16)
+//! footer  = n u32 || blake3(trailer)[32] || "CBSNAPTR"
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::codec::{self, DecodeError, Reader, Writer};
+use crate::fsutil;
+use crate::id::Id;
+
+pub const MAGIC: &[u8; 8] = b"CBSNAPPK";
+pub const TRAILER_MAGIC: &[u8; 8] = b"CBSNAPTR";
+pub const VERSION: u32 = 1;
+pub const ENTRY_LEN: usize = 52;
+pub const FOOTER_LEN: usize = 4 + 32 + 8;
+/// Blobs larger than this are refused by readers (the chunker's max is far smaller;
+/// the limit only guards against corrupt lengths).
+pub const MAX_BLOB: u32 = 64 * 1024 * 1024;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    Data = 0,
+    Tree = 1,
+}
+
+impl BlobKind {
+    pub fn from_u8(v: u8) -> Option<BlobKind> {
+        match v {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// How a blob's bytes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None = 0,
+    Zstd = 1,
+}
+
+impl Compression {
+    pub fn from_u8(v: u8) -> Option<Compression> {
+        match v {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// One trailer entry: where a blob is in its pack and how to read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobEntry {
+    pub id: Id,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub kind: BlobKind,
+    pub compression: Compression,
+}
+
+impl BlobEntry {
+    pub fn encode(&self, w: &mut Writer) {
+        w.id(&self.id);
+        w.u64(self.offset);
+        w.u32(self.stored_len);
+        w.u32(self.raw_len);
+        w.u8(self.kind as u8);
+        w.u8(self.compression as u8);
+        w.u16(0);
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<BlobEntry, DecodeError> {
+        let id = r.id()?;
+        let offset = r.u64()?;
+        let stored_len = r.u32()?;
+        let raw_len = r.u32()?;
+        let kind = r.u8()?;
+        let comp = r.u8()?;
+        let _reserved = r.u16()?;
+        let kind = BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("blob kind {kind}")))?;
+        let compression =
+            Compression::from_u8(comp).ok_or_else(|| r.err(format!("compression {comp}")))?;
+        if stored_len > MAX_BLOB || raw_len > MAX_BLOB {
+            return Err(r.err(format!("blob length {stored_len}/{raw_len} too large")));
+        }
+        Ok(BlobEntry {
+            id,
+            offset,
+            stored_len,
+            raw_len,
+            kind,
+            compression,
+        })
+    }
+}
+
+/// Compress a blob if that makes it smaller; returns the stored bytes and how.
+pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
+    match zstd::bulk::compress(raw, level) {
+        Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
+        _ => (raw.to_vec(), Compression::None),
+    }
+}
+
+/// Turn stored bytes back into the raw blob and verify its id.
+pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
+    let raw = match entry.compression {
+        Compression::None => stored.to_vec(),
+        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
+            .map_err(|e| format!("zstd: {e}"))?,
+    };
+    if raw.len() != entry.raw_len as usize {
+        return Err(format!(
+            "length {} where the index says {}",
+            raw.len(),
+            entry.raw_len
+        ));
+    }
+    if Id::hash(&raw) != entry.id {
+        return Err("content does not match its BLAKE3 id".into());
+    }
+    Ok(raw)
+}
+
+/// Writes one pack to a temporary file in `dir`.
+pub struct PackWriter {
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    hasher: blake3::Hasher,
+    pos: u64,
+    entries: Vec<BlobEntry>,
+}
+
+impl PackWriter {
+    pub fn create(dir: &Path) -> io::Result<PackWriter> {
+        let tmp = fsutil::temp_path(dir);
+        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut w = PackWriter {
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, f),
+            hasher: blake3::Hasher::new(),
+            pos: 0,
+            entries: Vec::new(),
+        };
+        w.write(&codec::header(MAGIC, VERSION))?;
+        Ok(w)
+    }
+
+    fn write(&mut self, b: &[u8]) -> io::Result<()> {
+        self.out.write_all(b)?;
+        self.hasher.update(b);
+        self.pos += b.len() as u64;
+        Ok(())
+    }
+
+    pub fn add(
+        &mut self,
+        id: Id,
+        kind: BlobKind,
+        raw_len: u32,
+        stored: &[u8],
+        compression: Compression,
+    ) -> io::Result<()> {
+        let entry = BlobEntry {
+            id,
+            offset: self.pos,
+            stored_len: stored.len() as u32,
+            raw_len,
+            kind,
+            compression,
+        };
+        self.write(stored)?;
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.pos
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Write the trailer, fsync, and rename the pack to its final name under
+    /// `packs_dir/<2 hex>/<id>`. Only after this returns is the pack durable; its
+    /// blobs may then be indexed.
+    pub fn finish(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        let mut t = Writer::new();
+        for e in &self.entries {
+            e.encode(&mut t);
+        }
+        let trailer_hash = blake3::hash(&t.buf);
+        let mut footer = Writer::new();
+        footer.u32(self.entries.len() as u32);
+        footer.raw(trailer_hash.as_bytes());
+        footer.raw(TRAILER_MAGIC);
+        let trailer = t.buf;
+        let result = (|| {
+            self.write(&trailer)?;
+            self.write(&footer.buf)?;
+            self.out.flush()?;
+            self.out.get_ref().sync_all()?;
+            let id = Id::from(self.hasher.finalize());
+            let final_path = pack_path(packs_dir, &id);
+            let sub = final_path.parent().expect("pack path has a parent");
+            if !sub.exists() {
+                std::fs::create_dir_all(sub)?;
+                fsutil::fsync_dir(packs_dir)?;
+            }
+            fsutil::commit_temp(&self.tmp, &final_path)?;
+            Ok(id)
+        })();
+        match result {
+            Ok(id) => Ok((id, self.pos, std::mem::take(&mut self.entries))),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Throw the pack away (on error).
+    pub fn abandon(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Where a pack lives: `packs/<first 2 hex digits>/<64 hex digits>`.
+pub fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
+    let hex = id.to_hex();
+    packs_dir.join(&hex[..2]).join(hex)
+}
+
+/// Read and verify a pack's trailer from an open file of length `len`.
+pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
+    let err = |d: String| DecodeError {
+        what: "pack",
+        detail: d,
+    };
+    if len < (codec::HEADER_LEN + FOOTER_LEN) as u64 {
+        return Err(err(format!("only {len} bytes long")));
+    }
+    let mut head = [0u8; codec::HEADER_LEN];
+    f.read_exact_at(&mut head, 0)
+        .map_err(|e| err(format!("read: {e}")))?;
+    let v = codec::check_header(&head, MAGIC, "pack")?;
+    if v != VERSION {
+        return Err(err(format!("pack version {v} is not supported")));
+    }
+    let mut footer = [0u8; FOOTER_LEN];
+    f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
+        .map_err(|e| err(format!("read: {e}")))?;
+    if &footer[36..] != TRAILER_MAGIC {
+        return Err(err("trailer magic missing (truncated pack?)".into()));
+    }
+    let n = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]) as u64;
+    let tlen = n * ENTRY_LEN as u64;
+    if tlen + (codec::HEADER_LEN + FOOTER_LEN) as u64 > len {
+        return Err(err(format!("trailer of {n} entries does not fit")));
+    }
+    let mut trailer = vec![0u8; tlen as usize];
+    f.read_exact_at(&mut trailer, len - FOOTER_LEN as u64 - tlen)
+        .map_err(|e| err(format!("read: {e}")))?;
+    if blake3::hash(&trailer).as_bytes() != &footer[4..36] {
+        return Err(err("trailer checksum mismatch".into()));
+    }
+    let data_end = len - FOOTER_LEN as u64 - tlen;
+    let mut r = Reader::new(&trailer, "pack trailer");
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let e = BlobEntry::decode(&mut r)?;
+        if e.offset < codec::HEADER_LEN as u64 || e.offset + e.stored_len as u64 > data_end {
+            return Err(err(format!("blob {} lies outside the data area", e.id)));
+        }
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// Read the stored bytes of one blob.
+pub fn read_stored(f: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len as usize];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_round_trip_and_name_is_hash() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(d.path()).unwrap();
+        let blobs: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![7u8; 100_000], vec![]];
+        for b in &blobs {
+            let (s, c) = compress(b, 3);
+            w.add(Id::hash(b), BlobKind::Data, b.len() as u32, &s, c)
+                .unwrap();
+        }
+        let (id, size, entries) = w.finish(d.path()).unwrap();
+        let p = pack_path(d.path(), &id);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        assert_eq!(Id::hash(&bytes), id);
+        let f = File::open(&p).unwrap();
+        let t = read_trailer(&f, size).unwrap();
+        assert_eq!(t, entries);
+        for (e, b) in t.iter().zip(&blobs) {
+            let stored = read_stored(&f, e.offset, e.stored_len).unwrap();
+            assert_eq!(&decode_blob(e, &stored).unwrap(), b);
+        }
+        assert_eq!(t[1].compression, Compression::Zstd);
+    }
+
+    #[test]
+    fn corrupt_trailer_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = PackWriter::create(d.path()).unwrap();
+        w.add(Id::hash(b"x"), BlobKind::Data, 1, b"x", Compression::None)
+            .unwrap();
+        let (id, size, _) = w.finish(d.path()).unwrap();
+        let p = pack_path(d.path(), &id);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - FOOTER_LEN - 10] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let f = File::open(&p).unwrap();
+        assert!(read_trailer(&f, size).is_err());
+    }
+}

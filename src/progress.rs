@@ -1,0 +1,75 @@
+//! Progress display: a bar on a terminal (bytes, rate, ETA when the total is known,
+//! current path), nothing with `-q` or when stderr is not a terminal (cron, CI).
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Clone)]
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    /// A progress display on stderr if it is a terminal and `quiet` is off.
+    pub fn new(quiet: bool, what: &str) -> Progress {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Progress::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(5));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} {spinner} {bytes} {binary_bytes_per_sec} {wide_msg}",
+            )
+            .expect("template is valid"),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Progress { bar: Some(bar) }
+    }
+
+    pub fn hidden() -> Progress {
+        Progress { bar: None }
+    }
+
+    /// Once the total is known, show a bar with an ETA.
+    pub fn set_total(&self, total: u64) {
+        if let Some(b) = &self.bar {
+            b.set_length(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}",
+                )
+                .expect("template is valid")
+                .progress_chars("=> "),
+            );
+        }
+    }
+
+    pub fn inc(&self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    pub fn set_path(&self, p: &[u8]) {
+        if let Some(b) = &self.bar {
+            b.set_message(String::from_utf8_lossy(p).into_owned());
+        }
+    }
+
+    /// Print a line above the bar (or to stderr when hidden).
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}

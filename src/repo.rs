@@ -1,0 +1,375 @@
+//! A repository on disk: opening, creating, locking, and keeping the index in step
+//! with the packs.
+//!
+//! ```text
+//! REPO/
+//!   config             format version, id, chunker and compression parameters
+//!   README.md          how to read the format without cbsnap
+//!   packs/ab/abcd…     immutable pack files, named by the BLAKE3 of their bytes
+//!   snapshots/ef01…    one file per snapshot, named by the BLAKE3 of its bytes
+//!   index/             RocksDB: blob id → pack location (a cache; rebuilt from packs)
+//!   locks/             lock files of running cbsnap processes
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rayon::prelude::*;
+
+use crate::config::RepoConfig;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::Id;
+use crate::index::{Index, Location};
+use crate::lock::{self, Lock, LockKind};
+use crate::pack::{self, BlobEntry};
+
+pub const FORMAT_README: &str = include_str!("repo_readme.md");
+
+/// How a command opens the repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only (restore, ls, dump, snapshots): shared lock; the index may be opened
+    /// read-only when another process is writing it.
+    Read,
+    /// Adds packs and snapshots: shared lock, index read-write.
+    Append,
+    /// Removes data (prune): exclusive lock.
+    Exclusive,
+}
+
+/// What [`Repository::sync_index`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added_packs: usize,
+    pub removed_packs: usize,
+    /// Packs whose trailer could not be read: `(pack, reason)`.
+    pub unreadable: Vec<(PathBuf, String)>,
+    pub rebuilt: bool,
+}
+
+pub struct Repository {
+    pub root: PathBuf,
+    pub config: RepoConfig,
+    index: Index,
+    index_writable: bool,
+    open_packs: Mutex<HashMap<Id, Arc<File>>>,
+    _lock: Option<Lock>,
+}
+
+impl Repository {
+    pub fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+    pub fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Create a new repository at `root`, which must not exist or be an empty directory.
+    pub fn init(root: &Path) -> Result<RepoConfig> {
+        if root.exists() {
+            let mut rd = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
+            if rd.next().is_some() {
+                return Err(Error::AlreadyExists(root.to_path_buf()));
+            }
+        }
+        fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+        for d in ["packs", "snapshots", "locks"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+        }
+        let cfg = RepoConfig::new();
+        let readme = root.join("README.md");
+        fsutil::write_atomic(&readme, FORMAT_README.as_bytes())
+            .ctx(|| format!("write {}", readme.display()))?;
+        // The config is written last: its presence is what makes this a repository.
+        let path = root.join("config");
+        fsutil::write_atomic(&path, &cfg.encode()).ctx(|| format!("write {}", path.display()))?;
+        if let Some(parent) = root.parent() {
+            let _ = fsutil::fsync_dir(parent);
+        }
+        Ok(cfg)
+    }
+
+    /// Read the config of the repository at `root`, without locking or opening the index.
+    pub fn read_config(root: &Path) -> Result<RepoConfig> {
+        let path = root.join("config");
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let detail = if root.exists() {
+                    "it has no `config` file".to_string()
+                } else {
+                    "the directory does not exist".to_string()
+                };
+                return Err(Error::NotARepository {
+                    path: root.to_path_buf(),
+                    detail,
+                });
+            }
+            Err(e) => return Err(Error::io_path("read", &path, e)),
+        };
+        RepoConfig::decode(&bytes).map_err(|detail| Error::NotARepository {
+            path: root.to_path_buf(),
+            detail,
+        })
+    }
+
+    /// Open an existing repository, take the lock `access` needs and bring the index up
+    /// to date with the packs.
+    pub fn open(root: &Path, access: Access) -> Result<Repository> {
+        let config = Self::read_config(root)?;
+        for d in ["packs", "snapshots", "locks"] {
+            let p = root.join(d);
+            if !p.is_dir() {
+                if access == Access::Read {
+                    return Err(Error::NotARepository {
+                        path: root.to_path_buf(),
+                        detail: format!("its `{d}` directory is missing"),
+                    });
+                }
+                fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            }
+        }
+        let kind = match access {
+            Access::Exclusive => LockKind::Exclusive,
+            _ => LockKind::Shared,
+        };
+        let locks_dir = root.join("locks");
+        let lock = lock::acquire(&locks_dir, kind, lock_wait())?;
+        let (index, index_writable) = open_index(&root.join("index"), access)?;
+        let repo = Repository {
+            root: root.to_path_buf(),
+            config,
+            index,
+            index_writable,
+            open_packs: Mutex::new(HashMap::new()),
+            _lock: Some(lock),
+        };
+        if repo.index_writable {
+            fsutil::remove_stale_temps(&repo.packs_dir());
+            fsutil::remove_stale_temps(&repo.snapshots_dir());
+            repo.sync_index()?;
+        }
+        Ok(repo)
+    }
+
+    /// Every pack file present, with its size. Temporary files are skipped.
+    pub fn list_packs(&self) -> Result<HashMap<Id, u64>> {
+        let dir = self.packs_dir();
+        let mut out = HashMap::new();
+        for sub in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+            let sub = sub.ctx(|| format!("read {}", dir.display()))?;
+            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            for f in fs::read_dir(sub.path()).ctx(|| format!("read {}", sub.path().display()))? {
+                let f = f.ctx(|| format!("read {}", sub.path().display()))?;
+                let name = f.file_name();
+                let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
+                    continue;
+                };
+                let len = f
+                    .metadata()
+                    .ctx(|| format!("stat {}", f.path().display()))?
+                    .len();
+                out.insert(id, len);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn pack_path(&self, id: &Id) -> PathBuf {
+        pack::pack_path(&self.packs_dir(), id)
+    }
+
+    /// Bring the index in step with the packs on disk: index packs it lacks (reading
+    /// only their trailers) and forget packs that are gone. Cheap when nothing changed:
+    /// one directory listing and one index scan of pack keys.
+    pub fn sync_index(&self) -> Result<SyncReport> {
+        let on_disk = self.list_packs()?;
+        let indexed = self.index.packs()?;
+        let mut report = SyncReport::default();
+        let gone: HashSet<Id> = indexed
+            .iter()
+            .filter(|(id, size)| on_disk.get(id) != Some(size))
+            .map(|(id, _)| *id)
+            .collect();
+        if !gone.is_empty() {
+            if !self.index_writable {
+                return Ok(report);
+            }
+            self.index.remove_packs(&gone)?;
+            report.removed_packs = gone.len();
+        }
+        let missing: Vec<(Id, u64)> = on_disk
+            .iter()
+            .filter(|(id, size)| indexed.get(id) != Some(size))
+            .map(|(id, s)| (*id, *s))
+            .collect();
+        if !missing.is_empty() && self.index_writable {
+            let read: Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, String>)> = missing
+                .par_iter()
+                .map(|(id, size)| {
+                    let path = self.pack_path(id);
+                    let r = File::open(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|f| pack::read_trailer(&f, *size).map_err(|e| e.to_string()));
+                    (*id, *size, r)
+                })
+                .collect();
+            for (id, size, r) in read {
+                match r {
+                    Ok(entries) => {
+                        self.index.add_pack(&id, size, &entries)?;
+                        report.added_packs += 1;
+                    }
+                    Err(e) => report.unreadable.push((self.pack_path(&id), e)),
+                }
+            }
+        }
+        if self.index.version()? != Some(crate::index::INDEX_VERSION) && self.index_writable {
+            self.index.set_version()?;
+        }
+        for (p, e) in &report.unreadable {
+            eprintln!(
+                "cbsnap: warning: pack {} is unreadable ({e}); its blobs are not indexed. Run `cbsnap check`.",
+                p.display()
+            );
+        }
+        Ok(report)
+    }
+
+    /// Delete the index and recreate it from the pack trailers.
+    pub fn rebuild_index(root: &Path) -> Result<SyncReport> {
+        Self::read_config(root)?;
+        let locks = root.join("locks");
+        let _lock = lock::acquire(&locks, LockKind::Exclusive, lock_wait())?;
+        let dir = root.join("index");
+        if dir.exists() {
+            fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        }
+        let (index, _) = open_index(&dir, Access::Append)?;
+        let repo = Repository {
+            root: root.to_path_buf(),
+            config: Self::read_config(root)?,
+            index,
+            index_writable: true,
+            open_packs: Mutex::new(HashMap::new()),
+            _lock: None,
+        };
+        let mut r = repo.sync_index()?;
+        repo.index.flush()?;
+        r.rebuilt = true;
+        Ok(r)
+    }
+
+    pub fn locate(&self, id: &Id) -> Result<Location> {
+        self.index.get(id)?.ok_or_else(|| {
+            Error::Corrupt(format!(
+                "blob {id} is referenced but no pack holds it (a pack is missing, or the index is stale: try `cbsnap index rebuild`)"
+            ))
+        })
+    }
+
+    fn pack_file(&self, id: &Id) -> Result<Arc<File>> {
+        let mut cache = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = cache.get(id) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(id);
+        let f = Arc::new(File::open(&path).map_err(|e| {
+            Error::Corrupt(format!("pack {} cannot be opened: {e}", path.display()))
+        })?);
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        cache.insert(*id, f.clone());
+        Ok(f)
+    }
+
+    /// Read a blob, decompress it and verify it against its id.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        self.read_located(&loc)
+    }
+
+    pub fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
+        let f = self.pack_file(&loc.pack)?;
+        let stored =
+            pack::read_stored(&f, loc.entry.offset, loc.entry.stored_len).map_err(|e| {
+                Error::Corrupt(format!(
+                    "pack {} cannot be read at offset {}: {e}",
+                    loc.pack, loc.entry.offset
+                ))
+            })?;
+        pack::decode_blob(&loc.entry, &stored).map_err(|e| {
+            Error::Corrupt(format!(
+                "blob {} in pack {} is damaged: {e}",
+                loc.entry.id, loc.pack
+            ))
+        })
+    }
+}
+
+fn lock_wait() -> Duration {
+    std::env::var("CBSNAP_LOCK_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(120))
+}
+
+/// Open the RocksDB index. Another cbsnap process may hold RocksDB's own lock: readers
+/// then open it read-only, writers wait. An index that cannot be opened for any other
+/// reason (a half-copied rsync, a damaged file) is discarded and rebuilt from the packs.
+fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
+    let deadline = std::time::Instant::now() + lock_wait();
+    let mut announced = false;
+    loop {
+        match Index::open(dir) {
+            Ok(i) => return Ok((i, true)),
+            Err(e) => {
+                let msg = e.into_string();
+                let busy = msg.contains("lock") || msg.contains("Resource temporarily unavailable");
+                if busy {
+                    if access == Access::Read {
+                        if let Ok(i) = Index::open_read_only(dir) {
+                            return Ok((i, false));
+                        }
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::Locked(format!(
+                            "the index {} is in use by another cbsnap process ({msg}); wait for it to finish",
+                            dir.display()
+                        )));
+                    }
+                    if !announced {
+                        eprintln!(
+                            "cbsnap: waiting for another cbsnap process to release the index"
+                        );
+                        announced = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                    continue;
+                }
+                eprintln!(
+                    "cbsnap: the index at {} cannot be opened ({msg}); rebuilding it from the packs",
+                    dir.display()
+                );
+                fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
+                let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
+                return Ok((i, true));
+            }
+        }
+    }
+}

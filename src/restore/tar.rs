@@ -1,0 +1,157 @@
+//! Restore to a tar stream (`cbsnap dump`, and the upload body of the Docker archive
+//! path). Entries come in name order, directories before their contents; the first
+//! member of a hard-link group carries the content and later ones are `Link` entries.
+//! xattrs and sub-second mtimes travel as PAX records (`SCHILY.xattr.*`, `mtime`),
+//! which GNU tar and Docker both read.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use ::tar::{Builder, EntryType, Header};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::restore::{load_tree, lookup, ChunkReader};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind};
+
+fn tar_err(e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Error::Interrupted
+    } else {
+        Error::io("write tar stream", e)
+    }
+}
+
+/// Write the snapshot (or the subtree at `subpath`) as a tar stream to `out`.
+pub fn dump(
+    repo: &Repository,
+    snap: &Snapshot,
+    subpath: Option<&str>,
+    out: impl Write,
+) -> Result<()> {
+    let mut b = Builder::new(out);
+    b.follow_symlinks(false);
+    let mut links = std::collections::HashMap::new();
+    match subpath.filter(|p| !p.trim_matches('/').is_empty()) {
+        None => {
+            let mut root = Node::new(Vec::new(), NodeKind::Dir);
+            root.mode = snap.root.mode;
+            root.uid = snap.root.uid;
+            root.gid = snap.root.gid;
+            root.mtime = snap.root.mtime;
+            root.mtime_nsec = snap.root.mtime_nsec;
+            append(&mut b, repo, Path::new("."), &root, &mut links)?;
+            write_tree(&mut b, repo, &snap.tree, Path::new(""), &mut links)?;
+        }
+        Some(p) => {
+            let node = lookup(repo, &snap.tree, p)?
+                .ok_or_else(|| Error::Usage(format!("no such path in the snapshot: {p}")))?;
+            let path = PathBuf::from(p.trim_matches('/'));
+            append(&mut b, repo, &path, &node, &mut links)?;
+            if let Some(sub) = node.subtree() {
+                write_tree(&mut b, repo, &sub, &path, &mut links)?;
+            }
+        }
+    }
+    b.into_inner().map_err(tar_err)?.flush().map_err(tar_err)
+}
+
+fn write_tree(
+    b: &mut Builder<impl Write>,
+    repo: &Repository,
+    tree: &Id,
+    prefix: &Path,
+    links: &mut std::collections::HashMap<u64, PathBuf>,
+) -> Result<()> {
+    for node in load_tree(repo, tree)? {
+        let path = prefix.join(OsStr::from_bytes(&node.name));
+        append(b, repo, &path, &node, links)?;
+        if let Some(sub) = node.subtree() {
+            write_tree(b, repo, &sub, &path, links)?;
+        }
+    }
+    Ok(())
+}
+
+fn append(
+    b: &mut Builder<impl Write>,
+    repo: &Repository,
+    path: &Path,
+    n: &Node,
+    links: &mut std::collections::HashMap<u64, PathBuf>,
+) -> Result<()> {
+    if n.kind == NodeKind::Socket {
+        // Tar cannot carry sockets; the services that own them recreate them.
+        return Ok(());
+    }
+    let mut h = Header::new_gnu();
+    h.set_mode(n.mode);
+    h.set_uid(n.uid as u64);
+    h.set_gid(n.gid as u64);
+    let _ = h.set_username(&String::from_utf8_lossy(&n.user));
+    let _ = h.set_groupname(&String::from_utf8_lossy(&n.group));
+    h.set_mtime(n.mtime.max(0) as u64);
+    h.set_size(0);
+    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    for (k, v) in &n.xattrs {
+        pax.push((
+            format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
+            v.clone(),
+        ));
+    }
+    if n.mtime_nsec != 0 || n.mtime < 0 {
+        pax.push((
+            "mtime".into(),
+            format!("{}.{:09}", n.mtime, n.mtime_nsec).into_bytes(),
+        ));
+    }
+    if !pax.is_empty() {
+        b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+            .map_err(tar_err)?;
+    }
+    match n.kind {
+        NodeKind::Dir => {
+            h.set_entry_type(EntryType::Directory);
+            let mut p = path.as_os_str().as_bytes().to_vec();
+            if !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            b.append_data(&mut h, Path::new(OsStr::from_bytes(&p)), std::io::empty())
+                .map_err(tar_err)
+        }
+        NodeKind::File => {
+            if n.link_group != 0 {
+                if let Some(first) = links.get(&n.link_group) {
+                    h.set_entry_type(EntryType::Link);
+                    return b.append_link(&mut h, path, first).map_err(tar_err);
+                }
+                links.insert(n.link_group, path.to_path_buf());
+            }
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(n.size);
+            b.append_data(&mut h, path, ChunkReader::new(repo, n))
+                .map_err(tar_err)
+        }
+        NodeKind::Symlink => {
+            h.set_entry_type(EntryType::Symlink);
+            b.append_link(&mut h, path, Path::new(OsStr::from_bytes(&n.target)))
+                .map_err(tar_err)
+        }
+        NodeKind::Fifo | NodeKind::CharDev | NodeKind::BlockDev => {
+            h.set_entry_type(match n.kind {
+                NodeKind::Fifo => EntryType::Fifo,
+                NodeKind::CharDev => EntryType::Char,
+                _ => EntryType::Block,
+            });
+            let _ = h.set_device_major(n.rdev_major);
+            let _ = h.set_device_minor(n.rdev_minor);
+            b.append_data(&mut h, path, std::io::empty())
+                .map_err(tar_err)
+        }
+        NodeKind::Socket => Ok(()),
+    }
+}

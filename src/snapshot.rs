@@ -1,0 +1,371 @@
+//! Snapshot files: the only commit point of the repository.
+//!
+//! A snapshot is written after every pack it references is durable and indexed, so a
+//! crash at any moment before leaves orphaned packs, never a snapshot with missing
+//! data. Layout: `"CBSNAPSN"` || u32 LE version || UTF-8 JSON of [`Snapshot`]; the file
+//! is named by the BLAKE3 of its bytes under `snapshots/`.
+
+use std::fs;
+use std::path::Path;
+
+use chrono::{DateTime, Local, NaiveDate, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::Id;
+
+pub const MAGIC: &[u8; 8] = b"CBSNAPSN";
+pub const VERSION: u32 = 1;
+
+/// What kind of source a snapshot was taken from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Volume,
+    Path,
+    Tar,
+}
+
+/// Metadata of the snapshot's root directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootMeta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub dirs: u64,
+    pub other: u64,
+    /// Sum of the sizes of the regular files.
+    pub bytes: u64,
+    /// Files whose content was taken from the parent snapshot without reading them.
+    pub files_unchanged: u64,
+    /// Blobs this snapshot added to the repository, their raw and stored bytes.
+    pub new_blobs: u64,
+    pub new_bytes_raw: u64,
+    pub new_bytes_stored: u64,
+    pub duration_secs: f64,
+}
+
+/// A file the source could not read; the snapshot was committed without it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileError {
+    pub path: String,
+    pub error: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    pub kind: SourceKind,
+    /// Where the data came from: `{"path": …}`, `{"tar": …}` or `{"volume": {…}}`.
+    pub origin: serde_json::Value,
+    pub hostname: String,
+    pub time: DateTime<Utc>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub parent: Option<Id>,
+    /// Shared by every snapshot of one `snapshot --all` run.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// How the source was kept still while read: "paused", "stopped" or "live".
+    #[serde(default)]
+    pub consistency: Option<String>,
+    pub tree: Id,
+    pub root: RootMeta,
+    pub stats: SnapshotStats,
+    #[serde(default)]
+    pub errors: Vec<FileError>,
+    pub cbsnap_version: String,
+}
+
+impl Snapshot {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = codec::header(MAGIC, VERSION).to_vec();
+        out.extend_from_slice(
+            serde_json::to_string_pretty(self)
+                .expect("snapshot serializes")
+                .as_bytes(),
+        );
+        out.push(b'\n');
+        out
+    }
+
+    pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, String> {
+        let v = codec::check_header(buf, MAGIC, "snapshot").map_err(|e| e.to_string())?;
+        if v != VERSION {
+            return Err(format!(
+                "snapshot version {v} is not supported; upgrade cbsnap"
+            ));
+        }
+        serde_json::from_slice(&buf[codec::HEADER_LEN..]).map_err(|e| format!("invalid JSON: {e}"))
+    }
+
+    /// Commit the snapshot: write it durably under `snapshots/<id>`. This is the commit
+    /// point; the caller must have made every pack it references durable first.
+    pub fn save(&self, snapshots_dir: &Path) -> Result<Id> {
+        let bytes = self.encode();
+        let id = Id::hash(&bytes);
+        let path = snapshots_dir.join(id.to_hex());
+        fsutil::write_atomic(&path, &bytes).ctx(|| format!("write snapshot {}", path.display()))?;
+        Ok(id)
+    }
+}
+
+/// All snapshots, oldest first. Unreadable files are reported, not fatal.
+pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(snapshots_dir).ctx(|| format!("read {}", snapshots_dir.display()))? {
+        let e = e.ctx(|| format!("read {}", snapshots_dir.display()))?;
+        let name = e.file_name();
+        let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
+            continue;
+        };
+        let bytes = fs::read(e.path()).ctx(|| format!("read {}", e.path().display()))?;
+        if Id::hash(&bytes) != id {
+            eprintln!(
+                "cbsnap: warning: snapshot file {} does not match its name (damaged?); skipped. Run `cbsnap check`.",
+                e.path().display()
+            );
+            continue;
+        }
+        match Snapshot::decode(&bytes) {
+            Ok(s) => out.push((id, s)),
+            Err(err) => eprintln!(
+                "cbsnap: warning: snapshot {} is unreadable ({err}); skipped",
+                e.path().display()
+            ),
+        }
+    }
+    out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    Ok(out)
+}
+
+/// The source name a user typed, with a compose project prefix (`code-buddy_x`) also
+/// accepted for `x`.
+pub fn name_matches(snapshot_name: &str, typed: &str, project: Option<&str>) -> bool {
+    if snapshot_name == typed {
+        return true;
+    }
+    if let Some(p) = project {
+        if let Some(rest) = typed.strip_prefix(&format!("{p}_")) {
+            return snapshot_name == rest;
+        }
+    }
+    false
+}
+
+/// Resolve `NAME@SELECTOR` (or a bare snapshot id prefix) to one snapshot.
+///
+/// Selectors: `latest`, `latest~N`, an id prefix, or a date `YYYY-MM-DD` meaning the
+/// newest snapshot at or before the end of that (local) day. An unknown name or
+/// selector yields an error listing what exists.
+pub fn resolve(
+    all: &[(Id, Snapshot)],
+    spec: &str,
+    project: Option<&str>,
+) -> Result<(Id, Snapshot)> {
+    let (name, sel) = match spec.rsplit_once('@') {
+        Some((n, s)) => (n, s),
+        None => {
+            // A bare id prefix names one snapshot; a bare name means NAME@latest.
+            if spec.len() >= 4 && spec.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let m: Vec<_> = all
+                    .iter()
+                    .filter(|(id, _)| id.to_hex().starts_with(spec))
+                    .collect();
+                if m.len() == 1 {
+                    return Ok(m[0].clone());
+                }
+            }
+            (spec, "latest")
+        }
+    };
+    let mut cands: Vec<&(Id, Snapshot)> = all
+        .iter()
+        .filter(|(_, s)| name_matches(&s.name, name, project))
+        .collect();
+    if cands.is_empty() {
+        return Err(Error::NoSuchSnapshot(unknown_name(all, name)));
+    }
+    cands.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    let pick = if sel == "latest" {
+        cands.first().copied()
+    } else if let Some(n) = sel.strip_prefix("latest~") {
+        let n: usize = n.parse().map_err(|_| {
+            Error::NoSuchSnapshot(format!(
+                "`{sel}`: after `latest~` comes a number, as in `{name}@latest~1`"
+            ))
+        })?;
+        cands.get(n).copied()
+    } else if let Ok(day) = NaiveDate::parse_from_str(sel, "%Y-%m-%d") {
+        let end = day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0));
+        let end = end.and_then(|e| Local.from_local_datetime(&e).earliest());
+        end.and_then(|end| {
+            let end = end.with_timezone(&Utc);
+            cands.iter().copied().find(|(_, s)| s.time < end)
+        })
+    } else if sel.len() >= 4 && sel.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let m: Vec<_> = cands
+            .iter()
+            .copied()
+            .filter(|(id, _)| id.to_hex().starts_with(&sel.to_ascii_lowercase()))
+            .collect();
+        if m.len() > 1 {
+            return Err(Error::NoSuchSnapshot(format!(
+                "`{sel}` matches {} snapshots of {name}; give more digits.\n{}",
+                m.len(),
+                listing(&m)
+            )));
+        }
+        m.first().copied()
+    } else {
+        return Err(Error::NoSuchSnapshot(format!(
+            "`{sel}` is not a selector. Use latest, latest~N, an id prefix (4+ hex digits) or a date YYYY-MM-DD.\nSnapshots of {name}:\n{}",
+            listing(&cands)
+        )));
+    };
+    pick.cloned().ok_or_else(|| {
+        Error::NoSuchSnapshot(format!(
+            "no snapshot of {name} matches `{sel}`. Snapshots of {name} (newest first):\n{}",
+            listing(&cands)
+        ))
+    })
+}
+
+fn listing(c: &[&(Id, Snapshot)]) -> String {
+    let mut s = String::new();
+    for (i, (id, snap)) in c.iter().take(10).enumerate() {
+        s.push_str(&format!(
+            "  {}@latest~{i}  id {}  {}\n",
+            snap.name,
+            id.short(),
+            snap.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    if c.len() > 10 {
+        s.push_str(&format!(
+            "  … and {} older (see `cbsnap snapshots`)\n",
+            c.len() - 10
+        ));
+    }
+    s
+}
+
+fn unknown_name(all: &[(Id, Snapshot)], name: &str) -> String {
+    let mut names: Vec<&str> = all.iter().map(|(_, s)| s.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return format!("no snapshots named `{name}`: the repository has no snapshots yet");
+    }
+    let best = names
+        .iter()
+        .map(|n| (strsim::levenshtein(n, name), *n))
+        .min()
+        .filter(|(d, _)| *d <= 3);
+    let mut msg = format!("no snapshots named `{name}`.");
+    if let Some((_, n)) = best {
+        msg.push_str(&format!(" Did you mean `{n}`?"));
+    }
+    msg.push_str("\nSources in this repository:\n");
+    for n in names {
+        let count = all.iter().filter(|(_, s)| s.name == n).count();
+        msg.push_str(&format!("  {n} ({count} snapshots)\n"));
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(name: &str, t: &str) -> Snapshot {
+        Snapshot {
+            name: name.into(),
+            kind: SourceKind::Path,
+            origin: serde_json::json!({"path": "/x"}),
+            hostname: "h".into(),
+            time: DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc),
+            tags: vec![],
+            parent: None,
+            run_id: None,
+            consistency: None,
+            tree: Id::hash(t.as_bytes()),
+            root: RootMeta::default(),
+            stats: SnapshotStats::default(),
+            errors: vec![],
+            cbsnap_version: "test".into(),
+        }
+    }
+
+    fn repo() -> Vec<(Id, Snapshot)> {
+        let v = [
+            snap("qdrant-data", "2026-01-01T10:00:00Z"),
+            snap("qdrant-data", "2026-01-02T10:00:00Z"),
+            snap("qdrant-data", "2026-01-03T10:00:00Z"),
+            snap("agent-state", "2026-01-03T11:00:00Z"),
+        ];
+        v.into_iter().map(|s| (Id::hash(&s.encode()), s)).collect()
+    }
+
+    #[test]
+    fn selectors() {
+        let all = repo();
+        let t =
+            |spec: &str| resolve(&all, spec, Some("code-buddy")).map(|(_, s)| s.time.to_rfc3339());
+        assert_eq!(
+            t("qdrant-data@latest").unwrap(),
+            "2026-01-03T10:00:00+00:00"
+        );
+        assert_eq!(t("qdrant-data").unwrap(), "2026-01-03T10:00:00+00:00");
+        assert_eq!(
+            t("qdrant-data@latest~2").unwrap(),
+            "2026-01-01T10:00:00+00:00"
+        );
+        assert_eq!(
+            t("code-buddy_qdrant-data@latest~1").unwrap(),
+            "2026-01-02T10:00:00+00:00"
+        );
+        assert!(t("qdrant-data@latest~3").is_err());
+        let id = all[0].0.to_hex();
+        assert_eq!(
+            t(&format!("qdrant-data@{}", &id[..8])).unwrap(),
+            "2026-01-01T10:00:00+00:00"
+        );
+        assert_eq!(t(&id[..10]).unwrap(), "2026-01-01T10:00:00+00:00");
+    }
+
+    #[test]
+    fn unknown_name_suggests_and_lists() {
+        let all = repo();
+        let e = resolve(&all, "qdrant-dat@latest", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Did you mean `qdrant-data`"), "{e}");
+        assert!(e.contains("agent-state (1 snapshots)"), "{e}");
+        let e = resolve(&all, "qdrant-data@lates", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a selector") && e.contains("qdrant-data@latest~0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn date_selector_takes_newest_at_or_before_that_day() {
+        let all = repo();
+        let (_, s) = resolve(&all, "qdrant-data@2026-01-02", None).unwrap();
+        // Local time zone of the test machine may shift the day by at most one.
+        assert!(s.time.to_rfc3339().starts_with("2026-01-0"));
+        assert!(resolve(&all, "qdrant-data@2020-01-01", None).is_err());
+    }
+}

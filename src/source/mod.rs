@@ -1,0 +1,97 @@
+//! Sources: everything cbsnap snapshots is turned into one stream of [`Entry`]s.
+//!
+//! A directory walk ([`dir`]) and a tar stream ([`tar`], also the Docker archive
+//! path) yield the same entries, so the ingest pipeline, the tree format and restore
+//! do not know where data came from. A source pushes entries into a [`Sink`] in any
+//! order; content comes either as a stream the sink must read now, or as a file the
+//! sink may skip when the parent snapshot already has it unchanged.
+
+pub mod dir;
+pub mod tar;
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::tree::Node;
+
+/// One filesystem object, as a source sees it.
+pub struct Entry {
+    /// Path relative to the source root: components joined by `/`, no `.` or `..`,
+    /// no leading or trailing `/`. Empty for the root itself.
+    pub path: Vec<u8>,
+    /// Metadata; `name` and `content` are filled in by the sink.
+    pub node: Node,
+    /// For a hard link found by a directory walk: (device, inode) of the file. The
+    /// first entry with a key carries the content; later ones are links to it.
+    pub link_key: Option<(u64, u64)>,
+    /// For a hard link in a tar stream: the path of the earlier entry it links to.
+    pub hardlink_to: Option<Vec<u8>>,
+}
+
+impl Entry {
+    pub fn new(path: Vec<u8>, node: Node) -> Entry {
+        Entry {
+            path,
+            node,
+            link_key: None,
+            hardlink_to: None,
+        }
+    }
+}
+
+/// Where a regular file's bytes come from.
+pub enum Content<'a> {
+    None,
+    /// Bytes that must be consumed now (a tar entry).
+    Stream(&'a mut dyn Read),
+    /// A file on disk, opened only if its content is needed.
+    File(&'a Path),
+}
+
+pub trait Sink {
+    fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()>;
+    /// The source will yield nothing more below `path` (a directory walk calls this
+    /// on leaving a directory, which lets the sink write its tree and free memory).
+    fn dir_done(&mut self, _path: &[u8]) -> Result<()> {
+        Ok(())
+    }
+    /// An entry could not be read; it is left out of the snapshot and recorded.
+    fn warn(&mut self, path: &[u8], error: String);
+}
+
+/// Normalize a path from an untrusted source. Leading `/` and `./` and empty or `.`
+/// components are dropped; a `..` component makes the path unsafe (`None`).
+pub fn normalize_path(raw: &[u8]) -> Option<Vec<u8>> {
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len());
+    for comp in raw.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return None,
+            c => {
+                if c.contains(&0) {
+                    return None;
+                }
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_path(b"./a//b/").unwrap(), b"a/b");
+        assert_eq!(normalize_path(b"/etc/passwd").unwrap(), b"etc/passwd");
+        assert_eq!(normalize_path(b"./").unwrap(), b"");
+        assert!(normalize_path(b"a/../../etc").is_none());
+        assert!(normalize_path(b"..").is_none());
+    }
+}

@@ -1,0 +1,228 @@
+//! Tar source: reads a tar stream (plain, gzip or zstd, detected by content) into the
+//! same entries as a directory walk. This is how `docker export`-style archives, the
+//! Docker archive API and the old `tar czf` backups come in.
+//!
+//! The stream is untrusted: paths are normalized and entries that would escape the
+//! root (`..`) are refused and recorded; a stream that ends early — inside an entry
+//! or without its end-of-archive block — is an error, and no snapshot is committed.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use ::tar::{Archive, EntryType};
+
+use crate::error::{Error, Result};
+use crate::source::{normalize_path, Content, Entry, Sink};
+use crate::tree::{Node, NodeKind};
+
+/// Remembers whether the last 512-byte block read was all zeros: the tar crate stops
+/// at the first zero block, and a stream that ends without one was cut short.
+struct Tail<R> {
+    inner: R,
+    pos: u64,
+    last_block_zero: bool,
+    block: Vec<u8>,
+}
+
+impl<R: Read> Read for Tail<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut data = &buf[..n];
+        self.pos += n as u64;
+        // Complete the block carried over from the previous read.
+        if !self.block.is_empty() {
+            let take = (512 - self.block.len()).min(data.len());
+            self.block.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.block.len() == 512 {
+                self.last_block_zero = self.block.iter().all(|&x| x == 0);
+                self.block.clear();
+            }
+        }
+        // Only the last whole block of this read matters.
+        let whole = data.len() / 512 * 512;
+        if whole > 0 {
+            self.last_block_zero = data[whole - 512..whole].iter().all(|&x| x == 0);
+        }
+        self.block.extend_from_slice(&data[whole..]);
+        Ok(n)
+    }
+}
+
+/// Wrap `r` in a decompressor chosen by its first bytes.
+pub fn decompress<'a>(r: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut br = BufReader::with_capacity(1 << 20, r);
+    let head = br.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(br)))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(br)?))
+    } else {
+        Ok(Box::new(br))
+    }
+}
+
+/// Read a tar stream and push its entries into `sink`. `strip` is a path prefix to
+/// remove from every entry name (e.g. the directory name Docker's archive API puts
+/// in front).
+pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
+    let bad = |e: io::Error| {
+        Error::Source(format!(
+            "the tar stream is damaged or truncated: {e}. Nothing was committed; check the archive (`tar -tvf`), then retry."
+        ))
+    };
+    let inner = decompress(r).map_err(bad)?;
+    let mut tail = Tail {
+        inner,
+        pos: 0,
+        last_block_zero: false,
+        block: Vec::with_capacity(512),
+    };
+    let mut ar = Archive::new(&mut tail);
+    let mut saw_root = false;
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let raw_path = entry.path_bytes().into_owned();
+        let Some(mut path) = normalize_path(&raw_path) else {
+            sink.warn(
+                &raw_path,
+                "unsafe path (contains `..`); entry skipped".into(),
+            );
+            continue;
+        };
+        if !strip.is_empty() {
+            if path == strip {
+                path.clear();
+            } else if path.starts_with(strip) && path.get(strip.len()) == Some(&b'/') {
+                path.drain(..=strip.len());
+            }
+        }
+        let h = entry.header();
+        let et = h.entry_type();
+        let kind = match et {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse | EntryType::Link => {
+                NodeKind::File
+            }
+            EntryType::Directory => NodeKind::Dir,
+            EntryType::Symlink => NodeKind::Symlink,
+            EntryType::Fifo => NodeKind::Fifo,
+            EntryType::Char => NodeKind::CharDev,
+            EntryType::Block => NodeKind::BlockDev,
+            other => {
+                sink.warn(
+                    &path,
+                    format!("tar entry type {other:?} is not supported; skipped"),
+                );
+                continue;
+            }
+        };
+        let mut n = Node::new(Vec::new(), kind);
+        n.mode = h.mode().map_err(bad)? & 0o7777;
+        n.uid = h.uid().map_err(bad)? as u32;
+        n.gid = h.gid().map_err(bad)? as u32;
+        n.user = h.username_bytes().map(|b| b.to_vec()).unwrap_or_default();
+        n.group = h.groupname_bytes().map(|b| b.to_vec()).unwrap_or_default();
+        n.mtime = h.mtime().map_err(bad)? as i64;
+        if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
+            n.rdev_major = h.device_major().ok().flatten().unwrap_or(0);
+            n.rdev_minor = h.device_minor().ok().flatten().unwrap_or(0);
+        }
+        if kind == NodeKind::Symlink {
+            n.target = entry
+                .link_name_bytes()
+                .map(|b| b.into_owned())
+                .unwrap_or_default();
+        }
+        let link = if et == EntryType::Link {
+            entry
+                .link_name_bytes()
+                .and_then(|b| normalize_path(&b))
+                .map(|mut p| {
+                    if !strip.is_empty()
+                        && p.starts_with(strip)
+                        && p.get(strip.len()) == Some(&b'/')
+                    {
+                        p.drain(..=strip.len());
+                    }
+                    p
+                })
+        } else {
+            None
+        };
+        if let Some(exts) = entry.pax_extensions().map_err(bad)? {
+            for ext in exts {
+                let ext = ext.map_err(bad)?;
+                let key = ext.key_bytes();
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    n.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
+                } else if key == b"mtime" {
+                    if let Some((s, ns)) = parse_pax_time(ext.value_bytes()) {
+                        n.mtime = s;
+                        n.mtime_nsec = ns;
+                    }
+                }
+            }
+            n.xattrs.sort();
+            n.xattrs.dedup_by(|a, b| a.0 == b.0);
+        }
+        if path.is_empty() {
+            saw_root = true;
+            if kind == NodeKind::Dir {
+                sink.entry(Entry::new(path, n), Content::None)?;
+            }
+            continue;
+        }
+        let mut e = Entry::new(path, n);
+        if et == EntryType::Link {
+            match link {
+                Some(t) => e.hardlink_to = Some(t),
+                None => {
+                    sink.warn(&e.path, "hard link with an unsafe target; skipped".into());
+                    continue;
+                }
+            }
+            sink.entry(e, Content::None)?;
+        } else if kind == NodeKind::File {
+            sink.entry(e, Content::Stream(&mut entry))?;
+            // Anything the sink did not read is drained so the stream stays aligned.
+            io::copy(&mut entry, &mut io::sink()).map_err(bad)?;
+        } else {
+            sink.entry(e, Content::None)?;
+        }
+    }
+    let _ = saw_root;
+    if !tail.last_block_zero {
+        return Err(bad(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the stream ends without the end-of-archive marker",
+        )));
+    }
+    Ok(())
+}
+
+/// PAX times are decimal seconds with an optional fraction: `1700000000.123456789`.
+fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut ns = 0u32;
+    if !frac.is_empty() {
+        let digits: String = frac.chars().take(9).collect();
+        ns = format!("{digits:0<9}").parse().ok()?;
+    }
+    Some((secs, ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_pax_time;
+
+    #[test]
+    fn pax_time() {
+        assert_eq!(
+            parse_pax_time(b"1700000000.5"),
+            Some((1_700_000_000, 500_000_000))
+        );
+        assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
+        assert_eq!(parse_pax_time(b"x"), None);
+    }
+}

@@ -1,0 +1,309 @@
+//! Trees: the metadata of one directory, stored as a blob of kind `Tree` in packs like
+//! file content, so an unchanged directory costs nothing in a new snapshot.
+//!
+//! A tree is the list of a directory's entries sorted by name. Each [`Node`] holds the
+//! metadata every source can give (a directory walk or a tar stream) and, for a regular
+//! file, the ids of its chunks in order; for a directory, the id of its own tree.
+//! Byte layout in `docs/FORMAT.md` ("Tree blobs").
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::id::Id;
+
+pub const TREE_VERSION: u8 = 1;
+/// Upper bound on entries per tree accepted by the decoder (guards allocations).
+const MAX_ENTRIES: u32 = 50_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+    Fifo = 4,
+    CharDev = 5,
+    BlockDev = 6,
+    Socket = 7,
+}
+
+impl NodeKind {
+    pub fn from_u8(v: u8) -> Option<NodeKind> {
+        Some(match v {
+            1 => NodeKind::File,
+            2 => NodeKind::Dir,
+            3 => NodeKind::Symlink,
+            4 => NodeKind::Fifo,
+            5 => NodeKind::CharDev,
+            6 => NodeKind::BlockDev,
+            7 => NodeKind::Socket,
+            _ => return None,
+        })
+    }
+
+    pub fn letter(self) -> char {
+        match self {
+            NodeKind::File => '-',
+            NodeKind::Dir => 'd',
+            NodeKind::Symlink => 'l',
+            NodeKind::Fifo => 'p',
+            NodeKind::CharDev => 'c',
+            NodeKind::BlockDev => 'b',
+            NodeKind::Socket => 's',
+        }
+    }
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// One path component, never empty, `.`, `..`, nor containing `/` or NUL. Not
+    /// necessarily UTF-8.
+    pub name: Vec<u8>,
+    pub kind: NodeKind,
+    /// Permission bits including setuid, setgid and sticky (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user: Vec<u8>,
+    pub group: Vec<u8>,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Length of a regular file's content; 0 for other kinds.
+    pub size: u64,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// Inode number and ctime as seen by a directory walk, used only to tell whether a
+    /// file changed since the parent snapshot; 0 when the source has none (tar).
+    pub inode: u64,
+    pub ctime: i64,
+    pub ctime_nsec: u32,
+    /// Entries of one snapshot with the same non-zero group are hard links of one file.
+    pub link_group: u64,
+    /// Symlink target.
+    pub target: Vec<u8>,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// File: chunk ids in order. Directory: exactly one id, its tree. Others: empty.
+    pub content: Vec<Id>,
+}
+
+impl Node {
+    pub fn new(name: Vec<u8>, kind: NodeKind) -> Node {
+        Node {
+            name,
+            kind,
+            mode: if kind == NodeKind::Dir { 0o755 } else { 0o644 },
+            uid: 0,
+            gid: 0,
+            user: Vec::new(),
+            group: Vec::new(),
+            mtime: 0,
+            mtime_nsec: 0,
+            size: 0,
+            rdev_major: 0,
+            rdev_minor: 0,
+            inode: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            link_group: 0,
+            target: Vec::new(),
+            xattrs: Vec::new(),
+            content: Vec::new(),
+        }
+    }
+
+    pub fn subtree(&self) -> Option<Id> {
+        if self.kind == NodeKind::Dir {
+            self.content.first().copied()
+        } else {
+            None
+        }
+    }
+
+    pub fn name_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+}
+
+/// Whether `name` can be a single path component on restore.
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name != b"."
+        && name != b".."
+        && !name.contains(&b'/')
+        && !name.contains(&0)
+        && name.len() <= u16::MAX as usize
+}
+
+pub fn encode(nodes: &[Node]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(TREE_VERSION);
+    w.u32(nodes.len() as u32);
+    for n in nodes {
+        w.bytes16(&n.name);
+        w.u8(n.kind as u8);
+        w.u32(n.mode);
+        w.u32(n.uid);
+        w.u32(n.gid);
+        w.bytes8(&n.user[..n.user.len().min(255)]);
+        w.bytes8(&n.group[..n.group.len().min(255)]);
+        w.i64(n.mtime);
+        w.u32(n.mtime_nsec);
+        w.u64(n.size);
+        w.u32(n.rdev_major);
+        w.u32(n.rdev_minor);
+        w.u64(n.inode);
+        w.i64(n.ctime);
+        w.u32(n.ctime_nsec);
+        w.u64(n.link_group);
+        w.bytes16(&n.target);
+        w.u16(n.xattrs.len() as u16);
+        for (k, v) in &n.xattrs {
+            w.bytes16(k);
+            w.bytes32(v);
+        }
+        w.u32(n.content.len() as u32);
+        for id in &n.content {
+            w.id(id);
+        }
+    }
+    w.buf
+}
+
+pub fn decode(buf: &[u8]) -> Result<Vec<Node>, DecodeError> {
+    let mut r = Reader::new(buf, "tree");
+    let v = r.u8()?;
+    if v != TREE_VERSION {
+        return Err(r.err(format!("tree version {v} is not supported")));
+    }
+    let count = r.u32()?;
+    if count > MAX_ENTRIES || count as usize > r.remaining() / 8 {
+        return Err(r.err(format!("entry count {count} does not fit")));
+    }
+    let mut out: Vec<Node> = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let name = r.bytes16()?.to_vec();
+        if !valid_name(&name) {
+            return Err(r.err(format!(
+                "invalid entry name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if let Some(prev) = out.last() {
+            if prev.name >= name {
+                return Err(r.err("entries not sorted by name or duplicated"));
+            }
+        }
+        let k = r.u8()?;
+        let kind = NodeKind::from_u8(k).ok_or_else(|| r.err(format!("node kind {k}")))?;
+        let mut n = Node::new(name, kind);
+        n.mode = r.u32()?;
+        n.uid = r.u32()?;
+        n.gid = r.u32()?;
+        n.user = r.bytes8()?.to_vec();
+        n.group = r.bytes8()?.to_vec();
+        n.mtime = r.i64()?;
+        n.mtime_nsec = r.u32()?;
+        n.size = r.u64()?;
+        n.rdev_major = r.u32()?;
+        n.rdev_minor = r.u32()?;
+        n.inode = r.u64()?;
+        n.ctime = r.i64()?;
+        n.ctime_nsec = r.u32()?;
+        n.link_group = r.u64()?;
+        n.target = r.bytes16()?.to_vec();
+        let nx = r.u16()?;
+        for _ in 0..nx {
+            let k = r.bytes16()?.to_vec();
+            let v = r.bytes32()?.to_vec();
+            n.xattrs.push((k, v));
+        }
+        let nc = r.u32()?;
+        if nc as usize > r.remaining() / 32 {
+            return Err(r.err(format!("content count {nc} does not fit")));
+        }
+        for _ in 0..nc {
+            n.content.push(r.id()?);
+        }
+        if kind == NodeKind::Dir && n.content.len() != 1 {
+            return Err(r.err("directory without exactly one subtree"));
+        }
+        out.push(n);
+    }
+    r.finish()?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_node() -> impl Strategy<Value = Node> {
+        (
+            proptest::collection::vec(1u8..=255, 1..40),
+            1u8..=7,
+            any::<u32>(),
+            any::<(u32, u32, i64, u32, u64, u64)>(),
+            proptest::collection::vec(
+                (
+                    proptest::collection::vec(any::<u8>(), 0..20),
+                    proptest::collection::vec(any::<u8>(), 0..50),
+                ),
+                0..3,
+            ),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..4),
+        )
+            .prop_map(
+                |(name, k, mode, (uid, gid, mtime, nsec, size, grp), xattrs, content)| {
+                    let mut name: Vec<u8> = name
+                        .into_iter()
+                        .map(|b| if b == b'/' { b'_' } else { b })
+                        .collect();
+                    if name == b"." || name == b".." {
+                        name.push(b'x');
+                    }
+                    let kind = NodeKind::from_u8(k).unwrap();
+                    let mut n = Node::new(name, kind);
+                    n.mode = mode;
+                    n.uid = uid;
+                    n.gid = gid;
+                    n.mtime = mtime;
+                    n.mtime_nsec = nsec;
+                    n.size = size;
+                    n.link_group = grp;
+                    n.xattrs = xattrs;
+                    n.content = content.into_iter().map(Id).collect();
+                    if kind == NodeKind::Dir {
+                        n.content = vec![Id([1; 32])];
+                    }
+                    n
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trip(mut nodes in proptest::collection::vec(arb_node(), 0..20)) {
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            nodes.dedup_by(|a, b| a.name == b.name);
+            let bytes = encode(&nodes);
+            prop_assert_eq!(decode(&bytes).unwrap(), nodes);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
+            let _ = decode(&bytes);
+        }
+    }
+
+    #[test]
+    fn hostile_names_are_rejected() {
+        let mut n = Node::new(b"ok".to_vec(), NodeKind::File);
+        for bad in [&b".."[..], b".", b"a/b", b""] {
+            n.name = bad.to_vec();
+            assert!(
+                decode(&encode(std::slice::from_ref(&n))).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+}
