@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: cbsnap, restic and borg on the same generated corpus
+# (benches/gen_corpus.py), optionally with the `tar czf` backups cbsnap
+# replaces. Steps, one tool after the other with a cold page cache:
+# initial snapshot, unchanged snapshot, changed snapshot after a seeded
+# mutation, full restore of the latest snapshot verified against the corpus.
+# Records wall time and peak RSS (GNU time) and the repository size.
+#
+# Usage: benches/compare.sh [--write-docs]
+#   stdout: a Markdown report; progress goes to stderr.
+#   --write-docs: also put the report into docs/BENCHMARKS.md between
+#   <!-- compare:start --> and <!-- compare:end -->, keeping the rest.
+# Environment (defaults):
+#   BENCH_DIR=/tmp/cbsnap-bench   work dir: corpus, repositories, logs
+#   BENCH_SCALE=1                 corpus size, 1 is ~1 GiB
+#   BENCH_SEED=1                  corpus seed
+#   BENCH_TOOLS="cbsnap restic borg"   add "tar" for the tar czf baseline
+#   CBSNAP=target/release/cbsnap  skipped with a note if missing
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/cbsnap-bench}
+BENCH_SCALE=${BENCH_SCALE:-1}
+BENCH_SEED=${BENCH_SEED:-1}
+BENCH_TOOLS=${BENCH_TOOLS:-cbsnap restic borg}
+CBSNAP=${CBSNAP:-target/release/cbsnap}
+DOCS=$ROOT/docs/BENCHMARKS.md
+HOST=cbsnap-bench   # restic picks the parent snapshot by host and paths
+MARKER=.cbsnap-bench
+STEPS=(initial unchanged changed)
+
+die() { echo "compare.sh: error: $*" >&2; exit 1; }
+say() { echo "compare.sh: $*" >&2; }
+
+WRITE_DOCS=0
+for arg in "$@"; do
+    case $arg in
+        --write-docs) WRITE_DOCS=1 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$arg' (try --help)" ;;
+    esac
+done
+
+# Check the markers now rather than after a long run.
+if ((WRITE_DOCS)) && [[ -f $DOCS ]]; then
+    starts=$(grep -c -F '<!-- compare:start -->' "$DOCS" || true)
+    ends=$(grep -c -F '<!-- compare:end -->' "$DOCS" || true)
+    ((starts == ends && starts <= 1)) ||
+        die "$DOCS has unbalanced or repeated compare:start / compare:end markers; fix it by hand"
+fi
+[[ -x /usr/bin/time ]] || die "GNU time is needed at /usr/bin/time (apt-get install time)"
+[[ $BENCH_SCALE =~ ^[0-9]*\.?[0-9]+$ ]] || die "BENCH_SCALE must be a positive number, got '$BENCH_SCALE'"
+
+# Resolve CBSNAP before anything changes directory: a path relative to the
+# current directory, else to the repository root, else a command on PATH.
+if [[ $CBSNAP != /* ]]; then
+    if [[ -e $CBSNAP ]]; then CBSNAP=$PWD/$CBSNAP
+    elif [[ -e $ROOT/$CBSNAP ]]; then CBSNAP=$ROOT/$CBSNAP
+    elif command -v "$CBSNAP" >/dev/null; then CBSNAP=$(command -v "$CBSNAP")
+    else CBSNAP=$ROOT/$CBSNAP
+    fi
+fi
+
+NOTES=()
+TOOLS=()
+for tool in $BENCH_TOOLS; do
+    case $tool in
+        cbsnap)
+            if [[ -x $CBSNAP ]]; then TOOLS+=(cbsnap)
+            else NOTES+=("cbsnap skipped: no binary at \`$CBSNAP\` (run \`cargo build --release\` or set CBSNAP).")
+            fi ;;
+        restic | borg | tar)
+            if command -v "$tool" >/dev/null; then TOOLS+=("$tool")
+            else NOTES+=("$tool skipped: not installed.")
+            fi ;;
+        *) die "unknown tool '$tool' in BENCH_TOOLS (cbsnap, restic, borg, tar)" ;;
+    esac
+done
+((${#TOOLS[@]})) || die "no tool to run: ${NOTES[*]}"
+
+# Only ever delete inside a work dir this script made.
+if [[ -d $BENCH_DIR && ! -e $BENCH_DIR/$MARKER && -n $(ls -A "$BENCH_DIR") ]]; then
+    die "BENCH_DIR=$BENCH_DIR is not empty and was not made by compare.sh; refusing to clear it"
+fi
+mkdir -p "$BENCH_DIR"
+BENCH_DIR=$(cd "$BENCH_DIR" && pwd -P)
+touch "$BENCH_DIR/$MARKER"
+rm -rf "${BENCH_DIR:?}"/{corpus,repo,restore,logs,home}
+mkdir -p "$BENCH_DIR"/{repo,restore,logs,home}
+CORPUS=$BENCH_DIR/corpus
+LOGS=$BENCH_DIR/logs
+
+export RESTIC_PASSWORD=cbsnap-bench RESTIC_CACHE_DIR=$BENCH_DIR/home/restic-cache
+export BORG_BASE_DIR=$BENCH_DIR/home/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
+
+CAN_DROP=0
+if (sync && echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1
+else NOTES+=("The page cache could not be dropped between steps (not root?): reads may be warm.")
+fi
+drop_caches() {
+    sync
+    if ((CAN_DROP)); then echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; fi
+}
+
+declare -A WALL RSS SIZE VERIFY
+
+# run_logged TOOL STEP CMD...: an untimed command (repository init), logged.
+run_logged() {
+    local tool=$1 step=$2; shift 2
+    "$@" >"$LOGS/$tool-$step.log" 2>&1 || {
+        tail -n 20 "$LOGS/$tool-$step.log" >&2
+        die "$tool $step failed: $*"
+    }
+}
+
+# measure TOOL STEP DIR CMD...: runs CMD in DIR after dropping the page
+# cache. The timed command ends with `sync`, so a tool that leaves its writes
+# in the page cache is charged for them like one that fsyncs. GNU time's %M
+# is the peak RSS of the largest process in the tree, in KiB.
+measure() {
+    local tool=$1 step=$2 dir=$3; shift 3
+    local log=$LOGS/$tool-$step.log tf=$LOGS/$tool-$step.time wall rss
+    drop_caches
+    say "$step: $tool"
+    if ! (cd "$dir" && /usr/bin/time -f '%e %M' -o "$tf" sh -c '"$@" && sync' sh "$@") >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "$tool $step failed: $* (log: $log)"
+    fi
+    read -r wall rss < <(tail -n 1 "$tf")
+    WALL[$tool:$step]=$wall
+    RSS[$tool:$step]=$rss
+}
+
+repo_of() { echo "$BENCH_DIR/repo/$1"; }
+
+init_repo() {
+    local tool=$1 repo
+    repo=$(repo_of "$tool")
+    case $tool in
+        cbsnap) run_logged "$tool" init "$CBSNAP" --repo "$repo" init ;;
+        restic) run_logged "$tool" init restic -r "$repo" init --repository-version 2 ;;
+        borg) run_logged "$tool" init borg init -e none "$repo" ;;
+        tar) mkdir -p "$repo" ;;
+    esac
+}
+
+snapshot() {
+    local tool=$1 step=$2 repo
+    repo=$(repo_of "$tool")
+    case $tool in
+        cbsnap) measure "$tool" "$step" "$BENCH_DIR" "$CBSNAP" --repo "$repo" -q snapshot --path "$CORPUS" --name corpus ;;
+        restic) measure "$tool" "$step" "$BENCH_DIR" restic -r "$repo" backup --host "$HOST" "$CORPUS" ;;
+        borg) measure "$tool" "$step" "$BENCH_DIR" borg create --compression zstd,3 "$repo::$step" "$CORPUS" ;;
+        tar) measure "$tool" "$step" "$BENCH_DIR" tar czf "$repo/$step.tar.gz" -C "$CORPUS" . ;;
+    esac
+    SIZE[$tool:$step]=$(du -sb "$repo" | cut -f1)
+    if [[ $tool == cbsnap ]]; then
+        "$CBSNAP" --repo "$repo" snapshots --json >"$LOGS/$tool-$step.snapshots.json" 2>&1 ||
+            die "cbsnap snapshots --json failed after the $step snapshot (see $LOGS/$tool-$step.snapshots.json)"
+    fi
+}
+
+# restore TOOL DIR: restores the latest snapshot into the empty DIR and sets
+# RESTORED to where the corpus root landed: restic recreates the absolute
+# source path under the target, borg extracts the stored path (without its
+# leading slash) relative to the current directory.
+restore() {
+    local tool=$1 dir=$2 repo
+    repo=$(repo_of "$tool")
+    case $tool in
+        cbsnap) measure "$tool" restore "$dir" "$CBSNAP" --repo "$repo" -q restore corpus@latest --to "$dir"
+            RESTORED=$dir ;;
+        restic) measure "$tool" restore "$dir" restic -r "$repo" restore latest --host "$HOST" --target "$dir"
+            RESTORED=$dir$CORPUS ;;
+        borg) measure "$tool" restore "$dir" borg extract "$repo::${STEPS[-1]}"
+            RESTORED=$dir/${CORPUS#/} ;;
+        tar) measure "$tool" restore "$dir" tar xzf "$repo/${STEPS[-1]}.tar.gz" -C "$dir"
+            RESTORED=$dir ;;
+    esac
+}
+
+# Path, type, permissions and link target of everything below $1 (not $1
+# itself: its metadata belongs to the restore target for some tools).
+listing() { (cd "$1" && find . -mindepth 1 -printf '%P\t%y\t%m\t%l\n' | LC_ALL=C sort); }
+mtimes() { (cd "$1" && find . -type f -printf '%P\t%T@\n' | awk -F'\t' '{ printf "%s\t%d\n", $1, $2 }' | LC_ALL=C sort); }
+
+verify() {
+    local tool=$1 got=$2 out=$LOGS/$1-verify n
+    [[ -d $got ]] || die "$tool: restored corpus not found at $got (log: $LOGS/$tool-restore.log)"
+    diff -r --no-dereference "$CORPUS" "$got" >"$out.diff" 2>&1 ||
+        die "$tool: RESTORE DIFFERS from the corpus: $(wc -l <"$out.diff") lines in $out.diff"
+    diff <(listing "$CORPUS") <(listing "$got") >"$out.meta" ||
+        die "$tool: restored types, modes or link targets differ: $out.meta"
+    n=$(diff <(mtimes "$CORPUS") <(mtimes "$got") | grep -c '^>' || true)
+    if ((n)); then VERIFY[$tool]="ok, $n mtimes differ"; else VERIFY[$tool]=ok; fi
+}
+
+mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+
+START_TIME=$(date -u '+%Y-%m-%d %H:%M UTC')
+
+say "generating corpus (scale $BENCH_SCALE, seed $BENCH_SEED) in $CORPUS"
+GEN=$(python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "$BENCH_SEED" --scale "$BENCH_SCALE")
+say "$GEN"
+DIGEST=${GEN#digest=}; DIGEST=${DIGEST%% *}
+TREES=("$CORPUS"/code-server-extensions "$CORPUS"/mcp-github-node_modules "$CORPUS"/mcp-gitlab-node_modules)
+SRC_BYTES=$(du -sbc "${TREES[@]}" | tail -n 1 | cut -f1)
+SRC_FILES=$(find "${TREES[@]}" -type f | wc -l)
+SQL_BYTES=$(du -sb "$CORPUS"/indexer-data | cut -f1)
+BLOB_BYTES=$(du -sb "$CORPUS"/ollama/models/blobs | cut -f1)
+BLOB_COUNT=$(find "$CORPUS"/ollama/models/blobs -type f | wc -l)
+ALL_BYTES=$(du -sb "$CORPUS" | cut -f1)
+ALL_FILES=$(find "$CORPUS" -type f | wc -l)
+
+for tool in "${TOOLS[@]}"; do init_repo "$tool"; done
+for step in "${STEPS[@]}"; do
+    if [[ $step == changed ]]; then
+        say "mutating corpus"
+        MUT=$(python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "$BENCH_SEED" --mutate)
+        say "$MUT"
+        MUT_DIGEST=${MUT#digest=}; MUT_DIGEST=${MUT_DIGEST%% *}
+    fi
+    for tool in "${TOOLS[@]}"; do snapshot "$tool" "$step"; done
+done
+for tool in "${TOOLS[@]}"; do
+    dir=$BENCH_DIR/restore/$tool
+    mkdir -p "$dir"
+    restore "$tool" "$dir"
+    say "verifying $tool restore"
+    verify "$tool" "$RESTORED"
+    rm -rf "$dir"   # kept on failure (die above) for inspection
+done
+RUN_SECONDS=$SECONDS
+
+version() {
+    case $1 in
+        cbsnap) "$CBSNAP" --version 2>/dev/null | head -n 1 || echo "cbsnap (no --version)" ;;
+        restic) restic version | cut -d' ' -f1-2 ;;
+        borg) borg --version ;;
+        tar) echo "$(tar --version | head -n 1), $(gzip --version | head -n 1)" ;;
+    esac
+}
+settings() {
+    case $1 in
+        cbsnap) echo "defaults" ;;
+        restic) echo "repository v2, compression auto (zstd), password set" ;;
+        borg) echo "\`init -e none\`, \`create --compression zstd,3\`, default chunker" ;;
+        tar) echo "\`tar czf\` per snapshot, as the current backup script" ;;
+    esac
+}
+
+report() {
+    local cmd="benches/compare.sh --write-docs"
+    [[ $BENCH_TOOLS == "cbsnap restic borg" ]] || cmd="BENCH_TOOLS=\"$BENCH_TOOLS\" $cmd"
+    cmd="BENCH_SCALE=$BENCH_SCALE BENCH_SEED=$BENCH_SEED $cmd"
+    echo "## Side by side: ${TOOLS[*]} (\`benches/compare.sh\`)"
+    echo
+    echo "Run on $START_TIME; reproduce from the repository root with:"
+    echo
+    echo "    cargo build --release"
+    echo "    $cmd"
+    echo
+    echo "Each tool snapshots the whole corpus directory as one source: an **initial** snapshot,"
+    echo "an **unchanged** one (same data again), a **changed** one after \`gen_corpus.py --mutate\`"
+    echo "(edits ~1% of the source-tree files, adds and deletes ~0.2%, rewrites 1% of the SQLite"
+    echo "rows and adds 0.5%, overwrites four 1 MiB regions of the largest blob), then a full"
+    echo "**restore** of the latest snapshot into an empty directory, checked with \`diff -r\`"
+    echo "and a comparison of types, modes and link targets. Tools run one after the other;"
+    echo "before each step the page cache is dropped. Wall time and peak RSS come from"
+    echo "GNU \`time -f '%e %M'\`, wall time includes a final \`sync\`; the repository size is"
+    echo "\`du -sb\` after each snapshot."
+    echo
+    echo "- Machine: $(nproc) CPUs ($(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')),"
+    echo "  $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM, Linux $(uname -r),"
+    echo "  work dir on $(df -T "$BENCH_DIR" | awk 'NR == 2 { print $2 }')."
+    for tool in "${TOOLS[@]}"; do
+        echo "- $(version "$tool"): $(settings "$tool")."
+    done
+    echo "- Corpus (scale $BENCH_SCALE, seed $BENCH_SEED): $ALL_FILES files, $(mib "$ALL_BYTES") MiB —"
+    echo "  source trees $SRC_FILES files / $(mib "$SRC_BYTES") MiB, SQLite $(mib "$SQL_BYTES") MiB,"
+    echo "  $BLOB_COUNT random blobs $(mib "$BLOB_BYTES") MiB. Digest \`${DIGEST:0:16}\`, after mutation"
+    echo "  \`${MUT_DIGEST:0:16}\` (python $(python3 -c 'import platform, sqlite3; print(platform.python_version(), "/ sqlite", sqlite3.sqlite_version)'))."
+    echo "- Full run: $((RUN_SECONDS / 60)) min $((RUN_SECONDS % 60)) s, including corpus generation and verification."
+    for note in "${NOTES[@]}"; do echo "- $note"; done
+    echo
+    echo "| step | tool | wall (s) | peak RSS (MiB) | repository (MiB) | added (MiB) |"
+    echo "|---|---|--:|--:|--:|--:|"
+    local step tool
+    local -A prev
+    for step in "${STEPS[@]}" restore; do
+        for tool in "${TOOLS[@]}"; do
+            if [[ $step == restore ]]; then
+                printf '| restore (%s) | %s | %s | %s | | |\n' "${VERIFY[$tool]}" "$tool" \
+                    "${WALL[$tool:$step]}" "$(mib $((RSS[$tool:$step] * 1024)))"
+                continue
+            fi
+            printf '| %s | %s | %s | %s | %s | %s |\n' "$step" "$tool" "${WALL[$tool:$step]}" \
+                "$(mib $((RSS[$tool:$step] * 1024)))" "$(mib "${SIZE[$tool:$step]}")" \
+                "$(mib $((SIZE[$tool:$step] - ${prev[$tool]:-0})))"
+            prev[$tool]=${SIZE[$tool:$step]}
+        done
+    done
+}
+
+REPORT=$LOGS/report.md
+report >"$REPORT"
+cat "$REPORT"
+
+if ((WRITE_DOCS)); then
+    python3 - "$DOCS" "$REPORT" <<'EOF'
+import os, sys
+
+path, report = sys.argv[1:]
+START, END = "<!-- compare:start -->", "<!-- compare:end -->"
+INTRO = """# cbsnap benchmarks
+
+Speed and size of cbsnap, measured by the scripts in `benches/` (see
+`benches/README.md`). Each section is written by its script between its own
+`<!-- name:start -->` / `<!-- name:end -->` markers and is replaced on the
+next run; write anything else outside the markers.
+"""
+section = START + "\n" + open(report).read().rstrip("\n") + "\n" + END
+if os.path.exists(path):
+    doc = open(path).read()
+    s, e = doc.find(START), doc.find(END)
+    if s == -1 and e == -1:
+        doc = doc.rstrip("\n") + "\n\n" + section + "\n"
+    elif s == -1 or e == -1 or e < s:
+        sys.exit(f"compare.sh: error: {path} has unbalanced {START} / {END} markers; fix it by hand")
+    else:
+        doc = doc[:s] + section + doc[e + len(END):]
+else:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    doc = INTRO + "\n" + section + "\n"
+with open(path + ".tmp", "w") as f:
+    f.write(doc)
+os.replace(path + ".tmp", path)
+EOF
+    say "wrote $DOCS"
+fi
+say "done in ${RUN_SECONDS}s; corpus, repositories and logs are in $BENCH_DIR"
