@@ -27,7 +27,13 @@ use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
 use crate::pack::{self, BlobEntry};
 
-pub const FORMAT_README: &str = include_str!("repo_readme.md");
+/// Written into every new repository as `README.md`, so the data can be read back
+/// without cbsnap.
+pub const FORMAT_README: &str = concat!(
+    "This directory is a cbsnap repository. Do not edit it by hand; copy it with\n",
+    "`rsync` as cbsnap's README describes. Its format follows.\n\n",
+    include_str!("../docs/FORMAT.md")
+);
 
 /// How a command opens the repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

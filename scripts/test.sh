@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Run every test of cbsnap on a fresh Debian machine: installs the build and test
+# dependencies (as root), starts a Docker engine if none answers (and stops it
+# again), then runs the format check, clippy and the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/deps.sh
+started=$(scripts/docker-up.sh)
+cleanup() {
+  if [ -n "${started:-}" ]; then
+    kill "$started" 2>/dev/null || true
+    wait "$started" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+cargo test
