@@ -24,9 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountTypeEnum, MountVolumeOptions,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum, MountVolumeOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
     ListContainersOptions, RemoveContainerOptions, UploadToContainerOptions,
@@ -237,6 +235,62 @@ impl Drop for VolumeTarReader {
     }
 }
 
+/// Mode, owner and mtime of a volume's top directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RootMeta {
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+/// The root directory's metadata, if `block` is a valid tar header of the
+/// entry `./` (or `.`).
+fn root_meta(block: &[u8]) -> Option<RootMeta> {
+    let block: &[u8; 512] = block.try_into().ok()?;
+    // Checksum: the sum of all bytes, with the checksum field read as spaces.
+    let sum: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                u64::from(b' ')
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
+    let header = tar::Header::from_byte_slice(block);
+    if u64::from(header.cksum().ok()?) != sum || header.entry_type() != tar::EntryType::Directory {
+        return None;
+    }
+    let path = header.path_bytes();
+    let path: &[u8] = &path;
+    if path != b"." && path != b"./" {
+        return None;
+    }
+    Some(RootMeta {
+        mode: header.mode().ok()?,
+        uid: header.uid().ok()?,
+        gid: header.gid().ok()?,
+        mtime: header.mtime().ok()?,
+    })
+}
+
+/// Reads until `buf` is full or the input ends; returns the bytes read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
 static HELPER_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Engine {
@@ -330,7 +384,12 @@ impl Engine {
         let mut reg = signals::registry();
         let created = self
             .block_on(self.docker.create_container(Some(options), body))
-            .map_err(|e| self.err(format!("creating a helper container for volume {volume}"), e))?;
+            .map_err(|e| {
+                self.err(
+                    format!("creating a helper container for volume {volume}"),
+                    e,
+                )
+            })?;
         let token = reg.token();
         reg.helpers.insert(
             token,
@@ -404,22 +463,32 @@ impl Engine {
     }
 
     /// Extracts a tar stream into `volume` (which must exist), streaming it:
-    /// entries named `./…` or bare relative names land under the volume root,
-    /// and a `./` entry sets the root directory's mode, owner and times.
+    /// entries named `./…` or bare relative names land under the volume root.
     /// Ownership is taken from the tar headers.
+    ///
+    /// If the stream starts with the root directory entry (`./` or `.`, a
+    /// plain ustar/GNU header as [`Engine::read_volume_tar`] produces), its
+    /// mode, owner and mtime are applied to the volume's top directory
+    /// afterwards: Docker skips that entry, and a service running as a non-root
+    /// user needs its volume root to be its own.
     ///
     /// Files already in the volume are overwritten or kept, never deleted:
     /// restore into an empty volume for an exact copy. On error the volume
     /// may hold part of the tar.
-    pub fn write_volume_tar(&self, volume: &str, mut reader: impl Read + Send) -> Result<(), DockerError> {
+    pub fn write_volume_tar(
+        &self,
+        volume: &str,
+        mut reader: impl Read + Send,
+    ) -> Result<(), DockerError> {
         self.require_volume(volume)?;
         self.ensure_helper_image()?;
         let mut helper = self.create_helper(volume, false)?;
 
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(WRITE_CHANNEL);
-        let body = bollard::body_try_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
+        let body =
+            bollard::body_try_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            }));
         let docker = self.streaming_client();
         let id = helper.id.clone();
         let upload = self.rt.spawn(async move {
@@ -432,7 +501,23 @@ impl Engine {
 
         // Read on this thread: `reader` need not be 'static.
         let mut read_err = None;
-        loop {
+        let mut first = vec![0u8; 512];
+        let mut root = None;
+        match read_full(&mut reader, &mut first) {
+            Ok(n) => {
+                if n == first.len() {
+                    root = root_meta(&first);
+                }
+                first.truncate(n);
+                // Cannot fail: the upload has not read anything yet.
+                let _ = tx.blocking_send(Ok(Bytes::from(first)));
+            }
+            Err(e) => {
+                let _ = tx.blocking_send(Err(io::Error::other("restore source failed")));
+                read_err = Some(e);
+            }
+        }
+        while read_err.is_none() {
             let mut chunk = vec![0u8; WRITE_CHUNK];
             let n = match reader.read(&mut chunk) {
                 Ok(0) => break,
@@ -453,7 +538,10 @@ impl Engine {
             }
         }
         drop(tx);
-        let uploaded = self.rt.block_on(upload);
+        let mut uploaded = self.rt.block_on(upload);
+        if let (Some(root), Ok(Ok(()))) = (root, &uploaded) {
+            uploaded = Ok(self.set_volume_root(&helper.id, root));
+        }
         let removed = helper.remove();
 
         if let Some(source) = read_err {
@@ -473,6 +561,36 @@ impl Engine {
             }
         }
         removed
+    }
+
+    /// Applies `root` to the volume's top directory: a one-entry tar naming
+    /// the mount point `volume/`, extracted at `/` of the helper. Docker
+    /// merges a directory entry into an existing directory by applying its
+    /// metadata, which it refuses to do for `.`.
+    fn set_volume_root(&self, helper_id: &str, root: RootMeta) -> Result<(), BollardError> {
+        let mut header = tar::Header::new_ustar();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(root.mode);
+        header.set_uid(root.uid);
+        header.set_gid(root.gid);
+        header.set_mtime(root.mtime);
+        header.set_size(0);
+        let mut tar = tar::Builder::new(Vec::new());
+        tar.append_data(
+            &mut header,
+            MOUNT_POINT.trim_start_matches('/'),
+            io::empty(),
+        )?;
+        let bytes = tar.into_inner()?;
+        let options = UploadToContainerOptions {
+            path: "/".to_string(),
+            ..Default::default()
+        };
+        self.block_on(self.docker.upload_to_container(
+            helper_id,
+            Some(options),
+            bollard::body_full(Bytes::from(bytes)),
+        ))
     }
 
     /// Removes helper containers whose owner, a cbsnap process on this host,
@@ -519,12 +637,53 @@ impl Engine {
 mod tests {
     use super::*;
 
+    fn dir_header(path: &str, mode: u32) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_path(path).unwrap();
+        h.set_mode(mode);
+        h.set_uid(1000);
+        h.set_gid(1001);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn the_root_entry_is_recognised() {
+        let want = RootMeta {
+            mode: 0o750,
+            uid: 1000,
+            gid: 1001,
+            mtime: 1_700_000_000,
+        };
+        assert_eq!(root_meta(&dir_header(".", 0o750)), Some(want));
+        let mut dot_slash = dir_header(".", 0o750);
+        dot_slash[..3].copy_from_slice(b"./\0");
+        let mut h = tar::Header::from_byte_slice(&dot_slash).clone();
+        h.set_cksum();
+        assert_eq!(root_meta(h.as_bytes()), Some(want));
+        assert_eq!(root_meta(&dir_header("sub", 0o750)), None);
+        let mut corrupt = dir_header(".", 0o750);
+        corrupt[100] ^= 1;
+        assert_eq!(root_meta(&corrupt), None, "bad checksum");
+        assert_eq!(root_meta(&[0u8; 512]), None);
+        assert_eq!(root_meta(b"short"), None);
+    }
+
     #[test]
     fn entry_paths_lose_the_dot_prefix() {
         assert_eq!(volume_entry_path(Path::new("./")), Some(Path::new("")));
         assert_eq!(volume_entry_path(Path::new(".")), Some(Path::new("")));
-        assert_eq!(volume_entry_path(Path::new("./a.txt")), Some(Path::new("a.txt")));
-        assert_eq!(volume_entry_path(Path::new("./sub/deep/")), Some(Path::new("sub/deep")));
+        assert_eq!(
+            volume_entry_path(Path::new("./a.txt")),
+            Some(Path::new("a.txt"))
+        );
+        assert_eq!(
+            volume_entry_path(Path::new("./sub/deep/")),
+            Some(Path::new("sub/deep"))
+        );
         assert_eq!(volume_entry_path(Path::new("volume/a")), None);
         assert_eq!(volume_entry_path(Path::new("a")), None);
         assert_eq!(volume_entry_path(Path::new("./../etc/passwd")), None);

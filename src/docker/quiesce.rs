@@ -19,7 +19,9 @@ use std::sync::Arc;
 
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerStateStatusEnum;
-use bollard::query_parameters::{InspectContainerOptions, StartContainerOptions, StopContainerOptions};
+use bollard::query_parameters::{
+    InspectContainerOptions, StartContainerOptions, StopContainerOptions,
+};
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +51,9 @@ impl FromStr for QuiesceMode {
             "none" => Ok(QuiesceMode::None),
             "pause" => Ok(QuiesceMode::Pause),
             "stop" => Ok(QuiesceMode::Stop),
-            _ => Err(format!("unknown quiesce mode {s:?}; use stop, pause or none")),
+            _ => Err(format!(
+                "unknown quiesce mode {s:?}; use stop, pause or none"
+            )),
         }
     }
 }
@@ -435,6 +439,9 @@ mod tests {
     fn consistency_orders_weakest_first() {
         assert!(Consistency::Live < Consistency::Paused);
         assert!(Consistency::Paused < Consistency::Stopped);
-        assert_eq!(serde_json::to_string(&Consistency::Paused).unwrap(), "\"paused\"");
+        assert_eq!(
+            serde_json::to_string(&Consistency::Paused).unwrap(),
+            "\"paused\""
+        );
     }
 }

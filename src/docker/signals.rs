@@ -81,7 +81,9 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 /// Locks the registry. A panic while it was held does not make the data
 /// wrong (every field is updated in one step), so poisoning is ignored.
 pub(super) fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 static INSTALLED: Mutex<bool> = Mutex::new(false);
@@ -92,7 +94,8 @@ pub(super) fn install() -> Result<(), DockerError> {
     if *installed {
         return Ok(());
     }
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DockerError::SignalHandler)?;
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DockerError::SignalHandler)?;
     std::thread::Builder::new()
         .name("cbsnap-signals".into())
         .spawn(move || {
@@ -130,7 +133,10 @@ fn clean_up_and_exit(sig: i32) -> ! {
              (send it again to quit at once)",
             signal_name(sig)
         );
-        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             Ok(rt) => {
                 let quiesces = std::mem::take(&mut reg.quiesces);
                 for (_, mut q) in quiesces.into_iter().rev() {

@@ -93,7 +93,10 @@ pub(super) fn load(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
     let file: StateFile = serde_json::from_slice(&bytes)
         .map_err(|e| state_err(path, format!("not a cbsnap quiesce state file: {e}")))?;
     if file.format != FORMAT {
-        return Err(state_err(path, format!("unexpected format {:?}", file.format)));
+        return Err(state_err(
+            path,
+            format!("unexpected format {:?}", file.format),
+        ));
     }
     if file.version != VERSION {
         return Err(state_err(
@@ -125,7 +128,8 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(state_err(path, format!("cannot remove it: {e}"))),
         }
-        return sync_dir(&dir).map_err(|e| state_err(path, format!("fsync of {}: {e}", dir.display())));
+        return sync_dir(&dir)
+            .map_err(|e| state_err(path, format!("fsync of {}: {e}", dir.display())));
     }
     fs::create_dir_all(&dir)
         .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
@@ -135,7 +139,10 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         containers: records.to_vec(),
     };
     let json = serde_json::to_vec_pretty(&file).map_err(|e| state_err(path, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
@@ -224,18 +231,28 @@ mod tests {
         remove(&path, &["a"]).unwrap();
         let left = load(&path).unwrap();
         assert_eq!(left.len(), 1);
-        assert_eq!((left[0].id.as_str(), left[0].pid), ("b", std::process::id()));
+        assert_eq!(
+            (left[0].id.as_str(), left[0].pid),
+            ("b", std::process::id())
+        );
         remove(&path, &["b"]).unwrap();
         assert!(!path.exists(), "an empty state file is removed");
         let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
-        assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
     }
 
     #[test]
     fn unknown_versions_are_refused_with_advice() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("quiesced.json");
-        fs::write(&path, r#"{"format":"cbsnap-quiesced","version":9,"containers":[]}"#).unwrap();
+        fs::write(
+            &path,
+            r#"{"format":"cbsnap-quiesced","version":9,"containers":[]}"#,
+        )
+        .unwrap();
         let err = load(&path).unwrap_err();
         assert!(matches!(err, DockerError::StateFile { .. }));
         assert!(err.to_string().contains("newer cbsnap"), "{err}");

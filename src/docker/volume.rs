@@ -327,7 +327,10 @@ mod tests {
     fn volume_names_that_could_escape_the_url_are_rejected() {
         for bad in ["", "../x", "a/b", "x?force=1", ".hidden", "-x", "a b", "é"] {
             assert!(
-                matches!(check_volume_name(bad), Err(DockerError::InvalidVolumeName { .. })),
+                matches!(
+                    check_volume_name(bad),
+                    Err(DockerError::InvalidVolumeName { .. })
+                ),
                 "{bad:?} accepted"
             );
         }
@@ -341,7 +344,10 @@ mod tests {
         let info = VolumeInfo {
             name: "code-buddy_qdrant-data".into(),
             driver: "local".into(),
-            driver_opts: BTreeMap::from([("type".into(), "none".into()), ("o".into(), "bind".into())]),
+            driver_opts: BTreeMap::from([
+                ("type".into(), "none".into()),
+                ("o".into(), "bind".into()),
+            ]),
             labels: BTreeMap::from([(COMPOSE_PROJECT_LABEL.into(), "code-buddy".into())]),
             mountpoint: "/var/lib/docker/volumes/code-buddy_qdrant-data/_data".into(),
         };
@@ -353,9 +359,20 @@ mod tests {
 
     #[test]
     fn container_states_parse_and_print_alike() {
-        for s in ["created", "running", "paused", "restarting", "removing", "exited", "dead"] {
+        for s in [
+            "created",
+            "running",
+            "paused",
+            "restarting",
+            "removing",
+            "exited",
+            "dead",
+        ] {
             assert_eq!(ContainerState::parse(s).to_string(), s);
         }
-        assert_eq!(ContainerState::parse("hibernating"), ContainerState::Unknown);
+        assert_eq!(
+            ContainerState::parse("hibernating"),
+            ContainerState::Unknown
+        );
     }
 }
