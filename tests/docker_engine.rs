@@ -14,11 +14,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use cbsnap::docker::{
-    volume_entry_path, Consistency, DockerError, Engine, QuiesceAction, QuiesceMode, VolumeInfo,
-    COMPOSE_PROJECT_LABEL,
+    Consistency, DockerError, Engine, QuiesceAction, QuiesceMode, VolumeInfo, COMPOSE_PROJECT_LABEL,
 };
 use common::docker::{
-    docker, engine, state_file, state_file_lists, unique, TestContainer, TestVolume,
+    docker, engine, parse_tar, payload, state_file, state_file_lists, unique, Item, TestContainer,
+    TestVolume,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -132,6 +132,24 @@ fn containers_using_a_volume_include_stopped_ones() {
 }
 
 #[test]
+fn connecting_negotiates_an_api_version_the_daemon_speaks() {
+    let Some(engine) = engine() else { return };
+    let (major, minor) = engine.api_version().split_once('.').unwrap();
+    let version = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap());
+    let daemon = docker(&["version", "-f", "{{.Server.APIVersion}}"]);
+    let (dmajor, dminor) = daemon.split_once('.').unwrap();
+    let daemon = (
+        dmajor.parse::<u32>().unwrap(),
+        dminor.parse::<u32>().unwrap(),
+    );
+    assert!(
+        version <= daemon,
+        "we speak {version:?}, the daemon {daemon:?}"
+    );
+    assert!(version >= (1, 24));
+}
+
+#[test]
 fn mountpoint_is_readable_only_when_it_really_is() {
     let Some(engine) = engine() else { return };
     let vol = TestVolume::new("cbsnap-t-mp", &[]);
@@ -154,58 +172,6 @@ fn mountpoint_is_readable_only_when_it_really_is() {
 }
 
 // ---------------------------------------------------------------- tar streams
-
-/// What a tar entry says, comparable across a round trip.
-#[derive(Debug, PartialEq, Eq)]
-struct Item {
-    kind: char,
-    mode: u32,
-    uid: u64,
-    link: Option<String>,
-    data: Vec<u8>,
-}
-
-/// Raw entry names in order, and the entries by volume-relative path.
-fn parse_tar(reader: impl Read) -> (Vec<String>, BTreeMap<String, Item>) {
-    let mut archive = tar::Archive::new(reader);
-    let mut names = Vec::new();
-    let mut items = BTreeMap::new();
-    for entry in archive.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let raw = entry.path().unwrap().into_owned();
-        names.push(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
-        let rel = volume_entry_path(&raw)
-            .unwrap_or_else(|| panic!("entry {raw:?} lacks the ./ prefix"))
-            .to_string_lossy()
-            .into_owned();
-        let header = entry.header();
-        let kind = match header.entry_type() {
-            tar::EntryType::Directory => 'd',
-            tar::EntryType::Symlink => 'l',
-            tar::EntryType::Regular => 'f',
-            other => panic!("unexpected entry type {other:?} for {raw:?}"),
-        };
-        let mode = header.mode().unwrap() & 0o7777;
-        let uid = header.uid().unwrap();
-        let link = entry
-            .link_name()
-            .unwrap()
-            .map(|l| l.to_string_lossy().into_owned());
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        items.insert(
-            rel,
-            Item {
-                kind,
-                mode,
-                uid,
-                link,
-                data,
-            },
-        );
-    }
-    (names, items)
-}
 
 #[test]
 fn read_volume_tar_names_entries_dot_slash() {
@@ -252,19 +218,6 @@ fn read_volume_tar_names_entries_dot_slash() {
     assert_eq!(items["link"].link.as_deref(), Some("a.txt"));
     assert_eq!(items["empty"].kind, 'd');
     assert!(vol.helper_containers().is_empty(), "helper left after EOF");
-}
-
-/// A deterministic, incompressible-looking payload.
-fn payload(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -590,6 +543,14 @@ fn recover_quiesced_resumes_what_a_killed_run_left() {
         entry(&stopped.id, "stop", dead),
         // pid 1 is alive: that run is still going, leave it alone.
         entry(&someone_elses.id, "pause", 1),
+    )
+    .replace(
+        "]}",
+        // Another host's run, for a container our engine does not have.
+        &format!(
+            r#",{{"id":"{}","name":"elsewhere","action":"stop","pid":7,"host":"other-host","since":"2026-01-01T00:00:00Z"}}]}}"#,
+            "f".repeat(64)
+        ),
     );
     std::fs::create_dir_all(state.parent().unwrap()).unwrap();
     std::fs::write(&state, json).unwrap();
@@ -603,7 +564,7 @@ fn recover_quiesced_resumes_what_a_killed_run_left() {
     assert_eq!(paused.state(), "running");
     assert_eq!(stopped.state(), "running");
     assert_eq!(someone_elses.state(), "paused");
-    assert_eq!(recovery.owned_by_live_process.len(), 1);
+    assert_eq!(recovery.left_alone.len(), 2);
     assert!(state_file_lists(&state, &someone_elses.id));
     assert!(!state_file_lists(&state, &paused.id));
 

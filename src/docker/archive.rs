@@ -420,7 +420,7 @@ impl Engine {
         let helper = self.create_helper(volume, true)?;
 
         let (tx, mut rx) = mpsc::channel(READ_CHANNEL);
-        let docker = self.streaming_client();
+        let docker = self.docker.clone();
         let id = helper.id.clone();
         let pump = self.rt.spawn(async move {
             let options = DownloadFromContainerOptions {
@@ -489,7 +489,7 @@ impl Engine {
             bollard::body_try_stream(futures_util::stream::unfold(rx, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             }));
-        let docker = self.streaming_client();
+        let docker = self.upload_client();
         let id = helper.id.clone();
         let upload = self.rt.spawn(async move {
             let options = UploadToContainerOptions {

@@ -82,9 +82,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Per-request timeout of ordinary calls (bollard's default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Timeout of streaming calls. bollard's timeout covers the wait for the
-/// response headers, and for an upload Docker sends them only after it has
-/// extracted the whole tar: a multi-GB restore must not be cut at 2 minutes.
+/// Timeout of uploads. bollard's timeout covers the wait for the response
+/// headers (a download's body is not timed), and for an upload Docker sends
+/// them only after it has extracted the whole tar: a multi-GB restore must not
+/// be cut at 2 minutes.
 const STREAM_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Errors of the Docker layer. Each message names what failed and what to do.
@@ -156,7 +157,7 @@ pub enum DockerError {
     /// been resumed.
     #[error(
         "could not {action} container {container} before reading its volume: \
-         {source}; pick another mode with --quiesce, or label the container \
+         {source}; choose another quiesce mode, or label the container \
          cbsnap.quiesce=stop|pause|none"
     )]
     Quiesce {
@@ -300,8 +301,8 @@ impl Engine {
         classify(&self.host, action, e)
     }
 
-    /// The client with the long timeout that streaming calls need.
-    fn streaming_client(&self) -> Docker {
+    /// The client with the long timeout that uploads need.
+    fn upload_client(&self) -> Docker {
         self.docker.clone().with_timeout(STREAM_TIMEOUT)
     }
 }
@@ -324,15 +325,23 @@ fn finish_connect(
     host: String,
 ) -> Result<Engine, DockerError> {
     let quick = docker.with_timeout(CONNECT_TIMEOUT);
+    let connect_err = |action: &str, e: BollardError| match classify(&host, action, e) {
+        DockerError::Timeout { host, action, .. } => DockerError::Timeout {
+            host,
+            action,
+            secs: CONNECT_TIMEOUT.as_secs(),
+        },
+        other => other,
+    };
     let (docker, daemon_name) = rt.block_on(async {
         let docker = quick
             .negotiate_version()
             .await
-            .map_err(|e| classify(&host, "negotiating the API version", e))?;
+            .map_err(|e| connect_err("negotiating the API version", e))?;
         docker
             .ping()
             .await
-            .map_err(|e| classify(&host, "pinging the engine", e))?;
+            .map_err(|e| connect_err("pinging the engine", e))?;
         // Only used to recognise a local engine; an old daemon whose /info
         // does not parse just disables the `--via mount` shortcut.
         let name = docker.info().await.ok().and_then(|info| info.name);

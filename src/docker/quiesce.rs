@@ -94,8 +94,9 @@ pub struct QuiescedContainer {
 pub struct Recovery {
     /// Containers an interrupted run had left paused or stopped, now resumed.
     pub resumed: Vec<QuiesceRecord>,
-    /// Entries left alone because the cbsnap that made them is still running.
-    pub owned_by_live_process: Vec<QuiesceRecord>,
+    /// Entries left alone: made by a cbsnap still running on this host, or
+    /// on another host for containers this engine does not have.
+    pub left_alone: Vec<QuiesceRecord>,
     /// Helper containers of dead cbsnap processes, now removed (ids).
     pub helpers_removed: Vec<String>,
 }
@@ -382,7 +383,8 @@ impl Engine {
     ///
     /// A container is unpaused only if it is still paused, started only if it
     /// is still stopped. Entries of a cbsnap process still running on this
-    /// host are left alone. The file is rewritten with what could not be
+    /// host, and entries from another host naming containers this engine does
+    /// not have, are left alone. The file is rewritten with what could not be
     /// resumed (removed when nothing is left); the first failure is returned.
     pub fn recover_quiesced(&self, state_file: &Path) -> Result<Recovery, DockerError> {
         let reg = signals::registry();
@@ -397,12 +399,31 @@ impl Engine {
             let alive_elsewhere = same_host && r.pid != me && state::pid_alive(r.pid);
             let alive_here = same_host && r.pid == me && reg.holds_quiesced(&r.id);
             if alive_elsewhere || alive_here {
-                recovery.owned_by_live_process.push(r.clone());
+                recovery.left_alone.push(r.clone());
                 keep.push(r);
                 continue;
             }
+            if !same_host {
+                // A repository shared between hosts: the container may live
+                // on the other host's engine. Only act if it lives on ours.
+                match self.block_on(current_state(&self.docker, &r.id)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        recovery.left_alone.push(r.clone());
+                        keep.push(r);
+                        continue;
+                    }
+                    Err(e) => {
+                        first_err
+                            .get_or_insert(self.err(format!("inspecting container {}", r.name), e));
+                        keep.push(r);
+                        continue;
+                    }
+                }
+            }
             match self.block_on(undo(&self.docker, &r.id, r.action)) {
                 Ok(true) => recovery.resumed.push(r),
+                // Already running again, or removed: nothing left to undo.
                 Ok(false) => {}
                 Err(source) => {
                     first_err.get_or_insert(DockerError::Resume {

@@ -14,13 +14,14 @@
 //! the tests skip on a laptop without Docker; with `CI` set it panics instead.
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use cbsnap::docker::Engine;
+use cbsnap::docker::{volume_entry_path, Engine};
 
 /// The test image: /bin/busybox and its applets, nothing else.
 pub const BUSYBOX_IMAGE: &str = "cbsnap-test-busybox:1";
@@ -47,7 +48,10 @@ pub fn engine() -> Option<Engine> {
         Ok(engine) => Some(engine),
         Err(e) if in_ci() => panic!("CI is set, so Docker must be reachable: {e}"),
         Err(e) => {
-            eprintln!(
+            // Through io::stderr(), not eprintln!: libtest captures the macro's
+            // output of passing tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n********************************************************************\n\
                  SKIPPED: no Docker engine answers, so this test did not run.\n\
                  {e}\n\
@@ -310,4 +314,69 @@ pub fn state_file() -> (tempfile::TempDir, std::path::PathBuf) {
 /// Does the state file list this container?
 pub fn state_file_lists(path: &Path, id: &str) -> bool {
     std::fs::read_to_string(path).is_ok_and(|s| s.contains(id))
+}
+
+/// What a tar entry says, comparable across a round trip.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Item {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub link: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Raw entry names in order, and the entries by volume-relative path.
+pub fn parse_tar(reader: impl Read) -> (Vec<String>, BTreeMap<String, Item>) {
+    let mut archive = tar::Archive::new(reader);
+    let mut names = Vec::new();
+    let mut items = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let raw = entry.path().unwrap().into_owned();
+        names.push(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
+        let rel = volume_entry_path(&raw)
+            .unwrap_or_else(|| panic!("entry {raw:?} lacks the ./ prefix"))
+            .to_string_lossy()
+            .into_owned();
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Regular => 'f',
+            other => panic!("unexpected entry type {other:?} for {raw:?}"),
+        };
+        let mode = header.mode().unwrap() & 0o7777;
+        let uid = header.uid().unwrap();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        items.insert(
+            rel,
+            Item {
+                kind,
+                mode,
+                uid,
+                link,
+                data,
+            },
+        );
+    }
+    (names, items)
+}
+
+/// A deterministic, incompressible-looking payload.
+pub fn payload(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
 }
