@@ -509,7 +509,7 @@ impl Engine {
                     root = root_meta(&first);
                 }
                 first.truncate(n);
-                // Cannot fail: the upload has not read anything yet.
+                // A failure means the upload already ended; its answer says why.
                 let _ = tx.blocking_send(Ok(Bytes::from(first)));
             }
             Err(e) => {

@@ -24,8 +24,10 @@
 //!   atomically before any container is touched.
 //! - `signals.rs`: the process-wide registry of paused containers and helper
 //!   containers, and the SIGINT/SIGTERM/SIGHUP handler that undoes them.
-//! - `archive.rs`: the helper image `cbsnap-helper:1`,
-//!   [`Engine::read_volume_tar`] and [`Engine::write_volume_tar`].
+//! - `archive.rs`: the helper image ([`Engine::ensure_helper_image`]) and
+//!   [`Engine::read_volume_tar`] (a [`VolumeTarReader`]) and
+//!   [`Engine::write_volume_tar`], both through helper containers that are
+//!   created, never started, and always removed.
 //!
 //! # Tar entry names
 //!
@@ -37,8 +39,13 @@
 //! `volume/a.txt`, …. The stream is passed through untouched; callers strip the
 //! prefix with [`volume_entry_path`]. [`Engine::write_volume_tar`] extracts into
 //! `/volume`, so a tar with the same `./…` names (or bare relative names) restores
-//! to the same place: the two calls round-trip. This is the same layout as the
-//! `tar -C /data .` backups operators make today.
+//! to the same place: the two calls round-trip. Docker ignores the `./` entry on
+//! upload, so `write_volume_tar` applies it to the volume root itself when it is
+//! the stream's first header. This is the same layout as the `tar -C /data .`
+//! backups operators make today.
+//!
+//! Quiesce before reading if the copy must be consistent: the archive API does
+//! not stop anyone from writing.
 //!
 //! # Signals
 //!
