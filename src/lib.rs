@@ -10,6 +10,7 @@
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod fsutil;
 pub mod id;

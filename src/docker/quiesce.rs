@@ -1,0 +1,468 @@
+//! Quiescing the containers that write to a volume while it is copied.
+//!
+//! Copying the files of a live database gives a torn copy. Pausing the
+//! container (cgroup freezer) makes the copy crash-consistent, like a power
+//! cut, in milliseconds; stopping it makes the copy clean, at the price of a
+//! restart. The operator picks a default mode, and a container can override
+//! it with the label `cbsnap.quiesce=stop|pause|none` (Qdrant recovers from a
+//! crash-consistent copy through its WAL; a cache can stay live).
+//!
+//! [`Engine::quiesce`] returns a [`Quiesce`] guard. It resumes what it changed,
+//! in reverse order, on [`Quiesce::resume`], on drop (also during a panic), on
+//! SIGINT/SIGTERM/SIGHUP (`signals.rs`), and after a SIGKILL through the state
+//! file and [`Engine::recover_quiesced`]. Only containers that were running are
+//! touched, so a container the operator had paused or stopped stays so.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::ContainerStateStatusEnum;
+use bollard::query_parameters::{
+    InspectContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use serde::{Deserialize, Serialize};
+
+use super::signals::{self, ActiveQuiesce};
+use super::state::{self, QuiesceAction, QuiesceRecord};
+use super::{status_of, ContainerInfo, ContainerState, DockerError, Engine};
+
+/// The container label that overrides the default mode for one container.
+pub const QUIESCE_LABEL: &str = "cbsnap.quiesce";
+
+/// How to keep a running container from writing while its volume is copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuiesceMode {
+    /// Leave it running: the copy may be torn.
+    None,
+    /// Freeze it: crash-consistent, milliseconds of downtime.
+    Pause,
+    /// Stop and restart it: clean, seconds of downtime.
+    Stop,
+}
+
+impl FromStr for QuiesceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "none" => Ok(QuiesceMode::None),
+            "pause" => Ok(QuiesceMode::Pause),
+            "stop" => Ok(QuiesceMode::Stop),
+            _ => Err(format!(
+                "unknown quiesce mode {s:?}; use stop, pause or none"
+            )),
+        }
+    }
+}
+
+/// What the copy of a volume can be trusted to be; recorded in the snapshot.
+/// Ordered from weakest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Some container using the volume kept running: files may be torn.
+    Live,
+    /// Every writer was frozen: crash-consistent.
+    Paused,
+    /// No writer ran during the copy (stopped by us, or not running anyway).
+    Stopped,
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Consistency::Live => "live",
+            Consistency::Paused => "paused",
+            Consistency::Stopped => "stopped",
+        })
+    }
+}
+
+/// A container a [`Quiesce`] guard paused or stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuiescedContainer {
+    pub id: String,
+    pub name: String,
+    pub action: QuiesceAction,
+}
+
+/// What [`Engine::recover_quiesced`] did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Containers an interrupted run had left paused or stopped, now resumed.
+    pub resumed: Vec<QuiesceRecord>,
+    /// Entries left alone: made by a cbsnap still running on this host, or
+    /// on another host for containers this engine does not have.
+    pub left_alone: Vec<QuiesceRecord>,
+    /// Helper containers of dead cbsnap processes, now removed (ids).
+    pub helpers_removed: Vec<String>,
+}
+
+/// Keeps containers paused or stopped while it lives; see the module docs.
+#[must_use = "dropping the guard resumes the containers at once"]
+pub struct Quiesce {
+    rt: Arc<tokio::runtime::Runtime>,
+    docker: Docker,
+    state_file: PathBuf,
+    /// Registry entry; `None` once resumed.
+    token: Option<u64>,
+    consistency: Consistency,
+    quiesced: Vec<QuiescedContainer>,
+}
+
+impl std::fmt::Debug for Quiesce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quiesce")
+            .field("consistency", &self.consistency)
+            .field("quiesced", &self.quiesced)
+            .finish()
+    }
+}
+
+impl Quiesce {
+    /// The consistency the copy gets while this guard lives.
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+
+    /// The containers this guard paused or stopped, in that order.
+    pub fn quiesced(&self) -> &[QuiescedContainer] {
+        &self.quiesced
+    }
+
+    /// Resumes the containers (reverse order) and reports the first failure.
+    /// A container that could not be resumed stays in the state file.
+    pub fn resume(mut self) -> Result<(), DockerError> {
+        self.resume_inner()
+    }
+
+    fn resume_inner(&mut self) -> Result<(), DockerError> {
+        let Some(token) = self.token.take() else {
+            return Ok(());
+        };
+        let mut reg = signals::registry();
+        // Absent if the signal handler already took it over.
+        let Some(mut entry) = reg.quiesces.remove(&token) else {
+            return Ok(());
+        };
+        undo_all(&self.rt, &self.docker, &self.state_file, &mut entry.done)
+    }
+}
+
+impl Drop for Quiesce {
+    fn drop(&mut self) {
+        if let Err(e) = self.resume_inner() {
+            // Nobody to return it to; the state file keeps the entry, so the
+            // next run retries.
+            eprintln!("cbsnap: {e}");
+        }
+    }
+}
+
+/// The state of a container now, `None` if it no longer exists.
+async fn current_state(docker: &Docker, id: &str) -> Result<Option<ContainerState>, BollardError> {
+    match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(c) => {
+            let status = c.state.and_then(|s| s.status);
+            Ok(Some(match status {
+                Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+                Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+                Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+                Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+                Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+                Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
+                Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+                Some(ContainerStateStatusEnum::EMPTY) | None => ContainerState::Unknown,
+            }))
+        }
+        Err(e) if status_of(&e) == Some(404) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Undoes one pause or stop if it is still in effect. Returns whether it
+/// changed anything. Looking first makes it safe to call twice, on a
+/// container someone else resumed, or on one whose pause never happened.
+async fn undo(docker: &Docker, id: &str, action: QuiesceAction) -> Result<bool, BollardError> {
+    let Some(state) = current_state(docker, id).await? else {
+        return Ok(false);
+    };
+    match (action, state) {
+        (QuiesceAction::Pause, ContainerState::Paused) => {
+            docker.unpause_container(id).await?;
+            Ok(true)
+        }
+        (QuiesceAction::Stop, ContainerState::Exited | ContainerState::Created) => {
+            docker
+                .start_container(id, None::<StartContainerOptions>)
+                .await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Resumes `done` from the back, forgetting each container in the state file
+/// once it runs again. Failed ones are dropped from `done` but stay in the
+/// state file; the first failure is returned after trying all.
+pub(super) fn undo_all(
+    rt: &tokio::runtime::Runtime,
+    docker: &Docker,
+    state_file: &Path,
+    done: &mut Vec<QuiescedContainer>,
+) -> Result<(), DockerError> {
+    let mut first_err = None;
+    while let Some(c) = done.pop() {
+        match rt.block_on(undo(docker, &c.id, c.action)) {
+            Ok(_) => {
+                if let Err(e) = state::remove(state_file, &[c.id.as_str()]) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            Err(source) => {
+                first_err.get_or_insert(DockerError::Resume {
+                    container: c.name.clone(),
+                    command: c.action.undo_command(),
+                    source,
+                });
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+impl Engine {
+    /// Pauses or stops the running containers among `containers` (normally
+    /// [`Engine::containers_using_volume`]) according to `default` and their
+    /// `cbsnap.quiesce` labels, and returns the guard that resumes them.
+    ///
+    /// Each container is entered in `state_file` (created with its directory
+    /// if needed) before it is touched. If one cannot be quiesced, those
+    /// already quiesced are resumed and the error is returned. Labels are all
+    /// checked before anything is touched.
+    pub fn quiesce(
+        &self,
+        containers: &[ContainerInfo],
+        default: QuiesceMode,
+        state_file: &Path,
+    ) -> Result<Quiesce, DockerError> {
+        let mut plan = Vec::new();
+        for c in containers {
+            let mode = match c.labels.get(QUIESCE_LABEL) {
+                Some(value) => value.parse().map_err(|_| DockerError::BadQuiesceLabel {
+                    container: c.name.clone(),
+                    value: value.clone(),
+                })?,
+                None => default,
+            };
+            plan.push((c, mode));
+        }
+        signals::install()?;
+
+        let mut consistency = Consistency::Stopped;
+        let token = {
+            let mut reg = signals::registry();
+            let token = reg.token();
+            reg.quiesces.insert(
+                token,
+                ActiveQuiesce {
+                    docker: self.docker.clone(),
+                    state_file: state_file.to_path_buf(),
+                    done: Vec::new(),
+                },
+            );
+            token
+        };
+        let mut guard = Quiesce {
+            rt: self.rt.clone(),
+            docker: self.docker.clone(),
+            state_file: state_file.to_path_buf(),
+            token: Some(token),
+            consistency,
+            quiesced: Vec::new(),
+        };
+        // Declared after `guard`, so every early return unlocks before the
+        // guard's drop resumes what was done (the lock is not reentrant).
+        let mut reg = signals::registry();
+
+        for (c, mode) in plan {
+            // The listing may be stale; what matters is the state now.
+            let state = self
+                .block_on(current_state(&self.docker, &c.id))
+                .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
+            let (level, action) = match (state, mode) {
+                (None, _) => (Consistency::Stopped, None),
+                (Some(ContainerState::Running), QuiesceMode::None) => (Consistency::Live, None),
+                (Some(ContainerState::Running), QuiesceMode::Pause) => {
+                    (Consistency::Paused, Some(QuiesceAction::Pause))
+                }
+                (Some(ContainerState::Running), QuiesceMode::Stop) => {
+                    (Consistency::Stopped, Some(QuiesceAction::Stop))
+                }
+                (Some(ContainerState::Paused), _) => (Consistency::Paused, None),
+                (Some(s), _) if s.may_write() => (Consistency::Live, None),
+                (Some(_), _) => (Consistency::Stopped, None),
+            };
+            consistency = consistency.min(level);
+            let Some(action) = action else { continue };
+
+            // Record first: a SIGKILL from here on leaves a trace to recover.
+            let record = state::record_for(&c.id, &c.name, action);
+            state::add(state_file, &[record])?;
+            let entry = QuiescedContainer {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                action,
+            };
+            if let Some(active) = reg.quiesces.get_mut(&token) {
+                active.done.push(entry.clone());
+            }
+            let result = match action {
+                QuiesceAction::Pause => self.block_on(self.docker.pause_container(&c.id)),
+                // Docker's own grace period (the container's StopTimeout, 10 s
+                // by default), then SIGKILL.
+                QuiesceAction::Stop => self.block_on(
+                    self.docker
+                        .stop_container(&c.id, None::<StopContainerOptions>),
+                ),
+            };
+            if let Err(source) = result {
+                // Returning drops `reg`, then `guard`, which resumes the
+                // earlier ones, and this one if the call took effect after all.
+                return Err(DockerError::Quiesce {
+                    container: c.name.clone(),
+                    action: match action {
+                        QuiesceAction::Pause => "pause",
+                        QuiesceAction::Stop => "stop",
+                    },
+                    source,
+                });
+            }
+            guard.quiesced.push(entry);
+        }
+        guard.consistency = consistency;
+        Ok(guard)
+    }
+
+    /// Runs `f` with the containers quiesced, passing it the consistency
+    /// obtained, and resumes them afterwards, whether `f` succeeds, fails or
+    /// panics. If both `f` and the resume fail, `f`'s error is returned and
+    /// the resume failure is printed (the state file keeps the container).
+    pub fn with_quiesced<T, E>(
+        &self,
+        containers: &[ContainerInfo],
+        default: QuiesceMode,
+        state_file: &Path,
+        f: impl FnOnce(Consistency) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DockerError>,
+    {
+        let guard = self.quiesce(containers, default, state_file)?;
+        match f(guard.consistency()) {
+            Ok(value) => {
+                guard.resume()?;
+                Ok(value)
+            }
+            Err(e) => {
+                drop(guard);
+                Err(e)
+            }
+        }
+    }
+
+    /// Resumes what an interrupted cbsnap left paused or stopped, as listed in
+    /// `state_file`, and removes the helper containers of dead cbsnap
+    /// processes. Call it first thing in every run that may quiesce.
+    ///
+    /// A container is unpaused only if it is still paused, started only if it
+    /// is still stopped. Entries of a cbsnap process still running on this
+    /// host, and entries from another host naming containers this engine does
+    /// not have, are left alone. The file is rewritten with what could not be
+    /// resumed (removed when nothing is left); the first failure is returned.
+    pub fn recover_quiesced(&self, state_file: &Path) -> Result<Recovery, DockerError> {
+        let reg = signals::registry();
+        let records = state::load(state_file)?;
+        let me = std::process::id();
+        let host = state::this_host();
+        let mut recovery = Recovery::default();
+        let mut keep = Vec::new();
+        let mut first_err = None;
+        for r in records {
+            let same_host = r.host == host;
+            let alive_elsewhere = same_host && r.pid != me && state::pid_alive(r.pid);
+            let alive_here = same_host && r.pid == me && reg.holds_quiesced(&r.id);
+            if alive_elsewhere || alive_here {
+                recovery.left_alone.push(r.clone());
+                keep.push(r);
+                continue;
+            }
+            if !same_host {
+                // A repository shared between hosts: the container may live
+                // on the other host's engine. Only act if it lives on ours.
+                match self.block_on(current_state(&self.docker, &r.id)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        recovery.left_alone.push(r.clone());
+                        keep.push(r);
+                        continue;
+                    }
+                    Err(e) => {
+                        first_err
+                            .get_or_insert(self.err(format!("inspecting container {}", r.name), e));
+                        keep.push(r);
+                        continue;
+                    }
+                }
+            }
+            match self.block_on(undo(&self.docker, &r.id, r.action)) {
+                Ok(true) => recovery.resumed.push(r),
+                // Already running again, or removed: nothing left to undo.
+                Ok(false) => {}
+                Err(source) => {
+                    first_err.get_or_insert(DockerError::Resume {
+                        container: r.name.clone(),
+                        command: r.action.undo_command(),
+                        source,
+                    });
+                    keep.push(r);
+                }
+            }
+        }
+        state::store(state_file, &keep)?;
+        recovery.helpers_removed = self.remove_stale_helpers(&reg)?;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(recovery),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_from_labels() {
+        assert_eq!("stop".parse(), Ok(QuiesceMode::Stop));
+        assert_eq!(" Pause ".parse(), Ok(QuiesceMode::Pause));
+        assert_eq!("none".parse(), Ok(QuiesceMode::None));
+        assert!("freeze".parse::<QuiesceMode>().is_err());
+    }
+
+    #[test]
+    fn consistency_orders_weakest_first() {
+        assert!(Consistency::Live < Consistency::Paused);
+        assert!(Consistency::Paused < Consistency::Stopped);
+        assert_eq!(
+            serde_json::to_string(&Consistency::Paused).unwrap(),
+            "\"paused\""
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! What this process must undo if it is interrupted, and the signal handler
+//! that undoes it.
+//!
+//! A paused database container is an outage: Ctrl-C in the middle of a backup
+//! must not leave Qdrant frozen. Destructors do not run when a signal ends the
+//! process, so every pause/stop and every helper container is also entered in a
+//! process-wide [`Registry`], and a signal-hook thread resumes and removes what
+//! is registered before exiting with 128 + signal (130 for SIGINT, 143 for
+//! SIGTERM, 129 for SIGHUP). SIGKILL cannot be caught; the state file
+//! (`state.rs`) covers it.
+//!
+//! Every change to a registered container happens while holding the registry
+//! lock, so the handler never races a pause that is still in flight: it waits
+//! for the call to return, then undoes it. The clean-up runs on its own thread;
+//! a second signal while it runs exits at once, leaving the rest to the next
+//! run's [`Engine::recover_quiesced`](super::Engine::recover_quiesced).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bollard::Docker;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use super::quiesce::{undo_all, QuiescedContainer};
+use super::DockerError;
+
+/// Per-request timeout while cleaning up after a signal: the operator is
+/// waiting and a hung daemon must not keep the process alive for minutes.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Containers one [`Quiesce`](super::Quiesce) guard has paused or stopped.
+pub(super) struct ActiveQuiesce {
+    pub docker: Docker,
+    pub state_file: PathBuf,
+    /// In the order they were quiesced; undone from the back.
+    pub done: Vec<QuiescedContainer>,
+}
+
+/// A helper container that exists until its guard removes it.
+pub(super) struct ActiveHelper {
+    pub docker: Docker,
+    pub id: String,
+}
+
+/// Everything this process has changed on the engine and not yet undone.
+pub(super) struct Registry {
+    next: u64,
+    pub quiesces: BTreeMap<u64, ActiveQuiesce>,
+    pub helpers: BTreeMap<u64, ActiveHelper>,
+}
+
+impl Registry {
+    /// A fresh token; tokens grow, so iterating backwards visits newest first.
+    pub fn token(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
+
+    /// Is this container quiesced by a live guard of this process?
+    pub fn holds_quiesced(&self, id: &str) -> bool {
+        self.quiesces
+            .values()
+            .any(|q| q.done.iter().any(|c| c.id == id))
+    }
+
+    /// Is this helper container owned by a live guard of this process?
+    pub fn holds_helper(&self, id: &str) -> bool {
+        self.helpers.values().any(|h| h.id == id)
+    }
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    next: 0,
+    quiesces: BTreeMap::new(),
+    helpers: BTreeMap::new(),
+});
+
+/// Locks the registry. A panic while it was held does not make the data
+/// wrong (every field is updated in one step), so poisoning is ignored.
+pub(super) fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+static INSTALLED: Mutex<bool> = Mutex::new(false);
+
+/// Installs the SIGINT/SIGTERM/SIGHUP handler, once per process.
+pub(super) fn install() -> Result<(), DockerError> {
+    let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
+    if *installed {
+        return Ok(());
+    }
+    let mut signals =
+        Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(DockerError::SignalHandler)?;
+    std::thread::Builder::new()
+        .name("cbsnap-signals".into())
+        .spawn(move || {
+            let mut cleaning = false;
+            for sig in signals.forever() {
+                if cleaning {
+                    eprintln!(
+                        "cbsnap: second signal, exiting without finishing the clean-up; \
+                         the next cbsnap run resumes what is still paused"
+                    );
+                    std::process::exit(128 + sig);
+                }
+                cleaning = true;
+                // On its own thread, so that this one can still see a second
+                // signal if the clean-up hangs on the daemon.
+                let spawned = std::thread::Builder::new()
+                    .name("cbsnap-cleanup".into())
+                    .spawn(move || clean_up_and_exit(sig));
+                if spawned.is_err() {
+                    clean_up_and_exit(sig);
+                }
+            }
+        })
+        .map_err(DockerError::SignalHandler)?;
+    *installed = true;
+    Ok(())
+}
+
+fn clean_up_and_exit(sig: i32) -> ! {
+    // Held until exit: no guard may quiesce anything new meanwhile.
+    let mut reg = registry();
+    if !reg.quiesces.is_empty() || !reg.helpers.is_empty() {
+        eprintln!(
+            "cbsnap: {} received; resuming containers and removing helpers \
+             (send it again to quit at once)",
+            signal_name(sig)
+        );
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let quiesces = std::mem::take(&mut reg.quiesces);
+                for (_, mut q) in quiesces.into_iter().rev() {
+                    let docker = q.docker.clone().with_timeout(CLEANUP_TIMEOUT);
+                    if let Err(e) = undo_all(&rt, &docker, &q.state_file, &mut q.done) {
+                        eprintln!("cbsnap: {e}");
+                    }
+                }
+                let helpers = std::mem::take(&mut reg.helpers);
+                for (_, h) in helpers.into_iter().rev() {
+                    let docker = h.docker.with_timeout(CLEANUP_TIMEOUT);
+                    if let Err(e) = rt.block_on(super::archive::remove_helper(&docker, &h.id)) {
+                        eprintln!(
+                            "cbsnap: could not remove helper container {}: {e}; \
+                             remove it with `docker rm -f {}`",
+                            h.id, h.id
+                        );
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "cbsnap: cannot clean up ({e}); the next cbsnap run resumes paused \
+                 containers"
+            ),
+        }
+    }
+    std::process::exit(128 + sig)
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,272 @@
+//! The quiesce state file: which containers this cbsnap paused or stopped.
+//!
+//! A SIGKILL (or OOM kill, or power loss) runs no destructor and no signal
+//! handler, so a paused Qdrant would stay frozen until someone noticed. Hence
+//! every container is recorded here *before* it is paused or stopped, and
+//! forgotten only *after* it has been resumed; the next run calls
+//! [`Engine::recover_quiesced`](super::Engine::recover_quiesced), which resumes
+//! what is listed. The caller chooses the path, normally
+//! `<repo>/locks/quiesced.json`.
+//!
+//! Format (JSON, version 1):
+//!
+//! ```json
+//! {"format": "cbsnap-quiesced", "version": 1, "containers": [
+//!   {"id": "<64 hex>", "name": "code-buddy-qdrant-1", "action": "pause",
+//!    "pid": 4242, "host": "buildbox", "since": "2026-11-26T13:00:00Z"}]}
+//! ```
+//!
+//! `action` is `pause` or `stop`; `pid` and `host` name the cbsnap process that
+//! did it, so that a run does not undo the work of another one that is still
+//! alive. No file means nothing is quiesced.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::DockerError;
+
+const FORMAT: &str = "cbsnap-quiesced";
+const VERSION: u32 = 1;
+
+/// What was done to a container, and therefore how to undo it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuiesceAction {
+    /// Paused (cgroup freezer); undone by `docker unpause`.
+    Pause,
+    /// Stopped (SIGTERM, then SIGKILL after the grace period); undone by
+    /// `docker start`.
+    Stop,
+}
+
+impl QuiesceAction {
+    /// The docker CLI command that undoes it.
+    pub fn undo_command(self) -> &'static str {
+        match self {
+            QuiesceAction::Pause => "unpause",
+            QuiesceAction::Stop => "start",
+        }
+    }
+}
+
+/// One entry of the state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuiesceRecord {
+    /// Full container id.
+    pub id: String,
+    /// Container name, for messages.
+    pub name: String,
+    /// What was done.
+    pub action: QuiesceAction,
+    /// The cbsnap process that did it.
+    pub pid: u32,
+    /// The host that process ran on.
+    pub host: String,
+    /// When (RFC 3339, UTC).
+    pub since: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    format: String,
+    version: u32,
+    containers: Vec<QuiesceRecord>,
+}
+
+fn state_err(path: &Path, reason: impl std::fmt::Display) -> DockerError {
+    DockerError::StateFile {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads the records; a missing file is an empty list.
+pub(super) fn load(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(state_err(path, format!("cannot read it: {e}"))),
+    };
+    let file: StateFile = serde_json::from_slice(&bytes)
+        .map_err(|e| state_err(path, format!("not a cbsnap quiesce state file: {e}")))?;
+    if file.format != FORMAT {
+        return Err(state_err(
+            path,
+            format!("unexpected format {:?}", file.format),
+        ));
+    }
+    if file.version != VERSION {
+        return Err(state_err(
+            path,
+            format!(
+                "written in version {} of the format, this cbsnap reads version {VERSION}; \
+                 use a newer cbsnap",
+                file.version
+            ),
+        ));
+    }
+    Ok(file.containers)
+}
+
+/// Replaces the file's content with `records`, or removes the file when there
+/// are none.
+///
+/// Durability: when this returns `Ok`, the new content (or the removal) is on
+/// stable storage: temp file, fsync, rename, fsync of the directory. A crash
+/// at any point leaves either the old or the new list, never a torn one.
+pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), DockerError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if records.is_empty() {
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(state_err(path, format!("cannot remove it: {e}"))),
+        }
+        return sync_dir(&dir)
+            .map_err(|e| state_err(path, format!("fsync of {}: {e}", dir.display())));
+    }
+    fs::create_dir_all(&dir)
+        .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
+    let file = StateFile {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        containers: records.to_vec(),
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(|e| state_err(path, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(&dir)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        state_err(path, format!("cannot write it: {e}"))
+    })
+}
+
+/// Adds records (replacing any for the same container).
+pub(super) fn add(path: &Path, new: &[QuiesceRecord]) -> Result<(), DockerError> {
+    let mut records = load(path)?;
+    records.retain(|r| !new.iter().any(|n| n.id == r.id));
+    records.extend_from_slice(new);
+    store(path, &records)
+}
+
+/// Forgets the records of these containers.
+pub(super) fn remove(path: &Path, ids: &[&str]) -> Result<(), DockerError> {
+    let mut records = load(path)?;
+    let before = records.len();
+    records.retain(|r| !ids.contains(&r.id.as_str()));
+    if records.len() == before {
+        return Ok(());
+    }
+    store(path, &records)
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Is a process with this pid alive on this host?
+pub(super) fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid
+    // exists and may be signalled. EPERM means it exists but is not ours.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// A record for a container this process is about to quiesce.
+pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> QuiesceRecord {
+    QuiesceRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        action,
+        pid: std::process::id(),
+        host: this_host(),
+        since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    }
+}
+
+pub(super) fn this_host() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> QuiesceRecord {
+        record_for(id, &format!("c-{id}"), QuiesceAction::Pause)
+    }
+
+    #[test]
+    fn add_remove_and_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks").join("quiesced.json");
+        assert!(load(&path).unwrap().is_empty());
+        add(&path, &[rec("a"), rec("b")]).unwrap();
+        add(&path, &[rec("a")]).unwrap();
+        let ids: Vec<_> = load(&path).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["b", "a"]);
+        remove(&path, &["a"]).unwrap();
+        let left = load(&path).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            (left[0].id.as_str(), left[0].pid),
+            ("b", std::process::id())
+        );
+        remove(&path, &["b"]).unwrap();
+        assert!(!path.exists(), "an empty state file is removed");
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert!(
+            leftovers.is_empty(),
+            "temp files left behind: {leftovers:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quiesced.json");
+        fs::write(
+            &path,
+            r#"{"format":"cbsnap-quiesced","version":9,"containers":[]}"#,
+        )
+        .unwrap();
+        let err = load(&path).unwrap_err();
+        assert!(matches!(err, DockerError::StateFile { .. }));
+        assert!(err.to_string().contains("newer cbsnap"), "{err}");
+        fs::write(&path, "garbage").unwrap();
+        assert!(matches!(load(&path), Err(DockerError::StateFile { .. })));
+    }
+
+    #[test]
+    fn liveness_of_pids() {
+        assert!(pid_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!pid_alive(pid));
+        assert!(!pid_alive(0));
+    }
+}

@@ -1,0 +1,382 @@
+//! Docker fixtures for integration tests that run against the real engine.
+//!
+//! Set-up and checks go through the `docker` CLI, not through cbsnap's own
+//! `docker` module, so a bug there cannot hide itself in the test. Every
+//! volume and container gets a unique name (`<prefix>-<pid>-<random>`) and is
+//! removed by its guard's `Drop`, so parallel tests and test binaries do not
+//! see each other's objects.
+//!
+//! No image can be pulled in CI sandboxes, so [`busybox_image`] builds
+//! `cbsnap-test-busybox:1` with `docker import` from the host's static busybox
+//! (Debian package busybox-static) plus applet symlinks.
+//!
+//! [`engine`] returns `None`, after a loud message, when no engine answers, so
+//! the tests skip on a laptop without Docker; with `CI` set it panics instead.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use cbsnap::docker::{volume_entry_path, Engine};
+
+/// The test image: /bin/busybox and its applets, nothing else.
+pub const BUSYBOX_IMAGE: &str = "cbsnap-test-busybox:1";
+
+/// Where test containers mount their volume.
+pub const DATA: &str = "/data";
+
+/// A script that keeps writing to the volume, as a database would; it exits
+/// promptly on SIGTERM (a shell as pid 1 ignores it otherwise).
+pub const WRITER_SCRIPT: &str =
+    "trap 'exit 0' TERM; while true; do date >> /data/log; sleep 0.2; done";
+
+fn in_ci() -> bool {
+    match std::env::var("CI") {
+        Ok(v) => !(v.is_empty() || v == "0" || v.eq_ignore_ascii_case("false")),
+        Err(_) => false,
+    }
+}
+
+/// Connects to the engine, or says loudly why the test is skipped. Under
+/// `CI` an unreachable engine fails the test instead.
+pub fn engine() -> Option<Engine> {
+    match Engine::connect() {
+        Ok(engine) => Some(engine),
+        Err(e) if in_ci() => panic!("CI is set, so Docker must be reachable: {e}"),
+        Err(e) => {
+            // Through io::stderr(), not eprintln!: libtest captures the macro's
+            // output of passing tests, and a skip must be seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n********************************************************************\n\
+                 SKIPPED: no Docker engine answers, so this test did not run.\n\
+                 {e}\n\
+                 (set CI=true to turn this into a failure)\n\
+                 ********************************************************************\n"
+            );
+            None
+        }
+    }
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Runs the docker CLI and returns its trimmed stdout; panics with its
+/// stderr if it fails.
+pub fn docker(args: &[&str]) -> String {
+    docker_with_input(args, None)
+}
+
+/// Like [`docker`], feeding `input` on stdin.
+pub fn docker_with_input(args: &[&str], input: Option<&[u8]>) -> String {
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the docker CLI must be installed to run these tests");
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(input).expect("writing to docker's stdin");
+    }
+    let out = child.wait_with_output().expect("waiting for docker");
+    assert!(
+        out.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs the docker CLI, ignoring failure (for clean-up).
+fn docker_quiet(args: &[&str]) {
+    let _ = Command::new("docker")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Makes sure [`BUSYBOX_IMAGE`] exists.
+pub fn busybox_image() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", BUSYBOX_IMAGE])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if present {
+            return;
+        }
+        let busybox = std::fs::read("/bin/busybox")
+            .expect("/bin/busybox is needed to build the test image (apt install busybox-static)");
+        let mut tar = tar::Builder::new(Vec::new());
+        for dir in ["bin", "tmp", "data"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(if dir == "tmp" { 0o1777 } else { 0o755 });
+            h.set_size(0);
+            tar.append_data(&mut h, dir, std::io::empty()).unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o755);
+        h.set_size(busybox.len() as u64);
+        tar.append_data(&mut h, "bin/busybox", busybox.as_slice())
+            .unwrap();
+        let applets = [
+            "sh", "date", "sleep", "cat", "ls", "mkdir", "touch", "echo", "chmod", "chown", "ln",
+            "rm", "true", "head", "stat", "sync", "md5sum", "find", "wc",
+        ];
+        for applet in applets {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_size(0);
+            tar.append_link(&mut h, format!("bin/{applet}"), "busybox")
+                .unwrap();
+        }
+        let bytes = tar.into_inner().unwrap();
+        docker_with_input(&["import", "-", BUSYBOX_IMAGE], Some(&bytes));
+    });
+}
+
+/// A named volume, removed on drop.
+pub struct TestVolume {
+    pub name: String,
+}
+
+impl TestVolume {
+    /// A new empty volume with these labels.
+    pub fn new(prefix: &str, labels: &[(&str, &str)]) -> TestVolume {
+        let name = unique(prefix);
+        let mut args = vec!["volume".to_string(), "create".to_string()];
+        for (k, v) in labels {
+            args.push("--label".to_string());
+            args.push(format!("{k}={v}"));
+        }
+        args.push(name.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        docker(&args);
+        TestVolume { name }
+    }
+
+    /// Guards a volume created by the code under test.
+    pub fn adopt(name: &str) -> TestVolume {
+        TestVolume {
+            name: name.to_string(),
+        }
+    }
+
+    /// Runs a busybox shell script with the volume at `/data`, to completion.
+    pub fn populate(&self, script: &str) {
+        busybox_image();
+        let mount = format!("{}:{DATA}", self.name);
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            BUSYBOX_IMAGE,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ]);
+    }
+
+    /// Output of a busybox shell script run with the volume at `/data`.
+    pub fn inspect_with(&self, script: &str) -> String {
+        busybox_image();
+        let mount = format!("{}:{DATA}:ro", self.name);
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            BUSYBOX_IMAGE,
+            "/bin/busybox",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    /// Ids of cbsnap helper containers still mounting this volume.
+    pub fn helper_containers(&self) -> Vec<String> {
+        let filter = format!("label=cbsnap.volume={}", self.name);
+        docker(&["ps", "-aq", "--filter", &filter])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for TestVolume {
+    fn drop(&mut self) {
+        // Helpers a failed test left behind would keep the volume alive.
+        for id in self.helper_containers() {
+            docker_quiet(&["rm", "-f", &id]);
+        }
+        docker_quiet(&["volume", "rm", "-f", &self.name]);
+    }
+}
+
+/// A busybox container, removed (forcibly) on drop.
+pub struct TestContainer {
+    pub id: String,
+    pub name: String,
+}
+
+impl TestContainer {
+    /// Starts a container running `script` with `volume` at `/data`.
+    pub fn run(volume: &str, labels: &[(&str, &str)], script: &str) -> TestContainer {
+        busybox_image();
+        let name = unique("cbsnap-test-c");
+        let mount = format!("{volume}:{DATA}");
+        let mut args: Vec<String> = ["run", "-d", "--network", "none", "--stop-timeout", "2"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(["--name".to_string(), name.clone(), "-v".to_string(), mount]);
+        for (k, v) in labels {
+            args.push("--label".to_string());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend(
+            [BUSYBOX_IMAGE, "/bin/busybox", "sh", "-c", script]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let id = docker(&args);
+        TestContainer { id, name }
+    }
+
+    /// A container that keeps appending to `/data/log`.
+    pub fn writer(volume: &str, labels: &[(&str, &str)]) -> TestContainer {
+        TestContainer::run(volume, labels, WRITER_SCRIPT)
+    }
+
+    /// `running`, `paused`, `exited`, ….
+    pub fn state(&self) -> String {
+        docker(&["inspect", "-f", "{{.State.Status}}", &self.id])
+    }
+
+    /// Waits up to `timeout` for the state; returns the last state seen.
+    pub fn wait_for(&self, want: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let state = self.state();
+            if state == want || start.elapsed() > timeout {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestContainer {
+    fn drop(&mut self) {
+        docker_quiet(&["rm", "-f", &self.id]);
+    }
+}
+
+/// A fresh path for a quiesce state file, in a temp dir that lives as long as
+/// the returned guard.
+pub fn state_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("locks").join("quiesced.json");
+    (dir, path)
+}
+
+/// Does the state file list this container?
+pub fn state_file_lists(path: &Path, id: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|s| s.contains(id))
+}
+
+/// What a tar entry says, comparable across a round trip.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Item {
+    pub kind: char,
+    pub mode: u32,
+    pub uid: u64,
+    pub link: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Raw entry names in order, and the entries by volume-relative path.
+pub fn parse_tar(reader: impl Read) -> (Vec<String>, BTreeMap<String, Item>) {
+    let mut archive = tar::Archive::new(reader);
+    let mut names = Vec::new();
+    let mut items = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let raw = entry.path().unwrap().into_owned();
+        names.push(String::from_utf8_lossy(&entry.path_bytes()).into_owned());
+        let rel = volume_entry_path(&raw)
+            .unwrap_or_else(|| panic!("entry {raw:?} lacks the ./ prefix"))
+            .to_string_lossy()
+            .into_owned();
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Regular => 'f',
+            other => panic!("unexpected entry type {other:?} for {raw:?}"),
+        };
+        let mode = header.mode().unwrap() & 0o7777;
+        let uid = header.uid().unwrap();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        items.insert(
+            rel,
+            Item {
+                kind,
+                mode,
+                uid,
+                link,
+                data,
+            },
+        );
+    }
+    (names, items)
+}
+
+/// A deterministic, incompressible-looking payload.
+pub fn payload(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
