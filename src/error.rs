@@ -43,6 +43,9 @@ pub enum Error {
 
     #[error("interrupted; nothing was committed")]
     Interrupted,
+
+    #[error(transparent)]
+    Docker(#[from] crate::docker::DockerError),
 }
 
 fn io_hint(e: &io::Error) -> &'static str {

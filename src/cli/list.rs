@@ -51,12 +51,12 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<8}  TAGS",
+        "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<23}  TAGS",
         "ID", "TIME", "NAME", "KIND", "FILES", "SIZE", "ADDED", "RUN"
     );
     for (id, s) in &all {
         println!(
-            "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<8}  {}{}",
+            "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<23}  {}{}",
             id.short(),
             s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
             s.name,

@@ -99,11 +99,18 @@ pub fn print_json(v: &impl serde::Serialize) {
 }
 
 pub fn run() -> i32 {
-    // A closed stdout (`cbsnap ls | head`) is not an error.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Ls(_) | Command::Snapshots(_) | Command::Dump(_)
+    ) {
+        // A closed stdout (`cbsnap ls | head`) ends these quietly, as for any Unix
+        // filter. Not for the others: their internal pipes must see EPIPE instead.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into()),

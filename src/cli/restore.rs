@@ -1,6 +1,12 @@
 //! `cbsnap restore` and `cbsnap dump`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use cbsnap::docker::Engine;
+use cbsnap::restore::volume::VolumeRestore;
+use cbsnap::snapshot::{Snapshot, SourceKind};
+use cbsnap::source::docker::{quiesce_state_file, Via};
+use cbsnap::Id;
 
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
@@ -12,13 +18,29 @@ use super::{print_json, Ctx};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// NAME@SELECTOR: latest, latest~N, an id prefix or a date YYYY-MM-DD
-    pub snapshot: String,
-    /// Target directory (must not exist or be empty, unless --force)
-    #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub snapshot: Option<String>,
+    /// Restore into this host directory (must not exist or be empty, unless --force)
+    #[arg(long, value_name = "DIR", conflicts_with = "to_volume")]
+    pub to: Option<PathBuf>,
+    /// Restore a volume snapshot into another Docker volume (created if missing)
+    #[arg(long, value_name = "VOLUME")]
+    pub to_volume: Option<String>,
     /// Restore into a non-empty directory, replacing entries of the same name
     #[arg(long)]
     pub force: bool,
+    /// Stop the running containers that use the volume, restore, start them again
+    #[arg(long)]
+    pub stop: bool,
+    /// Restore every source of the latest `snapshot --all` run (or of --run)
+    #[arg(long, conflicts_with_all = ["to", "to_volume"])]
+    pub all: bool,
+    /// With --all: the run id (or a prefix of it), as `cbsnap snapshots` shows
+    #[arg(long, requires = "all", value_name = "ID")]
+    pub run: Option<String>,
+    /// How to write volumes
+    #[arg(long, value_enum)]
+    pub via: Option<Via>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -32,36 +54,167 @@ pub struct DumpArgs {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (id, snap) = snapshot::resolve(&all, &a.snapshot, ctx.project())?;
+    let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
+    if a.all {
+        return restore_run(ctx, &repo, &all, &a, via);
+    }
+    let spec = a
+        .snapshot
+        .as_deref()
+        .expect("clap requires a snapshot without --all");
+    let (id, snap) = snapshot::resolve(&all, spec, ctx.project())?;
+    if let Some(to) = &a.to {
+        return restore_to_dir(ctx, &repo, &id, &snap, to, a.force);
+    }
+    if a.to_volume.is_none() && snap.kind != SourceKind::Volume {
+        return Err(cbsnap::Error::Usage(format!(
+            "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME)",
+            snap.name,
+            format!("{:?}", snap.kind).to_lowercase()
+        ))
+        .into());
+    }
+    let opts = VolumeRestore {
+        target: a.to_volume.clone(),
+        stop: a.stop,
+        via,
+    };
+    restore_to_volume(ctx, &repo, &Engine::connect()?, &id, &snap, &opts)
+}
+
+fn restore_to_dir(
+    ctx: &Ctx,
+    repo: &cbsnap::Repository,
+    id: &Id,
+    snap: &Snapshot,
+    to: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.quiet || ctx.json, "restore");
     let opts = restore::dir::Options {
-        force: a.force,
+        force,
         delete: false,
     };
-    let report = restore::dir::restore(&repo, &snap, &a.to, &opts, &progress)?;
+    let report = restore::dir::restore(repo, snap, to, &opts, &progress)?;
+    print_report(ctx, id, snap, &to.display().to_string(), &report);
+    Ok(())
+}
+
+fn restore_to_volume(
+    ctx: &Ctx,
+    repo: &cbsnap::Repository,
+    engine: &Engine,
+    id: &Id,
+    snap: &Snapshot,
+    opts: &VolumeRestore,
+) -> anyhow::Result<()> {
+    engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
+    let progress = Progress::new(ctx.quiet || ctx.json, "restore");
+    let (volume, report) = restore::volume::restore_volume(repo, engine, snap, opts, &progress)?;
+    print_report(ctx, id, snap, &format!("volume {volume}"), &report);
+    Ok(())
+}
+
+/// `restore --all`: every source of one `snapshot --all` run.
+fn restore_run(
+    ctx: &Ctx,
+    repo: &cbsnap::Repository,
+    all: &[(Id, Snapshot)],
+    a: &Args,
+    via: Via,
+) -> anyhow::Result<()> {
+    let run = match &a.run {
+        Some(r) => {
+            let runs: std::collections::BTreeSet<&str> = all
+                .iter()
+                .filter_map(|(_, s)| s.run_id.as_deref())
+                .filter(|id| id.starts_with(r.as_str()))
+                .collect();
+            match runs.len() {
+                1 => runs.into_iter().next().expect("one run").to_string(),
+                0 => anyhow::bail!(cbsnap::Error::NoSuchSnapshot(format!(
+                    "no run {r}; `cbsnap snapshots` shows the RUN column"
+                ))),
+                n => anyhow::bail!(cbsnap::Error::NoSuchSnapshot(format!(
+                    "{n} runs start with {r}; give more of the id"
+                ))),
+            }
+        }
+        None => all
+            .iter()
+            .rev()
+            .find_map(|(_, s)| s.run_id.clone())
+            .ok_or_else(|| {
+                cbsnap::Error::NoSuchSnapshot("no `snapshot --all` run in this repository".into())
+            })?,
+    };
+    let members: Vec<&(Id, Snapshot)> = all
+        .iter()
+        .filter(|(_, s)| s.run_id.as_deref() == Some(run.as_str()))
+        .collect();
+    let engine = if members.iter().any(|(_, s)| s.kind == SourceKind::Volume) {
+        Some(Engine::connect()?)
+    } else {
+        None
+    };
+    let mut failed = 0;
+    for (id, snap) in members {
+        let r = match snap.kind {
+            SourceKind::Volume => {
+                let opts = VolumeRestore {
+                    target: None,
+                    stop: a.stop,
+                    via,
+                };
+                restore_to_volume(
+                    ctx,
+                    repo,
+                    engine.as_ref().expect("engine for volumes"),
+                    id,
+                    snap,
+                    &opts,
+                )
+            }
+            _ => match snap.origin.get("path").and_then(|p| p.as_str()) {
+                Some(p) => restore_to_dir(ctx, repo, id, snap, Path::new(p), a.force),
+                None => Err(anyhow::anyhow!(
+                    "no recorded path; restore it with --to DIR"
+                )),
+            },
+        };
+        if let Err(e) = r {
+            eprintln!("cbsnap: error: {}: {e:#}", snap.name);
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} sources of run {run} were not restored");
+    }
+    Ok(())
+}
+
+fn print_report(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {
     for w in &report.warnings {
         eprintln!("cbsnap: warning: {w}");
     }
     if ctx.json {
         print_json(&serde_json::json!({
-            "snapshot": id, "to": a.to, "files": report.files, "dirs": report.dirs,
+            "snapshot": id, "name": snap.name, "to": to, "files": report.files, "dirs": report.dirs,
             "bytes": report.bytes, "warnings": report.warnings,
         }));
     } else {
         ctx.say(&format!(
-            "restored {}@{} ({}) to {}: {} files, {} dirs, {}",
+            "restored {}@{} ({}) to {to}: {} files, {} dirs, {}",
             snap.name,
             id.short(),
             snap.time
                 .with_timezone(&chrono::Local)
                 .format("%Y-%m-%d %H:%M"),
-            a.to.display(),
             report.files,
             report.dirs,
             indicatif::HumanBytes(report.bytes)
         ));
     }
-    Ok(())
 }
 
 pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {

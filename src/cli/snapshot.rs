@@ -1,63 +1,78 @@
-//! `cbsnap snapshot`: directories (`--path`) and tar streams (`--tar`).
+//! `cbsnap snapshot`: directories (`--path`), tar streams (`--tar`), Docker volumes
+//! (`VOLUME...`) and everything of the stack (`--all`).
 
 use std::path::PathBuf;
 
 use anyhow::Context;
+use cbsnap::docker::{Engine, QuiesceMode};
 use cbsnap::ingest::{self, SnapshotSpec};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
+use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
-use cbsnap::{Error, Id};
+use cbsnap::source::docker::{
+    find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
+};
+use cbsnap::{Error, Id, Repository};
 
 use super::{absolute, print_json, Ctx, EXIT_PARTIAL};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Docker volumes to snapshot, with or without the compose project prefix
+    #[arg(value_name = "VOLUME", conflicts_with_all = ["path", "tar"])]
+    pub volumes: Vec<String>,
+    /// Every volume of the compose project and every host path of the config
+    #[arg(long, conflicts_with_all = ["path", "tar", "volumes"])]
+    pub all: bool,
     /// Directory to snapshot
     #[arg(long, value_name = "DIR", conflicts_with = "tar")]
     pub path: Option<PathBuf>,
     /// Tar stream to snapshot (plain, gzip or zstd; `-` for stdin)
     #[arg(long, value_name = "FILE")]
     pub tar: Option<PathBuf>,
-    /// Source name [default: the directory's base name]
+    /// Source name [default: the directory's base name without a leading dot]
     #[arg(long)]
     pub name: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
+    /// Compose project whose volumes --all takes [default: config `project`, else code-buddy]
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Skip sources whose name matches this glob, e.g. '*-cache' (repeatable; adds to the config's)
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// How to read volumes
+    #[arg(long, value_enum)]
+    pub via: Option<Via>,
+    /// How to keep containers from writing while their volume is read (the container
+    /// label cbsnap.quiesce overrides it)
+    #[arg(long, value_name = "pause|stop|none")]
+    pub quiesce: Option<QuiesceMode>,
+}
+
+/// One line of the `--all` summary.
+#[derive(serde::Serialize)]
+struct Outcome {
+    source: String,
+    id: Option<Id>,
+    error: Option<String>,
+    #[serde(skip)]
+    snapshot: Option<Snapshot>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
+    if a.all || !a.volumes.is_empty() {
+        return run_docker(ctx, a);
+    }
     let repo = ctx.open(Access::Append)?;
     let (id, snap) = if let Some(dir) = &a.path {
-        let abs = absolute(dir);
         let name = match &a.name {
             Some(n) => n.clone(),
-            None => abs
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "cannot derive a name from {}; pass --name",
-                        abs.display()
-                    ))
-                })?,
+            None => default_name(&absolute(dir))?,
         };
-        let spec = SnapshotSpec {
-            parent: latest(&repo, &name)?,
-            name,
-            kind: SourceKind::Path,
-            origin: serde_json::json!({ "path": abs }),
-            tags: a.tags.clone(),
-            run_id: None,
-            consistency: None,
-        };
-        let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
-        let r = ingest::snapshot(&repo, spec, &progress, |sink| {
-            cbsnap::source::dir::walk(&abs, sink)
-        });
-        progress.finish();
-        r?
+        snapshot_path(ctx, &repo, dir, name, &a.tags, None)?
     } else if let Some(file) = &a.tar {
         let name = a
             .name
@@ -94,7 +109,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         r?
     } else {
         return Err(Error::Usage(
-            "say what to snapshot: --path DIR, --tar FILE --name NAME".into(),
+            "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE --name NAME".into(),
         )
         .into());
     };
@@ -104,6 +119,200 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     } else {
         EXIT_PARTIAL
     })
+}
+
+/// A directory's base name without leading dots (`~/.ollama` → `ollama`).
+fn default_name(abs: &std::path::Path) -> anyhow::Result<String> {
+    abs.file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "cannot derive a name from {}; pass --name",
+                abs.display()
+            ))
+            .into()
+        })
+}
+
+fn snapshot_path(
+    ctx: &Ctx,
+    repo: &Repository,
+    dir: &std::path::Path,
+    name: String,
+    tags: &[String],
+    run_id: Option<String>,
+) -> cbsnap::Result<(Id, Snapshot)> {
+    let abs = absolute(dir);
+    let spec = SnapshotSpec {
+        parent: latest(repo, &name)?,
+        name,
+        kind: SourceKind::Path,
+        origin: serde_json::json!({ "path": abs }),
+        tags: tags.to_vec(),
+        run_id,
+        consistency: None,
+    };
+    let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
+    let r = ingest::snapshot(repo, spec, &progress, |sink| {
+        cbsnap::source::dir::walk(&abs, sink)
+    });
+    progress.finish();
+    r
+}
+
+fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
+    let project = a
+        .project
+        .clone()
+        .or_else(|| ctx.settings.project.clone())
+        .unwrap_or_else(|| "code-buddy".into());
+    let mut patterns = ctx.settings.exclude.clone();
+    patterns.extend(a.exclude.iter().cloned());
+    let mut excludes = globset::GlobSetBuilder::new();
+    for p in &patterns {
+        excludes.add(
+            globset::Glob::new(p)
+                .map_err(|e| Error::Usage(format!("bad --exclude pattern {p:?}: {e}")))?,
+        );
+    }
+    let excludes = excludes.build()?;
+    let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
+    let quiesce = match (a.quiesce, &ctx.settings.quiesce) {
+        (Some(q), _) => q,
+        (None, Some(s)) => s.parse().map_err(Error::Usage)?,
+        (None, None) => QuiesceMode::Pause,
+    };
+    let repo = ctx.open(Access::Append)?;
+    let run_id = a.all.then(new_run_id);
+    let mut outcomes: Vec<Outcome> = Vec::new();
+
+    // Volumes. An unreachable engine does not stop the host paths from being saved.
+    match Engine::connect() {
+        Ok(engine) => {
+            let engine = &engine;
+            let rec = engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
+            for r in &rec.resumed {
+                eprintln!(
+                    "cbsnap: resumed container {} left quiesced by an interrupted run",
+                    r.name
+                );
+            }
+            let volumes = if a.all {
+                engine.list_project_volumes(&project)?
+            } else {
+                a.volumes
+                    .iter()
+                    .map(|v| find_volume(engine, v, Some(&project)))
+                    .collect::<cbsnap::Result<Vec<_>>>()?
+            };
+            let opts = VolumeSnapshot {
+                project: Some(&project),
+                via,
+                quiesce,
+                run_id: run_id.clone(),
+                tags: a.tags.clone(),
+            };
+            for v in volumes {
+                let name = source_name(&v.name, Some(&project));
+                if a.all && (excludes.is_match(&name) || excludes.is_match(&v.name)) {
+                    ctx.say(&format!("skipped {name} (excluded)"));
+                    continue;
+                }
+                let progress = Progress::new(ctx.quiet || ctx.json, &name);
+                let r = snapshot_volume(&repo, engine, &v, &opts, &progress);
+                progress.finish();
+                outcomes.push(outcome(name, r));
+            }
+        }
+        Err(e) => {
+            if !a.all {
+                return Err(Error::Docker(e).into());
+            }
+            outcomes.push(Outcome {
+                source: format!("volumes of {project}"),
+                id: None,
+                error: Some(e.to_string()),
+                snapshot: None,
+            });
+        }
+    }
+
+    // Host paths.
+    if a.all {
+        let paths: Vec<PathBuf> = match &ctx.settings.paths {
+            Some(p) => p.iter().map(|s| expand_tilde(s)).collect(),
+            None => {
+                let o = expand_tilde("~/.ollama");
+                if o.is_dir() {
+                    vec![o]
+                } else {
+                    vec![]
+                }
+            }
+        };
+        for p in paths {
+            let name = default_name(&absolute(&p))?;
+            if excludes.is_match(&name) {
+                ctx.say(&format!("skipped {name} (excluded)"));
+                continue;
+            }
+            let r = snapshot_path(ctx, &repo, &p, name.clone(), &a.tags, run_id.clone());
+            outcomes.push(outcome(name, r));
+        }
+    }
+
+    let mut code = 0;
+    for o in &outcomes {
+        match (&o.snapshot, &o.error) {
+            (Some(s), _) => {
+                if !ctx.json {
+                    report(ctx, o.id.as_ref().expect("id with snapshot"), s);
+                }
+                if !s.errors.is_empty() && code == 0 {
+                    code = EXIT_PARTIAL;
+                }
+            }
+            (None, Some(e)) => {
+                eprintln!("cbsnap: error: {}: {e}", o.source);
+                code = 1;
+            }
+            _ => {}
+        }
+    }
+    if ctx.json {
+        print_json(&serde_json::json!({ "run_id": run_id, "results": outcomes }));
+    } else if let Some(r) = &run_id {
+        ctx.say(&format!(
+            "run {r}: {} sources, {} failed",
+            outcomes.len(),
+            outcomes.iter().filter(|o| o.error.is_some()).count()
+        ));
+    }
+    Ok(code)
+}
+
+fn outcome(source: String, r: cbsnap::Result<(Id, Snapshot)>) -> Outcome {
+    match r {
+        Ok((id, s)) => Outcome {
+            source,
+            id: Some(id),
+            error: None,
+            snapshot: Some(s),
+        },
+        Err(e) => Outcome {
+            source,
+            id: None,
+            error: Some(e.to_string()),
+            snapshot: None,
+        },
+    }
+}
+
+fn new_run_id() -> String {
+    let t = chrono::Utc::now();
+    let nonce = Id::hash(format!("{:?}{}", t, std::process::id()).as_bytes());
+    format!("{}-{}", t.format("%Y%m%dT%H%M%SZ"), &nonce.to_hex()[..6])
 }
 
 /// The newest snapshot of `name`, used as the parent.
@@ -121,7 +330,7 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
     }
     let st = &s.stats;
     ctx.say(&format!(
-        "snapshot {} of {} saved: {} files, {} dirs, {} in {:.1}s; added {} ({} stored)",
+        "snapshot {} of {} saved: {} files, {} dirs, {} in {:.1}s; added {} ({} stored){}",
         id.short(),
         s.name,
         st.files,
@@ -130,6 +339,10 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
         st.duration_secs,
         indicatif::HumanBytes(st.new_bytes_raw),
         indicatif::HumanBytes(st.new_bytes_stored),
+        s.consistency
+            .as_deref()
+            .map(|c| format!(", {c}"))
+            .unwrap_or_default(),
     ));
     if !s.errors.is_empty() {
         eprintln!(

@@ -6,6 +6,7 @@
 
 pub mod dir;
 pub mod tar;
+pub mod volume;
 
 use std::io::{self, Read};
 

@@ -7,6 +7,7 @@
 //! sink may skip when the parent snapshot already has it unchanged.
 
 pub mod dir;
+pub mod docker;
 pub mod tar;
 
 use std::io::Read;

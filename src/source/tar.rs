@@ -182,7 +182,15 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             }
             sink.entry(e, Content::None)?;
         } else if kind == NodeKind::File {
-            sink.entry(e, Content::Stream(&mut entry))?;
+            // A read error here is the stream's (the sink only reads the entry).
+            sink.entry(e, Content::Stream(&mut entry))
+                .map_err(|err| match err {
+                    Error::Io { context, source } => bad(io::Error::new(
+                        source.kind(),
+                        format!("{context}: {source}"),
+                    )),
+                    other => other,
+                })?;
             // Anything the sink did not read is drained so the stream stays aligned.
             io::copy(&mut entry, &mut io::sink()).map_err(bad)?;
         } else {

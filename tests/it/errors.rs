@@ -144,6 +144,9 @@ fn hostile_tar_entries_are_refused_and_cannot_escape() {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
         h.set_entry_type(tar::EntryType::Regular);
         // Write the name bytes directly: the tar crate refuses `..` in set_path.
         let name = &mut h.as_old_mut().name;
