@@ -148,15 +148,19 @@ pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
     Ok(out)
 }
 
-/// The source name a user typed, with a compose project prefix (`code-buddy_x`) also
-/// accepted for `x`.
-pub fn name_matches(snapshot_name: &str, typed: &str, project: Option<&str>) -> bool {
-    if snapshot_name == typed {
+/// Whether the name a user typed names this snapshot's source: its source name, the
+/// full name of the volume it was taken from (`code-buddy_qdrant-data`), or the
+/// source name with the compose project prefix.
+pub fn name_matches(snap: &Snapshot, typed: &str, project: Option<&str>) -> bool {
+    if snap.name == typed {
+        return true;
+    }
+    if snap.origin.pointer("/volume/name").and_then(|v| v.as_str()) == Some(typed) {
         return true;
     }
     if let Some(p) = project {
         if let Some(rest) = typed.strip_prefix(&format!("{p}_")) {
-            return snapshot_name == rest;
+            return snap.name == rest;
         }
     }
     false
@@ -190,7 +194,7 @@ pub fn resolve(
     };
     let mut cands: Vec<&(Id, Snapshot)> = all
         .iter()
-        .filter(|(_, s)| name_matches(&s.name, name, project))
+        .filter(|(_, s)| name_matches(s, name, project))
         .collect();
     if cands.is_empty() {
         return Err(Error::NoSuchSnapshot(unknown_name(all, name)));

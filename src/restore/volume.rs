@@ -45,11 +45,13 @@ pub fn restore_volume(
     let name = match (&opts.target, &recorded) {
         (Some(t), _) => t.clone(),
         (None, Some(r)) => r.name.clone(),
-        (None, None) => return Err(Error::Usage(format!(
+        (None, None) => {
+            return Err(Error::Usage(format!(
             "snapshot {} is of a {}, not a volume: restore it with --to DIR or --to-volume NAME",
             snap.name,
             format!("{:?}", snap.kind).to_lowercase()
-        ))),
+        )))
+        }
     };
     let mut info = match engine.inspect_volume(&name)? {
         Some(v) => v,

@@ -1,9 +1,12 @@
-//! Integration tests: the real `cbsnap` binary on real directories and tar streams.
-//! Organised by intent, one module each.
+//! Integration tests: the real `cbsnap` binary on real directories, tar streams and
+//! Docker volumes. Organised by intent, one module each.
 
 mod common;
+#[path = "../common/docker.rs"]
+mod docker_fixture;
 
 mod crash;
 mod dedup;
+mod docker;
 mod errors;
 mod roundtrip;
