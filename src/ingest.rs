@@ -229,6 +229,8 @@ struct DirBuild {
     children: BTreeMap<Vec<u8>, Child>,
 }
 
+// Leaves are by far the most common children; boxing them would allocate per file.
+#[allow(clippy::large_enum_variant)]
 enum Child {
     Open(Box<DirBuild>),
     /// A leaf, or a directory whose tree is already written.

@@ -199,7 +199,7 @@ pub fn resolve(
     if cands.is_empty() {
         return Err(Error::NoSuchSnapshot(unknown_name(all, name)));
     }
-    cands.sort_by(|a, b| b.1.time.cmp(&a.1.time));
+    cands.sort_by_key(|c| std::cmp::Reverse(c.1.time));
     let pick = if sel == "latest" {
         cands.first().copied()
     } else if let Some(n) = sel.strip_prefix("latest~") {

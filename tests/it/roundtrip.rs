@@ -35,7 +35,7 @@ fn every_entry_kind_survives_dump_through_gnu_tar() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("x");
     std::fs::create_dir(&target).unwrap();
-    let dump = repo
+    let mut dump = repo
         .cmd()
         .args(["dump", "kinds@latest"])
         .stdout(Stdio::piped())
@@ -51,10 +51,11 @@ fn every_entry_kind_survives_dump_through_gnu_tar() {
             "-C",
         ])
         .arg(&target)
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .output()
         .unwrap();
     assert!(tar.status.success(), "tar -x failed: {}", stderr(&tar));
+    assert!(dump.wait().unwrap().success(), "cbsnap dump failed");
     compare_trees(src.path(), &target);
     diff_r(src.path(), &target);
 }
