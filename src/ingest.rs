@@ -86,6 +86,10 @@ pub fn snapshot(
     let pending: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     let abort = AtomicBool::new(false);
     let level = repo.config.zstd_level;
+    // The parent's size is a good estimate of this run's: it gives the bar an ETA.
+    if let Some((_, p)) = &spec.parent {
+        progress.set_total(p.stats.bytes);
+    }
 
     std::thread::scope(|s| {
         for _ in 0..workers {
