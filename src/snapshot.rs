@@ -87,6 +87,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The root directory as a tree node (nameless).
+    pub fn root_node(&self) -> crate::tree::Node {
+        let mut root = crate::tree::Node::new(Vec::new(), crate::tree::NodeKind::Dir);
+        root.mode = self.root.mode;
+        root.uid = self.root.uid;
+        root.gid = self.root.gid;
+        root.mtime = self.root.mtime;
+        root.mtime_nsec = self.root.mtime_nsec;
+        root
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = codec::header(MAGIC, VERSION).to_vec();
         out.extend_from_slice(

@@ -107,12 +107,7 @@ pub fn restore(
     progress.set_total(snap.stats.bytes);
     restore_tree(&mut st, &snap.tree, target)?;
     flush_jobs(&mut st)?;
-    let mut root = Node::new(Vec::new(), NodeKind::Dir);
-    root.mode = snap.root.mode;
-    root.uid = snap.root.uid;
-    root.gid = snap.root.gid;
-    root.mtime = snap.root.mtime;
-    root.mtime_nsec = snap.root.mtime_nsec;
+    let root = snap.root_node();
     st.dirs.push((target.to_path_buf(), root));
     let dirs = std::mem::take(&mut st.dirs);
     for (path, node) in dirs.iter().rev() {

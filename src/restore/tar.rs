@@ -38,12 +38,7 @@ pub fn dump(
     let mut links = std::collections::HashMap::new();
     match subpath.filter(|p| !p.trim_matches('/').is_empty()) {
         None => {
-            let mut root = Node::new(Vec::new(), NodeKind::Dir);
-            root.mode = snap.root.mode;
-            root.uid = snap.root.uid;
-            root.gid = snap.root.gid;
-            root.mtime = snap.root.mtime;
-            root.mtime_nsec = snap.root.mtime_nsec;
+            let root = snap.root_node();
             append(&mut b, repo, Path::new("."), &root, &mut links)?;
             write_tree(&mut b, repo, &snap.tree, Path::new(""), &mut links)?;
         }
