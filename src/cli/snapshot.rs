@@ -199,7 +199,13 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
                 );
             }
             let volumes = if a.all {
-                engine.list_project_volumes(&project)?
+                let v = engine.list_project_volumes(&project)?;
+                if v.is_empty() {
+                    eprintln!(
+                        "cbsnap: warning: no Docker volume carries the label com.docker.compose.project={project}; is the stack's compose project named differently? (--project NAME, or `project` in the config)"
+                    );
+                }
+                v
             } else {
                 a.volumes
                     .iter()
