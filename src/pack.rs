@@ -286,7 +286,8 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
     let mut out = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let e = BlobEntry::decode(&mut r)?;
-        if e.offset < codec::HEADER_LEN as u64 || e.offset + e.stored_len as u64 > data_end {
+        let end = e.offset.checked_add(e.stored_len as u64);
+        if e.offset < codec::HEADER_LEN as u64 || end.is_none_or(|end| end > data_end) {
             return Err(err(format!("blob {} lies outside the data area", e.id)));
         }
         out.push(e);
