@@ -3,7 +3,7 @@
 # the procedure cbsnap replaces, one `docker run ... tar czf` per volume.
 #
 # Creates three volumes of the compose project cbsnap-bench (qdrant-data,
-# extensions, logs; ~230 MiB of deterministic content from gen_volumes.py),
+# extensions, logs; ~220 MiB of deterministic content from gen_volumes.py),
 # then four runs; before runs 2-4 a seeded ~1% change (log append, two 1 MiB
 # rewrites in a segment, a few small files edited or touched). In each run the
 # three methods go one after the other, each with a cold page cache when root.
@@ -65,7 +65,9 @@ touch "$BENCH_DIR/$MARKER"
 LOGS=$BENCH_DIR/logs
 # A private copy: a `cargo build` elsewhere must not swap the binary mid-run.
 cp "$CBSNAP" "$BENCH_DIR/cbsnap"
-CBSNAP_VERSION="$("$CBSNAP" --version), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
+# What the binary was built from cannot be told; say what the tree is now.
+CBSNAP_VERSION="$("$CBSNAP" --version), built $(date -u -r "$CBSNAP" '+%Y-%m-%d %H:%M UTC'); source tree at run time: commit $(
+    git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(
     git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ' with uncommitted changes in src/')"
 CBSNAP=$BENCH_DIR/cbsnap
 
@@ -219,8 +221,7 @@ echo "API for \`--via archive\`) and inside the tar containers is not counted."
 echo "The cbsnap repository size includes its RocksDB index and metadata."
 echo
 echo "Command: \`cargo build --release && benches/docker.sh\` (BENCH_SEED=$BENCH_SEED), ${ELAPSED} s for the runs."
-echo "Binary: $CBSNAP_VERSION (built before the run)."
-echo "Machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1),"
-echo "$(free -g | awk '/^Mem:/ {print $2}') GiB RAM, Linux $(uname -r), Docker $(docker version -f '{{.Server.Version}}')"
-echo "($(docker info -f '{{.Driver}}')), $(date -u '+%Y-%m-%d %H:%M UTC'); load average (1/5/15 min)"
-echo "$LOAD_START at the start, $LOAD_END at the end."
+echo "Binary: $CBSNAP_VERSION."
+echo "Machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)),"
+echo "$(free -g | awk '/^Mem:/ {print $2}') GiB RAM, Linux $(uname -r), Docker $(docker version -f '{{.Server.Version}}') ($(docker info -f '{{.Driver}}')),"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); load average (1/5/15 min) $LOAD_START at the start, $LOAD_END at the end."

@@ -4,13 +4,13 @@
 Three directories, each shaped after one kind of volume of the Code Buddy stack:
 
 * qdrant-data: a vector database: four large segment files (64, 48, 32 and
-  16 MiB) of float32-like data (random mantissas, a handful of exponent
-  bytes, so zstd saves ~20%, as on real embeddings), plus small JSON files;
-* extensions: ~3 000 small text files (0.5-40 KiB of JS-like lines) in
-  nested package directories; compresses about 3x;
-* logs: an append-only application log of 24 MiB.
+  16 MiB) of float32-like data (random mantissas, eight values of the top
+  byte, so zstd saves only ~6%, as on real embeddings), plus small JSON files;
+* extensions: 3 000 small text files (0.5-40 KiB, 37 MiB, of JS-like lines
+  drawn from a pool) in 120 package directories; zstd stores about 1/6;
+* logs: an append-only application log of 24 MiB; zstd stores about 1/4.
 
-About 250 MiB in all. `--mutate N` applies change round N (~1%, ~3 MiB):
+About 220 MiB in all. `--mutate N` applies change round N (~1%, ~3 MiB):
 append 1 MiB to the log, rewrite two 1 MiB regions at unaligned offsets of
 the largest segment, rewrite a few lines in 12 small files and touch the
 modification time of 12 others.

@@ -3,7 +3,8 @@
 //! ([`cbsnap::id::Id::hash`]) and zstd ([`cbsnap::pack::compress`]), apart and
 //! chained. Two inputs bracket real data: random bytes (model blobs, encrypted or
 //! already compressed files: zstd gives up and stores them raw) and text-like bytes
-//! (source trees, logs: compress about 3x).
+//! (lines of words from a skewed vocabulary: zstd level 3 on 64 KiB chunks keeps
+//! about 46%; real source trees compress further, so zstd runs faster on them).
 //!
 //! The `chunk_params` group compares FastCDC parameter sets in throughput; their
 //! effect on deduplication is measured end to end by `benches/chunk_params.sh`.
@@ -44,7 +45,7 @@ fn random_input(seed: u64) -> Vec<u8> {
 }
 
 /// Lines of words drawn from a fixed vocabulary with a skewed distribution, like
-/// source code and logs: zstd level 3 reduces it to about a third.
+/// source code and logs, but with fewer repeats: zstd level 3 keeps about 46%.
 fn text_input(seed: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let vocab: Vec<Vec<u8>> = (0..4000)
@@ -56,9 +57,8 @@ fn text_input(seed: u64) -> Vec<u8> {
     let punct = [&b" = "[..], b"(", b");", b", ", b" ", b" ", b" ", b"."];
     let mut v = Vec::with_capacity(LEN + 256);
     while v.len() < LEN {
-        for _ in 0..rng.gen_range(0..4) {
-            v.push(b' ');
-        }
+        let indent: i32 = rng.gen_range(0..4);
+        v.resize(v.len() + indent as usize, b' ');
         for _ in 0..rng.gen_range(3..14) {
             // squaring the uniform draw favours the first words, as in real text
             let r: f64 = rng.gen();
@@ -73,20 +73,22 @@ fn text_input(seed: u64) -> Vec<u8> {
 
 fn chunks(data: &[u8], p: &ChunkerParams) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    chunk_stream(data, p, |c| Ok::<_, std::io::Error>(out.push(c)), |e| e).expect("in-memory read");
+    let sink = |c| {
+        out.push(c);
+        Ok::<_, std::io::Error>(())
+    };
+    chunk_stream(data, p, sink, |e| e).expect("in-memory read");
     out
 }
 
 /// Chunk and drop: the sink still receives an owned `Vec` per chunk, as in the engine.
 fn chunk_only(data: &[u8], p: &ChunkerParams) -> u64 {
     let mut n = 0u64;
-    chunk_stream(
-        data,
-        p,
-        |c| Ok::<_, std::io::Error>(n += black_box(c).len() as u64),
-        |e| e,
-    )
-    .expect("in-memory read")
+    let sink = |c: Vec<u8>| {
+        n += black_box(c).len() as u64;
+        Ok::<_, std::io::Error>(())
+    };
+    chunk_stream(data, p, sink, |e| e).expect("in-memory read")
 }
 
 fn bench_chunk(c: &mut Criterion, inputs: &[(&str, Vec<u8>)]) {
