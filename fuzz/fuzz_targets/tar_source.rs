@@ -14,8 +14,6 @@
 
 #![no_main]
 
-use std::io::Read;
-
 use cbsnap::source::{Content, Entry, Sink};
 use cbsnap::tree::{self, NodeKind};
 use cbsnap::Id;
@@ -29,6 +27,11 @@ struct Check {
     buf: Vec<u8>,
 }
 
+/// At most 80 bytes of a path for a message (hostile paths can be megabytes long).
+fn short(b: &[u8]) -> String {
+    String::from_utf8_lossy(&b[..b.len().min(80)]).into_owned()
+}
+
 fn check_path(what: &str, path: &[u8]) {
     if path.is_empty() {
         return;
@@ -36,9 +39,10 @@ fn check_path(what: &str, path: &[u8]) {
     for comp in path.split(|b| *b == b'/') {
         assert!(
             tree::valid_name(comp) && comp != b"..",
-            "read_tar yielded a {what} with the unsafe component {:?}: {:?}",
-            String::from_utf8_lossy(comp),
-            String::from_utf8_lossy(path)
+            "read_tar yielded a {what} with the unsafe component {:?} ({} bytes) in {:?}",
+            short(comp),
+            comp.len(),
+            short(path)
         );
     }
 }
@@ -51,7 +55,12 @@ impl Sink for Check {
         }
 
         // The node as ingest would store it: named after the last component.
-        if let Some(name) = e.path.rsplit(|b| *b == b'/').next().filter(|n| !n.is_empty()) {
+        if let Some(name) = e
+            .path
+            .rsplit(|b| *b == b'/')
+            .next()
+            .filter(|n| !n.is_empty())
+        {
             let mut n = e.node.clone();
             n.name = name.to_vec();
             if n.kind == NodeKind::Dir {
@@ -68,7 +77,11 @@ impl Sink for Check {
                 "xattrs cannot be stored in a tree"
             );
             let back = tree::decode(&tree::encode(std::slice::from_ref(&n)));
-            assert_eq!(back.as_deref(), Ok(std::slice::from_ref(&n)), "node does not survive a tree round trip");
+            assert_eq!(
+                back.as_deref(),
+                Ok(std::slice::from_ref(&n)),
+                "node does not survive a tree round trip"
+            );
         }
 
         if let Content::Stream(r) = content {

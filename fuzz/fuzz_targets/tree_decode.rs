@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for n in &nodes {
-        assert!(tree::valid_name(&n.name), "decode accepted name {:?}", n.name);
+        assert!(
+            tree::valid_name(&n.name),
+            "decode accepted name {:?}",
+            n.name
+        );
     }
     let bytes = tree::encode(&nodes);
     let back = tree::decode(&bytes).expect("an encoded tree decodes");
