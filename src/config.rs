@@ -22,6 +22,30 @@ pub struct ChunkerParams {
     pub max_size: u32,
 }
 
+impl ChunkerParams {
+    /// The parameters must be ones FastCDC accepts (its own bounds) and ordered.
+    pub fn validate(&self) -> Result<(), String> {
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
+        if self.algorithm != "fastcdc-v2020" {
+            return Err(format!("unknown chunker {:?}", self.algorithm));
+        }
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
+            && self.min_size <= self.avg_size
+            && self.avg_size <= self.max_size;
+        if !ok {
+            return Err(format!(
+                "chunker sizes {}/{}/{} are out of FastCDC's range; the config is damaged",
+                self.min_size, self.avg_size, self.max_size
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for ChunkerParams {
     fn default() -> Self {
         ChunkerParams {
@@ -83,8 +107,18 @@ impl RepoConfig {
         }
         let cfg: RepoConfig = serde_json::from_slice(&buf[codec::HEADER_LEN..])
             .map_err(|e| format!("repository config is not valid JSON: {e}"))?;
-        if cfg.chunker.algorithm != "fastcdc-v2020" {
-            return Err(format!("unknown chunker {:?}", cfg.chunker.algorithm));
+        if cfg.version != v {
+            return Err(format!(
+                "the config header says version {v} but its body says {}; the file is damaged",
+                cfg.version
+            ));
+        }
+        cfg.chunker.validate()?;
+        if !(-7..=22).contains(&cfg.zstd_level) || cfg.pack_target_size == 0 {
+            return Err(
+                "the config's zstd_level or pack_target_size is out of range; the file is damaged"
+                    .into(),
+            );
         }
         Ok(cfg)
     }

@@ -539,11 +539,18 @@ impl Sink for Ingest<'_> {
             }
             return Ok(());
         }
-        let (_, name) = split_last(&e.path);
-        if !tree::valid_name(name) {
-            self.warn(&e.path, "name cannot be stored".into());
+        if !e.path.split(|b| *b == b'/').all(tree::valid_name) {
+            self.warn(
+                &e.path,
+                "a name in this path cannot be stored; entry skipped".into(),
+            );
             return Ok(());
         }
+        if let Err(why) = tree::fits(&e.node) {
+            self.warn(&e.path, format!("{why}; entry skipped"));
+            return Ok(());
+        }
+        let (_, name) = split_last(&e.path);
         e.node.name = name.to_vec();
         match e.node.kind {
             NodeKind::Dir => {

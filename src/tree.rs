@@ -133,6 +133,30 @@ pub fn valid_name(name: &[u8]) -> bool {
         && name.len() <= u16::MAX as usize
 }
 
+/// Whether a node's variable-length fields fit the tree format; `Err` says which does
+/// not. Sources check this before a node reaches [`encode`] (a hostile tar stream can
+/// carry fields far beyond what a filesystem allows).
+pub fn fits(n: &Node) -> Result<(), String> {
+    if n.target.len() > u16::MAX as usize {
+        return Err(format!(
+            "symlink target of {} bytes is too long",
+            n.target.len()
+        ));
+    }
+    if n.xattrs.len() > u16::MAX as usize {
+        return Err(format!(
+            "{} extended attributes are too many",
+            n.xattrs.len()
+        ));
+    }
+    for (k, v) in &n.xattrs {
+        if k.len() > u16::MAX as usize || v.len() > u32::MAX as usize {
+            return Err("an extended attribute is too large".into());
+        }
+    }
+    Ok(())
+}
+
 pub fn encode(nodes: &[Node]) -> Vec<u8> {
     let mut w = Writer::new();
     w.u8(TREE_VERSION);

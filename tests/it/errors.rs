@@ -280,3 +280,31 @@ fn restore_refuses_a_non_empty_target_without_force() {
     assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"new");
     assert_eq!(std::fs::read(out.path().join("keep")).unwrap(), b"mine");
 }
+
+/// Inputs the fuzzers found (fuzz/regressions): fields far beyond what a filesystem
+/// allows are refused per entry (exit 3), never a panic.
+#[test]
+fn fuzzer_found_tar_inputs_are_refused_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let repo = Repo::new();
+    for name in ["tar_source-1", "tar_source-2", "tar_source-3"] {
+        let f = root.join(name);
+        let o = repo.run(&["snapshot", "--tar", f.to_str().unwrap(), "--name", name]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("skipped"), "{name}: {}", stderr(&o));
+    }
+    // The snapshots that were committed read back.
+    for s in repo.snapshots_json() {
+        repo.ok(&["ls", &format!("{}@latest", s["name"].as_str().unwrap())]);
+    }
+    // A config whose chunker sizes FastCDC cannot take is a damaged config, not a crash.
+    let cfg = std::fs::read(root.join("snapshot_decode-1")).unwrap();
+    std::fs::write(repo.path().join("config"), cfg).unwrap();
+    let o = repo.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a cbsnap repository") || stderr(&o).contains("damaged"),
+        "{}",
+        stderr(&o)
+    );
+}
