@@ -129,3 +129,33 @@ impl Default for RepoConfig {
         RepoConfig::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let c = RepoConfig::new();
+        assert_eq!(RepoConfig::decode(&c.encode()).unwrap(), c);
+    }
+
+    #[test]
+    fn damaged_configs_are_refused() {
+        // Fuzzer findings: chunker sizes FastCDC cannot take, and a body whose version
+        // disagrees with the header.
+        let mut c = RepoConfig::new();
+        c.chunker.min_size = 0;
+        assert!(RepoConfig::decode(&c.encode())
+            .unwrap_err()
+            .contains("out of FastCDC's range"));
+        let mut c = RepoConfig::new();
+        c.chunker.avg_size = c.chunker.max_size * 2;
+        assert!(RepoConfig::decode(&c.encode()).is_err());
+        let c = RepoConfig::new();
+        let mut bytes = c.encode();
+        let body = String::from_utf8(bytes.split_off(codec::HEADER_LEN)).unwrap();
+        bytes.extend_from_slice(body.replace("\"version\": 1", "\"version\": 2").as_bytes());
+        assert!(RepoConfig::decode(&bytes).unwrap_err().contains("damaged"));
+    }
+}
