@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod ingest;
