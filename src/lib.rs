@@ -11,6 +11,7 @@ pub mod chunker;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod forget;
 pub mod fsutil;
 pub mod gc;
 pub mod id;
