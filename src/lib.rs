@@ -7,6 +7,7 @@
 //! [`tree`]s back into a directory or a tar stream. The on-disk format is specified
 //! in `docs/FORMAT.md`.
 
+pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
