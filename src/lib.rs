@@ -11,6 +11,7 @@ pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod diff;
 pub mod error;
 pub mod forget;
 pub mod fsutil;
@@ -26,6 +27,7 @@ pub mod restore;
 pub mod settings;
 pub mod snapshot;
 pub mod source;
+pub mod stats;
 pub mod tree;
 
 pub use error::{Error, Result};
