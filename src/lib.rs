@@ -20,6 +20,7 @@ pub mod id;
 pub mod index;
 pub mod ingest;
 pub mod lock;
+pub mod mirror;
 pub mod pack;
 pub mod progress;
 pub mod repo;
