@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::codec::Writer;
 use crate::error::{Error, Result};
-use crate::gc::reach::{key, BlobKey, KeySet, Visit, Walker};
+use crate::gc::reach::{key, BlobKey, KeySet, SortedKeys, Visit, Walker};
 use crate::id::Id;
 use crate::index::Location;
 use crate::pack::{self, BlobEntry};
@@ -139,88 +139,45 @@ struct PackScan {
     bad_blobs: Vec<(Id, String)>,
 }
 
+/// What the phases of a check find, before it becomes a [`Report`].
+#[derive(Default)]
+struct Findings {
+    /// Lines describing what is wrong, by the pack at fault (`None`: no pack).
+    problems: BTreeMap<Option<Id>, Vec<String>>,
+    faults: Faults,
+    /// Blobs of packs the index does not list, so they can still be read and found.
+    extra: HashMap<Id, Location>,
+    /// Per readable pack: entry count and digest of its trailer.
+    trailer_digest: HashMap<Id, (u64, u128)>,
+    bad_trailer: HashSet<Id>,
+}
+
+impl Findings {
+    fn note(&mut self, pack: Option<Id>, line: impl Into<String>) {
+        let line = line.into();
+        let lines = self.problems.entry(pack).or_default();
+        if !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+}
+
 /// Check the repository. Damage is in the report, not an error; errors are reserved
 /// for not being able to check at all.
 pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<Report> {
     let mut r = Report::default();
-    let mut problems: BTreeMap<Option<Id>, Vec<String>> = BTreeMap::new();
-    let snapshots = load_snapshots(repo, &mut problems)?;
+    let mut f = Findings::default();
+    let snapshots = load_snapshots(repo, &mut f)?;
     r.snapshots = snapshots.len();
 
     let on_disk = repo.list_packs()?;
     let indexed = repo.index().packs()?;
     r.packs = on_disk.len();
     r.pack_bytes = on_disk.values().sum();
-    let selected = select(&on_disk, read);
-    progress.set_total(selected.iter().map(|id| on_disk[id]).sum());
-    let scans: Vec<PackScan> = on_disk
-        .par_iter()
-        .map(|(id, size)| {
-            scan_pack(
-                repo,
-                id,
-                *size,
-                !indexed.contains_key(id),
-                selected.contains(id),
-                progress,
-            )
-        })
-        .collect();
+    scan_packs(repo, &on_disk, &indexed, read, progress, &mut f, &mut r)?;
 
-    let mut faults = Faults::default();
-    let mut extra: HashMap<Id, Location> = HashMap::new();
-    let mut trailer_digest: HashMap<Id, (u64, u128)> = HashMap::new();
-    let mut bad_trailer: HashSet<Id> = HashSet::new();
-    for s in &scans {
-        match &s.trailer {
-            Ok(d) => {
-                trailer_digest.insert(s.id, *d);
-            }
-            Err(e) => {
-                bad_trailer.insert(s.id);
-                problems
-                    .entry(Some(s.id))
-                    .or_default()
-                    .push(format!("its trailer is damaged ({e})"));
-            }
-        }
-        for e in &s.unindexed {
-            extra.insert(
-                e.id,
-                Location {
-                    pack: s.id,
-                    entry: *e,
-                },
-            );
-        }
-        if s.read {
-            r.packs_read += 1;
-            r.bytes_read += s.size;
-        }
-        if s.read && !s.name_matches {
-            problems
-                .entry(Some(s.id))
-                .or_default()
-                .push("the pack file does not match its name (its bytes changed)".into());
-        }
-        for (blob, why) in &s.bad_blobs {
-            let f = Fault {
-                pack: Some(s.id),
-                why: why.clone(),
-            };
-            faults.by_id.insert(*blob, f);
-        }
-        if !s.bad_blobs.is_empty() {
-            problems.entry(Some(s.id)).or_default().push(format!(
-                "{} blob(s) do not match their id: {}",
-                s.bad_blobs.len(),
-                s.bad_blobs[0].1
-            ));
-        }
-    }
-    r.orphans.unindexed_packs = extra.values().map(|l| l.pack).collect::<HashSet<_>>().len();
-
-    // Trees: collect the referenced set; a tree that cannot be read is a fault.
+    // A reader that also finds blobs of packs the index does not list yet.
+    let extra = std::mem::take(&mut f.extra);
     let read_blob = |id: &Id| -> Result<Vec<u8>> {
         if let Some(loc) = repo.index().get(id)? {
             return repo.read_located(&loc);
@@ -230,6 +187,8 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
             None => repo.read_blob(id),
         }
     };
+
+    // Mark: every blob the snapshots reference; an unreadable tree is a fault.
     let mut walker = Walker::with_reader(Box::new(read_blob));
     let mut set = KeySet::new();
     let mut tree_faults: Vec<(Id, String)> = Vec::new();
@@ -244,15 +203,147 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     drop(walker);
     let referenced = set.finish();
     r.referenced_blobs = referenced.len();
+    for (id, why) in tree_faults {
+        let fault = match repo.index().get(&id)? {
+            Some(loc) => Fault {
+                pack: Some(loc.pack),
+                why,
+            },
+            None => Fault {
+                pack: None,
+                why: NO_PACK.into(),
+            },
+        };
+        f.faults.by_id.entry(id).or_insert(fault);
+    }
 
-    // The index, streamed in id order next to the referenced set.
-    let mut index_digest: HashMap<Id, (u64, u128)> = HashMap::new();
+    let index_digest = stream_index(
+        repo,
+        &on_disk,
+        &indexed,
+        &referenced,
+        &extra,
+        &mut f,
+        &mut r,
+    )?;
+    compare_trailers(
+        repo,
+        &on_disk,
+        &index_digest,
+        &referenced,
+        &mut f,
+        &mut r.orphans,
+    )?;
+    if !f.faults.is_empty() {
+        trace(&snapshots, &read_blob, &mut f, &mut r);
+    }
+    for (pack, what) in std::mem::take(&mut f.problems) {
+        r.problems.push(Problem {
+            pack,
+            what,
+            damaged_blobs: 0,
+            snapshots: Vec::new(),
+        });
+    }
+    Ok(r)
+}
+
+/// Read every pack's trailer, and in full the packs `read` selects.
+fn scan_packs(
+    repo: &Repository,
+    on_disk: &HashMap<Id, u64>,
+    indexed: &HashMap<Id, u64>,
+    read: ReadData,
+    progress: &Progress,
+    f: &mut Findings,
+    r: &mut Report,
+) -> Result<()> {
+    let selected = select(on_disk, read);
+    progress.set_total(selected.iter().map(|id| on_disk[id]).sum());
+    let scans: Vec<PackScan> = on_disk
+        .par_iter()
+        .map(|(id, size)| {
+            let unindexed = !indexed.contains_key(id);
+            scan_pack(repo, id, *size, unindexed, selected.contains(id), progress)
+        })
+        .collect();
+    for s in scans {
+        match &s.trailer {
+            Ok(d) => {
+                f.trailer_digest.insert(s.id, *d);
+            }
+            Err(e) => {
+                f.bad_trailer.insert(s.id);
+                f.note(Some(s.id), format!("its trailer is damaged ({e})"));
+            }
+        }
+        for e in &s.unindexed {
+            let loc = Location {
+                pack: s.id,
+                entry: *e,
+            };
+            f.extra.insert(e.id, loc);
+        }
+        if !s.read {
+            continue;
+        }
+        r.packs_read += 1;
+        r.bytes_read += s.size;
+        if !s.name_matches {
+            f.note(
+                Some(s.id),
+                "the pack file does not match its name (its bytes changed)",
+            );
+        }
+        if let Some((_, why)) = s.bad_blobs.first() {
+            f.note(
+                Some(s.id),
+                format!("{} blob(s) do not match their id: {why}", s.bad_blobs.len()),
+            );
+        }
+        for (blob, why) in s.bad_blobs {
+            // A damaged copy does not matter when the index reads another one.
+            let elsewhere = match repo.index().get(&blob)? {
+                Some(loc) => loc.pack != s.id,
+                None => false,
+            };
+            if !elsewhere {
+                let fault = Fault {
+                    pack: Some(s.id),
+                    why,
+                };
+                f.faults.by_id.insert(blob, fault);
+            }
+        }
+    }
+    r.orphans.unindexed_packs = f
+        .extra
+        .values()
+        .map(|l| l.pack)
+        .collect::<HashSet<_>>()
+        .len();
+    Ok(())
+}
+
+/// Stream the index in id order next to the referenced set: find referenced blobs the
+/// index lacks, or locates in a missing or damaged pack; count unreferenced data;
+/// digest each pack's entries. Returns the digests.
+fn stream_index(
+    repo: &Repository,
+    on_disk: &HashMap<Id, u64>,
+    indexed: &HashMap<Id, u64>,
+    referenced: &SortedKeys,
+    extra: &HashMap<Id, Location>,
+    f: &mut Findings,
+    r: &mut Report,
+) -> Result<HashMap<Id, (u64, u128)>> {
+    let mut digest: HashMap<Id, (u64, u128)> = HashMap::new();
     let mut used_packs: HashSet<Id> = HashSet::new();
     let mut join = referenced.join();
     for loc in repo.index().chunks() {
         let loc = loc?;
         let used = join.seek(key(&loc.entry.id));
-        let d = index_digest.entry(loc.pack).or_default();
+        let d = digest.entry(loc.pack).or_default();
         d.0 += 1;
         d.1 = d.1.wrapping_add(entry_digest(&loc.entry));
         if !used {
@@ -263,12 +354,12 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
         used_packs.insert(loc.pack);
         let why = if !on_disk.contains_key(&loc.pack) {
             "the pack file is missing"
-        } else if bad_trailer.contains(&loc.pack) {
+        } else if f.bad_trailer.contains(&loc.pack) {
             "its pack's trailer is damaged"
         } else {
             continue;
         };
-        faults.by_id.entry(loc.entry.id).or_insert(Fault {
+        f.faults.by_id.entry(loc.entry.id).or_insert(Fault {
             pack: Some(loc.pack),
             why: why.into(),
         });
@@ -276,13 +367,11 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     let extra_keys: HashSet<BlobKey> = extra.keys().map(key).collect();
     for k in join.finish() {
         if !extra_keys.contains(&k) {
-            faults.by_key.insert(
-                k,
-                Fault {
-                    pack: None,
-                    why: "no pack holds it".into(),
-                },
-            );
+            let fault = Fault {
+                pack: None,
+                why: NO_PACK.into(),
+            };
+            f.faults.by_key.insert(k, fault);
         }
     }
     for l in extra.values() {
@@ -290,73 +379,64 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
             used_packs.insert(l.pack);
         }
     }
-    for (id, why) in tree_faults {
-        let pack = repo.index().get(&id)?.map(|l| l.pack);
-        faults.by_id.entry(id).or_insert(Fault { pack, why });
-    }
-
-    compare_trailers(
-        repo,
-        &on_disk,
-        &trailer_digest,
-        &index_digest,
-        &referenced,
-        &mut faults,
-        &mut problems,
-        &mut r.orphans,
-    )?;
     for p in indexed.keys().filter(|p| !on_disk.contains_key(p)) {
-        problems
-            .entry(Some(*p))
-            .or_default()
-            .push("the index lists it but the pack file is missing".into());
+        f.note(Some(*p), "the index lists it but the pack file is missing");
     }
-    for (id, size) in &on_disk {
-        if !used_packs.contains(id) && !bad_trailer.contains(id) {
+    for (id, size) in on_disk {
+        if !used_packs.contains(id) && !f.bad_trailer.contains(id) {
             r.orphans.packs += 1;
             r.orphans.pack_bytes += size;
         }
     }
+    Ok(digest)
+}
 
-    // Trace faults to snapshots and paths.
+/// Walk every snapshot again and attribute each fault to the snapshots and paths it
+/// breaks, grouped by the pack at fault.
+fn trace(
+    snapshots: &[(Id, Snapshot)],
+    read_blob: &dyn Fn(&Id) -> Result<Vec<u8>>,
+    f: &mut Findings,
+    r: &mut Report,
+) {
     let mut broken: BTreeMap<Option<Id>, Vec<Broken>> = BTreeMap::new();
     let mut damaged: BTreeMap<Option<Id>, BTreeSet<Id>> = BTreeMap::new();
-    if !faults.is_empty() {
-        let mut tracer = Tracer {
-            read: &read_blob,
-            faults: &faults,
-            memo: HashMap::new(),
-        };
-        for (sid, snap) in &snapshots {
-            let mut per_pack: BTreeMap<Option<Id>, Vec<String>> = BTreeMap::new();
-            for (path, blob) in tracer.tree(&snap.tree).iter() {
-                let Some(f) = faults.get(blob) else { continue };
-                damaged.entry(f.pack).or_default().insert(*blob);
-                let lines = problems.entry(f.pack).or_default();
-                let line = match f.pack {
-                    None => NO_PACK.to_string(),
-                    Some(_) => f.why.clone(),
-                };
-                if (f.pack.is_none() || lines.is_empty()) && !lines.contains(&line) {
-                    lines.push(line);
-                }
-                let paths = per_pack.entry(f.pack).or_default();
-                let path = if path.is_empty() { "/" } else { path.as_str() };
-                if paths.last().map(String::as_str) != Some(path) {
-                    paths.push(path.to_string());
-                }
-            }
-            for (pack, paths) in per_pack {
-                broken.entry(pack).or_default().push(Broken {
-                    id: *sid,
-                    name: snap.name.clone(),
-                    time: snap.time,
-                    paths,
-                });
+    let mut lines: Vec<(Option<Id>, String)> = Vec::new();
+    let mut tracer = Tracer {
+        read: read_blob,
+        faults: &f.faults,
+        memo: HashMap::new(),
+    };
+    for (sid, snap) in snapshots {
+        let mut per_pack: BTreeMap<Option<Id>, Vec<String>> = BTreeMap::new();
+        for (path, blob) in tracer.tree(&snap.tree).iter() {
+            let Some(fault) = f.faults.get(blob) else {
+                continue;
+            };
+            damaged.entry(fault.pack).or_default().insert(*blob);
+            lines.push((fault.pack, fault.why.clone()));
+            let paths = per_pack.entry(fault.pack).or_default();
+            let path = if path.is_empty() { "/" } else { path.as_str() };
+            if paths.last().map(String::as_str) != Some(path) {
+                paths.push(path.to_string());
             }
         }
+        for (pack, paths) in per_pack {
+            broken.entry(pack).or_default().push(Broken {
+                id: *sid,
+                name: snap.name.clone(),
+                time: snap.time,
+                paths,
+            });
+        }
     }
-    for (pack, what) in problems {
+    // A pack already described (damaged trailer, bytes changed) needs no more lines.
+    for (pack, why) in lines {
+        if pack.is_none() || !f.problems.contains_key(&pack) {
+            f.note(pack, why);
+        }
+    }
+    for (pack, what) in std::mem::take(&mut f.problems) {
         r.problems.push(Problem {
             pack,
             what,
@@ -364,17 +444,13 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
             snapshots: broken.remove(&pack).unwrap_or_default(),
         });
     }
-    Ok(r)
 }
 
 const NO_PACK: &str =
     "referenced blobs that no pack holds (a pack file was deleted or lost, or never finished)";
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
-fn load_snapshots(
-    repo: &Repository,
-    problems: &mut BTreeMap<Option<Id>, Vec<String>>,
-) -> Result<Vec<(Id, Snapshot)>> {
+fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
     let dir = repo.snapshots_dir();
     let mut out = Vec::new();
     let rd = fs::read_dir(&dir).map_err(|e| Error::io_path("read", &dir, e))?;
@@ -392,10 +468,7 @@ fn load_snapshots(
         };
         match verdict {
             Ok(s) => out.push((id, s)),
-            Err(why) => problems
-                .entry(None)
-                .or_default()
-                .push(format!("snapshot file {} {why}", path.display())),
+            Err(why) => f.note(None, format!("snapshot file {} {why}", path.display())),
         }
     }
     out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
@@ -536,58 +609,55 @@ fn map_pack(f: &File, size: u64) -> std::io::Result<PackBytes> {
 
 /// Compare, pack by pack, the trailer with the index. Only packs whose digests differ
 /// are examined blob by blob.
-#[allow(clippy::too_many_arguments)]
 fn compare_trailers(
     repo: &Repository,
     on_disk: &HashMap<Id, u64>,
-    trailer: &HashMap<Id, (u64, u128)>,
     index: &HashMap<Id, (u64, u128)>,
-    referenced: &crate::gc::SortedKeys,
-    faults: &mut Faults,
-    problems: &mut BTreeMap<Option<Id>, Vec<String>>,
+    referenced: &SortedKeys,
+    f: &mut Findings,
     orphans: &mut Orphans,
 ) -> Result<()> {
-    for (id, t) in trailer {
-        let Some(i) = index.get(id) else {
-            continue; // unindexed pack: counted as an orphan-like note
-        };
-        if t == i {
-            continue;
-        }
-        let f = File::open(repo.pack_path(id)).map_err(|e| Error::io("open pack", e))?;
-        let entries = pack::read_trailer(&f, on_disk[id])
+    let differing: Vec<(Id, u64)> = f
+        .trailer_digest
+        .iter()
+        // A pack the index does not list is counted with the unindexed packs.
+        .filter_map(|(id, t)| index.get(id).filter(|i| *i != t).map(|i| (*id, i.0)))
+        .collect();
+    for (id, indexed_entries) in differing {
+        let file = File::open(repo.pack_path(&id)).map_err(|e| Error::io("open pack", e))?;
+        let entries = pack::read_trailer(&file, on_disk[&id])
             .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {
             match repo.index().get(&e.id)? {
-                Some(loc) if loc.pack == *id && loc.entry == *e => matched += 1,
-                Some(loc) if loc.pack == *id => {
+                Some(loc) if loc.pack == id && loc.entry == *e => matched += 1,
+                Some(loc) if loc.pack == id => {
                     differ += 1;
                     if referenced.contains(key(&e.id)) {
-                        faults.by_id.insert(
-                            e.id,
-                            Fault {
-                                pack: Some(*id),
-                                why: "the index disagrees with the pack trailer".into(),
-                            },
-                        );
+                        let fault = Fault {
+                            pack: Some(id),
+                            why: "the index disagrees with the pack trailer".into(),
+                        };
+                        f.faults.by_id.insert(e.id, fault);
                     }
                 }
                 Some(_) => orphans.duplicates += 1,
                 None => lacking += 1,
             }
         }
-        let stray = i.0.saturating_sub(matched + differ);
-        let mut say = |n: u64, what: &str| {
+        let stray = indexed_entries.saturating_sub(matched + differ);
+        for (n, what) in [
+            (differ, "disagree with its trailer"),
+            (lacking, "are missing for blobs of its trailer"),
+            (stray, "point into it for blobs its trailer does not list"),
+        ] {
             if n > 0 {
-                problems.entry(Some(*id)).or_default().push(format!(
-                    "{n} index entries {what}; run `cbsnap index rebuild`"
-                ));
+                f.note(
+                    Some(id),
+                    format!("{n} index entries {what}; run `cbsnap index rebuild`"),
+                );
             }
-        };
-        say(differ, "disagree with its trailer");
-        say(lacking, "are missing for blobs of its trailer");
-        say(stray, "point into it for blobs its trailer does not list");
+        }
     }
     Ok(())
 }

@@ -246,8 +246,10 @@ fn print_prune(ctx: &Ctx, p: &Plan, r: Option<&PruneReport>) {
                 );
             }
             ctx.say(&format!(
-                "deleted {} packs, wrote {} ({} blobs copied, {}); repository {} -> {} (freed {})",
+                "removed {} packs ({} unused, {} repacked into {} new with {} blobs, {}); repository {} -> {} (freed {})",
                 r.packs_deleted,
+                r.packs_deleted - r.packs_repacked,
+                r.packs_repacked,
                 r.packs_written,
                 r.blobs_copied,
                 HumanBytes(r.bytes_written),

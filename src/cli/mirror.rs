@@ -64,9 +64,19 @@ pub fn with_lock(ctx: &Ctx, a: WithLockArgs) -> anyhow::Result<i32> {
     let (prog, args) = a.command.split_first().ok_or_else(|| {
         Error::Usage("say which command to run: `cbsnap with-lock -- rsync …`".into())
     })?;
-    let status = std::process::Command::new(prog)
-        .args(args)
-        .env("CBSNAP_REPO", &ctx.repo_path)
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(args).env("CBSNAP_REPO", &ctx.repo_path);
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl,
+    // which is async-signal-safe. If this process dies (and its lock with it), the
+    // command gets SIGTERM instead of running on unprotected.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let status = cmd
         .status()
         .map_err(|e| Error::io(format!("run {}", std::path::Path::new(prog).display()), e))?;
     use std::os::unix::process::ExitStatusExt;

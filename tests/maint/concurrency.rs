@@ -132,6 +132,10 @@ fn a_mirror_taken_during_a_snapshot_is_consistent() {
     s.add(&src, "part1.bin");
     wait_for_packs(&env.repo(), before);
 
+    // check runs beside the snapshot (with the index read-only) and finds nothing wrong.
+    let v = env.json(&env.repo(), &["check"]);
+    assert!(v["problems"].as_array().unwrap().is_empty(), "{v}");
+
     // Packs of the unfinished snapshot reach the mirror as orphans; nothing breaks.
     env.ok(&["-q", "mirror", m]);
     let v = env.json(&mirror, &["check"]);
