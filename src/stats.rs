@@ -92,6 +92,9 @@ impl FirstUse {
         self.pairs.sort_unstable();
         self.pairs.dedup_by_key(|p| p.0);
         self.compacted = self.pairs.len();
+        let want = (2 * self.compacted).max(1 << 16);
+        self.pairs
+            .reserve_exact(want.saturating_sub(self.pairs.len()));
     }
 }
 

@@ -177,13 +177,14 @@ fn print_groups(ctx: &Ctx, policy: &Policy, groups: &[forget::Group], dry_run: b
             g.decisions.len() - kept
         );
         for d in &g.decisions {
-            println!(
+            let line = format!(
                 "  {:<6}  {}  {}  {}",
                 if d.keep { "keep" } else { "remove" },
                 d.id.short(),
                 d.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
                 d.reasons.join(", ")
             );
+            println!("{}", line.trim_end());
         }
     }
 }

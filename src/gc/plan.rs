@@ -72,6 +72,8 @@ pub struct Plan {
     pub missing_blobs: usize,
     pub packs: usize,
     pub pack_bytes: u64,
+    /// Entries in the index (blobs, counting a duplicate once).
+    pub index_entries: u64,
     pub unused_blobs: u64,
     pub unused_stored_bytes: u64,
     pub delete: Vec<PackUse>,
@@ -137,6 +139,7 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             continue;
         };
         u.blobs += 1;
+        p.index_entries += 1;
         if used {
             u.used_blobs += 1;
             u.live_bytes += loc.entry.stored_len as u64 + pack::ENTRY_LEN as u64;

@@ -57,6 +57,11 @@ impl KeySet {
         self.keys.sort_unstable();
         self.keys.dedup();
         self.compacted = self.keys.len();
+        // Room for exactly the next doubling, so the vector never grows past twice
+        // the distinct keys by the allocator's own doubling.
+        let want = (2 * self.compacted).max(1 << 16);
+        self.keys
+            .reserve_exact(want.saturating_sub(self.keys.len()));
     }
 
     pub fn finish(mut self) -> SortedKeys {

@@ -236,3 +236,74 @@ fn prune_killed_at_any_moment_loses_nothing() {
         assert!(pack_bytes(&repo) < pack_bytes(&template));
     }
 }
+
+/// Set the repository's pack size, as only a test or a benchmark would.
+fn set_pack_size(repo: &std::path::Path, bytes: u64) {
+    let path = repo.join("config");
+    let raw = fs::read(&path).unwrap();
+    let (head, json) = raw.split_at(12);
+    let mut v: serde_json::Value = serde_json::from_slice(json).unwrap();
+    v["pack_target_size"] = bytes.into();
+    let mut out = head.to_vec();
+    out.extend_from_slice(serde_json::to_string_pretty(&v).unwrap().as_bytes());
+    fs::write(&path, out).unwrap();
+}
+
+/// Few packs retired among many: the index entries are removed pack by pack (the
+/// targeted path), and nothing else is touched.
+#[test]
+fn pruning_a_small_part_of_a_large_index_removes_only_that_part() {
+    let env = Env::new();
+    set_pack_size(&env.repo(), 256 << 10);
+    let big = env.path("big");
+    for i in 0..8 {
+        write(&big, &format!("f{i}.bin"), &random(1 << 20, 300 + i));
+    }
+    env.snapshot(&big, "big");
+    let small = env.path("small");
+    write(&small, "s.bin", &random(200_000, 310));
+    env.snapshot(&small, "small");
+    let before = packs(&env.repo());
+    assert!(before.len() >= 20, "{} packs", before.len());
+
+    env.ok(&["forget", "small", "--keep-tag", "none"]);
+    let v = env.json(&env.repo(), &["prune"]);
+    let deleted = v["result"]["packs_deleted"].as_u64().unwrap();
+    assert!((1..=2).contains(&deleted), "{v}");
+    let after = packs(&env.repo());
+    assert_eq!(after.len() as u64, before.len() as u64 - deleted);
+    assert!(after.keys().all(|k| before.contains_key(k)));
+    let st = env.json(&env.repo(), &["stats"]);
+    assert_eq!(st["repository"]["unreferenced_blobs"], 0, "{st}");
+    env.ok(&["check", "--read-data"]);
+    let to = env.restore(&env.repo(), "big@latest", "r");
+    assert_same_files(&to, &big);
+}
+
+/// `Index::remove_pack_entries` keeps a blob's entry when it points into another pack.
+#[test]
+fn retiring_a_pack_keeps_entries_that_point_elsewhere() {
+    use cbsnap::index::Index;
+    use cbsnap::pack::{BlobEntry, BlobKind, Compression};
+    use cbsnap::Id;
+    let d = tempfile::tempdir().unwrap();
+    let idx = Index::open(&d.path().join("index")).unwrap();
+    let entry = |data: &[u8], offset| BlobEntry {
+        id: Id::hash(data),
+        offset,
+        stored_len: data.len() as u32,
+        raw_len: data.len() as u32,
+        kind: BlobKind::Data,
+        compression: Compression::None,
+    };
+    let (old, new) = (Id::hash(b"old pack"), Id::hash(b"new pack"));
+    let shared = entry(b"shared", 12);
+    let only_old = entry(b"only old", 18);
+    idx.add_pack(&old, 100, &[shared, only_old]).unwrap();
+    idx.add_pack(&new, 50, &[entry(b"shared", 12)]).unwrap();
+    idx.remove_pack_entries(&old, &[shared, only_old]).unwrap();
+    assert_eq!(idx.get(&shared.id).unwrap().unwrap().pack, new);
+    assert!(idx.get(&only_old.id).unwrap().is_none());
+    let packs = idx.packs().unwrap();
+    assert!(!packs.contains_key(&old) && packs.contains_key(&new));
+}
