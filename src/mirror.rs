@@ -15,7 +15,8 @@
 //!    are only ever removed by prune, so all of them arrive;
 //! 4. copy exactly the snapshot files listed at step 1.
 //!
-//! Stopped at any point, the mirror holds at most orphans (packs no snapshot there
+//! A local mirror is locked as well, so that a `prune` run on it waits. Stopped at any
+//! point, the mirror holds at most orphans (packs no snapshot there
 //! references), never a snapshot with missing data. The mirror's index is its own: it
 //! is rebuilt from the pack trailers the first time cbsnap opens the mirror, and
 //! `--delete` leaves it alone. The recipe, for doing this by hand, is in
@@ -54,6 +55,16 @@ pub struct Report {
 pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     Repository::read_config(root)?;
     let _lock = lock::acquire(&root.join("locks"), LockKind::Shared, repo::lock_wait())?;
+    // A local mirror that is already a repository is locked too: a prune there would
+    // delete packs whose snapshots arrive only in step 4.
+    let local = Path::new(dest);
+    let _mirror_lock = if !dest.contains(':') && local.join("config").is_file() {
+        let locks = local.join("locks");
+        std::fs::create_dir_all(&locks).ctx(|| format!("create {}", locks.display()))?;
+        Some(lock::acquire(&locks, LockKind::Shared, repo::lock_wait())?)
+    } else {
+        None
+    };
     let src = format!("{}/", root.display());
     let dst = if dest.ends_with('/') {
         dest.to_string()

@@ -172,3 +172,30 @@ fn the_documented_script_works_under_with_lock() {
     let r = env.restore(&mirror, "data@latest", "r2");
     assert_same_files(&r, &src);
 }
+
+/// `cbsnap mirror` locks a local mirror as well: it does not copy into a mirror that a
+/// prune holds.
+#[test]
+fn mirror_waits_for_a_prune_on_the_mirror() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src, "a.bin", &random(100_000, 90));
+    env.snapshot(&src, "data");
+    let mirror = env.path("mirror");
+    let m = mirror.to_str().unwrap();
+    env.ok(&["mirror", m]);
+    let holder = env
+        .cmd(&mirror, &["with-lock", "--exclusive", "--", "sleep", "2"])
+        .spawn()
+        .unwrap();
+    wait_for_lock(&mirror);
+    let out = env
+        .cmd(&env.repo(), &["mirror", m])
+        .env("CBSNAP_LOCK_WAIT", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
+    assert!(holder.wait_with_output().unwrap().status.success());
+    env.ok(&["mirror", m]);
+}
