@@ -201,6 +201,24 @@ impl Index {
         self.db.write(b).map_err(db_err)
     }
 
+    /// Forget one pack whose trailer is known: delete the entries of its blobs that
+    /// still point into it (a blob copied elsewhere keeps its new entry), and its `p`
+    /// key. Unlike [`Index::remove_packs`] this reads only that pack's keys; prune
+    /// retires packs this way.
+    pub fn remove_pack_entries(&self, pack: &Id, entries: &[BlobEntry]) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for e in entries {
+            let k = chunk_key(&e.id);
+            if let Some(v) = self.db.get_pinned(k).map_err(db_err)? {
+                if v.get(..32) == Some(&pack.0[..]) {
+                    b.delete(k);
+                }
+            }
+        }
+        b.delete(pack_key(pack));
+        self.db.write(b).map_err(db_err)
+    }
+
     /// Stream every blob entry in id order, without loading the index into memory.
     pub fn chunks(&self) -> impl Iterator<Item = Result<Location>> + '_ {
         self.db

@@ -7,16 +7,21 @@
 //! [`tree`]s back into a directory or a tar stream. The on-disk format is specified
 //! in `docs/FORMAT.md`.
 
+pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod diff;
 pub mod docker;
 pub mod error;
+pub mod forget;
 pub mod fsutil;
+pub mod gc;
 pub mod id;
 pub mod index;
 pub mod ingest;
 pub mod lock;
+pub mod mirror;
 pub mod pack;
 pub mod progress;
 pub mod repo;
@@ -24,6 +29,7 @@ pub mod restore;
 pub mod settings;
 pub mod snapshot;
 pub mod source;
+pub mod stats;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -327,7 +327,8 @@ impl Repository {
     }
 }
 
-fn lock_wait() -> Duration {
+/// How long to wait for a conflicting lock: `CBSNAP_LOCK_WAIT` seconds, default 120.
+pub fn lock_wait() -> Duration {
     std::env::var("CBSNAP_LOCK_WAIT")
         .ok()
         .and_then(|s| s.parse().ok())

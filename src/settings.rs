@@ -33,6 +33,16 @@ pub struct Settings {
     pub via: Option<crate::source::docker::Via>,
     #[serde(default)]
     pub keep: Keep,
+    #[serde(default)]
+    pub prune: PruneSettings,
+}
+
+/// `[prune]`: how `cbsnap prune` trades space for rewriting packs.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PruneSettings {
+    /// Repack a pack when more than this percentage of it is unused (default 10).
+    pub repack_threshold: Option<f64>,
 }
 
 /// A retention policy (see `cbsnap forget`).

@@ -1,9 +1,15 @@
 //! Command-line interface (clap). Each command lives in its own file and stays thin:
 //! resolve the repository, call the engine, print a table or `--json`.
 
+mod check;
+mod diff;
+mod forget;
 mod list;
+mod maint;
+mod mirror;
 mod restore;
 mod snapshot;
+mod stats;
 
 use std::path::{Path, PathBuf};
 
@@ -58,6 +64,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: IndexCmd,
     },
+    #[command(flatten)]
+    Maint(maint::Command),
 }
 
 #[derive(Subcommand, Debug)]
@@ -131,6 +139,7 @@ pub fn run() -> i32 {
         Command::Index {
             cmd: IndexCmd::Rebuild,
         } => index_rebuild(&ctx).map(|_| 0),
+        Command::Maint(c) => maint::run(&ctx, c),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,131 @@
+//! `cbsnap check`.
+
+use cbsnap::check::{self, ReadData, Report};
+use cbsnap::progress::Progress;
+use cbsnap::repo::Access;
+use cbsnap::Error;
+use chrono::Local;
+use indicatif::HumanBytes;
+
+use super::{print_json, Ctx};
+
+/// Exit code when damage was found.
+pub const EXIT_DAMAGE: i32 = 1;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Also read every pack and verify each blob against its id
+    #[arg(long)]
+    pub read_data: bool,
+    /// Read a random PCT percent of the packs (a different part on every run)
+    #[arg(long, value_name = "PCT", conflicts_with = "read_data")]
+    pub read_data_subset: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
+    let read = match (&a.read_data, &a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(s)) => {
+            let pct: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| {
+                Error::Usage(format!(
+                    "--read-data-subset takes a percentage such as 5 or 12.5, not {s:?}"
+                ))
+            })?;
+            if !(0.0..=100.0).contains(&pct) {
+                return Err(Error::Usage(format!("--read-data-subset {pct}: use 0 to 100")).into());
+            }
+            ReadData::Subset(pct / 100.0)
+        }
+        (false, None) => ReadData::None,
+    };
+    let repo = ctx.open(Access::Read)?;
+    let progress = Progress::new(ctx.quiet || ctx.json, "check");
+    let report = check::check(&repo, read, &progress)?;
+    progress.finish();
+    if ctx.json {
+        print_json(&report);
+    } else {
+        print(ctx, &report);
+    }
+    if report.is_clean() {
+        return Ok(0);
+    }
+    eprintln!(
+        "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one (`cbsnap mirror` keeps them); otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`."
+    );
+    Ok(EXIT_DAMAGE)
+}
+
+fn print(ctx: &Ctx, r: &Report) {
+    let read = if r.packs_read > 0 {
+        format!(
+            "; read {} packs ({})",
+            r.packs_read,
+            HumanBytes(r.bytes_read)
+        )
+    } else {
+        String::new()
+    };
+    ctx.say(&format!(
+        "checked {} snapshots ({} trees, {} blobs referenced) and {} packs ({}){read}",
+        r.snapshots,
+        r.trees,
+        r.referenced_blobs,
+        r.packs,
+        HumanBytes(r.pack_bytes)
+    ));
+    let o = &r.orphans;
+    if o.packs > 0 || o.blobs > 0 {
+        ctx.say(&format!(
+            "info: {} unreferenced packs ({}), {} unreferenced blobs ({}); `cbsnap prune` removes them",
+            o.packs,
+            HumanBytes(o.pack_bytes),
+            o.blobs,
+            HumanBytes(o.bytes)
+        ));
+    }
+    if o.unindexed_packs > 0 {
+        ctx.say(&format!(
+            "info: {} packs are not indexed yet (a snapshot is being written, or the index is read-only)",
+            o.unindexed_packs
+        ));
+    }
+    if o.duplicates > 0 {
+        ctx.say(&format!("info: {} blobs are stored twice", o.duplicates));
+    }
+    for p in &r.problems {
+        match &p.pack {
+            Some(id) => println!("DAMAGE in pack {id}:"),
+            None => println!("DAMAGE:"),
+        }
+        for w in &p.what {
+            println!("  - {w}");
+        }
+        if p.snapshots.is_empty() {
+            println!("  breaks no snapshot");
+            continue;
+        }
+        println!(
+            "  {} referenced blob(s) unreadable; breaks {} snapshot(s):",
+            p.damaged_blobs,
+            p.snapshots.len()
+        );
+        for s in &p.snapshots {
+            println!(
+                "    {}@{}  {}",
+                s.name,
+                s.id.short(),
+                s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
+            );
+            for path in s.paths.iter().take(20) {
+                println!("      {path}");
+            }
+            if s.paths.len() > 20 {
+                println!("      … and {} more (--json lists all)", s.paths.len() - 20);
+            }
+        }
+    }
+    if r.is_clean() {
+        ctx.say("no damage found");
+    }
+}

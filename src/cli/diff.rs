@@ -1,0 +1,51 @@
+//! `cbsnap diff`.
+
+use cbsnap::diff;
+use cbsnap::repo::Access;
+use cbsnap::snapshot;
+use indicatif::HumanBytes;
+
+use super::{print_json, Ctx};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The older snapshot, NAME@SELECTOR
+    pub from: String,
+    /// The newer snapshot, NAME@SELECTOR
+    pub to: String,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
+    let repo = ctx.open(Access::Read)?;
+    let all = snapshot::load_all(&repo.snapshots_dir())?;
+    let (_, old) = snapshot::resolve(&all, &a.from, ctx.project())?;
+    let (_, new) = snapshot::resolve(&all, &a.to, ctx.project())?;
+    let size = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
+    if ctx.json {
+        let mut changes = Vec::new();
+        let summary = diff::diff(&repo, &old, &new, &mut |e| changes.push(e.clone()))?;
+        print_json(&serde_json::json!({"changes": changes, "summary": summary}));
+        return Ok(());
+    }
+    let summary = diff::diff(&repo, &old, &new, &mut |e| {
+        let sizes = match e.change {
+            diff::Change::Added => size(e.new_size),
+            diff::Change::Removed => size(e.old_size),
+            _ => format!("{} -> {}", size(e.old_size), size(e.new_size)),
+        };
+        println!("{}  {}  {}", e.change.letter(), e.path, sizes);
+    })?;
+    ctx.say(&format!(
+        "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} type changed, {} metadata only",
+        summary.added,
+        HumanBytes(summary.added_bytes),
+        summary.removed,
+        HumanBytes(summary.removed_bytes),
+        summary.modified,
+        HumanBytes(summary.modified_old_bytes),
+        HumanBytes(summary.modified_new_bytes),
+        summary.type_changed,
+        summary.metadata
+    ));
+    Ok(())
+}

@@ -1,0 +1,518 @@
+//! Retention: which snapshots of a source to keep, and removing the others.
+//!
+//! The policy has restic's semantics (`cmd_forget`, `internal/restic/snapshot_policy.go`)
+//! so that users' experience carries over. Per source name, snapshots are taken
+//! newest first, and each rule keeps some independently of the others:
+//!
+//! - `last N`: the N newest.
+//! - `hourly|daily|weekly|monthly|yearly N`: the newest snapshot of each hour (day,
+//!   ISO week, month, year), for the N most recent periods that have one. Periods are
+//!   taken in local time.
+//! - `within D`: every snapshot no older than the newest one minus D, where D is
+//!   written like restic's `1y6m2d12h` (years, months, days, hours; also `w` weeks).
+//! - `tag T`: every snapshot tagged T.
+//!
+//! A snapshot is kept when any rule keeps it; the reasons are reported. An empty policy
+//! is refused: forgetting everything is never what a missing flag meant.
+//!
+//! Forgetting only deletes snapshot files, so it never makes another snapshot
+//! unreadable; the data goes with the next `prune`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, Days, Months, TimeZone, Timelike, Utc};
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::Id;
+use crate::repo::Repository;
+use crate::settings::Keep;
+use crate::snapshot::{self, Snapshot};
+
+/// A `--keep-within` duration in calendar units.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Within {
+    pub years: u32,
+    pub months: u32,
+    pub days: u32,
+    pub hours: u32,
+}
+
+impl Within {
+    /// The oldest time still kept when the newest snapshot is at `newest`.
+    pub fn cutoff(&self, newest: DateTime<Utc>) -> DateTime<Utc> {
+        let months = self.years.saturating_mul(12).saturating_add(self.months);
+        newest
+            .checked_sub_months(Months::new(months))
+            .and_then(|t| t.checked_sub_days(Days::new(self.days as u64)))
+            .and_then(|t| t.checked_sub_signed(chrono::Duration::hours(self.hours as i64)))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+}
+
+impl FromStr for Within {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Within> {
+        let bad = || {
+            Error::Usage(format!(
+                "`{s}` is not a duration for --keep-within; write it like 7d, 2w, 6m (months), 1y6m or 36h"
+            ))
+        };
+        let mut w = Within::default();
+        let mut num = String::new();
+        for c in s.trim().chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let n: u32 = num.parse().map_err(|_| bad())?;
+            num.clear();
+            match c {
+                'y' => w.years += n,
+                'm' => w.months += n,
+                'w' => w.days += 7 * n,
+                'd' => w.days += n,
+                'h' => w.hours += n,
+                _ => return Err(bad()),
+            }
+        }
+        if !num.is_empty() || w == Within::default() {
+            return Err(bad());
+        }
+        Ok(w)
+    }
+}
+
+impl fmt::Display for Within {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, u) in [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ] {
+            if n > 0 {
+                write!(f, "{n}{u}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A retention policy. Counts of 0 mean "this rule keeps nothing".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub last: u32,
+    pub hourly: u32,
+    pub daily: u32,
+    pub weekly: u32,
+    pub monthly: u32,
+    pub yearly: u32,
+    pub within: Option<Within>,
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    pub fn from_keep(k: &Keep) -> Result<Policy> {
+        Ok(Policy {
+            last: k.last.unwrap_or(0),
+            hourly: k.hourly.unwrap_or(0),
+            daily: k.daily.unwrap_or(0),
+            weekly: k.weekly.unwrap_or(0),
+            monthly: k.monthly.unwrap_or(0),
+            yearly: k.yearly.unwrap_or(0),
+            within: k.within.as_deref().map(str::parse).transpose()?,
+            tags: k.tags.clone(),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        for (n, what) in [
+            (self.last, "last"),
+            (self.hourly, "hourly"),
+            (self.daily, "daily"),
+            (self.weekly, "weekly"),
+            (self.monthly, "monthly"),
+            (self.yearly, "yearly"),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        if let Some(w) = &self.within {
+            parts.push(format!("all within {w}"));
+        }
+        for t in &self.tags {
+            parts.push(format!("tagged {t}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// One snapshot as the policy sees it.
+pub struct Item<'a> {
+    pub id: Id,
+    pub time: DateTime<Utc>,
+    pub tags: &'a [String],
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    pub id: Id,
+    pub time: DateTime<Utc>,
+    pub keep: bool,
+    /// Why it is kept: "last", "daily", "within 7d", "tag nightly", …
+    pub reasons: Vec<String>,
+}
+
+/// Apply `policy` to the snapshots of one source. Returns one decision per item,
+/// newest first. Periods are cut in the time zone `tz`.
+pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_>], tz: &Tz) -> Vec<Decision> {
+    let mut order: Vec<&Item<'_>> = items.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    type Bucket<Tz> = fn(&DateTime<Tz>, usize) -> i64;
+    let rules: [(&str, u32, Bucket<Tz>); 6] = [
+        ("last", policy.last, |_, nr| nr as i64),
+        ("hourly", policy.hourly, |t, _| {
+            day_number(t) * 100 + t.hour() as i64
+        }),
+        ("daily", policy.daily, |t, _| day_number(t)),
+        ("weekly", policy.weekly, |t, _| {
+            let w = t.iso_week();
+            w.year() as i64 * 100 + w.week() as i64
+        }),
+        ("monthly", policy.monthly, |t, _| {
+            t.year() as i64 * 100 + t.month() as i64
+        }),
+        ("yearly", policy.yearly, |t, _| t.year() as i64),
+    ];
+    let mut left: Vec<u32> = rules.iter().map(|r| r.1).collect();
+    let mut last_bucket: Vec<Option<i64>> = vec![None; rules.len()];
+    let cutoff = match (&policy.within, order.first()) {
+        (Some(w), Some(newest)) => Some(w.cutoff(newest.time)),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(order.len());
+    for (nr, item) in order.iter().enumerate() {
+        let mut reasons = Vec::new();
+        let local = item.time.with_timezone(tz);
+        for (i, (what, _, bucket)) in rules.iter().enumerate() {
+            if left[i] == 0 {
+                continue;
+            }
+            let b = bucket(&local, nr);
+            if last_bucket[i] != Some(b) {
+                last_bucket[i] = Some(b);
+                left[i] -= 1;
+                reasons.push((*what).to_string());
+            }
+        }
+        if let (Some(c), Some(w)) = (cutoff, &policy.within) {
+            if item.time >= c {
+                reasons.push(format!("within {w}"));
+            }
+        }
+        for t in &policy.tags {
+            if item.tags.contains(t) {
+                reasons.push(format!("tag {t}"));
+            }
+        }
+        out.push(Decision {
+            id: item.id,
+            time: item.time,
+            keep: !reasons.is_empty(),
+            reasons,
+        });
+    }
+    out
+}
+
+fn day_number<Tz: TimeZone>(t: &DateTime<Tz>) -> i64 {
+    t.year() as i64 * 10_000 + t.month() as i64 * 100 + t.day() as i64
+}
+
+/// The decisions for one source name.
+#[derive(Debug, Serialize)]
+pub struct Group {
+    pub name: String,
+    pub decisions: Vec<Decision>,
+}
+
+/// Apply `policy` to every source in `names` (all sources when empty), in local time.
+pub fn plan(
+    all: &[(Id, Snapshot)],
+    names: &[String],
+    project: Option<&str>,
+    policy: &Policy,
+) -> Result<Vec<Group>> {
+    if policy.is_empty() {
+        return Err(Error::Usage(
+            "say what to keep: --keep-last N, --keep-hourly/daily/weekly/monthly/yearly N, --keep-within 30d or --keep-tag T, or a [keep] table in the config file. Without a policy forget removes nothing".into(),
+        ));
+    }
+    for n in names {
+        if !all
+            .iter()
+            .any(|(_, s)| snapshot::name_matches(&s.name, n, project))
+        {
+            // The resolver's error lists the sources that exist.
+            snapshot::resolve(all, n, project)?;
+        }
+    }
+    let mut groups: BTreeMap<&str, Vec<Item<'_>>> = BTreeMap::new();
+    for (id, s) in all {
+        if names.is_empty()
+            || names
+                .iter()
+                .any(|n| snapshot::name_matches(&s.name, n, project))
+        {
+            groups.entry(&s.name).or_default().push(Item {
+                id: *id,
+                time: s.time,
+                tags: &s.tags,
+            });
+        }
+    }
+    Ok(groups
+        .into_iter()
+        .map(|(name, items)| Group {
+            name: name.to_string(),
+            decisions: apply(policy, &items, &chrono::Local),
+        })
+        .collect())
+}
+
+/// Delete snapshot files. Each removal is made durable before returning; a crash
+/// midway leaves some of them, which the next `forget` removes.
+pub fn remove(repo: &Repository, ids: &[Id]) -> Result<()> {
+    let dir = repo.snapshots_dir();
+    for id in ids {
+        let path = dir.join(id.to_hex());
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io_path("delete snapshot", &path, e)),
+        }
+    }
+    fsutil::fsync_dir(&dir).ctx(|| format!("fsync {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(times: &[&str]) -> Vec<(Id, DateTime<Utc>)> {
+        times
+            .iter()
+            .map(|t| {
+                let time = DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
+                (Id::hash(t.as_bytes()), time)
+            })
+            .collect()
+    }
+
+    fn kept(policy: &Policy, times: &[&str], tags: &[(usize, &str)]) -> Vec<String> {
+        let v = items(times);
+        let tag_lists: Vec<Vec<String>> = (0..v.len())
+            .map(|i| {
+                tags.iter()
+                    .filter(|(j, _)| *j == i)
+                    .map(|(_, t)| t.to_string())
+                    .collect()
+            })
+            .collect();
+        let its: Vec<Item<'_>> = v
+            .iter()
+            .zip(&tag_lists)
+            .map(|((id, time), tags)| Item {
+                id: *id,
+                time: *time,
+                tags,
+            })
+            .collect();
+        apply(policy, &its, &Utc)
+            .into_iter()
+            .filter(|d| d.keep)
+            .map(|d| d.time.format("%Y-%m-%dT%H:%M").to_string())
+            .collect()
+    }
+
+    const TIMES: &[&str] = &[
+        "2025-12-30T10:00:00Z",
+        "2025-12-31T09:00:00Z",
+        "2025-12-31T23:00:00Z",
+        "2026-01-01T01:00:00Z",
+        "2026-01-01T01:30:00Z",
+        "2026-01-01T02:00:00Z",
+        "2026-01-02T12:00:00Z",
+        "2026-01-09T12:00:00Z",
+        "2026-02-01T00:00:00Z",
+    ];
+
+    #[test]
+    fn keep_last_keeps_the_newest_n() {
+        let p = Policy {
+            last: 2,
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&p, TIMES, &[]),
+            ["2026-02-01T00:00", "2026-01-09T12:00"]
+        );
+    }
+
+    #[test]
+    fn daily_keeps_newest_of_each_day_for_n_days() {
+        let p = Policy {
+            daily: 4,
+            ..Policy::default()
+        };
+        // Days with snapshots, newest first: 02-01, 01-09, 01-02, 01-01 (newest of
+        // the three that day is 02:00); 12-31 and 12-30 are beyond 4 days.
+        assert_eq!(
+            kept(&p, TIMES, &[]),
+            [
+                "2026-02-01T00:00",
+                "2026-01-09T12:00",
+                "2026-01-02T12:00",
+                "2026-01-01T02:00"
+            ]
+        );
+    }
+
+    #[test]
+    fn hourly_distinguishes_hours_not_minutes() {
+        let p = Policy {
+            hourly: 5,
+            ..Policy::default()
+        };
+        let k = kept(&p, TIMES, &[]);
+        assert!(k.contains(&"2026-01-01T01:30".to_string()), "{k:?}");
+        assert!(!k.contains(&"2026-01-01T01:00".to_string()), "{k:?}");
+        assert_eq!(k.len(), 5);
+    }
+
+    #[test]
+    fn weekly_uses_iso_weeks_and_yearly_calendar_years() {
+        let p = Policy {
+            weekly: 3,
+            ..Policy::default()
+        };
+        // ISO week 2026-W01 runs 2025-12-29..2026-01-04: one snapshot for all of it.
+        assert_eq!(
+            kept(&p, TIMES, &[]),
+            ["2026-02-01T00:00", "2026-01-09T12:00", "2026-01-02T12:00"]
+        );
+        let p = Policy {
+            yearly: 5,
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&p, TIMES, &[]),
+            ["2026-02-01T00:00", "2025-12-31T23:00"]
+        );
+        let p = Policy {
+            monthly: 2,
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&p, TIMES, &[]),
+            ["2026-02-01T00:00", "2026-01-09T12:00"]
+        );
+    }
+
+    #[test]
+    fn rules_combine_and_report_reasons() {
+        let p = Policy {
+            last: 1,
+            daily: 1,
+            tags: vec!["keep".into()],
+            ..Policy::default()
+        };
+        let v = items(TIMES);
+        let tags = vec!["keep".to_string()];
+        let none: Vec<String> = vec![];
+        let its: Vec<Item<'_>> = v
+            .iter()
+            .enumerate()
+            .map(|(i, (id, time))| Item {
+                id: *id,
+                time: *time,
+                tags: if i == 0 { &tags } else { &none },
+            })
+            .collect();
+        let d = apply(&p, &its, &Utc);
+        assert_eq!(d[0].reasons, ["last", "daily"]);
+        let oldest = d.last().unwrap();
+        assert!(oldest.keep);
+        assert_eq!(oldest.reasons, ["tag keep"]);
+        assert_eq!(d.iter().filter(|d| d.keep).count(), 2);
+    }
+
+    #[test]
+    fn within_is_relative_to_the_newest_snapshot() {
+        let p = Policy {
+            within: Some("8d".parse().unwrap()),
+            ..Policy::default()
+        };
+        // Newest 2026-02-01T00:00; cutoff 2026-01-24T00:00.
+        assert_eq!(kept(&p, TIMES, &[]), ["2026-02-01T00:00"]);
+        let p = Policy {
+            within: Some("1m".parse().unwrap()),
+            ..Policy::default()
+        };
+        // Cutoff 2026-01-01T00:00: the three snapshots of that day are in.
+        assert_eq!(kept(&p, TIMES, &[]).len(), 6);
+        let p = Policy {
+            within: Some("1m1d".parse().unwrap()),
+            ..Policy::default()
+        };
+        // Cutoff 2025-12-31T00:00 (one month, then one day, before the newest).
+        assert_eq!(kept(&p, TIMES, &[]).len(), 8);
+    }
+
+    #[test]
+    fn within_parses_restic_durations() {
+        let w: Within = "1y6m2d12h".parse().unwrap();
+        assert_eq!(
+            w,
+            Within {
+                years: 1,
+                months: 6,
+                days: 2,
+                hours: 12
+            }
+        );
+        assert_eq!(w.to_string(), "1y6m2d12h");
+        assert_eq!("2w".parse::<Within>().unwrap().days, 14);
+        for bad in ["", "7", "d", "3x", "0d"] {
+            assert!(bad.parse::<Within>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_empty_policy_is_refused() {
+        let e = plan(&[], &[], None, &Policy::default()).unwrap_err();
+        assert!(matches!(e, Error::Usage(_)));
+        assert!(Policy::from_keep(&Keep::default()).unwrap().is_empty());
+    }
+}

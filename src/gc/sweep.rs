@@ -1,0 +1,236 @@
+//! Carry out a prune [`Plan`]: repack, then retire old packs.
+//!
+//! The order is what makes a crash harmless at any point:
+//!
+//! 1. The referenced blobs of packs to repack are read, verified against their ids and
+//!    copied, still compressed, into new packs. Each new pack is fsynced and renamed
+//!    into place, then indexed (which points those blobs at it); the index is flushed.
+//! 2. Only then are the old packs retired: their files deleted, then the index
+//!    entries that still point into them removed. A crash between the two leaves the
+//!    index naming missing packs, which the next open repairs
+//!    ([`Repository::sync_index`]) before anything reads or deduplicates against it.
+//!
+//! A crash during 1 leaves new packs whose blobs are also in the old ones: orphans.
+//! Nothing referenced is ever deleted before a durable, indexed copy exists.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil;
+use crate::id::Id;
+use crate::pack::{self, PackWriter};
+use crate::repo::Repository;
+
+use super::plan::{plan, PackUse, Plan, PlanOptions};
+use super::reach;
+
+/// What a sweep did.
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub packs_deleted: usize,
+    pub packs_repacked: usize,
+    pub packs_written: usize,
+    pub blobs_copied: u64,
+    pub bytes_written: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Temporary files of interrupted writers that were removed, and their bytes.
+    pub temps_removed: usize,
+    pub temp_bytes_removed: u64,
+    /// Packs that were to be repacked but hold a damaged referenced blob: kept as they
+    /// are, with the reason. `cbsnap check --read-data` tells what they break.
+    pub damaged_kept: Vec<(Id, String)>,
+}
+
+/// Plan and, unless `dry_run`, sweep. The repository must be open with
+/// [`crate::repo::Access::Exclusive`].
+pub fn prune(
+    repo: &Repository,
+    opts: &PlanOptions,
+    dry_run: bool,
+) -> Result<(Plan, Option<PruneReport>)> {
+    let p = plan(repo, opts)?;
+    if dry_run {
+        return Ok((p, None));
+    }
+    if !p.missing.is_empty() {
+        return Err(Error::Corrupt(format!(
+            "{} blobs the snapshots reference are in no pack, so nothing was removed: forget or repair the broken snapshots first",
+            p.missing.len()
+        )));
+    }
+    let r = sweep(repo, &p)?;
+    Ok((p, Some(r)))
+}
+
+/// Carry out `p` (see the module docs for the order of writes).
+pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
+    let mut r = PruneReport {
+        bytes_before: p.pack_bytes,
+        ..PruneReport::default()
+    };
+    let (n, bytes) = remove_temps(repo);
+    r.temps_removed = n;
+    r.temp_bytes_removed = bytes;
+
+    let mut retire: Vec<&PackUse> = p.delete.iter().collect();
+    let dir = repo.packs_dir();
+    let mut out: Option<PackWriter> = None;
+    for u in &p.repack {
+        let (bytes, live) = match live_blobs(repo, p, u) {
+            Ok(b) => b,
+            Err(why) => {
+                r.damaged_kept.push((u.id, why));
+                continue;
+            }
+        };
+        for e in live {
+            if out.is_none() {
+                out = Some(
+                    PackWriter::create(&dir)
+                        .ctx(|| format!("create a pack in {}", dir.display()))?,
+                );
+            }
+            let w = out.as_mut().expect("pack is open");
+            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+            w.add(e.id, e.kind, e.raw_len, stored, e.compression)
+                .ctx(|| format!("write a pack in {}", dir.display()))?;
+            r.blobs_copied += 1;
+            if w.size() >= repo.config.pack_target_size {
+                seal(repo, out.take().expect("pack is open"), &mut r)?;
+            }
+        }
+        retire.push(u);
+        r.packs_repacked += 1;
+    }
+    if let Some(w) = out.take() {
+        seal(repo, w, &mut r)?;
+    }
+    // Every referenced blob of a retired pack now has a durable, indexed copy.
+    repo.index().flush()?;
+    retire_packs(repo, p, &retire)?;
+    r.packs_deleted = retire.len();
+    r.bytes_after = repo.list_packs()?.values().sum();
+    Ok(r)
+}
+
+/// Delete retired packs and forget them in the index. A point lookup per blob costs
+/// a block read in RocksDB; past a sixteenth of the index, one sequential pass over it
+/// ([`crate::index::Index::remove_packs`]) is cheaper than looking up each blob of each
+/// retired pack ([`crate::index::Index::remove_pack_entries`]).
+fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> {
+    let retired_entries: u64 = retire.iter().map(|u| u.blobs).sum();
+    let one_pass = retired_entries.saturating_mul(16) > p.index_entries;
+    let mut dirs = BTreeSet::new();
+    for u in retire {
+        let path = repo.pack_path(&u.id);
+        let entries = if one_pass {
+            None
+        } else {
+            File::open(&path)
+                .ok()
+                .and_then(|f| pack::read_trailer(&f, u.size).ok())
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io_path("delete pack", &path, e)),
+        }
+        if let Some(d) = path.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        if one_pass {
+            continue;
+        }
+        match entries {
+            Some(entries) => repo.index().remove_pack_entries(&u.id, &entries)?,
+            // Unreadable now though indexed before: fall back to a full index scan.
+            None => repo
+                .index()
+                .remove_packs(&std::iter::once(u.id).collect())?,
+        }
+    }
+    if one_pass {
+        let ids: HashSet<Id> = retire.iter().map(|u| u.id).collect();
+        repo.index().remove_packs(&ids)?;
+    }
+    for d in &dirs {
+        fsutil::fsync_dir(d).ctx(|| format!("fsync {}", d.display()))?;
+    }
+    repo.index().flush()
+}
+
+/// One pack to repack, read whole, and its referenced blobs, each verified against its
+/// id. Fails with a reason when one of them is damaged: copying it would only move
+/// the damage, and deleting the pack would lose the evidence. A referenced blob that
+/// the index finds in another pack (a rare duplicate) is copied too: cheaper than a
+/// lookup per blob, and harmless.
+fn live_blobs(
+    repo: &Repository,
+    p: &Plan,
+    u: &PackUse,
+) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), String> {
+    let path = repo.pack_path(&u.id);
+    let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let entries = pack::read_trailer(&f, u.size).map_err(|e| e.to_string())?;
+    let mut bytes = vec![0u8; u.size as usize];
+    f.read_exact_at(&mut bytes, 0)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut live = Vec::new();
+    for e in entries {
+        if !p.referenced.contains(reach::key(&e.id)) {
+            continue;
+        }
+        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        pack::decode_blob(&e, stored).map_err(|err| format!("blob {}: {err}", e.id))?;
+        live.push(e);
+    }
+    Ok((bytes, live))
+}
+
+fn seal(repo: &Repository, w: PackWriter, r: &mut PruneReport) -> Result<()> {
+    let dir = repo.packs_dir();
+    let (id, size, entries) = w
+        .finish(&dir)
+        .ctx(|| format!("write a pack in {}", dir.display()))?;
+    repo.index().add_pack(&id, size, &entries)?;
+    r.packs_written += 1;
+    r.bytes_written += size;
+    Ok(())
+}
+
+/// Remove every temporary file in `packs/` and `snapshots/`. Under the exclusive lock
+/// no writer is running anywhere, so all of them are left over from crashes.
+fn remove_temps(repo: &Repository) -> (usize, u64) {
+    let mut n = 0;
+    let mut bytes = 0;
+    for dir in [repo.packs_dir(), repo.snapshots_dir()] {
+        n += remove_temps_in(&dir, &mut bytes);
+    }
+    (n, bytes)
+}
+
+fn remove_temps_in(dir: &Path, bytes: &mut u64) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let mut n = 0;
+    for e in rd.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(fsutil::TMP_PREFIX)
+        {
+            continue;
+        }
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(e.path()).is_ok() {
+            n += 1;
+            *bytes += len;
+        }
+    }
+    n
+}

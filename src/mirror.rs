@@ -1,0 +1,164 @@
+//! Mirroring a repository with rsync, safely while snapshots are being taken.
+//!
+//! The layout makes rsync cheap: packs and snapshot files are immutable and named by
+//! their hash, so a second run sends only new files. What needs care is order. A
+//! snapshot file may only reach the mirror after every pack it references; a plain
+//! `rsync -a` copies `packs/` before `snapshots/`, so a snapshot committed in between
+//! would arrive without its packs. [`mirror`] therefore runs, under a shared lock
+//! (which keeps `prune` from deleting packs meanwhile):
+//!
+//! 1. list the snapshot files that exist now;
+//! 2. with `--delete` only: remove from the mirror the snapshot files the source no
+//!    longer has, before any pack they reference is deleted;
+//! 3. copy everything but `snapshots/` (and `locks/*`, `.tmp-*`, and `index/` unless
+//!    asked): every pack the listed snapshots reference existed at step 1, and packs
+//!    are only ever removed by prune, so all of them arrive;
+//! 4. copy exactly the snapshot files listed at step 1.
+//!
+//! A local mirror is locked as well, so that a `prune` run on it waits. Stopped at any
+//! point, the mirror holds at most orphans (packs no snapshot there
+//! references), never a snapshot with missing data. The mirror's index is its own: it
+//! is rebuilt from the pack trailers the first time cbsnap opens the mirror, and
+//! `--delete` leaves it alone. The recipe, for doing this by hand, is in
+//! `docs/MIRROR.md`.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::lock::{self, LockKind};
+use crate::repo::{self, Repository};
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Make the mirror equal to the source: delete forgotten snapshots and pruned packs.
+    pub delete: bool,
+    /// Copy `index/` too (it is a cache; by default the mirror rebuilds its own).
+    pub with_index: bool,
+    /// Extra arguments for every rsync run (`--stats`, `-z`, `-e "ssh -p 2222"`, …).
+    pub rsync_args: Vec<OsString>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// Snapshot files the mirror received or already had.
+    pub snapshots: usize,
+    pub rsync_runs: usize,
+}
+
+/// Mirror the repository at `root` to `dest` (a path or rsync's `host:path`).
+pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
+    Repository::read_config(root)?;
+    let _lock = lock::acquire(&root.join("locks"), LockKind::Shared, repo::lock_wait())?;
+    // A local mirror that is already a repository is locked too: a prune there would
+    // delete packs whose snapshots arrive only in step 4.
+    let local = Path::new(dest);
+    let _mirror_lock = if !dest.contains(':') && local.join("config").is_file() {
+        let locks = local.join("locks");
+        std::fs::create_dir_all(&locks).ctx(|| format!("create {}", locks.display()))?;
+        Some(lock::acquire(&locks, LockKind::Shared, repo::lock_wait())?)
+    } else {
+        None
+    };
+    let src = format!("{}/", root.display());
+    let dst = if dest.ends_with('/') {
+        dest.to_string()
+    } else {
+        format!("{dest}/")
+    };
+    let mut report = Report::default();
+
+    // 1. The snapshots that exist now; only these reach the mirror in this run.
+    let snapshots = list_snapshots(&root.join("snapshots"))?;
+    report.snapshots = snapshots.len();
+    let mut list = tempfile::NamedTempFile::new().ctx(|| "create a temporary file".into())?;
+    for id in &snapshots {
+        writeln!(list, "snapshots/{id}").ctx(|| "write the snapshot list".into())?;
+    }
+    list.flush().ctx(|| "write the snapshot list".into())?;
+
+    // 2. Forgotten snapshots leave the mirror before any pack does.
+    if opts.delete {
+        let mut args = args_of(&["-r", "--delete", "--existing", "--ignore-existing"]);
+        args.extend(args_of(&[
+            "--include=/snapshots/",
+            "--include=/snapshots/*",
+        ]));
+        args.extend(args_of(&["--exclude=*"]));
+        rsync(&args, opts, &src, &dst, "remove forgotten snapshots")?;
+        report.rsync_runs += 1;
+    }
+
+    // 3. Everything but the snapshots.
+    let mut a = args_of(&["-a"]);
+    if opts.delete {
+        a.push("--delete".into());
+    }
+    a.extend(args_of(&[
+        "--exclude=/snapshots/",
+        "--exclude=/locks/*",
+        "--exclude=.tmp-*",
+    ]));
+    if !opts.with_index {
+        a.push("--exclude=/index/".into());
+    }
+    rsync(&a, opts, &src, &dst, "copy packs")?;
+    report.rsync_runs += 1;
+
+    // 4. The snapshots listed in 1, whose packs are all there now.
+    let mut a = args_of(&["-a"]);
+    let mut from = OsString::from("--files-from=");
+    from.push(list.path());
+    a.push(from);
+    rsync(&a, opts, &src, &dst, "copy snapshots")?;
+    report.rsync_runs += 1;
+    Ok(report)
+}
+
+fn args_of(a: &[&str]) -> Vec<OsString> {
+    a.iter().map(OsString::from).collect()
+}
+
+/// Snapshot files by name; temporary files are skipped.
+fn list_snapshots(dir: &Path) -> Result<Vec<Id>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let e = e.ctx(|| format!("read {}", dir.display()))?;
+        if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<Id>().ok()) {
+            out.push(id);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn rsync(args: &[OsString], opts: &Options, src: &str, dst: &str, step: &str) -> Result<()> {
+    let status = Command::new("rsync")
+        .args(args)
+        .args(&opts.rsync_args)
+        .arg(src)
+        .arg(dst)
+        .status()
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (is rsync installed? `apt install rsync`)"
+            } else {
+                ""
+            };
+            Error::io(format!("run rsync{hint}"), e)
+        })?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(Error::io(
+        format!("rsync ({step})"),
+        std::io::Error::other(format!(
+            "{status}. The mirror holds at most unreferenced packs, never a snapshot with missing data; fix the cause and run the mirror again"
+        )),
+    ))
+}
