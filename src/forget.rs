@@ -272,7 +272,7 @@ pub fn plan(
     for n in names {
         if !all
             .iter()
-            .any(|(_, s)| snapshot::name_matches(&s.name, n, project))
+            .any(|(_, s)| snapshot::name_matches(s, n, project))
         {
             // The resolver's error lists the sources that exist.
             snapshot::resolve(all, n, project)?;
@@ -283,7 +283,7 @@ pub fn plan(
         if names.is_empty()
             || names
                 .iter()
-                .any(|n| snapshot::name_matches(&s.name, n, project))
+                .any(|n| snapshot::name_matches(s, n, project))
         {
             groups.entry(&s.name).or_default().push(Item {
                 id: *id,

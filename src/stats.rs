@@ -105,7 +105,7 @@ pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Re
         Some(n) => {
             let v: Vec<bool> = all
                 .iter()
-                .map(|(_, s)| snapshot::name_matches(&s.name, n, project))
+                .map(|(_, s)| snapshot::name_matches(s, n, project))
                 .collect();
             if !v.contains(&true) {
                 snapshot::resolve(&all, n, project)?;
