@@ -280,11 +280,7 @@ pub fn plan(
     }
     let mut groups: BTreeMap<&str, Vec<Item<'_>>> = BTreeMap::new();
     for (id, s) in all {
-        if names.is_empty()
-            || names
-                .iter()
-                .any(|n| snapshot::name_matches(s, n, project))
-        {
+        if names.is_empty() || names.iter().any(|n| snapshot::name_matches(s, n, project)) {
             groups.entry(&s.name).or_default().push(Item {
                 id: *id,
                 time: s.time,
