@@ -54,7 +54,6 @@ pub struct SyncReport {
     pub removed_packs: usize,
     /// Packs whose trailer could not be read: `(pack, reason)`.
     pub unreadable: Vec<(PathBuf, String)>,
-    pub rebuilt: bool,
 }
 
 pub struct Repository {
@@ -273,9 +272,8 @@ impl Repository {
             open_packs: Mutex::new(HashMap::new()),
             _lock: None,
         };
-        let mut r = repo.sync_index()?;
+        let r = repo.sync_index()?;
         repo.index.flush()?;
-        r.rebuilt = true;
         Ok(r)
     }
 

@@ -27,12 +27,14 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let mut all = snapshot::load_all(&repo.snapshots_dir())?;
     if let Some(n) = &a.name {
-        all.retain(|(_, s)| snapshot::name_matches(s, n, ctx.project()));
-        if all.is_empty() {
-            // Reuse the resolver's message, which lists what exists.
-            let every = snapshot::load_all(&repo.snapshots_dir())?;
-            snapshot::resolve(&every, n, ctx.project())?;
+        if !all
+            .iter()
+            .any(|(_, s)| snapshot::name_matches(s, n, ctx.project()))
+        {
+            // The resolver's message lists what exists.
+            snapshot::resolve(&all, n, ctx.project())?;
         }
+        all.retain(|(_, s)| snapshot::name_matches(s, n, ctx.project()));
     }
     if ctx.json {
         let v: Vec<serde_json::Value> = all

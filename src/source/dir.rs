@@ -7,7 +7,6 @@
 //! Anything that cannot be read is reported to the sink and the walk goes on.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -201,9 +200,4 @@ fn visit(
         }
         _ => sink.entry(entry, Content::None),
     }
-}
-
-/// The file name bytes of a path, for messages.
-pub fn display_name(p: &[u8]) -> &OsStr {
-    OsStr::from_bytes(p)
 }

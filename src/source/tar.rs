@@ -78,7 +78,6 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
         block: Vec::with_capacity(512),
     };
     let mut ar = Archive::new(&mut tail);
-    let mut saw_root = false;
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw_path = entry.path_bytes().into_owned();
@@ -165,7 +164,6 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             n.xattrs.dedup_by(|a, b| a.0 == b.0);
         }
         if path.is_empty() {
-            saw_root = true;
             if kind == NodeKind::Dir {
                 sink.entry(Entry::new(path, n), Content::None)?;
             }
@@ -197,7 +195,6 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             sink.entry(e, Content::None)?;
         }
     }
-    let _ = saw_root;
     if !tail.last_block_zero {
         return Err(bad(io::Error::new(
             io::ErrorKind::UnexpectedEof,
