@@ -159,6 +159,12 @@ pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
     Ok(out)
 }
 
+/// The newest snapshot named `name` in `all` (oldest first, as [`load_all`] returns):
+/// the parent of the next snapshot of that source.
+pub fn latest_of(all: &[(Id, Snapshot)], name: &str) -> Option<(Id, Snapshot)> {
+    all.iter().rev().find(|(_, s)| s.name == name).cloned()
+}
+
 /// Whether the name a user typed names this snapshot's source: its source name, the
 /// full name of the volume it was taken from (`code-buddy_qdrant-data`), or the
 /// source name with the compose project prefix.

@@ -72,7 +72,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             Some(n) => n.clone(),
             None => default_name(&absolute(dir))?,
         };
-        snapshot_path(ctx, &repo, dir, name, &a.tags, None)?
+        let parent = latest(&repo, &name)?;
+        snapshot_path(ctx, &repo, dir, name, parent, &a.tags, None)?
     } else if let Some(file) = &a.tar {
         let name = a
             .name
@@ -140,12 +141,13 @@ fn snapshot_path(
     repo: &Repository,
     dir: &std::path::Path,
     name: String,
+    parent: Option<(Id, Snapshot)>,
     tags: &[String],
     run_id: Option<String>,
 ) -> cbsnap::Result<(Id, Snapshot)> {
     let abs = absolute(dir);
     let spec = SnapshotSpec {
-        parent: latest(repo, &name)?,
+        parent,
         name,
         kind: SourceKind::Path,
         origin: serde_json::json!({ "path": abs }),
@@ -185,6 +187,8 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     };
     let repo = ctx.open(Access::Append)?;
     let run_id = a.all.then(new_run_id);
+    // Read once: each source's parent comes from this list.
+    let existing = snapshot::load_all(&repo.snapshots_dir())?;
     let mut outcomes: Vec<Outcome> = Vec::new();
 
     // Volumes. An unreachable engine does not stop the host paths from being saved.
@@ -226,7 +230,8 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
                     continue;
                 }
                 let progress = Progress::new(ctx.quiet || ctx.json, &name);
-                let r = snapshot_volume(&repo, engine, &v, &opts, &progress);
+                let parent = snapshot::latest_of(&existing, &name);
+                let r = snapshot_volume(&repo, engine, &v, &opts, parent, &progress);
                 progress.finish();
                 outcomes.push(outcome(name, r));
             }
@@ -263,7 +268,16 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
                 ctx.say(&format!("skipped {name} (excluded)"));
                 continue;
             }
-            let r = snapshot_path(ctx, &repo, &p, name.clone(), &a.tags, run_id.clone());
+            let parent = snapshot::latest_of(&existing, &name);
+            let r = snapshot_path(
+                ctx,
+                &repo,
+                &p,
+                name.clone(),
+                parent,
+                &a.tags,
+                run_id.clone(),
+            );
             outcomes.push(outcome(name, r));
         }
     }
@@ -323,8 +337,10 @@ fn new_run_id() -> String {
 
 /// The newest snapshot of `name`, used as the parent.
 pub fn latest(repo: &cbsnap::Repository, name: &str) -> cbsnap::Result<Option<(Id, Snapshot)>> {
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
-    Ok(all.into_iter().rev().find(|(_, s)| s.name == name))
+    Ok(snapshot::latest_of(
+        &snapshot::load_all(&repo.snapshots_dir())?,
+        name,
+    ))
 }
 
 pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{self, Snapshot, SourceKind};
+use crate::snapshot::{Snapshot, SourceKind};
 use crate::Id;
 
 /// How to read a volume.
@@ -76,11 +76,13 @@ pub struct VolumeSnapshot<'a> {
 }
 
 /// Snapshot one volume: quiesce its containers, read it, resume them, commit.
+/// `parent` is the source's latest snapshot ([`snapshot::latest_of`]).
 pub fn snapshot_volume(
     repo: &Repository,
     engine: &Engine,
     vol: &VolumeInfo,
     opts: &VolumeSnapshot<'_>,
+    parent: Option<(Id, Snapshot)>,
     progress: &Progress,
 ) -> Result<(Id, Snapshot)> {
     let name = source_name(&vol.name, opts.project);
@@ -97,8 +99,6 @@ pub fn snapshot_volume(
             true
         }
     };
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let parent = all.into_iter().rev().find(|(_, s)| s.name == name);
     let containers = engine.containers_using_volume(&vol.name)?;
     let guard = engine.quiesce(&containers, opts.quiesce, &quiesce_state_file(&repo.root))?;
     let spec = SnapshotSpec {
