@@ -19,7 +19,7 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use crate::codec::{Reader, Writer};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{BlobEntry, BlobKind, Compression};
+use crate::pack::BlobEntry;
 
 pub const INDEX_VERSION: u32 = 1;
 
@@ -51,11 +51,7 @@ fn pack_key(id: &Id) -> [u8; 33] {
 fn encode_location(pack: &Id, e: &BlobEntry) -> Vec<u8> {
     let mut w = Writer::new();
     w.id(pack);
-    w.u64(e.offset);
-    w.u32(e.stored_len);
-    w.u32(e.raw_len);
-    w.u8(e.kind as u8);
-    w.u8(e.compression as u8);
+    e.encode_location(&mut w);
     w.buf
 }
 
@@ -63,24 +59,8 @@ fn decode_location(id: Id, v: &[u8]) -> Result<Location> {
     let mut r = Reader::new(v, "index entry");
     let bad = |e: crate::codec::DecodeError| Error::Index(e.to_string());
     let pack = r.id().map_err(bad)?;
-    let offset = r.u64().map_err(bad)?;
-    let stored_len = r.u32().map_err(bad)?;
-    let raw_len = r.u32().map_err(bad)?;
-    let kind = BlobKind::from_u8(r.u8().map_err(bad)?)
-        .ok_or_else(|| Error::Index("bad blob kind".into()))?;
-    let compression = Compression::from_u8(r.u8().map_err(bad)?)
-        .ok_or_else(|| Error::Index("bad compression".into()))?;
-    Ok(Location {
-        pack,
-        entry: BlobEntry {
-            id,
-            offset,
-            stored_len,
-            raw_len,
-            kind,
-            compression,
-        },
-    })
+    let entry = BlobEntry::decode_location(id, &mut r).map_err(bad)?;
+    Ok(Location { pack, entry })
 }
 
 fn db_err(e: rocksdb::Error) -> Error {

@@ -75,24 +75,36 @@ pub struct BlobEntry {
 }
 
 impl BlobEntry {
+    /// Trailer entry: `id || location fields || reserved u16`.
     pub fn encode(&self, w: &mut Writer) {
         w.id(&self.id);
-        w.u64(self.offset);
-        w.u32(self.stored_len);
-        w.u32(self.raw_len);
-        w.u8(self.kind as u8);
-        w.u8(self.compression as u8);
+        self.encode_location(w);
         w.u16(0);
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<BlobEntry, DecodeError> {
         let id = r.id()?;
+        let e = BlobEntry::decode_location(id, r)?;
+        let _reserved = r.u16()?;
+        Ok(e)
+    }
+
+    /// The location fields, shared by the pack trailer and the index:
+    /// `offset u64 || stored_len u32 || raw_len u32 || kind u8 || compression u8`.
+    pub fn encode_location(&self, w: &mut Writer) {
+        w.u64(self.offset);
+        w.u32(self.stored_len);
+        w.u32(self.raw_len);
+        w.u8(self.kind as u8);
+        w.u8(self.compression as u8);
+    }
+
+    pub fn decode_location(id: Id, r: &mut Reader<'_>) -> Result<BlobEntry, DecodeError> {
         let offset = r.u64()?;
         let stored_len = r.u32()?;
         let raw_len = r.u32()?;
         let kind = r.u8()?;
         let comp = r.u8()?;
-        let _reserved = r.u16()?;
         let kind = BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("blob kind {kind}")))?;
         let compression =
             Compression::from_u8(comp).ok_or_else(|| r.err(format!("compression {comp}")))?;
