@@ -27,7 +27,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum, MountVolumeOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
-    ListContainersOptions, RemoveContainerOptions, UploadToContainerOptions,
+    RemoveContainerOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -596,15 +596,7 @@ impl Engine {
     /// Removes helper containers whose owner, a cbsnap process on this host,
     /// is gone (SIGKILLed). Returns their ids.
     pub(super) fn remove_stale_helpers(&self, reg: &Registry) -> Result<Vec<String>, DockerError> {
-        let filters = HashMap::from([("label".to_string(), vec![HELPER_LABEL.to_string()])]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let list = self
-            .block_on(self.docker.list_containers(Some(options)))
-            .map_err(|e| self.err("listing helper containers", e))?;
+        let list = self.list_all_containers("label", HELPER_LABEL, "listing helper containers")?;
         let me = std::process::id();
         let host = state::this_host();
         let mut removed = Vec::new();

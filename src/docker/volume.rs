@@ -277,15 +277,11 @@ impl Engine {
         check_volume_name(name)?;
         // The `volume` filter matches a volume name or a mount destination;
         // destinations start with `/`, names cannot, so there is no confusion.
-        let filters = HashMap::from([("volume".to_string(), vec![name.to_string()])]);
-        let options = ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        };
-        let list = self
-            .block_on(self.docker.list_containers(Some(options)))
-            .map_err(|e| self.err(format!("listing the containers using volume {name}"), e))?;
+        let list = self.list_all_containers(
+            "volume",
+            name,
+            &format!("listing the containers using volume {name}"),
+        )?;
         let mut containers: Vec<ContainerInfo> = list
             .into_iter()
             .filter_map(ContainerInfo::from_summary)
@@ -316,6 +312,25 @@ impl Engine {
             && path.is_absolute()
             && path.is_dir()
             && std::fs::read_dir(path).is_ok()
+    }
+}
+
+impl Engine {
+    /// Every container (running or not) matching one `docker ps` filter.
+    pub(super) fn list_all_containers(
+        &self,
+        filter: &str,
+        value: &str,
+        action: &str,
+    ) -> Result<Vec<ContainerSummary>, DockerError> {
+        let filters = HashMap::from([(filter.to_string(), vec![value.to_string()])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        self.block_on(self.docker.list_containers(Some(options)))
+            .map_err(|e| self.err(action, e))
     }
 }
 

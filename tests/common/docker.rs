@@ -187,27 +187,17 @@ impl TestVolume {
 
     /// Runs a busybox shell script with the volume at `/data`, to completion.
     pub fn populate(&self, script: &str) {
-        busybox_image();
-        let mount = format!("{}:{DATA}", self.name);
-        docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            BUSYBOX_IMAGE,
-            "/bin/busybox",
-            "sh",
-            "-c",
-            script,
-        ]);
+        self.run_script(script, "");
     }
 
     /// Output of a busybox shell script run with the volume at `/data`.
     pub fn inspect_with(&self, script: &str) -> String {
+        self.run_script(script, ":ro")
+    }
+
+    fn run_script(&self, script: &str, mount_opts: &str) -> String {
         busybox_image();
-        let mount = format!("{}:{DATA}:ro", self.name);
+        let mount = format!("{}:{DATA}{mount_opts}", self.name);
         docker(&[
             "run",
             "--rm",
