@@ -7,13 +7,15 @@ mod forget;
 mod list;
 mod maint;
 mod mirror;
+mod mount;
 mod restore;
+mod shell;
 mod snapshot;
 mod stats;
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cbsnap::settings::Settings;
 use cbsnap::Error;
@@ -59,6 +61,8 @@ pub enum Command {
     Ls(list::LsArgs),
     /// Write a snapshot (or a path in it) as a tar stream to stdout
     Dump(restore::DumpArgs),
+    /// Browse every snapshot in a read-only FUSE mount, until unmounted
+    Mount(mount::Args),
     /// Index maintenance
     Index {
         #[command(subcommand)]
@@ -66,6 +70,10 @@ pub enum Command {
     },
     #[command(flatten)]
     Maint(maint::Command),
+    /// Print the shell completion script (bash, zsh, fish, …)
+    Completions(shell::CompletionsArgs),
+    /// Print the man page, or write every man page into a directory
+    Man(shell::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,8 +114,51 @@ pub fn print_json(v: &impl serde::Serialize) {
     );
 }
 
+/// Parse the arguments; on an unknown command, suggest only a close spelling (or
+/// the command people mean by a common other word), never a far-fetched one.
+fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let typed = match (e.kind(), e.get(ContextKind::InvalidSubcommand)) {
+        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(s))) => s.clone(),
+        _ => e.exit(),
+    };
+    let cmd = Cli::command();
+    let names: Vec<&str> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    let mut err = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&cmd);
+    err.insert(ContextKind::InvalidSubcommand, ContextValue::String(typed.clone()));
+    if let Some(s) = shell::suggest(&typed, &names) {
+        err.insert(
+            ContextKind::SuggestedSubcommand,
+            ContextValue::String(s.to_string()),
+        );
+    }
+    if let Some(hint) = shell::synonym(&typed) {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![hint.into()]),
+        );
+    }
+    if let Some(usage) = e.get(ContextKind::Usage) {
+        err.insert(ContextKind::Usage, usage.clone());
+    }
+    err.exit()
+}
+
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let cli = parse();
+    match cli.command {
+        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0)),
+        Command::Man(a) => return finish(shell::man(a).map(|_| 0)),
+        _ => {}
+    }
     if matches!(
         cli.command,
         Command::Ls(_) | Command::Snapshots(_) | Command::Dump(_)
@@ -136,11 +187,17 @@ pub fn run() -> i32 {
         Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
         Command::Ls(a) => list::ls(&ctx, a).map(|_| 0),
         Command::Dump(a) => restore::dump(&ctx, a).map(|_| 0),
+        Command::Mount(a) => mount::run(&ctx, a).map(|_| 0),
         Command::Index {
             cmd: IndexCmd::Rebuild,
         } => index_rebuild(&ctx).map(|_| 0),
         Command::Maint(c) => maint::run(&ctx, c),
+        Command::Completions(_) | Command::Man(_) => unreachable!("handled before the config is read"),
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => fail(&e),
@@ -195,6 +252,22 @@ fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Resolve `NAME@SELECTOR` and say on stderr when a date selector picked an earlier
+/// day's snapshot (unless `--quiet`).
+pub fn resolve(
+    ctx: &Ctx,
+    all: &[(cbsnap::Id, cbsnap::snapshot::Snapshot)],
+    spec: &str,
+) -> cbsnap::Result<(cbsnap::Id, cbsnap::snapshot::Snapshot)> {
+    let (id, snap) = cbsnap::snapshot::resolve(all, spec, ctx.project())?;
+    if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
+        if !ctx.quiet {
+            eprintln!("cbsnap: {note}");
+        }
+    }
+    Ok((id, snap))
 }
 
 /// Absolute form of a path, for recording in snapshots.

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cbsnap::docker::{Engine, QuiesceMode};
-use cbsnap::ingest::{self, SnapshotSpec};
+use cbsnap::ingest::{self, SnapshotSpec, SnapshotTime};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
+use cbsnap::source::NewestMtime;
 use cbsnap::source::docker::{
     find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
 };
@@ -31,9 +32,15 @@ pub struct Args {
     /// Tar stream to snapshot (plain, gzip or zstd; `-` for stdin)
     #[arg(long, value_name = "FILE")]
     pub tar: Option<PathBuf>,
-    /// Source name [default: the directory's base name without a leading dot]
+    /// Source name [default: the directory's base name without a leading dot; for --tar
+    /// the file name without `.tar.gz` and the compose project prefix]
     #[arg(long)]
     pub name: Option<String>,
+    /// With --tar: the date the snapshot records, e.g. 2026-11-01, "2026-11-01 03:15"
+    /// (local time), an RFC 3339 time, or `tar` for the newest file in the tar
+    /// [default: now]
+    #[arg(long, value_name = "TIME", requires = "tar")]
+    pub time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
@@ -75,10 +82,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         let parent = latest(&repo, &name)?;
         snapshot_path(ctx, &repo, dir, name, parent, &a.tags, None)?
     } else if let Some(file) = &a.tar {
-        let name = a
-            .name
-            .clone()
-            .ok_or_else(|| Error::Usage("--tar needs --name NAME".into()))?;
+        let name = match &a.name {
+            Some(n) => n.clone(),
+            None => tar_name(file, ctx.project())?,
+        };
+        let time = match a.time.as_deref() {
+            None => SnapshotTime::Now,
+            Some("tar") => SnapshotTime::NewestEntry,
+            Some(t) => SnapshotTime::At(parse_time(t)?),
+        };
         let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
         let origin = if file.as_os_str() == "-" {
             serde_json::json!({ "tar": "-" })
@@ -93,24 +105,36 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             tags: a.tags.clone(),
             run_id: None,
             consistency: None,
+            time,
+        };
+        let mut newest = None;
+        let mut read = |r: &mut dyn std::io::Read, sink: &mut dyn cbsnap::source::Sink| {
+            let mut sink = NewestMtime::new(sink);
+            let res = cbsnap::source::tar::read_tar(r, b"", &mut sink);
+            newest = sink.newest;
+            res
         };
         let r = if file.as_os_str() == "-" {
-            let stdin = std::io::stdin().lock();
-            ingest::snapshot(&repo, spec, &progress, |sink| {
-                cbsnap::source::tar::read_tar(stdin, b"", sink)
-            })
+            let mut stdin = std::io::stdin().lock();
+            ingest::snapshot(&repo, spec, &progress, |sink| read(&mut stdin, sink))
         } else {
-            let f = std::fs::File::open(file)
+            let mut f = std::fs::File::open(file)
                 .with_context(|| format!("cannot open the tar file {}", file.display()))?;
-            ingest::snapshot(&repo, spec, &progress, |sink| {
-                cbsnap::source::tar::read_tar(f, b"", sink)
-            })
+            ingest::snapshot(&repo, spec, &progress, |sink| read(&mut f, sink))
         };
         progress.finish();
-        r?
+        let (id, snap) = r?;
+        if a.time.is_none() {
+            if let Some(note) = newest.and_then(|n| old_content_note(&snap, n)) {
+                if !ctx.quiet {
+                    eprintln!("cbsnap: {note}");
+                }
+            }
+        }
+        (id, snap)
     } else {
         return Err(Error::Usage(
-            "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE --name NAME".into(),
+            "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE".into(),
         )
         .into());
     };
@@ -136,6 +160,72 @@ fn default_name(abs: &std::path::Path) -> anyhow::Result<String> {
         })
 }
 
+/// The source name of a tar file: its file name without the tar and compression
+/// extensions and without the compose project prefix
+/// (`code-buddy_qdrant-data.tar.gz` → `qdrant-data`).
+fn tar_name(file: &std::path::Path, project: Option<&str>) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        return Err(Error::Usage("--tar - (stdin) needs --name NAME".into()).into());
+    }
+    let base = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut stem = base.as_str();
+    for ext in [".gz", ".zst", ".zstd", ".tgz", ".tzst", ".tar"] {
+        stem = stem.strip_suffix(ext).unwrap_or(stem);
+    }
+    let name = project
+        .and_then(|p| stem.strip_prefix(&format!("{p}_")))
+        .unwrap_or(stem);
+    if name.is_empty() {
+        return Err(Error::Usage(format!(
+            "cannot derive a name from {}; pass --name",
+            file.display()
+        ))
+        .into());
+    }
+    Ok(name.to_string())
+}
+
+/// `--time`: `YYYY-MM-DD` (midnight) or `YYYY-MM-DD HH:MM[:SS]` in local time, or RFC 3339.
+fn parse_time(t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&chrono::Utc));
+    }
+    let naive = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| {
+            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+        });
+    naive
+        .and_then(|n| Local.from_local_datetime(&n).earliest())
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--time {t:?}: give a date (2026-11-01), a local time (\"2026-11-01 03:15\"), an RFC 3339 time, or `tar` for the newest file in the tar"
+            ))
+            .into()
+        })
+}
+
+/// When an import dated now holds nothing newer than a day before: say that it became
+/// `@latest` and how to give it its own date.
+fn old_content_note(snap: &Snapshot, newest: i64) -> Option<String> {
+    let newest = chrono::DateTime::from_timestamp(newest, 0)?;
+    (snap.time - newest > chrono::Duration::days(1)).then(|| {
+        format!(
+            "note: the newest file in this tar is from {}, but the snapshot is dated now and is {}@latest. For an old backup, import it with --time tar (or --time DATE) so it sorts by its real date.",
+            newest.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+            snap.name
+        )
+    })
+}
+
 fn snapshot_path(
     ctx: &Ctx,
     repo: &Repository,
@@ -154,6 +244,7 @@ fn snapshot_path(
         tags: tags.to_vec(),
         run_id,
         consistency: None,
+        time: SnapshotTime::Now,
     };
     let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
     let r = ingest::snapshot(repo, spec, &progress, |sink| {

@@ -33,8 +33,100 @@ pub struct Options {
     /// Restore into a non-empty target, replacing entries of the same name.
     pub force: bool,
     /// Remove entries of the target that are not in the snapshot (the target ends up
-    /// equal to the snapshot). Implies `force`.
+    /// equal to the snapshot). Implies `force`. With a [`Filter`], only inside the
+    /// included subtrees, and never entries the filter excludes.
     pub delete: bool,
+    /// Which part of the snapshot to restore (everything by default).
+    pub filter: Filter,
+}
+
+/// Which entries of a snapshot a partial restore takes: the subtrees at the
+/// `include` paths (all of it when there are none), minus every entry whose path
+/// relative to the snapshot root, or whose name, matches an `exclude` glob.
+#[derive(Clone, Default)]
+pub struct Filter {
+    include: Vec<Vec<u8>>,
+    exclude: Option<globset::GlobSet>,
+}
+
+/// What a [`Filter`] makes of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Take {
+    /// Left out, with everything below it.
+    Skip,
+    /// A directory on the way to an included path: created, but only the children
+    /// that lead to an included path are taken.
+    Partial,
+    /// Taken, with everything below it that no exclude matches.
+    Whole,
+}
+
+impl Filter {
+    /// `include`: paths relative to the snapshot root (`models/blobs`); `exclude`:
+    /// globs (`*.log`, `cache/**`). A bad path or glob is a usage error.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter> {
+        let mut inc = Vec::new();
+        for p in include {
+            match crate::source::normalize_path(p.as_bytes()) {
+                Some(n) if !n.is_empty() => inc.push(n),
+                Some(_) => {} // the root: everything
+                None => {
+                    return Err(Error::Usage(format!(
+                        "--include {p:?}: a path inside the snapshot, without `..`"
+                    )))
+                }
+            }
+        }
+        if inc.len() < include.len() {
+            inc.clear();
+        }
+        let exclude = if exclude.is_empty() {
+            None
+        } else {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in exclude {
+                b.add(globset::Glob::new(g).map_err(|e| {
+                    Error::Usage(format!("bad --exclude pattern {g:?}: {e}"))
+                })?);
+            }
+            Some(b.build().map_err(|e| Error::Usage(format!("bad --exclude: {e}")))?)
+        };
+        Ok(Filter {
+            include: inc,
+            exclude,
+        })
+    }
+
+    /// The include paths (normalized), to check that each exists in the snapshot.
+    pub fn includes(&self) -> impl Iterator<Item = &[u8]> {
+        self.include.iter().map(|p| p.as_slice())
+    }
+
+    /// Whether the filter takes everything.
+    pub fn is_all(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_none()
+    }
+
+    fn take(&self, rel: &[u8], name: &[u8], parent: Take) -> Take {
+        if let Some(ex) = &self.exclude {
+            let rel_s = String::from_utf8_lossy(rel);
+            let name_s = String::from_utf8_lossy(name);
+            if ex.is_match(rel_s.as_ref()) || ex.is_match(name_s.as_ref()) {
+                return Take::Skip;
+            }
+        }
+        if parent == Take::Whole || self.include.is_empty() {
+            return Take::Whole;
+        }
+        let under = |p: &[u8], dir: &[u8]| p.starts_with(dir) && p.get(dir.len()) == Some(&b'/');
+        if self.include.iter().any(|p| p == rel || under(rel, p)) {
+            Take::Whole
+        } else if self.include.iter().any(|p| under(p, rel)) {
+            Take::Partial
+        } else {
+            Take::Skip
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -62,6 +154,7 @@ struct State<'r> {
     progress: Progress,
     is_root: bool,
     delete: bool,
+    filter: Filter,
 }
 
 /// Restore `snap` into `target`.
@@ -103,9 +196,21 @@ pub fn restore(
         progress: progress.clone(),
         is_root: unsafe { libc::geteuid() } == 0,
         delete: opts.delete,
+        filter: opts.filter.clone(),
     };
-    progress.set_total(snap.stats.bytes);
-    restore_tree(&mut st, &snap.tree, target)?;
+    for inc in opts.filter.includes() {
+        let p = String::from_utf8_lossy(inc);
+        crate::restore::lookup(repo, &snap.tree, &p)?;
+    }
+    if opts.filter.is_all() {
+        progress.set_total(snap.stats.bytes);
+    }
+    let top = if opts.filter.include.is_empty() {
+        Take::Whole
+    } else {
+        Take::Partial
+    };
+    restore_tree(&mut st, &snap.tree, target, b"", top)?;
     flush_jobs(&mut st)?;
     let root = snap.root_node();
     st.dirs.push((target.to_path_buf(), root));
@@ -117,9 +222,17 @@ pub fn restore(
     Ok(st.report)
 }
 
-fn restore_tree(st: &mut State<'_>, tree: &crate::id::Id, dir: &Path) -> Result<()> {
+/// Restore the tree `tree` into `dir`, which is `rel` in the snapshot; `take` is what
+/// the filter made of `dir` (only `Whole` directories are cleaned by `delete`).
+fn restore_tree(
+    st: &mut State<'_>,
+    tree: &crate::id::Id,
+    dir: &Path,
+    rel: &[u8],
+    take: Take,
+) -> Result<()> {
     let nodes = load_tree(st.repo, tree)?;
-    if st.delete {
+    if st.delete && take == Take::Whole {
         remove_extraneous(dir, &nodes)?;
     }
     for node in nodes {
@@ -128,6 +241,16 @@ fn restore_tree(st: &mut State<'_>, tree: &crate::id::Id, dir: &Path) -> Result<
                 "a tree holds the invalid name {:?}",
                 node.name_lossy()
             )));
+        }
+        let mut child_rel = rel.to_vec();
+        if !child_rel.is_empty() {
+            child_rel.push(b'/');
+        }
+        child_rel.extend_from_slice(&node.name);
+        let child_take = st.filter.take(&child_rel, &node.name, take);
+        if child_take == Take::Skip || (child_take == Take::Partial && node.kind != NodeKind::Dir)
+        {
+            continue;
         }
         let path = dir.join(OsStr::from_bytes(&node.name));
         clear_conflict(&path, node.kind)?;
@@ -142,7 +265,7 @@ fn restore_tree(st: &mut State<'_>, tree: &crate::id::Id, dir: &Path) -> Result<
                 let sub = node.subtree().ok_or_else(|| {
                     Error::Corrupt(format!("directory {} has no tree", path.display()))
                 })?;
-                restore_tree(st, &sub, &path)?;
+                restore_tree(st, &sub, &path, &child_rel, child_take)?;
                 st.dirs.push((path, node));
             }
             NodeKind::File => {

@@ -111,6 +111,7 @@ pub fn snapshot_volume(
         tags: opts.tags.clone(),
         run_id: opts.run_id.clone(),
         consistency: Some(guard.consistency().to_string()),
+        time: crate::ingest::SnapshotTime::Now,
         parent,
     };
     ingest::snapshot(repo, spec, progress, move |sink| {

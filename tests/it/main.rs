@@ -9,4 +9,7 @@ mod crash;
 mod dedup;
 mod docker;
 mod errors;
+mod mount;
+mod ops;
+mod ops_scripts;
 mod roundtrip;
