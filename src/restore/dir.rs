@@ -233,7 +233,7 @@ fn restore_tree(
 ) -> Result<()> {
     let nodes = load_tree(st.repo, tree)?;
     if st.delete && take == Take::Whole {
-        remove_extraneous(dir, &nodes)?;
+        remove_extraneous(dir, &nodes, rel, &st.filter)?;
     }
     for node in nodes {
         if !valid_name(&node.name) {
@@ -351,13 +351,22 @@ fn clear_conflict(path: &Path, kind: NodeKind) -> Result<()> {
     }
 }
 
-fn remove_extraneous(dir: &Path, nodes: &[Node]) -> Result<()> {
+/// Remove the entries of `dir` (which is `rel` in the snapshot) that `nodes` lacks,
+/// except those the filter excludes: an excluded entry is left alone either way.
+fn remove_extraneous(dir: &Path, nodes: &[Node], rel: &[u8], filter: &Filter) -> Result<()> {
     for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let name = e.file_name();
-        if nodes
-            .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
-            .is_err()
+        let mut child_rel = rel.to_vec();
+        if !child_rel.is_empty() {
+            child_rel.push(b'/');
+        }
+        child_rel.extend_from_slice(name.as_bytes());
+        let excluded = filter.take(&child_rel, name.as_bytes(), Take::Whole) == Take::Skip;
+        if !excluded
+            && nodes
+                .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                .is_err()
         {
             let p = e.path();
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);

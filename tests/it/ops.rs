@@ -64,7 +64,7 @@ fn completions_and_man_pages_are_generated() {
     let zsh = run(&["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef cbsnap"), "{zsh}");
     let fish = run(&["completions", "fish"]);
-    assert!(fish.contains("complete -c cbsnap") && fish.contains("--include"));
+    assert!(fish.contains("complete -c cbsnap") && fish.contains("-l include"));
     let man = run(&["man"]);
     assert!(man.contains(".TH cbsnap 1"), "{man}");
     assert!(man.contains("snapshot"), "{man}");
@@ -181,6 +181,8 @@ fn make_tar(dir: &Path, file_name: &str, mtime: u64, content: &str) -> std::path
     h.set_size(content.len() as u64);
     h.set_mode(0o644);
     h.set_mtime(mtime);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_cksum();
     b.append_data(&mut h, "collection/data.bin", content.as_bytes())
         .unwrap();
