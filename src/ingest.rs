@@ -556,7 +556,10 @@ impl Ingest<'_> {
 impl Sink for Ingest<'_> {
     fn entry(&mut self, mut e: Entry, content: Content<'_>) -> Result<()> {
         self.progress.set_path(&e.path);
-        self.newest_mtime = Some(self.newest_mtime.map_or(e.node.mtime, |n| n.max(e.node.mtime)));
+        self.newest_mtime = Some(
+            self.newest_mtime
+                .map_or(e.node.mtime, |n| n.max(e.node.mtime)),
+        );
         if e.path.is_empty() {
             if e.node.kind == NodeKind::Dir {
                 let children = std::mem::take(&mut self.root.children);

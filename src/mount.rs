@@ -28,9 +28,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::Local;
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
-    Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
 };
 
 use crate::error::Result;
@@ -61,12 +60,15 @@ enum Kind {
     Entry(Node),
 }
 
+/// A directory's entries in name order: (name, inode).
+type Listing = Arc<Vec<(Vec<u8>, u64)>>;
+
 struct Inode {
     kind: Kind,
     /// The directory holding it (the root's is the root).
     parent: u64,
     /// Entries in name order, once listed (directories only).
-    children: Option<Arc<Vec<(Vec<u8>, u64)>>>,
+    children: Option<Listing>,
     /// A file's chunk start offsets and its size at the end, once opened.
     offsets: Option<Arc<Vec<u64>>>,
 }
@@ -166,7 +168,7 @@ impl SnapshotFs {
     }
 
     /// The entries of directory `ino`, listing its tree on first use.
-    fn children(&self, ino: u64) -> std::result::Result<Arc<Vec<(Vec<u8>, u64)>>, Errno> {
+    fn children(&self, ino: u64) -> std::result::Result<Listing, Errno> {
         let tree = {
             let inodes = self.inodes();
             let inode = inodes.get(ino as usize).ok_or(Errno::ENOENT)?;
@@ -221,7 +223,11 @@ impl SnapshotFs {
             ctime: t,
             crtime: t,
             kind,
-            perm: if kind == FileType::Directory { 0o555 } else { 0o777 },
+            perm: if kind == FileType::Directory {
+                0o555
+            } else {
+                0o777
+            },
             nlink: if kind == FileType::Directory { 2 } else { 1 },
             uid: self.uid,
             gid: self.gid,
@@ -278,7 +284,11 @@ impl SnapshotFs {
     /// Bytes `[offset, offset + size)` of file `ino`, short at the end of the file.
     fn read_range(&self, ino: u64, offset: u64, size: u32) -> std::result::Result<Vec<u8>, Errno> {
         let (content, offsets) = self.layout(ino)?;
-        let end = offsets.last().copied().unwrap_or(0).min(offset + u64::from(size));
+        let end = offsets
+            .last()
+            .copied()
+            .unwrap_or(0)
+            .min(offset + u64::from(size));
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
         let mut pos = offset;
         // The chunk holding `pos`: the last start offset at or before it.
@@ -440,7 +450,12 @@ impl Filesystem for SnapshotFs {
             .map(|(n, i)| (n.as_slice(), *i, FileType::Directory))
             .chain(children.iter().map(|(n, c)| (n.as_slice(), *c, kinds[c])));
         for (i, (name, child, kind)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), (i + 1) as u64, kind, OsStr::from_bytes(name)) {
+            if reply.add(
+                INodeNo(child),
+                (i + 1) as u64,
+                kind,
+                OsStr::from_bytes(name),
+            ) {
                 break;
             }
         }

@@ -435,7 +435,10 @@ mod tests {
         let e = resolve(&all, "qdrant-data@tag:nope", None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no snapshot of qdrant-data matches `tag:nope`"), "{e}");
+        assert!(
+            e.contains("no snapshot of qdrant-data matches `tag:nope`"),
+            "{e}"
+        );
         let e = resolve(&all, "agent-state@tag:before-upgrade", None);
         assert!(matches!(e, Err(Error::NoSuchSnapshot(_))));
     }

@@ -133,7 +133,10 @@ fn parse() -> Cli {
         .map(|c| c.get_name())
         .collect();
     let mut err = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&cmd);
-    err.insert(ContextKind::InvalidSubcommand, ContextValue::String(typed.clone()));
+    err.insert(
+        ContextKind::InvalidSubcommand,
+        ContextValue::String(typed.clone()),
+    );
     if let Some(s) = shell::suggest(&typed, &names) {
         err.insert(
             ContextKind::SuggestedSubcommand,
@@ -192,7 +195,9 @@ pub fn run() -> i32 {
             cmd: IndexCmd::Rebuild,
         } => index_rebuild(&ctx).map(|_| 0),
         Command::Maint(c) => maint::run(&ctx, c),
-        Command::Completions(_) | Command::Man(_) => unreachable!("handled before the config is read"),
+        Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled before the config is read")
+        }
     };
     finish(result)
 }

@@ -39,8 +39,7 @@ pub fn man(a: ManArgs) -> anyhow::Result<()> {
             .render(&mut std::io::stdout().lock())
             .context("write the man page to stdout"),
         Some(dir) => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
             clap_mangen::generate_to(cmd, &dir)
                 .with_context(|| format!("write the man pages into {}", dir.display()))
         }
@@ -78,7 +77,16 @@ mod tests {
 
     #[test]
     fn suggestions_are_close_or_none() {
-        let names = ["init", "snapshot", "snapshots", "restore", "ls", "dump", "index", "check"];
+        let names = [
+            "init",
+            "snapshot",
+            "snapshots",
+            "restore",
+            "ls",
+            "dump",
+            "index",
+            "check",
+        ];
         assert_eq!(suggest("find", &names), None);
         assert_eq!(suggest("snapshto", &names), Some("snapshot"));
         assert_eq!(suggest("restor", &names), Some("restore"));

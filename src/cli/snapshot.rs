@@ -10,10 +10,10 @@ use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
-use cbsnap::source::NewestMtime;
 use cbsnap::source::docker::{
     find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
 };
+use cbsnap::source::NewestMtime;
 use cbsnap::{Error, Id, Repository};
 
 use super::{absolute, print_json, Ctx, EXIT_PARTIAL};
@@ -198,9 +198,14 @@ fn parse_time(t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .or_else(|| {
-            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"]
-                .iter()
-                .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+            [
+                "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%dT%H:%M",
+            ]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
         });
     naive
         .and_then(|n| Local.from_local_datetime(&n).earliest())
@@ -466,5 +471,40 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
         for e in s.errors.iter().take(20) {
             eprintln!("  {}: {}", e.path, e.error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn tar_names_drop_extensions_and_the_project_prefix() {
+        let n = |f: &str| tar_name(Path::new(f), Some("code-buddy")).unwrap();
+        assert_eq!(n("backups/code-buddy_qdrant-data.tar.gz"), "qdrant-data");
+        assert_eq!(n("agent-state.tar.zst"), "agent-state");
+        assert_eq!(n("x.tgz"), "x");
+        assert_eq!(n("other_vol.tar"), "other_vol");
+        assert!(tar_name(Path::new("-"), None).is_err());
+        assert!(tar_name(Path::new(".tar.gz"), None).is_err());
+    }
+
+    #[test]
+    fn times_parse_as_dates_local_times_and_rfc3339() {
+        assert_eq!(
+            parse_time("2026-11-01T03:15:00Z").unwrap().to_rfc3339(),
+            "2026-11-01T03:15:00+00:00"
+        );
+        let local = parse_time("2026-11-01 03:15").unwrap();
+        assert_eq!(
+            local
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string(),
+            "2026-11-01 03:15"
+        );
+        assert!(parse_time("2026-11-01").is_ok());
+        assert!(parse_time("yesterday").is_err());
     }
 }

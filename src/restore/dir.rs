@@ -85,11 +85,15 @@ impl Filter {
         } else {
             let mut b = globset::GlobSetBuilder::new();
             for g in exclude {
-                b.add(globset::Glob::new(g).map_err(|e| {
-                    Error::Usage(format!("bad --exclude pattern {g:?}: {e}"))
-                })?);
+                b.add(
+                    globset::Glob::new(g)
+                        .map_err(|e| Error::Usage(format!("bad --exclude pattern {g:?}: {e}")))?,
+                );
             }
-            Some(b.build().map_err(|e| Error::Usage(format!("bad --exclude: {e}")))?)
+            Some(
+                b.build()
+                    .map_err(|e| Error::Usage(format!("bad --exclude: {e}")))?,
+            )
         };
         Ok(Filter {
             include: inc,
@@ -248,8 +252,7 @@ fn restore_tree(
         }
         child_rel.extend_from_slice(&node.name);
         let child_take = st.filter.take(&child_rel, &node.name, take);
-        if child_take == Take::Skip || (child_take == Take::Partial && node.kind != NodeKind::Dir)
-        {
+        if child_take == Take::Skip || (child_take == Take::Partial && node.kind != NodeKind::Dir) {
             continue;
         }
         let path = dir.join(OsStr::from_bytes(&node.name));
@@ -449,4 +452,40 @@ fn apply_meta(st: &mut State<'_>, path: &Path, n: &Node) -> Result<()> {
     filetime::set_symlink_file_times(path, t, t)
         .ctx(|| format!("set times of {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_takes_included_subtrees_minus_excluded_globs() {
+        let f = Filter::new(
+            &["app/".into(), "./etc/x".into()],
+            &["*.log".into(), "cache".into()],
+        )
+        .unwrap();
+        assert_eq!(f.take(b"app", b"app", Take::Partial), Take::Whole);
+        assert_eq!(f.take(b"app/src", b"src", Take::Whole), Take::Whole);
+        assert_eq!(f.take(b"app/run.log", b"run.log", Take::Whole), Take::Skip);
+        assert_eq!(f.take(b"app/cache", b"cache", Take::Whole), Take::Skip);
+        assert_eq!(f.take(b"etc", b"etc", Take::Partial), Take::Partial);
+        assert_eq!(f.take(b"etc/x", b"x", Take::Partial), Take::Whole);
+        assert_eq!(f.take(b"etc/y", b"y", Take::Partial), Take::Skip);
+        assert_eq!(
+            f.take(b"application", b"application", Take::Partial),
+            Take::Skip
+        );
+        assert!(matches!(
+            Filter::new(&["../up".into()], &[]),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            Filter::new(&[], &["[".into()]),
+            Err(Error::Usage(_))
+        ));
+        assert!(Filter::new(&[], &[]).unwrap().is_all());
+        // Including the root means everything.
+        assert!(Filter::new(&["/".into()], &[]).unwrap().is_all());
+    }
 }

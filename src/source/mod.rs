@@ -83,20 +83,6 @@ pub fn normalize_path(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::normalize_path;
-
-    #[test]
-    fn normalize() {
-        assert_eq!(normalize_path(b"./a//b/").unwrap(), b"a/b");
-        assert_eq!(normalize_path(b"/etc/passwd").unwrap(), b"etc/passwd");
-        assert_eq!(normalize_path(b"./").unwrap(), b"");
-        assert!(normalize_path(b"a/../../etc").is_none());
-        assert!(normalize_path(b"..").is_none());
-    }
-}
-
 /// A sink that passes everything on and remembers the newest modification time it
 /// saw (seconds since the epoch): the date of an imported backup's content, offered
 /// as `snapshot --tar FILE --time` hint.
@@ -126,5 +112,19 @@ impl Sink for NewestMtime<'_> {
     }
     fn warn(&mut self, path: &[u8], error: String) {
         self.inner.warn(path, error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_path;
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_path(b"./a//b/").unwrap(), b"a/b");
+        assert_eq!(normalize_path(b"/etc/passwd").unwrap(), b"etc/passwd");
+        assert_eq!(normalize_path(b"./").unwrap(), b"");
+        assert!(normalize_path(b"a/../../etc").is_none());
+        assert!(normalize_path(b"..").is_none());
     }
 }

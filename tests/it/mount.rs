@@ -40,10 +40,19 @@ impl Mounted {
             if let Some(status) = m.child.try_wait().unwrap() {
                 let mut err = String::new();
                 use std::io::Read;
-                m.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+                m.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
                 panic!("cbsnap mount exited with {status} before mounting: {err}");
             }
-            assert!(Instant::now() < deadline, "the mount never appeared at {}", dir.display());
+            assert!(
+                Instant::now() < deadline,
+                "the mount never appeared at {}",
+                dir.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         m
@@ -51,25 +60,63 @@ impl Mounted {
 
     /// `fusermount3 -u`, then the mount process must end by itself, successfully.
     fn unmount(mut self) {
-        let o = Command::new("fusermount3").arg("-u").arg(&self.dir).output().unwrap();
-        assert!(o.status.success(), "fusermount3 -u: {}", String::from_utf8_lossy(&o.stderr));
+        let o = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "fusermount3 -u: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "cbsnap mount ended with {status}");
                 break;
             }
-            assert!(Instant::now() < deadline, "cbsnap mount did not end after the unmount");
+            assert!(
+                Instant::now() < deadline,
+                "cbsnap mount did not end after the unmount"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(!is_mountpoint(&self.dir));
     }
 }
 
+impl Mounted {
+    /// SIGTERM (as systemd or Ctrl-C would stop it): the process unmounts and exits 0.
+    fn terminate(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(
+                    status.success(),
+                    "cbsnap mount ended with {status} on SIGTERM"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "cbsnap mount ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!is_mountpoint(&self.dir), "SIGTERM must unmount");
+    }
+}
+
 impl Drop for Mounted {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
-            let _ = Command::new("fusermount3").args(["-u", "-z"]).arg(&self.dir).status();
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.dir)
+                .status();
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -103,7 +150,11 @@ fn compare_with_mount(src: &Path, mounted: &Path) {
             let what = r.display();
             assert_eq!(a.mode(), b.mode(), "{what}: mode");
             assert_eq!(a.file_type(), b.file_type(), "{what}: kind");
-            assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{what}: mtime");
+            assert_eq!(
+                (a.mtime(), a.mtime_nsec()),
+                (b.mtime(), b.mtime_nsec()),
+                "{what}: mtime"
+            );
             if a.is_file() {
                 assert_eq!(a.len(), b.len(), "{what}: size");
                 assert!(
@@ -172,9 +223,16 @@ fn mount_shows_every_snapshot_by_source_and_time_with_latest_links() {
         })
         .collect();
     let latest = mnt.join("data/latest");
-    assert!(fs::symlink_metadata(&latest).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(&latest)
+        .unwrap()
+        .file_type()
+        .is_symlink());
     let target = fs::read_link(&latest).unwrap();
-    assert_eq!(target.to_str().unwrap(), entries[1], "latest links to the newest");
+    assert_eq!(
+        target.to_str().unwrap(),
+        entries[1],
+        "latest links to the newest"
+    );
     for (i, t) in data_times.iter().enumerate() {
         assert!(
             entries[i] == *t || entries[i].starts_with(&format!("{t}-")),
@@ -192,20 +250,62 @@ fn mount_shows_every_snapshot_by_source_and_time_with_latest_links() {
     );
     assert!(mnt.join("data").join(&entries[0]).join("empty").exists());
     assert!(!latest.join("empty").exists());
-    assert_eq!(fs::read(mnt.join("other/latest/o")).unwrap(), b"other source");
+    assert_eq!(
+        fs::read(mnt.join("other/latest/o")).unwrap(),
+        b"other source"
+    );
 
     // A read in the middle of a multi-chunk file.
     use std::os::unix::fs::FileExt;
     let f = fs::File::open(latest.join("dir/random.bin")).unwrap();
     let mut buf = vec![0u8; 100_000];
     f.read_exact_at(&mut buf, 1_500_000).unwrap();
-    assert_eq!(buf, fs::read(src.join("dir/random.bin")).unwrap()[1_500_000..1_600_000]);
+    assert_eq!(
+        buf,
+        fs::read(src.join("dir/random.bin")).unwrap()[1_500_000..1_600_000]
+    );
     drop(f); // an open file keeps the mount busy
 
     // Read-only.
-    let w = fs::OpenOptions::new().write(true).open(latest.join("hello.txt"));
+    let w = fs::OpenOptions::new()
+        .write(true)
+        .open(latest.join("hello.txt"));
     assert!(w.is_err(), "the mount must be read-only");
     assert!(fs::write(latest.join("new-file"), b"x").is_err());
 
     m.unmount();
+}
+
+#[test]
+fn mount_fails_a_read_of_a_damaged_chunk_with_eio() {
+    let repo = Repo::new();
+    let src = repo.dir.path().join("data");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("big"), crate::common::random_bytes(4 << 20, 7)).unwrap();
+    repo.snapshot_dir(&src, "data");
+    // Flip one byte in the middle of every pack big enough to hold file data.
+    let mut damaged = 0;
+    let mut stack = vec![repo.path().join("packs")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if fs::metadata(&p).unwrap().len() > 1 << 20 {
+                let mut bytes = fs::read(&p).unwrap();
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xff;
+                fs::write(&p, bytes).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no pack was damaged");
+
+    let mnt = repo.dir.path().join("mnt");
+    let m = Mounted::start(&repo, &mnt);
+    let r = fs::read(mnt.join("data/latest/big"));
+    let err = r.expect_err("a damaged chunk must not read as data");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    m.terminate();
 }

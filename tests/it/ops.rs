@@ -60,7 +60,10 @@ fn completions_and_man_pages_are_generated() {
         String::from_utf8(o.stdout).unwrap()
     };
     let bash = run(&["completions", "bash"]);
-    assert!(bash.contains("_cbsnap()") && bash.contains("restore"), "{bash}");
+    assert!(
+        bash.contains("_cbsnap()") && bash.contains("restore"),
+        "{bash}"
+    );
     let zsh = run(&["completions", "zsh"]);
     assert!(zsh.starts_with("#compdef cbsnap"), "{zsh}");
     let fish = run(&["completions", "fish"]);
@@ -72,7 +75,12 @@ fn completions_and_man_pages_are_generated() {
     let dir = tempfile::tempdir().unwrap();
     let pages = dir.path().join("man1");
     run(&["man", pages.to_str().unwrap()]);
-    for p in ["cbsnap.1", "cbsnap-restore.1", "cbsnap-mount.1", "cbsnap-forget.1"] {
+    for p in [
+        "cbsnap.1",
+        "cbsnap-restore.1",
+        "cbsnap-mount.1",
+        "cbsnap-forget.1",
+    ] {
         let text = fs::read_to_string(pages.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(text.starts_with(".ie"), "{p}: {text}");
     }
@@ -148,7 +156,10 @@ fn init_hint_in_a_non_empty_folder_names_a_usable_path() {
     assert_eq!(o.status.code(), Some(1));
     let e = stderr(&o);
     let bad_hint = format!("cbsnap --repo {} init`", busy.display());
-    assert!(!e.contains(&bad_hint), "the hint must not send us to a failing init: {e}");
+    assert!(
+        !e.contains(&bad_hint),
+        "the hint must not send us to a failing init: {e}"
+    );
     let good = busy.join("cbsnap");
     assert!(
         e.contains(&format!("cbsnap --repo {} init", good.display())),
@@ -211,26 +222,54 @@ fn tar_import_takes_its_name_from_the_file_and_its_date_from_time() {
         nov1,
         "old",
     );
-    let o = repo.run(&["snapshot", "--tar", old.to_str().unwrap(), "--time", "2026-11-01T05:00:00Z"]);
+    let o = repo.run(&[
+        "snapshot",
+        "--tar",
+        old.to_str().unwrap(),
+        "--time",
+        "2026-11-01T05:00:00Z",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let snaps = snapshots_of(&repo, "qdrant-data");
-    assert_eq!(snaps.len(), 2, "the name comes from the file name: {snaps:?}");
+    assert_eq!(
+        snaps.len(),
+        2,
+        "the name comes from the file name: {snaps:?}"
+    );
     let times: Vec<&str> = snaps.iter().map(|s| s["time"].as_str().unwrap()).collect();
-    assert!(times.iter().any(|t| t.starts_with("2026-11-01T05:00:00")), "{times:?}");
+    assert!(
+        times.iter().any(|t| t.starts_with("2026-11-01T05:00:00")),
+        "{times:?}"
+    );
     let out = repo.dir.path().join("latest");
     repo.restore("qdrant-data@latest", &out);
-    assert_eq!(fs::read_to_string(out.join("collection/data.bin")).unwrap(), "new");
+    assert_eq!(
+        fs::read_to_string(out.join("collection/data.bin")).unwrap(),
+        "new"
+    );
     let out = repo.dir.path().join("nov");
     repo.restore("qdrant-data@2026-11-02", &out);
-    assert_eq!(fs::read_to_string(out.join("collection/data.bin")).unwrap(), "old");
+    assert_eq!(
+        fs::read_to_string(out.join("collection/data.bin")).unwrap(),
+        "old"
+    );
 
     // --time tar: the newest file's date.
     let other = make_tar(repo.dir.path(), "code-buddy_agent-state.tar.gz", nov1, "a");
-    repo.ok(&["snapshot", "--tar", other.to_str().unwrap(), "--time", "tar"]);
+    repo.ok(&[
+        "snapshot",
+        "--tar",
+        other.to_str().unwrap(),
+        "--time",
+        "tar",
+    ]);
     let snaps = snapshots_of(&repo, "agent-state");
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert!(
-        snaps[0]["time"].as_str().unwrap().starts_with("2026-11-01T03:15:00"),
+        snaps[0]["time"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-01T03:15:00"),
         "{snaps:?}"
     );
 
@@ -245,7 +284,13 @@ fn tar_import_takes_its_name_from_the_file_and_its_date_from_time() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("--time tar"), "{}", stderr(&o));
 
-    let o = repo.run(&["snapshot", "--tar", other.to_str().unwrap(), "--time", "soon"]);
+    let o = repo.run(&[
+        "snapshot",
+        "--tar",
+        other.to_str().unwrap(),
+        "--time",
+        "soon",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--time \"soon\""), "{}", stderr(&o));
 }
@@ -265,7 +310,10 @@ fn restore_force_keeps_extra_files_and_delete_removes_them() {
 
     repo.ok(&["restore", "ws@latest", "--to", to, "--force"]);
     assert_eq!(fs::read_to_string(src.join("a")).unwrap(), "a");
-    assert!(src.join("extra").exists(), "--force keeps what the snapshot lacks");
+    assert!(
+        src.join("extra").exists(),
+        "--force keeps what the snapshot lacks"
+    );
 
     repo.ok(&["restore", "ws@latest", "--to", to, "--delete"]);
     assert_eq!(listing(&src), ["a", "sub", "sub/b"]);
@@ -289,10 +337,21 @@ fn partial_restore_takes_included_paths_minus_excluded_globs() {
     let out = repo.dir.path().join("out");
     let o = out.to_str().unwrap();
     repo.ok(&[
-        "restore", "ws@latest", "--to", o, "--include", "app", "--exclude", "*.log",
-        "--exclude", "cache",
+        "restore",
+        "ws@latest",
+        "--to",
+        o,
+        "--include",
+        "app",
+        "--exclude",
+        "*.log",
+        "--exclude",
+        "cache",
     ]);
-    assert_eq!(listing(&out), ["app", "app/README", "app/src", "app/src/main.rs"]);
+    assert_eq!(
+        listing(&out),
+        ["app", "app/README", "app/src", "app/src/main.rs"]
+    );
     assert_eq!(
         fs::read_to_string(out.join("app/src/main.rs")).unwrap(),
         "fn main() {}"
@@ -303,16 +362,32 @@ fn partial_restore_takes_included_paths_minus_excluded_globs() {
     fs::write(out.join("app/mine.log"), "kept: excluded").unwrap();
     fs::write(out.join("unrelated"), "kept: not included").unwrap();
     repo.ok(&[
-        "restore", "ws@latest", "--to", o, "--include", "app/", "--exclude", "*.log",
+        "restore",
+        "ws@latest",
+        "--to",
+        o,
+        "--include",
+        "app/",
+        "--exclude",
+        "*.log",
         "--delete",
     ]);
     assert!(!out.join("app/stray").exists());
     assert!(out.join("app/mine.log").exists());
     assert!(out.join("unrelated").exists());
-    assert!(out.join("app/cache/x").exists(), "no --exclude cache this time");
+    assert!(
+        out.join("app/cache/x").exists(),
+        "no --exclude cache this time"
+    );
 
     let o2 = repo.run(&[
-        "restore", "ws@latest", "--to", o, "--force", "--include", "app/nope",
+        "restore",
+        "ws@latest",
+        "--to",
+        o,
+        "--force",
+        "--include",
+        "app/nope",
     ]);
     assert_eq!(o2.status.code(), Some(2), "{}", stderr(&o2));
     assert!(stderr(&o2).contains("no such path in the snapshot: app/nope"));

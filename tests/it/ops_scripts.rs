@@ -16,7 +16,9 @@ use std::process::{Command, Output};
 use crate::common::{stderr, BIN};
 
 fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name)
 }
 
 /// A stub command in `bin` that appends its arguments to `log` and runs `body`.
@@ -92,12 +94,21 @@ fn install_puts_binary_completions_man_pages_and_the_nightly_run_in_place() {
     assert!(service.contains("ExecStart=/usr/local/bin/cbsnap -q snapshot --all"));
     assert!(service.contains("EnvironmentFile=-/etc/default/cbsnap"));
     let default = fs::read_to_string(dest.join("etc/default/cbsnap")).unwrap();
-    assert!(default.contains("\nCBSNAP_REPO=/srv/backup/cbsnap\n"), "{default}");
+    assert!(
+        default.contains("\nCBSNAP_REPO=/srv/backup/cbsnap\n"),
+        "{default}"
+    );
     let installed = dest.join("usr/local/bin/cbsnap");
     run_ok(Command::new(&installed).arg("--version"));
     let l = log_of(&log);
-    assert!(!l.contains("cargo"), "install with CBSNAP_BIN must not build: {l}");
-    assert!(!l.contains("systemctl daemon-reload"), "a DESTDIR install starts nothing: {l}");
+    assert!(
+        !l.contains("cargo"),
+        "install with CBSNAP_BIN must not build: {l}"
+    );
+    assert!(
+        !l.contains("systemctl daemon-reload"),
+        "a DESTDIR install starts nothing: {l}"
+    );
 
     // No systemd: the cron line.
     let dest = t.path().join("root-cron");
@@ -179,7 +190,11 @@ fn docker_start_uses_the_machines_service_manager_or_says_what_to_run() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("start it with: dockerd"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("start it with: dockerd"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!log_of(&log).contains("start"), "{}", log_of(&log));
 }
 
@@ -207,7 +222,10 @@ fn backup_script_does_not_rebuild_and_saves_host_paths_of_a_project_without_volu
     let project = format!("cbsnap-test-novolumes-{}", std::process::id());
     fs::write(
         config_home.join("cbsnap/config.toml"),
-        format!("project = {project:?}\npaths = [{:?}]\n", ws.display().to_string()),
+        format!(
+            "project = {project:?}\npaths = [{:?}]\n",
+            ws.display().to_string()
+        ),
     )
     .unwrap();
     let repo = t.path().join("repo");
@@ -235,7 +253,11 @@ fn backup_script_does_not_rebuild_and_saves_host_paths_of_a_project_without_volu
             "it says the project has no volumes: {e}"
         );
     }
-    assert!(log_of(&log).is_empty(), "nothing was built: {}", log_of(&log));
+    assert!(
+        log_of(&log).is_empty(),
+        "nothing was built: {}",
+        log_of(&log)
+    );
     let o = Command::new(BIN)
         .arg("--repo")
         .arg(&repo)
