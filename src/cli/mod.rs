@@ -157,14 +157,13 @@ fn parse() -> Cli {
 
 pub fn run() -> i32 {
     let cli = parse();
-    match cli.command {
-        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0)),
-        Command::Man(a) => return finish(shell::man(a).map(|_| 0)),
-        _ => {}
-    }
     if matches!(
         cli.command,
-        Command::Ls(_) | Command::Snapshots(_) | Command::Dump(_)
+        Command::Ls(_)
+            | Command::Snapshots(_)
+            | Command::Dump(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     ) {
         // A closed stdout (`cbsnap ls | head`) ends these quietly, as for any Unix
         // filter. Not for the others: their internal pipes must see EPIPE instead.
@@ -172,6 +171,12 @@ pub fn run() -> i32 {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    }
+    // These need no configuration: a broken config file must not break them.
+    match cli.command {
+        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0)),
+        Command::Man(a) => return finish(shell::man(a).map(|_| 0)),
+        _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
