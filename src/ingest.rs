@@ -41,6 +41,8 @@ pub struct SnapshotSpec {
     pub origin: serde_json::Value,
     pub tags: Vec<String>,
     pub run_id: Option<String>,
+    /// What the run this snapshot belongs to set out to cover (`snapshot --all`).
+    pub run: Option<crate::run::RunPlan>,
     pub consistency: Option<String>,
     /// The snapshot to compare against: its files that look unchanged (size, mtime,
     /// ctime, inode) are not read again.
@@ -139,6 +141,7 @@ pub fn snapshot(
             tags: spec.tags,
             parent: spec.parent.as_ref().map(|(id, _)| *id),
             run_id: spec.run_id,
+            run: spec.run,
             consistency: spec.consistency,
             tree,
             root,
@@ -354,6 +357,7 @@ impl Ingest<'_> {
                 match self.put_blob(BlobKind::Data, c) {
                     Ok(id) => {
                         ids.push(id);
+                        self.stats.bytes_read += len;
                         self.progress.inc(len);
                         Ok(())
                     }

@@ -26,6 +26,7 @@ pub mod pack;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod run;
 pub mod settings;
 pub mod snapshot;
 pub mod source;

@@ -129,7 +129,9 @@ pub fn restore_volume(
     Ok((name, report))
 }
 
-fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
+/// Whether the volume holds no entries besides its root, read through a helper
+/// container.
+pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
     let reader = engine.read_volume_tar(name)?;
     let mut ar = ::tar::Archive::new(reader);
     let entries = ar
