@@ -10,3 +10,4 @@ mod dedup;
 mod docker;
 mod errors;
 mod roundtrip;
+mod stack;
