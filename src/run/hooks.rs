@@ -74,7 +74,7 @@ pub enum HookError {
         which: &'static str,
         container: String,
         command: String,
-        source: DockerError,
+        source: Box<DockerError>,
     },
 }
 
@@ -166,7 +166,7 @@ pub fn run_in_containers(
                 which,
                 container: c.name.clone(),
                 command: command.clone(),
-                source,
+                source: Box::new(source),
             },
         };
         errors.push(e);

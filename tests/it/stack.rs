@@ -138,7 +138,7 @@ fn restore_all_takes_the_newest_complete_run_and_refuses_an_incomplete_one() {
     let plan_at = out(&o)
         .find(&format!("restoring run {}", ids[0]))
         .unwrap_or_else(|| panic!("no plan: {}", out(&o)));
-    assert!(out(&o)[plan_at..].contains(&format!("workspace@")));
+    assert!(out(&o)[plan_at..].contains("workspace@"));
     assert!(
         stderr(&o).contains("could not list volumes of"),
         "{}",
