@@ -39,7 +39,7 @@ impl Progress {
             b.set_length(total);
             b.set_style(
                 ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}",
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {percent}% {binary_bytes_per_sec} ETA {eta} {wide_msg}",
                 )
                 .expect("template is valid")
                 .progress_chars("=> "),

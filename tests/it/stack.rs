@@ -640,3 +640,38 @@ fn snapshot_all_is_a_library_call_that_counts_sources_and_says_what_it_pauses() 
     );
     assert_eq!(r.sources[0].consistency.as_deref(), Some("paused"));
 }
+
+#[test]
+fn restore_stop_stops_a_container_whatever_its_quiesce_label_says() {
+    let Some(_e) = fx::engine() else { return };
+    let project = fx::unique("cbt-label");
+    let vol = project_volume(&project, "data");
+    vol.populate("echo v1 > /data/f");
+    // `none` is how to read it; a restore must still stop it.
+    let c = TestContainer::writer(&vol.name, &[("cbsnap.quiesce", "none")]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let stack = Stack::new(&format!("project = \"{project}\"\npaths = []\n"));
+    let o = stack.run(&["-q", "snapshot", &vol.name]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let since = fx::docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let o = stack.run(&["-q", "restore", "data@latest", "--stop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let until = fx::docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let events = fx::docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={}", c.id),
+        "--filter",
+        "event=stop",
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert_eq!(events.lines().collect::<Vec<_>>(), ["stop", "start"]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+}
