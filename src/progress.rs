@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A progress display; clones share it. Hidden, it still keeps the total it was
+/// given ([`Progress::total`]), so callers and tests can see what would be drawn.
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Progress {
@@ -26,15 +29,23 @@ impl Progress {
         );
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            total: Default::default(),
+        }
     }
 
     pub fn hidden() -> Progress {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            total: Default::default(),
+        }
     }
 
     /// Once the total is known, show a bar with an ETA.
     pub fn set_total(&self, total: u64) {
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(total);
             b.set_style(
@@ -45,6 +56,11 @@ impl Progress {
                 .progress_chars("=> "),
             );
         }
+    }
+
+    /// The total in bytes given to [`Progress::set_total`], 0 if none yet.
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn inc(&self, n: u64) {

@@ -583,6 +583,7 @@ fn a_successful_run_pings_the_healthcheck_url_itself() {
 #[derive(Default)]
 struct Recording {
     progress: Mutex<Vec<(usize, usize, String)>>,
+    bars: Mutex<Vec<cbsnap::progress::Progress>>,
     notes: Mutex<Vec<String>>,
 }
 
@@ -592,7 +593,9 @@ impl cbsnap::run::Observer for Recording {
             .lock()
             .unwrap()
             .push((index, count, name.to_string()));
-        cbsnap::progress::Progress::hidden()
+        let p = cbsnap::progress::Progress::hidden();
+        self.bars.lock().unwrap().push(p.clone());
+        p
     }
     fn note(&self, message: &str) {
         self.notes.lock().unwrap().push(message.to_string());
@@ -604,7 +607,7 @@ fn snapshot_all_is_a_library_call_that_counts_sources_and_says_what_it_pauses() 
     let Some(engine) = fx::engine() else { return };
     let project = fx::unique("cbt-lib");
     let vol = project_volume(&project, "data");
-    vol.populate("echo hi > /data/f");
+    vol.populate("echo hi > /data/f; mkdir /data/d; echo hello > /data/d/g");
     let c = TestContainer::writer(&vol.name, &[]);
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
     let work = tempfile::tempdir().unwrap();
@@ -639,6 +642,21 @@ fn snapshot_all_is_a_library_call_that_counts_sources_and_says_what_it_pauses() 
         "{notes}"
     );
     assert_eq!(r.sources[0].consistency.as_deref(), Some("paused"));
+    // Without a parent, the total comes from a quick count of the files; the path
+    // source's is exact, the volume's at least what was there before the writer.
+    let bars = seen.bars.lock().unwrap();
+    assert!(bars[0].total() >= 9, "volume total {}", bars[0].total());
+    assert_eq!(bars[1].total(), 1);
+    // The next run takes the total from the parent snapshot.
+    std::fs::write(ws.join("f"), b"xy").unwrap();
+    drop(bars);
+    let again = Recording::default();
+    cbsnap::run::backup::snapshot_all(&repo, Ok(&engine), &opts, &again).unwrap();
+    assert_eq!(
+        again.bars.lock().unwrap()[1].total(),
+        1,
+        "the parent's size"
+    );
 }
 
 #[test]
