@@ -159,6 +159,7 @@ fn restore_run(
         &opts,
         &super::snapshot::CliObserver::new(ctx),
     )?;
+    let mut docs = Vec::new();
     for s in &report.sources {
         let item = plan
             .items
@@ -166,9 +167,32 @@ fn restore_run(
             .find(|i| i.id == s.id)
             .expect("reported sources come from the plan");
         match &s.result {
+            Ok(r) if ctx.json => {
+                for w in &r.warnings {
+                    eprintln!("cbsnap: warning: {w}");
+                }
+                docs.push(serde_json::json!({
+                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
+                    "files": r.files, "dirs": r.dirs, "bytes": r.bytes, "warnings": r.warnings,
+                }));
+            }
             Ok(r) => print_report(ctx, &s.id, &item.snapshot, &s.target.to_string(), r),
-            Err(e) => eprintln!("cbsnap: error: {} to {}: {e}", s.name, s.target),
+            Err(e) => {
+                eprintln!("cbsnap: error: {} to {}: {e}", s.name, s.target);
+                docs.push(serde_json::json!({
+                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
+                    "error": e.to_string(),
+                }));
+            }
         }
+    }
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "run": report.run,
+            "passed_over": plan.passed_over,
+            "stopped": report.stopped,
+            "sources": docs,
+        }));
     }
     if report.failed() > 0 {
         anyhow::bail!(

@@ -42,9 +42,11 @@ pub struct AllOptions {
     /// Source-name globs to skip given on the command line: they make the run
     /// incomplete (see [`super::RunInfo::is_complete`]).
     pub exclude_flag: Vec<String>,
+    /// How to read volumes.
     pub via: Via,
     /// The default quiesce mode (the container label `cbsnap.quiesce` overrides it).
     pub quiesce: QuiesceMode,
+    /// Tags of every snapshot taken.
     pub tags: Vec<String>,
     /// Host-side hooks of the config.
     pub hooks: Hooks,
@@ -69,7 +71,9 @@ pub enum SourceStatus {
 pub struct SourceResult {
     /// Source name (`qdrant-data`, `ollama`).
     pub name: String,
+    /// What kind of source it is.
     pub kind: SourceKind,
+    /// How it ended.
     pub status: SourceStatus,
     /// The committed snapshot, if any.
     pub snapshot_id: Option<Id>,
@@ -85,6 +89,7 @@ pub struct SourceResult {
     pub consistency: Option<String>,
     /// What went wrong: the failure, hook failures, unreadable entries (`path: error`).
     pub errors: Vec<String>,
+    /// The committed snapshot itself (not serialised).
     #[serde(skip)]
     pub snapshot: Option<Snapshot>,
 }
@@ -92,7 +97,9 @@ pub struct SourceResult {
 /// A source the run did not take, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
+    /// Source name.
     pub name: String,
+    /// Why (`excluded by the config`, `excluded by --exclude`).
     pub reason: String,
 }
 
@@ -102,13 +109,19 @@ pub struct Skipped {
 pub struct RunReport {
     /// `None` for `snapshot VOLUME...`.
     pub run_id: Option<String>,
+    /// The compose project.
     pub project: String,
+    /// When the run started.
     pub started: DateTime<Utc>,
+    /// Seconds the run took, hooks included.
     pub duration_secs: f64,
     /// The worst status of any source (and `failed` if the run's pre-hook failed).
     pub status: SourceStatus,
+    /// What the run set out to cover (recorded in its snapshots).
     pub plan: RunPlan,
+    /// One result per source tried, in order.
     pub sources: Vec<SourceResult>,
+    /// Sources excluded.
     pub skipped: Vec<Skipped>,
     /// Things the operator should know that did not fail anything.
     pub warnings: Vec<String>,

@@ -41,19 +41,23 @@ pub struct Hooks {
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathHooks {
+    /// Run before the path is read; if it fails the path is skipped (exit 3).
     pub pre: Option<String>,
+    /// Run after the path was read, or after its `pre` failed.
     pub post: Option<String>,
 }
 
 /// A hook that failed. `which` is `pre` or `post`.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
+    /// A host hook could not be started.
     #[error("the {which} hook `{command}` could not be started: {source}")]
     Spawn {
         which: &'static str,
         command: String,
         source: std::io::Error,
     },
+    /// A host hook ran and failed.
     #[error("the {which} hook `{command}` failed ({status}){}", output_suffix(.output))]
     Failed {
         which: &'static str,
@@ -61,6 +65,7 @@ pub enum HookError {
         status: String,
         output: String,
     },
+    /// A container hook ran and exited non-zero.
     #[error("the {which} hook `{command}` of container {container} failed (exit code {code}){}", output_suffix(.output))]
     ContainerFailed {
         which: &'static str,
@@ -69,6 +74,7 @@ pub enum HookError {
         code: i64,
         output: String,
     },
+    /// Docker could not run a container hook.
     #[error("the {which} hook `{command}` of container {container} could not run: {source}")]
     ContainerExec {
         which: &'static str,

@@ -193,6 +193,7 @@ pub struct RunSelect<'a> {
 /// The run chosen, and the newer runs passed over (with why).
 #[derive(Clone, Debug)]
 pub struct Selected {
+    /// The run to restore.
     pub run: RunInfo,
     /// Newer runs that were not taken: incomplete, or of another project.
     pub passed_over: Vec<String>,
@@ -202,34 +203,44 @@ pub struct Selected {
 /// messages say what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The repository holds no snapshot of any run.
     #[error("no `snapshot --all` run in this repository; take one with `cbsnap snapshot --all`")]
     NoRuns,
+    /// `--run` matches no run id; `available` lists them (newest first).
     #[error("no run starts with {typed}. Runs in this repository:\n{}", lines(.available))]
     NoSuchRun {
         typed: String,
         available: Vec<String>,
     },
+    /// `--run` matches several run ids; `candidates` lists them (newest first).
     #[error("{} runs start with {typed}; give more of the id. They are:\n{}", .candidates.len(), lines(.candidates))]
     AmbiguousRun {
         typed: String,
         candidates: Vec<String>,
     },
+    /// The run asked for is incomplete and `--incomplete` was not given.
     #[error("run {id} is incomplete ({}); restoring it would restore only part of the stack. Pick a complete run with --run ID (`cbsnap snapshots` lists runs), or pass --incomplete to restore what it holds", .problems.join("; "))]
     Incomplete { id: String, problems: Vec<String> },
+    /// No run of the project is complete; `passed_over` says why for each.
     #[error("no complete `snapshot --all` run{} in this repository. Runs passed over:\n{}\nPick one with --run ID --incomplete to restore what it holds", .project.as_deref().map(|p| format!(" of project {p}")).unwrap_or_default(), lines(.passed_over))]
     NoCompleteRun {
         project: Option<String>,
         passed_over: Vec<String>,
     },
+    /// Running containers use the run's volumes and `--stop` was not given.
     #[error("restoring now would leave a half-old stack: running containers use volumes of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
     ContainersRunning {
         run: String,
         containers: Vec<String>,
     },
+    /// Some sources cannot be restored (no recorded target, a non-empty directory
+    /// without `--force`, …); found before anything was touched.
     #[error("{} of run {run} cannot be restored as planned; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
     Unrestorable { run: String, problems: Vec<String> },
+    /// The repository or a restore failed.
     #[error(transparent)]
     Repo(#[from] crate::Error),
+    /// The Docker engine failed (stopping or starting containers, listing them).
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
 }

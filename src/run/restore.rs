@@ -55,17 +55,22 @@ impl std::fmt::Display for Target {
 /// One source of the plan.
 #[derive(Clone, Debug)]
 pub struct PlanItem {
+    /// The snapshot's id.
     pub id: Id,
+    /// The snapshot of the source in the run.
     pub snapshot: Snapshot,
+    /// Where it is restored to.
     pub target: Target,
 }
 
 /// What [`execute`] will do; print it before doing it.
 #[derive(Clone, Debug)]
 pub struct RestorePlan {
+    /// The run restored.
     pub run: RunInfo,
     /// Newer runs that were not taken, with why.
     pub passed_over: Vec<String>,
+    /// Every source of the run, in the run's order.
     pub items: Vec<PlanItem>,
     /// Running containers to stop, in stop order (dependents first); they are
     /// started in the reverse order.
@@ -205,16 +210,22 @@ pub fn plan(
 /// What happened to one source.
 #[derive(Debug)]
 pub struct RestoredSource {
+    /// Source name.
     pub name: String,
+    /// The snapshot restored.
     pub id: Id,
+    /// Where it went.
     pub target: Target,
+    /// What was written, or why not.
     pub result: crate::Result<Report>,
 }
 
 /// What [`execute`] did.
 #[derive(Debug)]
 pub struct RestoreAllReport {
+    /// The run id.
     pub run: String,
+    /// One entry per source of the plan.
     pub sources: Vec<RestoredSource>,
     /// Containers stopped, in that order, and started again in the reverse order.
     pub stopped: Vec<String>,
