@@ -166,6 +166,7 @@ fn restore_all_takes_the_newest_complete_run_and_refuses_an_incomplete_one() {
     );
     assert_eq!(std::fs::read(ws.join("notes")).unwrap(), b"night 1\n");
     let o = stack.run(&[
+        "--json",
         "restore",
         "--all",
         "--force",
@@ -175,6 +176,10 @@ fn restore_all_takes_the_newest_complete_run_and_refuses_an_incomplete_one() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(std::fs::read(ws.join("notes")).unwrap(), b"night 2\n");
+    let doc = json(&o);
+    assert_eq!(doc["run"], ids[1].as_str());
+    assert_eq!(doc["sources"][0]["name"], "workspace", "{doc}");
+    assert_eq!(doc["sources"][0]["files"], 1, "{doc}");
 }
 
 #[test]
