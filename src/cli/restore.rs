@@ -43,6 +43,9 @@ pub struct Args {
     /// with --exclude) instead of refusing it
     #[arg(long, requires = "all")]
     pub incomplete: bool,
+    /// With --all: runs of this compose project [default: config `project`, else code-buddy]
+    #[arg(long, requires = "all")]
+    pub project: Option<String>,
     /// How to write volumes
     #[arg(long, value_enum)]
     pub via: Option<Via>,
@@ -131,7 +134,7 @@ fn restore_run(
 ) -> anyhow::Result<()> {
     let sel = RunSelect {
         run: a.run.as_deref(),
-        project: ctx.project(),
+        project: a.project.as_deref().or(ctx.project()),
         allow_incomplete: a.incomplete,
     };
     let selected = run::select_run(all, &sel)?;
