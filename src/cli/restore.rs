@@ -229,14 +229,13 @@ fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan) {
         );
     }
     if !plan.stop_order.is_empty() {
+        let names = |it: &mut dyn Iterator<Item = &cbsnap::docker::ContainerInfo>| {
+            it.map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
         println!(
-            "  containers stopped once before and started once after, in this order: {}",
-            plan.stop_order
-                .iter()
-                .rev()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            "  stops once before: {}\n  starts once after: {}",
+            names(&mut plan.stop_order.iter()),
+            names(&mut plan.stop_order.iter().rev())
         );
     }
 }
