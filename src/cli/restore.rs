@@ -46,6 +46,9 @@ pub struct Args {
     /// With --all: runs of this compose project [default: config `project`, else code-buddy]
     #[arg(long, requires = "all")]
     pub project: Option<String>,
+    /// With --all: print the plan (run, sources, targets, containers) and change nothing
+    #[arg(long, requires = "all")]
+    pub dry_run: bool,
     /// How to write volumes
     #[arg(long, value_enum)]
     pub via: Option<Via>,
@@ -154,7 +157,10 @@ fn restore_run(
         None
     };
     let plan = run::restore::plan(repo, engine.as_ref(), selected, &opts)?;
-    print_plan(ctx, &plan);
+    print_plan(ctx, &plan, a.dry_run);
+    if a.dry_run {
+        return Ok(());
+    }
     let report = run::restore::execute(
         repo,
         engine.as_ref(),
@@ -208,8 +214,9 @@ fn restore_run(
     Ok(())
 }
 
-fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan) {
-    if ctx.json || ctx.quiet {
+/// The plan, on stdout; under `-q` only for a dry run (which shows nothing else).
+fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
+    if ctx.json || (ctx.quiet && !dry_run) {
         return;
     }
     for p in &plan.passed_over {

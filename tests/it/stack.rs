@@ -295,6 +295,17 @@ fn whole_stack_restore_checks_first_then_stops_every_container_once_in_dependenc
     assert_eq!(db.state(), "running");
     assert_eq!(app.state(), "running");
 
+    // --dry-run prints the plan and touches nothing.
+    let o = stack.run(&["restore", "--all", "--stop", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        out(&o).contains(&format!("stops once before: {}, {}", app.name, db.name)),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(db_vol.inspect_with("cat /data/f"), "db-v2");
+    assert_eq!(db.state(), "running");
+
     // With --stop: each container stopped once (app first) and started once (db first).
     let since = fx::docker(&["system", "info", "-f", "{{.SystemTime}}"]);
     let o = stack.run(&["restore", "--all", "--stop"]);
