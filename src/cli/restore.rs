@@ -159,6 +159,18 @@ fn restore_run(
     let plan = run::restore::plan(repo, engine.as_ref(), selected, &opts)?;
     print_plan(ctx, &plan, a.dry_run);
     if a.dry_run {
+        if ctx.json {
+            print_json(&serde_json::json!({
+                "run": plan.run.id,
+                "complete": plan.run.is_complete(),
+                "problems": plan.run.problems,
+                "passed_over": plan.passed_over,
+                "sources": plan.items.iter().map(|i| serde_json::json!({
+                    "name": i.snapshot.name, "snapshot": i.id, "to": i.target.to_string(),
+                })).collect::<Vec<_>>(),
+                "stop_order": plan.stop_order.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            }));
+        }
         return Ok(());
     }
     let report = run::restore::execute(
