@@ -188,6 +188,11 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         hooks: ctx.settings.hooks.clone(),
     };
     let repo = ctx.open(Access::Append)?;
+    if a.all {
+        if let Some(e) = cbsnap::run::notify::start(&ctx.settings.notify) {
+            eprintln!("cbsnap: warning: {e}");
+        }
+    }
     let observer = CliObserver::new(ctx);
     let report = match Engine::connect() {
         Ok(engine) => backup::snapshot_all(&repo, Ok(&engine), &opts, &observer)?,

@@ -1,6 +1,7 @@
 //! Notifications after a run: a webhook that receives the run's JSON summary
-//! ([`super::backup::RunReport`]), healthchecks-style pings (the URL on success,
-//! `URL/fail` on failure, as healthchecks.io and its self-hosted twins expect), and
+//! ([`super::backup::RunReport`]), healthchecks-style pings (`URL/start` when the run
+//! starts, the URL on success, `URL/fail` on failure, as healthchecks.io and its
+//! self-hosted twins expect), and
 //! an ntfy message. HTTP through `ureq`, with a timeout. A notifier that fails never
 //! fails the backup: [`send`] returns the failures as warnings for the CLI to show.
 
@@ -70,13 +71,33 @@ pub fn summary_line(r: &RunReport) -> String {
     )
 }
 
-/// Deliver `report` to every notifier of `cfg`; returns what failed.
-pub fn send(cfg: &NotifyConfig, report: &RunReport) -> Vec<NotifyError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+fn agent(cfg: &NotifyConfig) -> ureq::Agent {
+    ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(cfg.timeout_secs.unwrap_or(10))))
         .http_status_as_error(true)
         .build()
-        .into();
+        .into()
+}
+
+/// Tell the healthcheck URL that a run starts (`URL/start`), so the service measures
+/// its duration and notices a run that never ends. Returns the failure, if any.
+pub fn start(cfg: &NotifyConfig) -> Option<NotifyError> {
+    let hc = cfg.healthcheck.as_ref()?;
+    let url = format!("{}/start", hc.trim_end_matches('/'));
+    agent(cfg)
+        .post(&url)
+        .send(&b""[..])
+        .err()
+        .map(|e| NotifyError {
+            kind: "healthcheck",
+            url,
+            detail: e.to_string(),
+        })
+}
+
+/// Deliver `report` to every notifier of `cfg`; returns what failed.
+pub fn send(cfg: &NotifyConfig, report: &RunReport) -> Vec<NotifyError> {
+    let agent = agent(cfg);
     let ok = report.status == SourceStatus::Ok;
     let line = summary_line(report);
     let mut errors = Vec::new();

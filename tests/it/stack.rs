@@ -590,9 +590,10 @@ fn a_successful_run_pings_the_healthcheck_url_itself() {
     let o = stack.run(&["-q", "snapshot", "--all"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let reqs = server.requests();
-    assert_eq!(reqs.len(), 1, "{reqs:?}");
-    assert_eq!(reqs[0].0, "POST /hc");
-    assert!(reqs[0].1.contains(": ok,"), "{}", reqs[0].1);
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    assert_eq!(reqs[0].0, "POST /hc/start");
+    assert_eq!(reqs[1].0, "POST /hc");
+    assert!(reqs[1].1.contains(": ok,"), "{}", reqs[1].1);
 }
 
 /// Records what the library reports to its observer.
