@@ -169,3 +169,56 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::backup::SourceResult;
+    use crate::run::RunPlan;
+    use crate::snapshot::SourceKind;
+
+    #[test]
+    fn labels_are_escaped_and_every_sample_has_a_type() {
+        let report = RunReport {
+            run_id: Some("r".into()),
+            project: "p\"x".into(),
+            started: chrono::Utc::now(),
+            duration_secs: 1.5,
+            status: SourceStatus::Partial,
+            plan: RunPlan::default(),
+            sources: vec![SourceResult {
+                name: "we\\ird\nname".into(),
+                kind: SourceKind::Path,
+                status: SourceStatus::Partial,
+                snapshot_id: None,
+                bytes: 10,
+                bytes_read: 10,
+                bytes_added: 4,
+                duration_secs: 0.5,
+                consistency: None,
+                errors: vec!["x".into()],
+                snapshot: None,
+            }],
+            skipped: vec![],
+            warnings: vec![],
+            errors: vec![],
+        };
+        let text = prometheus_text(&report, &[]);
+        assert!(
+            text.contains(
+                "cbsnap_source_bytes_added{project=\"p\\\"x\",source=\"we\\\\ird\\nname\"} 4\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("cbsnap_run_success{project=\"p\\\"x\"} 0\n"));
+        let typed: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        for sample in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = sample.split('{').next().unwrap();
+            assert!(typed.contains(&name), "{name} has no TYPE line");
+        }
+    }
+}
