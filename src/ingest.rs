@@ -41,6 +41,8 @@ pub struct SnapshotSpec {
     pub origin: serde_json::Value,
     pub tags: Vec<String>,
     pub run_id: Option<String>,
+    /// What the run this snapshot belongs to set out to cover (`snapshot --all`).
+    pub run: Option<crate::run::RunPlan>,
     pub consistency: Option<String>,
     /// The time the snapshot records. An imported old backup (`snapshot --tar FILE
     /// --time TIME`) carries its real date, so it sorts among the older snapshots
@@ -164,6 +166,7 @@ pub fn snapshot(
             tags: spec.tags,
             parent: spec.parent.as_ref().map(|(id, _)| *id),
             run_id: spec.run_id,
+            run: spec.run,
             consistency: spec.consistency,
             tree,
             root,
@@ -381,6 +384,7 @@ impl Ingest<'_> {
                 match self.put_blob(BlobKind::Data, c) {
                     Ok(id) => {
                         ids.push(id);
+                        self.stats.bytes_read += len;
                         self.progress.inc(len);
                         Ok(())
                     }

@@ -5,7 +5,8 @@
 //! [`id`] → dedup against the [`index`] → zstd → [`pack`] files → index → the
 //! [`snapshot`] file, the only commit point ([`ingest`]). [`restore`] walks the
 //! [`tree`]s back into a directory or a tar stream. The on-disk format is specified
-//! in `docs/FORMAT.md`.
+//! in `docs/FORMAT.md`. [`run`] holds the whole-stack use cases: the nightly
+//! `snapshot --all` with its hooks, notifications and metrics, and `restore --all`.
 
 pub mod check;
 pub mod chunker;
@@ -27,6 +28,7 @@ pub mod pack;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod run;
 pub mod settings;
 pub mod snapshot;
 pub mod source;

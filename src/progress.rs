@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A progress display; clones share it. Hidden, it still keeps the total it was
+/// given ([`Progress::total`]), so callers and tests can see what would be drawn.
 #[derive(Clone)]
 pub struct Progress {
     bar: Option<ProgressBar>,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Progress {
@@ -26,25 +29,38 @@ impl Progress {
         );
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
-        Progress { bar: Some(bar) }
+        Progress {
+            bar: Some(bar),
+            total: Default::default(),
+        }
     }
 
     pub fn hidden() -> Progress {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            total: Default::default(),
+        }
     }
 
     /// Once the total is known, show a bar with an ETA.
     pub fn set_total(&self, total: u64) {
+        self.total
+            .store(total, std::sync::atomic::Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(total);
             b.set_style(
                 ProgressStyle::with_template(
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {wide_msg}",
+                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {percent}% {binary_bytes_per_sec} ETA {eta} {wide_msg}",
                 )
                 .expect("template is valid")
                 .progress_chars("=> "),
             );
         }
+    }
+
+    /// The total in bytes given to [`Progress::set_total`], 0 if none yet.
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn inc(&self, n: u64) {

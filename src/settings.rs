@@ -35,6 +35,15 @@ pub struct Settings {
     pub keep: Keep,
     #[serde(default)]
     pub prune: PruneSettings,
+    /// `[hooks]`: host commands around a run and around each host path.
+    #[serde(default)]
+    pub hooks: crate::run::hooks::Hooks,
+    /// `[notify]`: where to report each `snapshot --all` run.
+    #[serde(default)]
+    pub notify: crate::run::notify::NotifyConfig,
+    /// A Prometheus textfile (node_exporter textfile collector) rewritten after
+    /// each run.
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// `[prune]`: how `cbsnap prune` trades space for rewriting packs.

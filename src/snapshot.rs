@@ -17,7 +17,11 @@ use crate::fsutil;
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPSN";
-pub const VERSION: u32 = 1;
+/// The version this cbsnap writes. Version 2 added the optional `run` field; version 1
+/// files (without it) are still read.
+pub const VERSION: u32 = 2;
+/// The oldest version still read.
+pub const MIN_VERSION: u32 = 1;
 
 /// What kind of source a snapshot was taken from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +51,10 @@ pub struct SnapshotStats {
     pub bytes: u64,
     /// Files whose content was taken from the parent snapshot without reading them.
     pub files_unchanged: u64,
+    /// Bytes of file content actually read from the source (unchanged files taken
+    /// from the parent are not read); format version 2, 0 in older snapshots.
+    #[serde(default)]
+    pub bytes_read: u64,
     /// Blobs this snapshot added to the repository, their raw and stored bytes.
     pub new_blobs: u64,
     pub new_bytes_raw: u64,
@@ -75,6 +83,10 @@ pub struct Snapshot {
     /// Shared by every snapshot of one `snapshot --all` run.
     #[serde(default)]
     pub run_id: Option<String>,
+    /// What the `snapshot --all` run set out to cover (format version 2), so a
+    /// restore can tell a complete run from one that missed sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<crate::run::RunPlan>,
     /// How the source was kept still while read: "paused", "stopped" or "live".
     #[serde(default)]
     pub consistency: Option<String>,
@@ -111,7 +123,7 @@ impl Snapshot {
 
     pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, String> {
         let v = codec::check_header(buf, MAGIC, "snapshot").map_err(|e| e.to_string())?;
-        if v != VERSION {
+        if !(MIN_VERSION..=VERSION).contains(&v) {
             return Err(format!(
                 "snapshot version {v} is not supported; upgrade cbsnap"
             ));
@@ -341,6 +353,7 @@ mod tests {
             tags: vec![],
             parent: None,
             run_id: None,
+            run: None,
             consistency: None,
             tree: Id::hash(t.as_bytes()),
             root: RootMeta::default(),

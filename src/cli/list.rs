@@ -66,10 +66,7 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
             s.stats.files,
             indicatif::HumanBytes(s.stats.bytes).to_string(),
             indicatif::HumanBytes(s.stats.new_bytes_stored).to_string(),
-            s.run_id
-                .as_deref()
-                .map(|r| &r[..r.len().min(8)])
-                .unwrap_or("-"),
+            s.run_id.as_deref().unwrap_or("-"),
             s.tags.join(","),
             if s.errors.is_empty() {
                 String::new()
@@ -81,6 +78,8 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ls`: one line per entry, or with `--json` one JSON document: an array of
+/// `{path, type, mode, uid, gid, size, mtime, target}` objects, in tree order.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
@@ -91,47 +90,60 @@ pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
         .unwrap_or("")
         .trim_matches('/')
         .to_string();
+    let mut json: Vec<serde_json::Value> = Vec::new();
+    let mut emit = |path: &str, n: &Node| {
+        if ctx.json {
+            json.push(node_json(path, n));
+        } else {
+            print_node(path, n);
+        }
+    };
     let start: Option<Id> = if prefix.is_empty() {
         Some(snap.tree)
     } else {
         let n = lookup(&repo, &snap.tree, &prefix)?
             .ok_or_else(|| cbsnap::Error::Usage(format!("no such path: {prefix}")))?;
         let sub = n.subtree();
-        print_node(ctx, &prefix, &n);
+        emit(&prefix, &n);
         sub
     };
     if let Some(t) = start {
-        walk(ctx, &repo, &t, &prefix)?;
+        walk(&repo, &t, &prefix, &mut emit)?;
+    }
+    if ctx.json {
+        print_json(&json);
     }
     Ok(())
 }
 
-fn walk(ctx: &Ctx, repo: &cbsnap::Repository, tree: &Id, prefix: &str) -> anyhow::Result<()> {
+fn walk(
+    repo: &cbsnap::Repository,
+    tree: &Id,
+    prefix: &str,
+    emit: &mut dyn FnMut(&str, &Node),
+) -> anyhow::Result<()> {
     for n in load_tree(repo, tree)? {
         let path = if prefix.is_empty() {
             n.name_lossy()
         } else {
             format!("{prefix}/{}", n.name_lossy())
         };
-        print_node(ctx, &path, &n);
+        emit(&path, &n);
         if let Some(sub) = n.subtree() {
-            walk(ctx, repo, &sub, &path)?;
+            walk(repo, &sub, &path, emit)?;
         }
     }
     Ok(())
 }
 
-fn print_node(ctx: &Ctx, path: &str, n: &Node) {
-    if ctx.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "path": path, "type": n.kind.letter().to_string(), "mode": n.mode, "uid": n.uid, "gid": n.gid,
-                "size": n.size, "mtime": n.mtime, "target": String::from_utf8_lossy(&n.target),
-            })
-        );
-        return;
-    }
+fn node_json(path: &str, n: &Node) -> serde_json::Value {
+    serde_json::json!({
+        "path": path, "type": n.kind.letter().to_string(), "mode": n.mode, "uid": n.uid, "gid": n.gid,
+        "size": n.size, "mtime": n.mtime, "target": String::from_utf8_lossy(&n.target),
+    })
+}
+
+fn print_node(path: &str, n: &Node) {
     let t = Local
         .timestamp_opt(n.mtime, 0)
         .single()

@@ -215,11 +215,22 @@ fn finish(result: anyhow::Result<i32>) -> i32 {
 }
 
 fn fail(e: &anyhow::Error) -> i32 {
-    if let Some(Error::Interrupted) = e.downcast_ref::<Error>() {
+    use cbsnap::run::RunError;
+    let engine_error = match e.downcast_ref::<RunError>() {
+        Some(RunError::Repo(inner)) => Some(inner),
+        Some(RunError::Docker(_)) => None,
+        // The run cannot be restored as asked; nothing was changed.
+        Some(_) => {
+            eprintln!("cbsnap: error: {e:#}");
+            return 2;
+        }
+        None => e.downcast_ref::<Error>(),
+    };
+    if let Some(Error::Interrupted) = engine_error {
         return 130;
     }
     eprintln!("cbsnap: error: {e:#}");
-    match e.downcast_ref::<Error>() {
+    match engine_error {
         Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
         _ => 1,
     }

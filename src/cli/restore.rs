@@ -11,6 +11,7 @@ use cbsnap::Id;
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::restore;
+use cbsnap::run::{self, restore::RestoreAllOptions, RunSelect};
 use cbsnap::snapshot;
 
 use super::{print_json, Ctx};
@@ -45,12 +46,22 @@ pub struct Args {
     /// Stop the running containers that use the volume, restore, start them again
     #[arg(long)]
     pub stop: bool,
-    /// Restore every source of the latest `snapshot --all` run (or of --run)
+    /// Restore every source of the newest complete `snapshot --all` run (or of --run)
     #[arg(long, conflicts_with_all = ["to", "to_volume"])]
     pub all: bool,
     /// With --all: the run id (or a prefix of it), as `cbsnap snapshots` shows
     #[arg(long, requires = "all", value_name = "ID")]
     pub run: Option<String>,
+    /// With --all: restore an incomplete run (one that missed sources, or was made
+    /// with --exclude) instead of refusing it
+    #[arg(long, requires = "all")]
+    pub incomplete: bool,
+    /// With --all: runs of this compose project [default: config `project`, else code-buddy]
+    #[arg(long, requires = "all")]
+    pub project: Option<String>,
+    /// With --all: print the plan (run, sources, targets, containers) and change nothing
+    #[arg(long, requires = "all")]
+    pub dry_run: bool,
     /// How to write volumes
     #[arg(long, value_enum)]
     pub via: Option<Via>,
@@ -129,7 +140,8 @@ fn restore_to_volume(
     Ok(())
 }
 
-/// `restore --all`: every source of one `snapshot --all` run.
+/// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then
+/// restores (see `cbsnap::run::restore`).
 fn restore_run(
     ctx: &Ctx,
     repo: &cbsnap::Repository,
@@ -137,81 +149,129 @@ fn restore_run(
     a: &Args,
     via: Via,
 ) -> anyhow::Result<()> {
-    let run = match &a.run {
-        Some(r) => {
-            let runs: std::collections::BTreeSet<&str> = all
-                .iter()
-                .filter_map(|(_, s)| s.run_id.as_deref())
-                .filter(|id| id.starts_with(r.as_str()))
-                .collect();
-            match runs.len() {
-                1 => runs.into_iter().next().expect("one run").to_string(),
-                0 => anyhow::bail!(cbsnap::Error::NoSuchSnapshot(format!(
-                    "no run {r}; `cbsnap snapshots` shows the RUN column"
-                ))),
-                n => anyhow::bail!(cbsnap::Error::NoSuchSnapshot(format!(
-                    "{n} runs start with {r}; give more of the id"
-                ))),
-            }
-        }
-        None => all
-            .iter()
-            .rev()
-            .find_map(|(_, s)| s.run_id.clone())
-            .ok_or_else(|| {
-                cbsnap::Error::NoSuchSnapshot("no `snapshot --all` run in this repository".into())
-            })?,
+    let sel = RunSelect {
+        run: a.run.as_deref(),
+        project: a.project.as_deref().or(ctx.project()),
+        allow_incomplete: a.incomplete,
     };
-    let members: Vec<&(Id, Snapshot)> = all
+    let selected = run::select_run(all, &sel)?;
+    let opts = RestoreAllOptions {
+        stop: a.stop,
+        force: a.force,
+        delete: a.delete,
+        via,
+    };
+    let engine = if selected
+        .run
+        .members
         .iter()
-        .filter(|(_, s)| s.run_id.as_deref() == Some(run.as_str()))
-        .collect();
-    let engine = if members.iter().any(|(_, s)| s.kind == SourceKind::Volume) {
+        .any(|(_, s)| s.kind == SourceKind::Volume)
+    {
         Some(Engine::connect()?)
     } else {
         None
     };
-    let mut failed = 0;
-    for (id, snap) in members {
-        let r = match snap.kind {
-            SourceKind::Volume => {
-                let opts = VolumeRestore {
-                    target: None,
-                    stop: a.stop,
-                    via,
-                };
-                restore_to_volume(
-                    ctx,
-                    repo,
-                    engine.as_ref().expect("engine for volumes"),
-                    id,
-                    snap,
-                    &opts,
-                )
-            }
-            _ => match snap.origin.get("path").and_then(|p| p.as_str()) {
-                Some(p) => {
-                    let opts = restore::dir::Options {
-                        force: a.force,
-                        delete: a.delete,
-                        filter: restore::dir::Filter::default(),
-                    };
-                    restore_to_dir(ctx, repo, id, snap, Path::new(p), &opts)
+    let plan = run::restore::plan(repo, engine.as_ref(), selected, &opts)?;
+    print_plan(ctx, &plan, a.dry_run);
+    if a.dry_run {
+        if ctx.json {
+            print_json(&serde_json::json!({
+                "run": plan.run.id,
+                "complete": plan.run.is_complete(),
+                "problems": plan.run.problems,
+                "passed_over": plan.passed_over,
+                "sources": plan.items.iter().map(|i| serde_json::json!({
+                    "name": i.snapshot.name, "snapshot": i.id, "to": i.target.to_string(),
+                })).collect::<Vec<_>>(),
+                "stop_order": plan.stop_order.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            }));
+        }
+        return Ok(());
+    }
+    let report = run::restore::execute(
+        repo,
+        engine.as_ref(),
+        &plan,
+        &opts,
+        &super::snapshot::CliObserver::new(ctx),
+    )?;
+    let mut docs = Vec::new();
+    for s in &report.sources {
+        let item = plan
+            .items
+            .iter()
+            .find(|i| i.id == s.id)
+            .expect("reported sources come from the plan");
+        match &s.result {
+            Ok(r) if ctx.json => {
+                for w in &r.warnings {
+                    eprintln!("cbsnap: warning: {w}");
                 }
-                None => Err(anyhow::anyhow!(
-                    "no recorded path; restore it with --to DIR"
-                )),
-            },
-        };
-        if let Err(e) = r {
-            eprintln!("cbsnap: error: {}: {e:#}", snap.name);
-            failed += 1;
+                docs.push(serde_json::json!({
+                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
+                    "files": r.files, "dirs": r.dirs, "bytes": r.bytes, "warnings": r.warnings,
+                }));
+            }
+            Ok(r) => print_report(ctx, &s.id, &item.snapshot, &s.target.to_string(), r),
+            Err(e) => {
+                eprintln!("cbsnap: error: {} to {}: {e}", s.name, s.target);
+                docs.push(serde_json::json!({
+                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
+                    "error": e.to_string(),
+                }));
+            }
         }
     }
-    if failed > 0 {
-        anyhow::bail!("{failed} sources of run {run} were not restored");
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "run": report.run,
+            "passed_over": plan.passed_over,
+            "stopped": report.stopped,
+            "sources": docs,
+        }));
+    }
+    if report.failed() > 0 {
+        anyhow::bail!(
+            "{} of {} sources of run {} were not restored",
+            report.failed(),
+            report.sources.len(),
+            report.run
+        );
     }
     Ok(())
+}
+
+/// The plan, on stdout; under `-q` only for a dry run (which shows nothing else).
+fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
+    if ctx.json || (ctx.quiet && !dry_run) {
+        return;
+    }
+    for p in &plan.passed_over {
+        eprintln!("cbsnap: passed over run {p}");
+    }
+    println!("restoring run {}", plan.run.line());
+    for i in &plan.items {
+        println!(
+            "  {}@{} ({})  ->  {}",
+            i.snapshot.name,
+            i.id.short(),
+            i.snapshot
+                .time
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M:%S"),
+            i.target
+        );
+    }
+    if !plan.stop_order.is_empty() {
+        let names = |it: &mut dyn Iterator<Item = &cbsnap::docker::ContainerInfo>| {
+            it.map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        println!(
+            "  stops once before: {}\n  starts once after: {}",
+            names(&mut plan.stop_order.iter()),
+            names(&mut plan.stop_order.iter().rev())
+        );
+    }
 }
 
 fn print_report(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {

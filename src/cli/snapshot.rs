@@ -8,11 +8,11 @@ use cbsnap::docker::{Engine, QuiesceMode};
 use cbsnap::ingest::{self, SnapshotSpec, SnapshotTime};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
+use cbsnap::run::backup::{self, AllOptions, RunReport, SourceStatus};
+use cbsnap::run::Observer;
 use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
-use cbsnap::source::docker::{
-    find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
-};
+use cbsnap::source::docker::Via;
 use cbsnap::source::NewestMtime;
 use cbsnap::{Error, Id, Repository};
 
@@ -57,16 +57,14 @@ pub struct Args {
     /// label cbsnap.quiesce overrides it)
     #[arg(long, value_name = "pause|stop|none")]
     pub quiesce: Option<QuiesceMode>,
-}
-
-/// One line of the `--all` summary.
-#[derive(serde::Serialize)]
-struct Outcome {
-    source: String,
-    id: Option<Id>,
-    error: Option<String>,
-    #[serde(skip)]
-    snapshot: Option<Snapshot>,
+    /// With --all: POST the run's JSON summary to this URL afterwards (repeatable;
+    /// adds to the config's [notify] webhook)
+    #[arg(long, value_name = "URL", requires = "all")]
+    pub notify: Vec<String>,
+    /// With --all: write a Prometheus textfile here after the run [default: config
+    /// `metrics_file`]
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
@@ -104,6 +102,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             origin,
             tags: a.tags.clone(),
             run_id: None,
+            run: None,
             consistency: None,
             time,
         };
@@ -148,16 +147,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
 
 /// A directory's base name without leading dots (`~/.ollama` → `ollama`).
 fn default_name(abs: &std::path::Path) -> anyhow::Result<String> {
-    abs.file_name()
-        .map(|n| n.to_string_lossy().trim_start_matches('.').to_string())
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "cannot derive a name from {}; pass --name",
-                abs.display()
-            ))
-            .into()
-        })
+    Ok(backup::path_source_name(abs)?)
 }
 
 /// The source name of a tar file: its file name without the tar and compression
@@ -248,6 +238,7 @@ fn snapshot_path(
         origin: serde_json::json!({ "path": abs }),
         tags: tags.to_vec(),
         run_id,
+        run: None,
         consistency: None,
         time: SnapshotTime::Now,
     };
@@ -265,170 +256,146 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         .clone()
         .or_else(|| ctx.settings.project.clone())
         .unwrap_or_else(|| "code-buddy".into());
-    let mut patterns = ctx.settings.exclude.clone();
-    patterns.extend(a.exclude.iter().cloned());
-    let mut excludes = globset::GlobSetBuilder::new();
-    for p in &patterns {
-        excludes.add(
-            globset::Glob::new(p)
-                .map_err(|e| Error::Usage(format!("bad --exclude pattern {p:?}: {e}")))?,
-        );
-    }
-    let excludes = excludes.build()?;
-    let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
     let quiesce = match (a.quiesce, &ctx.settings.quiesce) {
         (Some(q), _) => q,
         (None, Some(s)) => s.parse().map_err(Error::Usage)?,
         (None, None) => QuiesceMode::Pause,
     };
-    let repo = ctx.open(Access::Append)?;
-    let run_id = a.all.then(new_run_id);
-    // Read once: each source's parent comes from this list.
-    let existing = snapshot::load_all(&repo.snapshots_dir())?;
-    let mut outcomes: Vec<Outcome> = Vec::new();
-
-    // Volumes. An unreachable engine does not stop the host paths from being saved.
-    match Engine::connect() {
-        Ok(engine) => {
-            let engine = &engine;
-            let rec = engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
-            for r in &rec.resumed {
-                eprintln!(
-                    "cbsnap: resumed container {} left quiesced by an interrupted run",
-                    r.name
-                );
-            }
-            let volumes = if a.all {
-                let v = engine.list_project_volumes(&project)?;
-                if v.is_empty() {
-                    eprintln!(
-                        "cbsnap: warning: no Docker volume carries the label com.docker.compose.project={project}; is the stack's compose project named differently? (--project NAME, or `project` in the config)"
-                    );
-                }
-                v
+    let paths: Vec<PathBuf> = match &ctx.settings.paths {
+        Some(p) => p.iter().map(|s| expand_tilde(s)).collect(),
+        None => {
+            let o = expand_tilde("~/.ollama");
+            if o.is_dir() {
+                vec![o]
             } else {
-                a.volumes
-                    .iter()
-                    .map(|v| find_volume(engine, v, Some(&project)))
-                    .collect::<cbsnap::Result<Vec<_>>>()?
-            };
-            let opts = VolumeSnapshot {
-                project: Some(&project),
-                via,
-                quiesce,
-                run_id: run_id.clone(),
-                tags: a.tags.clone(),
-            };
-            for v in volumes {
-                let name = source_name(&v.name, Some(&project));
-                if a.all && (excludes.is_match(&name) || excludes.is_match(&v.name)) {
-                    ctx.say(&format!("skipped {name} (excluded)"));
-                    continue;
-                }
-                let progress = Progress::new(ctx.quiet || ctx.json, &name);
-                let parent = snapshot::latest_of(&existing, &name);
-                let r = snapshot_volume(&repo, engine, &v, &opts, parent, &progress);
-                progress.finish();
-                outcomes.push(outcome(name, r));
+                vec![]
             }
         }
-        Err(e) => {
-            if !a.all {
-                return Err(Error::Docker(e).into());
-            }
-            outcomes.push(Outcome {
-                source: format!("volumes of {project}"),
-                id: None,
-                error: Some(e.to_string()),
-                snapshot: None,
-            });
-        }
-    }
-
-    // Host paths.
+    };
+    let opts = AllOptions {
+        project,
+        volumes: (!a.all).then(|| a.volumes.clone()),
+        paths,
+        exclude_config: ctx.settings.exclude.clone(),
+        exclude_flag: a.exclude.clone(),
+        via: a.via.or(ctx.settings.via).unwrap_or(Via::Auto),
+        quiesce,
+        tags: a.tags.clone(),
+        hooks: ctx.settings.hooks.clone(),
+    };
+    let repo = ctx.open(Access::Append)?;
     if a.all {
-        let paths: Vec<PathBuf> = match &ctx.settings.paths {
-            Some(p) => p.iter().map(|s| expand_tilde(s)).collect(),
-            None => {
-                let o = expand_tilde("~/.ollama");
-                if o.is_dir() {
-                    vec![o]
-                } else {
-                    vec![]
-                }
-            }
-        };
-        for p in paths {
-            let name = default_name(&absolute(&p))?;
-            if excludes.is_match(&name) {
-                ctx.say(&format!("skipped {name} (excluded)"));
-                continue;
-            }
-            let parent = snapshot::latest_of(&existing, &name);
-            let r = snapshot_path(
-                ctx,
-                &repo,
-                &p,
-                name.clone(),
-                parent,
-                &a.tags,
-                run_id.clone(),
-            );
-            outcomes.push(outcome(name, r));
+        if let Some(e) = cbsnap::run::notify::start(&ctx.settings.notify) {
+            eprintln!("cbsnap: warning: {e}");
         }
     }
+    let observer = CliObserver::new(ctx);
+    let report = match Engine::connect() {
+        Ok(engine) => backup::snapshot_all(&repo, Ok(&engine), &opts, &observer)?,
+        Err(e) => backup::snapshot_all(&repo, Err(e), &opts, &observer)?,
+    };
+    render(ctx, &report);
+    if a.all {
+        after_run(ctx, &repo, &a, &report);
+    }
+    Ok(match report.status {
+        SourceStatus::Ok => 0,
+        SourceStatus::Partial | SourceStatus::Skipped => EXIT_PARTIAL,
+        SourceStatus::Failed => 1,
+    })
+}
 
-    let mut code = 0;
-    for o in &outcomes {
-        match (&o.snapshot, &o.error) {
-            (Some(s), _) => {
-                if !ctx.json {
-                    report(ctx, o.id.as_ref().expect("id with snapshot"), s);
-                }
-                if !s.errors.is_empty() && code == 0 {
-                    code = EXIT_PARTIAL;
-                }
-            }
-            (None, Some(e)) => {
-                eprintln!("cbsnap: error: {}: {e}", o.source);
-                code = 1;
-            }
-            _ => {}
+/// Draws `[i/n] name` progress bars and says what the run waits for, on a terminal.
+pub struct CliObserver {
+    quiet: bool,
+}
+
+impl CliObserver {
+    pub fn new(ctx: &Ctx) -> CliObserver {
+        use std::io::IsTerminal;
+        CliObserver {
+            quiet: ctx.quiet || ctx.json || !std::io::stderr().is_terminal(),
         }
+    }
+}
+
+impl Observer for CliObserver {
+    fn progress(&self, index: usize, count: usize, name: &str) -> Progress {
+        Progress::new(self.quiet, &format!("[{index}/{count}] {name}"))
+    }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("cbsnap: {message}");
+        }
+    }
+}
+
+fn render(ctx: &Ctx, r: &RunReport) {
+    for w in &r.warnings {
+        eprintln!("cbsnap: warning: {w}");
+    }
+    for s in &r.skipped {
+        ctx.say(&format!("skipped {} ({})", s.name, s.reason));
+    }
+    for e in &r.errors {
+        eprintln!("cbsnap: error: {e}");
     }
     if ctx.json {
-        print_json(&serde_json::json!({ "run_id": run_id, "results": outcomes }));
-    } else if let Some(r) = &run_id {
+        print_json(r);
+        return;
+    }
+    for s in &r.sources {
+        if let (Some(id), Some(snap)) = (&s.snapshot_id, &s.snapshot) {
+            report(ctx, id, snap);
+            // Entry errors were listed by `report`; the rest are hook failures.
+            for e in s.errors.iter().skip(snap.errors.len()) {
+                eprintln!("cbsnap: error: {}: {e}", s.name);
+            }
+        } else {
+            for e in &s.errors {
+                eprintln!("cbsnap: error: {}: {e}", s.name);
+            }
+        }
+    }
+    if let Some(id) = &r.run_id {
+        let not_ok = r
+            .sources
+            .iter()
+            .filter(|s| s.status != SourceStatus::Ok)
+            .count();
         ctx.say(&format!(
-            "run {r}: {} sources, {} failed",
-            outcomes.len(),
-            outcomes.iter().filter(|o| o.error.is_some()).count()
+            "run {id}: {} sources, {not_ok} not ok, {} added in {:.1}s",
+            r.sources.len(),
+            indicatif::HumanBytes(r.bytes_added()),
+            r.duration_secs
         ));
     }
-    Ok(code)
 }
 
-fn outcome(source: String, r: cbsnap::Result<(Id, Snapshot)>) -> Outcome {
-    match r {
-        Ok((id, s)) => Outcome {
-            source,
-            id: Some(id),
-            error: None,
-            snapshot: Some(s),
-        },
-        Err(e) => Outcome {
-            source,
-            id: None,
-            error: Some(e.to_string()),
-            snapshot: None,
-        },
+/// The Prometheus textfile and the notifications; their failures are warnings.
+fn after_run(ctx: &Ctx, repo: &Repository, a: &Args, r: &RunReport) {
+    if let Some(file) = a
+        .metrics_file
+        .as_ref()
+        .or(ctx.settings.metrics_file.as_ref())
+    {
+        let written = snapshot::load_all(&repo.snapshots_dir()).and_then(|all| {
+            cbsnap::run::report::write_textfile(
+                file,
+                &cbsnap::run::report::prometheus_text(r, &all),
+            )
+        });
+        if let Err(e) = written {
+            eprintln!("cbsnap: warning: the metrics file was not written: {e}");
+        }
     }
-}
-
-fn new_run_id() -> String {
-    let t = chrono::Utc::now();
-    let nonce = Id::hash(format!("{:?}{}", t, std::process::id()).as_bytes());
-    format!("{}-{}", t.format("%Y%m%dT%H%M%SZ"), &nonce.to_hex()[..6])
+    let mut notify = ctx.settings.notify.clone();
+    notify.webhook.extend(a.notify.iter().cloned());
+    if !notify.is_empty() {
+        for e in cbsnap::run::notify::send(&notify, r) {
+            eprintln!("cbsnap: warning: {e}");
+        }
+    }
 }
 
 /// The newest snapshot of `name`, used as the parent.
@@ -448,15 +415,16 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
     }
     let st = &s.stats;
     ctx.say(&format!(
-        "snapshot {} of {} saved: {} files, {} dirs, {} in {:.1}s; added {} ({} stored){}",
+        "snapshot {} of {} saved: {} files, {} dirs, {} in {:.1}s; read {}, added {} ({} new before compression){}",
         id.short(),
         s.name,
         st.files,
         st.dirs,
         indicatif::HumanBytes(st.bytes),
         st.duration_secs,
-        indicatif::HumanBytes(st.new_bytes_raw),
+        indicatif::HumanBytes(st.bytes_read),
         indicatif::HumanBytes(st.new_bytes_stored),
+        indicatif::HumanBytes(st.new_bytes_raw),
         s.consistency
             .as_deref()
             .map(|c| format!(", {c}"))

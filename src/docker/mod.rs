@@ -24,6 +24,7 @@
 //!   atomically before any container is touched.
 //! - `signals.rs`: the process-wide registry of paused containers and helper
 //!   containers, and the SIGINT/SIGTERM/SIGHUP handler that undoes them.
+//! - `exec.rs`: [`Engine::exec`] runs a hook command inside a container.
 //! - `archive.rs`: the helper image ([`Engine::ensure_helper_image`]) and
 //!   [`Engine::read_volume_tar`] (a [`VolumeTarReader`]) and
 //!   [`Engine::write_volume_tar`], both through helper containers that are
@@ -61,6 +62,7 @@
 //! [bollard]: https://docs.rs/bollard/0.19
 
 mod archive;
+mod exec;
 mod quiesce;
 mod signals;
 mod state;
@@ -75,6 +77,7 @@ use bollard::errors::Error as BollardError;
 use bollard::Docker;
 
 pub use archive::{volume_entry_path, VolumeTarReader, HELPER_IMAGE, HELPER_LABEL, VOLUME_LABEL};
+pub use exec::{ExecOutput, OUTPUT_KEEP};
 pub use quiesce::{Consistency, Quiesce, QuiesceMode, QuiescedContainer, Recovery, QUIESCE_LABEL};
 pub use state::{QuiesceAction, QuiesceRecord};
 pub use volume::{ContainerInfo, ContainerState, VolumeInfo, COMPOSE_PROJECT_LABEL};

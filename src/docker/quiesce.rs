@@ -263,6 +263,18 @@ impl Engine {
             };
             plan.push((c, mode));
         }
+        self.quiesce_each(&plan, state_file)
+    }
+
+    /// Like [`Engine::quiesce`], with each container's mode given (labels are not
+    /// read), in the order given; the guard resumes them in reverse order. A
+    /// whole-stack restore stops every container this way, dependents first, so
+    /// they start again dependencies first.
+    pub fn quiesce_each(
+        &self,
+        plan: &[(&ContainerInfo, QuiesceMode)],
+        state_file: &Path,
+    ) -> Result<Quiesce, DockerError> {
         signals::install()?;
 
         let mut consistency = Consistency::Stopped;
@@ -291,7 +303,7 @@ impl Engine {
         // guard's drop resumes what was done (the lock is not reentrant).
         let mut reg = signals::registry();
 
-        for (c, mode) in plan {
+        for &(c, mode) in plan {
             // The listing may be stale; what matters is the state now.
             let state = self
                 .block_on(current_state(&self.docker, &c.id))

@@ -88,7 +88,10 @@ pub fn restore_volume(
             running.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
-    let guard = engine.quiesce(&running, QuiesceMode::Stop, &quiesce_state_file(&repo.root))?;
+    // Stopped whatever their `cbsnap.quiesce` label says: that label is about how to
+    // read a volume; writing one under a paused or live container is never safe.
+    let each: Vec<_> = running.iter().map(|c| (c, QuiesceMode::Stop)).collect();
+    let guard = engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?;
     let mount = match opts.via {
         Via::Archive => false,
         Via::Auto => engine.volume_mountpoint_readable(&info),
@@ -130,7 +133,9 @@ pub fn restore_volume(
     Ok((name, report))
 }
 
-fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
+/// Whether the volume holds no entries besides its root, read through a helper
+/// container.
+pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
     let reader = engine.read_volume_tar(name)?;
     let mut ar = ::tar::Archive::new(reader);
     let entries = ar

@@ -67,11 +67,14 @@ pub fn quiesce_state_file(repo_root: &Path) -> PathBuf {
     repo_root.join("locks").join("quiesced.json")
 }
 
+/// How [`snapshot_volume`] reads a volume and what it records.
 pub struct VolumeSnapshot<'a> {
     pub project: Option<&'a str>,
     pub via: Via,
     pub quiesce: QuiesceMode,
     pub run_id: Option<String>,
+    /// The plan of the run the snapshot belongs to.
+    pub run: Option<crate::run::RunPlan>,
     pub tags: Vec<String>,
 }
 
@@ -110,6 +113,7 @@ pub fn snapshot_volume(
         }),
         tags: opts.tags.clone(),
         run_id: opts.run_id.clone(),
+        run: opts.run.clone(),
         consistency: Some(guard.consistency().to_string()),
         time: crate::ingest::SnapshotTime::Now,
         parent,

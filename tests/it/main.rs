@@ -13,3 +13,4 @@ mod mount;
 mod ops;
 mod ops_scripts;
 mod roundtrip;
+mod stack;

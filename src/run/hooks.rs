@@ -1,0 +1,206 @@
+//! Hooks: commands run around a snapshot so it is application-consistent.
+//!
+//! Host side, from the config file (`[hooks]`): `pre`/`post` once per run, and per
+//! host path (`[hooks.path."~/.ollama"]`). Container side, from labels:
+//! `cbsnap.exec-pre` / `cbsnap.exec-post` run inside the container through the
+//! Docker exec API ([`crate::docker::Engine::exec`]) before and after its volumes are
+//! read. A failing `pre` skips what it guards; the matching `post` always runs.
+//! Commands run under `/bin/sh -c`, with `CBSNAP_RUN_ID`, `CBSNAP_SOURCE` and
+//! `CBSNAP_PATH` in the environment of host hooks.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use crate::docker::{ContainerInfo, DockerError, Engine};
+
+/// The container label whose command runs in the container before its volume is read.
+pub const EXEC_PRE_LABEL: &str = "cbsnap.exec-pre";
+/// The container label whose command runs in the container after its volume is read.
+pub const EXEC_POST_LABEL: &str = "cbsnap.exec-post";
+
+/// How many bytes of a host hook's output are kept for its error message.
+const OUTPUT_KEEP: usize = 2048;
+
+/// `[hooks]` of the config file.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run on the host before a `snapshot --all` run; if it fails, nothing is read.
+    pub pre: Option<String>,
+    /// Run on the host after the run, whatever happened.
+    pub post: Option<String>,
+    /// Per host path (as written in `paths`, `~` allowed): `pre`/`post` around it.
+    #[serde(default)]
+    pub path: BTreeMap<String, PathHooks>,
+}
+
+/// `[hooks.path."…"]`: commands around one host path.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathHooks {
+    /// Run before the path is read; if it fails the path is skipped (exit 3).
+    pub pre: Option<String>,
+    /// Run after the path was read, or after its `pre` failed.
+    pub post: Option<String>,
+}
+
+/// A hook that failed. `which` is `pre` or `post`.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// A host hook could not be started.
+    #[error("the {which} hook `{command}` could not be started: {source}")]
+    Spawn {
+        which: &'static str,
+        command: String,
+        source: std::io::Error,
+    },
+    /// A host hook ran and failed.
+    #[error("the {which} hook `{command}` failed ({status}){}", output_suffix(.output))]
+    Failed {
+        which: &'static str,
+        command: String,
+        status: String,
+        output: String,
+    },
+    /// A container hook ran and exited non-zero.
+    #[error("the {which} hook `{command}` of container {container} failed (exit code {code}){}", output_suffix(.output))]
+    ContainerFailed {
+        which: &'static str,
+        container: String,
+        command: String,
+        code: i64,
+        output: String,
+    },
+    /// Docker could not run a container hook.
+    #[error("the {which} hook `{command}` of container {container} could not run: {source}")]
+    ContainerExec {
+        which: &'static str,
+        container: String,
+        command: String,
+        source: Box<DockerError>,
+    },
+}
+
+fn output_suffix(o: &str) -> String {
+    if o.is_empty() {
+        String::new()
+    } else {
+        format!(": {o}")
+    }
+}
+
+/// Runs `command` on the host under `/bin/sh -c` with `env` added, and waits.
+pub fn run_host(which: &'static str, command: &str, env: &[(&str, &str)]) -> Result<(), HookError> {
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(command)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| HookError::Spawn {
+            which,
+            command: command.to_string(),
+            source,
+        })?;
+    // Read stderr on a thread so neither pipe can fill up and block the hook.
+    let mut err_pipe = child.stderr.take();
+    let err_thread = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        if let Some(e) = err_pipe.as_mut() {
+            let _ = e.read_to_end(&mut b);
+        }
+        b
+    });
+    let mut out = Vec::new();
+    if let Some(o) = child.stdout.as_mut() {
+        let _ = o.read_to_end(&mut out);
+    }
+    let status = child.wait().map_err(|source| HookError::Spawn {
+        which,
+        command: command.to_string(),
+        source,
+    })?;
+    out.extend(err_thread.join().unwrap_or_default());
+    if status.success() {
+        return Ok(());
+    }
+    let start = out.len().saturating_sub(OUTPUT_KEEP);
+    Err(HookError::Failed {
+        which,
+        command: command.to_string(),
+        status: status.to_string(),
+        output: String::from_utf8_lossy(&out[start..]).trim().to_string(),
+    })
+}
+
+/// Runs the `label` hook (`cbsnap.exec-pre` or `cbsnap.exec-post`) of every running
+/// container in `containers` that has one, in order. With `stop_at_first`, the
+/// first failure ends it (a pre-hook); otherwise every hook runs and all failures
+/// are returned (post-hooks always run).
+pub fn run_in_containers(
+    engine: &Engine,
+    containers: &[ContainerInfo],
+    label: &str,
+    stop_at_first: bool,
+) -> Vec<HookError> {
+    let which = if label == EXEC_PRE_LABEL {
+        "pre"
+    } else {
+        "post"
+    };
+    let mut errors = Vec::new();
+    for c in containers {
+        let Some(command) = c.labels.get(label) else {
+            continue;
+        };
+        let r = engine.exec(&c.id, command);
+        let e = match r {
+            Ok(o) if o.exit_code == 0 => continue,
+            Ok(o) => HookError::ContainerFailed {
+                which,
+                container: c.name.clone(),
+                command: command.clone(),
+                code: o.exit_code,
+                output: o.output,
+            },
+            Err(source) => HookError::ContainerExec {
+                which,
+                container: c.name.clone(),
+                command: command.clone(),
+                source: Box::new(source),
+            },
+        };
+        errors.push(e);
+        if stop_at_first {
+            break;
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_hook_that_fails_reports_its_status_and_output() {
+        assert!(run_host(
+            "pre",
+            "test \"$CBSNAP_SOURCE\" = x",
+            &[("CBSNAP_SOURCE", "x")]
+        )
+        .is_ok());
+        let e = run_host("pre", "echo disk busy >&2; exit 7", &[]).unwrap_err();
+        assert!(matches!(e, HookError::Failed { which: "pre", .. }));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("exit status: 7") && msg.contains("disk busy"),
+            "{msg}"
+        );
+    }
+}

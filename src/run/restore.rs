@@ -1,0 +1,334 @@
+//! Whole-stack restore (`restore --all`): every source of one run, on a running
+//! stack, without ever leaving a half-old stack behind.
+//!
+//! [`plan`] checks every source before anything is touched: each volume's
+//! containers, whether the volume can be written the way chosen, each host path's
+//! target. Running containers make it refuse unless `stop` is set. [`execute`] then
+//! stops every affected container once (dependents first), restores every source,
+//! and starts the containers once, in Compose dependency order ([`super::order`]).
+//! The stop goes through the quiesce guard, so a crash or Ctrl-C in between starts
+//! them again (`docker/quiesce.rs`).
+
+use std::path::PathBuf;
+
+use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::restore::dir::{self, Report};
+use crate::restore::volume::{recorded_volume, VolumeRestore};
+use crate::snapshot::{Snapshot, SourceKind};
+use crate::source::docker::{quiesce_state_file, Via};
+use crate::Id;
+
+use super::{order, Observer, RunError, RunInfo, Selected};
+
+/// How `restore --all` writes.
+#[derive(Clone, Debug)]
+pub struct RestoreAllOptions {
+    /// Stop the running containers that use the run's volumes, restore, start them.
+    pub stop: bool,
+    /// Restore host paths into non-empty directories, replacing entries of the same name.
+    pub force: bool,
+    /// Also remove what the snapshot lacks from host paths, so each equals its snapshot
+    /// as volumes do (implies `force`).
+    pub delete: bool,
+    /// How to write volumes.
+    pub via: Via,
+}
+
+/// Where one source goes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// The Docker volume of this name (created if missing).
+    Volume(String),
+    /// The host directory it was taken from.
+    Dir(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Volume(v) => write!(f, "volume {v}"),
+            Target::Dir(d) => write!(f, "{}", d.display()),
+        }
+    }
+}
+
+/// One source of the plan.
+#[derive(Clone, Debug)]
+pub struct PlanItem {
+    /// The snapshot's id.
+    pub id: Id,
+    /// The snapshot of the source in the run.
+    pub snapshot: Snapshot,
+    /// Where it is restored to.
+    pub target: Target,
+}
+
+/// What [`execute`] will do; print it before doing it.
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    /// The run restored.
+    pub run: RunInfo,
+    /// Newer runs that were not taken, with why.
+    pub passed_over: Vec<String>,
+    /// Every source of the run, in the run's order.
+    pub items: Vec<PlanItem>,
+    /// Running containers to stop, in stop order (dependents first); they are
+    /// started in the reverse order.
+    pub stop_order: Vec<ContainerInfo>,
+}
+
+/// Check every source of the selected run and plan the restore. Touches nothing
+/// (besides resuming containers an interrupted cbsnap left quiesced). `engine` is
+/// needed when the run holds volumes.
+pub fn plan(
+    repo: &Repository,
+    engine: Option<&Engine>,
+    selected: Selected,
+    opts: &RestoreAllOptions,
+) -> Result<RestorePlan, RunError> {
+    let run = selected.run;
+    let mut problems = Vec::new();
+    let mut items = Vec::new();
+    let mut running: Vec<ContainerInfo> = Vec::new();
+    if let Some(engine) = engine {
+        engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
+    }
+    for (id, snap) in &run.members {
+        let target = match snap.kind {
+            SourceKind::Volume => {
+                let Some(vol) = recorded_volume(snap) else {
+                    problems.push(format!("{}: the snapshot records no volume", snap.name));
+                    continue;
+                };
+                let Some(engine) = engine else {
+                    problems.push(format!(
+                        "{}: volume {} needs the Docker engine",
+                        snap.name, vol.name
+                    ));
+                    continue;
+                };
+                if let Some(info) = engine.inspect_volume(&vol.name)? {
+                    let users = engine.containers_using_volume(&vol.name)?;
+                    for c in &users {
+                        let live = matches!(
+                            c.state,
+                            ContainerState::Running
+                                | ContainerState::Paused
+                                | ContainerState::Restarting
+                        );
+                        if live && !running.iter().any(|r| r.id == c.id) {
+                            running.push(c.clone());
+                        }
+                    }
+                    let mount = match opts.via {
+                        Via::Archive => false,
+                        Via::Auto | Via::Mount => engine.volume_mountpoint_readable(&info),
+                    };
+                    if opts.via == Via::Mount && !mount {
+                        problems.push(format!(
+                            "{}: --via mount cannot write {} directly (run as root on the Docker host, or use --via archive)",
+                            snap.name, info.mountpoint
+                        ));
+                    }
+                    if !mount
+                        && !users.is_empty()
+                        && !crate::restore::volume::volume_is_empty(engine, &vol.name)?
+                    {
+                        problems.push(format!(
+                            "{}: volume {} is not empty and containers reference it ({}), so the archive API can neither clear nor recreate it; run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`)",
+                            snap.name,
+                            vol.name,
+                            users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+                Target::Volume(vol.name)
+            }
+            SourceKind::Path | SourceKind::Tar => {
+                let Some(p) = snap.origin.get("path").and_then(|p| p.as_str()) else {
+                    problems.push(format!(
+                        "{}: no recorded host path; restore it alone with `cbsnap restore {}@{} --to DIR`",
+                        snap.name,
+                        snap.name,
+                        id.short()
+                    ));
+                    continue;
+                };
+                let p = PathBuf::from(p);
+                if let Ok(md) = std::fs::symlink_metadata(&p) {
+                    if !md.is_dir() {
+                        problems.push(format!(
+                            "{}: {} exists and is not a directory",
+                            snap.name,
+                            p.display()
+                        ));
+                    } else if !(opts.force || opts.delete)
+                        && std::fs::read_dir(&p)
+                            .map(|mut d| d.next().is_some())
+                            .unwrap_or(true)
+                    {
+                        problems.push(format!(
+                            "{}: {} is not empty; pass --force to replace the entries it shares with the snapshot",
+                            snap.name,
+                            p.display()
+                        ));
+                    }
+                }
+                Target::Dir(p)
+            }
+        };
+        items.push(PlanItem {
+            id: *id,
+            snapshot: snap.clone(),
+            target,
+        });
+    }
+    if !problems.is_empty() {
+        return Err(RunError::Unrestorable {
+            run: run.id,
+            problems,
+        });
+    }
+    if !running.is_empty() && !opts.stop {
+        let mut names: Vec<String> = running.into_iter().map(|c| c.name).collect();
+        names.sort();
+        return Err(RunError::ContainersRunning {
+            run: run.id,
+            containers: names,
+        });
+    }
+    let mut stop_order = order::start_order(&running);
+    stop_order.reverse();
+    Ok(RestorePlan {
+        run,
+        passed_over: selected.passed_over,
+        items,
+        stop_order,
+    })
+}
+
+/// What happened to one source.
+#[derive(Debug)]
+pub struct RestoredSource {
+    /// Source name.
+    pub name: String,
+    /// The snapshot restored.
+    pub id: Id,
+    /// Where it went.
+    pub target: Target,
+    /// What was written, or why not.
+    pub result: crate::Result<Report>,
+}
+
+/// What [`execute`] did.
+#[derive(Debug)]
+pub struct RestoreAllReport {
+    /// The run id.
+    pub run: String,
+    /// One entry per source of the plan.
+    pub sources: Vec<RestoredSource>,
+    /// Containers stopped, in that order, and started again in the reverse order.
+    pub stopped: Vec<String>,
+}
+
+impl RestoreAllReport {
+    /// Sources that were not restored.
+    pub fn failed(&self) -> usize {
+        self.sources.iter().filter(|s| s.result.is_err()).count()
+    }
+}
+
+/// Carry out a [`plan`]: stop its containers once, restore every source (a
+/// failure of one does not stop the others), start the containers once. Returns
+/// `Err` only when containers could not be stopped or started again.
+pub fn execute(
+    repo: &Repository,
+    engine: Option<&Engine>,
+    plan: &RestorePlan,
+    opts: &RestoreAllOptions,
+    observer: &dyn Observer,
+) -> Result<RestoreAllReport, RunError> {
+    let guard = match (engine, plan.stop_order.is_empty()) {
+        (Some(engine), false) => {
+            observer.note(&format!(
+                "stopping {} containers for the restore: {}",
+                plan.stop_order.len(),
+                names(&plan.stop_order)
+            ));
+            let each: Vec<(&ContainerInfo, QuiesceMode)> = plan
+                .stop_order
+                .iter()
+                .map(|c| (c, QuiesceMode::Stop))
+                .collect();
+            Some(engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?)
+        }
+        _ => None,
+    };
+    let n = plan.items.len();
+    let mut sources = Vec::with_capacity(n);
+    for (i, item) in plan.items.iter().enumerate() {
+        let progress = observer.progress(i + 1, n, &item.snapshot.name);
+        let result = restore_one(repo, engine, item, opts, &progress);
+        progress.finish();
+        sources.push(RestoredSource {
+            name: item.snapshot.name.clone(),
+            id: item.id,
+            target: item.target.clone(),
+            result,
+        });
+    }
+    if let Some(guard) = guard {
+        let mut start = plan.stop_order.clone();
+        start.reverse();
+        observer.note(&format!("starting containers again: {}", names(&start)));
+        guard.resume()?;
+    }
+    Ok(RestoreAllReport {
+        run: plan.run.id.clone(),
+        sources,
+        stopped: plan.stop_order.iter().map(|c| c.name.clone()).collect(),
+    })
+}
+
+fn names(cs: &[ContainerInfo]) -> String {
+    cs.iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn restore_one(
+    repo: &Repository,
+    engine: Option<&Engine>,
+    item: &PlanItem,
+    opts: &RestoreAllOptions,
+    progress: &Progress,
+) -> crate::Result<Report> {
+    match &item.target {
+        Target::Volume(name) => {
+            let engine = engine.ok_or_else(|| {
+                crate::Error::Usage(format!("volume {name} needs the Docker engine"))
+            })?;
+            let o = VolumeRestore {
+                target: Some(name.clone()),
+                // Stopped above; a container started since is refused, not stopped
+                // a second time.
+                stop: false,
+                via: opts.via,
+            };
+            crate::restore::volume::restore_volume(repo, engine, &item.snapshot, &o, progress)
+                .map(|(_, r)| r)
+        }
+        Target::Dir(p) => {
+            let o = dir::Options {
+                force: opts.force,
+                delete: opts.delete,
+                filter: dir::Filter::default(),
+            };
+            dir::restore(repo, &item.snapshot, p, &o, progress)
+        }
+    }
+}
