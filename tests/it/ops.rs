@@ -395,3 +395,36 @@ fn partial_restore_takes_included_paths_minus_excluded_globs() {
     let o3 = repo.run(&["restore", "ws@latest", "--include", "app"]);
     assert_eq!(o3.status.code(), Some(2), "{}", stderr(&o3));
 }
+
+#[test]
+fn restore_all_delete_makes_host_paths_equal_too() {
+    // A run of a project without volumes: its host path only.
+    let Some(_engine) = crate::docker_fixture::engine() else {
+        return;
+    };
+    let repo = Repo::new();
+    let ws = repo.dir.path().join("workspace");
+    fs::create_dir(&ws).unwrap();
+    fs::write(ws.join("kept"), "k").unwrap();
+    let config = repo.dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "project = \"cbsnap-test-ops-{}\"\npaths = [{:?}]\n",
+            std::process::id(),
+            ws.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    repo.ok(&["--config", c, "snapshot", "--all"]);
+    fs::write(ws.join("added-since"), "a").unwrap();
+    fs::write(ws.join("kept"), "changed").unwrap();
+
+    repo.ok(&["--config", c, "restore", "--all", "--force"]);
+    assert_eq!(fs::read_to_string(ws.join("kept")).unwrap(), "k");
+    assert!(ws.join("added-since").exists(), "--force keeps extra files");
+
+    repo.ok(&["--config", c, "restore", "--all", "--delete"]);
+    assert_eq!(listing(&ws), ["kept"], "--delete makes the path equal");
+}
