@@ -17,8 +17,10 @@
 //! not to the repository. A file's chunk offsets come from the index when it is
 //! opened; a read decompresses only the chunks it covers, each verified against its
 //! BLAKE3 id ([`Repository::read_blob`]), and a damaged chunk fails that read with
-//! `EIO` instead of returning wrong bytes. The repository is opened with a shared lock
-//! for the life of the mount, so `prune` waits until it is unmounted.
+//! `EIO` instead of returning wrong bytes. Extended attributes are shown as
+//! recorded; hard links appear as separate files with the same content. The
+//! repository is opened with a shared lock for the life of the mount, so `prune`
+//! waits until it is unmounted.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -29,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use chrono::Local;
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, Request,
+    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen, ReplyXattr, Request,
 };
 
 use crate::error::Result;
@@ -366,7 +368,55 @@ fn node_attr(ino: u64, n: &Node) -> FileAttr {
     }
 }
 
+impl SnapshotFs {
+    /// The extended attributes a snapshot recorded for `ino` (none for the virtual
+    /// directories and links).
+    fn xattrs(&self, ino: u64) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
+        let inodes = self.inodes();
+        match &inodes.get(ino as usize).ok_or(Errno::ENOENT)?.kind {
+            Kind::SnapshotRoot { node, .. } | Kind::Entry(node) => Ok(node.xattrs.clone()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Answer an xattr request the FUSE way: its size when asked with `size` 0, the
+/// bytes when they fit, `ERANGE` when they do not.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    if size == 0 {
+        reply.size(data.len() as u32);
+    } else if data.len() <= size as usize {
+        reply.data(data);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
 impl Filesystem for SnapshotFs {
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino.0) {
+            Ok(x) => match x.iter().find(|(k, _)| k.as_slice() == name.as_bytes()) {
+                Some((_, v)) => reply_xattr(reply, size, v),
+                None => reply.error(Errno::NO_XATTR),
+            },
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino.0) {
+            Ok(x) => {
+                let mut names = Vec::new();
+                for (k, _) in &x {
+                    names.extend_from_slice(k);
+                    names.push(0);
+                }
+                reply_xattr(reply, size, &names);
+            }
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let found = self.children(parent.0).and_then(|c| {
             c.binary_search_by(|(n, _)| n.as_slice().cmp(name.as_bytes()))
