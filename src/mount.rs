@@ -62,6 +62,9 @@ enum Kind {
     Entry(Node),
 }
 
+/// Extended attributes as recorded: (name, value), sorted by name.
+type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A directory's entries in name order: (name, inode).
 type Listing = Arc<Vec<(Vec<u8>, u64)>>;
 
@@ -371,7 +374,7 @@ fn node_attr(ino: u64, n: &Node) -> FileAttr {
 impl SnapshotFs {
     /// The extended attributes a snapshot recorded for `ino` (none for the virtual
     /// directories and links).
-    fn xattrs(&self, ino: u64) -> std::result::Result<Vec<(Vec<u8>, Vec<u8>)>, Errno> {
+    fn xattrs(&self, ino: u64) -> std::result::Result<Xattrs, Errno> {
         let inodes = self.inodes();
         match &inodes.get(ino as usize).ok_or(Errno::ENOENT)?.kind {
             Kind::SnapshotRoot { node, .. } | Kind::Entry(node) => Ok(node.xattrs.clone()),
