@@ -177,8 +177,10 @@ fn globs(patterns: &[String]) -> Result<globset::GlobSet> {
 /// Snapshot the stack (or the volumes of `opts.volumes`). `engine` is the engine or
 /// why it could not be reached: with `--all` an unreachable engine fails the volumes
 /// (recorded in the plan) and the host paths are still saved; for named volumes it
-/// is an error. Returns `Err` only for what stops everything (a bad exclude pattern,
-/// an unreadable repository, a named volume that does not exist).
+/// is an error. Returns `Err` only for what stops everything before it starts (a bad
+/// exclude pattern) and, for named volumes, an unreadable repository or a volume that
+/// does not exist; in a run such a failure makes the report `failed` (in its
+/// `errors`) and the run's post hook still runs.
 pub fn snapshot_all(
     repo: &Repository,
     engine: std::result::Result<&Engine, DockerError>,
@@ -189,8 +191,9 @@ pub fn snapshot_all(
     let clock = Instant::now();
     let is_run = opts.volumes.is_none();
     let run_id = is_run.then(new_run_id);
-    let policy = globs(&opts.exclude_config)?;
-    let flagged = globs(&opts.exclude_flag)?;
+    // Bad patterns are refused before anything runs.
+    globs(&opts.exclude_config)?;
+    globs(&opts.exclude_flag)?;
     let mut report = RunReport {
         run_id: run_id.clone(),
         project: opts.project.clone(),
@@ -220,6 +223,32 @@ pub fn snapshot_all(
         }
     }
 
+    if let Err(e) = discover_and_snapshot(repo, engine, opts, observer, &mut report) {
+        if !is_run {
+            return Err(e);
+        }
+        // The run's pre hook ran: the run ends as failed, so its post hook, the
+        // notifications and the metrics still happen.
+        report.errors.push(format!("the run stopped: {e}"));
+        report.status = SourceStatus::Failed;
+    }
+    finish_run(&mut report, opts, &run_env, observer, clock);
+    Ok(report)
+}
+
+/// Lists the sources of the run (or the named volumes) and snapshots each into
+/// `report.sources`. `Err` for what stops everything.
+fn discover_and_snapshot(
+    repo: &Repository,
+    engine: std::result::Result<&Engine, DockerError>,
+    opts: &AllOptions,
+    observer: &dyn Observer,
+    report: &mut RunReport,
+) -> Result<()> {
+    let is_run = opts.volumes.is_none();
+    let run_id = report.run_id.clone();
+    let policy = globs(&opts.exclude_config)?;
+    let flagged = globs(&opts.exclude_flag)?;
     // Discover.
     let mut sources: Vec<(String, Source)> = Vec::new();
     let engine = match engine {
@@ -336,8 +365,7 @@ pub fn snapshot_all(
         progress.finish();
         report.sources.push(r);
     }
-    finish_run(&mut report, opts, &run_env, observer, clock);
-    Ok(report)
+    Ok(())
 }
 
 fn finish_run(

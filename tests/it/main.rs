@@ -13,4 +13,5 @@ mod mount;
 mod ops;
 mod ops_scripts;
 mod roundtrip;
+mod run_hooks;
 mod stack;
