@@ -98,7 +98,7 @@ impl Ctx {
     /// Print informational text unless `--quiet` or `--json`.
     pub fn say(&self, s: &str) {
         if !self.quiet && !self.json {
-            println!("{s}");
+            out(s);
         }
     }
 
@@ -108,10 +108,15 @@ impl Ctx {
 }
 
 pub fn print_json(v: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("value serializes")
-    );
+    out(&serde_json::to_string_pretty(v).expect("value serializes"));
+}
+
+/// One line on stdout. A closed stdout (`cbsnap snapshot --all --json | head -1`)
+/// is ignored: what was committed stays committed, and the run still writes its
+/// metrics and notifies, instead of a panic ending it half-way.
+fn out(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
 }
 
 /// Parse the arguments; on an unknown command, suggest only a close spelling (or

@@ -36,3 +36,38 @@ fn run_post_hook_runs_when_the_run_fails_after_its_pre_hook() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_run_before_its_metrics() {
+    use std::process::Stdio;
+    let repo = Repo::new();
+    let ws = repo.dir.path().join("ws");
+    fs::create_dir(&ws).unwrap();
+    fs::write(ws.join("f"), "x").unwrap();
+    let metrics = repo.dir.path().join("cbsnap.prom");
+    let config = repo.dir.path().join("config.toml");
+    fs::write(
+        &config,
+        format!(
+            "project = \"cbsnap-test-pipe-{}\"\npaths = [{:?}]\n",
+            std::process::id(),
+            ws.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = repo
+        .cmd()
+        .args(["--config", config.to_str().unwrap(), "snapshot", "--all"])
+        .args(["--json", "--metrics-file", metrics.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -0`: the reader is gone before the summary is printed.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(o.status.code(), Some(101), "{err}");
+    assert!(metrics.exists(), "the metrics file is written: {err}");
+}
