@@ -46,7 +46,12 @@ fn metric(out: &mut String, name: &str, help: &str, rows: &[(String, f64)]) {
 /// (for the last-success times).
 pub fn prometheus_text(report: &RunReport, all: &[(Id, Snapshot)]) -> String {
     let p = format!("project=\"{}\"", escape(&report.project));
-    let ok = report.status == SourceStatus::Ok && report.plan.unlisted.is_empty();
+    // The same rule as `RunInfo::is_complete`: a run that could not list a group of
+    // sources, or that a command-line `--exclude` cut short, is not a success, so
+    // `cbsnap_run_success` and `cbsnap_run_last_success_timestamp_seconds` agree.
+    let ok = report.status == SourceStatus::Ok
+        && report.plan.unlisted.is_empty()
+        && report.plan.excluded.is_empty();
     let mut out = String::new();
     metric(
         &mut out,
