@@ -212,8 +212,16 @@ impl PackWriter {
 
     /// Write the trailer, fsync, and rename the pack to its final name under
     /// `packs_dir/<2 hex>/<id>`. Only after this returns is the pack durable; its
-    /// blobs may then be indexed.
-    pub fn finish(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+    /// blobs may then be indexed. The same as [`PackWriter::seal`] followed by
+    /// [`SealedPack::commit`].
+    pub fn finish(self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        self.seal()?.commit(packs_dir)
+    }
+
+    /// Write the trailer and footer and hand the complete (not yet durable) pack
+    /// over, so that its fsync can run on another thread while the next pack fills
+    /// (the ingest pipeline's flusher). On error the temporary file is removed.
+    pub fn seal(mut self) -> io::Result<SealedPack> {
         let mut t = Writer::new();
         for e in &self.entries {
             e.encode(&mut t);
@@ -227,30 +235,81 @@ impl PackWriter {
         let result = (|| {
             self.write(&trailer)?;
             self.write(&footer.buf)?;
-            self.out.flush()?;
-            self.out.get_ref().sync_all()?;
-            let id = Id::from(self.hasher.finalize());
-            let final_path = pack_path(packs_dir, &id);
-            let sub = final_path.parent().expect("pack path has a parent");
-            if !sub.exists() {
-                std::fs::create_dir_all(sub)?;
-                fsutil::fsync_dir(packs_dir)?;
-            }
-            fsutil::commit_temp(&self.tmp, &final_path)?;
-            Ok(id)
+            self.out.flush()
         })();
-        match result {
-            Ok(id) => Ok((id, self.pos, std::mem::take(&mut self.entries))),
-            Err(e) => {
-                let _ = std::fs::remove_file(&self.tmp);
-                Err(e)
-            }
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
         }
+        let PackWriter {
+            tmp,
+            out,
+            hasher,
+            pos,
+            entries,
+        } = self;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        Ok(SealedPack {
+            tmp,
+            file,
+            id: Id::from(hasher.finalize()),
+            size: pos,
+            entries,
+        })
     }
 
     /// Throw the pack away (on error).
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A pack whose bytes are all written to its temporary file but not yet durable.
+/// Dropping it without [`SealedPack::commit`] removes the temporary file.
+pub struct SealedPack {
+    tmp: PathBuf,
+    file: File,
+    id: Id,
+    size: u64,
+    entries: Vec<BlobEntry>,
+}
+
+impl SealedPack {
+    /// The pack's id (BLAKE3 of its bytes).
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// Fsync the pack, rename it to `packs_dir/<2 hex>/<id>` and fsync the
+    /// directory. Only after this returns `Ok` is the pack durable and may its blobs
+    /// be indexed; returns (pack id, size in bytes, trailer entries).
+    pub fn commit(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        let result = (|| {
+            self.file.sync_all()?;
+            let final_path = pack_path(packs_dir, &self.id);
+            let sub = final_path.parent().expect("pack path has a parent");
+            if !sub.exists() {
+                std::fs::create_dir_all(sub)?;
+                fsutil::fsync_dir(packs_dir)?;
+            }
+            fsutil::commit_temp(&self.tmp, &final_path)
+        })();
+        match result {
+            Ok(()) => {
+                // Committed: the temporary name no longer exists, nothing to clean up.
+                self.tmp = PathBuf::new();
+                Ok((self.id, self.size, std::mem::take(&mut self.entries)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for SealedPack {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
