@@ -265,11 +265,12 @@ fn compress_worker(
             }
         };
         let sent = !stopped.load(Ordering::Relaxed) && {
-            let (bytes, compression) = pack::compress(&raw, level);
+            let raw_len = raw.len() as u32;
+            let (bytes, compression) = pack::compress_vec(raw, level);
             let out = Stored {
                 id,
                 kind,
-                raw_len: raw.len() as u32,
+                raw_len,
                 bytes,
                 compression,
             };

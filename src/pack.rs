@@ -11,6 +11,7 @@
 //! footer  = n u32 || blake3(trailer)[32] || "CBSNAPTR"
 //! ```
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -122,11 +123,54 @@ impl BlobEntry {
     }
 }
 
+thread_local! {
+    // A zstd context costs more to create (allocate and initialise its tables) than
+    // compressing or decompressing one small blob: each thread keeps one of each.
+    // Reusing a context does not change the output for the same level.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd of `raw` at `level` with this thread's context.
+fn zstd_compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, c) = slot.as_mut().expect("compressor was just created");
+        c.compress(raw)
+    })
+}
+
+/// Decompress a zstd frame of at most `capacity` bytes with this thread's context.
+fn zstd_decompress(stored: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let d = slot.as_mut().expect("decompressor was just created");
+        d.decompress(stored, capacity)
+    })
+}
+
 /// Compress a blob if that makes it smaller; returns the stored bytes and how.
 pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
-    match zstd::bulk::compress(raw, level) {
+    match zstd_compress(raw, level) {
         Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
         _ => (raw.to_vec(), Compression::None),
+    }
+}
+
+/// [`compress`] of an owned blob: an incompressible blob (model weights, media,
+/// archives) is stored as it is, without a copy.
+pub fn compress_vec(raw: Vec<u8>, level: i32) -> (Vec<u8>, Compression) {
+    match zstd_compress(&raw, level) {
+        Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
+        _ => (raw, Compression::None),
     }
 }
 
@@ -134,8 +178,9 @@ pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
     let raw = match entry.compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
-            .map_err(|e| format!("zstd: {e}"))?,
+        Compression::Zstd => {
+            zstd_decompress(stored, entry.raw_len as usize).map_err(|e| format!("zstd: {e}"))?
+        }
     };
     if raw.len() != entry.raw_len as usize {
         return Err(format!(
@@ -400,6 +445,43 @@ mod tests {
             assert_eq!(&decode_blob(e, &stored).unwrap(), b);
         }
         assert_eq!(t[1].compression, Compression::Zstd);
+    }
+
+    /// The thread's reused zstd context writes the same bytes as a fresh one (so
+    /// repositories stay identical), at every level, and switches level on demand.
+    #[test]
+    fn reused_zstd_context_matches_a_fresh_one() {
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes())
+            .collect();
+        for level in [3, 1, 3, 9, 3] {
+            for part in [&text[..70_000], &text[1000..], &text[..10]] {
+                let fresh = zstd::bulk::compress(part, level).unwrap();
+                let (ours, how) = compress(part, level);
+                if fresh.len() < part.len() {
+                    assert_eq!(how, Compression::Zstd);
+                    assert_eq!(ours, fresh, "level {level}");
+                } else {
+                    assert_eq!((how, &ours[..]), (Compression::None, part));
+                }
+                let e = BlobEntry {
+                    id: Id::hash(part),
+                    offset: 0,
+                    stored_len: ours.len() as u32,
+                    raw_len: part.len() as u32,
+                    kind: BlobKind::Data,
+                    compression: how,
+                };
+                assert_eq!(decode_blob(&e, &ours).unwrap(), part);
+            }
+        }
+        let mut random = vec![0u8; 65_536];
+        rand::RngCore::fill_bytes(
+            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5),
+            &mut random,
+        );
+        let (stored, how) = compress_vec(random.clone(), 3);
+        assert_eq!((how, stored), (Compression::None, random));
     }
 
     #[test]
