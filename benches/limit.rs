@@ -3,11 +3,11 @@
 //! A snapshot cannot be faster than this on the same machine; `docs/BENCHMARKS.md`
 //! reports the initial snapshot as a percentage of it.
 //!
-//! Every stage uses the engine's own functions ([`chunk_stream`], [`Id::hash`],
-//! [`compress`]) with the repository defaults (16/64/256 KiB, zstd level 3). Files
-//! are processed in parallel (rayon), and the chunks of one file are hashed and
-//! compressed on every core while the file's own thread reads and chunks the rest, so
-//! one big file keeps all cores busy too.
+//! Every stage is the engine's: FastCDC 2020 (`StreamCDC`, as in
+//! `cbsnap::chunker::chunk_stream`), [`Id::hash`], [`compress`], with the repository
+//! defaults (16/64/256 KiB, zstd level 3). Files are processed in parallel (rayon),
+//! and the chunks of one file are hashed and compressed on every core, so one big
+//! file keeps all cores busy too.
 //!
 //! Run:
 //!
@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use cbsnap::chunker::chunk_stream;
 use cbsnap::config::ChunkerParams;
 use cbsnap::id::Id;
 use cbsnap::pack::compress;
+use fastcdc::v2020::StreamCDC;
 
 /// Regular files under `root`, symlinks not followed, with an explicit stack.
 fn files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -83,27 +83,22 @@ fn main() {
         }
     };
     use rayon::prelude::*;
+    // Each file is chunked by whichever worker holds its chunk iterator (par_bridge),
+    // and its chunks are hashed and compressed by all of them: one big file uses
+    // every core, and only a few chunks per core are in memory.
     let failed = list.par_iter().try_for_each(|path| {
         let f = File::open(path)?;
-        rayon::scope(|s| {
-            chunk_stream(
-                f,
-                &params,
-                |c| {
-                    let t = &t;
-                    s.spawn(move |_| {
-                        std::hint::black_box(Id::hash(&c));
-                        let (stored, _) = compress(&c, level);
-                        t.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
-                        t.chunks.fetch_add(1, Ordering::Relaxed);
-                        t.stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
-                    });
-                    Ok(())
-                },
-                |e| e,
-            )
-            .map(|_| ())
-        })
+        StreamCDC::new(f, params.min_size, params.avg_size, params.max_size)
+            .par_bridge()
+            .try_for_each(|c| {
+                let c = c.map_err(|e| std::io::Error::other(e.to_string()))?.data;
+                std::hint::black_box(Id::hash(&c));
+                let (stored, _) = compress(&c, level);
+                t.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);
+                t.chunks.fetch_add(1, Ordering::Relaxed);
+                t.stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
+                Ok::<(), std::io::Error>(())
+            })
     });
     if let Err(e) = failed {
         eprintln!("limit: read failed: {e}");

@@ -145,11 +145,15 @@ pub fn snapshot(
             let rx = job_rx.clone();
             let tx = st_tx.clone();
             let (pending, stopped) = (&pending, &stopped);
-            s.spawn(move || compress_worker(repo, pending, stopped, rx, tx, level));
+            named("cbsnap-worker", s, move || {
+                compress_worker(repo, pending, stopped, rx, tx, level)
+            });
         }
         drop(job_rx);
         drop(st_tx);
-        let writer = s.spawn(|| write_packs(repo, st_rx, &pending, &abort, &stopped));
+        let writer = named("cbsnap-writer", s, || {
+            write_packs(repo, st_rx, &pending, &abort, &stopped)
+        });
 
         let mut ing = Ingest {
             repo,
@@ -216,6 +220,19 @@ pub fn snapshot(
         let id = snap.save(&repo.snapshots_dir())?;
         Ok((id, snap))
     })
+}
+
+/// Spawn a scoped thread with a name (it shows in `top -H` and `perf report --sort
+/// comm`). Panics when the OS cannot create a thread, as `Scope::spawn` does.
+fn named<'scope, T: Send + 'scope>(
+    name: &str,
+    s: &'scope std::thread::Scope<'scope, '_>,
+    f: impl FnOnce() -> T + Send + 'scope,
+) -> std::thread::ScopedJoinHandle<'scope, T> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(s, f)
+        .unwrap_or_else(|e| panic!("cannot start the {name} thread: {e}"))
 }
 
 /// Whether the blob `id` must be stored: true when neither the repository nor the
@@ -304,7 +321,7 @@ fn write_packs(
     // One pack may wait while another is fsynced: at most two full packs are in flight.
     let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
     let result = std::thread::scope(|s| {
-        let flusher = s.spawn(|| flush_packs(repo, seal_rx, pending));
+        let flusher = named("cbsnap-flusher", s, || flush_packs(repo, seal_rx, pending));
         let seal = |w: PackWriter| -> Result<bool> {
             let sealed = w
                 .seal()
