@@ -882,6 +882,48 @@ mod tests {
         ids
     }
 
+    /// When the pack writer fails, its error is the one reported, not the "writer
+    /// stopped" that the source thread sees as a consequence.
+    #[test]
+    fn a_failing_pack_writer_is_the_reported_cause() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        Repository::init(&root).unwrap();
+        let repo = Repository::open(&root, Access::Append).unwrap();
+        // Packs cannot be created below a regular file (ENOTDIR, even for root).
+        std::fs::remove_dir_all(repo.packs_dir()).unwrap();
+        std::fs::write(repo.packs_dir(), b"not a directory").unwrap();
+        let data = seeded(16 << 20, 3);
+        let spec = SnapshotSpec {
+            name: "t".into(),
+            kind: SourceKind::Path,
+            origin: serde_json::Value::Null,
+            tags: Vec::new(),
+            run_id: None,
+            consistency: None,
+            parent: None,
+        };
+        let progress = Progress::new(true, "test");
+        let err = snapshot(&repo, spec, &progress, |sink| {
+            for i in 0..4 {
+                let mut n = Node::new(Vec::new(), NodeKind::File);
+                n.size = data.len() as u64;
+                let e = Entry::new(format!("f{i}").into_bytes(), n);
+                sink.entry(e, Content::Stream(&mut &data[..]))?;
+            }
+            Ok(())
+        })
+        .map(|_| ())
+        .unwrap_err();
+        assert!(
+            matches!(&err, Error::Io { context, source }
+                if context.starts_with("create pack in")
+                    && source.raw_os_error() == Some(libc::ENOTDIR)),
+            "{err:?}"
+        );
+        assert!(repo.snapshots_dir().read_dir().unwrap().next().is_none());
+    }
+
     /// Files of many chunks are hashed on the workers, out of order: each file must
     /// still list its chunks in file order, a chunk repeated while an earlier copy is
     /// still in flight must be stored once, and every byte must come back.
