@@ -900,6 +900,7 @@ mod tests {
             origin: serde_json::Value::Null,
             tags: Vec::new(),
             run_id: None,
+            run: None,
             consistency: None,
             parent: None,
         };
@@ -948,6 +949,7 @@ mod tests {
             origin: serde_json::Value::Null,
             tags: Vec::new(),
             run_id: None,
+            run: None,
             consistency: None,
             parent: None,
         };
