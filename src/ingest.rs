@@ -902,6 +902,7 @@ mod tests {
             run_id: None,
             run: None,
             consistency: None,
+            time: SnapshotTime::Now,
             parent: None,
         };
         let progress = Progress::new(true, "test");
@@ -951,6 +952,7 @@ mod tests {
             run_id: None,
             run: None,
             consistency: None,
+            time: SnapshotTime::Now,
             parent: None,
         };
         let progress = Progress::new(true, "test");
