@@ -16,6 +16,10 @@
 #   BENCH_SEED=1                  corpus seed
 #   BENCH_TOOLS="cbsnap restic borg"   add "tar" for the tar czf baseline
 #   CBSNAP=target/release/cbsnap  skipped with a note if missing
+#   LIMIT=                        the compute-limit program of benches/limit.rs
+#                                 (cargo bench --bench limit --no-run prints its
+#                                 path); with it, the report adds the floors:
+#                                 compute limit, stat walk, cp -a + sync
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -24,6 +28,7 @@ BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_SEED=${BENCH_SEED:-1}
 BENCH_TOOLS=${BENCH_TOOLS:-cbsnap restic borg}
 CBSNAP=${CBSNAP:-target/release/cbsnap}
+LIMIT=${LIMIT:-}
 DOCS=$ROOT/docs/BENCHMARKS.md
 HOST=cbsnap-bench   # restic picks the parent snapshot by host and paths
 MARKER=.cbsnap-bench
@@ -198,6 +203,7 @@ verify() {
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 
 START_TIME=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 say "generating corpus (scale $BENCH_SCALE, seed $BENCH_SEED) in $CORPUS"
 GEN=$(python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "$BENCH_SEED" --scale "$BENCH_SCALE")
@@ -222,6 +228,19 @@ for step in "${STEPS[@]}"; do
     fi
     for tool in "${TOOLS[@]}"; do snapshot "$tool" "$step"; done
 done
+# The floors each step is compared with, in the same run and the same conditions
+# (cold page cache, final sync): the compute limit for an initial snapshot, a
+# stat of every entry for an unchanged one, cp -a for a restore.
+FLOORS=()
+if [[ -n $LIMIT ]]; then
+    [[ -x $LIMIT ]] || die "LIMIT=$LIMIT is not an executable (cargo bench --bench limit --no-run)"
+    FLOORS=(limit stat cp)
+    measure limit floor "$BENCH_DIR" "$LIMIT" "$CORPUS"
+    measure stat floor "$BENCH_DIR" find "$CORPUS" -printf '%s %T@ %C@ %i\n'
+    rm -rf "$BENCH_DIR/restore/cp"
+    measure cp floor "$BENCH_DIR" cp -a "$CORPUS" "$BENCH_DIR/restore/cp"
+    rm -rf "$BENCH_DIR/restore/cp"
+fi
 for tool in "${TOOLS[@]}"; do
     dir=$BENCH_DIR/restore/$tool
     mkdir -p "$dir"
@@ -231,6 +250,7 @@ for tool in "${TOOLS[@]}"; do
     rm -rf "$dir"   # kept on failure (die above) for inspection
 done
 RUN_SECONDS=$SECONDS
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 version() {
     case $1 in
@@ -281,6 +301,7 @@ report() {
     echo "  $BLOB_COUNT random blobs $(mib "$BLOB_BYTES") MiB. Digest \`${DIGEST:0:16}\`, after mutation"
     echo "  \`${MUT_DIGEST:0:16}\` (python $(python3 -c 'import platform, sqlite3; print(platform.python_version(), "/ sqlite", sqlite3.sqlite_version)'))."
     echo "- Full run: $((RUN_SECONDS / 60)) min $((RUN_SECONDS % 60)) s, including corpus generation and verification."
+    echo "- Load average (1, 5, 15 min) at the start: $LOAD_START; at the end: $LOAD_END."
     for note in "${NOTES[@]}"; do echo "- $note"; done
     echo
     echo "| step | tool | wall (s) | peak RSS (MiB) | repository (MiB) | added (MiB) |"
@@ -300,6 +321,49 @@ report() {
             prev[$tool]=${SIZE[$tool:$step]}
         done
     done
+    ratios
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
+
+# Ratios of wall times measured in this run: how many times faster cbsnap is
+# than each peer, and how close it comes to the floors.
+ratios() {
+    [[ " ${TOOLS[*]} " == *" cbsnap "* ]] || return 0
+    local step tool peers=()
+    for tool in "${TOOLS[@]}"; do [[ $tool == cbsnap ]] || peers+=("$tool"); done
+    echo
+    echo "Ratios (wall time of the other ÷ cbsnap's: above 1 means cbsnap is faster):"
+    echo
+    local head="| step |" rule="|---|"
+    for tool in "${peers[@]}"; do head+=" $tool |"; rule+="--:|"; done
+    ((${#FLOORS[@]})) && { head+=" floor | cbsnap ÷ floor |"; rule+="---|--:|"; }
+    echo "$head"
+    echo "$rule"
+    for step in "${STEPS[@]}" restore; do
+        local row="| $step |"
+        for tool in "${peers[@]}"; do row+=" $(ratio "${WALL[$tool:$step]}" "${WALL[cbsnap:$step]}") |"; done
+        if ((${#FLOORS[@]})); then
+            local floor=""
+            case $step in
+                initial) floor=limit ;;
+                unchanged) floor=stat ;;
+                restore) floor=cp ;;
+            esac
+            if [[ -n $floor ]]; then
+                row+=" $floor ${WALL[$floor:floor]} s | $(ratio "${WALL[cbsnap:$step]}" "${WALL[$floor:floor]}") |"
+            else
+                row+=" | |"
+            fi
+        fi
+        echo "$row"
+    done
+    if ((${#FLOORS[@]})); then
+        echo
+        echo "Floors, cold cache, each ending with \`sync\`: **limit** = \`benches/limit.rs\` (read every"
+        echo "file, FastCDC, BLAKE3, zstd 3 on all cores, write nothing), **stat** = \`find -printf\`"
+        echo "of size, mtime, ctime and inode of every entry, **cp** = \`cp -a\` of the corpus."
+    fi
 }
 
 REPORT=$LOGS/report.md

@@ -11,6 +11,7 @@
 //! footer  = n u32 || blake3(trailer)[32] || "CBSNAPTR"
 //! ```
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -122,11 +123,54 @@ impl BlobEntry {
     }
 }
 
+thread_local! {
+    // A zstd context costs more to create (allocate and initialise its tables) than
+    // compressing or decompressing one small blob: each thread keeps one of each.
+    // Reusing a context does not change the output for the same level.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+/// zstd of `raw` at `level` with this thread's context.
+fn zstd_compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        let (_, c) = slot.as_mut().expect("compressor was just created");
+        c.compress(raw)
+    })
+}
+
+/// Decompress a zstd frame of at most `capacity` bytes with this thread's context.
+fn zstd_decompress(stored: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        let d = slot.as_mut().expect("decompressor was just created");
+        d.decompress(stored, capacity)
+    })
+}
+
 /// Compress a blob if that makes it smaller; returns the stored bytes and how.
 pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
-    match zstd::bulk::compress(raw, level) {
+    match zstd_compress(raw, level) {
         Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
         _ => (raw.to_vec(), Compression::None),
+    }
+}
+
+/// [`compress`] of an owned blob: an incompressible blob (model weights, media,
+/// archives) is stored as it is, without a copy.
+pub fn compress_vec(raw: Vec<u8>, level: i32) -> (Vec<u8>, Compression) {
+    match zstd_compress(&raw, level) {
+        Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
+        _ => (raw, Compression::None),
     }
 }
 
@@ -134,8 +178,9 @@ pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
 pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
     let raw = match entry.compression {
         Compression::None => stored.to_vec(),
-        Compression::Zstd => zstd::bulk::decompress(stored, entry.raw_len as usize)
-            .map_err(|e| format!("zstd: {e}"))?,
+        Compression::Zstd => {
+            zstd_decompress(stored, entry.raw_len as usize).map_err(|e| format!("zstd: {e}"))?
+        }
     };
     if raw.len() != entry.raw_len as usize {
         return Err(format!(
@@ -212,8 +257,16 @@ impl PackWriter {
 
     /// Write the trailer, fsync, and rename the pack to its final name under
     /// `packs_dir/<2 hex>/<id>`. Only after this returns is the pack durable; its
-    /// blobs may then be indexed.
-    pub fn finish(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+    /// blobs may then be indexed. The same as [`PackWriter::seal`] followed by
+    /// [`SealedPack::commit`].
+    pub fn finish(self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        self.seal()?.commit(packs_dir)
+    }
+
+    /// Write the trailer and footer and hand the complete (not yet durable) pack
+    /// over, so that its fsync can run on another thread while the next pack fills
+    /// (the ingest pipeline's flusher). On error the temporary file is removed.
+    pub fn seal(mut self) -> io::Result<SealedPack> {
         let mut t = Writer::new();
         for e in &self.entries {
             e.encode(&mut t);
@@ -227,30 +280,81 @@ impl PackWriter {
         let result = (|| {
             self.write(&trailer)?;
             self.write(&footer.buf)?;
-            self.out.flush()?;
-            self.out.get_ref().sync_all()?;
-            let id = Id::from(self.hasher.finalize());
-            let final_path = pack_path(packs_dir, &id);
-            let sub = final_path.parent().expect("pack path has a parent");
-            if !sub.exists() {
-                std::fs::create_dir_all(sub)?;
-                fsutil::fsync_dir(packs_dir)?;
-            }
-            fsutil::commit_temp(&self.tmp, &final_path)?;
-            Ok(id)
+            self.out.flush()
         })();
-        match result {
-            Ok(id) => Ok((id, self.pos, std::mem::take(&mut self.entries))),
-            Err(e) => {
-                let _ = std::fs::remove_file(&self.tmp);
-                Err(e)
-            }
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e);
         }
+        let PackWriter {
+            tmp,
+            out,
+            hasher,
+            pos,
+            entries,
+        } = self;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        Ok(SealedPack {
+            tmp,
+            file,
+            id: Id::from(hasher.finalize()),
+            size: pos,
+            entries,
+        })
     }
 
     /// Throw the pack away (on error).
     pub fn abandon(self) {
         let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// A pack whose bytes are all written to its temporary file but not yet durable.
+/// Dropping it without [`SealedPack::commit`] removes the temporary file.
+pub struct SealedPack {
+    tmp: PathBuf,
+    file: File,
+    id: Id,
+    size: u64,
+    entries: Vec<BlobEntry>,
+}
+
+impl SealedPack {
+    /// The pack's id (BLAKE3 of its bytes).
+    pub fn id(&self) -> Id {
+        self.id
+    }
+
+    /// Fsync the pack, rename it to `packs_dir/<2 hex>/<id>` and fsync the
+    /// directory. Only after this returns `Ok` is the pack durable and may its blobs
+    /// be indexed; returns (pack id, size in bytes, trailer entries).
+    pub fn commit(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        let result = (|| {
+            self.file.sync_all()?;
+            let final_path = pack_path(packs_dir, &self.id);
+            let sub = final_path.parent().expect("pack path has a parent");
+            if !sub.exists() {
+                std::fs::create_dir_all(sub)?;
+                fsutil::fsync_dir(packs_dir)?;
+            }
+            fsutil::commit_temp(&self.tmp, &final_path)
+        })();
+        match result {
+            Ok(()) => {
+                // Committed: the temporary name no longer exists, nothing to clean up.
+                self.tmp = PathBuf::new();
+                Ok((self.id, self.size, std::mem::take(&mut self.entries)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for SealedPack {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -341,6 +445,43 @@ mod tests {
             assert_eq!(&decode_blob(e, &stored).unwrap(), b);
         }
         assert_eq!(t[1].compression, Compression::Zstd);
+    }
+
+    /// The thread's reused zstd context writes the same bytes as a fresh one (so
+    /// repositories stay identical), at every level, and switches level on demand.
+    #[test]
+    fn reused_zstd_context_matches_a_fresh_one() {
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {} of {}\n", i % 977, i % 13).into_bytes())
+            .collect();
+        for level in [3, 1, 3, 9, 3] {
+            for part in [&text[..70_000], &text[1000..], &text[..10]] {
+                let fresh = zstd::bulk::compress(part, level).unwrap();
+                let (ours, how) = compress(part, level);
+                if fresh.len() < part.len() {
+                    assert_eq!(how, Compression::Zstd);
+                    assert_eq!(ours, fresh, "level {level}");
+                } else {
+                    assert_eq!((how, &ours[..]), (Compression::None, part));
+                }
+                let e = BlobEntry {
+                    id: Id::hash(part),
+                    offset: 0,
+                    stored_len: ours.len() as u32,
+                    raw_len: part.len() as u32,
+                    kind: BlobKind::Data,
+                    compression: how,
+                };
+                assert_eq!(decode_blob(&e, &ours).unwrap(), part);
+            }
+        }
+        let mut random = vec![0u8; 65_536];
+        rand::RngCore::fill_bytes(
+            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5),
+            &mut random,
+        );
+        let (stored, how) = compress_vec(random.clone(), 3);
+        assert_eq!((how, stored), (Compression::None, random));
     }
 
     #[test]
