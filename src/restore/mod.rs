@@ -15,10 +15,9 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::tree::{self, Node, NodeKind};
 
-/// Load and decode one tree.
+/// Load and decode one directory's tree (a split tree's parts joined).
 pub fn load_tree(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
-    let raw = repo.read_blob(id)?;
-    tree::decode(&raw).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))
+    tree::load(&|id| repo.read_blob(id), id)
 }
 
 /// Find the node at `path` (components separated by `/`) below the tree `root`.
