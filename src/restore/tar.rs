@@ -14,7 +14,7 @@ use ::tar::{Builder, EntryType, Header};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::restore::{load_tree, lookup, ChunkReader};
+use crate::restore::{lookup, ChunkReader, Entries};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 
@@ -62,12 +62,9 @@ fn write_tree(
     prefix: &Path,
     links: &mut std::collections::HashMap<u64, PathBuf>,
 ) -> Result<()> {
-    for node in load_tree(repo, tree)? {
-        let path = prefix.join(OsStr::from_bytes(&node.name));
-        append(b, repo, &path, &node, links)?;
-        if let Some(sub) = node.subtree() {
-            write_tree(b, repo, &sub, &path, links)?;
-        }
+    for e in Entries::new(repo, tree, prefix.as_os_str().as_bytes())? {
+        let (path, node) = e?;
+        append(b, repo, Path::new(OsStr::from_bytes(&path)), &node, links)?;
     }
     Ok(())
 }
