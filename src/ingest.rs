@@ -798,9 +798,11 @@ impl Sink for Ingest<'_> {
                     if t.link_group == 0 {
                         t.link_group = group;
                     }
-                    e.node.link_group = t.link_group;
-                    e.node.content = t.content.clone();
-                    e.node.size = t.size;
+                    // One inode: `tar -x` gives the link the target's metadata, and
+                    // restore creates whichever name comes first in the tree.
+                    let name = std::mem::take(&mut e.node.name);
+                    e.node = t.clone();
+                    e.node.name = name;
                     if t.link_group == group {
                         self.next_group += 1;
                     }
