@@ -214,7 +214,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
                 pack: None,
                 why: NO_PACK.into(),
             },
-            Err(e) => Fault { pack: None, why: format!("{why} ({e})") },
+            Err(e) => Fault {
+                pack: None,
+                why: format!("{why} ({e})"),
+            },
         };
         f.faults.by_id.entry(id).or_insert(fault);
     }

@@ -171,7 +171,8 @@ impl Differ<'_> {
                     if a.is_some() && a == b {
                         continue;
                     }
-                    let load = |t: Option<Id>| t.map_or(Ok(Vec::new()), |t| load_tree(self.repo, &t));
+                    let load =
+                        |t: Option<Id>| t.map_or(Ok(Vec::new()), |t| load_tree(self.repo, &t));
                     stack.push(Work::Level {
                         old: load(a)?,
                         new: load(b)?,

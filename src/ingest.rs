@@ -278,7 +278,10 @@ impl DirBuild {
     }
 
     fn dir(name: &[u8]) -> Child {
-        Child::Open(Box::new(DirBuild::new(Node::new(name.to_vec(), NodeKind::Dir))))
+        Child::Open(Box::new(DirBuild::new(Node::new(
+            name.to_vec(),
+            NodeKind::Dir,
+        ))))
     }
 }
 
@@ -548,11 +551,17 @@ impl Ingest<'_> {
     /// The open directory at `path`, creating missing directories on the way (a tar
     /// stream may name a file before, or without, its directories). `None` (recorded
     /// in the snapshot's errors) where `tar -x` would fail too, see [`Self::resolve`].
-    fn open_dir(&mut self, path: &[u8], explicit: bool) -> Result<Option<&mut DirBuild>> {
+    /// `entry` is the path of the entry being stored, named if it cannot be.
+    fn open_dir(
+        &mut self,
+        path: &[u8],
+        explicit: bool,
+        entry: &[u8],
+    ) -> Result<Option<&mut DirBuild>> {
         let comps = match self.resolve(path, explicit) {
             Resolved::Dir(c) => c,
             Resolved::Fails(why) => {
-                self.warn(path, why);
+                self.warn(entry, why);
                 return Ok(None);
             }
         };
@@ -604,7 +613,7 @@ impl Ingest<'_> {
     /// Returns whether the node was stored.
     fn insert(&mut self, path: &[u8], node: Node) -> Result<bool> {
         let (dir, name) = split_last(path);
-        let Some(d) = self.open_dir(dir, false)? else {
+        let Some(d) = self.open_dir(dir, false, path)? else {
             return Ok(false);
         };
         if let Some(Child::Open(old)) = d.children.get(name) {
@@ -640,7 +649,9 @@ impl Ingest<'_> {
         };
         let mut stack = vec![frame(&mut d)];
         loop {
-            let top = stack.last_mut().expect("the stack holds the directory being sealed");
+            let top = stack
+                .last_mut()
+                .expect("the stack holds the directory being sealed");
             match top.rest.next() {
                 Some((_, Child::Done(n))) => top.done.push(n),
                 Some((_, Child::Open(mut sub))) => stack.push(frame(&mut sub)),
@@ -773,7 +784,7 @@ impl Sink for Ingest<'_> {
         match e.node.kind {
             NodeKind::Dir => {
                 let path = e.path.clone();
-                let Some(d) = self.open_dir(&path, true)? else {
+                let Some(d) = self.open_dir(&path, true, &e.path)? else {
                     return Ok(());
                 };
                 let name = std::mem::take(&mut e.node.name);
@@ -862,14 +873,14 @@ impl Sink for Ingest<'_> {
             return Ok(());
         }
         let (dir, name) = split_last(path);
-        let Some(parent) = self.open_dir(dir, false)? else {
+        let Some(parent) = self.open_dir(dir, false, path)? else {
             return Ok(());
         };
         let Some(Child::Open(d)) = parent.children.remove(name) else {
             return Ok(());
         };
         let node = self.seal_dir(*d)?;
-        if let Some(parent) = self.open_dir(dir, false)? {
+        if let Some(parent) = self.open_dir(dir, false, path)? {
             parent.children.insert(name.to_vec(), Child::Done(node));
         }
         Ok(())

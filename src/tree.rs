@@ -165,7 +165,9 @@ pub enum FitError {
     XattrCount(usize),
     #[error("an extended attribute name of {0} bytes is too long (at most 65535)")]
     XattrName(usize),
-    #[error("its metadata and chunk list take {0} bytes, more than one tree blob holds ({MAX_NODE})")]
+    #[error(
+        "its metadata and chunk list take {0} bytes, more than one tree blob holds ({MAX_NODE})"
+    )]
     NodeSize(usize),
 }
 
@@ -220,7 +222,10 @@ pub fn encoded_len(n: &Node) -> usize {
         + 2
         + n.target.len()
         + 2
-        + n.xattrs.iter().map(|(k, v)| 6 + k.len() + v.len()).sum::<usize>()
+        + n.xattrs
+            .iter()
+            .map(|(k, v)| 6 + k.len() + v.len())
+            .sum::<usize>()
         + 4
         + 32 * n.content.len()
 }

@@ -69,6 +69,17 @@ fn write_tree(
     Ok(())
 }
 
+/// A PAX time: the decimal value of `secs + nsec / 10⁹`, so 1.5 s before the epoch
+/// (secs -2, nsec 500000000) is `-1.500000000`.
+fn pax_time(secs: i64, nsec: u32) -> String {
+    if secs < 0 && nsec > 0 {
+        // secs + nsec/1e9 = -((-secs - 1) + (1e9 - nsec)/1e9)
+        format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{secs}.{nsec:09}")
+    }
+}
+
 fn append(
     b: &mut Builder<impl Write>,
     repo: &Repository,
@@ -96,10 +107,7 @@ fn append(
         ));
     }
     if n.mtime_nsec != 0 || n.mtime < 0 {
-        pax.push((
-            "mtime".into(),
-            format!("{}.{:09}", n.mtime, n.mtime_nsec).into_bytes(),
-        ));
+        pax.push(("mtime".into(), pax_time(n.mtime, n.mtime_nsec).into_bytes()));
     }
     if !pax.is_empty() {
         b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -145,5 +153,18 @@ fn append(
                 .map_err(tar_err)
         }
         NodeKind::Socket => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_time;
+
+    #[test]
+    fn pax_times_before_the_epoch() {
+        assert_eq!(pax_time(-2, 500_000_000), "-1.500000000");
+        assert_eq!(pax_time(-1, 750_000_000), "-0.250000000");
+        assert_eq!(pax_time(-3, 0), "-3.000000000");
+        assert_eq!(pax_time(5, 1), "5.000000001");
     }
 }

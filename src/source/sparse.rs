@@ -48,7 +48,12 @@ impl SparseInfo {
             std::str::from_utf8(value)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
-                .ok_or_else(|| SparseError(format!("{} is not a number", String::from_utf8_lossy(value))))
+                .ok_or_else(|| {
+                    SparseError(format!(
+                        "{} is not a number",
+                        String::from_utf8_lossy(value)
+                    ))
+                })
         };
         match key {
             b"GNU.sparse.size" | b"GNU.sparse.realsize" => self.real_size = Some(num()?),
@@ -88,7 +93,9 @@ impl SparseInfo {
     /// A reader of the expanded file over `data` (the member's stored bytes). For a
     /// 1.0 member the map is read from `data` first.
     pub fn expand<R: Read>(mut self, mut data: R) -> Result<Expand<R>, SparseError> {
-        let real = self.real_size.ok_or_else(|| SparseError("no real size".into()))?;
+        let real = self
+            .real_size
+            .ok_or_else(|| SparseError("no real size".into()))?;
         if self.map_in_data {
             self.map = read_data_map(&mut data)?;
         }
@@ -98,7 +105,9 @@ impl SparseInfo {
         let mut segs: Vec<(u64, u64)> = self.map.chunks(2).map(|p| (p[0], p[1])).collect();
         let mut end = 0u64;
         for &(off, len) in &segs {
-            let stop = off.checked_add(len).ok_or_else(|| SparseError("segment overflows".into()))?;
+            let stop = off
+                .checked_add(len)
+                .ok_or_else(|| SparseError("segment overflows".into()))?;
             if off < end || stop > real {
                 return Err(SparseError(format!(
                     "segment {off}+{len} overlaps another or ends past the size {real}"

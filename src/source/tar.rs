@@ -252,7 +252,11 @@ struct Pax {
 
 impl Pax {
     fn record(&mut self, key: &[u8], value: &[u8]) {
-        let num = || std::str::from_utf8(value).ok().and_then(|s| s.parse::<u64>().ok());
+        let num = || {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        };
         match key {
             b"mtime" => self.mtime = parse_pax_time(value),
             b"uid" => self.uid = num(),
@@ -293,7 +297,8 @@ impl Pax {
         }
         for (id, slot) in [(self.uid, &mut n.uid), (self.gid, &mut n.gid)] {
             if let Some(v) = id {
-                *slot = u32::try_from(v).map_err(|_| format!("owner id {v} does not fit 32 bits"))?;
+                *slot =
+                    u32::try_from(v).map_err(|_| format!("owner id {v} does not fit 32 bits"))?;
             }
         }
         if let Some(u) = self.uname {

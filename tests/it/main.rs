@@ -14,3 +14,4 @@ mod ops;
 mod ops_scripts;
 mod roundtrip;
 mod stack;
+mod tar_import;

@@ -52,5 +52,5 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
     add("p/" + "L" * 250, b"long name")
     add("p/sl", type=tarfile.SYMTYPE, linkname="T" * 300)
     add("p/hl", type=tarfile.LNKTYPE, linkname="p/x")
-    add("p/fifo", type=tarfile.FIFOTYPE)
+    add("p/special-fifo", type=tarfile.FIFOTYPE)
 PY
