@@ -99,7 +99,7 @@ impl SparseInfo {
         if self.map_in_data {
             self.map = read_data_map(&mut data)?;
         }
-        if self.map.len() % 2 != 0 {
+        if !self.map.len().is_multiple_of(2) {
             return Err(SparseError("an offset without a size".into()));
         }
         let mut segs: Vec<(u64, u64)> = self.map.chunks(2).map(|p| (p[0], p[1])).collect();

@@ -237,7 +237,7 @@ fn tar_directory_of_600k_entries_is_stored_as_a_split_tree() {
     // The root tree, `big/`'s split tree and its parts: 600,000 nodes of about 90
     // bytes in parts of at most 4 MiB.
     assert!(report["trees"].as_u64().unwrap() >= 2 + 12, "{report}");
-    let dump = repo
+    let mut dump = repo
         .cmd()
         .args(["dump", "big@latest"])
         .stdout(Stdio::piped())
@@ -245,9 +245,10 @@ fn tar_directory_of_600k_entries_is_stored_as_a_split_tree() {
         .unwrap();
     let out = Command::new("tar")
         .arg("-t")
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .output()
         .unwrap();
+    assert!(dump.wait().unwrap().success(), "dump failed");
     let names = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         names.lines().filter(|l| l.starts_with("big/f")).count(),
