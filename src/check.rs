@@ -645,9 +645,25 @@ fn compare_trailers(
             .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {
-            match repo.index().get(&e.id)? {
-                Some(loc) if loc.pack == id && loc.entry == *e => matched += 1,
-                Some(loc) if loc.pack == id => {
+            // An index entry that does not decode disagrees with the trailer too.
+            let indexed = match repo.index().get(&e.id) {
+                Ok(l) => Some(l),
+                Err(Error::Index(_)) => None,
+                Err(other) => return Err(other),
+            };
+            match indexed {
+                None => {
+                    differ += 1;
+                    if referenced.contains(key(&e.id)) {
+                        let fault = Fault {
+                            pack: Some(id),
+                            why: "its index entry cannot be read".into(),
+                        };
+                        f.faults.by_id.insert(e.id, fault);
+                    }
+                }
+                Some(Some(loc)) if loc.pack == id && loc.entry == *e => matched += 1,
+                Some(Some(loc)) if loc.pack == id => {
                     differ += 1;
                     if referenced.contains(key(&e.id)) {
                         let fault = Fault {
@@ -657,8 +673,8 @@ fn compare_trailers(
                         f.faults.by_id.insert(e.id, fault);
                     }
                 }
-                Some(_) => orphans.duplicates += 1,
-                None => lacking += 1,
+                Some(Some(_)) => orphans.duplicates += 1,
+                Some(None) => lacking += 1,
             }
         }
         let stray = indexed_entries.saturating_sub(matched + differ);
