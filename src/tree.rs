@@ -491,6 +491,84 @@ mod tests {
         }
     }
 
+    fn many(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node::new(format!("f{i:08}").into_bytes(), NodeKind::File))
+            .collect()
+    }
+
+    /// Stores blobs in a map, as a repository would.
+    fn store(
+        blobs: &std::cell::RefCell<std::collections::HashMap<Id, Vec<u8>>>,
+        raw: Vec<u8>,
+    ) -> Id {
+        let id = Id::hash(&raw);
+        blobs.borrow_mut().insert(id, raw);
+        id
+    }
+
+    #[test]
+    fn small_directories_keep_the_version_1_form() {
+        let nodes = many(1000);
+        let blobs = Default::default();
+        let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        assert_eq!(blobs.borrow().len(), 1);
+        assert_eq!(blobs.borrow()[&id], encode(&nodes));
+    }
+
+    #[test]
+    fn large_directories_are_split_into_parts_that_load_back() {
+        let nodes = many(100_000);
+        let blobs = Default::default();
+        let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        let b = blobs.borrow();
+        let TreeBlob::Split(parts) = decode_blob(&b[&id]).unwrap() else {
+            panic!(
+                "a tree of {} bytes was not split",
+                5 + nodes.iter().map(encoded_len).sum::<usize>()
+            );
+        };
+        assert!(parts.len() >= 2);
+        assert!(parts.iter().all(|p| b[p].len() <= PART_LIMIT));
+        let read = |id: &Id| {
+            b.get(id)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt("missing".into()))
+        };
+        assert_eq!(load(&read, &id).unwrap(), nodes);
+        // Parts out of order are damage, not a directory.
+        let swapped = encode_split(&[parts[1], parts[0]]);
+        drop(b);
+        let bad = store(&blobs, swapped);
+        let b = blobs.borrow();
+        let read = |id: &Id| {
+            b.get(id)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt("missing".into()))
+        };
+        assert!(load(&read, &bad).is_err());
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        let mut n = Node::new(b"name".to_vec(), NodeKind::File);
+        n.user = b"root".to_vec();
+        n.target = b"t".to_vec();
+        n.xattrs = vec![(b"user.a".to_vec(), b"vvv".to_vec())];
+        n.content = vec![Id([7; 32]); 3];
+        assert_eq!(encode(std::slice::from_ref(&n)).len(), 5 + encoded_len(&n));
+    }
+
+    #[test]
+    fn oversized_nodes_do_not_fit() {
+        let mut n = Node::new(b"huge".to_vec(), NodeKind::File);
+        n.content = vec![Id([0; 32]); MAX_NODE / 32 + 1];
+        assert!(matches!(fits(&n), Err(FitError::NodeSize(_))));
+        n.content.clear();
+        n.target = vec![b'x'; 70_000];
+        assert!(matches!(fits(&n), Err(FitError::Target(70_000))));
+    }
+
     #[test]
     fn hostile_names_are_rejected() {
         let mut n = Node::new(b"ok".to_vec(), NodeKind::File);
