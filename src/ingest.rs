@@ -306,6 +306,8 @@ impl Drop for DirBuild {
 
 /// How a path's directories resolve, as `tar -x` into an empty directory would.
 enum Resolved {
+    /// The path itself: only directories (or nothing yet) on the way.
+    AsIs,
     /// The directory's components (symlinks along the way followed).
     Dir(Vec<Vec<u8>>),
     /// `tar -x` would fail here too; the reason, for the snapshot's errors.
@@ -357,6 +359,14 @@ impl ParentTrees {
     fn forget(&mut self, path: &[u8]) {
         self.cache.remove(path);
     }
+}
+
+/// The non-empty components of `path`, owned.
+fn components(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
@@ -455,6 +465,28 @@ impl Ingest<'_> {
     /// non-directory on the way makes extraction fail. `explicit_last`: the last
     /// component is a directory entry itself, which replaces a non-directory there.
     fn resolve(&self, path: &[u8], explicit_last: bool) -> Resolved {
+        // The common case, without allocating: directories all the way.
+        let mut cur: Option<&DirBuild> = Some(&self.root);
+        let mut comps = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .peekable();
+        let mut plain = true;
+        while let Some(c) = comps.next() {
+            let last = comps.peek().is_none();
+            cur = match cur.and_then(|d| d.children.get(c)) {
+                Some(Child::Open(d)) => Some(d),
+                None => None,
+                Some(Child::Done(n)) if n.kind == NodeKind::Dir || (last && explicit_last) => None,
+                Some(Child::Done(_)) => {
+                    plain = false;
+                    break;
+                }
+            };
+        }
+        if plain {
+            return Resolved::AsIs;
+        }
         let mut todo: std::collections::VecDeque<Vec<u8>> = path
             .split(|b| *b == b'/')
             .filter(|c| !c.is_empty())
@@ -559,6 +591,7 @@ impl Ingest<'_> {
         entry: &[u8],
     ) -> Result<Option<&mut DirBuild>> {
         let comps = match self.resolve(path, explicit) {
+            Resolved::AsIs => components(path),
             Resolved::Dir(c) => c,
             Resolved::Fails(why) => {
                 self.warn(entry, why);
@@ -591,8 +624,10 @@ impl Ingest<'_> {
 
     fn find_leaf(&mut self, path: &[u8]) -> Option<&mut Node> {
         let (dir, name) = split_last(path);
-        let Resolved::Dir(comps) = self.resolve(dir, false) else {
-            return None;
+        let comps = match self.resolve(dir, false) {
+            Resolved::AsIs => components(dir),
+            Resolved::Dir(c) => c,
+            Resolved::Fails(_) => return None,
         };
         let mut cur = &mut self.root;
         for comp in &comps {
