@@ -145,9 +145,19 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
         n.user = h.username_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.group = h.groupname_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.mtime = h.mtime().map_err(bad)? as i64;
+        let unstored = std::mem::take(&mut pax.unstored);
         if let Err(why) = pax.apply(&mut n) {
             sink.warn(&path, format!("{why}; entry skipped"));
             continue;
+        }
+        if !unstored.is_empty() {
+            sink.warn(
+                &path,
+                format!(
+                    "PAX records {} (POSIX ACLs) are not stored; the entry is stored without them",
+                    unstored.join(", ")
+                ),
+            );
         }
         if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
             n.rdev_major = h.device_major().ok().flatten().unwrap_or(0);
@@ -248,6 +258,9 @@ struct Pax {
     gname: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
     bad: Option<String>,
+    /// Records `tar -x` would apply that cbsnap does not store (POSIX ACLs as text,
+    /// whose user and group names only resolve on the host that extracts them).
+    unstored: Vec<String>,
 }
 
 impl Pax {
@@ -266,6 +279,9 @@ impl Pax {
             _ => {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     self.xattrs.push((name.to_vec(), value.to_vec()));
+                } else if key.starts_with(b"SCHILY.acl.") {
+                    self.unstored
+                        .push(String::from_utf8_lossy(key).into_owned());
                 }
                 return;
             }

@@ -222,6 +222,19 @@ fn tar_entry_through_an_absolute_symlink_is_named_not_stored() {
     assert!(errors.contains("l/f"), "{errors}");
 }
 
+#[test]
+fn tar_acl_records_that_are_not_stored_are_named() {
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("acl.tar");
+    gen(&["case", "acl"], &tar);
+    let repo = Repo::new();
+    let (code, ours) = import(&repo, &tar, "acl", work.path());
+    assert_eq!(code, 3);
+    assert_eq!(fs::read(ours.join("a")).unwrap(), b"acl");
+    let errors = repo.snapshots_json()[0]["errors"].to_string();
+    assert!(errors.contains("SCHILY.acl.access"), "{errors}");
+}
+
 /// Issue 7 case 1: 600,000 entries in one directory make a node list larger than the
 /// 64 MiB blob limit; it is stored as a split tree that restore and check read.
 #[test]

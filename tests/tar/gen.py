@@ -52,6 +52,8 @@ CASES = {
     "file-then-below": [("x", "f", b"file"), ("x/y", "f", b"below")],
     # A symlink, then an entry written through it: tar -x writes into the target.
     "symlink-through": [("d/", "d", b""), ("l", "l", b"d"), ("l/f", "f", b"through")],
+    # A POSIX ACL, which is not stored: named in the errors.
+    "acl": [("a", "f", b"acl")],
     # Through a symlink tar -x does not follow (absolute target).
     "symlink-absolute": [("l", "l", b"/etc"), ("l/f", "f", b"through")],
 }
@@ -62,6 +64,8 @@ def case(name: str, out: str) -> None:
         for path, kind, data in CASES[name]:
             i = tarfile.TarInfo(path)
             i.mtime = 1_700_000_000
+            if name == "acl":
+                i.pax_headers = {"SCHILY.acl.access": "user::rw-,group::r--,mask::r--,other::r--,user:1234:r--"}
             if kind == "d":
                 i.type = tarfile.DIRTYPE
                 i.mode = 0o755
