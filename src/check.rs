@@ -204,14 +204,19 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     let referenced = set.finish();
     r.referenced_blobs = referenced.len();
     for (id, why) in tree_faults {
-        let fault = match repo.index().get(&id)? {
-            Some(loc) => Fault {
+        // An index entry that cannot be read is itself a finding, not a reason to stop.
+        let fault = match repo.index().get(&id) {
+            Ok(Some(loc)) => Fault {
                 pack: Some(loc.pack),
                 why,
             },
-            None => Fault {
+            Ok(None) => Fault {
                 pack: None,
                 why: NO_PACK.into(),
+            },
+            Err(e) => Fault {
+                pack: None,
+                why: format!("{why} ({e})"),
             },
         };
         f.faults.by_id.entry(id).or_insert(fault);
@@ -303,9 +308,9 @@ fn scan_packs(
         }
         for (blob, why) in s.bad_blobs {
             // A damaged copy does not matter when the index reads another one.
-            let elsewhere = match repo.index().get(&blob)? {
-                Some(loc) => loc.pack != s.id,
-                None => false,
+            let elsewhere = match repo.index().get(&blob) {
+                Ok(Some(loc)) => loc.pack != s.id,
+                Ok(None) | Err(_) => false,
             };
             if !elsewhere {
                 let fault = Fault {
@@ -341,7 +346,18 @@ fn stream_index(
     let mut used_packs: HashSet<Id> = HashSet::new();
     let mut join = referenced.join();
     for loc in repo.index().chunks() {
-        let loc = loc?;
+        let loc = match loc {
+            Ok(loc) => loc,
+            // Reported, and the blob counts as missing from the index below.
+            Err(e @ Error::Index(_)) => {
+                f.note(
+                    None,
+                    format!("{e}; run `cbsnap index rebuild` (the index is a cache of the pack trailers)"),
+                );
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let used = join.seek(key(&loc.entry.id));
         let d = digest.entry(loc.pack).or_default();
         d.0 += 1;
@@ -629,9 +645,25 @@ fn compare_trailers(
             .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {
-            match repo.index().get(&e.id)? {
-                Some(loc) if loc.pack == id && loc.entry == *e => matched += 1,
-                Some(loc) if loc.pack == id => {
+            // An index entry that does not decode disagrees with the trailer too.
+            let indexed = match repo.index().get(&e.id) {
+                Ok(l) => Some(l),
+                Err(Error::Index(_)) => None,
+                Err(other) => return Err(other),
+            };
+            match indexed {
+                None => {
+                    differ += 1;
+                    if referenced.contains(key(&e.id)) {
+                        let fault = Fault {
+                            pack: Some(id),
+                            why: "its index entry cannot be read".into(),
+                        };
+                        f.faults.by_id.insert(e.id, fault);
+                    }
+                }
+                Some(Some(loc)) if loc.pack == id && loc.entry == *e => matched += 1,
+                Some(Some(loc)) if loc.pack == id => {
                     differ += 1;
                     if referenced.contains(key(&e.id)) {
                         let fault = Fault {
@@ -641,8 +673,8 @@ fn compare_trailers(
                         f.faults.by_id.insert(e.id, fault);
                     }
                 }
-                Some(_) => orphans.duplicates += 1,
-                None => lacking += 1,
+                Some(Some(_)) => orphans.duplicates += 1,
+                Some(None) => lacking += 1,
             }
         }
         let stray = indexed_entries.saturating_sub(matched + differ);
@@ -672,33 +704,81 @@ struct Tracer<'a> {
     memo: HashMap<Id, Hits>,
 }
 
+/// One directory's nodes, and the blobs of its own tree that cannot be read.
+struct Listing {
+    unreadable: Vec<Id>,
+    nodes: Vec<crate::tree::Node>,
+}
+
 impl Tracer<'_> {
-    fn tree(&mut self, id: &Id) -> Hits {
-        if let Some(h) = self.memo.get(id) {
-            return h.clone();
-        }
-        let mut out = Vec::new();
-        let nodes = (self.read)(id)
-            .and_then(|raw| crate::tree::decode(&raw).map_err(|e| Error::Corrupt(e.to_string())));
-        match nodes {
-            Err(_) => out.push((String::new(), *id)),
-            Ok(nodes) => {
-                for n in &nodes {
-                    let name = n.name_lossy();
-                    if let Some(sub) = n.subtree() {
-                        for (p, b) in self.tree(&sub).iter() {
-                            out.push((format!("{name}/{p}"), *b));
-                        }
-                    } else {
-                        for b in n.content.iter().filter(|c| self.faults.get(c).is_some()) {
-                            out.push((name.clone(), *b));
-                        }
+    fn list(&self, id: &Id) -> Listing {
+        use crate::tree::{decode, decode_blob, TreeBlob};
+        let mut l = Listing {
+            unreadable: Vec::new(),
+            nodes: Vec::new(),
+        };
+        match (self.read)(id).map(|raw| decode_blob(&raw)) {
+            Ok(Ok(TreeBlob::Nodes(n))) => l.nodes = n,
+            Ok(Ok(TreeBlob::Split(parts))) => {
+                for p in parts {
+                    match (self.read)(&p).map(|raw| decode(&raw)) {
+                        Ok(Ok(n)) => l.nodes.extend(n),
+                        _ => l.unreadable.push(p),
                     }
                 }
             }
+            _ => l.unreadable.push(*id),
         }
-        let h = Rc::new(out);
-        self.memo.insert(*id, h.clone());
-        h
+        l
+    }
+
+    /// The faulty blobs below `root`, with the path (relative to `root`) that needs
+    /// each. Depth-first with an explicit stack: a tree's result is built once all
+    /// its subtrees have theirs, and untrusted depth never touches the thread's stack.
+    fn tree(&mut self, root: &Id) -> Hits {
+        let mut open: HashMap<Id, Listing> = HashMap::new();
+        let mut stack = vec![*root];
+        while let Some(&id) = stack.last() {
+            if self.memo.contains_key(&id) {
+                stack.pop();
+                continue;
+            }
+            if !open.contains_key(&id) {
+                let l = self.list(&id);
+                // A subtree already open is an ancestor (a cycle only damage can
+                // make); it contributes nothing.
+                let subs: Vec<Id> = l
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.subtree())
+                    .filter(|s| *s != id && !self.memo.contains_key(s) && !open.contains_key(s))
+                    .collect();
+                open.insert(id, l);
+                if !subs.is_empty() {
+                    stack.extend(subs);
+                    continue;
+                }
+            }
+            stack.pop();
+            let l = open.remove(&id).expect("listed above");
+            let mut out: Vec<(String, Id)> =
+                l.unreadable.iter().map(|b| (String::new(), *b)).collect();
+            for n in &l.nodes {
+                let name = n.name_lossy();
+                if let Some(sub) = n.subtree() {
+                    if let Some(h) = self.memo.get(&sub) {
+                        for (p, b) in h.iter() {
+                            out.push((format!("{name}/{p}"), *b));
+                        }
+                    }
+                } else {
+                    for b in n.content.iter().filter(|c| self.faults.get(c).is_some()) {
+                        out.push((name.clone(), *b));
+                    }
+                }
+            }
+            self.memo.insert(id, Rc::new(out));
+        }
+        self.memo.get(root).cloned().unwrap_or_default()
     }
 }

@@ -24,6 +24,12 @@ impl Writer {
     pub fn new() -> Writer {
         Writer { buf: Vec::new() }
     }
+    /// A writer with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> Writer {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

@@ -134,6 +134,9 @@ fn meta_differs(a: &Node, b: &Node) -> bool {
         || (!dir && (a.mtime, a.mtime_nsec) != (b.mtime, b.mtime_nsec))
 }
 
+/// A subtree comparison still to do: old tree, new tree, path prefix.
+type Job = (Option<Id>, Option<Id>, String);
+
 impl Differ<'_> {
     fn emit(&mut self, change: Change, path: String, old: Option<&Node>, new: Option<&Node>) {
         let e = Entry {
@@ -147,33 +150,78 @@ impl Differ<'_> {
         (self.out)(&e);
     }
 
+    /// Compare two trees (either may be absent), depth first in name order. The walk
+    /// keeps its own stack of levels: tree depth comes from the repository, which
+    /// may hold a hostile tar import, and must not be bounded by the thread's stack.
     fn trees(&mut self, a: Option<&Id>, b: Option<&Id>, prefix: &str) -> Result<()> {
-        if a.is_some() && a == b {
-            return Ok(());
+        enum Work {
+            Job(Option<Id>, Option<Id>, String),
+            Level {
+                old: Vec<Node>,
+                new: Vec<Node>,
+                i: usize,
+                j: usize,
+                prefix: String,
+            },
         }
-        let load = |t: Option<&Id>| t.map_or(Ok(Vec::new()), |t| load_tree(self.repo, t));
-        let old = load(a)?;
-        let new = load(b)?;
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < new.len() {
-            let ord = match (old.get(i), new.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => Ordering::Less,
-                _ => Ordering::Greater,
-            };
-            match ord {
-                Ordering::Less => {
-                    self.one_side(&old[i], prefix, Change::Removed)?;
-                    i += 1;
+        let mut stack = vec![Work::Job(a.copied(), b.copied(), prefix.to_string())];
+        while let Some(w) = stack.pop() {
+            match w {
+                Work::Job(a, b, prefix) => {
+                    if a.is_some() && a == b {
+                        continue;
+                    }
+                    let load =
+                        |t: Option<Id>| t.map_or(Ok(Vec::new()), |t| load_tree(self.repo, &t));
+                    stack.push(Work::Level {
+                        old: load(a)?,
+                        new: load(b)?,
+                        i: 0,
+                        j: 0,
+                        prefix,
+                    });
                 }
-                Ordering::Greater => {
-                    self.one_side(&new[j], prefix, Change::Added)?;
-                    j += 1;
-                }
-                Ordering::Equal => {
-                    self.both(&old[i], &new[j], prefix)?;
-                    i += 1;
-                    j += 1;
+                Work::Level {
+                    old,
+                    new,
+                    mut i,
+                    mut j,
+                    prefix,
+                } => {
+                    if i >= old.len() && j >= new.len() {
+                        continue;
+                    }
+                    let ord = match (old.get(i), new.get(j)) {
+                        (Some(x), Some(y)) => x.name.cmp(&y.name),
+                        (Some(_), None) => Ordering::Less,
+                        _ => Ordering::Greater,
+                    };
+                    let jobs = match ord {
+                        Ordering::Less => {
+                            i += 1;
+                            self.one_side(&old[i - 1], &prefix, Change::Removed)
+                        }
+                        Ordering::Greater => {
+                            j += 1;
+                            self.one_side(&new[j - 1], &prefix, Change::Added)
+                        }
+                        Ordering::Equal => {
+                            i += 1;
+                            j += 1;
+                            self.both(&old[i - 1], &new[j - 1], &prefix)
+                        }
+                    };
+                    stack.push(Work::Level {
+                        old,
+                        new,
+                        i,
+                        j,
+                        prefix,
+                    });
+                    // The subtrees of this entry come before its next sibling.
+                    for (a, b, p) in jobs.into_iter().rev() {
+                        stack.push(Work::Job(a, b, p));
+                    }
                 }
             }
         }
@@ -185,47 +233,50 @@ impl Differ<'_> {
         format!("{prefix}{}{slash}", n.name_lossy())
     }
 
-    /// An entry present on one side only, with everything below it.
-    fn one_side(&mut self, n: &Node, prefix: &str, change: Change) -> Result<()> {
+    /// An entry present on one side only; returns the subtree comparison still to do.
+    fn one_side(&mut self, n: &Node, prefix: &str, change: Change) -> Vec<Job> {
         let path = Self::path(prefix, n);
         let (old, new) = match change {
             Change::Removed => (Some(n), None),
             _ => (None, Some(n)),
         };
         self.emit(change, path.clone(), old, new);
+        let mut jobs = Vec::new();
         if let Some(t) = n.subtree() {
-            let (a, b) = match change {
-                Change::Removed => (Some(&t), None),
-                _ => (None, Some(&t)),
-            };
-            self.trees(a, b, &path)?;
+            jobs.push(match change {
+                Change::Removed => (Some(t), None, path),
+                _ => (None, Some(t), path),
+            });
         }
-        Ok(())
+        jobs
     }
 
-    fn both(&mut self, a: &Node, b: &Node, prefix: &str) -> Result<()> {
+    /// An entry on both sides; returns the subtree comparisons still to do, in order.
+    fn both(&mut self, a: &Node, b: &Node, prefix: &str) -> Vec<Job> {
+        let mut jobs = Vec::new();
         if a.kind != b.kind {
             self.emit(Change::TypeChanged, Self::path(prefix, b), Some(a), Some(b));
             if let Some(t) = a.subtree() {
-                self.trees(Some(&t), None, &Self::path(prefix, a))?;
+                jobs.push((Some(t), None, Self::path(prefix, a)));
             }
             if let Some(t) = b.subtree() {
-                self.trees(None, Some(&t), &Self::path(prefix, b))?;
+                jobs.push((None, Some(t), Self::path(prefix, b)));
             }
-            return Ok(());
+            return jobs;
         }
         let path = Self::path(prefix, b);
         if a.kind == NodeKind::Dir {
             if meta_differs(a, b) {
                 self.emit(Change::Metadata, path.clone(), Some(a), Some(b));
             }
-            return self.trees(a.subtree().as_ref(), b.subtree().as_ref(), &path);
+            jobs.push((a.subtree(), b.subtree(), path));
+            return jobs;
         }
         if content_differs(a, b) {
             self.emit(Change::Modified, path, Some(a), Some(b));
         } else if meta_differs(a, b) {
             self.emit(Change::Metadata, path, Some(a), Some(b));
         }
-        Ok(())
+        jobs
     }
 }

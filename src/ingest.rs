@@ -420,6 +420,42 @@ impl DirBuild {
             children: BTreeMap::new(),
         }
     }
+
+    fn dir(name: &[u8]) -> Child {
+        Child::Open(Box::new(DirBuild::new(Node::new(
+            name.to_vec(),
+            NodeKind::Dir,
+        ))))
+    }
+}
+
+/// Drops nested directories with an explicit stack: a hostile tar can nest them
+/// deeper than the thread's stack would survive a recursive drop.
+impl Drop for DirBuild {
+    fn drop(&mut self) {
+        let mut stack: Vec<Box<DirBuild>> = Vec::new();
+        let take = |d: &mut DirBuild, stack: &mut Vec<Box<DirBuild>>| {
+            for (_, c) in std::mem::take(&mut d.children) {
+                if let Child::Open(sub) = c {
+                    stack.push(sub);
+                }
+            }
+        };
+        take(self, &mut stack);
+        while let Some(mut d) = stack.pop() {
+            take(&mut d, &mut stack);
+        }
+    }
+}
+
+/// How a path's directories resolve, as `tar -x` into an empty directory would.
+enum Resolved {
+    /// The path itself: only directories (or nothing yet) on the way.
+    AsIs,
+    /// The directory's components (symlinks along the way followed).
+    Dir(Vec<Vec<u8>>),
+    /// `tar -x` would fail here too; the reason, for the snapshot's errors.
+    Fails(String),
 }
 
 /// Trees of the parent snapshot, loaded lazily along the current path.
@@ -450,8 +486,7 @@ impl ParentTrees {
                 .and_then(|i| p[i].subtree())
         };
         let t = id
-            .and_then(|id| repo.read_blob(&id).ok())
-            .and_then(|b| tree::decode(&b).ok())
+            .and_then(|id| tree::load(&|id| repo.read_blob(id), &id).ok())
             .map(std::rc::Rc::new);
         self.cache.insert(path.to_vec(), t.clone());
         t
@@ -468,6 +503,14 @@ impl ParentTrees {
     fn forget(&mut self, path: &[u8]) {
         self.cache.remove(path);
     }
+}
+
+/// The non-empty components of `path`, owned.
+fn components(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|b| *b == b'/')
+        .filter(|c| !c.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
@@ -505,6 +548,13 @@ impl Ingest<'_> {
 
     /// Queue a blob unless the repository has it or it is already queued.
     fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+        if raw.len() > pack::MAX_BLOB as usize {
+            return Err(Error::Source(format!(
+                "a {kind:?} blob of {} bytes exceeds the {}-byte blob limit (a cbsnap bug: please report it)",
+                raw.len(),
+                pack::MAX_BLOB
+            )));
+        }
         let id = Id::hash(&raw);
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
@@ -588,20 +638,151 @@ impl Ingest<'_> {
         Ok((ids, n))
     }
 
-    /// The open directory at `path`, creating missing directories on the way (a tar
-    /// stream may name a file before, or without, its directories).
-    fn open_dir(&mut self, path: &[u8]) -> Result<&mut DirBuild> {
-        let mut cur = &mut self.root;
-        if path.is_empty() {
-            return Ok(cur);
+    /// Resolve the directories of `path` the way `tar -x` into an empty directory
+    /// does: a symlink on the way whose target is relative and stays below it is
+    /// followed (its target must already exist, as GNU tar needs), any other
+    /// non-directory on the way makes extraction fail. `explicit_last`: the last
+    /// component is a directory entry itself, which replaces a non-directory there.
+    fn resolve(&self, path: &[u8], explicit_last: bool) -> Resolved {
+        // The common case, without allocating: directories all the way.
+        let mut cur: Option<&DirBuild> = Some(&self.root);
+        let mut comps = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .peekable();
+        let mut plain = true;
+        while let Some(c) = comps.next() {
+            let last = comps.peek().is_none();
+            cur = match cur.and_then(|d| d.children.get(c)) {
+                Some(Child::Open(d)) => Some(d),
+                None => None,
+                Some(Child::Done(n)) if n.kind == NodeKind::Dir || (last && explicit_last) => None,
+                Some(Child::Done(_)) => {
+                    plain = false;
+                    break;
+                }
+            };
         }
-        for comp in path.split(|b| *b == b'/') {
-            let child = cur.children.entry(comp.to_vec()).or_insert_with(|| {
-                Child::Open(Box::new(DirBuild::new(Node::new(
-                    comp.to_vec(),
-                    NodeKind::Dir,
-                ))))
-            });
+        if plain {
+            return Resolved::AsIs;
+        }
+        let mut todo: std::collections::VecDeque<Vec<u8>> = path
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut out: Vec<Vec<u8>> = Vec::new();
+        // Components that come from a symlink's target and must exist.
+        let mut must_exist = 0usize;
+        let mut hops = 0;
+        let shown = |out: &[Vec<u8>], c: &[u8]| {
+            let mut p = out.join(&b'/');
+            if !p.is_empty() {
+                p.push(b'/');
+            }
+            p.extend_from_slice(c);
+            String::from_utf8_lossy(&p).into_owned()
+        };
+        // `cur`: the open directory at `out`, while every component so far exists.
+        let mut cur: Option<&DirBuild> = Some(&self.root);
+        while let Some(c) = todo.pop_front() {
+            let last = todo.is_empty();
+            let existing = cur.and_then(|d| d.children.get(&c));
+            let linked = must_exist > 0;
+            must_exist = must_exist.saturating_sub(1);
+            match existing {
+                None if linked => {
+                    return Resolved::Fails(format!(
+                        "written through a symlink whose target {} is not in the archive before it (tar -x fails: No such file or directory); not stored",
+                        shown(&out, &c)
+                    ))
+                }
+                None => {
+                    cur = None;
+                    out.push(c);
+                }
+                Some(Child::Open(d)) => {
+                    cur = Some(d);
+                    out.push(c);
+                }
+                Some(Child::Done(n)) if n.kind == NodeKind::Dir => {
+                    cur = None;
+                    out.push(c);
+                }
+                Some(Child::Done(_)) if last && explicit_last => {
+                    cur = None;
+                    out.push(c);
+                }
+                Some(Child::Done(n)) if n.kind == NodeKind::Symlink => {
+                    hops += 1;
+                    let t = &n.target;
+                    let comps: Vec<Vec<u8>> = t
+                        .split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty() && *c != b".")
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    if t.first() == Some(&b'/') || comps.iter().any(|c| c == b"..") || hops > 40
+                    {
+                        return Resolved::Fails(format!(
+                            "written through the symlink {} -> {}, which tar -x does not follow (absolute, leaves its directory, or loops); not stored",
+                            shown(&out, &c),
+                            String::from_utf8_lossy(t)
+                        ));
+                    }
+                    must_exist = comps.len();
+                    for tc in comps.into_iter().rev() {
+                        todo.push_front(tc);
+                    }
+                    // Resolve the target from the symlink's own directory again.
+                    cur = self.dir_at(&out);
+                }
+                Some(Child::Done(_)) => {
+                    return Resolved::Fails(format!(
+                        "{} is not a directory in the archive (tar -x fails: Not a directory); not stored",
+                        shown(&out, &c)
+                    ))
+                }
+            }
+        }
+        Resolved::Dir(out)
+    }
+
+    /// The open directory at `comps`, if every component is one.
+    fn dir_at(&self, comps: &[Vec<u8>]) -> Option<&DirBuild> {
+        let mut cur = &self.root;
+        for c in comps {
+            cur = match cur.children.get(c)? {
+                Child::Open(d) => d,
+                Child::Done(_) => return None,
+            };
+        }
+        Some(cur)
+    }
+
+    /// The open directory at `path`, creating missing directories on the way (a tar
+    /// stream may name a file before, or without, its directories). `None` (recorded
+    /// in the snapshot's errors) where `tar -x` would fail too, see [`Self::resolve`].
+    /// `entry` is the path of the entry being stored, named if it cannot be.
+    fn open_dir(
+        &mut self,
+        path: &[u8],
+        explicit: bool,
+        entry: &[u8],
+    ) -> Result<Option<&mut DirBuild>> {
+        let comps = match self.resolve(path, explicit) {
+            Resolved::AsIs => components(path),
+            Resolved::Dir(c) => c,
+            Resolved::Fails(why) => {
+                self.warn(entry, why);
+                return Ok(None);
+            }
+        };
+        let mut cur = &mut self.root;
+        for comp in comps {
+            let child = cur
+                .children
+                .entry(comp)
+                .or_insert_with_key(|k| DirBuild::dir(k));
             if let Child::Done(n) = child {
                 if n.kind == NodeKind::Dir {
                     return Err(Error::Source(format!(
@@ -609,31 +790,30 @@ impl Ingest<'_> {
                         String::from_utf8_lossy(path)
                     )));
                 }
-                // A later entry replaces an earlier non-directory of the same name, as
-                // tar extraction would.
-                *child = Child::Open(Box::new(DirBuild::new(Node::new(
-                    comp.to_vec(),
-                    NodeKind::Dir,
-                ))));
+                // A directory entry replaces a non-directory of its name, as tar -x does.
+                *child = DirBuild::dir(&n.name);
             }
             cur = match child {
                 Child::Open(d) => d,
-                Child::Done(_) => unreachable!(),
+                Child::Done(_) => unreachable!("replaced above"),
             };
         }
-        Ok(cur)
+        Ok(Some(cur))
     }
 
     fn find_leaf(&mut self, path: &[u8]) -> Option<&mut Node> {
         let (dir, name) = split_last(path);
+        let comps = match self.resolve(dir, false) {
+            Resolved::AsIs => components(dir),
+            Resolved::Dir(c) => c,
+            Resolved::Fails(_) => return None,
+        };
         let mut cur = &mut self.root;
-        if !dir.is_empty() {
-            for comp in dir.split(|b| *b == b'/') {
-                cur = match cur.children.get_mut(comp)? {
-                    Child::Open(d) => d,
-                    Child::Done(_) => return None,
-                };
-            }
+        for comp in &comps {
+            cur = match cur.children.get_mut(comp)? {
+                Child::Open(d) => d,
+                Child::Done(_) => return None,
+            };
         }
         match cur.children.get_mut(name)? {
             Child::Done(n) if n.kind == NodeKind::File => Some(n),
@@ -641,26 +821,66 @@ impl Ingest<'_> {
         }
     }
 
-    fn insert(&mut self, path: &[u8], node: Node) -> Result<()> {
+    /// Put a non-directory at `path`. It replaces an earlier entry of the name, as
+    /// `tar -x` does, except a directory that holds entries: there `tar -x` fails
+    /// (`File exists`) and keeps the directory, so this does too and records it.
+    /// Returns whether the node was stored.
+    fn insert(&mut self, path: &[u8], node: Node) -> Result<bool> {
         let (dir, name) = split_last(path);
-        let d = self.open_dir(dir)?;
+        let Some(d) = self.open_dir(dir, false, path)? else {
+            return Ok(false);
+        };
+        if let Some(Child::Open(old)) = d.children.get(name) {
+            if !old.children.is_empty() {
+                self.warn(
+                    path,
+                    "a non-directory entry of the name of an earlier directory that holds entries (tar -x fails: File exists); the directory is kept, the entry not stored".into(),
+                );
+                return Ok(false);
+            }
+        }
         d.children.insert(name.to_vec(), Child::Done(node));
-        Ok(())
+        Ok(true)
+    }
+
+    /// Store one directory's tree ([`tree::write`] splits one too large for a blob).
+    fn write_tree(&mut self, nodes: &[Node]) -> Result<Id> {
+        tree::write(nodes, |raw| self.put_blob(BlobKind::Tree, raw))
     }
 
     /// Write the tree of an open directory (children first) and return its node.
+    /// Post-order with an explicit stack: the depth comes from untrusted input.
     fn seal_dir(&mut self, mut d: DirBuild) -> Result<Node> {
-        let mut nodes = Vec::with_capacity(d.children.len());
-        for (_, c) in std::mem::take(&mut d.children) {
-            nodes.push(match c {
-                Child::Done(n) => n,
-                Child::Open(sub) => self.seal_dir(*sub)?,
-            });
+        struct Frame {
+            node: Node,
+            rest: std::collections::btree_map::IntoIter<Vec<u8>, Child>,
+            done: Vec<Node>,
         }
-        let id = self.put_blob(BlobKind::Tree, tree::encode(&nodes))?;
-        let mut node = d.node;
-        node.content = vec![id];
-        Ok(node)
+        let frame = |d: &mut DirBuild| Frame {
+            node: std::mem::replace(&mut d.node, Node::new(Vec::new(), NodeKind::Dir)),
+            done: Vec::with_capacity(d.children.len()),
+            rest: std::mem::take(&mut d.children).into_iter(),
+        };
+        let mut stack = vec![frame(&mut d)];
+        loop {
+            let top = stack
+                .last_mut()
+                .expect("the stack holds the directory being sealed");
+            match top.rest.next() {
+                Some((_, Child::Done(n))) => top.done.push(n),
+                Some((_, Child::Open(mut sub))) => stack.push(frame(&mut sub)),
+                None => {
+                    let f = stack.pop().expect("checked above");
+                    let id = self.write_tree(&f.done)?;
+                    let mut node = f.node;
+                    node.content = vec![id];
+                    match stack.last_mut() {
+                        Some(parent) => parent.done.push(node),
+                        None => return Ok(node),
+                    }
+                }
+            }
+        }
     }
 
     fn finish_root(&mut self) -> Result<(Id, RootMeta)> {
@@ -765,16 +985,27 @@ impl Sink for Ingest<'_> {
             self.warn(&e.path, format!("{why}; entry skipped"));
             return Ok(());
         }
+        if tree::truncate_owner_names(&mut e.node) {
+            self.warn(
+                &e.path,
+                format!(
+                    "owner or group name longer than {} bytes; stored cut to that length",
+                    tree::MAX_OWNER_NAME
+                ),
+            );
+        }
         let (_, name) = split_last(&e.path);
         e.node.name = name.to_vec();
         match e.node.kind {
             NodeKind::Dir => {
-                self.stats.dirs += 1;
                 let path = e.path.clone();
-                let d = self.open_dir(&path)?;
+                let Some(d) = self.open_dir(&path, true, &e.path)? else {
+                    return Ok(());
+                };
                 let name = std::mem::take(&mut e.node.name);
                 d.node = e.node;
                 d.node.name = name;
+                self.stats.dirs += 1;
                 Ok(())
             }
             NodeKind::File => {
@@ -793,22 +1024,28 @@ impl Sink for Ingest<'_> {
                     if t.link_group == 0 {
                         t.link_group = group;
                     }
-                    e.node.link_group = t.link_group;
-                    e.node.content = t.content.clone();
-                    e.node.size = t.size;
+                    // One inode: `tar -x` gives the link the target's metadata, and
+                    // restore creates whichever name comes first in the tree.
+                    let name = std::mem::take(&mut e.node.name);
+                    e.node = t.clone();
+                    e.node.name = name;
                     if t.link_group == group {
                         self.next_group += 1;
                     }
-                    self.stats.files += 1;
-                    return self.insert(&e.path.clone(), e.node);
+                    if self.insert(&e.path.clone(), e.node)? {
+                        self.stats.files += 1;
+                    }
+                    return Ok(());
                 }
                 if let Some(key) = e.link_key {
                     if let Some((g, ids, size)) = self.links_by_key.get(&key) {
                         e.node.link_group = *g;
                         e.node.content = ids.clone();
                         e.node.size = *size;
-                        self.stats.files += 1;
-                        return self.insert(&e.path.clone(), e.node);
+                        if self.insert(&e.path.clone(), e.node)? {
+                            self.stats.files += 1;
+                        }
+                        return Ok(());
                     }
                 }
                 let Some((ids, size)) = self.file_content(&e, content)? else {
@@ -816,19 +1053,29 @@ impl Sink for Ingest<'_> {
                 };
                 e.node.content = ids;
                 e.node.size = size;
+                // Only now is the chunk list known: a file of millions of chunks can
+                // outgrow what one tree blob holds.
+                if let Err(why) = tree::fits(&e.node) {
+                    self.warn(&e.path, format!("{why}; file not stored"));
+                    return Ok(());
+                }
                 if let Some(key) = e.link_key {
                     e.node.link_group = self.next_group;
                     self.next_group += 1;
                     self.links_by_key
                         .insert(key, (e.node.link_group, e.node.content.clone(), size));
                 }
-                self.stats.files += 1;
-                self.stats.bytes += size;
-                self.insert(&e.path.clone(), e.node)
+                if self.insert(&e.path.clone(), e.node)? {
+                    self.stats.files += 1;
+                    self.stats.bytes += size;
+                }
+                Ok(())
             }
             _ => {
-                self.stats.other += 1;
-                self.insert(&e.path.clone(), e.node)
+                if self.insert(&e.path.clone(), e.node)? {
+                    self.stats.other += 1;
+                }
+                Ok(())
             }
         }
     }
@@ -841,13 +1088,16 @@ impl Sink for Ingest<'_> {
             return Ok(());
         }
         let (dir, name) = split_last(path);
-        let parent = self.open_dir(dir)?;
+        let Some(parent) = self.open_dir(dir, false, path)? else {
+            return Ok(());
+        };
         let Some(Child::Open(d)) = parent.children.remove(name) else {
             return Ok(());
         };
         let node = self.seal_dir(*d)?;
-        let parent = self.open_dir(dir)?;
-        parent.children.insert(name.to_vec(), Child::Done(node));
+        if let Some(parent) = self.open_dir(dir, false, path)? {
+            parent.children.insert(name.to_vec(), Child::Done(node));
+        }
         Ok(())
     }
 

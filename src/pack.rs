@@ -234,6 +234,15 @@ impl PackWriter {
         stored: &[u8],
         compression: Compression,
     ) -> io::Result<()> {
+        // The one place every blob passes: never write what a reader would reject.
+        if raw_len > MAX_BLOB || stored.len() > MAX_BLOB as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "blob {id} of {raw_len} bytes exceeds the {MAX_BLOB}-byte blob limit (a cbsnap bug: please report it)"
+                ),
+            ));
+        }
         let entry = BlobEntry {
             id,
             offset: self.pos,

@@ -5,13 +5,33 @@
 //! metadata every source can give (a directory walk or a tar stream) and, for a regular
 //! file, the ids of its chunks in order; for a directory, the id of its own tree.
 //! Byte layout in `docs/FORMAT.md` ("Tree blobs").
+//!
+//! A directory whose node list would not fit one blob is written as a *split tree*
+//! (version 2): a list of part ids, each part an ordinary version-1 tree holding a
+//! run of the sorted entries. Small directories keep the version-1 form, so their ids
+//! are the same as before split trees existed. [`write`] is the only encoder callers
+//! use; [`load`] reads either form.
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::pack::MAX_BLOB;
 
+/// Version of a tree that holds its nodes (every tree before split trees existed).
 pub const TREE_VERSION: u8 = 1;
+/// Version of a split tree: a list of version-1 parts.
+pub const SPLIT_TREE_VERSION: u8 = 2;
 /// Upper bound on entries per tree accepted by the decoder (guards allocations).
 const MAX_ENTRIES: u32 = 50_000_000;
+/// A directory whose encoded node list is larger than this many bytes is written as a
+/// split tree with parts of at most this size (a single larger node gets a part of its
+/// own). Well below [`MAX_BLOB`], so readers hold little per part.
+pub const PART_LIMIT: usize = 4 << 20;
+/// The largest encoded node: it must fit a version-1 part (header 5 bytes) within the
+/// blob limit readers enforce.
+pub const MAX_NODE: usize = MAX_BLOB as usize - 5;
+/// Longest owner or group name the format stores (a u8 length).
+pub const MAX_OWNER_NAME: usize = 255;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NodeKind {
@@ -133,32 +153,183 @@ pub fn valid_name(name: &[u8]) -> bool {
         && name.len() <= u16::MAX as usize
 }
 
-/// Whether a node's variable-length fields fit the tree format; `Err` says which does
-/// not. Sources check this before a node reaches [`encode`] (a hostile tar stream can
-/// carry fields far beyond what a filesystem allows).
-pub fn fits(n: &Node) -> Result<(), String> {
+/// A node field beyond what the tree format (and the blob limit readers enforce) can
+/// hold. Each variant names the field and its size, so the entry can be reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FitError {
+    #[error("the name of {0} bytes is too long (at most 65535)")]
+    Name(usize),
+    #[error("the symlink target of {0} bytes is too long (at most 65535)")]
+    Target(usize),
+    #[error("{0} extended attributes are too many (at most 65535)")]
+    XattrCount(usize),
+    #[error("an extended attribute name of {0} bytes is too long (at most 65535)")]
+    XattrName(usize),
+    #[error(
+        "its metadata and chunk list take {0} bytes, more than one tree blob holds ({MAX_NODE})"
+    )]
+    NodeSize(usize),
+}
+
+/// Whether a node fits the tree format; `Err` says which field does not. Sources and
+/// the ingest check this before a node reaches [`write`] (a hostile tar stream can
+/// carry fields far beyond what a filesystem allows). Owner and group names longer
+/// than [`MAX_OWNER_NAME`] are not an error here: see [`truncate_owner_names`].
+pub fn fits(n: &Node) -> Result<(), FitError> {
+    if n.name.len() > u16::MAX as usize {
+        return Err(FitError::Name(n.name.len()));
+    }
     if n.target.len() > u16::MAX as usize {
-        return Err(format!(
-            "symlink target of {} bytes is too long",
-            n.target.len()
-        ));
+        return Err(FitError::Target(n.target.len()));
     }
     if n.xattrs.len() > u16::MAX as usize {
-        return Err(format!(
-            "{} extended attributes are too many",
-            n.xattrs.len()
-        ));
+        return Err(FitError::XattrCount(n.xattrs.len()));
     }
-    for (k, v) in &n.xattrs {
-        if k.len() > u16::MAX as usize || v.len() > u32::MAX as usize {
-            return Err("an extended attribute is too large".into());
-        }
+    if let Some((k, _)) = n.xattrs.iter().find(|(k, _)| k.len() > u16::MAX as usize) {
+        return Err(FitError::XattrName(k.len()));
+    }
+    let len = encoded_len(n);
+    if len > MAX_NODE {
+        return Err(FitError::NodeSize(len));
     }
     Ok(())
 }
 
-pub fn encode(nodes: &[Node]) -> Vec<u8> {
+/// Cut owner and group names to the [`MAX_OWNER_NAME`] bytes the format stores;
+/// returns whether anything was cut (the caller records it).
+pub fn truncate_owner_names(n: &mut Node) -> bool {
+    let long = n.user.len() > MAX_OWNER_NAME || n.group.len() > MAX_OWNER_NAME;
+    n.user.truncate(MAX_OWNER_NAME);
+    n.group.truncate(MAX_OWNER_NAME);
+    long
+}
+
+/// Bytes `n` takes in a tree blob.
+pub fn encoded_len(n: &Node) -> usize {
+    2 + n.name.len()
+        + 1
+        + 12
+        + 1
+        + n.user.len().min(MAX_OWNER_NAME)
+        + 1
+        + n.group.len().min(MAX_OWNER_NAME)
+        + 12
+        + 8
+        + 8
+        + 8
+        + 12
+        + 8
+        + 2
+        + n.target.len()
+        + 2
+        + n.xattrs
+            .iter()
+            .map(|(k, v)| 6 + k.len() + v.len())
+            .sum::<usize>()
+        + 4
+        + 32 * n.content.len()
+}
+
+/// Write the tree of one directory: `nodes` sorted by name, each of which [`fits`].
+/// `put` stores one tree blob and returns its id. A node list that encodes to at
+/// most [`PART_LIMIT`] bytes is one version-1 tree; a larger one is stored as
+/// version-1 parts and a split tree listing them, which `put` receives last.
+pub fn write<E>(nodes: &[Node], mut put: impl FnMut(Vec<u8>) -> Result<Id, E>) -> Result<Id, E> {
+    let total: usize = 5 + nodes.iter().map(encoded_len).sum::<usize>();
+    if total <= PART_LIMIT {
+        return put(encode(nodes));
+    }
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut size = 5;
+    for (i, n) in nodes.iter().enumerate() {
+        let len = encoded_len(n);
+        if i > start && size + len > PART_LIMIT {
+            parts.push(put(encode(&nodes[start..i]))?);
+            start = i;
+            size = 5;
+        }
+        size += len;
+    }
+    parts.push(put(encode(&nodes[start..]))?);
+    put(encode_split(&parts))
+}
+
+/// A split tree: `version u8 (=2) || count u32 || part id[32] * count`.
+pub fn encode_split(parts: &[Id]) -> Vec<u8> {
     let mut w = Writer::new();
+    w.u8(SPLIT_TREE_VERSION);
+    w.u32(parts.len() as u32);
+    for p in parts {
+        w.id(p);
+    }
+    w.buf
+}
+
+/// A decoded tree blob: the nodes themselves, or the parts that hold them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TreeBlob {
+    Nodes(Vec<Node>),
+    Split(Vec<Id>),
+}
+
+/// Decode a tree blob of either version.
+pub fn decode_blob(buf: &[u8]) -> Result<TreeBlob, DecodeError> {
+    if buf.first() != Some(&SPLIT_TREE_VERSION) {
+        return decode(buf).map(TreeBlob::Nodes);
+    }
+    let mut r = Reader::new(buf, "tree");
+    r.u8()?;
+    let count = r.u32()?;
+    if count == 0 || count as usize != r.remaining() / 32 {
+        return Err(r.err(format!("split tree part count {count} does not fit")));
+    }
+    let mut parts = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        parts.push(r.id()?);
+    }
+    r.finish()?;
+    Ok(TreeBlob::Split(parts))
+}
+
+/// Check that `next`, the nodes of the part after the one ending in `last`, continue
+/// the sort order.
+pub fn check_part_order(last: Option<&Node>, next: &[Node]) -> Result<(), DecodeError> {
+    match (last, next.first()) {
+        (Some(a), Some(b)) if a.name >= b.name => Err(DecodeError {
+            what: "tree",
+            detail: "parts of a split tree not sorted by name or overlapping".into(),
+        }),
+        (_, None) => Err(DecodeError {
+            what: "tree",
+            detail: "empty part in a split tree".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Read and decode the tree `id` of either version, with `read` fetching one blob.
+/// A split tree's parts must be version-1 trees whose names continue the order.
+pub fn load(read: &dyn Fn(&Id) -> Result<Vec<u8>>, id: &Id) -> Result<Vec<Node>> {
+    let bad = |at: &Id, e: DecodeError| Error::Corrupt(format!("tree {at}: {e}"));
+    match decode_blob(&read(id)?).map_err(|e| bad(id, e))? {
+        TreeBlob::Nodes(n) => Ok(n),
+        TreeBlob::Split(parts) => {
+            let mut out: Vec<Node> = Vec::new();
+            for p in &parts {
+                let nodes = decode(&read(p)?).map_err(|e| bad(p, e))?;
+                check_part_order(out.last(), &nodes).map_err(|e| bad(p, e))?;
+                out.extend(nodes);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Encode a version-1 tree. Callers store trees through [`write`], which splits a
+/// list too large for one blob.
+pub fn encode(nodes: &[Node]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(5 + nodes.iter().map(encoded_len).sum::<usize>());
     w.u8(TREE_VERSION);
     w.u32(nodes.len() as u32);
     for n in nodes {
@@ -167,8 +338,8 @@ pub fn encode(nodes: &[Node]) -> Vec<u8> {
         w.u32(n.mode);
         w.u32(n.uid);
         w.u32(n.gid);
-        w.bytes8(&n.user[..n.user.len().min(255)]);
-        w.bytes8(&n.group[..n.group.len().min(255)]);
+        w.bytes8(&n.user[..n.user.len().min(MAX_OWNER_NAME)]);
+        w.bytes8(&n.group[..n.group.len().min(MAX_OWNER_NAME)]);
         w.i64(n.mtime);
         w.u32(n.mtime_nsec);
         w.u64(n.size);
@@ -192,6 +363,7 @@ pub fn encode(nodes: &[Node]) -> Vec<u8> {
     w.buf
 }
 
+/// Decode a version-1 tree (a split tree's part). See [`decode_blob`] for both.
 pub fn decode(buf: &[u8]) -> Result<Vec<Node>, DecodeError> {
     let mut r = Reader::new(buf, "tree");
     let v = r.u8()?;
@@ -317,6 +489,84 @@ mod tests {
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
             let _ = decode(&bytes);
         }
+    }
+
+    fn many(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| Node::new(format!("f{i:08}").into_bytes(), NodeKind::File))
+            .collect()
+    }
+
+    /// Stores blobs in a map, as a repository would.
+    fn store(
+        blobs: &std::cell::RefCell<std::collections::HashMap<Id, Vec<u8>>>,
+        raw: Vec<u8>,
+    ) -> Id {
+        let id = Id::hash(&raw);
+        blobs.borrow_mut().insert(id, raw);
+        id
+    }
+
+    #[test]
+    fn small_directories_keep_the_version_1_form() {
+        let nodes = many(1000);
+        let blobs = Default::default();
+        let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        assert_eq!(blobs.borrow().len(), 1);
+        assert_eq!(blobs.borrow()[&id], encode(&nodes));
+    }
+
+    #[test]
+    fn large_directories_are_split_into_parts_that_load_back() {
+        let nodes = many(100_000);
+        let blobs = Default::default();
+        let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        let b = blobs.borrow();
+        let TreeBlob::Split(parts) = decode_blob(&b[&id]).unwrap() else {
+            panic!(
+                "a tree of {} bytes was not split",
+                5 + nodes.iter().map(encoded_len).sum::<usize>()
+            );
+        };
+        assert!(parts.len() >= 2);
+        assert!(parts.iter().all(|p| b[p].len() <= PART_LIMIT));
+        let read = |id: &Id| {
+            b.get(id)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt("missing".into()))
+        };
+        assert_eq!(load(&read, &id).unwrap(), nodes);
+        // Parts out of order are damage, not a directory.
+        let swapped = encode_split(&[parts[1], parts[0]]);
+        drop(b);
+        let bad = store(&blobs, swapped);
+        let b = blobs.borrow();
+        let read = |id: &Id| {
+            b.get(id)
+                .cloned()
+                .ok_or_else(|| Error::Corrupt("missing".into()))
+        };
+        assert!(load(&read, &bad).is_err());
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        let mut n = Node::new(b"name".to_vec(), NodeKind::File);
+        n.user = b"root".to_vec();
+        n.target = b"t".to_vec();
+        n.xattrs = vec![(b"user.a".to_vec(), b"vvv".to_vec())];
+        n.content = vec![Id([7; 32]); 3];
+        assert_eq!(encode(std::slice::from_ref(&n)).len(), 5 + encoded_len(&n));
+    }
+
+    #[test]
+    fn oversized_nodes_do_not_fit() {
+        let mut n = Node::new(b"huge".to_vec(), NodeKind::File);
+        n.content = vec![Id([0; 32]); MAX_NODE / 32 + 1];
+        assert!(matches!(fits(&n), Err(FitError::NodeSize(_))));
+        n.content.clear();
+        n.target = vec![b'x'; 70_000];
+        assert!(matches!(fits(&n), Err(FitError::Target(70_000))));
     }
 
     #[test]

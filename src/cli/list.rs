@@ -1,7 +1,7 @@
 //! `cbsnap snapshots` and `cbsnap ls`.
 
 use cbsnap::repo::Access;
-use cbsnap::restore::{load_tree, lookup};
+use cbsnap::restore::{lookup, Entries};
 use cbsnap::snapshot;
 use cbsnap::tree::{Node, NodeKind};
 use cbsnap::Id;
@@ -122,16 +122,9 @@ fn walk(
     prefix: &str,
     emit: &mut dyn FnMut(&str, &Node),
 ) -> anyhow::Result<()> {
-    for n in load_tree(repo, tree)? {
-        let path = if prefix.is_empty() {
-            n.name_lossy()
-        } else {
-            format!("{prefix}/{}", n.name_lossy())
-        };
-        emit(&path, &n);
-        if let Some(sub) = n.subtree() {
-            walk(repo, &sub, &path, emit)?;
-        }
+    for e in Entries::new(repo, tree, prefix.as_bytes())? {
+        let (path, n) = e?;
+        emit(&String::from_utf8_lossy(&path), &n);
     }
     Ok(())
 }

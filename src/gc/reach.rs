@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{self, Node};
+use crate::tree::{self, Node, TreeBlob};
 
 /// The first 8 bytes of a blob id, big-endian, so keys sort like ids.
 pub type BlobKey = u64;
@@ -183,23 +183,34 @@ impl<'r> Walker<'r> {
         self.visited.len()
     }
 
-    /// Read and decode one tree.
-    pub fn load(&self, id: &Id) -> Result<Vec<Node>> {
+    /// Read and decode one tree blob (for a split tree: the list of its parts).
+    pub fn load(&self, id: &Id) -> Result<TreeBlob> {
         let raw = (self.read)(id)?;
-        tree::decode(&raw).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))
+        tree::decode_blob(&raw).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))
     }
 
     /// Visit every tree below and including `root` that this walker has not visited
-    /// before, and every file node in them.
+    /// before (a split tree's parts too), and every file node in them. The walk keeps
+    /// its own stack, so untrusted depth costs heap, not the thread's stack.
     pub fn walk(&mut self, root: &Id, visit: &mut dyn FnMut(Visit<'_>)) {
-        let mut stack = vec![*root];
-        while let Some(id) = stack.pop() {
+        let mut stack = vec![(*root, true)];
+        while let Some((id, may_split)) = stack.pop() {
             if !self.visited.insert(id) {
                 continue;
             }
             visit(Visit::Tree(&id));
             let nodes = match self.load(&id) {
-                Ok(n) => n,
+                Ok(TreeBlob::Nodes(n)) => n,
+                Ok(TreeBlob::Split(parts)) if may_split => {
+                    // Parts are plain trees; a part that is itself split is damage.
+                    stack.extend(parts.into_iter().rev().map(|p| (p, false)));
+                    continue;
+                }
+                Ok(TreeBlob::Split(_)) => {
+                    let e = Error::Corrupt(format!("tree {id}: a split tree's part is split"));
+                    visit(Visit::Unreadable(&id, e));
+                    continue;
+                }
                 Err(e) => {
                     visit(Visit::Unreadable(&id, e));
                     continue;
@@ -207,7 +218,7 @@ impl<'r> Walker<'r> {
             };
             for n in &nodes {
                 if let Some(sub) = n.subtree() {
-                    stack.push(sub);
+                    stack.push((sub, true));
                 } else if !n.content.is_empty() {
                     visit(Visit::File(n));
                 }

@@ -15,10 +15,59 @@ use crate::id::Id;
 use crate::repo::Repository;
 use crate::tree::{self, Node, NodeKind};
 
-/// Load and decode one tree.
+/// Load and decode one directory's tree (a split tree's parts joined).
 pub fn load_tree(repo: &Repository, id: &Id) -> Result<Vec<Node>> {
-    let raw = repo.read_blob(id)?;
-    tree::decode(&raw).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))
+    tree::load(&|id| repo.read_blob(id), id)
+}
+
+/// Every node below a tree in pre-order (a directory before its entries), in name
+/// order, with its path relative to the tree (components joined by `/`). The walk
+/// keeps its own stack, one level per directory on the current path: a repository
+/// can hold trees of any depth (a hostile tar import), the thread's stack cannot.
+pub struct Entries<'r> {
+    repo: &'r Repository,
+    stack: Vec<(Vec<u8>, std::vec::IntoIter<Node>)>,
+}
+
+impl<'r> Entries<'r> {
+    /// Walk below `tree`; paths start with `prefix` (empty for none).
+    pub fn new(repo: &'r Repository, tree: &Id, prefix: &[u8]) -> Result<Entries<'r>> {
+        let nodes = load_tree(repo, tree)?;
+        Ok(Entries {
+            repo,
+            stack: vec![(prefix.to_vec(), nodes.into_iter())],
+        })
+    }
+}
+
+impl Iterator for Entries<'_> {
+    type Item = Result<(Vec<u8>, Node)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (prefix, nodes) = self.stack.last_mut()?;
+            let Some(n) = nodes.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let mut path = prefix.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&n.name);
+            if let Some(sub) = n.subtree() {
+                match load_tree(self.repo, &sub) {
+                    Ok(nodes) => self.stack.push((path.clone(), nodes.into_iter())),
+                    Err(e) => {
+                        // Nothing below a tree that cannot be read; the walk ends here.
+                        self.stack.clear();
+                        return Some(Err(e));
+                    }
+                }
+            }
+            return Some(Ok((path, n)));
+        }
+    }
 }
 
 /// Find the node at `path` (components separated by `/`) below the tree `root`.

@@ -14,7 +14,7 @@ use ::tar::{Builder, EntryType, Header};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::restore::{load_tree, lookup, ChunkReader};
+use crate::restore::{lookup, ChunkReader, Entries};
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
 
@@ -62,14 +62,22 @@ fn write_tree(
     prefix: &Path,
     links: &mut std::collections::HashMap<u64, PathBuf>,
 ) -> Result<()> {
-    for node in load_tree(repo, tree)? {
-        let path = prefix.join(OsStr::from_bytes(&node.name));
-        append(b, repo, &path, &node, links)?;
-        if let Some(sub) = node.subtree() {
-            write_tree(b, repo, &sub, &path, links)?;
-        }
+    for e in Entries::new(repo, tree, prefix.as_os_str().as_bytes())? {
+        let (path, node) = e?;
+        append(b, repo, Path::new(OsStr::from_bytes(&path)), &node, links)?;
     }
     Ok(())
+}
+
+/// A PAX time: the decimal value of `secs + nsec / 10⁹`, so 1.5 s before the epoch
+/// (secs -2, nsec 500000000) is `-1.500000000`.
+fn pax_time(secs: i64, nsec: u32) -> String {
+    if secs < 0 && nsec > 0 {
+        // secs + nsec/1e9 = -((-secs - 1) + (1e9 - nsec)/1e9)
+        format!("-{}.{:09}", -(secs + 1), 1_000_000_000 - nsec)
+    } else {
+        format!("{secs}.{nsec:09}")
+    }
 }
 
 fn append(
@@ -99,10 +107,7 @@ fn append(
         ));
     }
     if n.mtime_nsec != 0 || n.mtime < 0 {
-        pax.push((
-            "mtime".into(),
-            format!("{}.{:09}", n.mtime, n.mtime_nsec).into_bytes(),
-        ));
+        pax.push(("mtime".into(), pax_time(n.mtime, n.mtime_nsec).into_bytes()));
     }
     if !pax.is_empty() {
         b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -148,5 +153,18 @@ fn append(
                 .map_err(tar_err)
         }
         NodeKind::Socket => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_time;
+
+    #[test]
+    fn pax_times_before_the_epoch() {
+        assert_eq!(pax_time(-2, 500_000_000), "-1.500000000");
+        assert_eq!(pax_time(-1, 750_000_000), "-0.250000000");
+        assert_eq!(pax_time(-3, 0), "-3.000000000");
+        assert_eq!(pax_time(5, 1), "5.000000001");
     }
 }

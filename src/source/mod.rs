@@ -8,6 +8,7 @@
 
 pub mod dir;
 pub mod docker;
+pub mod sparse;
 pub mod tar;
 
 use std::io::Read;

@@ -11,6 +11,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use ::tar::{Archive, EntryType};
 
 use crate::error::{Error, Result};
+use crate::source::sparse::{SparseError, SparseInfo};
 use crate::source::{normalize_path, Content, Entry, Sink};
 use crate::tree::{Node, NodeKind};
 
@@ -80,7 +81,30 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
     let mut ar = Archive::new(&mut tail);
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        let raw_path = entry.path_bytes().into_owned();
+        // PAX records first: they can rename the member (GNU sparse) and carry
+        // metadata the header cannot hold.
+        let mut sparse = SparseInfo::default();
+        let mut pax = Pax::default();
+        let mut sparse_err: Option<SparseError> = None;
+        if let Some(exts) = entry.pax_extensions().map_err(bad)? {
+            for ext in exts {
+                let ext = ext.map_err(bad)?;
+                let (key, value) = (ext.key_bytes(), ext.value_bytes());
+                match sparse.record(key, value) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        sparse_err.get_or_insert(e);
+                        continue;
+                    }
+                }
+                pax.record(key, value);
+            }
+        }
+        let raw_path = match &sparse.name {
+            Some(name) => name.clone(),
+            None => entry.path_bytes().into_owned(),
+        };
         let Some(mut path) = normalize_path(&raw_path) else {
             sink.warn(
                 &raw_path,
@@ -121,6 +145,20 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
         n.user = h.username_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.group = h.groupname_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.mtime = h.mtime().map_err(bad)? as i64;
+        let unstored = std::mem::take(&mut pax.unstored);
+        if let Err(why) = pax.apply(&mut n) {
+            sink.warn(&path, format!("{why}; entry skipped"));
+            continue;
+        }
+        if !unstored.is_empty() {
+            sink.warn(
+                &path,
+                format!(
+                    "PAX records {} (POSIX ACLs) are not stored; the entry is stored without them",
+                    unstored.join(", ")
+                ),
+            );
+        }
         if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
             n.rdev_major = h.device_major().ok().flatten().unwrap_or(0);
             n.rdev_minor = h.device_minor().ok().flatten().unwrap_or(0);
@@ -147,22 +185,6 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
         } else {
             None
         };
-        if let Some(exts) = entry.pax_extensions().map_err(bad)? {
-            for ext in exts {
-                let ext = ext.map_err(bad)?;
-                let key = ext.key_bytes();
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    n.xattrs.push((name.to_vec(), ext.value_bytes().to_vec()));
-                } else if key == b"mtime" {
-                    if let Some((s, ns)) = parse_pax_time(ext.value_bytes()) {
-                        n.mtime = s;
-                        n.mtime_nsec = ns;
-                    }
-                }
-            }
-            n.xattrs.sort();
-            n.xattrs.dedup_by(|a, b| a.0 == b.0);
-        }
         if path.is_empty() {
             if kind == NodeKind::Dir {
                 sink.entry(Entry::new(path, n), Content::None)?;
@@ -180,8 +202,29 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             }
             sink.entry(e, Content::None)?;
         } else if kind == NodeKind::File {
+            if let Some(err) = sparse_err {
+                sink.warn(&e.path, format!("{err}; entry skipped"));
+                io::copy(&mut entry, &mut io::sink()).map_err(bad)?;
+                continue;
+            }
+            let mut expanded;
+            let content: &mut dyn Read = if sparse.is_sparse() {
+                match sparse.expand(&mut entry) {
+                    Ok(x) => {
+                        expanded = x;
+                        &mut expanded
+                    }
+                    Err(err) => {
+                        sink.warn(&e.path, format!("{err}; entry skipped"));
+                        io::copy(&mut entry, &mut io::sink()).map_err(bad)?;
+                        continue;
+                    }
+                }
+            } else {
+                &mut entry
+            };
             // A read error here is the stream's (the sink only reads the entry).
-            sink.entry(e, Content::Stream(&mut entry))
+            sink.entry(e, Content::Stream(content))
                 .map_err(|err| match err {
                     Error::Io { context, source } => bad(io::Error::new(
                         source.kind(),
@@ -204,15 +247,111 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
     Ok(())
 }
 
-/// PAX times are decimal seconds with an optional fraction: `1700000000.123456789`.
+/// Metadata a member's PAX records carry beyond its header (POSIX.1-2001 `pax`
+/// "extended header keywords"; `SCHILY.xattr.*` as GNU tar and bsdtar write them).
+#[derive(Default)]
+struct Pax {
+    mtime: Option<(i64, u32)>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    uname: Option<Vec<u8>>,
+    gname: Option<Vec<u8>>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    bad: Option<String>,
+    /// Records `tar -x` would apply that cbsnap does not store (POSIX ACLs as text,
+    /// whose user and group names only resolve on the host that extracts them).
+    unstored: Vec<String>,
+}
+
+impl Pax {
+    fn record(&mut self, key: &[u8], value: &[u8]) {
+        let num = || {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        match key {
+            b"mtime" => self.mtime = parse_pax_time(value),
+            b"uid" => self.uid = num(),
+            b"gid" => self.gid = num(),
+            b"uname" => self.uname = Some(value.to_vec()),
+            b"gname" => self.gname = Some(value.to_vec()),
+            _ => {
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    self.xattrs.push((name.to_vec(), value.to_vec()));
+                } else if key.starts_with(b"SCHILY.acl.") {
+                    self.unstored
+                        .push(String::from_utf8_lossy(key).into_owned());
+                }
+                return;
+            }
+        }
+        let ok = match key {
+            b"mtime" => self.mtime.is_some(),
+            b"uid" => self.uid.is_some(),
+            b"gid" => self.gid.is_some(),
+            _ => true,
+        };
+        if !ok && self.bad.is_none() {
+            self.bad = Some(format!(
+                "PAX record {}={} is malformed",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            ));
+        }
+    }
+
+    /// Overlay the records on a node built from the header. An id beyond 32 bits
+    /// cannot be stored (nor restored on Linux), so it is an error, never truncated.
+    fn apply(self, n: &mut Node) -> std::result::Result<(), String> {
+        if let Some(bad) = self.bad {
+            return Err(bad);
+        }
+        if let Some((s, ns)) = self.mtime {
+            n.mtime = s;
+            n.mtime_nsec = ns;
+        }
+        for (id, slot) in [(self.uid, &mut n.uid), (self.gid, &mut n.gid)] {
+            if let Some(v) = id {
+                *slot =
+                    u32::try_from(v).map_err(|_| format!("owner id {v} does not fit 32 bits"))?;
+            }
+        }
+        if let Some(u) = self.uname {
+            n.user = u;
+        }
+        if let Some(g) = self.gname {
+            n.group = g;
+        }
+        if !self.xattrs.is_empty() {
+            n.xattrs = self.xattrs;
+            n.xattrs.sort();
+            // The last record of a name wins, as in a PAX header.
+            n.xattrs.reverse();
+            n.xattrs.dedup_by(|a, b| a.0 == b.0);
+            n.xattrs.reverse();
+        }
+        Ok(())
+    }
+}
+
+/// PAX times are decimal seconds with an optional fraction: `1700000000.123456789`,
+/// `-1.25` (1.25 s before the epoch: seconds -2, nanoseconds 750000000).
 fn parse_pax_time(v: &[u8]) -> Option<(i64, u32)> {
     let s = std::str::from_utf8(v).ok()?;
     let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let negative = secs.starts_with('-');
     let secs: i64 = secs.parse().ok()?;
     let mut ns = 0u32;
     if !frac.is_empty() {
+        if !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
         let digits: String = frac.chars().take(9).collect();
         ns = format!("{digits:0<9}").parse().ok()?;
+    }
+    if negative && ns > 0 {
+        return Some((secs.checked_sub(1)?, 1_000_000_000 - ns));
     }
     Some((secs, ns))
 }
@@ -228,6 +367,8 @@ mod tests {
             Some((1_700_000_000, 500_000_000))
         );
         assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
+        assert_eq!(parse_pax_time(b"-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(parse_pax_time(b"-3"), Some((-3, 0)));
         assert_eq!(parse_pax_time(b"x"), None);
     }
 }

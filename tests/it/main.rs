@@ -15,3 +15,4 @@ mod ops_scripts;
 mod roundtrip;
 mod run_hooks;
 mod stack;
+mod tar_import;

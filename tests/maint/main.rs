@@ -2,6 +2,7 @@
 //! mirror and with-lock, run through the real binary on temporary repositories.
 
 mod check;
+mod check_oversize;
 mod common;
 mod concurrency;
 mod forget_prune;
