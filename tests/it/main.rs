@@ -12,5 +12,6 @@ mod errors;
 mod mount;
 mod ops;
 mod ops_scripts;
+mod fixture;
 mod roundtrip;
 mod stack;
