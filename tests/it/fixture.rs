@@ -43,7 +43,11 @@ fn fixture_copy() -> Repo {
 #[test]
 fn format_1_repository_restores_byte_exact_and_checks_clean() {
     let config = std::fs::read(repo_v1().join("config")).unwrap();
-    assert_eq!(&config[..12], b"CBSNAPCF\x01\x00\x00\x00", "the fixture is of version 1");
+    assert_eq!(
+        &config[..12],
+        b"CBSNAPCF\x01\x00\x00\x00",
+        "the fixture is of version 1"
+    );
 
     let repo = fixture_copy();
     let want = tempfile::tempdir().unwrap();

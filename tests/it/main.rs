@@ -15,3 +15,4 @@ mod ops_scripts;
 mod fixture;
 mod roundtrip;
 mod stack;
+mod trust;
