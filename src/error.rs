@@ -51,6 +51,10 @@ pub enum Error {
     #[error("{0}")]
     Locked(String),
 
+    /// This process's lock lapsed; it stopped before committing anything.
+    #[error("the repository lock was lost: {0}. Stopped before committing; nothing of this run was committed. Run the command again.")]
+    LockLost(crate::lock::LockLost),
+
     #[error("{0}")]
     NoSuchSnapshot(String),
 

@@ -334,6 +334,9 @@ pub fn plan(
 /// midway leaves some of them, which the next `forget` removes.
 pub fn remove(repo: &Repository, ids: &[Id]) -> Result<()> {
     let dir = repo.snapshots_dir();
+    if !ids.is_empty() {
+        repo.check_lock()?;
+    }
     for id in ids {
         let path = dir.join(id.to_hex());
         match fs::remove_file(&path) {

@@ -79,6 +79,19 @@ impl Repository {
         &self.index
     }
 
+    /// Whether this handle still holds its repository lock. Called right before each
+    /// commit (a snapshot file written, snapshot files or packs deleted), so that a
+    /// process whose lock lapsed (a host asleep past the stale time, a lock another
+    /// host removed) stops before it commits (issue 7, case 12).
+    ///
+    /// Errors: [`Error::LockLost`].
+    pub fn check_lock(&self) -> Result<()> {
+        match &self._lock {
+            Some(l) => l.check().map_err(Error::LockLost),
+            None => Ok(()),
+        }
+    }
+
     /// Create a new repository at `root`, which must not exist or be an empty directory.
     pub fn init(root: &Path) -> Result<RepoConfig> {
         if root.exists() {

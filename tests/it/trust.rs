@@ -266,3 +266,95 @@ fn damaged_index_is_rebuilt_not_waited_for() {
     compare_trees(src.path(), &t.path().join("r"));
     repo.ok(&["check", "--read-data"]);
 }
+
+/// Case 12: a lock file that cannot be parsed blocks (fails closed) with an error
+/// that says how to remove it; `cbsnap unlock` does.
+#[test]
+fn unreadable_lock_blocks_until_unlock() {
+    let repo = Repo::new();
+    let src = tempfile::tempdir().unwrap();
+    small_tree(src.path(), "x");
+    let bad = repo.path().join("locks").join("exclusive-otherhost-7-1");
+    fs::write(&bad, b"{\"kind\": \"exclusive\", \"ho").unwrap();
+    let o = repo
+        .cmd()
+        .env("CBSNAP_LOCK_WAIT", "0")
+        .args([
+            "snapshot",
+            "--path",
+            src.path().to_str().unwrap(),
+            "--name",
+            "a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("exclusive-otherhost-7-1") && e.contains("cbsnap unlock"),
+        "{e}"
+    );
+    assert_eq!(
+        fs::read_dir(repo.path().join("snapshots")).unwrap().count(),
+        0
+    );
+    repo.ok(&["unlock"]);
+    assert!(!bad.exists());
+    repo.snapshot_dir(src.path(), "a");
+}
+
+/// Case 12: a command whose lock file disappeared while it ran (another host found
+/// it stale and removed it) stops before it commits.
+#[test]
+fn lost_lock_stops_before_commit() {
+    let repo = Repo::new();
+    let src = tempfile::tempdir().unwrap();
+    for i in 0..6u64 {
+        fs::write(
+            src.path().join(format!("blob{i}")),
+            random_bytes(16 << 20, 700 + i),
+        )
+        .unwrap();
+    }
+    let mut child = repo
+        .cmd()
+        .args([
+            "snapshot",
+            "--path",
+            src.path().to_str().unwrap(),
+            "--name",
+            "big",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let locks = repo.path().join("locks");
+    let start = Instant::now();
+    let lock = loop {
+        let found = fs::read_dir(&locks)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("shared-"));
+        if let Some(e) = found {
+            break e.path();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no lock appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    fs::remove_file(&lock).unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the snapshot finished before its lock was removed; the test needs a bigger source"
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("lock was lost") && e.contains("removed"), "{e}");
+    assert!(repo.snapshots_json().is_empty(), "nothing committed");
+    // The repository is fine for the next run.
+    repo.snapshot_dir(src.path(), "big");
+}
