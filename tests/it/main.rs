@@ -13,6 +13,7 @@ mod mount;
 mod ops;
 mod ops_scripts;
 mod fixture;
+mod lost_writes;
 mod roundtrip;
 mod stack;
 mod trust;
