@@ -29,7 +29,9 @@ for t in $(cargo fuzz list); do
   done
   mkdir -p "corpus/$t"
   echo "fuzz: $t for ${secs}s" >&2
-  cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" -jobs="$jobs" -workers="$jobs" \
+  par=()
+  [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
+  cargo fuzz run "$t" "corpus/$t" "seeds/$t" -- -max_total_time="$secs" "${par[@]}" \
     -print_final_stats=1 2>&1 | grep -E "^(stat::number_of_executed_units|==|SUMMARY|Done)" || true
   if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
     echo "fuzz: $t found crashes: fuzz/artifacts/$t/" >&2
