@@ -121,6 +121,13 @@ fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
+/// Whether a file in `locks/` is to be read as a lock: everything but hidden files
+/// (temp files: `.tmp-…`, `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
+/// other name that is not a readable lock blocks.
+fn is_lock_name(name: &str) -> bool {
+    !name.starts_with('.') && name != QUIESCE_FILE
+}
+
 /// Read a lock file: `Ok(None)` if it is gone, `Err(why)` if it cannot be read or is
 /// not a lock (such a file blocks: locks fail closed).
 fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
@@ -142,8 +149,7 @@ fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let path = e.path();
         let name = e.file_name();
-        let name = name.to_string_lossy();
-        if path == own || name.starts_with(fsutil::TMP_PREFIX) || name == QUIESCE_FILE {
+        if path == own || !is_lock_name(&name.to_string_lossy()) {
             continue;
         }
         let info = match read_lock(&path) {
@@ -295,8 +301,7 @@ pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
     for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let path = e.path();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(fsutil::TMP_PREFIX) || name == QUIESCE_FILE {
+        if !is_lock_name(&e.file_name().to_string_lossy()) {
             continue;
         }
         let bucket = match read_lock(&path) {
@@ -357,6 +362,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::write(d.path().join("exclusive-h-1-2"), b"{\"kind\": \"excl").unwrap();
         fs::write(d.path().join(QUIESCE_FILE), b"{}").unwrap();
+        fs::write(d.path().join(".quiesced.json.tmp.99"), b"{").unwrap();
         let e = acquire(d.path(), LockKind::Shared, Duration::ZERO);
         let Err(Error::Locked(msg)) = e else {
             panic!("an unparsable lock was ignored");

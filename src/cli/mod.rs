@@ -15,6 +15,8 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 use cbsnap::settings::Settings;
@@ -63,6 +65,8 @@ pub enum Command {
     Dump(restore::DumpArgs),
     /// Browse every snapshot in a read-only FUSE mount, until unmounted
     Mount(mount::Args),
+    /// Resume containers an interrupted cbsnap left paused or stopped
+    Recover,
     /// Index maintenance
     Index {
         #[command(subcommand)]
@@ -91,8 +95,49 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Open the repository, and resume containers an interrupted cbsnap left paused or
+    /// stopped (issue 7, case 14): any command that opens the repository does it, not
+    /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
-        cbsnap::Repository::open(&self.repo_path, access)
+        let repo = cbsnap::Repository::open(&self.repo_path, access)?;
+        if let Err(e) = self.recover_quiesced(&repo, false) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cbsnap: warning: containers an interrupted cbsnap paused or stopped could not be resumed: {e}\nRun `cbsnap recover` once that is fixed (or `docker unpause`/`docker start` them)."
+            );
+        }
+        Ok(repo)
+    }
+
+    /// Resume what `locks/quiesced.json` lists for dead processes. Unless `always`,
+    /// Docker is asked only when the file lists such a container. Returns how many
+    /// containers were resumed; prints each.
+    pub fn recover_quiesced(
+        &self,
+        repo: &cbsnap::Repository,
+        always: bool,
+    ) -> Result<usize, Error> {
+        let state = cbsnap::source::docker::quiesce_state_file(&repo.root);
+        if !always && !cbsnap::docker::pending_recovery(&state)? {
+            return Ok(0);
+        }
+        let engine = cbsnap::docker::Engine::connect()?;
+        let rec = engine.recover_quiesced(&state)?;
+        for r in &rec.resumed {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cbsnap: resumed container {} left {} by an interrupted cbsnap (pid {} on {}, since {})",
+                r.name,
+                match r.action {
+                    cbsnap::docker::QuiesceAction::Pause => "paused",
+                    cbsnap::docker::QuiesceAction::Stop => "stopped",
+                },
+                r.pid,
+                r.host,
+                r.since
+            );
+        }
+        Ok(rec.resumed.len())
     }
 
     /// Print informational text unless `--quiet` or `--json`.
@@ -191,6 +236,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Init => init(&ctx),
+        Command::Recover => recover(&ctx),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
         Command::Snapshots(a) => list::snapshots(&ctx, a).map(|_| 0),
         Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
@@ -263,6 +309,15 @@ fn init(ctx: &Ctx) -> anyhow::Result<i32> {
             ctx.repo_path.display()
         ));
     }
+    Ok(0)
+}
+
+fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
+    // Opening recovers when the state file asks for it; then ask Docker anyway, so
+    // that helper containers of dead processes are removed too.
+    let repo = cbsnap::Repository::open(&ctx.repo_path, cbsnap::repo::Access::Read)?;
+    let n = ctx.recover_quiesced(&repo, true)?;
+    ctx.say(&format!("{n} container(s) resumed"));
     Ok(0)
 }
 

@@ -414,10 +414,28 @@ impl Engine {
     /// Quiesce the containers using the volume first if the copy must be
     /// consistent; reading does not stop anyone from writing.
     pub fn read_volume_tar(&self, volume: &str) -> Result<VolumeTarReader, DockerError> {
-        // A container mounting a missing volume would silently create it.
-        self.require_volume(volume)?;
+        // A container mounting a missing volume would silently create it: look
+        // before, and compare the volume's identity after the helper mounts it. From
+        // then on the mount holds it (`docker volume rm` refuses a volume in use).
+        let Some((created, _)) = self.volume_identity(volume)? else {
+            return Err(DockerError::NoSuchVolume {
+                name: volume.to_string(),
+            });
+        };
         self.ensure_helper_image()?;
-        let helper = self.create_helper(volume, true)?;
+        let mut helper = self.create_helper(volume, true)?;
+        let after = self.volume_identity(volume)?;
+        if after.as_ref().map(|(c, _)| c) != Some(&created) {
+            helper.remove()?;
+            let removed_empty = match after {
+                Some((_, labels)) => self.remove_volume_the_helper_made(volume, &labels),
+                None => false,
+            };
+            return Err(DockerError::VolumeChanged {
+                name: volume.to_string(),
+                removed_empty,
+            });
+        }
 
         let (tx, mut rx) = mpsc::channel(READ_CHANNEL);
         let docker = self.docker.clone();
@@ -460,6 +478,21 @@ impl Engine {
             }
         }
         Ok(reader)
+    }
+
+    /// Remove the volume Docker created when the helper mounted a name that no longer
+    /// existed: only if it carries no labels (Compose labels every volume it makes)
+    /// and no container but ours uses it. Returns whether it was removed.
+    fn remove_volume_the_helper_made(
+        &self,
+        volume: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        labels.is_empty()
+            && self
+                .containers_using_volume_all(volume)
+                .is_ok_and(|users| users.is_empty())
+            && self.remove_volume(volume).is_ok()
     }
 
     /// Extracts a tar stream into `volume` (which must exist), streaming it:

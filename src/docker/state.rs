@@ -158,6 +158,19 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
     })
 }
 
+/// Whether `path` lists a container that [`Engine::recover_quiesced`](super::Engine::recover_quiesced)
+/// would act on: one quiesced by a process that is gone, or by another host. Reads
+/// only the file (no engine), so every command can ask it cheaply; entries of live
+/// cbsnap processes on this host are theirs to resume.
+///
+/// Errors: the file exists but cannot be read or parsed.
+pub fn pending_recovery(path: &Path) -> Result<bool, DockerError> {
+    let host = this_host();
+    Ok(load(path)?
+        .iter()
+        .any(|r| r.host != host || !pid_alive(r.pid)))
+}
+
 /// Adds records (replacing any for the same container).
 pub(super) fn add(path: &Path, new: &[QuiesceRecord]) -> Result<(), DockerError> {
     let mut records = load(path)?;

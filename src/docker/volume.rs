@@ -200,6 +200,24 @@ impl Engine {
         }
     }
 
+    /// The volume's identity: its creation time as the engine reports it (a volume
+    /// removed and created again under the same name has another), with its labels;
+    /// `None` if there is no such volume.
+    pub(super) fn volume_identity(
+        &self,
+        name: &str,
+    ) -> Result<Option<(String, BTreeMap<String, String>)>, DockerError> {
+        check_volume_name(name)?;
+        match self.block_on(self.docker.inspect_volume(name)) {
+            Ok(v) => Ok(Some((
+                v.created_at.unwrap_or_default(),
+                v.labels.into_iter().collect(),
+            ))),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err(format!("inspecting volume {name}"), e)),
+        }
+    }
+
     /// Like [`Engine::inspect_volume`], but a missing volume is an error.
     pub fn require_volume(&self, name: &str) -> Result<VolumeInfo, DockerError> {
         self.inspect_volume(name)?
@@ -273,7 +291,10 @@ impl Engine {
         Ok(all)
     }
 
-    fn containers_using_volume_all(&self, name: &str) -> Result<Vec<ContainerInfo>, DockerError> {
+    pub(super) fn containers_using_volume_all(
+        &self,
+        name: &str,
+    ) -> Result<Vec<ContainerInfo>, DockerError> {
         check_volume_name(name)?;
         // The `volume` filter matches a volume name or a mount destination;
         // destinations start with `/`, names cannot, so there is no confusion.

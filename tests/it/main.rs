@@ -8,6 +8,7 @@ mod docker_fixture;
 mod crash;
 mod dedup;
 mod docker;
+mod docker_trust;
 mod errors;
 mod mount;
 mod ops;
