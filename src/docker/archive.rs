@@ -417,7 +417,7 @@ impl Engine {
         // A container mounting a missing volume would silently create it: look
         // before, and compare the volume's identity after the helper mounts it. From
         // then on the mount holds it (`docker volume rm` refuses a volume in use).
-        let Some((created, _)) = self.volume_identity(volume)? else {
+        let Some(before) = self.volume_identity(volume)? else {
             return Err(DockerError::NoSuchVolume {
                 name: volume.to_string(),
             });
@@ -425,10 +425,10 @@ impl Engine {
         self.ensure_helper_image()?;
         let mut helper = self.create_helper(volume, true)?;
         let after = self.volume_identity(volume)?;
-        if after.as_ref().map(|(c, _)| c) != Some(&created) {
+        if after.as_ref().map(|a| &a.created_at) != Some(&before.created_at) {
             helper.remove()?;
             let removed_empty = match after {
-                Some((_, labels)) => self.remove_volume_the_helper_made(volume, &labels),
+                Some(a) => self.remove_volume_the_helper_made(volume, &a.labels),
                 None => false,
             };
             return Err(DockerError::VolumeChanged {

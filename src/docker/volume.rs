@@ -50,6 +50,15 @@ impl From<Volume> for VolumeInfo {
     }
 }
 
+/// Which volume a name stands for right now: a volume removed and created again under
+/// the same name has another creation time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct VolumeIdentity {
+    /// `CreatedAt` as the engine reports it (RFC 3339).
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The state of a container, as `docker ps` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,19 +209,17 @@ impl Engine {
         }
     }
 
-    /// The volume's identity: its creation time as the engine reports it (a volume
-    /// removed and created again under the same name has another), with its labels;
-    /// `None` if there is no such volume.
+    /// The volume's identity, `None` if there is no such volume.
     pub(super) fn volume_identity(
         &self,
         name: &str,
-    ) -> Result<Option<(String, BTreeMap<String, String>)>, DockerError> {
+    ) -> Result<Option<VolumeIdentity>, DockerError> {
         check_volume_name(name)?;
         match self.block_on(self.docker.inspect_volume(name)) {
-            Ok(v) => Ok(Some((
-                v.created_at.unwrap_or_default(),
-                v.labels.into_iter().collect(),
-            ))),
+            Ok(v) => Ok(Some(VolumeIdentity {
+                created_at: v.created_at.unwrap_or_default(),
+                labels: v.labels.into_iter().collect(),
+            })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
             Err(e) => Err(self.err(format!("inspecting volume {name}"), e)),
         }

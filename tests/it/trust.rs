@@ -76,7 +76,8 @@ fn config_with_a_flipped_digit_is_refused() {
 #[test]
 fn damaged_newest_snapshot_is_an_error_not_a_fallback() {
     let src = tempfile::tempdir().unwrap();
-    let damage: [(&str, fn(&Path)); 3] = [
+    type Hurt = fn(&Path);
+    let damage: [(&str, Hurt); 3] = [
         ("truncated", |p| {
             let b = fs::read(p).unwrap();
             fs::write(p, &b[..b.len() / 2]).unwrap();
