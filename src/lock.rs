@@ -34,12 +34,35 @@ pub enum LockKind {
     Exclusive,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LockInfo {
     kind: LockKind,
     host: String,
     pid: i32,
     time: String,
+    /// [`crate::codec::json_check`] of the other fields. Absent in locks of cbsnap
+    /// before format 2 (accepted); older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
+}
+
+impl LockInfo {
+    fn sealed(mut self) -> LockInfo {
+        self.check = None;
+        self.check = Some(crate::codec::json_check(&self));
+        self
+    }
+
+    fn verified(&self) -> bool {
+        let Some(check) = &self.check else {
+            return true;
+        };
+        let bare = LockInfo {
+            check: None,
+            ..self.clone()
+        };
+        &crate::codec::json_check(&bare) == check
+    }
 }
 
 /// Not a lock: the record of quiesced containers (see `docs/FORMAT.md`).
@@ -132,9 +155,11 @@ fn is_lock_name(name: &str) -> bool {
 /// not a lock (such a file blocks: locks fail closed).
 fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice::<LockInfo>(&bytes)
-            .map(Some)
-            .map_err(|e| format!("is not a lock file cbsnap can read ({e})")),
+        Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
+            Ok(info) if info.verified() => Ok(Some(info)),
+            Ok(_) => Err("does not match its checksum (damaged)".into()),
+            Err(e) => Err(format!("is not a lock file cbsnap can read ({e})")),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot be read ({e})")),
     }
@@ -200,7 +225,9 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
         host: hostname(),
         pid: std::process::id() as i32,
         time: chrono::Utc::now().to_rfc3339(),
-    };
+        check: None,
+    }
+    .sealed();
     let name = format!(
         "{}-{}-{}-{}",
         match kind {
@@ -401,6 +428,45 @@ mod tests {
         assert!(!l.path.exists(), "the refresher did not re-create it");
     }
 
+    /// Issue 7, case 13 (kind): a lock file is verifiable; one flipped digit blocks.
+    #[test]
+    fn damaged_lock_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        let text = fs::read_to_string(&l.path).unwrap();
+        let pid = std::process::id().to_string();
+        let flipped = pid.replacen(&pid[..1], if &pid[..1] == "1" { "2" } else { "1" }, 1);
+        let bad = d.path().join("shared-x-1-1");
+        fs::write(
+            &bad,
+            text.replace(&format!("\"pid\":{pid}"), &format!("\"pid\":{flipped}")),
+        )
+        .unwrap();
+        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let Err(Error::Locked(msg)) = e else {
+            panic!("a damaged lock was not noticed")
+        };
+        assert!(
+            msg.contains("shared-x-1-1") && msg.contains("checksum"),
+            "{msg}"
+        );
+        // A lock of an older cbsnap, without a checksum, is read as before.
+        fs::remove_file(&bad).unwrap();
+        fs::write(
+            &bad,
+            format!(
+                "{{\"kind\":\"shared\",\"host\":\"{}\",\"pid\":{pid},\"time\":\"t\"}}",
+                hostname()
+            ),
+        )
+        .unwrap();
+        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let Err(Error::Locked(msg)) = e else {
+            panic!("a live lock was ignored")
+        };
+        assert!(msg.contains("a shared lock held by pid"), "{msg}");
+    }
+
     #[test]
     fn stale_lock_temps_are_removed() {
         let d = tempfile::tempdir().unwrap();
@@ -422,7 +488,9 @@ mod tests {
             host: hostname(),
             pid: 999_999_999,
             time: "then".into(),
-        };
+            check: None,
+        }
+        .sealed();
         fs::write(
             d.path().join("exclusive-x"),
             serde_json::to_vec(&info).unwrap(),
