@@ -188,6 +188,8 @@ pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
             continue;
         };
         let verdict = match fs::read(e.path()) {
+            // Removed since the listing (a `forget` running alongside): not damage.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => Err(SnapshotFileError::Unreadable(err.to_string())),
             Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
             Ok(b) => Snapshot::decode(&b).map_err(SnapshotFileError::Undecodable),
