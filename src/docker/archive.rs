@@ -80,7 +80,8 @@ pub(super) async fn remove_helper(docker: &Docker, id: &str) -> Result<(), Bolla
         link: false,
     };
     match docker.remove_container(id, Some(options)).await {
-        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        // 404: gone already. 409 (with force): another process is removing it.
+        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
         other => other,
     }
 }
@@ -415,8 +416,10 @@ impl Engine {
     /// consistent; reading does not stop anyone from writing.
     pub fn read_volume_tar(&self, volume: &str) -> Result<VolumeTarReader, DockerError> {
         // A container mounting a missing volume would silently create it: look
-        // before, and compare the volume's identity after the helper mounts it. From
-        // then on the mount holds it (`docker volume rm` refuses a volume in use).
+        // before, and compare the volume's identity (creation time, labels) after the
+        // helper mounts it. From then on the mount holds it (`docker volume rm`
+        // refuses a volume in use). CreatedAt has whole seconds: a volume without
+        // labels removed and made again within the same second is not told apart.
         let Some(before) = self.volume_identity(volume)? else {
             return Err(DockerError::NoSuchVolume {
                 name: volume.to_string(),
@@ -425,7 +428,7 @@ impl Engine {
         self.ensure_helper_image()?;
         let mut helper = self.create_helper(volume, true)?;
         let after = self.volume_identity(volume)?;
-        if after.as_ref().map(|a| &a.created_at) != Some(&before.created_at) {
+        if after.as_ref() != Some(&before) {
             helper.remove()?;
             let removed_empty = match after {
                 Some(a) => self.remove_volume_the_helper_made(volume, &a.labels),

@@ -51,7 +51,8 @@ impl From<Volume> for VolumeInfo {
 }
 
 /// Which volume a name stands for right now: a volume removed and created again under
-/// the same name has another creation time.
+/// the same name has another creation time (to the second) or, when Docker made it
+/// for a mount, no labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct VolumeIdentity {
     /// `CreatedAt` as the engine reports it (RFC 3339).
