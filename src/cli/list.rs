@@ -184,4 +184,3 @@ fn mode_string(m: u32) -> String {
     }
     s
 }
-

@@ -100,10 +100,10 @@ fn damaged_newest_snapshot_is_an_error_not_a_fallback() {
         let old = snaps[0]["id"].as_str().unwrap().to_string();
         let mut new = snaps[1]["id"].as_str().unwrap().to_string();
         if what == "newer version" {
-            // A snapshot file of version 2, correctly named by its hash.
+            // A snapshot file of the next version, correctly named by its hash.
             let p = snapshot_file(&repo, &new);
             let mut b = fs::read(&p).unwrap();
-            b[8] = 2;
+            b[8..12].copy_from_slice(&(cbsnap::snapshot::VERSION + 1).to_le_bytes());
             fs::remove_file(&p).unwrap();
             new = blake3::hash(&b).to_hex().to_string();
             fs::write(snapshot_file(&repo, &new), &b).unwrap();

@@ -242,7 +242,7 @@ fn set_pack_size(repo: &std::path::Path, bytes: u64) {
     let path = repo.join("config");
     let mut cfg = cbsnap::config::RepoConfig::decode(&fs::read(&path).unwrap()).unwrap();
     cfg.pack_target_size = bytes;
-    // Re-encoded with its checksum (format 2).
+    // Re-encoded with its checksum (config version 2).
     fs::write(&path, cfg.encode()).unwrap();
 }
 
