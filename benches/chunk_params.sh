@@ -68,15 +68,21 @@ with open(path, "wb") as f:
 EOF
 
 # set_params REPO MIN AVG MAX: rewrite the chunker of a repository that has no
-# snapshot yet. The config is a 12-byte header (magic, version) and JSON.
+# snapshot yet. The config is a 12-byte header (magic, version) and JSON; from format
+# 2 on a BLAKE3 checksum follows, which Python's hashlib cannot make, so the config
+# is written in format 1 (no checksum), which cbsnap still reads.
 set_params() {
     python3 - "$1/config" "$2" "$3" "$4" <<'EOF'
-import json, sys
+import json, struct, sys
 path, lo, avg, hi = sys.argv[1], *(int(a) * 1024 for a in sys.argv[2:])
 buf = open(path, "rb").read()
-cfg = json.loads(buf[12:])
+version = struct.unpack("<I", buf[8:12])[0]
+body = buf[12:-32] if version >= 2 else buf[12:]
+cfg = json.loads(body)
 cfg["chunker"].update(min_size=lo, avg_size=avg, max_size=hi)
-open(path, "wb").write(buf[:12] + json.dumps(cfg, indent=2).encode() + b"\n")
+cfg["version"] = 1
+out = buf[:8] + struct.pack("<I", 1) + json.dumps(cfg, indent=2).encode() + b"\n"
+open(path, "wb").write(out)
 EOF
 }
 

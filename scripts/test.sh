@@ -18,3 +18,6 @@ trap cleanup EXIT
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo test
+# A short run of every fuzz target (~20 s each, after a one-time fuzz build); long
+# runs: scripts/fuzz.sh SECONDS, recorded in docs/FUZZING.md.
+scripts/fuzz.sh 20

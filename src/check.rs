@@ -19,7 +19,7 @@
 //! are reported as information, never as damage: `prune` removes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
@@ -467,28 +467,14 @@ const NO_PACK: &str =
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
-    let dir = repo.snapshots_dir();
-    let mut out = Vec::new();
-    let rd = fs::read_dir(&dir).map_err(|e| Error::io_path("read", &dir, e))?;
-    for e in rd {
-        let e = e.map_err(|e| Error::io_path("read", &dir, e))?;
-        let name = e.file_name();
-        let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
-            continue;
-        };
-        let path = e.path();
-        let verdict = match fs::read(&path) {
-            Err(err) => Err(format!("cannot be read: {err}")),
-            Ok(b) if Id::hash(&b) != id => Err("does not match its name".to_string()),
-            Ok(b) => Snapshot::decode(&b),
-        };
-        match verdict {
-            Ok(s) => out.push((id, s)),
-            Err(why) => f.note(None, format!("snapshot file {} {why}", path.display())),
-        }
+    let set = crate::snapshot::scan(&repo.snapshots_dir())?;
+    for d in &set.damaged {
+        f.note(
+            None,
+            format!("snapshot file {} {}", d.path.display(), d.reason),
+        );
     }
-    out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok(out)
+    Ok(set.snapshots)
 }
 
 /// Which packs to read in full.

@@ -174,3 +174,13 @@ pub fn check_header(buf: &[u8], magic: &[u8; 8], what: &'static str) -> Result<u
     }
     Ok(u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]))
 }
+
+/// The checksum of a small JSON file (lock files, the quiesce state): BLAKE3, in hex,
+/// of the compact JSON serialization of the value with its checksum field empty.
+/// Serialization of a struct is deterministic (fields in declaration order), so a
+/// reader recomputes it from what it parsed; any changed value (a flipped digit of a
+/// pid) no longer matches.
+pub fn json_check<T: serde::Serialize>(value: &T) -> String {
+    let bytes = serde_json::to_vec(value).expect("value serializes");
+    blake3::hash(&bytes).to_hex().to_string()
+}

@@ -2,7 +2,10 @@
 //! that must stay fixed for the life of a repository (changing the chunker would
 //! silently break deduplication against every existing snapshot).
 //!
-//! Layout: `"CBSNAPCF"` || u32 LE version || UTF-8 JSON of [`RepoConfig`].
+//! Layout (version 2): `"CBSNAPCF"` || u32 LE version || UTF-8 JSON of [`RepoConfig`]
+//! || `"\n"` || BLAKE3 of every byte before it (32 bytes). The checksum is what makes
+//! a flipped digit in `chunker.avg_size` an error instead of a silent loss of
+//! deduplication (issue 7, case 13). Version 1 (no checksum) is still read.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +14,30 @@ use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPCF";
 /// The repository format version this build writes. Readers accept 1..=FORMAT_VERSION.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The first version whose config ends with a BLAKE3 checksum of the bytes before it.
+pub const CHECKSUM_SINCE: u32 = 2;
+
+/// Why a `config` file was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file does not start with the config magic.
+    #[error("{0}")]
+    Header(#[from] codec::DecodeError),
+    /// A version this build does not read.
+    #[error("repository format version {0} is not supported by this cbsnap (it reads 1..={FORMAT_VERSION}); upgrade cbsnap")]
+    Unsupported(u32),
+    /// The trailing BLAKE3 checksum does not match the bytes (or is missing).
+    #[error("the config's checksum does not match its contents; the file is damaged. Restore `config` from a copy of the repository (a mirror or an rsync copy holds the same file)")]
+    Checksum,
+    /// The body is not the JSON of a config.
+    #[error("repository config is not valid JSON: {0}")]
+    Json(String),
+    /// The JSON parses but a value is impossible; the file is damaged.
+    #[error("{0}")]
+    Invalid(String),
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChunkerParams {
@@ -87,6 +113,8 @@ impl RepoConfig {
         }
     }
 
+    /// The file's bytes in the layout of `self.version` (with the checksum from
+    /// version [`CHECKSUM_SINCE`] on, so a version 1 config re-encodes unchanged).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = codec::header(MAGIC, self.version).to_vec();
         out.extend_from_slice(
@@ -95,30 +123,50 @@ impl RepoConfig {
                 .as_bytes(),
         );
         out.push(b'\n');
+        if self.version >= CHECKSUM_SINCE {
+            let sum = blake3::hash(&out);
+            out.extend_from_slice(sum.as_bytes());
+        }
         out
     }
 
-    pub fn decode(buf: &[u8]) -> Result<RepoConfig, String> {
-        let v = codec::check_header(buf, MAGIC, "repository config").map_err(|e| e.to_string())?;
+    /// Parse and verify a `config` file of any version this build reads.
+    ///
+    /// Errors: [`ConfigError`]; every one means the file is not a config this build
+    /// can trust, and nothing may be written to the repository.
+    pub fn decode(buf: &[u8]) -> Result<RepoConfig, ConfigError> {
+        let v = codec::check_header(buf, MAGIC, "repository config")?;
         if v == 0 || v > FORMAT_VERSION {
-            return Err(format!(
-                "repository format version {v} is not supported by this cbsnap (it reads 1..={FORMAT_VERSION}); upgrade cbsnap"
-            ));
+            return Err(ConfigError::Unsupported(v));
         }
-        let cfg: RepoConfig = serde_json::from_slice(&buf[codec::HEADER_LEN..])
-            .map_err(|e| format!("repository config is not valid JSON: {e}"))?;
+        let body = if v >= CHECKSUM_SINCE {
+            let split = buf
+                .len()
+                .checked_sub(32)
+                .filter(|&n| n >= codec::HEADER_LEN)
+                .ok_or(ConfigError::Checksum)?;
+            let (data, sum) = buf.split_at(split);
+            if blake3::hash(data).as_bytes() != sum {
+                return Err(ConfigError::Checksum);
+            }
+            &data[codec::HEADER_LEN..]
+        } else {
+            &buf[codec::HEADER_LEN..]
+        };
+        let cfg: RepoConfig =
+            serde_json::from_slice(body).map_err(|e| ConfigError::Json(e.to_string()))?;
         if cfg.version != v {
-            return Err(format!(
+            return Err(ConfigError::Invalid(format!(
                 "the config header says version {v} but its body says {}; the file is damaged",
                 cfg.version
-            ));
+            )));
         }
-        cfg.chunker.validate()?;
+        cfg.chunker.validate().map_err(ConfigError::Invalid)?;
         if !(-7..=22).contains(&cfg.zstd_level) || cfg.pack_target_size == 0 {
-            return Err(
+            return Err(ConfigError::Invalid(
                 "the config's zstd_level or pack_target_size is out of range; the file is damaged"
                     .into(),
-            );
+            ));
         }
         Ok(cfg)
     }
@@ -148,14 +196,53 @@ mod tests {
         c.chunker.min_size = 0;
         assert!(RepoConfig::decode(&c.encode())
             .unwrap_err()
+            .to_string()
             .contains("out of FastCDC's range"));
         let mut c = RepoConfig::new();
         c.chunker.avg_size = c.chunker.max_size * 2;
         assert!(RepoConfig::decode(&c.encode()).is_err());
-        let c = RepoConfig::new();
+        let mut c = RepoConfig::new();
+        c.version = 1;
         let mut bytes = c.encode();
         let body = String::from_utf8(bytes.split_off(codec::HEADER_LEN)).unwrap();
         bytes.extend_from_slice(body.replace("\"version\": 1", "\"version\": 2").as_bytes());
-        assert!(RepoConfig::decode(&bytes).unwrap_err().contains("damaged"));
+        assert!(matches!(
+            RepoConfig::decode(&bytes),
+            Err(ConfigError::Invalid(m)) if m.contains("damaged")
+        ));
+    }
+
+    /// Issue 7, case 13: one flipped digit of `chunker.avg_size` is detected.
+    #[test]
+    fn a_flipped_digit_fails_the_checksum() {
+        let c = RepoConfig::new();
+        assert_eq!(c.version, FORMAT_VERSION);
+        let bytes = c.encode();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let at = text.find("\"avg_size\": 65536").unwrap() + "\"avg_size\": ".len();
+        let mut bad = bytes.clone();
+        bad[at] = b'4'; // 45536: still a size FastCDC accepts
+        assert!(matches!(
+            RepoConfig::decode(&bad),
+            Err(ConfigError::Checksum)
+        ));
+        // A truncated file, and a file that lost its checksum.
+        assert!(RepoConfig::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(matches!(
+            RepoConfig::decode(&bytes[..bytes.len() - 32]),
+            Err(ConfigError::Checksum)
+        ));
+    }
+
+    /// Version 1 configs (no checksum) are still read and re-encode unchanged.
+    #[test]
+    fn version_1_is_read() {
+        let mut c = RepoConfig::new();
+        c.version = 1;
+        let bytes = c.encode();
+        assert_eq!(&bytes[bytes.len() - 2..], b"}\n");
+        let back = RepoConfig::decode(&bytes).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.encode(), bytes);
     }
 }

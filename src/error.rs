@@ -17,6 +17,13 @@ pub enum Error {
         occupied: bool,
     },
 
+    /// The `config` file exists but cannot be trusted (damaged, or too new).
+    #[error("{}: {reason}", .path.display())]
+    Config {
+        path: PathBuf,
+        reason: crate::config::ConfigError,
+    },
+
     #[error("{} already holds a cbsnap repository; use it (`cbsnap --repo {} snapshots`) or choose another path", .0.display(), .0.display())]
     AlreadyExists(PathBuf),
 
@@ -36,14 +43,28 @@ pub enum Error {
     )]
     Corrupt(String),
 
-    #[error("index: {0}")]
+    #[error(
+        "index: {0}\nThe index is a cache: `cbsnap index rebuild` recreates it from the packs."
+    )]
     Index(String),
 
     #[error("{0}")]
     Locked(String),
 
+    /// This process's lock lapsed; it stopped before committing anything.
+    #[error("the repository lock was lost: {0}. Stopped before committing; nothing of this run was committed. Run the command again.")]
+    LockLost(crate::lock::LockLost),
+
     #[error("{0}")]
     NoSuchSnapshot(String),
+
+    /// A selector could not be resolved safely because snapshot files are damaged:
+    /// `(file, what check says about it)`.
+    #[error("cannot resolve `{spec}`: {}\nThe damaged snapshot may be the one you mean, so none is picked in its place. Run `cbsnap check` to see what is wrong. To use another snapshot anyway, name it by id (`NAME@<id prefix>`; `cbsnap snapshots` lists the readable ones).", damaged_list(.files))]
+    DamagedSnapshots {
+        spec: String,
+        files: Vec<(PathBuf, String)>,
+    },
 
     #[error("{0}")]
     Usage(String),
@@ -70,6 +91,14 @@ fn not_a_repo_hint(path: &Path, occupied: bool) -> String {
             path.display()
         )
     }
+}
+
+fn damaged_list(files: &[(PathBuf, String)]) -> String {
+    files
+        .iter()
+        .map(|(p, why)| format!("snapshot file {} {why}", p.display()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn io_hint(e: &io::Error) -> &'static str {

@@ -8,8 +8,14 @@
 //! - `hourly|daily|weekly|monthly|yearly N`: the newest snapshot of each hour (day,
 //!   ISO week, month, year), for the N most recent periods that have one. Periods are
 //!   taken in local time.
-//! - `within D`: every snapshot no older than the newest one minus D, where D is
-//!   written like restic's `1y6m2d12h` (years, months, days, hours; also `w` weeks).
+//! - `within D`: every snapshot no older than now minus D, where D is written like
+//!   restic's `1y6m2d12h` (years, months, days, hours; also `w` weeks). Unlike restic
+//!   (which counts back from the newest snapshot) the anchor is the current time, so
+//!   one snapshot dated a year ahead by a bad clock cannot push every real one out.
+//!
+//! Snapshots dated more than [`FUTURE_TOLERANCE`] after now are kept, marked
+//! `future_dated` for the caller to warn about, and never take a place of any rule
+//! (issue 7, case 9).
 //! - `tag T`: every snapshot tagged T.
 //!
 //! A snapshot is kept when any rule keeps it; the reasons are reported. An empty policy
@@ -43,11 +49,11 @@ pub struct Within {
 }
 
 impl Within {
-    /// The oldest time still kept when the newest snapshot is at `newest`.
-    pub fn cutoff(&self, newest: DateTime<Utc>) -> DateTime<Utc> {
+    /// The oldest time still kept at time `now` (saturating: a duration longer than
+    /// the calendar keeps everything).
+    pub fn cutoff(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let months = self.years.saturating_mul(12).saturating_add(self.months);
-        newest
-            .checked_sub_months(Months::new(months))
+        now.checked_sub_months(Months::new(months))
             .and_then(|t| t.checked_sub_days(Days::new(self.days as u64)))
             .and_then(|t| t.checked_sub_signed(chrono::Duration::hours(self.hours as i64)))
             .unwrap_or(DateTime::<Utc>::MIN_UTC)
@@ -71,14 +77,16 @@ impl FromStr for Within {
             }
             let n: u32 = num.parse().map_err(|_| bad())?;
             num.clear();
-            match c {
-                'y' => w.years += n,
-                'm' => w.months += n,
-                'w' => w.days += 7 * n,
-                'd' => w.days += n,
-                'h' => w.hours += n,
+            // Checked: a huge number must be refused, not wrap to a short duration.
+            let (field, n) = match c {
+                'y' => (&mut w.years, Some(n)),
+                'm' => (&mut w.months, Some(n)),
+                'w' => (&mut w.days, n.checked_mul(7)),
+                'd' => (&mut w.days, Some(n)),
+                'h' => (&mut w.hours, Some(n)),
                 _ => return Err(bad()),
-            }
+            };
+            *field = n.and_then(|n| field.checked_add(n)).ok_or_else(bad)?;
         }
         if !num.is_empty() || w == Within::default() {
             return Err(bad());
@@ -174,21 +182,47 @@ pub struct Item<'a> {
     pub tags: &'a [String],
 }
 
+/// How far past the current time a snapshot may be dated before it counts as
+/// future-dated: clocks of hosts sharing a repository differ by seconds, not minutes.
+pub const FUTURE_TOLERANCE: chrono::Duration = chrono::Duration::minutes(10);
+
 /// The verdict on one snapshot.
 #[derive(Clone, Debug, Serialize)]
 pub struct Decision {
     pub id: Id,
     pub time: DateTime<Utc>,
     pub keep: bool,
+    /// Dated after now (+ [`FUTURE_TOLERANCE`]): kept, counted by no rule; the caller
+    /// warns (a host with a wrong clock took it).
+    pub future_dated: bool,
     /// Why it is kept: "last", "daily", "within 7d", "tag nightly", …
     pub reasons: Vec<String>,
 }
 
-/// Apply `policy` to the snapshots of one source. Returns one decision per item,
-/// newest first. Periods are cut in the time zone `tz`.
-pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_>], tz: &Tz) -> Vec<Decision> {
+/// Apply `policy` to the snapshots of one source at time `now`. Returns one decision
+/// per item, newest first: future-dated ones first, kept. Periods are cut in the time
+/// zone `tz`.
+pub fn apply<Tz: TimeZone>(
+    policy: &Policy,
+    items: &[Item<'_>],
+    tz: &Tz,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
     let mut order: Vec<&Item<'_>> = items.iter().collect();
     order.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
+    let horizon = now.checked_add_signed(FUTURE_TOLERANCE).unwrap_or(now);
+    let split = order.partition_point(|i| i.time > horizon);
+    let mut out: Vec<Decision> = order[..split]
+        .iter()
+        .map(|i| Decision {
+            id: i.id,
+            time: i.time,
+            keep: true,
+            future_dated: true,
+            reasons: vec!["future-dated".into()],
+        })
+        .collect();
+    let order = &order[split..];
     type Bucket<Tz> = fn(&DateTime<Tz>, usize) -> i64;
     let rules: [(&str, u32, Bucket<Tz>); 6] = [
         ("last", policy.last, |_, nr| nr as i64),
@@ -207,11 +241,7 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_>], tz: &Tz) -> Vec<
     ];
     let mut left: Vec<u32> = rules.iter().map(|r| r.1).collect();
     let mut last_bucket: Vec<Option<i64>> = vec![None; rules.len()];
-    let cutoff = match (&policy.within, order.first()) {
-        (Some(w), Some(newest)) => Some(w.cutoff(newest.time)),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(order.len());
+    let cutoff = policy.within.as_ref().map(|w| w.cutoff(now));
     for (nr, item) in order.iter().enumerate() {
         let mut reasons = Vec::new();
         let local = item.time.with_timezone(tz);
@@ -240,6 +270,7 @@ pub fn apply<Tz: TimeZone>(policy: &Policy, items: &[Item<'_>], tz: &Tz) -> Vec<
             id: item.id,
             time: item.time,
             keep: !reasons.is_empty(),
+            future_dated: false,
             reasons,
         });
     }
@@ -257,7 +288,9 @@ pub struct Group {
     pub decisions: Vec<Decision>,
 }
 
-/// Apply `policy` to every source in `names` (all sources when empty), in local time.
+/// Apply `policy` to every source in `names` (all sources when empty), in local time,
+/// at the current time. Decisions with `future_dated` set are for the caller to warn
+/// about.
 pub fn plan(
     all: &[(Id, Snapshot)],
     names: &[String],
@@ -292,7 +325,7 @@ pub fn plan(
         .into_iter()
         .map(|(name, items)| Group {
             name: name.to_string(),
-            decisions: apply(policy, &items, &chrono::Local),
+            decisions: apply(policy, &items, &chrono::Local, Utc::now()),
         })
         .collect())
 }
@@ -301,6 +334,9 @@ pub fn plan(
 /// midway leaves some of them, which the next `forget` removes.
 pub fn remove(repo: &Repository, ids: &[Id]) -> Result<()> {
     let dir = repo.snapshots_dir();
+    if !ids.is_empty() {
+        repo.check_lock()?;
+    }
     for id in ids {
         let path = dir.join(id.to_hex());
         match fs::remove_file(&path) {
@@ -345,7 +381,7 @@ mod tests {
                 tags,
             })
             .collect();
-        apply(policy, &its, &Utc)
+        apply(policy, &its, &Utc, now())
             .into_iter()
             .filter(|d| d.keep)
             .map(|d| d.time.format("%Y-%m-%dT%H:%M").to_string())
@@ -456,7 +492,7 @@ mod tests {
                 tags: if i == 0 { &tags } else { &none },
             })
             .collect();
-        let d = apply(&p, &its, &Utc);
+        let d = apply(&p, &its, &Utc, now());
         assert_eq!(d[0].reasons, ["last", "daily"]);
         let oldest = d.last().unwrap();
         assert!(oldest.keep);
@@ -464,13 +500,20 @@ mod tests {
         assert_eq!(d.iter().filter(|d| d.keep).count(), 2);
     }
 
+    /// The tests' "now": just after the newest of [`TIMES`].
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-02-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
     #[test]
-    fn within_is_relative_to_the_newest_snapshot() {
+    fn within_counts_back_from_now() {
         let p = Policy {
             within: Some("8d".parse().unwrap()),
             ..Policy::default()
         };
-        // Newest 2026-02-01T00:00; cutoff 2026-01-24T00:00.
+        // Now 2026-02-01T00:00; cutoff 2026-01-24T00:00.
         assert_eq!(kept(&p, TIMES, &[]), ["2026-02-01T00:00"]);
         let p = Policy {
             within: Some("1m".parse().unwrap()),
@@ -503,6 +546,59 @@ mod tests {
         for bad in ["", "7", "d", "3x", "0d"] {
             assert!(bad.parse::<Within>().is_err(), "{bad}");
         }
+    }
+
+    /// Issue 7, case 15: a huge number is refused instead of wrapping around to a
+    /// short duration; one that fits keeps everything.
+    #[test]
+    fn huge_durations_do_not_wrap() {
+        for bad in ["700000000w", "4294967295d1d", "99999999999999999999d"] {
+            assert!(
+                matches!(bad.parse::<Within>(), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
+        let p = Policy {
+            within: Some("4294967295y".parse().unwrap()),
+            ..Policy::default()
+        };
+        assert_eq!(kept(&p, TIMES, &[]).len(), TIMES.len());
+    }
+
+    /// Issue 7, case 9: one snapshot dated a year ahead keeps its place, is marked,
+    /// and takes no place from the real ones.
+    #[test]
+    fn a_future_dated_snapshot_counts_against_nothing() {
+        let mut times = TIMES.to_vec();
+        times.push("2027-02-01T00:00:00Z");
+        let p = Policy {
+            within: Some("8d".parse().unwrap()),
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&p, &times, &[]),
+            ["2027-02-01T00:00", "2026-02-01T00:00"]
+        );
+        let p = Policy {
+            last: 2,
+            ..Policy::default()
+        };
+        assert_eq!(
+            kept(&p, &times, &[]),
+            ["2027-02-01T00:00", "2026-02-01T00:00", "2026-01-09T12:00"]
+        );
+        let v = items(&times);
+        let its: Vec<Item<'_>> = v
+            .iter()
+            .map(|(id, time)| Item {
+                id: *id,
+                time: *time,
+                tags: &[],
+            })
+            .collect();
+        let d = apply(&p, &its, &Utc, now());
+        assert!(d[0].future_dated && d[0].keep);
+        assert!(d[1..].iter().all(|d| !d.future_dated));
     }
 
     #[test]

@@ -15,14 +15,30 @@ use std::path::{Path, PathBuf};
 /// Prefix of temporary files; readers skip names that start with it.
 pub const TMP_PREFIX: &str = ".tmp-";
 
-/// Name for a temporary file in `dir` owned by this process.
+/// A temporary file of another host (or of a cbsnap that did not record its host) is
+/// removed only once it has not been written for this long: whether its process is
+/// alive cannot be asked from here.
+pub const FOREIGN_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// This host's name as it appears in temp file names (no `/` or `@`).
+fn host_tag() -> String {
+    gethostname::gethostname()
+        .to_string_lossy()
+        .replace(['/', '@'], "_")
+}
+
+/// Name for a temporary file in `dir` owned by this process:
+/// `.tmp-<pid>@<host>@<random>-<n>`. The host is part of the name so that a process
+/// on another host sharing the repository never takes it for one of its own dead
+/// processes' files (issue 7, case 12).
 pub fn temp_path(dir: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     dir.join(format!(
-        "{TMP_PREFIX}{}-{}-{n}",
+        "{TMP_PREFIX}{}@{}@{}-{n}",
         std::process::id(),
+        host_tag(),
         rand_suffix()
     ))
 }
@@ -65,20 +81,31 @@ pub fn commit_temp(tmp: &Path, path: &Path) -> io::Result<()> {
     fsync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Remove temporary files in `dir` left by processes of this host that are gone.
+/// Remove temporary files in `dir` left by processes of this host that are gone, and
+/// those of other hosts (or without a host) untouched for [`FOREIGN_TEMP_AGE`].
 pub fn remove_stale_temps(dir: &Path) {
     let Ok(rd) = fs::read_dir(dir) else { return };
+    let host = host_tag();
     for e in rd.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         let Some(rest) = name.strip_prefix(TMP_PREFIX) else {
             continue;
         };
-        let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
-        if let Some(pid) = pid {
-            if !process_alive(pid) {
-                let _ = fs::remove_file(e.path());
-            }
+        let mut parts = rest.splitn(3, '@');
+        let pid: Option<i32> = parts.next().and_then(|p| p.parse().ok());
+        let ours = parts.next() == Some(host.as_str());
+        let stale = match pid {
+            Some(pid) if ours => !process_alive(pid),
+            _ => e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age > FOREIGN_TEMP_AGE),
+        };
+        if stale {
+            let _ = fs::remove_file(e.path());
         }
     }
 }
@@ -111,12 +138,39 @@ mod tests {
     #[test]
     fn stale_temps_of_dead_processes_are_removed() {
         let d = tempfile::tempdir().unwrap();
-        let dead = d.path().join(format!("{TMP_PREFIX}999999999-x-0"));
+        let dead = d
+            .path()
+            .join(format!("{TMP_PREFIX}999999999@{}@x-0", host_tag()));
         let ours = temp_path(d.path());
         fs::write(&dead, b"x").unwrap();
         fs::write(&ours, b"x").unwrap();
         remove_stale_temps(d.path());
         assert!(!dead.exists());
         assert!(ours.exists());
+    }
+
+    /// Issue 7, case 12: a pack in progress on another host (the same pid as a dead
+    /// process here, or a name without a host) is left alone until it is a day old.
+    #[test]
+    fn temps_of_other_hosts_are_left_until_old() {
+        let d = tempfile::tempdir().unwrap();
+        let other = d
+            .path()
+            .join(format!("{TMP_PREFIX}999999999@other-host@x-0"));
+        let legacy = d.path().join(format!("{TMP_PREFIX}999999999-x-0"));
+        let old = d
+            .path()
+            .join(format!("{TMP_PREFIX}999999998@other-host@x-0"));
+        for p in [&other, &legacy, &old] {
+            fs::write(p, b"x").unwrap();
+        }
+        let t = filetime::FileTime::from_unix_time(
+            filetime::FileTime::now().unix_seconds() - FOREIGN_TEMP_AGE.as_secs() as i64 - 60,
+            0,
+        );
+        filetime::set_file_mtime(&old, t).unwrap();
+        remove_stale_temps(d.path());
+        assert!(other.exists() && legacy.exists());
+        assert!(!old.exists());
     }
 }

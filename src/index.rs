@@ -106,6 +106,26 @@ impl Index {
         Ok(Index { db })
     }
 
+    /// Whether another process holds RocksDB's lock on the index in `path` (a POSIX
+    /// record lock on `LOCK`, which RocksDB's `PosixEnv::LockFile` takes with
+    /// `fcntl(F_SETLK)`). Asked of the kernel, not read from an error message: an
+    /// index that fails to open while nobody holds its lock is damaged, not busy
+    /// (issue 7, case 11).
+    pub fn locked_by_other_process(path: &Path) -> bool {
+        use std::os::unix::io::AsRawFd;
+        let Ok(f) = std::fs::File::open(path.join("LOCK")) else {
+            return false;
+        };
+        // SAFETY: `flock` is plain data; F_GETLK only reads the lock table and fills
+        // in the struct. Our own process holds no lock on this file (its open
+        // failed), so closing `f` releases nothing.
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = libc::F_WRLCK as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+        r == 0 && fl.l_type != libc::F_UNLCK as libc::c_short
+    }
+
     /// Open without taking RocksDB's lock (another process may be writing).
     pub fn open_read_only(path: &Path) -> std::result::Result<Index, rocksdb::Error> {
         let db = DB::open_for_read_only(&options(), path, false)?;

@@ -217,6 +217,7 @@ pub fn snapshot(
             errors: ing.errors,
             cbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         };
+        repo.check_lock()?;
         let id = snap.save(&repo.snapshots_dir())?;
         Ok((id, snap))
     })

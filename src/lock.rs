@@ -6,10 +6,16 @@
 //! While a lock is held a thread touches its file every [`REFRESH`]; a lock whose
 //! process is dead on this host is removed at once, one from another host only when
 //! it has not been refreshed for [`STALE_AFTER`].
+//!
+//! Locks fail closed (restic's rules, issue 7 case 12): a file in `locks/` that cannot
+//! be read or parsed blocks every other lock until an operator removes it
+//! (`cbsnap unlock`), and a holder whose file was not refreshed in time (a failed
+//! touch, a host that slept past [`STALE_AFTER`], a file another host removed as
+//! stale) learns it from [`Lock::check`] and stops before it commits.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -28,18 +34,103 @@ pub enum LockKind {
     Exclusive,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct LockInfo {
     kind: LockKind,
     host: String,
     pid: i32,
     time: String,
+    /// [`crate::codec::json_check`] of the other fields. Absent in locks of cbsnap
+    /// before format 3 (accepted); older readers ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
 }
+
+impl LockInfo {
+    fn sealed(mut self) -> LockInfo {
+        self.check = None;
+        self.check = Some(crate::codec::json_check(&self));
+        self
+    }
+
+    fn verified(&self) -> bool {
+        let Some(check) = &self.check else {
+            return true;
+        };
+        let bare = LockInfo {
+            check: None,
+            ..self.clone()
+        };
+        &crate::codec::json_check(&bare) == check
+    }
+}
+
+/// Not a lock: the record of quiesced containers (see `docs/FORMAT.md`).
+pub const QUIESCE_FILE: &str = "quiesced.json";
 
 /// A held lock; released on drop.
 pub struct Lock {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    refresh: Arc<RefreshState>,
+}
+
+/// What the refresher thread reports to the holder.
+struct RefreshState {
+    /// Wall-clock seconds of the last successful touch (wall clock, because other
+    /// hosts judge staleness by the file's mtime, and a suspended host's monotonic
+    /// clock stands still).
+    last_ok: AtomicI64,
+    /// A touch failed: the file is gone or cannot be written.
+    failed: AtomicBool,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a held lock can no longer be trusted.
+#[derive(Debug, thiserror::Error)]
+pub enum LockLost {
+    /// The lock file is gone: another process found it stale and removed it.
+    #[error("the lock file {} was removed (another host found it stale)", .0.display())]
+    Removed(PathBuf),
+    /// A refresh (touch of the file) failed.
+    #[error("refreshing the lock file {} failed", .0.display())]
+    RefreshFailed(PathBuf),
+    /// The last refresh is older than the time after which others may remove it.
+    #[error("the lock file {} was last refreshed {age} s ago, past the {limit} s after which other hosts may remove it (was this host asleep?)", .path.display())]
+    Expired { path: PathBuf, age: i64, limit: u64 },
+}
+
+impl Lock {
+    /// Whether this process still holds its lock; to be called right before a
+    /// commit (a snapshot file written, packs or snapshots deleted).
+    ///
+    /// Errors: [`LockLost`] when the file is gone, a refresh failed, or the last
+    /// refresh is older than [`STALE_AFTER`] minus one [`REFRESH`] (a margin for the
+    /// time the commit itself takes).
+    pub fn check(&self) -> std::result::Result<(), LockLost> {
+        if !self.path.exists() {
+            return Err(LockLost::Removed(self.path.clone()));
+        }
+        if self.refresh.failed.load(Ordering::SeqCst) {
+            return Err(LockLost::RefreshFailed(self.path.clone()));
+        }
+        let age = now_secs() - self.refresh.last_ok.load(Ordering::SeqCst);
+        let limit = STALE_AFTER.saturating_sub(REFRESH).as_secs();
+        if age > limit as i64 {
+            return Err(LockLost::Expired {
+                path: self.path.clone(),
+                age,
+                limit,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Lock {
@@ -53,7 +144,29 @@ fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
-/// Other holders that conflict with `kind`, after clearing stale locks.
+/// Whether a file in `locks/` is to be read as a lock: everything but hidden files
+/// (temp files: `.tmp-…`, `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
+/// other name that is not a readable lock blocks.
+fn is_lock_name(name: &str) -> bool {
+    !name.starts_with('.') && name != QUIESCE_FILE
+}
+
+/// Read a lock file: `Ok(None)` if it is gone, `Err(why)` if it cannot be read or is
+/// not a lock (such a file blocks: locks fail closed).
+fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
+    match fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
+            Ok(info) if info.verified() => Ok(Some(info)),
+            Ok(_) => Err("does not match its checksum (damaged)".into()),
+            Err(e) => Err(format!("is not a lock file cbsnap can read ({e})")),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot be read ({e})")),
+    }
+}
+
+/// Other holders that conflict with `kind`, after clearing stale locks. Every lock
+/// conflicts with a lock file that cannot be read.
 fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
     let host = hostname();
     let mut out = Vec::new();
@@ -61,12 +174,20 @@ fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let path = e.path();
         let name = e.file_name();
-        if path == own || name.to_string_lossy().starts_with(fsutil::TMP_PREFIX) {
+        if path == own || !is_lock_name(&name.to_string_lossy()) {
             continue;
         }
-        let Ok(bytes) = fs::read(&path) else { continue };
-        let Ok(info) = serde_json::from_slice::<LockInfo>(&bytes) else {
-            continue;
+        let info = match read_lock(&path) {
+            Ok(Some(info)) => info,
+            // Removed between listing and reading: its holder let go.
+            Ok(None) => continue,
+            Err(why) => {
+                out.push(format!(
+                    "the lock file {} {why}; if no cbsnap is running on any host, remove it with `cbsnap unlock`",
+                    path.display()
+                ));
+                continue;
+            }
         };
         let stale = if info.host == host {
             !fsutil::process_alive(info.pid)
@@ -104,7 +225,9 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
         host: hostname(),
         pid: std::process::id() as i32,
         time: chrono::Utc::now().to_rfc3339(),
-    };
+        check: None,
+    }
+    .sealed();
     let name = format!(
         "{}-{}-{}-{}",
         match kind {
@@ -122,6 +245,8 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
     let body = serde_json::to_vec(&info).expect("lock info serializes");
     let deadline = std::time::Instant::now() + wait;
     let mut announced = false;
+    // Temp files of lock writes that a crash left behind.
+    fsutil::remove_stale_temps(dir);
     loop {
         // Publish first, then look: two processes racing each see the other's file, so
         // at worst both back off and retry, never both proceed.
@@ -129,8 +254,16 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
         let others = conflicts(dir, kind, &path)?;
         if others.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
-            spawn_refresher(path.clone(), stop.clone());
-            return Ok(Lock { path, stop });
+            let refresh = Arc::new(RefreshState {
+                last_ok: AtomicI64::new(now_secs()),
+                failed: AtomicBool::new(false),
+            });
+            spawn_refresher(path.clone(), stop.clone(), refresh.clone());
+            return Ok(Lock {
+                path,
+                stop,
+                refresh,
+            });
         }
         let _ = fs::remove_file(&path);
         if std::time::Instant::now() >= deadline {
@@ -152,17 +285,81 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
     }
 }
 
-fn spawn_refresher(path: PathBuf, stop: Arc<AtomicBool>) {
+fn spawn_refresher(path: PathBuf, stop: Arc<AtomicBool>, state: Arc<RefreshState>) {
     std::thread::spawn(move || {
-        let mut last = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
-            if last.elapsed() >= REFRESH {
-                let _ = filetime::set_file_mtime(&path, filetime::FileTime::now());
-                last = std::time::Instant::now();
+            // By the wall clock: after a suspend, refresh (and learn of a lost lock) at once.
+            if now_secs() - state.last_ok.load(Ordering::SeqCst) >= REFRESH.as_secs() as i64 {
+                // Touch only a file that is still there: re-creating a lock another
+                // host removed as stale would hide that it was lost.
+                let ok = path.is_file()
+                    && filetime::set_file_mtime(&path, filetime::FileTime::now()).is_ok();
+                if ok {
+                    state.last_ok.store(now_secs(), Ordering::SeqCst);
+                } else {
+                    state.failed.store(true, Ordering::SeqCst);
+                }
             }
         }
     });
+}
+
+/// What [`unlock`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unlocked {
+    /// Lock files of dead processes on this host, or stale ones of other hosts.
+    pub stale: Vec<PathBuf>,
+    /// Files in `locks/` that could not be read as locks.
+    pub unreadable: Vec<PathBuf>,
+    /// Live locks, removed because `all` was asked.
+    pub live: Vec<PathBuf>,
+}
+
+/// Remove the lock files in `dir` that block without a live holder: stale locks and
+/// files that are not readable locks. With `all`, every lock file (only for when no
+/// cbsnap runs on any host that shares the repository). The quiesce record is left.
+///
+/// Errors: listing `dir` or removing a file failed.
+pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
+    let host = hostname();
+    let mut out = Unlocked::default();
+    fsutil::remove_stale_temps(dir);
+    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let e = e.ctx(|| format!("read {}", dir.display()))?;
+        let path = e.path();
+        if !is_lock_name(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        let bucket = match read_lock(&path) {
+            Ok(None) => continue,
+            Err(_) => &mut out.unreadable,
+            Ok(Some(info)) => {
+                let stale = if info.host == host {
+                    !fsutil::process_alive(info.pid)
+                } else {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age > STALE_AFTER)
+                };
+                if stale {
+                    &mut out.stale
+                } else if all {
+                    &mut out.live
+                } else {
+                    continue;
+                }
+            }
+        };
+        match fs::remove_file(&path) {
+            Ok(()) => bucket.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(Error::io_path("remove lock", &path, err)),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -185,6 +382,104 @@ mod tests {
         ));
     }
 
+    /// Issue 7, case 12: a lock file that cannot be parsed blocks, with advice;
+    /// `unlock` removes it.
+    #[test]
+    fn unparsable_lock_blocks_until_unlocked() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("exclusive-h-1-2"), b"{\"kind\": \"excl").unwrap();
+        fs::write(d.path().join(QUIESCE_FILE), b"{}").unwrap();
+        fs::write(d.path().join(".quiesced.json.tmp.99"), b"{").unwrap();
+        let e = acquire(d.path(), LockKind::Shared, Duration::ZERO);
+        let Err(Error::Locked(msg)) = e else {
+            panic!("an unparsable lock was ignored");
+        };
+        assert!(msg.contains("cbsnap unlock"), "{msg}");
+        let u = unlock(d.path(), false).unwrap();
+        assert_eq!(u.unreadable, [d.path().join("exclusive-h-1-2")]);
+        assert!(d.path().join(QUIESCE_FILE).exists());
+        let _l = acquire(d.path(), LockKind::Exclusive, Duration::ZERO).unwrap();
+    }
+
+    /// Issue 7, case 12: a lock whose file was removed, or not refreshed for the
+    /// stale time, is reported lost by `check`.
+    #[test]
+    fn lost_lock_is_detected() {
+        let d = tempfile::tempdir().unwrap();
+        let l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        l.check().unwrap();
+        let past = SystemTime::now() - STALE_AFTER;
+        l.refresh.last_ok.store(
+            past.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+            Ordering::SeqCst,
+        );
+        assert!(matches!(l.check(), Err(LockLost::Expired { .. })));
+        l.refresh.last_ok.store(now_secs(), Ordering::SeqCst);
+        fs::remove_file(&l.path).unwrap();
+        assert!(matches!(l.check(), Err(LockLost::Removed(_))));
+        l.refresh.last_ok.store(0, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(
+            l.refresh.failed.load(Ordering::SeqCst),
+            "the refresher saw it"
+        );
+        assert!(!l.path.exists(), "the refresher did not re-create it");
+    }
+
+    /// Issue 7, case 13 (kind): a lock file is verifiable; one flipped digit blocks.
+    #[test]
+    fn damaged_lock_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        let text = fs::read_to_string(&l.path).unwrap();
+        let pid = std::process::id().to_string();
+        let flipped = pid.replacen(&pid[..1], if &pid[..1] == "1" { "2" } else { "1" }, 1);
+        let bad = d.path().join("shared-x-1-1");
+        fs::write(
+            &bad,
+            text.replace(&format!("\"pid\":{pid}"), &format!("\"pid\":{flipped}")),
+        )
+        .unwrap();
+        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let Err(Error::Locked(msg)) = e else {
+            panic!("a damaged lock was not noticed")
+        };
+        assert!(
+            msg.contains("shared-x-1-1") && msg.contains("checksum"),
+            "{msg}"
+        );
+        // A lock of an older cbsnap, without a checksum, is read as before.
+        fs::remove_file(&bad).unwrap();
+        fs::write(
+            &bad,
+            format!(
+                "{{\"kind\":\"shared\",\"host\":\"{}\",\"pid\":{pid},\"time\":\"t\"}}",
+                hostname()
+            ),
+        )
+        .unwrap();
+        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let Err(Error::Locked(msg)) = e else {
+            panic!("a live lock was ignored")
+        };
+        assert!(msg.contains("a shared lock held by pid"), "{msg}");
+    }
+
+    #[test]
+    fn stale_lock_temps_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dead = d.path().join(format!(
+            "{}999999999@{}@x-0",
+            fsutil::TMP_PREFIX,
+            hostname()
+        ));
+        fs::write(&dead, b"x").unwrap();
+        let _l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        assert!(!dead.exists());
+    }
+
     #[test]
     fn lock_of_dead_process_is_cleared() {
         let d = tempfile::tempdir().unwrap();
@@ -193,7 +488,9 @@ mod tests {
             host: hostname(),
             pid: 999_999_999,
             time: "then".into(),
-        };
+            check: None,
+        }
+        .sealed();
         fs::write(
             d.path().join("exclusive-x"),
             serde_json::to_vec(&info).unwrap(),

@@ -79,6 +79,19 @@ impl Repository {
         &self.index
     }
 
+    /// Whether this handle still holds its repository lock. Called right before each
+    /// commit (a snapshot file written, snapshot files or packs deleted), so that a
+    /// process whose lock lapsed (a host asleep past the stale time, a lock another
+    /// host removed) stops before it commits (issue 7, case 12).
+    ///
+    /// Errors: [`Error::LockLost`].
+    pub fn check_lock(&self) -> Result<()> {
+        match &self._lock {
+            Some(l) => l.check().map_err(Error::LockLost),
+            None => Ok(()),
+        }
+    }
+
     /// Create a new repository at `root`, which must not exist or be an empty directory.
     pub fn init(root: &Path) -> Result<RepoConfig> {
         if root.exists() {
@@ -129,10 +142,9 @@ impl Repository {
             }
             Err(e) => return Err(Error::io_path("read", &path, e)),
         };
-        RepoConfig::decode(&bytes).map_err(|detail| Error::NotARepository {
-            path: root.to_path_buf(),
-            detail,
-            occupied: true,
+        RepoConfig::decode(&bytes).map_err(|reason| Error::Config {
+            path: path.clone(),
+            reason,
         })
     }
 
@@ -344,16 +356,25 @@ pub fn lock_wait() -> Duration {
 
 /// Open the RocksDB index. Another cbsnap process may hold RocksDB's own lock: readers
 /// then open it read-only, writers wait. An index that cannot be opened for any other
-/// reason (a half-copied rsync, a damaged file) is discarded and rebuilt from the packs.
+/// reason (a half-copied rsync, a damaged file), or whose pack records cannot be read,
+/// is discarded and rebuilt from the packs. Busy and damaged are told apart by the
+/// error's kind and by asking the kernel who holds the lock, never by the text of
+/// the message ("block checksum mismatch" contains "lock").
 fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
     let deadline = std::time::Instant::now() + lock_wait();
     let mut announced = false;
+    let mut retried = false;
     loop {
-        match Index::open(dir) {
-            Ok(i) => return Ok((i, true)),
+        let e = match Index::open(dir) {
+            Ok(i) => match i.packs() {
+                Ok(_) => return Ok((i, true)),
+                Err(e) => e.to_string(),
+            },
             Err(e) => {
-                let msg = e.into_string();
-                let busy = msg.contains("lock") || msg.contains("Resource temporarily unavailable");
+                let busy = matches!(
+                    e.kind(),
+                    rocksdb::ErrorKind::IOError | rocksdb::ErrorKind::Busy
+                ) && Index::locked_by_other_process(dir);
                 if busy {
                     if access == Access::Read {
                         if let Ok(i) = Index::open_read_only(dir) {
@@ -362,8 +383,9 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                     }
                     if std::time::Instant::now() > deadline {
                         return Err(Error::Locked(format!(
-                            "the index {} is in use by another cbsnap process ({msg}); wait for it to finish",
-                            dir.display()
+                            "the index {} is in use by another cbsnap process ({}); wait for it to finish",
+                            dir.display(),
+                            e.into_string()
                         )));
                     }
                     if !announced {
@@ -375,15 +397,23 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                     std::thread::sleep(Duration::from_millis(250));
                     continue;
                 }
-                eprintln!(
-                    "cbsnap: the index at {} cannot be opened ({msg}); rebuilding it from the packs",
-                    dir.display()
-                );
-                fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
-                let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
-                return Ok((i, true));
+                if !retried {
+                    // The holder may have let go between the failed open and the
+                    // question to the kernel: look once more before calling it damage.
+                    retried = true;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                e.into_string()
             }
-        }
+        };
+        eprintln!(
+            "cbsnap: the index at {} is damaged ({e}); rebuilding it from the packs",
+            dir.display()
+        );
+        fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
+        let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
+        return Ok((i, true));
     }
 }
 

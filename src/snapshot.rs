@@ -6,7 +6,7 @@
 //! is named by the BLAKE3 of its bytes under `snapshots/`.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -142,33 +142,127 @@ impl Snapshot {
     }
 }
 
-/// All snapshots, oldest first. Unreadable files are reported, not fatal.
-pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
-    let mut out = Vec::new();
+/// Why a file under `snapshots/` is not a snapshot this build can use: what `check`
+/// reports for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotFileError {
+    /// The file could not be read (permissions, I/O error).
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
+    /// Its BLAKE3 is not its name: a flipped byte, or truncated by a lost write.
+    #[error("does not match its name (damaged or truncated)")]
+    NameMismatch,
+    /// It matches its name but does not decode (a newer version, malformed JSON).
+    #[error("{0}")]
+    Undecodable(String),
+}
+
+/// A file under `snapshots/` that is not a readable snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedSnapshot {
+    /// The id its name claims.
+    pub id: Id,
+    pub path: PathBuf,
+    pub reason: SnapshotFileError,
+}
+
+/// Every file under `snapshots/`: the readable snapshots (oldest first) and the
+/// damaged ones. Selectors that depend on order (`latest`, `latest~N`, dates) need
+/// both: a damaged file may be the snapshot the user means.
+#[derive(Debug, Default, Clone)]
+pub struct SnapshotSet {
+    pub snapshots: Vec<(Id, Snapshot)>,
+    pub damaged: Vec<DamagedSnapshot>,
+}
+
+/// Read and verify every snapshot file in `snapshots_dir`.
+///
+/// Errors: only a failure to list the directory; a file that cannot be read or
+/// verified is recorded in [`SnapshotSet::damaged`].
+pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
+    let mut set = SnapshotSet::default();
     for e in fs::read_dir(snapshots_dir).ctx(|| format!("read {}", snapshots_dir.display()))? {
         let e = e.ctx(|| format!("read {}", snapshots_dir.display()))?;
         let name = e.file_name();
         let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
             continue;
         };
-        let bytes = fs::read(e.path()).ctx(|| format!("read {}", e.path().display()))?;
-        if Id::hash(&bytes) != id {
-            eprintln!(
-                "cbsnap: warning: snapshot file {} does not match its name (damaged?); skipped. Run `cbsnap check`.",
-                e.path().display()
-            );
-            continue;
-        }
-        match Snapshot::decode(&bytes) {
-            Ok(s) => out.push((id, s)),
-            Err(err) => eprintln!(
-                "cbsnap: warning: snapshot {} is unreadable ({err}); skipped",
-                e.path().display()
-            ),
+        let verdict = match fs::read(e.path()) {
+            // Removed since the listing (a `forget` running alongside): not damage.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => Err(SnapshotFileError::Unreadable(err.to_string())),
+            Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
+            Ok(b) => Snapshot::decode(&b).map_err(SnapshotFileError::Undecodable),
+        };
+        match verdict {
+            Ok(s) => set.snapshots.push((id, s)),
+            Err(reason) => set.damaged.push(DamagedSnapshot {
+                id,
+                path: e.path(),
+                reason,
+            }),
         }
     }
-    out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
-    Ok(out)
+    set.snapshots
+        .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+    set.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(set)
+}
+
+/// All snapshots, oldest first. Damaged files are reported on stderr and skipped;
+/// commands that pick a snapshot use [`scan`] and [`resolve_in`] instead.
+pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
+    let set = scan(snapshots_dir)?;
+    for d in &set.damaged {
+        eprintln!(
+            "cbsnap: warning: snapshot file {} {}; skipped. Run `cbsnap check`.",
+            d.path.display(),
+            d.reason
+        );
+    }
+    Ok(set.snapshots)
+}
+
+/// Resolve `spec` as [`resolve`] does, over every snapshot file: when a snapshot file
+/// is damaged, a selector that depends on order (`latest`, `latest~N`, a date, a
+/// bare name) is an error naming that file, since the damaged file may be the
+/// snapshot meant. Only an explicit id (`NAME@<id prefix>` or a bare id prefix) of a
+/// readable snapshot picks one anyway.
+///
+/// Errors: [`Error::DamagedSnapshots`] as above (also when the id names a damaged
+/// file), and every error of [`resolve`].
+pub fn resolve_in(set: &SnapshotSet, spec: &str, project: Option<&str>) -> Result<(Id, Snapshot)> {
+    let is_id = |s: &str| s.len() >= 4 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let explicit = match spec.rsplit_once('@') {
+        Some((_, sel)) => is_id(sel).then(|| sel.to_ascii_lowercase()),
+        None => {
+            let unique = set
+                .snapshots
+                .iter()
+                .filter(|(id, _)| id.to_hex().starts_with(&spec.to_ascii_lowercase()))
+                .count()
+                == 1;
+            (is_id(spec) && unique).then(|| spec.to_ascii_lowercase())
+        }
+    };
+    let blocking: Vec<&DamagedSnapshot> = match &explicit {
+        Some(prefix) => set
+            .damaged
+            .iter()
+            .filter(|d| d.id.to_hex().starts_with(prefix.as_str()))
+            .collect(),
+        None => set.damaged.iter().collect(),
+    };
+    if !blocking.is_empty() {
+        return Err(Error::DamagedSnapshots {
+            spec: spec.to_string(),
+            files: blocking
+                .iter()
+                .map(|d| (d.path.clone(), d.reason.to_string()))
+                .collect(),
+        });
+    }
+    resolve(&set.snapshots, spec, project)
 }
 
 /// The newest snapshot named `name` in `all` (oldest first, as [`load_all`] returns):

@@ -128,6 +128,15 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
     let repo = ctx.open(access)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
     let groups = forget::plan(&all, &a.names, ctx.project(), &policy)?;
+    for d in groups.iter().flat_map(|g| &g.decisions) {
+        if d.future_dated {
+            eprintln!(
+                "cbsnap: warning: snapshot {} is dated {}, in the future: check the clock of the host that took it (`cbsnap snapshots` shows the host). It is kept and takes the place of no real snapshot in any --keep rule.",
+                d.id.short(),
+                d.time.to_rfc3339()
+            );
+        }
+    }
     let remove: Vec<Id> = groups
         .iter()
         .flat_map(|g| g.decisions.iter().filter(|d| !d.keep).map(|d| d.id))

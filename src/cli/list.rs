@@ -82,8 +82,8 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
 /// `{path, type, mode, uid, gid, size, mtime, target}` objects, in tree order.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (_, snap) = super::resolve(ctx, &all, &a.snapshot)?;
+    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let prefix = a
         .path
         .as_deref()

@@ -19,6 +19,39 @@ pub enum Command {
     Mirror(mirror::MirrorArgs),
     /// Run a command while holding the repository lock (e.g. your own rsync)
     WithLock(mirror::WithLockArgs),
+    /// Remove stale and unreadable lock files (locks of running commands stay)
+    Unlock(UnlockArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock file, also of running commands: only when no cbsnap runs on
+    /// any host that uses this repository
+    #[arg(long)]
+    pub all: bool,
+}
+
+fn unlock(ctx: &Ctx, a: UnlockArgs) -> anyhow::Result<i32> {
+    let dir = ctx.repo_path.join("locks");
+    if !dir.is_dir() {
+        cbsnap::Repository::read_config(&ctx.repo_path)?;
+        return Ok(0);
+    }
+    let u = cbsnap::lock::unlock(&dir, a.all)?;
+    for (what, list) in [
+        ("stale", &u.stale),
+        ("unreadable", &u.unreadable),
+        ("live", &u.live),
+    ] {
+        for p in list {
+            ctx.say(&format!("removed {what} lock {}", p.display()));
+        }
+    }
+    ctx.say(&format!(
+        "{} lock file(s) removed",
+        u.stale.len() + u.unreadable.len() + u.live.len()
+    ));
+    Ok(0)
 }
 
 /// Run one maintenance command; returns the exit code.
@@ -31,5 +64,6 @@ pub fn run(ctx: &Ctx, c: Command) -> anyhow::Result<i32> {
         Command::Diff(a) => diff::run(ctx, a).map(|_| 0),
         Command::Mirror(a) => mirror::mirror(ctx, a).map(|_| 0),
         Command::WithLock(a) => mirror::with_lock(ctx, a),
+        Command::Unlock(a) => unlock(ctx, a),
     }
 }

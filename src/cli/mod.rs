@@ -15,6 +15,8 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 
+use std::io::Write;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 use cbsnap::settings::Settings;
@@ -63,6 +65,8 @@ pub enum Command {
     Dump(restore::DumpArgs),
     /// Browse every snapshot in a read-only FUSE mount, until unmounted
     Mount(mount::Args),
+    /// Resume containers an interrupted cbsnap left paused or stopped
+    Recover,
     /// Index maintenance
     Index {
         #[command(subcommand)]
@@ -91,8 +95,49 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Open the repository, and resume containers an interrupted cbsnap left paused or
+    /// stopped (issue 7, case 14): any command that opens the repository does it, not
+    /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
-        cbsnap::Repository::open(&self.repo_path, access)
+        let repo = cbsnap::Repository::open(&self.repo_path, access)?;
+        if let Err(e) = self.recover_quiesced(&repo, false) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cbsnap: warning: containers an interrupted cbsnap paused or stopped could not be resumed: {e}\nRun `cbsnap recover` once that is fixed (or `docker unpause`/`docker start` them)."
+            );
+        }
+        Ok(repo)
+    }
+
+    /// Resume what `locks/quiesced.json` lists for dead processes. Unless `always`,
+    /// Docker is asked only when the file lists such a container. Returns how many
+    /// containers were resumed; prints each.
+    pub fn recover_quiesced(
+        &self,
+        repo: &cbsnap::Repository,
+        always: bool,
+    ) -> Result<usize, Error> {
+        let state = cbsnap::source::docker::quiesce_state_file(&repo.root);
+        if !always && !cbsnap::docker::pending_recovery(&state)? {
+            return Ok(0);
+        }
+        let engine = cbsnap::docker::Engine::connect()?;
+        let rec = engine.recover_quiesced(&state)?;
+        for r in &rec.resumed {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cbsnap: resumed container {} left {} by an interrupted cbsnap (pid {} on {}, since {})",
+                r.name,
+                match r.action {
+                    cbsnap::docker::QuiesceAction::Pause => "paused",
+                    cbsnap::docker::QuiesceAction::Stop => "stopped",
+                },
+                r.pid,
+                r.host,
+                r.since
+            );
+        }
+        Ok(rec.resumed.len())
     }
 
     /// Print informational text unless `--quiet` or `--json`.
@@ -162,14 +207,15 @@ fn parse() -> Cli {
 
 pub fn run() -> i32 {
     let cli = parse();
-    if matches!(
+    let filter = matches!(
         cli.command,
         Command::Ls(_)
             | Command::Snapshots(_)
             | Command::Dump(_)
             | Command::Completions(_)
             | Command::Man(_)
-    ) {
+    );
+    if filter {
         // A closed stdout (`cbsnap ls | head`) ends these quietly, as for any Unix
         // filter. Not for the others: their internal pipes must see EPIPE instead.
         // SAFETY: setting a signal disposition before any thread is started.
@@ -179,13 +225,13 @@ pub fn run() -> i32 {
     }
     // These need no configuration: a broken config file must not break them.
     match cli.command {
-        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0)),
-        Command::Man(a) => return finish(shell::man(a).map(|_| 0)),
+        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0), filter),
+        Command::Man(a) => return finish(shell::man(a).map(|_| 0), filter),
         _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
-        Err(e) => return fail(&e.into()),
+        Err(e) => return fail(&e.into(), filter),
     };
     let ctx = Ctx {
         repo_path: settings.repo_path(cli.repo.as_deref()),
@@ -195,6 +241,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Init => init(&ctx),
+        Command::Recover => recover(&ctx),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
         Command::Snapshots(a) => list::snapshots(&ctx, a).map(|_| 0),
         Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
@@ -209,24 +256,39 @@ pub fn run() -> i32 {
             unreachable!("handled before the config is read")
         }
     };
-    finish(result)
+    finish(result, filter)
 }
 
-fn finish(result: anyhow::Result<i32>) -> i32 {
+fn finish(result: anyhow::Result<i32>, filter: bool) -> i32 {
     match result {
         Ok(code) => code,
-        Err(e) => fail(&e),
+        Err(e) => fail(&e, filter),
     }
 }
 
-fn fail(e: &anyhow::Error) -> i32 {
+/// The one place an error becomes an exit code (ripgrep's way). For the commands that
+/// are filters writing to stdout (`filter`: ls, snapshots, dump), a broken pipe anywhere
+/// in the chain means the reader went away (`cbsnap dump … | head`), which is not an
+/// error. Other commands talk to helper processes through pipes, where a broken pipe
+/// is a real failure. The message is written without panicking: stderr may be a closed
+/// pipe too (issue 7, case 15: that used to end in a panic, exit 101).
+fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     use cbsnap::run::RunError;
+    use std::io::Write;
+    let broken_pipe = filter
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+    if broken_pipe {
+        return 0;
+    }
     let engine_error = match e.downcast_ref::<RunError>() {
         Some(RunError::Repo(inner)) => Some(inner),
         Some(RunError::Docker(_)) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
-            eprintln!("cbsnap: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
             return 2;
         }
         None => e.downcast_ref::<Error>(),
@@ -234,7 +296,7 @@ fn fail(e: &anyhow::Error) -> i32 {
     if let Some(Error::Interrupted) = engine_error {
         return 130;
     }
-    eprintln!("cbsnap: error: {e:#}");
+    let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
         Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
         _ => 1,
@@ -252,6 +314,15 @@ fn init(ctx: &Ctx) -> anyhow::Result<i32> {
             ctx.repo_path.display()
         ));
     }
+    Ok(0)
+}
+
+fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
+    // Opening recovers when the state file asks for it; then ask Docker anyway, so
+    // that helper containers of dead processes are removed too.
+    let repo = cbsnap::Repository::open(&ctx.repo_path, cbsnap::repo::Access::Read)?;
+    let n = ctx.recover_quiesced(&repo, true)?;
+    ctx.say(&format!("{n} container(s) resumed"));
     Ok(0)
 }
 
@@ -291,6 +362,23 @@ pub fn resolve(
     if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
         if !ctx.quiet {
             eprintln!("cbsnap: {note}");
+        }
+    }
+    Ok((id, snap))
+}
+
+/// [`resolve`] over every snapshot file: a damaged one makes order selectors an error
+/// that names it ([`cbsnap::snapshot::resolve_in`]).
+pub fn resolve_in(
+    ctx: &Ctx,
+    set: &cbsnap::snapshot::SnapshotSet,
+    spec: &str,
+) -> cbsnap::Result<(cbsnap::Id, cbsnap::snapshot::Snapshot)> {
+    let (id, snap) = cbsnap::snapshot::resolve_in(set, spec, ctx.project())?;
+    if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
+        if !ctx.quiet {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "cbsnap: {note}");
         }
     }
     Ok((id, snap))

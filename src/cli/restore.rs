@@ -77,16 +77,17 @@ pub struct DumpArgs {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
     let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
     if a.all {
+        let all = snapshot::load_all(&repo.snapshots_dir())?;
         return restore_run(ctx, &repo, &all, &a, via);
     }
     let spec = a
         .snapshot
         .as_deref()
         .expect("clap requires a snapshot without --all");
-    let (id, snap) = super::resolve(ctx, &all, spec)?;
+    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let (id, snap) = super::resolve_in(ctx, &set, spec)?;
     if let Some(to) = &a.to {
         let opts = restore::dir::Options {
             force: a.force,
@@ -304,8 +305,8 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
         anyhow::bail!("dump writes a tar stream; redirect it to a file or a pipe (`cbsnap dump NAME@latest > out.tar`)");
     }
     let repo = ctx.open(Access::Read)?;
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (_, snap) = super::resolve(ctx, &all, &a.snapshot)?;
+    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {
         Err(cbsnap::Error::Interrupted) => Ok(()),

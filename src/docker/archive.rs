@@ -80,7 +80,8 @@ pub(super) async fn remove_helper(docker: &Docker, id: &str) -> Result<(), Bolla
         link: false,
     };
     match docker.remove_container(id, Some(options)).await {
-        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        // 404: gone already. 409 (with force): another process is removing it.
+        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
         other => other,
     }
 }
@@ -414,10 +415,30 @@ impl Engine {
     /// Quiesce the containers using the volume first if the copy must be
     /// consistent; reading does not stop anyone from writing.
     pub fn read_volume_tar(&self, volume: &str) -> Result<VolumeTarReader, DockerError> {
-        // A container mounting a missing volume would silently create it.
-        self.require_volume(volume)?;
+        // A container mounting a missing volume would silently create it: look
+        // before, and compare the volume's identity (creation time, labels) after the
+        // helper mounts it. From then on the mount holds it (`docker volume rm`
+        // refuses a volume in use). CreatedAt has whole seconds: a volume without
+        // labels removed and made again within the same second is not told apart.
+        let Some(before) = self.volume_identity(volume)? else {
+            return Err(DockerError::NoSuchVolume {
+                name: volume.to_string(),
+            });
+        };
         self.ensure_helper_image()?;
-        let helper = self.create_helper(volume, true)?;
+        let mut helper = self.create_helper(volume, true)?;
+        let after = self.volume_identity(volume)?;
+        if after.as_ref() != Some(&before) {
+            helper.remove()?;
+            let removed_empty = match after {
+                Some(a) => self.remove_volume_the_helper_made(volume, &a.labels),
+                None => false,
+            };
+            return Err(DockerError::VolumeChanged {
+                name: volume.to_string(),
+                removed_empty,
+            });
+        }
 
         let (tx, mut rx) = mpsc::channel(READ_CHANNEL);
         let docker = self.docker.clone();
@@ -460,6 +481,21 @@ impl Engine {
             }
         }
         Ok(reader)
+    }
+
+    /// Remove the volume Docker created when the helper mounted a name that no longer
+    /// existed: only if it carries no labels (Compose labels every volume it makes)
+    /// and no container but ours uses it. Returns whether it was removed.
+    fn remove_volume_the_helper_made(
+        &self,
+        volume: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        labels.is_empty()
+            && self
+                .containers_using_volume_all(volume)
+                .is_ok_and(|users| users.is_empty())
+            && self.remove_volume(volume).is_ok()
     }
 
     /// Extracts a tar stream into `volume` (which must exist), streaming it:

@@ -79,7 +79,7 @@ use bollard::Docker;
 pub use archive::{volume_entry_path, VolumeTarReader, HELPER_IMAGE, HELPER_LABEL, VOLUME_LABEL};
 pub use exec::{ExecOutput, OUTPUT_KEEP};
 pub use quiesce::{Consistency, Quiesce, QuiesceMode, QuiescedContainer, Recovery, QUIESCE_LABEL};
-pub use state::{QuiesceAction, QuiesceRecord};
+pub use state::{pending_recovery, QuiesceAction, QuiesceRecord};
 pub use volume::{ContainerInfo, ContainerState, VolumeInfo, COMPOSE_PROJECT_LABEL};
 
 /// Where Docker listens when `DOCKER_HOST` is not set.
@@ -137,6 +137,16 @@ pub enum DockerError {
     /// No volume of that name.
     #[error("no volume named {name}; `docker volume ls` lists them")]
     NoSuchVolume { name: String },
+
+    /// The volume was removed (or removed and created again) between cbsnap's look
+    /// at it and the helper container's mount of it (issue 7, case 3). Mounting a
+    /// missing volume makes Docker create an empty one; cbsnap removes that again
+    /// (`removed_empty`) and saves nothing of the source.
+    #[error(
+        "volume {name} was removed or replaced while cbsnap started reading it; nothing of it was saved{}. Check who removed it (`docker volume ls`), then snapshot it again",
+        if *.removed_empty { " (the empty volume Docker created in its place was removed)" } else { "" }
+    )]
+    VolumeChanged { name: String, removed_empty: bool },
 
     /// A name Docker would never accept (and that must not reach a URL path).
     #[error("{name:?} is not a valid Docker volume name (they match [a-zA-Z0-9][a-zA-Z0-9_.-]+)")]

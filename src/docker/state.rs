@@ -69,11 +69,16 @@ pub struct QuiesceRecord {
     pub since: String,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StateFile {
     format: String,
     version: u32,
     containers: Vec<QuiesceRecord>,
+    /// [`crate::codec::json_check`] of the other fields, so that a damaged file (a
+    /// flipped digit of a container id would make recovery skip that container) is
+    /// an error. Absent in files of older cbsnap (accepted); they ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
 }
 
 fn state_err(path: &Path, reason: impl std::fmt::Display) -> DockerError {
@@ -97,6 +102,18 @@ pub(super) fn load(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
             path,
             format!("unexpected format {:?}", file.format),
         ));
+    }
+    if let Some(check) = &file.check {
+        let bare = StateFile {
+            check: None,
+            ..file.clone()
+        };
+        if &crate::codec::json_check(&bare) != check {
+            return Err(state_err(
+                path,
+                "its checksum does not match its contents (damaged); check which containers are paused or stopped (`docker ps -a`), resume them by hand and remove the file",
+            ));
+        }
     }
     if file.version != VERSION {
         return Err(state_err(
@@ -133,11 +150,13 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
     }
     fs::create_dir_all(&dir)
         .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
-    let file = StateFile {
+    let mut file = StateFile {
         format: FORMAT.to_string(),
         version: VERSION,
         containers: records.to_vec(),
+        check: None,
     };
+    file.check = Some(crate::codec::json_check(&file));
     let json = serde_json::to_vec_pretty(&file).map_err(|e| state_err(path, e))?;
     let name = path
         .file_name()
@@ -156,6 +175,19 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         let _ = fs::remove_file(&tmp);
         state_err(path, format!("cannot write it: {e}"))
     })
+}
+
+/// Whether `path` lists a container that [`Engine::recover_quiesced`](super::Engine::recover_quiesced)
+/// would act on: one quiesced by a process that is gone, or by another host. Reads
+/// only the file (no engine), so every command can ask it cheaply; entries of live
+/// cbsnap processes on this host are theirs to resume.
+///
+/// Errors: the file exists but cannot be read or parsed.
+pub fn pending_recovery(path: &Path) -> Result<bool, DockerError> {
+    let host = this_host();
+    Ok(load(path)?
+        .iter()
+        .any(|r| r.host != host || !pid_alive(r.pid)))
 }
 
 /// Adds records (replacing any for the same container).
@@ -242,6 +274,28 @@ mod tests {
             leftovers.is_empty(),
             "temp files left behind: {leftovers:?}"
         );
+    }
+
+    /// Issue 7, case 13 (kind): the state file is verifiable; a flipped digit of a
+    /// container id is an error, not a container silently left paused.
+    #[test]
+    fn a_damaged_state_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quiesced.json");
+        add(&path, &[rec("1234abcd")]).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, text.replace("1234abcd", "1234abce")).unwrap();
+        let e = load(&path).unwrap_err().to_string();
+        assert!(e.contains("checksum"), "{e}");
+        // A file of an older cbsnap (no checksum) is read as before.
+        let old = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("\"check\""))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("}\n  ],", "}\n  ]");
+        fs::write(&path, &old).unwrap();
+        assert_eq!(load(&path).unwrap().len(), 1, "{old}");
     }
 
     #[test]

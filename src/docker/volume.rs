@@ -50,6 +50,16 @@ impl From<Volume> for VolumeInfo {
     }
 }
 
+/// Which volume a name stands for right now: a volume removed and created again under
+/// the same name has another creation time (to the second) or, when Docker made it
+/// for a mount, no labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct VolumeIdentity {
+    /// `CreatedAt` as the engine reports it (RFC 3339).
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The state of a container, as `docker ps` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -200,6 +210,22 @@ impl Engine {
         }
     }
 
+    /// The volume's identity, `None` if there is no such volume.
+    pub(super) fn volume_identity(
+        &self,
+        name: &str,
+    ) -> Result<Option<VolumeIdentity>, DockerError> {
+        check_volume_name(name)?;
+        match self.block_on(self.docker.inspect_volume(name)) {
+            Ok(v) => Ok(Some(VolumeIdentity {
+                created_at: v.created_at.unwrap_or_default(),
+                labels: v.labels.into_iter().collect(),
+            })),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err(format!("inspecting volume {name}"), e)),
+        }
+    }
+
     /// Like [`Engine::inspect_volume`], but a missing volume is an error.
     pub fn require_volume(&self, name: &str) -> Result<VolumeInfo, DockerError> {
         self.inspect_volume(name)?
@@ -273,7 +299,10 @@ impl Engine {
         Ok(all)
     }
 
-    fn containers_using_volume_all(&self, name: &str) -> Result<Vec<ContainerInfo>, DockerError> {
+    pub(super) fn containers_using_volume_all(
+        &self,
+        name: &str,
+    ) -> Result<Vec<ContainerInfo>, DockerError> {
         check_volume_name(name)?;
         // The `volume` filter matches a volume name or a mount destination;
         // destinations start with `/`, names cannot, so there is no confusion.

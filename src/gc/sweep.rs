@@ -113,6 +113,7 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
     }
     // Every referenced blob of a retired pack now has a durable, indexed copy.
     repo.index().flush()?;
+    repo.check_lock()?;
     retire_packs(repo, p, &retire)?;
     r.packs_deleted = retire.len();
     r.bytes_after = repo.list_packs()?.values().sum();

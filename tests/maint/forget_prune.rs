@@ -240,13 +240,10 @@ fn prune_killed_at_any_moment_loses_nothing() {
 /// Set the repository's pack size, as only a test or a benchmark would.
 fn set_pack_size(repo: &std::path::Path, bytes: u64) {
     let path = repo.join("config");
-    let raw = fs::read(&path).unwrap();
-    let (head, json) = raw.split_at(12);
-    let mut v: serde_json::Value = serde_json::from_slice(json).unwrap();
-    v["pack_target_size"] = bytes.into();
-    let mut out = head.to_vec();
-    out.extend_from_slice(serde_json::to_string_pretty(&v).unwrap().as_bytes());
-    fs::write(&path, out).unwrap();
+    let mut cfg = cbsnap::config::RepoConfig::decode(&fs::read(&path).unwrap()).unwrap();
+    cfg.pack_target_size = bytes;
+    // Re-encoded with its checksum (config version 2).
+    fs::write(&path, cfg.encode()).unwrap();
 }
 
 /// Few packs retired among many: the index entries are removed pack by pack (the
