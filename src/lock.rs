@@ -41,7 +41,7 @@ struct LockInfo {
     pid: i32,
     time: String,
     /// [`crate::codec::json_check`] of the other fields. Absent in locks of cbsnap
-    /// before format 3 (accepted); older readers ignore it.
+    /// before repository format version 2 (accepted); older readers ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     check: Option<String>,
 }
