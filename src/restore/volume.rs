@@ -125,7 +125,7 @@ pub fn restore_volume(
             files: snap.stats.files,
             dirs: snap.stats.dirs,
             bytes: snap.stats.bytes,
-            warnings: Vec::new(),
+            problems: Vec::new(),
         }
     };
     guard.resume()?;
