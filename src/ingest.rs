@@ -124,8 +124,15 @@ pub fn snapshot(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::Source("pack writer panicked".into())));
-        let (tree, root) = ran?;
-        let w = written?;
+        // The first cause wins: a source that stopped because the writer did (disk
+        // full) reports the writer's error; a writer stopped by the source's failure
+        // (`abort`) reports the source's.
+        let ((tree, root), w) = match (ran, written) {
+            (Err(Error::PipelineStopped), Err(w)) => return Err(w),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(w)) => return Err(w),
+            (Ok(r), Ok(w)) => (r, w),
+        };
         repo.index().flush()?;
         let mut stats = ing.stats;
         stats.new_blobs = w.blobs;
@@ -340,7 +347,7 @@ impl Ingest<'_> {
         let tx = self.tx.as_ref().expect("pipeline is open");
         if tx.send(Job { id, kind, raw }).is_err() {
             // The writer stopped (disk full, I/O error); its error is reported by `snapshot`.
-            return Err(Error::Source("the pack writer stopped".into()));
+            return Err(Error::PipelineStopped);
         }
         Ok(id)
     }

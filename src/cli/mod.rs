@@ -18,7 +18,9 @@ use clap::{Parser, Subcommand};
 use cbsnap::settings::Settings;
 use cbsnap::Error;
 
-/// Exit code when a snapshot was committed but some files could not be read.
+/// Exit code when a command finished but some entries were not handled exactly: a
+/// snapshot was committed without some files, or a restore left some entries out
+/// or without some metadata. They are listed.
 pub const EXIT_PARTIAL: i32 = 3;
 
 #[derive(Parser, Debug)]
@@ -165,6 +167,7 @@ fn fail(e: &anyhow::Error) -> i32 {
     eprintln!("cbsnap: error: {e:#}");
     match engine_error {
         Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
 }
