@@ -87,10 +87,10 @@ impl Repository {
                 return Err(Error::AlreadyExists(root.to_path_buf()));
             }
         }
-        fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+        fsutil::create_private_dir_all(root).ctx(|| format!("create {}", root.display()))?;
         for d in ["packs", "snapshots", "locks"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
         }
         let cfg = RepoConfig::new();
         let readme = root.join("README.md");
@@ -142,7 +142,8 @@ impl Repository {
                         detail: format!("its `{d}` directory is missing"),
                     });
                 }
-                fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+                fsutil::create_private_dir_all(&p)
+                    .ctx(|| format!("create {}", p.display()))?;
             }
         }
         let kind = match access {

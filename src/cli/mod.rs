@@ -109,6 +109,13 @@ pub fn print_json(v: &impl serde::Serialize) {
 }
 
 pub fn run() -> i32 {
+    // Everything cbsnap creates (repository, index, temporary files, a restore
+    // target before its modes are set) is private to its owner, as with borg's
+    // umask 0077; files that the library creates also pass 0600/0700 explicitly.
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     if matches!(
         cli.command,

@@ -536,3 +536,135 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     out.sort();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts what a walk yields.
+    #[derive(Default)]
+    struct Count {
+        dirs: usize,
+        files: Vec<Vec<u8>>,
+        done: usize,
+        warnings: Vec<String>,
+    }
+
+    impl Sink for Count {
+        fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
+            match content {
+                Content::File(f) => {
+                    let (mut file, _) = f.open().expect("open");
+                    let mut s = Vec::new();
+                    std::io::Read::read_to_end(&mut file, &mut s).unwrap();
+                    self.files.push(s);
+                }
+                _ if e.node.kind == NodeKind::Dir => self.dirs += 1,
+                _ => {}
+            }
+            Ok(())
+        }
+        fn dir_done(&mut self, _path: &[u8]) -> Result<()> {
+            self.done += 1;
+            Ok(())
+        }
+        fn warn(&mut self, path: &[u8], error: String) {
+            self.warnings
+                .push(format!("{}: {error}", String::from_utf8_lossy(path)));
+        }
+    }
+
+    /// Build `depth` nested directories `d` below `root` (relative to descriptors:
+    /// the paths exceed PATH_MAX) with a file at the bottom.
+    fn nest(root: &Path, depth: usize) {
+        let mut fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .unwrap();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&fd, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, c"d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .unwrap();
+        }
+        let f = rustix::fs::openat(
+            &fd,
+            c"leaf",
+            OFlags::WRONLY | OFlags::CREATE,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&f, b"bottom").unwrap();
+    }
+
+    /// Remove the chain built by `nest`: move the grandchild up, remove the child.
+    fn unnest(root: &Path) {
+        let d = root.join("d");
+        let t = root.join("t");
+        while d.is_dir() {
+            if d.join("d").is_dir() {
+                std::fs::rename(d.join("d"), &t).unwrap();
+            }
+            std::fs::remove_dir_all(&d).unwrap();
+            if t.is_dir() {
+                std::fs::rename(&t, &d).unwrap();
+            }
+        }
+    }
+
+    /// Issue 7 case 15: 100,000 nested directories are walked with an explicit
+    /// stack (a recursive walk overflows a thread's stack long before) and with a
+    /// bounded number of open descriptors (the `..` path below `FD_BUDGET`).
+    #[test]
+    fn walks_100k_nested_directories_on_a_small_stack() {
+        const DEPTH: usize = 100_000;
+        let root = tempfile::tempdir().unwrap();
+        nest(root.path(), DEPTH);
+        let p = root.path().to_path_buf();
+        let count = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let mut c = Count::default();
+                walk(&p, &mut c).unwrap();
+                c
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        unnest(root.path());
+        assert!(count.warnings.is_empty(), "{:?}", count.warnings);
+        assert_eq!(count.dirs, DEPTH + 1);
+        assert_eq!(count.done, DEPTH + 1);
+        assert_eq!(count.files, vec![b"bottom".to_vec()]);
+    }
+
+    /// Issue 7 case 17: a name that is a symlink by the time it is opened is never
+    /// followed, and a different file under the recorded name is refused.
+    #[test]
+    fn live_file_refuses_a_swapped_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"mine").unwrap();
+        std::fs::write(d.path().join("host"), b"host secret").unwrap();
+        let dir = rustix::fs::open(d.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .unwrap();
+        let seen = FileStat::from_raw(
+            &rustix::fs::statat(&dir, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap(),
+        );
+        let file = LiveFile {
+            dir: dir.as_fd(),
+            name: c"f",
+            seen,
+        };
+        let (_, at_open) = file.open().unwrap();
+        assert!(at_open.unchanged(&seen));
+
+        // The original stays alive under another name, so no new file can reuse
+        // its inode number.
+        std::fs::hard_link(d.path().join("f"), d.path().join("keep")).unwrap();
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("host"), d.path().join("f")).unwrap();
+        assert!(matches!(file.open(), Err(OpenError::Replaced)));
+
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        std::fs::write(d.path().join("other"), b"another file").unwrap();
+        std::fs::rename(d.path().join("other"), d.path().join("f")).unwrap();
+        assert!(matches!(file.open(), Err(OpenError::Replaced)));
+    }
+}

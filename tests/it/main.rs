@@ -9,5 +9,6 @@ mod crash;
 mod dedup;
 mod docker;
 mod errors;
+mod live;
 mod roundtrip;
 mod stack;
