@@ -594,18 +594,21 @@ mod tests {
         rustix::io::write(&f, b"bottom").unwrap();
     }
 
-    /// Remove the chain built by `nest`: move the grandchild up, remove the child.
+    /// Remove the chain built by `nest`: go down, then remove upwards through `..`
+    /// (by path, or by renaming, this is quadratic in the depth).
     fn unnest(root: &Path) {
-        let d = root.join("d");
-        let t = root.join("t");
-        while d.is_dir() {
-            if d.join("d").is_dir() {
-                std::fs::rename(d.join("d"), &t).unwrap();
-            }
-            std::fs::remove_dir_all(&d).unwrap();
-            if t.is_dir() {
-                std::fs::rename(&t, &d).unwrap();
-            }
+        let dir = OFlags::RDONLY | OFlags::DIRECTORY;
+        let top = rustix::fs::open(root, dir, Mode::empty()).unwrap();
+        let top_ino = FileStat::of(&top).unwrap().ino;
+        let mut fd = top;
+        while let Ok(next) = rustix::fs::openat(&fd, c"d", dir, Mode::empty()) {
+            fd = next;
+        }
+        let _ = rustix::fs::unlinkat(&fd, c"leaf", AtFlags::empty());
+        while FileStat::of(&fd).unwrap().ino != top_ino {
+            let up = rustix::fs::openat(&fd, c"..", dir, Mode::empty()).unwrap();
+            rustix::fs::unlinkat(&up, c"d", AtFlags::REMOVEDIR).unwrap();
+            fd = up;
         }
     }
 
