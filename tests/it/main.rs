@@ -10,5 +10,6 @@ mod dedup;
 mod docker;
 mod errors;
 mod live;
+mod restore_safety;
 mod roundtrip;
 mod stack;
