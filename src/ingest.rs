@@ -480,7 +480,11 @@ impl Ingest<'_> {
         Ok((node.content[0], meta))
     }
 
-    fn file_content(&mut self, e: &mut Entry, content: Content<'_>) -> Result<Option<(Vec<Id>, u64)>> {
+    fn file_content(
+        &mut self,
+        e: &mut Entry,
+        content: Content<'_>,
+    ) -> Result<Option<(Vec<Id>, u64)>> {
         match content {
             Content::None => Ok(Some((Vec::new(), 0))),
             Content::Stream(r) => self.store_stream(r, &e.path).map(Some),
@@ -519,8 +523,9 @@ impl Ingest<'_> {
                 }
                 Err(other) => return Err(other),
             };
-            let after = FileStat::of(&file)
-                .map_err(|err| Error::io(format!("stat {}", String::from_utf8_lossy(&e.path)), err))?;
+            let after = FileStat::of(&file).map_err(|err| {
+                Error::io(format!("stat {}", String::from_utf8_lossy(&e.path)), err)
+            })?;
             // What is stored is described by the `stat` taken when it was read.
             e.node.mtime = before.mtime;
             e.node.mtime_nsec = before.mtime_nsec;

@@ -142,8 +142,7 @@ impl Repository {
                         detail: format!("its `{d}` directory is missing"),
                     });
                 }
-                fsutil::create_private_dir_all(&p)
-                    .ctx(|| format!("create {}", p.display()))?;
+                fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
             }
         }
         let kind = match access {

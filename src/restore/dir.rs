@@ -248,13 +248,14 @@ fn restore_entry(st: &mut State<'_>, dir: &Path, node: Node) -> Result<Option<Fr
     let path = dir.join(OsStr::from_bytes(&node.name));
     match node.kind {
         NodeKind::Dir => {
-            let created = clear_conflict(&path, node.kind).and_then(|_| {
-                match fs::DirBuilder::new().mode(0o700).create(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-                    Err(e) => Err(Error::io_path("create directory", &path, e)),
-                }
-            });
+            let created =
+                clear_conflict(&path, node.kind).and_then(|_| {
+                    match fs::DirBuilder::new().mode(0o700).create(&path) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                        Err(e) => Err(Error::io_path("create directory", &path, e)),
+                    }
+                });
             if let Err(e) = created {
                 let detail = classify(e)?;
                 st.not_restored(&path, detail);
@@ -378,8 +379,7 @@ fn create_special(path: &Path, node: &Node) -> Result<()> {
 fn link_into_place(first: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = crate::fsutil::temp_path(dir);
-    fs::hard_link(first, &tmp)
-        .ctx(|| format!("link {} to {}", path.display(), first.display()))?;
+    fs::hard_link(first, &tmp).ctx(|| format!("link {} to {}", path.display(), first.display()))?;
     rename_into_place(&tmp, path).inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })

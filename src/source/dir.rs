@@ -155,7 +155,9 @@ impl FileStat {
 pub enum OpenError {
     /// The name no longer refers to the regular file the walk recorded (it was
     /// replaced, e.g. by a symlink, another file or a fifo). Nothing was read.
-    #[error("changed while read: it was replaced by another object after it was listed; not stored")]
+    #[error(
+        "changed while read: it was replaced by another object after it was listed; not stored"
+    )]
     Replaced,
     #[error("cannot open: {0}")]
     Io(#[from] std::io::Error),
@@ -227,8 +229,7 @@ pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
             std::io::Error::from(e)
         )),
     })?;
-    let st =
-        FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
+    let st = FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
     let mut w = Walker {
         sink,
         names: Names::default(),
@@ -446,7 +447,7 @@ impl Walker<'_> {
                 Ok(None)
             }
             NodeKind::Symlink => {
-                let target = match rustix::fs::readlinkat(&dir, name, Vec::new()) {
+                let target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
                     Ok(t) => t.into_bytes(),
                     Err(e) => {
                         self.sink.warn(
@@ -577,8 +578,8 @@ mod tests {
     /// Build `depth` nested directories `d` below `root` (relative to descriptors:
     /// the paths exceed PATH_MAX) with a file at the bottom.
     fn nest(root: &Path, depth: usize) {
-        let mut fd = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
+        let mut fd =
+            rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         for _ in 0..depth {
             rustix::fs::mkdirat(&fd, c"d", Mode::from_raw_mode(0o755)).unwrap();
             fd = rustix::fs::openat(&fd, c"d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
@@ -645,11 +646,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join("f"), b"mine").unwrap();
         std::fs::write(d.path().join("host"), b"host secret").unwrap();
-        let dir = rustix::fs::open(d.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-            .unwrap();
-        let seen = FileStat::from_raw(
-            &rustix::fs::statat(&dir, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap(),
-        );
+        let dir =
+            rustix::fs::open(d.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let seen =
+            FileStat::from_raw(&rustix::fs::statat(&dir, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap());
         let file = LiveFile {
             dir: dir.as_fd(),
             name: c"f",

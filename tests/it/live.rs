@@ -218,7 +218,13 @@ fn deeply_nested_directories_are_walked_and_restored_without_overflow() {
     assert!(status.success());
     fs::write(src.path().join("top"), b"top file").unwrap();
     let repo = Repo::new();
-    let o = repo.run(&["snapshot", "--path", src.path().to_str().unwrap(), "--name", "deep"]);
+    let o = repo.run(&[
+        "snapshot",
+        "--path",
+        src.path().to_str().unwrap(),
+        "--name",
+        "deep",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let snaps = repo.snapshots_json();
     assert_eq!(snaps[0]["stats"]["dirs"].as_u64(), Some(DEPTH as u64));

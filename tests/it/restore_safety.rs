@@ -56,10 +56,20 @@ fn damaged_chunk_never_replaces_a_good_file_and_the_restore_goes_on() {
     fs::set_permissions(&pack, fs::Permissions::from_mode(0o600)).unwrap();
     fs::write(&pack, bytes).unwrap();
 
-    let o = repo.run(&["restore", "s@latest", "--force", "--to", to.to_str().unwrap()]);
+    let o = repo.run(&[
+        "restore",
+        "s@latest",
+        "--force",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("/f: not restored"), "{}", stderr(&o));
-    assert_eq!(fs::read(to.join("f")).unwrap(), good, "the good file was replaced");
+    assert_eq!(
+        fs::read(to.join("f")).unwrap(),
+        good,
+        "the good file was replaced"
+    );
     assert_eq!(fs::read(to.join("z-new")).unwrap(), b"a later file");
     assert_eq!(fs::read(to.join("same")).unwrap(), b"unchanged file");
     let leftovers: Vec<_> = fs::read_dir(&to)
@@ -110,7 +120,10 @@ fn getcap(p: &Path) -> String {
 /// would clear them if it came after.
 #[test]
 fn file_capabilities_and_setuid_survive_restore() {
-    assert!(is_root(), "this test restores owners and capabilities: run it as root");
+    assert!(
+        is_root(),
+        "this test restores owners and capabilities: run it as root"
+    );
     let src = tempfile::tempdir().unwrap();
     let ping = src.path().join("ping");
     fs::write(&ping, b"\x7fELF not really").unwrap();
@@ -171,7 +184,13 @@ fn metadata_that_could_not_be_applied_is_named_and_exit_3() {
     }
     let to = out.path().join("r");
     let o = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN, "--repo"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "--repo",
+        ])
         .arg(repo.path())
         .args(["restore", "caps@latest", "--to"])
         .arg(&to)
@@ -221,7 +240,10 @@ fn assert_disk_full_with_safe_advice(o: &std::process::Output) {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains("No space left on device"), "{e}");
     assert!(e.contains("The disk is full"), "{e}");
-    assert!(!e.contains("pack writer stopped"), "the first cause was lost: {e}");
+    assert!(
+        !e.contains("pack writer stopped"),
+        "the first cause was lost: {e}"
+    );
     assert!(!e.contains("forget"), "unsafe advice: {e}");
     assert!(!e.contains("prune"), "unsafe advice: {e}");
 }
@@ -248,14 +270,28 @@ fn disk_full_names_the_cause_and_gives_safe_advice() {
     };
     let o = run(&["init"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&["snapshot", "--path", src.path().to_str().unwrap(), "--name", "big"]);
+    let o = run(&[
+        "snapshot",
+        "--path",
+        src.path().to_str().unwrap(),
+        "--name",
+        "big",
+    ]);
     assert_disk_full_with_safe_advice(&o);
-    assert!(fs::read_dir(repo_path.join("snapshots")).unwrap().next().is_none());
+    assert!(fs::read_dir(repo_path.join("snapshots"))
+        .unwrap()
+        .next()
+        .is_none());
 
     let repo = Repo::new();
     repo.snapshot_dir(src.path(), "big");
     let target = Tmpfs::new("8m");
-    let o = repo.run(&["restore", "big@latest", "--to", target.path().join("r").to_str().unwrap()]);
+    let o = repo.run(&[
+        "restore",
+        "big@latest",
+        "--to",
+        target.path().join("r").to_str().unwrap(),
+    ]);
     assert_disk_full_with_safe_advice(&o);
 }
 
