@@ -76,19 +76,29 @@ impl Names {
 /// same fields to detect a file that changed while it was read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStat {
+    /// Device of the filesystem holding it (`st_dev`).
     pub dev: u64,
+    /// Inode number (`st_ino`).
     pub ino: u64,
     /// `st_mode` (type bits and permission bits).
     pub mode: u32,
+    /// Number of hard links.
     pub nlink: u64,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
+    /// Device number of a device node (`st_rdev`).
     pub rdev: u64,
-    /// Bytes.
+    /// Size in bytes.
     pub size: u64,
+    /// Last content change, seconds since the epoch.
     pub mtime: i64,
+    /// Nanoseconds of `mtime`.
     pub mtime_nsec: u32,
+    /// Last inode change (content, metadata, rename), seconds since the epoch.
     pub ctime: i64,
+    /// Nanoseconds of `ctime`.
     pub ctime_nsec: u32,
 }
 
@@ -159,6 +169,7 @@ pub enum OpenError {
         "changed while read: it was replaced by another object after it was listed; not stored"
     )]
     Replaced,
+    /// Opening or `fstat` failed.
     #[error("cannot open: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -215,7 +226,13 @@ fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> rustix::io::
     rustix::fs::openat(dir, name, flags, Mode::empty())
 }
 
-/// Walk `root` and push every entry into `sink`.
+/// Walk `root` and push every entry into `sink`, parents before children, each
+/// directory's entries in byte order of their names, `dir_done` after a directory's
+/// last entry. Entries that cannot be read, or that change identity between being
+/// listed and opened, go to [`Sink::warn`] and the walk goes on.
+///
+/// Errors: `root` is not an existing directory (a symlink to one is refused), or
+/// the sink failed.
 pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| match e {
