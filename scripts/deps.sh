@@ -4,7 +4,7 @@
 set -euo pipefail
 
 need=()
-for pkg in librocksdb-dev libclang-dev clang pkg-config docker.io busybox-static rsync attr zstd util-linux libcap2-bin python3; do
+for pkg in librocksdb-dev libclang-dev clang pkg-config docker.io busybox-static rsync attr zstd util-linux fuse3 libcap2-bin python3; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

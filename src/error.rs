@@ -8,11 +8,21 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path} is not a cbsnap repository: {detail}\nCreate one with `cbsnap --repo {path} init`, or point --repo / CBSNAP_REPO at an existing repository.", path = .path.display())]
-    NotARepository { path: PathBuf, detail: String },
+    /// `path` is not a repository. `occupied`: it is a directory holding other files,
+    /// where `init` would refuse to create one, so the hint names a new directory.
+    #[error("{path} is not a cbsnap repository: {detail}\n{hint}", path = .path.display(), hint = not_a_repo_hint(.path, *.occupied))]
+    NotARepository {
+        path: PathBuf,
+        detail: String,
+        occupied: bool,
+    },
 
-    #[error("{} already holds a cbsnap repository (or other files); choose another path", .0.display())]
+    #[error("{} already holds a cbsnap repository; use it (`cbsnap --repo {} snapshots`) or choose another path", .0.display(), .0.display())]
     AlreadyExists(PathBuf),
+
+    /// `init` in a directory that holds other files.
+    #[error("{} is not empty and not a cbsnap repository; `init` creates a repository only in a new or empty directory, e.g. `cbsnap --repo {} init`", .0.display(), .0.join("cbsnap").display())]
+    NotEmpty(PathBuf),
 
     #[error("{context}: {source}{hint}", hint = io_hint(.source))]
     Io {
@@ -56,6 +66,20 @@ pub enum Error {
 
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+}
+
+fn not_a_repo_hint(path: &Path, occupied: bool) -> String {
+    if occupied {
+        format!(
+            "It holds other files, so `cbsnap init` will not create a repository there: point --repo / CBSNAP_REPO at an existing repository, or create one in a new directory (`cbsnap --repo {} init`).",
+            path.join("cbsnap").display()
+        )
+    } else {
+        format!(
+            "Create one with `cbsnap --repo {} init`, or point --repo / CBSNAP_REPO at an existing repository.",
+            path.display()
+        )
+    }
 }
 
 fn io_hint(e: &io::Error) -> &'static str {

@@ -44,9 +44,26 @@ pub struct SnapshotSpec {
     /// What the run this snapshot belongs to set out to cover (`snapshot --all`).
     pub run: Option<crate::run::RunPlan>,
     pub consistency: Option<String>,
+    /// The time the snapshot records. An imported old backup (`snapshot --tar FILE
+    /// --time TIME`) carries its real date, so it sorts among the older snapshots
+    /// instead of becoming `@latest`.
+    pub time: SnapshotTime,
     /// The snapshot to compare against: its files that look unchanged (size, mtime,
     /// ctime, inode) are not read again.
     pub parent: Option<(Id, Snapshot)>,
+}
+
+/// The time a new snapshot records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotTime {
+    /// When it is committed.
+    #[default]
+    Now,
+    /// A given time (an imported backup's real date).
+    At(chrono::DateTime<chrono::Utc>),
+    /// The newest modification time among the entries (whole seconds), or now when
+    /// the source yielded none: the date of an imported backup's content.
+    NewestEntry,
 }
 
 struct Job {
@@ -114,6 +131,7 @@ pub fn snapshot(
             stats: SnapshotStats::default(),
             errors: Vec::new(),
             progress: progress.clone(),
+            newest_mtime: None,
         };
         let ran = source(&mut ing).and_then(|_| ing.finish_root());
         if ran.is_err() {
@@ -144,7 +162,14 @@ pub fn snapshot(
             kind: spec.kind,
             origin: spec.origin,
             hostname: gethostname::gethostname().to_string_lossy().into_owned(),
-            time: chrono::Utc::now(),
+            time: match spec.time {
+                SnapshotTime::Now => chrono::Utc::now(),
+                SnapshotTime::At(t) => t,
+                SnapshotTime::NewestEntry => ing
+                    .newest_mtime
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                    .unwrap_or_else(chrono::Utc::now),
+            },
             tags: spec.tags,
             parent: spec.parent.as_ref().map(|(id, _)| *id),
             run_id: spec.run_id,
@@ -326,6 +351,8 @@ struct Ingest<'a> {
     stats: SnapshotStats,
     errors: Vec<FileError>,
     progress: Progress,
+    /// The newest mtime of any entry (for [`SnapshotTime::NewestEntry`]).
+    newest_mtime: Option<i64>,
 }
 
 impl Ingest<'_> {
@@ -583,6 +610,10 @@ impl Ingest<'_> {
 impl Sink for Ingest<'_> {
     fn entry(&mut self, mut e: Entry, content: Content<'_>) -> Result<()> {
         self.progress.set_path(&e.path);
+        self.newest_mtime = Some(
+            self.newest_mtime
+                .map_or(e.node.mtime, |n| n.max(e.node.mtime)),
+        );
         if e.path.is_empty() {
             if e.node.kind == NodeKind::Dir {
                 let children = std::mem::take(&mut self.root.children);

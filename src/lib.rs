@@ -23,6 +23,7 @@ pub mod index;
 pub mod ingest;
 pub mod lock;
 pub mod mirror;
+pub mod mount;
 pub mod pack;
 pub mod progress;
 pub mod repo;

@@ -84,7 +84,11 @@ impl Repository {
         if root.exists() {
             let mut rd = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
             if rd.next().is_some() {
-                return Err(Error::AlreadyExists(root.to_path_buf()));
+                return Err(if root.join("config").exists() {
+                    Error::AlreadyExists(root.to_path_buf())
+                } else {
+                    Error::NotEmpty(root.to_path_buf())
+                });
             }
         }
         fsutil::create_private_dir_all(root).ctx(|| format!("create {}", root.display()))?;
@@ -106,6 +110,7 @@ impl Repository {
     }
 
     /// Read the config of the repository at `root`, without locking or opening the index.
+    /// Errors: [`Error::NotARepository`] when `root` has no valid config.
     pub fn read_config(root: &Path) -> Result<RepoConfig> {
         let path = root.join("config");
         let bytes = match fs::read(&path) {
@@ -119,6 +124,7 @@ impl Repository {
                 return Err(Error::NotARepository {
                     path: root.to_path_buf(),
                     detail,
+                    occupied: occupied(root),
                 });
             }
             Err(e) => return Err(Error::io_path("read", &path, e)),
@@ -126,6 +132,7 @@ impl Repository {
         RepoConfig::decode(&bytes).map_err(|detail| Error::NotARepository {
             path: root.to_path_buf(),
             detail,
+            occupied: true,
         })
     }
 
@@ -140,6 +147,7 @@ impl Repository {
                     return Err(Error::NotARepository {
                         path: root.to_path_buf(),
                         detail: format!("its `{d}` directory is missing"),
+                        occupied: true,
                     });
                 }
                 fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
@@ -377,4 +385,9 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
             }
         }
     }
+}
+
+/// Whether `dir` is a directory with at least one entry (where `init` refuses).
+fn occupied(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some())
 }

@@ -136,3 +136,36 @@ impl Settings {
         data.join("cbsnap/repo")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's configuration example is a valid config file, and documents every
+    /// `[keep]` key (unknown keys are refused, so a renamed key fails here too).
+    #[test]
+    fn readme_config_example_parses_and_documents_keep() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\n# ~/.config/cbsnap/config.toml")
+            .expect("the README shows a config file");
+        let body = &readme[start + "```toml\n".len()..];
+        let body = &body[..body.find("```").expect("closed code block")];
+        let s: Settings = toml::from_str(body).expect("the README's config parses");
+        let k = &s.keep;
+        assert!(
+            k.last.is_some()
+                && k.hourly.is_some()
+                && k.daily.is_some()
+                && k.weekly.is_some()
+                && k.monthly.is_some()
+                && k.yearly.is_some()
+                && k.within.is_some()
+                && !k.tags.is_empty(),
+            "every [keep] key is in the README's example: {k:?}"
+        );
+        let policy = crate::forget::Policy::from_keep(k).expect("a valid policy");
+        assert!(policy.to_string().contains("within"), "{policy}");
+        assert!(s.prune.repack_threshold.is_some());
+    }
+}

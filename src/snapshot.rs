@@ -197,9 +197,10 @@ pub fn name_matches(snap: &Snapshot, typed: &str, project: Option<&str>) -> bool
 
 /// Resolve `NAME@SELECTOR` (or a bare snapshot id prefix) to one snapshot.
 ///
-/// Selectors: `latest`, `latest~N`, an id prefix, or a date `YYYY-MM-DD` meaning the
-/// newest snapshot at or before the end of that (local) day. An unknown name or
-/// selector yields an error listing what exists.
+/// Selectors: `latest`, `latest~N`, an id prefix, `tag:T` (the newest snapshot tagged
+/// `T`), or a date `YYYY-MM-DD` meaning the newest snapshot at or before the end of
+/// that (local) day ([`date_note`] says when that is an earlier day). An unknown name
+/// or selector yields an error listing what exists.
 pub fn resolve(
     all: &[(Id, Snapshot)],
     spec: &str,
@@ -238,6 +239,11 @@ pub fn resolve(
             ))
         })?;
         cands.get(n).copied()
+    } else if let Some(tag) = sel.strip_prefix("tag:") {
+        cands
+            .iter()
+            .copied()
+            .find(|(_, s)| s.tags.iter().any(|t| t == tag))
     } else if let Ok(day) = NaiveDate::parse_from_str(sel, "%Y-%m-%d") {
         let end = day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0));
         let end = end.and_then(|e| Local.from_local_datetime(&e).earliest());
@@ -261,7 +267,7 @@ pub fn resolve(
         m.first().copied()
     } else {
         return Err(Error::NoSuchSnapshot(format!(
-            "`{sel}` is not a selector. Use latest, latest~N, an id prefix (4+ hex digits) or a date YYYY-MM-DD.\nSnapshots of {name}:\n{}",
+            "`{sel}` is not a selector. Use latest, latest~N, an id prefix (4+ hex digits), tag:T or a date YYYY-MM-DD.\nSnapshots of {name}:\n{}",
             listing(&cands)
         )));
     };
@@ -270,6 +276,23 @@ pub fn resolve(
             "no snapshot of {name} matches `{sel}`. Snapshots of {name} (newest first):\n{}",
             listing(&cands)
         ))
+    })
+}
+
+/// For a `NAME@YYYY-MM-DD` selector that resolved to `snap`: a note when the snapshot
+/// is from an earlier (local) day than the one asked for, since the date selector
+/// means "newest at or before the end of that day". `None` for other selectors or when
+/// the snapshot is from that very day.
+pub fn date_note(spec: &str, snap: &Snapshot) -> Option<String> {
+    let (_, sel) = spec.rsplit_once('@')?;
+    let day = NaiveDate::parse_from_str(sel, "%Y-%m-%d").ok()?;
+    let taken = snap.time.with_timezone(&Local);
+    (taken.date_naive() < day).then(|| {
+        format!(
+            "note: {} has no snapshot on {day}; `@{day}` means the newest at or before the end of that day, which is the one of {}",
+            snap.name,
+            taken.format("%Y-%m-%d %H:%M")
+        )
     })
 }
 
@@ -401,5 +424,35 @@ mod tests {
         // Local time zone of the test machine may shift the day by at most one.
         assert!(s.time.to_rfc3339().starts_with("2026-01-0"));
         assert!(resolve(&all, "qdrant-data@2020-01-01", None).is_err());
+    }
+
+    #[test]
+    fn date_note_only_for_an_earlier_day() {
+        let all = repo();
+        let (_, s) = resolve(&all, "qdrant-data@2026-01-20", None).unwrap();
+        let note = date_note("qdrant-data@2026-01-20", &s).expect("an earlier day is noted");
+        assert!(note.contains("no snapshot on 2026-01-20"), "{note}");
+        assert!(note.contains("newest at or before"), "{note}");
+        let same_day = s.time.with_timezone(&Local).format("%Y-%m-%d").to_string();
+        assert_eq!(date_note(&format!("qdrant-data@{same_day}"), &s), None);
+        assert_eq!(date_note("qdrant-data@latest", &s), None);
+    }
+
+    #[test]
+    fn tag_selector_takes_the_newest_with_that_tag() {
+        let mut all = repo();
+        all[0].1.tags = vec!["before-upgrade".into()];
+        all[1].1.tags = vec!["before-upgrade".into(), "x".into()];
+        let (id, _) = resolve(&all, "qdrant-data@tag:before-upgrade", None).unwrap();
+        assert_eq!(id, all[1].0);
+        let e = resolve(&all, "qdrant-data@tag:nope", None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no snapshot of qdrant-data matches `tag:nope`"),
+            "{e}"
+        );
+        let e = resolve(&all, "agent-state@tag:before-upgrade", None);
+        assert!(matches!(e, Err(Error::NoSuchSnapshot(_))));
     }
 }

@@ -18,8 +18,8 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (_, old) = snapshot::resolve(&all, &a.from, ctx.project())?;
-    let (_, new) = snapshot::resolve(&all, &a.to, ctx.project())?;
+    let (_, old) = super::resolve(ctx, &all, &a.from)?;
+    let (_, new) = super::resolve(ctx, &all, &a.to)?;
     let size = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());
     if ctx.json {
         let mut changes = Vec::new();

@@ -32,7 +32,7 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
             .any(|(_, s)| snapshot::name_matches(s, n, ctx.project()))
         {
             // The resolver's message lists what exists.
-            snapshot::resolve(&all, n, ctx.project())?;
+            super::resolve(ctx, &all, n)?;
         }
         all.retain(|(_, s)| snapshot::name_matches(s, n, ctx.project()));
     }
@@ -83,7 +83,7 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
 pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (_, snap) = snapshot::resolve(&all, &a.snapshot, ctx.project())?;
+    let (_, snap) = super::resolve(ctx, &all, &a.snapshot)?;
     let prefix = a
         .path
         .as_deref()

@@ -7,13 +7,15 @@ mod forget;
 mod list;
 mod maint;
 mod mirror;
+mod mount;
 mod restore;
+mod shell;
 mod snapshot;
 mod stats;
 
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use cbsnap::settings::Settings;
 use cbsnap::Error;
@@ -61,6 +63,8 @@ pub enum Command {
     Ls(list::LsArgs),
     /// Write a snapshot (or a path in it) as a tar stream to stdout
     Dump(restore::DumpArgs),
+    /// Browse every snapshot in a read-only FUSE mount, until unmounted
+    Mount(mount::Args),
     /// Index maintenance
     Index {
         #[command(subcommand)]
@@ -68,6 +72,10 @@ pub enum Command {
     },
     #[command(flatten)]
     Maint(maint::Command),
+    /// Print the shell completion script (bash, zsh, fish, …)
+    Completions(shell::CompletionsArgs),
+    /// Print the man page, or write every man page into a directory
+    Man(shell::ManArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +116,47 @@ pub fn print_json(v: &impl serde::Serialize) {
     );
 }
 
+/// Parse the arguments; on an unknown command, suggest only a close spelling (or
+/// the command people mean by a common other word), never a far-fetched one.
+fn parse() -> Cli {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let e = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    let typed = match (e.kind(), e.get(ContextKind::InvalidSubcommand)) {
+        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(s))) => s.clone(),
+        _ => e.exit(),
+    };
+    let cmd = Cli::command();
+    let names: Vec<&str> = cmd
+        .get_subcommands()
+        .filter(|c| !c.is_hide_set())
+        .map(|c| c.get_name())
+        .collect();
+    let mut err = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&cmd);
+    err.insert(
+        ContextKind::InvalidSubcommand,
+        ContextValue::String(typed.clone()),
+    );
+    if let Some(s) = shell::suggest(&typed, &names) {
+        err.insert(
+            ContextKind::SuggestedSubcommand,
+            ContextValue::String(s.to_string()),
+        );
+    }
+    if let Some(hint) = shell::synonym(&typed) {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![hint.into()]),
+        );
+    }
+    if let Some(usage) = e.get(ContextKind::Usage) {
+        err.insert(ContextKind::Usage, usage.clone());
+    }
+    err.exit()
+}
+
 pub fn run() -> i32 {
     // Everything cbsnap creates (repository, index, temporary files, a restore
     // target before its modes are set) is private to its owner, as with borg's
@@ -116,10 +165,14 @@ pub fn run() -> i32 {
     unsafe {
         libc::umask(0o077);
     }
-    let cli = Cli::parse();
+    let cli = parse();
     if matches!(
         cli.command,
-        Command::Ls(_) | Command::Snapshots(_) | Command::Dump(_)
+        Command::Ls(_)
+            | Command::Snapshots(_)
+            | Command::Dump(_)
+            | Command::Completions(_)
+            | Command::Man(_)
     ) {
         // A closed stdout (`cbsnap ls | head`) ends these quietly, as for any Unix
         // filter. Not for the others: their internal pipes must see EPIPE instead.
@@ -127,6 +180,12 @@ pub fn run() -> i32 {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    }
+    // These need no configuration: a broken config file must not break them.
+    match cli.command {
+        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0)),
+        Command::Man(a) => return finish(shell::man(a).map(|_| 0)),
+        _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
@@ -145,11 +204,19 @@ pub fn run() -> i32 {
         Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
         Command::Ls(a) => list::ls(&ctx, a).map(|_| 0),
         Command::Dump(a) => restore::dump(&ctx, a).map(|_| 0),
+        Command::Mount(a) => mount::run(&ctx, a).map(|_| 0),
         Command::Index {
             cmd: IndexCmd::Rebuild,
         } => index_rebuild(&ctx).map(|_| 0),
         Command::Maint(c) => maint::run(&ctx, c),
+        Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled before the config is read")
+        }
     };
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => fail(&e),
@@ -216,6 +283,22 @@ fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Resolve `NAME@SELECTOR` and say on stderr when a date selector picked an earlier
+/// day's snapshot (unless `--quiet`).
+pub fn resolve(
+    ctx: &Ctx,
+    all: &[(cbsnap::Id, cbsnap::snapshot::Snapshot)],
+    spec: &str,
+) -> cbsnap::Result<(cbsnap::Id, cbsnap::snapshot::Snapshot)> {
+    let (id, snap) = cbsnap::snapshot::resolve(all, spec, ctx.project())?;
+    if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
+        if !ctx.quiet {
+            eprintln!("cbsnap: {note}");
+        }
+    }
+    Ok((id, snap))
 }
 
 /// Absolute form of a path, for recording in snapshots.

@@ -18,7 +18,8 @@ use super::{print_json, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// NAME@SELECTOR: latest, latest~N, an id prefix or a date YYYY-MM-DD
+    /// NAME@SELECTOR: latest, latest~N, an id prefix, tag:T, or a date YYYY-MM-DD
+    /// (the newest snapshot at or before the end of that day)
     #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub snapshot: Option<String>,
     /// Restore into this host directory (must not exist or be empty, unless --force)
@@ -27,9 +28,21 @@ pub struct Args {
     /// Restore a volume snapshot into another Docker volume (created if missing)
     #[arg(long, value_name = "VOLUME")]
     pub to_volume: Option<String>,
-    /// Restore into a non-empty directory, replacing entries of the same name
+    /// Restore into a non-empty directory, replacing entries of the same name (other
+    /// entries are kept; see --delete)
     #[arg(long)]
     pub force: bool,
+    /// Restore into a non-empty directory and remove what the snapshot does not have,
+    /// so the directory equals the snapshot (volumes are always made equal)
+    #[arg(long)]
+    pub delete: bool,
+    /// Only this path of the snapshot, e.g. `models/manifests` (repeatable; needs --to)
+    #[arg(long, value_name = "PATH", requires = "to")]
+    pub include: Vec<String>,
+    /// Leave out entries whose path in the snapshot or name matches this glob, e.g.
+    /// '*.log' (repeatable; needs --to)
+    #[arg(long, value_name = "GLOB", requires = "to")]
+    pub exclude: Vec<String>,
     /// Stop the running containers that use the volume, restore, start them again
     #[arg(long)]
     pub stop: bool,
@@ -73,9 +86,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .snapshot
         .as_deref()
         .expect("clap requires a snapshot without --all");
-    let (id, snap) = snapshot::resolve(&all, spec, ctx.project())?;
+    let (id, snap) = super::resolve(ctx, &all, spec)?;
     if let Some(to) = &a.to {
-        return restore_to_dir(ctx, &repo, &id, &snap, to, a.force);
+        let opts = restore::dir::Options {
+            force: a.force,
+            delete: a.delete,
+            filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
+        };
+        return restore_to_dir(ctx, &repo, &id, &snap, to, &opts);
     }
     if a.to_volume.is_none() && snap.kind != SourceKind::Volume {
         return Err(cbsnap::Error::Usage(format!(
@@ -99,14 +117,10 @@ fn restore_to_dir(
     id: &Id,
     snap: &Snapshot,
     to: &Path,
-    force: bool,
+    opts: &restore::dir::Options,
 ) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.quiet || ctx.json, "restore");
-    let opts = restore::dir::Options {
-        force,
-        delete: false,
-    };
-    let report = restore::dir::restore(repo, snap, to, &opts, &progress)?;
+    let report = restore::dir::restore(repo, snap, to, opts, &progress)?;
     let target = to.display().to_string();
     print_report(ctx, id, snap, &target, &report);
     incomplete(&target, &report)
@@ -146,6 +160,7 @@ fn restore_run(
     let opts = RestoreAllOptions {
         stop: a.stop,
         force: a.force,
+        delete: a.delete,
         via,
     };
     let engine = if selected
@@ -319,7 +334,7 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
     }
     let repo = ctx.open(Access::Read)?;
     let all = snapshot::load_all(&repo.snapshots_dir())?;
-    let (_, snap) = snapshot::resolve(&all, &a.snapshot, ctx.project())?;
+    let (_, snap) = super::resolve(ctx, &all, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {
         Err(cbsnap::Error::Interrupted) => Ok(()),

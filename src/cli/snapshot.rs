@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cbsnap::docker::{Engine, QuiesceMode};
-use cbsnap::ingest::{self, SnapshotSpec};
+use cbsnap::ingest::{self, SnapshotSpec, SnapshotTime};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::run::backup::{self, AllOptions, RunReport, SourceStatus};
@@ -13,6 +13,7 @@ use cbsnap::run::Observer;
 use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
 use cbsnap::source::docker::Via;
+use cbsnap::source::NewestMtime;
 use cbsnap::{Error, Id, Repository};
 
 use super::{absolute, print_json, Ctx, EXIT_PARTIAL};
@@ -31,9 +32,15 @@ pub struct Args {
     /// Tar stream to snapshot (plain, gzip or zstd; `-` for stdin)
     #[arg(long, value_name = "FILE")]
     pub tar: Option<PathBuf>,
-    /// Source name [default: the directory's base name without a leading dot]
+    /// Source name [default: the directory's base name without a leading dot; for --tar
+    /// the file name without `.tar.gz` and the compose project prefix]
     #[arg(long)]
     pub name: Option<String>,
+    /// With --tar: the date the snapshot records, e.g. 2026-11-01, "2026-11-01 03:15"
+    /// (local time), an RFC 3339 time, or `tar` for the newest file in the tar
+    /// [default: now]
+    #[arg(long, value_name = "TIME", requires = "tar")]
+    pub time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]
     pub tags: Vec<String>,
@@ -73,10 +80,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         let parent = latest(&repo, &name)?;
         snapshot_path(ctx, &repo, dir, name, parent, &a.tags, None)?
     } else if let Some(file) = &a.tar {
-        let name = a
-            .name
-            .clone()
-            .ok_or_else(|| Error::Usage("--tar needs --name NAME".into()))?;
+        let name = match &a.name {
+            Some(n) => n.clone(),
+            None => tar_name(file, ctx.project())?,
+        };
+        let time = match a.time.as_deref() {
+            None => SnapshotTime::Now,
+            Some("tar") => SnapshotTime::NewestEntry,
+            Some(t) => SnapshotTime::At(parse_time(t)?),
+        };
         let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
         let origin = if file.as_os_str() == "-" {
             serde_json::json!({ "tar": "-" })
@@ -92,24 +104,36 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             run_id: None,
             run: None,
             consistency: None,
+            time,
+        };
+        let mut newest = None;
+        let mut read = |r: &mut dyn std::io::Read, sink: &mut dyn cbsnap::source::Sink| {
+            let mut sink = NewestMtime::new(sink);
+            let res = cbsnap::source::tar::read_tar(r, b"", &mut sink);
+            newest = sink.newest;
+            res
         };
         let r = if file.as_os_str() == "-" {
-            let stdin = std::io::stdin().lock();
-            ingest::snapshot(&repo, spec, &progress, |sink| {
-                cbsnap::source::tar::read_tar(stdin, b"", sink)
-            })
+            let mut stdin = std::io::stdin().lock();
+            ingest::snapshot(&repo, spec, &progress, |sink| read(&mut stdin, sink))
         } else {
-            let f = std::fs::File::open(file)
+            let mut f = std::fs::File::open(file)
                 .with_context(|| format!("cannot open the tar file {}", file.display()))?;
-            ingest::snapshot(&repo, spec, &progress, |sink| {
-                cbsnap::source::tar::read_tar(f, b"", sink)
-            })
+            ingest::snapshot(&repo, spec, &progress, |sink| read(&mut f, sink))
         };
         progress.finish();
-        r?
+        let (id, snap) = r?;
+        if a.time.is_none() {
+            if let Some(note) = newest.and_then(|n| old_content_note(&snap, n)) {
+                if !ctx.quiet {
+                    eprintln!("cbsnap: {note}");
+                }
+            }
+        }
+        (id, snap)
     } else {
         return Err(Error::Usage(
-            "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE --name NAME".into(),
+            "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE".into(),
         )
         .into());
     };
@@ -124,6 +148,77 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
 /// A directory's base name without leading dots (`~/.ollama` → `ollama`).
 fn default_name(abs: &std::path::Path) -> anyhow::Result<String> {
     Ok(backup::path_source_name(abs)?)
+}
+
+/// The source name of a tar file: its file name without the tar and compression
+/// extensions and without the compose project prefix
+/// (`code-buddy_qdrant-data.tar.gz` → `qdrant-data`).
+fn tar_name(file: &std::path::Path, project: Option<&str>) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        return Err(Error::Usage("--tar - (stdin) needs --name NAME".into()).into());
+    }
+    let base = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut stem = base.as_str();
+    for ext in [".gz", ".zst", ".zstd", ".tgz", ".tzst", ".tar"] {
+        stem = stem.strip_suffix(ext).unwrap_or(stem);
+    }
+    let name = project
+        .and_then(|p| stem.strip_prefix(&format!("{p}_")))
+        .unwrap_or(stem);
+    if name.is_empty() {
+        return Err(Error::Usage(format!(
+            "cannot derive a name from {}; pass --name",
+            file.display()
+        ))
+        .into());
+    }
+    Ok(name.to_string())
+}
+
+/// `--time`: `YYYY-MM-DD` (midnight) or `YYYY-MM-DD HH:MM[:SS]` in local time, or RFC 3339.
+fn parse_time(t: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{Local, NaiveDate, NaiveDateTime, TimeZone};
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&chrono::Utc));
+    }
+    let naive = NaiveDate::parse_from_str(t, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| {
+            [
+                "%Y-%m-%d %H:%M:%S",
+                "%Y-%m-%dT%H:%M:%S",
+                "%Y-%m-%d %H:%M",
+                "%Y-%m-%dT%H:%M",
+            ]
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+        });
+    naive
+        .and_then(|n| Local.from_local_datetime(&n).earliest())
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--time {t:?}: give a date (2026-11-01), a local time (\"2026-11-01 03:15\"), an RFC 3339 time, or `tar` for the newest file in the tar"
+            ))
+            .into()
+        })
+}
+
+/// When an import dated now holds nothing newer than a day before: say that it became
+/// `@latest` and how to give it its own date.
+fn old_content_note(snap: &Snapshot, newest: i64) -> Option<String> {
+    let newest = chrono::DateTime::from_timestamp(newest, 0)?;
+    (snap.time - newest > chrono::Duration::days(1)).then(|| {
+        format!(
+            "note: the newest file in this tar is from {}, but the snapshot is dated now and is {}@latest. For an old backup, import it with --time tar (or --time DATE) so it sorts by its real date.",
+            newest.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M"),
+            snap.name
+        )
+    })
 }
 
 fn snapshot_path(
@@ -145,6 +240,7 @@ fn snapshot_path(
         run_id,
         run: None,
         consistency: None,
+        time: SnapshotTime::Now,
     };
     let progress = Progress::new(ctx.quiet || ctx.json, "snapshot");
     let r = ingest::snapshot(repo, spec, &progress, |sink| {
@@ -343,5 +439,40 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
         for e in s.errors.iter().take(20) {
             eprintln!("  {}: {}", e.path, e.error);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn tar_names_drop_extensions_and_the_project_prefix() {
+        let n = |f: &str| tar_name(Path::new(f), Some("code-buddy")).unwrap();
+        assert_eq!(n("backups/code-buddy_qdrant-data.tar.gz"), "qdrant-data");
+        assert_eq!(n("agent-state.tar.zst"), "agent-state");
+        assert_eq!(n("x.tgz"), "x");
+        assert_eq!(n("other_vol.tar"), "other_vol");
+        assert!(tar_name(Path::new("-"), None).is_err());
+        assert!(tar_name(Path::new(".tar.gz"), None).is_err());
+    }
+
+    #[test]
+    fn times_parse_as_dates_local_times_and_rfc3339() {
+        assert_eq!(
+            parse_time("2026-11-01T03:15:00Z").unwrap().to_rfc3339(),
+            "2026-11-01T03:15:00+00:00"
+        );
+        let local = parse_time("2026-11-01 03:15").unwrap();
+        assert_eq!(
+            local
+                .with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string(),
+            "2026-11-01 03:15"
+        );
+        assert!(parse_time("2026-11-01").is_ok());
+        assert!(parse_time("yesterday").is_err());
     }
 }

@@ -104,8 +104,8 @@ pub enum DockerError {
     /// Nothing answers at the engine's address.
     #[error(
         "Cannot reach the Docker engine at {host}: is it running? Start it with \
-         `systemctl start docker` (or `dockerd`), or point DOCKER_HOST at the engine's \
-         socket. ({detail})"
+         `systemctl start docker` (without systemd: `service docker start`, or `dockerd &`), \
+         or point DOCKER_HOST at the engine's socket. ({detail})"
     )]
     Unreachable { host: String, detail: String },
 

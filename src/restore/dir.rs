@@ -50,8 +50,104 @@ pub struct Options {
     /// Restore into a non-empty target, replacing entries of the same name.
     pub force: bool,
     /// Remove entries of the target that are not in the snapshot (the target ends up
-    /// equal to the snapshot). Implies `force`.
+    /// equal to the snapshot). Implies `force`. With a [`Filter`], only inside the
+    /// included subtrees, and never entries the filter excludes.
     pub delete: bool,
+    /// Which part of the snapshot to restore (everything by default).
+    pub filter: Filter,
+}
+
+/// Which entries of a snapshot a partial restore takes: the subtrees at the
+/// `include` paths (all of it when there are none), minus every entry whose path
+/// relative to the snapshot root, or whose name, matches an `exclude` glob.
+#[derive(Clone, Default)]
+pub struct Filter {
+    include: Vec<Vec<u8>>,
+    exclude: Option<globset::GlobSet>,
+}
+
+/// What a [`Filter`] makes of one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Take {
+    /// Left out, with everything below it.
+    Skip,
+    /// A directory on the way to an included path: created, but only the children
+    /// that lead to an included path are taken.
+    Partial,
+    /// Taken, with everything below it that no exclude matches.
+    Whole,
+}
+
+impl Filter {
+    /// `include`: paths relative to the snapshot root (`models/blobs`); `exclude`:
+    /// globs (`*.log`, `cache/**`). A bad path or glob is a usage error.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Filter> {
+        let mut inc = Vec::new();
+        for p in include {
+            match crate::source::normalize_path(p.as_bytes()) {
+                Some(n) if !n.is_empty() => inc.push(n),
+                Some(_) => {} // the root: everything
+                None => {
+                    return Err(Error::Usage(format!(
+                        "--include {p:?}: a path inside the snapshot, without `..`"
+                    )))
+                }
+            }
+        }
+        if inc.len() < include.len() {
+            inc.clear();
+        }
+        let exclude = if exclude.is_empty() {
+            None
+        } else {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in exclude {
+                b.add(
+                    globset::Glob::new(g)
+                        .map_err(|e| Error::Usage(format!("bad --exclude pattern {g:?}: {e}")))?,
+                );
+            }
+            Some(
+                b.build()
+                    .map_err(|e| Error::Usage(format!("bad --exclude: {e}")))?,
+            )
+        };
+        Ok(Filter {
+            include: inc,
+            exclude,
+        })
+    }
+
+    /// The include paths (normalized), to check that each exists in the snapshot.
+    pub fn includes(&self) -> impl Iterator<Item = &[u8]> {
+        self.include.iter().map(|p| p.as_slice())
+    }
+
+    /// Whether the filter takes everything.
+    pub fn is_all(&self) -> bool {
+        self.include.is_empty() && self.exclude.is_none()
+    }
+
+    fn take(&self, rel: &[u8], name: &[u8], parent: Take) -> Take {
+        if let Some(ex) = &self.exclude {
+            let rel_s = String::from_utf8_lossy(rel);
+            let name_s = String::from_utf8_lossy(name);
+            if ex.is_match(rel_s.as_ref()) || ex.is_match(name_s.as_ref()) {
+                return Take::Skip;
+            }
+        }
+        if parent == Take::Whole || self.include.is_empty() {
+            return Take::Whole;
+        }
+        let under = |p: &[u8], dir: &[u8]| p.starts_with(dir) && p.get(dir.len()) == Some(&b'/');
+        if self.include.iter().any(|p| p == rel || under(rel, p)) {
+            Take::Whole
+        } else if self.include.iter().any(|p| under(p, rel)) {
+            Take::Partial
+        } else {
+            Take::Skip
+        }
+    }
 }
 
 /// What went wrong with one entry.
@@ -106,6 +202,10 @@ struct FileJob {
 
 struct Frame {
     dir: PathBuf,
+    /// `dir`'s path in the snapshot.
+    rel: Vec<u8>,
+    /// What the filter made of `dir`.
+    take: Take,
     nodes: std::vec::IntoIter<Node>,
 }
 
@@ -122,6 +222,7 @@ struct State<'r> {
     progress: Progress,
     is_root: bool,
     delete: bool,
+    filter: Filter,
 }
 
 impl State<'_> {
@@ -181,14 +282,28 @@ pub fn restore(
         // SAFETY: geteuid has no preconditions and cannot fail.
         is_root: unsafe { libc::geteuid() } == 0,
         delete: opts.delete,
+        filter: opts.filter.clone(),
     };
-    progress.set_total(snap.stats.bytes);
+    for inc in opts.filter.includes() {
+        let p = String::from_utf8_lossy(inc);
+        crate::restore::lookup(repo, &snap.tree, &p)?;
+    }
+    if opts.filter.is_all() {
+        progress.set_total(snap.stats.bytes);
+    }
+    let top = if opts.filter.include.is_empty() {
+        Take::Whole
+    } else {
+        Take::Partial
+    };
     let nodes = load_tree(repo, &snap.tree)?;
-    if st.delete {
-        remove_extraneous(target, &nodes)?;
+    if st.delete && top == Take::Whole {
+        remove_extraneous(target, &nodes, b"", &st.filter)?;
     }
     let mut stack = vec![Frame {
         dir: target.to_path_buf(),
+        rel: Vec::new(),
+        take: top,
         nodes: nodes.into_iter(),
     }];
     while let Some(top) = stack.last_mut() {
@@ -196,8 +311,17 @@ pub fn restore(
             stack.pop();
             continue;
         };
+        let mut rel = top.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&node.name);
+        let take = st.filter.take(&rel, &node.name, top.take);
+        if take == Take::Skip || (take == Take::Partial && node.kind != NodeKind::Dir) {
+            continue;
+        }
         let dir = top.dir.clone();
-        if let Some(frame) = restore_entry(&mut st, &dir, node)? {
+        if let Some(frame) = restore_entry(&mut st, &dir, node, rel, take)? {
             stack.push(frame);
         }
     }
@@ -233,8 +357,15 @@ fn classify(e: Error) -> Result<String> {
     }
 }
 
-/// Restore one node into `dir`; returns the frame of a directory to descend into.
-fn restore_entry(st: &mut State<'_>, dir: &Path, node: Node) -> Result<Option<Frame>> {
+/// Restore one node into `dir`; `rel` is its path in the snapshot and `take` what
+/// the filter made of it. Returns the frame of a directory to descend into.
+fn restore_entry(
+    st: &mut State<'_>,
+    dir: &Path,
+    node: Node,
+    rel: Vec<u8>,
+    take: Take,
+) -> Result<Option<Frame>> {
     if !valid_name(&node.name) {
         st.not_restored(
             dir,
@@ -275,8 +406,8 @@ fn restore_entry(st: &mut State<'_>, dir: &Path, node: Node) -> Result<Option<Fr
                     return Ok(None);
                 }
             };
-            if st.delete {
-                if let Err(e) = remove_extraneous(&path, &nodes) {
+            if st.delete && take == Take::Whole {
+                if let Err(e) = remove_extraneous(&path, &nodes, &rel, &st.filter) {
                     let detail = classify(e)?;
                     st.not_restored(&path, format!("extra entries not removed: {detail}"));
                 }
@@ -284,6 +415,8 @@ fn restore_entry(st: &mut State<'_>, dir: &Path, node: Node) -> Result<Option<Fr
             st.dirs.push((path.clone(), node));
             Ok(Some(Frame {
                 dir: path,
+                rel,
+                take,
                 nodes: nodes.into_iter(),
             }))
         }
@@ -415,13 +548,22 @@ fn clear_conflict(path: &Path, kind: NodeKind) -> Result<()> {
     }
 }
 
-fn remove_extraneous(dir: &Path, nodes: &[Node]) -> Result<()> {
+/// Remove the entries of `dir` (which is `rel` in the snapshot) that `nodes` lacks,
+/// except those the filter excludes: an excluded entry is left alone either way.
+fn remove_extraneous(dir: &Path, nodes: &[Node], rel: &[u8], filter: &Filter) -> Result<()> {
     for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let name = e.file_name();
-        if nodes
-            .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
-            .is_err()
+        let mut child_rel = rel.to_vec();
+        if !child_rel.is_empty() {
+            child_rel.push(b'/');
+        }
+        child_rel.extend_from_slice(name.as_bytes());
+        let excluded = filter.take(&child_rel, name.as_bytes(), Take::Whole) == Take::Skip;
+        if !excluded
+            && nodes
+                .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
+                .is_err()
         {
             let p = e.path();
             let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
@@ -599,4 +741,40 @@ fn apply_meta(st: &mut State<'_>, path: &Path, n: &Node) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_takes_included_subtrees_minus_excluded_globs() {
+        let f = Filter::new(
+            &["app/".into(), "./etc/x".into()],
+            &["*.log".into(), "cache".into()],
+        )
+        .unwrap();
+        assert_eq!(f.take(b"app", b"app", Take::Partial), Take::Whole);
+        assert_eq!(f.take(b"app/src", b"src", Take::Whole), Take::Whole);
+        assert_eq!(f.take(b"app/run.log", b"run.log", Take::Whole), Take::Skip);
+        assert_eq!(f.take(b"app/cache", b"cache", Take::Whole), Take::Skip);
+        assert_eq!(f.take(b"etc", b"etc", Take::Partial), Take::Partial);
+        assert_eq!(f.take(b"etc/x", b"x", Take::Partial), Take::Whole);
+        assert_eq!(f.take(b"etc/y", b"y", Take::Partial), Take::Skip);
+        assert_eq!(
+            f.take(b"application", b"application", Take::Partial),
+            Take::Skip
+        );
+        assert!(matches!(
+            Filter::new(&["../up".into()], &[]),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            Filter::new(&[], &["[".into()]),
+            Err(Error::Usage(_))
+        ));
+        assert!(Filter::new(&[], &[]).unwrap().is_all());
+        // Including the root means everything.
+        assert!(Filter::new(&["/".into()], &[]).unwrap().is_all());
+    }
 }

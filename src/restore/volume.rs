@@ -101,6 +101,7 @@ pub fn restore_volume(
         let o = dir::Options {
             force: true,
             delete: true,
+            filter: dir::Filter::default(),
         };
         dir::restore(
             repo,

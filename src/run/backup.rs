@@ -558,6 +558,7 @@ fn path_source(ctx: &SourceCtx<'_>, name: &str, abs: &Path) -> SourceResult {
         run_id: ctx.run_id.clone(),
         run: ctx.plan.clone(),
         consistency: None,
+        time: ingest::SnapshotTime::Now,
     };
     let r = ingest::snapshot(ctx.repo, spec, ctx.progress, |sink| {
         crate::source::dir::walk(abs, sink)

@@ -29,6 +29,9 @@ pub struct RestoreAllOptions {
     pub stop: bool,
     /// Restore host paths into non-empty directories, replacing entries of the same name.
     pub force: bool,
+    /// Also remove what the snapshot lacks from host paths, so each equals its snapshot
+    /// as volumes do (implies `force`).
+    pub delete: bool,
     /// How to write volumes.
     pub via: Via,
 }
@@ -162,7 +165,7 @@ pub fn plan(
                             snap.name,
                             p.display()
                         ));
-                    } else if !opts.force
+                    } else if !(opts.force || opts.delete)
                         && std::fs::read_dir(&p)
                             .map(|mut d| d.next().is_some())
                             .unwrap_or(true)
@@ -322,7 +325,8 @@ fn restore_one(
         Target::Dir(p) => {
             let o = dir::Options {
                 force: opts.force,
-                delete: false,
+                delete: opts.delete,
+                filter: dir::Filter::default(),
             };
             dir::restore(repo, &item.snapshot, p, &o, progress)
         }

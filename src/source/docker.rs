@@ -115,6 +115,7 @@ pub fn snapshot_volume(
         run_id: opts.run_id.clone(),
         run: opts.run.clone(),
         consistency: Some(guard.consistency().to_string()),
+        time: crate::ingest::SnapshotTime::Now,
         parent,
     };
     ingest::snapshot(repo, spec, progress, move |sink| {

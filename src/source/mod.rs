@@ -83,6 +83,38 @@ pub fn normalize_path(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A sink that passes everything on and remembers the newest modification time it
+/// saw (seconds since the epoch): the date of an imported backup's content, offered
+/// as `snapshot --tar FILE --time` hint.
+pub struct NewestMtime<'s> {
+    inner: &'s mut dyn Sink,
+    /// The newest mtime of any entry so far; `None` before the first entry.
+    pub newest: Option<i64>,
+}
+
+impl<'s> NewestMtime<'s> {
+    /// Wrap `inner`.
+    pub fn new(inner: &'s mut dyn Sink) -> NewestMtime<'s> {
+        NewestMtime {
+            inner,
+            newest: None,
+        }
+    }
+}
+
+impl Sink for NewestMtime<'_> {
+    fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
+        self.newest = Some(self.newest.map_or(e.node.mtime, |n| n.max(e.node.mtime)));
+        self.inner.entry(e, content)
+    }
+    fn dir_done(&mut self, path: &[u8]) -> Result<()> {
+        self.inner.dir_done(path)
+    }
+    fn warn(&mut self, path: &[u8], error: String) {
+        self.inner.warn(path, error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::normalize_path;
