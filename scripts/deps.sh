@@ -5,8 +5,8 @@ set -euo pipefail
 
 need=()
 # tar, libarchive-tools (bsdtar), busybox and python3 build the tar import corpus
-# (tests/tar/corpus.sh); attr sets its xattrs.
-for pkg in librocksdb-dev libclang-dev clang pkg-config docker.io busybox-static rsync attr zstd util-linux fuse3 tar libarchive-tools python3; do
+# (tests/tar/corpus.sh); attr sets its xattrs; libcap2-bin (setcap) the capability test.
+for pkg in librocksdb-dev libclang-dev clang pkg-config docker.io busybox-static rsync attr zstd util-linux fuse3 tar libarchive-tools python3 libcap2-bin; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

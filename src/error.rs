@@ -72,6 +72,16 @@ pub enum Error {
     #[error("{0}")]
     Source(String),
 
+    /// A restore went through to the end, but some entries were not restored exactly;
+    /// they were listed in its report ([`crate::restore::dir::Report::problems`]).
+    #[error("restored into {target}, but {problems} entries were not restored exactly (listed above); everything else is in place")]
+    RestoreIncomplete { target: String, problems: usize },
+
+    /// A pipeline stage stopped because another stage failed first; that first
+    /// failure is the cause, and what the pipeline reports.
+    #[error("the pack writer stopped")]
+    PipelineStopped,
+
     #[error("interrupted; nothing was committed")]
     Interrupted,
 
@@ -103,9 +113,10 @@ fn damaged_list(files: &[(PathBuf, String)]) -> String {
 
 fn io_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
-        Some(libc::ENOSPC) => "\nThe disk is full. Free space (or run `cbsnap forget --prune`) and run the command again; nothing was committed, earlier snapshots are intact.",
+        // Said for a snapshot and a restore alike: no advice here may lose data.
+        Some(libc::ENOSPC) => "\nThe disk is full (no space left on the filesystem of the path above): free space there, or use another disk, and run the command again.",
         Some(libc::EACCES) | Some(libc::EPERM) => "\nPermission denied: run as a user that can read and write there (often root).",
-        Some(libc::EDQUOT) => "\nDisk quota exceeded: free space and run again; nothing was committed.",
+        Some(libc::EDQUOT) => "\nDisk quota exceeded on the filesystem of the path above: free space there and run the command again.",
         _ => "",
     }
 }

@@ -10,6 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Prefix of temporary files; readers skip names that start with it.
@@ -51,6 +52,47 @@ fn rand_suffix() -> String {
     format!("{:x}", t & 0xffff_ffff)
 }
 
+/// Mode of every file cbsnap creates in a repository: only its owner may read it
+/// (restic's choice; the data is every volume's content).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory cbsnap creates in a repository or restore target.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// `create_dir_all`, creating missing directories private to the owner (0700).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
+/// Files and directories below `root` that users other than the owner can read
+/// (any group or other permission bit), sorted; symlinks are not followed.
+pub fn readable_by_others(root: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(md) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if md.file_type().is_symlink() {
+            continue;
+        }
+        if md.mode() & 0o044 != 0 {
+            found.push(p.clone());
+        }
+        if md.is_dir() {
+            if let Ok(rd) = fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Fsync a directory so that a rename or creation inside it is durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -61,7 +103,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(dir);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         drop(f);

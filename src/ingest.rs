@@ -27,7 +27,6 @@
 //! after every pack is durable and indexed (the commit order of `docs/FORMAT.md`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -42,6 +41,7 @@ use crate::pack::{self, BlobKind, Compression, PackWriter, SealedPack};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{FileError, RootMeta, Snapshot, SnapshotStats, SourceKind};
+use crate::source::dir::{FileStat, LiveFile, OpenError};
 use crate::source::{Content, Entry, Sink};
 use crate::tree::{self, Node, NodeKind};
 
@@ -178,14 +178,14 @@ pub fn snapshot(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::Source("pack writer panicked".into())));
-        // The first cause wins: when the writer failed, the source only saw "the
-        // pack writer stopped"; when the source failed first, the writer was told to
-        // stop and reports `Interrupted`.
-        let (w, (tree, root)) = match (written, ran) {
-            (Err(we), _) if !matches!(we, Error::Interrupted) => return Err(we),
-            (_, Err(e)) => return Err(e),
-            (Err(we), Ok(_)) => return Err(we),
-            (Ok(w), Ok(r)) => (w, r),
+        // The first cause wins: a source that stopped because the writer did (disk
+        // full) reports the writer's error; a writer stopped by the source's failure
+        // (`abort`, reported as `Interrupted`) gives way to the source's error.
+        let ((tree, root), w) = match (ran, written) {
+            (Err(Error::PipelineStopped), Err(w)) => return Err(w),
+            (Err(e), _) => return Err(e),
+            (Ok(_), Err(w)) => return Err(w),
+            (Ok(r), Ok(w)) => (r, w),
         };
         repo.index().flush()?;
         let mut stats = ing.stats;
@@ -250,7 +250,7 @@ fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<boo
 }
 
 fn writer_stopped() -> Error {
-    Error::Source("the pack writer stopped".into())
+    Error::PipelineStopped
 }
 
 /// Hash (for [`Job::Chunk`]), deduplicate, compress, hand to the writer. A worker
@@ -900,31 +900,74 @@ impl Ingest<'_> {
         Ok((node.content[0], meta))
     }
 
-    fn file_content(&mut self, e: &Entry, content: Content<'_>) -> Result<Option<(Vec<Id>, u64)>> {
+    fn file_content(
+        &mut self,
+        e: &mut Entry,
+        content: Content<'_>,
+    ) -> Result<Option<(Vec<Id>, u64)>> {
         match content {
             Content::None => Ok(Some((Vec::new(), 0))),
             Content::Stream(r) => self.store_stream(r, &e.path).map(Some),
-            Content::File(p) => {
+            Content::File(f) => {
                 if let Some(ids) = self.unchanged_in_parent(e)? {
                     self.stats.files_unchanged += 1;
                     self.progress.inc(e.node.size);
                     return Ok(Some((ids, e.node.size)));
                 }
-                let mut f = match File::open(p) {
-                    Ok(f) => f,
-                    Err(err) => {
-                        self.warn(&e.path, format!("cannot open: {err}"));
-                        return Ok(None);
-                    }
-                };
-                match self.store_stream(&mut f, &e.path) {
-                    Ok(r) => Ok(Some(r)),
-                    Err(Error::Io { source, .. }) => {
-                        self.warn(&e.path, format!("read failed: {source}"));
-                        Ok(None)
-                    }
-                    Err(other) => Err(other),
+                self.read_live(e, f)
+            }
+        }
+    }
+
+    /// Read a file of a live tree. Its `fstat` at open and after reading must agree
+    /// (device, inode, type, size, mtime, ctime) and match the bytes read; a file
+    /// that changed is read once more, and if it changed again it is stored as read
+    /// and named in the snapshot's errors, as GNU tar and restic do. A name that no
+    /// longer is the file the walk listed (swapped for a symlink, say) is never read.
+    fn read_live(&mut self, e: &mut Entry, f: &LiveFile<'_>) -> Result<Option<(Vec<Id>, u64)>> {
+        let mut last = None;
+        for _ in 0..2 {
+            let (mut file, before) = match f.open() {
+                Ok(x) => x,
+                Err(OpenError::Replaced) if last.is_none() => continue,
+                Err(err) => {
+                    self.warn(&e.path, err.to_string());
+                    return Ok(None);
                 }
+            };
+            let (ids, n) = match self.store_stream(&mut file, &e.path) {
+                Ok(r) => r,
+                Err(Error::Io { source, .. }) => {
+                    self.warn(&e.path, format!("read failed: {source}"));
+                    return Ok(None);
+                }
+                Err(other) => return Err(other),
+            };
+            let after = FileStat::of(&file).map_err(|err| {
+                Error::io(format!("stat {}", String::from_utf8_lossy(&e.path)), err)
+            })?;
+            // What is stored is described by the `stat` taken when it was read.
+            e.node.mtime = before.mtime;
+            e.node.mtime_nsec = before.mtime_nsec;
+            e.node.ctime = before.ctime;
+            e.node.ctime_nsec = before.ctime_nsec;
+            if before.unchanged(&after) && n == before.size {
+                return Ok(Some((ids, n)));
+            }
+            last = Some((ids, n));
+        }
+        match last {
+            Some(read) => {
+                self.warn(
+                    &e.path,
+                    "changed while read (twice); stored as read, which may mix old and new content"
+                        .into(),
+                );
+                Ok(Some(read))
+            }
+            None => {
+                self.warn(&e.path, OpenError::Replaced.to_string());
+                Ok(None)
             }
         }
     }
@@ -1049,7 +1092,7 @@ impl Sink for Ingest<'_> {
                         return Ok(());
                     }
                 }
-                let Some((ids, size)) = self.file_content(&e, content)? else {
+                let Some((ids, size)) = self.file_content(&mut e, content)? else {
                     return Ok(());
                 };
                 e.node.content = ids;

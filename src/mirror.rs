@@ -60,7 +60,8 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     let local = Path::new(dest);
     let _mirror_lock = if !dest.contains(':') && local.join("config").is_file() {
         let locks = local.join("locks");
-        std::fs::create_dir_all(&locks).ctx(|| format!("create {}", locks.display()))?;
+        crate::fsutil::create_private_dir_all(&locks)
+            .ctx(|| format!("create {}", locks.display()))?;
         Some(lock::acquire(&locks, LockKind::Shared, repo::lock_wait())?)
     } else {
         None

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, DecodeError, Reader, Writer};
@@ -207,7 +207,11 @@ pub struct PackWriter {
 impl PackWriter {
     pub fn create(dir: &Path) -> io::Result<PackWriter> {
         let tmp = fsutil::temp_path(dir);
-        let f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(fsutil::PRIVATE_FILE_MODE)
+            .open(&tmp)?;
         let mut w = PackWriter {
             tmp,
             out: BufWriter::with_capacity(1 << 20, f),
@@ -343,7 +347,7 @@ impl SealedPack {
             let final_path = pack_path(packs_dir, &self.id);
             let sub = final_path.parent().expect("pack path has a parent");
             if !sub.exists() {
-                std::fs::create_dir_all(sub)?;
+                fsutil::create_private_dir_all(sub)?;
                 fsutil::fsync_dir(packs_dir)?;
             }
             fsutil::commit_temp(&self.tmp, &final_path)

@@ -104,10 +104,10 @@ impl Repository {
                 });
             }
         }
-        fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+        fsutil::create_private_dir_all(root).ctx(|| format!("create {}", root.display()))?;
         for d in ["packs", "snapshots", "locks"] {
             let p = root.join(d);
-            fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
         }
         let cfg = RepoConfig::new();
         let readme = root.join("README.md");
@@ -162,7 +162,7 @@ impl Repository {
                         occupied: true,
                     });
                 }
-                fs::create_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+                fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
             }
         }
         let kind = match access {

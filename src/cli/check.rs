@@ -39,6 +39,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         (false, None) => ReadData::None,
     };
     let repo = ctx.open(Access::Read)?;
+    let exposed = cbsnap::fsutil::readable_by_others(&repo.root);
+    if !exposed.is_empty() {
+        eprintln!(
+            "cbsnap: warning: other users can read {} files and directories of this repository (e.g. {}), and with them the data of every snapshot. Make it private: chmod -R go-rwx {}",
+            exposed.len(),
+            exposed[0].display(),
+            repo.root.display()
+        );
+    }
     let progress = Progress::new(ctx.quiet || ctx.json, "check");
     let report = check::check(&repo, read, &progress)?;
     progress.finish();

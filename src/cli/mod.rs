@@ -22,7 +22,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use cbsnap::settings::Settings;
 use cbsnap::Error;
 
-/// Exit code when a snapshot was committed but some files could not be read.
+/// Exit code when a command finished but some entries were not handled exactly: a
+/// snapshot was committed without some files, or a restore left some entries out
+/// or without some metadata. They are listed.
 pub const EXIT_PARTIAL: i32 = 3;
 
 #[derive(Parser, Debug)]
@@ -206,6 +208,13 @@ fn parse() -> Cli {
 }
 
 pub fn run() -> i32 {
+    // Everything cbsnap creates (repository, index, temporary files, a restore
+    // target before its modes are set) is private to its owner, as with borg's
+    // umask 0077; files that the library creates also pass 0600/0700 explicitly.
+    // SAFETY: umask only sets the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = parse();
     let filter = matches!(
         cli.command,
@@ -299,6 +308,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
         Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
 }

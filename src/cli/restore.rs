@@ -122,8 +122,9 @@ fn restore_to_dir(
 ) -> anyhow::Result<()> {
     let progress = Progress::new(ctx.quiet || ctx.json, "restore");
     let report = restore::dir::restore(repo, snap, to, opts, &progress)?;
-    print_report(ctx, id, snap, &to.display().to_string(), &report);
-    Ok(())
+    let target = to.display().to_string();
+    print_report(ctx, id, snap, &target, &report);
+    incomplete(&target, &report)
 }
 
 fn restore_to_volume(
@@ -137,8 +138,9 @@ fn restore_to_volume(
     engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
     let progress = Progress::new(ctx.quiet || ctx.json, "restore");
     let (volume, report) = restore::volume::restore_volume(repo, engine, snap, opts, &progress)?;
-    print_report(ctx, id, snap, &format!("volume {volume}"), &report);
-    Ok(())
+    let target = format!("volume {volume}");
+    print_report(ctx, id, snap, &target, &report);
+    incomplete(&target, &report)
 }
 
 /// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then
@@ -205,12 +207,13 @@ fn restore_run(
             .expect("reported sources come from the plan");
         match &s.result {
             Ok(r) if ctx.json => {
-                for w in &r.warnings {
-                    eprintln!("cbsnap: warning: {w}");
+                for p in &r.problems {
+                    eprintln!("cbsnap: error: {p}");
                 }
                 docs.push(serde_json::json!({
                     "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
-                    "files": r.files, "dirs": r.dirs, "bytes": r.bytes, "warnings": r.warnings,
+                    "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
+                    "problems": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
                 }));
             }
             Ok(r) => print_report(ctx, &s.id, &item.snapshot, &s.target.to_string(), r),
@@ -238,6 +241,19 @@ fn restore_run(
             report.sources.len(),
             report.run
         );
+    }
+    let problems: usize = report
+        .sources
+        .iter()
+        .filter_map(|s| s.result.as_ref().ok())
+        .map(|r| r.problems.len())
+        .sum();
+    if problems > 0 {
+        return Err(cbsnap::Error::RestoreIncomplete {
+            target: format!("the sources of run {}", report.run),
+            problems,
+        }
+        .into());
     }
     Ok(())
 }
@@ -275,14 +291,27 @@ fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
     }
 }
 
+/// A restore with problems fails with exit code 3 after listing them.
+fn incomplete(target: &str, report: &restore::dir::Report) -> anyhow::Result<()> {
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    Err(cbsnap::Error::RestoreIncomplete {
+        target: target.to_string(),
+        problems: report.problems.len(),
+    }
+    .into())
+}
+
 fn print_report(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {
-    for w in &report.warnings {
-        eprintln!("cbsnap: warning: {w}");
+    for p in &report.problems {
+        eprintln!("cbsnap: error: {p}");
     }
     if ctx.json {
         print_json(&serde_json::json!({
             "snapshot": id, "name": snap.name, "to": to, "files": report.files, "dirs": report.dirs,
-            "bytes": report.bytes, "warnings": report.warnings,
+            "bytes": report.bytes,
+            "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         }));
     } else {
         ctx.say(&format!(

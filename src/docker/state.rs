@@ -148,7 +148,7 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         return sync_dir(&dir)
             .map_err(|e| state_err(path, format!("fsync of {}: {e}", dir.display())));
     }
-    fs::create_dir_all(&dir)
+    crate::fsutil::create_private_dir_all(&dir)
         .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
     let mut file = StateFile {
         format: FORMAT.to_string(),
@@ -164,7 +164,15 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(crate::fsutil::PRIVATE_FILE_MODE)
+                .open(&tmp)?
+        };
         f.write_all(&json)?;
         f.write_all(b"\n")?;
         f.sync_all()?;

@@ -1,33 +1,50 @@
 //! Restore into a directory.
 //!
-//! The walk creates directories, links and special files in name order and creates
-//! regular files empty; file contents are then written in parallel batches (rayon),
-//! skipping all-zero chunks so sparse files stay sparse. Metadata is applied last and
-//! in the order that keeps it: xattrs, owner (as root), mode (after chown, which would
-//! clear setuid), times; directories deepest first, after their contents.
+//! The walk creates directories, links and special files in name order; file
+//! contents are written in parallel batches (rayon), skipping all-zero chunks so
+//! sparse files stay sparse. Trees are walked with an explicit stack: a snapshot's
+//! depth is untrusted input, and a path deeper than the kernel accepts becomes one
+//! listed failure, not a stack overflow.
+//!
+//! Nothing half-written replaces anything: each regular file is written under a
+//! temporary name in its directory (mode 0600), given its metadata, and renamed over
+//! its final name only when every chunk was read and verified. A file that fails
+//! (a damaged chunk, an uncreatable name) leaves the target's entry of that name as
+//! it was; the failure is collected in [`Report::problems`] and the restore goes on.
+//! Only conditions that would fail every later entry as well (disk full, quota,
+//! read-only filesystem, I/O error) stop it.
+//!
+//! Metadata is applied in the order that keeps what the kernel resets: owner first
+//! (`chown` clears setuid/setgid and file capabilities), then mode, then xattrs
+//! (`security.capability` included), then times; directories deepest first, after
+//! their contents. Directories are created 0700 and files 0600 until their recorded
+//! modes are set, so the target is private while it is incomplete.
 //!
 //! Safety against a hostile or corrupt repository and an existing target: every name
 //! is checked to be one path component, nothing is created by following a symlink
 //! (an existing entry of another type is removed first, files are created with
-//! `O_EXCL`), and with `delete` entries absent from the snapshot are removed.
+//! `O_EXCL` and renamed into place), and with `delete` entries absent from the
+//! snapshot are removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::load_tree;
 use crate::snapshot::Snapshot;
 use crate::tree::{valid_name, Node, NodeKind};
 
+/// How to treat an existing target.
 #[derive(Clone, Default)]
 pub struct Options {
     /// Restore into a non-empty target, replacing entries of the same name.
@@ -133,24 +150,71 @@ impl Filter {
     }
 }
 
+/// What went wrong with one entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The entry (and for a directory, what is below it) was not restored; the
+    /// target keeps whatever it had under that name.
+    NotRestored,
+    /// The entry was restored without some of its metadata (named in the detail).
+    Metadata,
+}
+
+/// One entry that was not restored exactly.
+#[derive(Clone, Debug)]
+pub struct Problem {
+    /// The path in the target.
+    pub path: PathBuf,
+    pub kind: ProblemKind,
+    /// What failed, for the operator.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ProblemKind::NotRestored => {
+                write!(f, "{}: not restored: {}", self.path.display(), self.detail)
+            }
+            ProblemKind::Metadata => write!(f, "{}: {}", self.path.display(), self.detail),
+        }
+    }
+}
+
+/// What a restore did.
 #[derive(Debug, Default, Clone)]
 pub struct Report {
     pub files: u64,
     pub dirs: u64,
+    /// Bytes of file content written.
     pub bytes: u64,
-    /// Entries restored without some metadata, or skipped (devices as non-root,
-    /// sockets that cannot be bound).
-    pub warnings: Vec<String>,
+    /// Entries not restored, or restored without some metadata; empty when the
+    /// target holds exactly the snapshot.
+    pub problems: Vec<Problem>,
 }
 
 struct FileJob {
+    /// Temporary name, in the same directory as `path`.
+    tmp: PathBuf,
     path: PathBuf,
     node: Node,
 }
 
+struct Frame {
+    dir: PathBuf,
+    /// `dir`'s path in the snapshot.
+    rel: Vec<u8>,
+    /// What the filter made of `dir`.
+    take: Take,
+    nodes: std::vec::IntoIter<Node>,
+}
+
 struct State<'r> {
     repo: &'r Repository,
+    /// Link group → the path of its first member, once that is in place.
     links: HashMap<u64, PathBuf>,
+    /// Link groups whose first member is in `jobs`, not yet written.
+    pending_links: HashSet<u64>,
     jobs: Vec<FileJob>,
     job_bytes: u64,
     dirs: Vec<(PathBuf, Node)>,
@@ -161,7 +225,19 @@ struct State<'r> {
     filter: Filter,
 }
 
-/// Restore `snap` into `target`.
+impl State<'_> {
+    fn not_restored(&mut self, path: &Path, detail: impl Into<String>) {
+        self.report.problems.push(Problem {
+            path: path.to_path_buf(),
+            kind: ProblemKind::NotRestored,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Restore `snap` into `target`. Per-entry failures are collected in the report;
+/// the error is for what stops the whole restore (an unusable target, a damaged
+/// root tree, a full disk).
 pub fn restore(
     repo: &Repository,
     snap: &Snapshot,
@@ -188,16 +264,22 @@ pub fn restore(
             )));
         }
     } else {
-        fs::create_dir_all(target).ctx(|| format!("create {}", target.display()))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(target)
+            .ctx(|| format!("create {}", target.display()))?;
     }
     let mut st = State {
         repo,
         links: HashMap::new(),
+        pending_links: HashSet::new(),
         jobs: Vec::new(),
         job_bytes: 0,
         dirs: Vec::new(),
         report: Report::default(),
         progress: progress.clone(),
+        // SAFETY: geteuid has no preconditions and cannot fail.
         is_root: unsafe { libc::geteuid() } == 0,
         delete: opts.delete,
         filter: opts.filter.clone(),
@@ -214,10 +296,40 @@ pub fn restore(
     } else {
         Take::Partial
     };
-    restore_tree(&mut st, &snap.tree, target, b"", top)?;
+    let nodes = load_tree(repo, &snap.tree)?;
+    if st.delete && top == Take::Whole {
+        remove_extraneous(target, &nodes, b"", &st.filter)?;
+    }
+    let mut stack = vec![Frame {
+        dir: target.to_path_buf(),
+        rel: Vec::new(),
+        take: top,
+        nodes: nodes.into_iter(),
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(node) = top.nodes.next() else {
+            stack.pop();
+            continue;
+        };
+        let mut rel = top.rel.clone();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&node.name);
+        let take = st.filter.take(&rel, &node.name, top.take);
+        if take == Take::Skip || (take == Take::Partial && node.kind != NodeKind::Dir) {
+            continue;
+        }
+        let dir = top.dir.clone();
+        if let Some(frame) = restore_entry(&mut st, &dir, node, rel, take)? {
+            stack.push(frame);
+        }
+    }
     flush_jobs(&mut st)?;
     let root = snap.root_node();
     st.dirs.push((target.to_path_buf(), root));
+    // Directories were recorded parents first: reversed, each one's times are set
+    // after everything inside it is done.
     let dirs = std::mem::take(&mut st.dirs);
     for (path, node) in dirs.iter().rev() {
         apply_meta(&mut st, path, node)?;
@@ -226,115 +338,197 @@ pub fn restore(
     Ok(st.report)
 }
 
-/// Restore the tree `tree` into `dir`, which is `rel` in the snapshot; `take` is what
-/// the filter made of `dir` (only `Whole` directories are cleaned by `delete`).
-fn restore_tree(
-    st: &mut State<'_>,
-    tree: &crate::id::Id,
-    dir: &Path,
-    rel: &[u8],
-    take: Take,
-) -> Result<()> {
-    let nodes = load_tree(st.repo, tree)?;
-    if st.delete && take == Take::Whole {
-        remove_extraneous(dir, &nodes, rel, &st.filter)?;
+/// Whether an I/O error would fail every later entry too, so the restore stops on
+/// it rather than listing it once per file.
+fn fatal(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) | Some(libc::EIO)
+    )
+}
+
+/// Split an error into one that stops the restore (`Err`) and one that is listed
+/// for this entry (`Ok(detail)`).
+fn classify(e: Error) -> Result<String> {
+    match e {
+        Error::Io { ref source, .. } if fatal(source) => Err(e),
+        Error::Io { context, source } => Ok(format!("{context}: {source}")),
+        other => Ok(other.to_string()),
     }
-    for node in nodes {
-        if !valid_name(&node.name) {
-            return Err(Error::Corrupt(format!(
-                "a tree holds the invalid name {:?}",
+}
+
+/// Restore one node into `dir`; `rel` is its path in the snapshot and `take` what
+/// the filter made of it. Returns the frame of a directory to descend into.
+fn restore_entry(
+    st: &mut State<'_>,
+    dir: &Path,
+    node: Node,
+    rel: Vec<u8>,
+    take: Take,
+) -> Result<Option<Frame>> {
+    if !valid_name(&node.name) {
+        st.not_restored(
+            dir,
+            format!(
+                "the snapshot holds the invalid name {:?} here (a damaged or hostile tree)",
                 node.name_lossy()
-            )));
-        }
-        let mut child_rel = rel.to_vec();
-        if !child_rel.is_empty() {
-            child_rel.push(b'/');
-        }
-        child_rel.extend_from_slice(&node.name);
-        let child_take = st.filter.take(&child_rel, &node.name, take);
-        if child_take == Take::Skip || (child_take == Take::Partial && node.kind != NodeKind::Dir) {
-            continue;
-        }
-        let path = dir.join(OsStr::from_bytes(&node.name));
-        clear_conflict(&path, node.kind)?;
-        match node.kind {
-            NodeKind::Dir => {
-                match fs::create_dir(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(Error::io_path("create directory", &path, e)),
-                }
-                st.report.dirs += 1;
-                let sub = node.subtree().ok_or_else(|| {
-                    Error::Corrupt(format!("directory {} has no tree", path.display()))
-                })?;
-                restore_tree(st, &sub, &path, &child_rel, child_take)?;
-                st.dirs.push((path, node));
-            }
-            NodeKind::File => {
-                if node.link_group != 0 {
-                    if let Some(first) = st.links.get(&node.link_group) {
-                        fs::hard_link(first, &path)
-                            .ctx(|| format!("link {} to {}", path.display(), first.display()))?;
-                        st.report.files += 1;
-                        continue;
+            ),
+        );
+        return Ok(None);
+    }
+    let path = dir.join(OsStr::from_bytes(&node.name));
+    match node.kind {
+        NodeKind::Dir => {
+            let created =
+                clear_conflict(&path, node.kind).and_then(|_| {
+                    match fs::DirBuilder::new().mode(0o700).create(&path) {
+                        Ok(()) => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                        Err(e) => Err(Error::io_path("create directory", &path, e)),
                     }
-                    st.links.insert(node.link_group, path.clone());
+                });
+            if let Err(e) = created {
+                let detail = classify(e)?;
+                st.not_restored(&path, detail);
+                return Ok(None);
+            }
+            st.report.dirs += 1;
+            let Some(sub) = node.subtree() else {
+                st.not_restored(&path, "the directory has no tree (a damaged snapshot)");
+                return Ok(None);
+            };
+            let nodes = match load_tree(st.repo, &sub) {
+                Ok(n) => n,
+                Err(e) => {
+                    let detail = classify(e)?;
+                    st.not_restored(&path, format!("its contents: {detail}"));
+                    st.dirs.push((path, node));
+                    return Ok(None);
                 }
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .ctx(|| format!("create {}", path.display()))?;
-                st.job_bytes += node.size;
-                st.jobs.push(FileJob { path, node });
-                if st.jobs.len() >= 256 || st.job_bytes >= 64 << 20 {
+            };
+            if st.delete && take == Take::Whole {
+                if let Err(e) = remove_extraneous(&path, &nodes, &rel, &st.filter) {
+                    let detail = classify(e)?;
+                    st.not_restored(&path, format!("extra entries not removed: {detail}"));
+                }
+            }
+            st.dirs.push((path.clone(), node));
+            Ok(Some(Frame {
+                dir: path,
+                rel,
+                take,
+                nodes: nodes.into_iter(),
+            }))
+        }
+        NodeKind::File => {
+            if node.link_group != 0 {
+                if st.pending_links.contains(&node.link_group) {
+                    // The first member is still being written: finish it first.
                     flush_jobs(st)?;
                 }
-            }
-            NodeKind::Symlink => {
-                std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), &path)
-                    .ctx(|| format!("create symlink {}", path.display()))?;
-                apply_meta(st, &path, &node)?;
-            }
-            NodeKind::Fifo | NodeKind::CharDev | NodeKind::BlockDev => {
-                let c = CString::new(path.as_os_str().as_bytes())
-                    .map_err(|_| Error::Corrupt("path with NUL".into()))?;
-                let (fmt, dev) = match node.kind {
-                    NodeKind::Fifo => (libc::S_IFIFO, 0),
-                    NodeKind::CharDev => (
-                        libc::S_IFCHR,
-                        libc::makedev(node.rdev_major, node.rdev_minor),
-                    ),
-                    _ => (
-                        libc::S_IFBLK,
-                        libc::makedev(node.rdev_major, node.rdev_minor),
-                    ),
-                };
-                // SAFETY: `c` is a valid NUL-terminated path; mknod does not retain it.
-                let r = unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) };
-                if r != 0 {
-                    let e = std::io::Error::last_os_error();
-                    st.report.warnings.push(format!(
-                        "{}: cannot create {:?}: {e}",
-                        path.display(),
-                        node.kind
-                    ));
-                    continue;
+                if let Some(first) = st.links.get(&node.link_group).cloned() {
+                    if let Err(e) = link_into_place(&first, &path) {
+                        let detail = classify(e)?;
+                        st.not_restored(&path, detail);
+                    } else {
+                        st.report.files += 1;
+                    }
+                    return Ok(None);
                 }
-                apply_meta(st, &path, &node)?;
+                // No member in place yet (none seen, or the first one failed): this
+                // one carries the content.
+                st.pending_links.insert(node.link_group);
             }
-            NodeKind::Socket => match std::os::unix::net::UnixListener::bind(&path) {
-                Ok(_) => apply_meta(st, &path, &node)?,
-                Err(e) => st
-                    .report
-                    .warnings
-                    .push(format!("{}: socket not recreated: {e}", path.display())),
-            },
+            let tmp = crate::fsutil::temp_path(dir);
+            let created = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .ctx(|| format!("create {}", tmp.display()));
+            if let Err(e) = created {
+                st.pending_links.remove(&node.link_group);
+                let detail = classify(e)?;
+                st.not_restored(&path, detail);
+                return Ok(None);
+            }
+            st.job_bytes += node.size;
+            st.jobs.push(FileJob { tmp, path, node });
+            if st.jobs.len() >= 256 || st.job_bytes >= 64 << 20 {
+                flush_jobs(st)?;
+            }
+            Ok(None)
+        }
+        _ => {
+            if let Err(e) =
+                clear_conflict(&path, node.kind).and_then(|_| create_special(&path, &node))
+            {
+                let detail = classify(e)?;
+                st.not_restored(&path, detail);
+                return Ok(None);
+            }
+            apply_meta(st, &path, &node)?;
+            Ok(None)
         }
     }
-    Ok(())
+}
+
+/// Create a symlink, fifo, device node or socket at `path` (which is free).
+fn create_special(path: &Path, node: &Node) -> Result<()> {
+    match node.kind {
+        NodeKind::Symlink => std::os::unix::fs::symlink(OsStr::from_bytes(&node.target), path)
+            .ctx(|| format!("create symlink {}", path.display())),
+        NodeKind::Socket => std::os::unix::net::UnixListener::bind(path)
+            .map(drop)
+            .ctx(|| format!("create socket {}", path.display())),
+        _ => {
+            let c = CString::new(path.as_os_str().as_bytes())
+                .map_err(|_| Error::Corrupt("path with NUL".into()))?;
+            let (fmt, dev) = match node.kind {
+                NodeKind::Fifo => (libc::S_IFIFO, 0),
+                NodeKind::CharDev => (
+                    libc::S_IFCHR,
+                    libc::makedev(node.rdev_major, node.rdev_minor),
+                ),
+                _ => (
+                    libc::S_IFBLK,
+                    libc::makedev(node.rdev_major, node.rdev_minor),
+                ),
+            };
+            // SAFETY: `c` is a valid NUL-terminated path; mknod does not retain it.
+            let r = unsafe { libc::mknod(c.as_ptr(), fmt | 0o600, dev) };
+            if r != 0 {
+                return Err(Error::io(
+                    format!("create {:?} {}", node.kind, path.display()),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Make `path` a hard link to `first`, replacing what is there atomically.
+fn link_into_place(first: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = crate::fsutil::temp_path(dir);
+    fs::hard_link(first, &tmp).ctx(|| format!("link {} to {}", path.display(), first.display()))?;
+    rename_into_place(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Rename a finished temporary file over `path`; a directory in the way is removed
+/// (the snapshot has a file there).
+fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    match fs::rename(tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::ENOTEMPTY)) => {
+            fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))?;
+            fs::rename(tmp, path).ctx(|| format!("rename into {}", path.display()))
+        }
+        Err(e) => Err(Error::io_path("rename into", path, e)),
+    }
 }
 
 /// Remove whatever is at `path` unless it is a directory and a directory is wanted.
@@ -383,31 +577,73 @@ fn remove_extraneous(dir: &Path, nodes: &[Node], rel: &[u8], filter: &Filter) ->
     Ok(())
 }
 
-/// Write the queued files' contents in parallel, then their metadata.
+/// Write the queued files (content, then metadata) in parallel, then rename each
+/// complete one into place. A failed file's temporary is removed and its final name
+/// left untouched.
 fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     let jobs = std::mem::take(&mut st.jobs);
     st.job_bytes = 0;
     let repo = st.repo;
     let progress = st.progress.clone();
-    jobs.par_iter()
-        .map(|j| write_content(repo, j, &progress))
-        .collect::<Result<Vec<()>>>()?;
-    for j in jobs {
-        st.report.files += 1;
-        st.report.bytes += j.node.size;
-        apply_meta(st, &j.path, &j.node)?;
+    let is_root = st.is_root;
+    let results: Vec<Result<Vec<String>>> = jobs
+        .par_iter()
+        .map(|j| write_file(repo, j, is_root, &progress))
+        .collect();
+    // The first fatal error (in the order of the snapshot) stops the restore; the
+    // temporaries of the whole batch are removed either way.
+    let mut fatal_err = None;
+    for (j, r) in jobs.into_iter().zip(results) {
+        st.pending_links.remove(&j.node.link_group);
+        let r = r.and_then(|meta| rename_into_place(&j.tmp, &j.path).map(|_| meta));
+        match r {
+            Ok(meta) => {
+                st.report.files += 1;
+                st.report.bytes += j.node.size;
+                for detail in meta {
+                    st.report.problems.push(Problem {
+                        path: j.path.clone(),
+                        kind: ProblemKind::Metadata,
+                        detail,
+                    });
+                }
+                if j.node.link_group != 0 {
+                    st.links.insert(j.node.link_group, j.path);
+                }
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&j.tmp);
+                if fatal_err.is_some() {
+                    continue;
+                }
+                match classify(e) {
+                    Ok(detail) => st.not_restored(&j.path, detail),
+                    Err(e) => fatal_err = Some(e),
+                }
+            }
+        }
     }
-    Ok(())
+    match fatal_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-fn write_content(repo: &Repository, j: &FileJob, progress: &Progress) -> Result<()> {
+/// Write one file's content into its temporary and apply its metadata; returns the
+/// metadata that could not be applied.
+fn write_file(
+    repo: &Repository,
+    j: &FileJob,
+    is_root: bool,
+    progress: &Progress,
+) -> Result<Vec<String>> {
     let f = OpenOptions::new()
         .write(true)
-        .open(&j.path)
-        .ctx(|| format!("open {}", j.path.display()))?;
+        .open(&j.tmp)
+        .ctx(|| format!("open {}", j.tmp.display()))?;
     let mut off = 0u64;
     for id in &j.node.content {
-        let data = repo.read_blob(id)?;
+        let data = read_chunk(repo, id, &j.path)?;
         // All-zero chunks become holes: sparse files stay sparse, and the bytes read
         // back are the same.
         if !data.iter().all(|&b| b == 0) {
@@ -426,31 +662,84 @@ fn write_content(repo: &Repository, j: &FileJob, progress: &Progress) -> Result<
     }
     f.set_len(off)
         .ctx(|| format!("truncate {}", j.path.display()))?;
-    Ok(())
+    Ok(file_meta(&f, &j.node, is_root))
 }
 
-fn apply_meta(st: &mut State<'_>, path: &Path, n: &Node) -> Result<()> {
+fn read_chunk(repo: &Repository, id: &Id, path: &Path) -> Result<Vec<u8>> {
+    repo.read_blob(id).map_err(|e| match e {
+        Error::Io { context, source } => Error::Io {
+            context: format!("read chunk {id} of {}: {context}", path.display()),
+            source,
+        },
+        other => other,
+    })
+}
+
+/// Metadata of a regular file, through its descriptor, in the order that keeps it:
+/// owner, mode, xattrs, times. Returns what could not be applied.
+fn file_meta(f: &File, n: &Node, is_root: bool) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    use xattr::FileExt as _;
+    let mut failed = Vec::new();
+    if is_root {
+        if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
+            failed.push(format!("owner {}:{} not restored: {e}", n.uid, n.gid));
+        }
+    }
+    if let Err(e) = f.set_permissions(fs::Permissions::from_mode(n.mode & 0o7777)) {
+        failed.push(format!("mode {:o} not restored: {e}", n.mode & 0o7777));
+    }
     for (k, v) in &n.xattrs {
-        if let Err(e) = xattr::set(path, OsStr::from_bytes(k), v) {
-            st.report.warnings.push(format!(
-                "{}: xattr {} not restored: {e}",
-                path.display(),
+        if let Err(e) = f.set_xattr(OsStr::from_bytes(k), v) {
+            failed.push(format!(
+                "xattr {} not restored: {e}",
                 String::from_utf8_lossy(k)
             ));
         }
     }
+    let t = FileTime::from_unix_time(n.mtime, n.mtime_nsec);
+    if let Err(e) = filetime::set_file_handle_times(f, Some(t), Some(t)) {
+        failed.push(format!("times not restored: {e}"));
+    }
+    failed
+}
+
+/// Metadata of a directory, symlink or special file, by path without following a
+/// symlink, in the order that keeps it: owner, mode, xattrs, times.
+fn apply_meta(st: &mut State<'_>, path: &Path, n: &Node) -> Result<()> {
+    let mut failed: Vec<std::io::Result<()>> = Vec::new();
+    let mut what: Vec<String> = Vec::new();
     if st.is_root {
-        std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid))
-            .ctx(|| format!("chown {}", path.display()))?;
+        what.push(format!("owner {}:{}", n.uid, n.gid));
+        failed.push(std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid)));
     }
     if n.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(n.mode & 0o7777))
-            .ctx(|| format!("chmod {}", path.display()))?;
+        what.push(format!("mode {:o}", n.mode & 0o7777));
+        failed.push(fs::set_permissions(
+            path,
+            fs::Permissions::from_mode(n.mode & 0o7777),
+        ));
+    }
+    for (k, v) in &n.xattrs {
+        what.push(format!("xattr {}", String::from_utf8_lossy(k)));
+        failed.push(xattr::set(path, OsStr::from_bytes(k), v));
     }
     let t = FileTime::from_unix_time(n.mtime, n.mtime_nsec);
-    filetime::set_symlink_file_times(path, t, t)
-        .ctx(|| format!("set times of {}", path.display()))?;
+    what.push("times".into());
+    failed.push(filetime::set_symlink_file_times(path, t, t));
+    for (w, r) in what.into_iter().zip(failed) {
+        if let Err(e) = r {
+            if fatal(&e) {
+                return Err(Error::io_path(&format!("set {w} of"), path, e));
+            }
+            st.report.problems.push(Problem {
+                path: path.to_path_buf(),
+                kind: ProblemKind::Metadata,
+                detail: format!("{w} not restored: {e}"),
+            });
+        }
+    }
     Ok(())
 }
 

@@ -126,7 +126,7 @@ pub fn restore_volume(
             files: snap.stats.files,
             dirs: snap.stats.dirs,
             bytes: snap.stats.bytes,
-            warnings: Vec::new(),
+            problems: Vec::new(),
         }
     };
     guard.resume()?;

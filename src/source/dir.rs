@@ -2,19 +2,41 @@
 //! (regular, empty and sparse files, directories, symlinks, hard links, fifos, device
 //! nodes, sockets; names that are not UTF-8) with its full metadata.
 //!
-//! Symlinks are never followed. File content is not read here: the sink gets the path
-//! and reads it only if the parent snapshot does not already hold it unchanged.
+//! The tree being walked is live and may belong to someone else (a container's
+//! volume, read as root), so nothing is ever looked up by a full path: every entry
+//! is `fstatat`ed and opened relative to its parent directory's descriptor, without
+//! following symlinks (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH` where
+//! the kernel has it, else `openat` with `O_NOFOLLOW`), and the descriptor's `fstat`
+//! must be the object the walk recorded (device, inode, type). A file swapped for a
+//! symlink to a host file between the two steps is "changed while read", never
+//! followed (issue 7 case 17, the class of `docker cp`'s symlink-exchange CVEs).
+//!
+//! File content is not read here: the sink gets a [`LiveFile`] and opens it only if
+//! the parent snapshot does not already hold it unchanged; [`LiveFile::open`] does
+//! the identity check and [`FileStat`] lets the reader compare before and after.
 //! Anything that cannot be read is reported to the sink and the walk goes on.
+//!
+//! Depth is untrusted: the walk keeps an explicit stack, holds descriptors for the
+//! top [`FD_BUDGET`] levels only, and below that returns to a parent through its
+//! child's `..`, checked against the parent's recorded identity.
 
 use std::collections::HashMap;
-use std::fs::{self, Metadata};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 use crate::source::{Content, Entry, Sink};
 use crate::tree::{Node, NodeKind};
+
+/// Directory levels whose descriptors the walk keeps open; deeper, a parent is
+/// reopened through `..` when the walk returns to it.
+pub const FD_BUDGET: usize = 128;
 
 /// Caches uid/gid → name lookups.
 #[derive(Default)]
@@ -24,6 +46,7 @@ pub struct Names {
 }
 
 impl Names {
+    /// The user name of `uid`, empty when it has none.
     pub fn user(&mut self, uid: u32) -> Vec<u8> {
         self.users
             .entry(uid)
@@ -34,6 +57,7 @@ impl Names {
             })
             .clone()
     }
+    /// The group name of `gid`, empty when it has none.
     pub fn group(&mut self, gid: u32) -> Vec<u8> {
         self.groups
             .entry(gid)
@@ -46,52 +70,477 @@ impl Names {
     }
 }
 
-/// Build a node from `lstat` metadata (name left empty).
-pub fn node_from_metadata(path: &Path, md: &Metadata, names: &mut Names) -> std::io::Result<Node> {
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_file() {
-        NodeKind::File
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::CharDev
-    } else if ft.is_block_device() {
-        NodeKind::BlockDev
-    } else {
-        NodeKind::Socket
-    };
-    let mut n = Node::new(Vec::new(), kind);
-    n.mode = md.mode() & 0o7777;
-    n.uid = md.uid();
-    n.gid = md.gid();
-    n.user = names.user(n.uid);
-    n.group = names.group(n.gid);
-    n.mtime = md.mtime();
-    n.mtime_nsec = md.mtime_nsec() as u32;
-    n.ctime = md.ctime();
-    n.ctime_nsec = md.ctime_nsec() as u32;
-    n.inode = md.ino();
-    if kind == NodeKind::File {
-        n.size = md.len();
-    }
-    if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
-        let rdev = md.rdev();
-        n.rdev_major = libc::major(rdev);
-        n.rdev_minor = libc::minor(rdev);
-    }
-    if kind == NodeKind::Symlink {
-        n.target = fs::read_link(path)?.as_os_str().as_bytes().to_vec();
-    }
-    n.xattrs = read_xattrs(path);
-    Ok(n)
+/// What `stat` says about one filesystem object, reduced to what identifies it and
+/// what changes when it is written: (device, inode, type) and (size, mtime, ctime),
+/// times in seconds and nanoseconds since the epoch. GNU tar and restic compare the
+/// same fields to detect a file that changed while it was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// Device of the filesystem holding it (`st_dev`).
+    pub dev: u64,
+    /// Inode number (`st_ino`).
+    pub ino: u64,
+    /// `st_mode` (type bits and permission bits).
+    pub mode: u32,
+    /// Number of hard links.
+    pub nlink: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device number of a device node (`st_rdev`).
+    pub rdev: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last content change, seconds since the epoch.
+    pub mtime: i64,
+    /// Nanoseconds of `mtime`.
+    pub mtime_nsec: u32,
+    /// Last inode change (content, metadata, rename), seconds since the epoch.
+    pub ctime: i64,
+    /// Nanoseconds of `ctime`.
+    pub ctime_nsec: u32,
 }
 
-/// Extended attributes of `path` (not following symlinks), sorted by name. A
-/// filesystem without xattr support yields none.
+impl FileStat {
+    // The field types of `struct stat` differ between architectures; the casts
+    // widen each to one fixed type.
+    #[allow(clippy::unnecessary_cast)]
+    fn from_raw(st: &rustix::fs::Stat) -> FileStat {
+        FileStat {
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mode: st.st_mode as u32,
+            nlink: st.st_nlink as u64,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            rdev: st.st_rdev as u64,
+            size: st.st_size.max(0) as u64,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            ctime: st.st_ctime as i64,
+            ctime_nsec: st.st_ctime_nsec as u32,
+        }
+    }
+
+    /// `fstat` of an open descriptor.
+    pub fn of(fd: impl AsFd) -> std::io::Result<FileStat> {
+        Ok(FileStat::from_raw(&rustix::fs::fstat(fd)?))
+    }
+
+    /// The type bits of `mode` (`S_IFMT`).
+    pub fn file_type(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+
+    /// Whether both describe the same object: device, inode and type.
+    pub fn same_object(&self, other: &FileStat) -> bool {
+        self.dev == other.dev && self.ino == other.ino && self.file_type() == other.file_type()
+    }
+
+    /// Whether both describe the same object with the same content as far as `stat`
+    /// can tell: same object, size, mtime and ctime.
+    pub fn unchanged(&self, other: &FileStat) -> bool {
+        self.same_object(other)
+            && self.size == other.size
+            && (self.mtime, self.mtime_nsec) == (other.mtime, other.mtime_nsec)
+            && (self.ctime, self.ctime_nsec) == (other.ctime, other.ctime_nsec)
+    }
+
+    fn kind(&self) -> NodeKind {
+        match self.file_type() {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFREG => NodeKind::File,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFCHR => NodeKind::CharDev,
+            libc::S_IFBLK => NodeKind::BlockDev,
+            _ => NodeKind::Socket,
+        }
+    }
+}
+
+/// Why a [`LiveFile`] could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The name no longer refers to the regular file the walk recorded (it was
+    /// replaced, e.g. by a symlink, another file or a fifo). Nothing was read.
+    #[error(
+        "changed while read: it was replaced by another object after it was listed; not stored"
+    )]
+    Replaced,
+    /// Opening or `fstat` failed.
+    #[error("cannot open: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A regular file found by the walk: its parent directory's descriptor, its name in
+/// it and what `fstatat` recorded. The descriptor is valid while the sink's
+/// `entry` call runs.
+pub struct LiveFile<'a> {
+    dir: BorrowedFd<'a>,
+    name: &'a CStr,
+    /// What the walk recorded (`fstatat` without following symlinks).
+    pub seen: FileStat,
+}
+
+impl LiveFile<'_> {
+    /// Open the file for reading without following a symlink and check that it is
+    /// the object the walk recorded (device, inode, type). Returns the file and its
+    /// `fstat` at open, which the reader compares with an `fstat` after reading.
+    /// `O_NONBLOCK` keeps a fifo swapped in from blocking the open.
+    pub fn open(&self) -> Result<(File, FileStat), OpenError> {
+        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fd = match open_beneath(self.dir, self.name, flags) {
+            Ok(fd) => fd,
+            // The name is a symlink now (or a socket): it was replaced.
+            Err(e) if e == Errno::LOOP || e == Errno::NXIO => return Err(OpenError::Replaced),
+            Err(e) => return Err(OpenError::Io(e.into())),
+        };
+        let now = FileStat::of(&fd)?;
+        if !now.same_object(&self.seen) {
+            return Err(OpenError::Replaced);
+        }
+        // Reads are plain blocking reads from here on.
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(std::io::Error::from)?;
+        Ok((File::from(fd), now))
+    }
+}
+
+/// Open one name below `dir`, never following a symlink and never leaving `dir`.
+fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let resolve =
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(dir, name, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) | Err(Errno::PERM) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            // EXDEV and EAGAIN come from resolution rules our single component never
+            // meets; the plain `openat` below answers those cases too.
+            Err(Errno::XDEV) | Err(Errno::AGAIN) => {}
+            r => return r,
+        }
+    }
+    rustix::fs::openat(dir, name, flags, Mode::empty())
+}
+
+/// Walk `root` and push every entry into `sink`, parents before children, each
+/// directory's entries in byte order of their names, `dir_done` after a directory's
+/// last entry. Entries that cannot be read, or that change identity between being
+/// listed and opened, go to [`Sink::warn`] and the walk goes on.
+///
+/// Errors: `root` is not an existing directory (a symlink to one is refused), or
+/// the sink failed.
+pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| match e {
+        Errno::NOTDIR | Errno::LOOP => Error::Source(format!(
+            "cannot snapshot {}: not a directory. Pass a directory to --path (or a tar file to --tar).",
+            root.display()
+        )),
+        e => Error::Source(format!(
+            "cannot snapshot {}: {}. Check the path (it must be an existing directory).",
+            root.display(),
+            std::io::Error::from(e)
+        )),
+    })?;
+    let st = FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
+    let mut w = Walker {
+        sink,
+        names: Names::default(),
+        proc_fd: Path::new("/proc/self/fd").is_dir(),
+        root: root.to_path_buf(),
+        rel: Vec::new(),
+        stack: Vec::new(),
+    };
+    let xattrs = w.xattrs_of_dir(&fd);
+    let node = w.node(&st, Vec::new(), xattrs);
+    w.sink.entry(Entry::new(Vec::new(), node), Content::None)?;
+    w.push_dir(fd, st)?;
+    w.run()
+}
+
+/// One directory being walked.
+struct Frame {
+    /// `None` while the walk is deeper than [`FD_BUDGET`] below it.
+    fd: Option<OwnedFd>,
+    stat: FileStat,
+    /// Children names, sorted; `next` is the first not yet visited.
+    names: Vec<CString>,
+    next: usize,
+    /// Length of the walker's `rel` for this directory.
+    rel_len: usize,
+}
+
+struct Walker<'s> {
+    sink: &'s mut dyn Sink,
+    names: Names,
+    /// Whether `/proc/self/fd` exists: xattrs are read through it (relative to a
+    /// descriptor); without it they are read by full path.
+    proc_fd: bool,
+    root: PathBuf,
+    /// Path of the current entry relative to the root.
+    rel: Vec<u8>,
+    stack: Vec<Frame>,
+}
+
+impl Walker<'_> {
+    fn run(&mut self) -> Result<()> {
+        while let Some(top) = self.stack.last_mut() {
+            if top.next == top.names.len() {
+                self.pop_dir()?;
+                continue;
+            }
+            let name = std::mem::take(&mut top.names[top.next]);
+            top.next += 1;
+            let rel_len = top.rel_len;
+            self.rel.truncate(rel_len);
+            if !self.rel.is_empty() {
+                self.rel.push(b'/');
+            }
+            self.rel.extend_from_slice(name.as_bytes());
+            self.visit(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Leave the directory on top of the stack: tell the sink, then make sure the
+    /// directory below it has its descriptor again.
+    fn pop_dir(&mut self) -> Result<()> {
+        let done = self.stack.pop().expect("a directory is open");
+        self.rel.truncate(done.rel_len);
+        self.sink.dir_done(&self.rel)?;
+        let Some(parent) = self.stack.last_mut() else {
+            return Ok(());
+        };
+        if parent.fd.is_some() {
+            return Ok(());
+        }
+        // `..` of the child is the parent unless the child was moved meanwhile.
+        let reopened = done.fd.as_ref().and_then(|child| {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            let fd = rustix::fs::openat(child, c"..", flags, Mode::empty()).ok()?;
+            let st = FileStat::of(&fd).ok()?;
+            st.same_object(&parent.stat).then_some(fd)
+        });
+        match reopened {
+            Some(fd) => parent.fd = Some(fd),
+            None => {
+                parent.next = parent.names.len();
+                self.rel.truncate(parent.rel_len);
+                let path = self.rel.clone();
+                self.sink.warn(
+                    &path,
+                    "changed while read: the directory was moved during the walk; the rest of it is not in the snapshot".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Open the directory `fd` (already checked and sent to the sink) and push it.
+    fn push_dir(&mut self, fd: OwnedFd, stat: FileStat) -> Result<()> {
+        let mut names = Vec::new();
+        match rustix::fs::Dir::read_from(&fd) {
+            Ok(dir) => {
+                for e in dir {
+                    match e {
+                        Ok(e) => {
+                            let n = e.file_name();
+                            if n != c"." && n != c".." {
+                                names.push(n.to_owned());
+                            }
+                        }
+                        Err(err) => {
+                            let path = self.rel.clone();
+                            self.sink.warn(
+                                &path,
+                                format!("cannot list directory: {}", std::io::Error::from(err)),
+                            );
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                let path = self.rel.clone();
+                self.sink.warn(
+                    &path,
+                    format!("cannot list directory: {}", std::io::Error::from(err)),
+                );
+            }
+        }
+        names.sort();
+        if self.stack.len() >= FD_BUDGET {
+            if let Some(parent) = self.stack.last_mut() {
+                parent.fd = None;
+            }
+        }
+        self.stack.push(Frame {
+            fd: Some(fd),
+            stat,
+            names,
+            next: 0,
+            rel_len: self.rel.len(),
+        });
+        Ok(())
+    }
+
+    fn visit(&mut self, name: &CStr) -> Result<()> {
+        // The parent's descriptor is lent out for the visit and put back before a
+        // child directory is pushed (which may release it, see `FD_BUDGET`).
+        let Some(dir) = self.stack.last_mut().and_then(|f| f.fd.take()) else {
+            return Ok(());
+        };
+        let r = self.visit_in(&dir, name);
+        if let Some(top) = self.stack.last_mut() {
+            top.fd = Some(dir);
+        }
+        match r? {
+            Some((fd, st)) => self.push_dir(fd, st),
+            None => Ok(()),
+        }
+    }
+
+    /// Visit `name` in `dir`; returns a directory to descend into.
+    fn visit_in(&mut self, dir: &OwnedFd, name: &CStr) -> Result<Option<(OwnedFd, FileStat)>> {
+        let rel = self.rel.clone();
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => FileStat::from_raw(&st),
+            Err(e) => {
+                self.sink
+                    .warn(&rel, format!("cannot stat: {}", std::io::Error::from(e)));
+                return Ok(None);
+            }
+        };
+        match st.kind() {
+            NodeKind::Dir => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOCTTY;
+                let fd = match open_beneath(dir.as_fd(), name, flags) {
+                    Ok(fd) => fd,
+                    Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
+                        self.sink.warn(&rel, OpenError::Replaced.to_string());
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.sink.warn(
+                            &rel,
+                            format!("cannot open directory: {}", std::io::Error::from(e)),
+                        );
+                        return Ok(None);
+                    }
+                };
+                let now = match FileStat::of(&fd) {
+                    Ok(now) if now.same_object(&st) => now,
+                    Ok(_) => {
+                        self.sink.warn(&rel, OpenError::Replaced.to_string());
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        self.sink.warn(&rel, format!("cannot stat: {e}"));
+                        return Ok(None);
+                    }
+                };
+                let xattrs = self.xattrs_of_dir(&fd);
+                let node = self.node(&now, Vec::new(), xattrs);
+                self.sink.entry(Entry::new(rel, node), Content::None)?;
+                Ok(Some((fd, now)))
+            }
+            NodeKind::File => {
+                let xattrs = self.xattrs_at(dir.as_fd(), name);
+                let node = self.node(&st, Vec::new(), xattrs);
+                let mut entry = Entry::new(rel, node);
+                if st.nlink > 1 {
+                    entry.link_key = Some((st.dev, st.ino));
+                }
+                let file = LiveFile {
+                    dir: dir.as_fd(),
+                    name,
+                    seen: st,
+                };
+                self.sink.entry(entry, Content::File(&file))?;
+                Ok(None)
+            }
+            NodeKind::Symlink => {
+                let target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                    Ok(t) => t.into_bytes(),
+                    Err(e) => {
+                        self.sink.warn(
+                            &rel,
+                            format!("cannot read metadata: {}", std::io::Error::from(e)),
+                        );
+                        return Ok(None);
+                    }
+                };
+                let xattrs = self.xattrs_at(dir.as_fd(), name);
+                let node = self.node(&st, target, xattrs);
+                self.sink.entry(Entry::new(rel, node), Content::None)?;
+                Ok(None)
+            }
+            _ => {
+                let xattrs = self.xattrs_at(dir.as_fd(), name);
+                let node = self.node(&st, Vec::new(), xattrs);
+                self.sink.entry(Entry::new(rel, node), Content::None)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Build a node from `stat` (name left empty).
+    fn node(&mut self, st: &FileStat, target: Vec<u8>, xattrs: Vec<(Vec<u8>, Vec<u8>)>) -> Node {
+        let kind = st.kind();
+        let mut n = Node::new(Vec::new(), kind);
+        n.mode = st.mode & 0o7777;
+        n.uid = st.uid;
+        n.gid = st.gid;
+        n.user = self.names.user(n.uid);
+        n.group = self.names.group(n.gid);
+        n.mtime = st.mtime;
+        n.mtime_nsec = st.mtime_nsec;
+        n.ctime = st.ctime;
+        n.ctime_nsec = st.ctime_nsec;
+        n.inode = st.ino;
+        if kind == NodeKind::File {
+            n.size = st.size;
+        }
+        if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
+            n.rdev_major = libc::major(st.rdev);
+            n.rdev_minor = libc::minor(st.rdev);
+        }
+        n.target = target;
+        n.xattrs = xattrs;
+        n
+    }
+
+    /// xattrs of `name` in `dir`, not following a symlink: through
+    /// `/proc/self/fd/DIR/NAME`, which pins the directory to its descriptor (there is
+    /// no `*xattrat` system call before Linux 6.13).
+    fn xattrs_at(&self, dir: BorrowedFd<'_>, name: &CStr) -> Vec<(Vec<u8>, Vec<u8>)> {
+        if self.proc_fd {
+            let mut p = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+            p.extend_from_slice(name.to_bytes());
+            read_xattrs(Path::new(OsStr::from_bytes(&p)))
+        } else {
+            read_xattrs(&self.root.join(OsStr::from_bytes(&self.rel)))
+        }
+    }
+
+    /// xattrs of an open directory.
+    fn xattrs_of_dir(&self, fd: &OwnedFd) -> Vec<(Vec<u8>, Vec<u8>)> {
+        if self.proc_fd {
+            // The magic link is followed to the directory itself.
+            let p = format!("/proc/self/fd/{}/.", fd.as_raw_fd());
+            read_xattrs(Path::new(&p))
+        } else {
+            read_xattrs(&self.root.join(OsStr::from_bytes(&self.rel)))
+        }
+    }
+}
+
+/// Extended attributes of `path` (not following a symlink in its last component),
+/// sorted by name. A filesystem without xattr support yields none.
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     let Ok(names) = xattr::list(path) else {
         return Vec::new();
@@ -106,98 +555,136 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     out
 }
 
-/// Walk `root` and push every entry into `sink`.
-pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
-    let md = fs::symlink_metadata(root).map_err(|e| {
-        Error::Source(format!(
-            "cannot snapshot {}: {e}. Check the path (it must be an existing directory).",
-            root.display()
-        ))
-    })?;
-    if !md.is_dir() {
-        return Err(Error::Source(format!(
-            "cannot snapshot {}: not a directory. Pass a directory to --path (or a tar file to --tar).",
-            root.display()
-        )));
-    }
-    let mut names = Names::default();
-    let node = node_from_metadata(root, &md, &mut names)
-        .map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
-    sink.entry(Entry::new(Vec::new(), node), Content::None)?;
-    walk_dir(root, &mut Vec::new(), md.dev(), sink, &mut names)?;
-    sink.dir_done(b"")
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn walk_dir(
-    dir: &Path,
-    rel: &mut Vec<u8>,
-    dev: u64,
-    sink: &mut dyn Sink,
-    names: &mut Names,
-) -> Result<()> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) => {
-            sink.warn(rel, format!("cannot list directory: {e}"));
-            return Ok(());
-        }
-    };
-    let mut children: Vec<(Vec<u8>, std::path::PathBuf)> = Vec::new();
-    for e in rd {
-        match e {
-            Ok(e) => children.push((e.file_name().as_bytes().to_vec(), e.path())),
-            Err(err) => sink.warn(rel, format!("cannot list directory: {err}")),
-        }
+    /// Counts what a walk yields.
+    #[derive(Default)]
+    struct Count {
+        dirs: usize,
+        files: Vec<Vec<u8>>,
+        done: usize,
+        warnings: Vec<String>,
     }
-    children.sort();
-    for (name, path) in children {
-        let len = rel.len();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
-        let r = visit(&path, rel, dev, sink, names);
-        rel.truncate(len);
-        r?;
-    }
-    Ok(())
-}
 
-fn visit(
-    path: &Path,
-    rel: &mut Vec<u8>,
-    dev: u64,
-    sink: &mut dyn Sink,
-    names: &mut Names,
-) -> Result<()> {
-    let md = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => {
-            sink.warn(rel, format!("cannot stat: {e}"));
-            return Ok(());
-        }
-    };
-    let node = match node_from_metadata(path, &md, names) {
-        Ok(n) => n,
-        Err(e) => {
-            sink.warn(rel, format!("cannot read metadata: {e}"));
-            return Ok(());
-        }
-    };
-    let kind = node.kind;
-    let mut entry = Entry::new(rel.clone(), node);
-    match kind {
-        NodeKind::Dir => {
-            sink.entry(entry, Content::None)?;
-            walk_dir(path, rel, dev, sink, names)?;
-            sink.dir_done(rel)
-        }
-        NodeKind::File => {
-            if md.nlink() > 1 {
-                entry.link_key = Some((md.dev(), md.ino()));
+    impl Sink for Count {
+        fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
+            match content {
+                Content::File(f) => {
+                    let (mut file, _) = f.open().expect("open");
+                    let mut s = Vec::new();
+                    std::io::Read::read_to_end(&mut file, &mut s).unwrap();
+                    self.files.push(s);
+                }
+                _ if e.node.kind == NodeKind::Dir => self.dirs += 1,
+                _ => {}
             }
-            sink.entry(entry, Content::File(path))
+            Ok(())
         }
-        _ => sink.entry(entry, Content::None),
+        fn dir_done(&mut self, _path: &[u8]) -> Result<()> {
+            self.done += 1;
+            Ok(())
+        }
+        fn warn(&mut self, path: &[u8], error: String) {
+            self.warnings
+                .push(format!("{}: {error}", String::from_utf8_lossy(path)));
+        }
+    }
+
+    /// Build `depth` nested directories `d` below `root` (relative to descriptors:
+    /// the paths exceed PATH_MAX) with a file at the bottom.
+    fn nest(root: &Path, depth: usize) {
+        let mut fd =
+            rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            rustix::fs::mkdirat(&fd, c"d", Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, c"d", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .unwrap();
+        }
+        let f = rustix::fs::openat(
+            &fd,
+            c"leaf",
+            OFlags::WRONLY | OFlags::CREATE,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&f, b"bottom").unwrap();
+    }
+
+    /// Remove the chain built by `nest`: go down, then remove upwards through `..`
+    /// (by path, or by renaming, this is quadratic in the depth).
+    fn unnest(root: &Path) {
+        let dir = OFlags::RDONLY | OFlags::DIRECTORY;
+        let top = rustix::fs::open(root, dir, Mode::empty()).unwrap();
+        let top_ino = FileStat::of(&top).unwrap().ino;
+        let mut fd = top;
+        while let Ok(next) = rustix::fs::openat(&fd, c"d", dir, Mode::empty()) {
+            fd = next;
+        }
+        let _ = rustix::fs::unlinkat(&fd, c"leaf", AtFlags::empty());
+        while FileStat::of(&fd).unwrap().ino != top_ino {
+            let up = rustix::fs::openat(&fd, c"..", dir, Mode::empty()).unwrap();
+            rustix::fs::unlinkat(&up, c"d", AtFlags::REMOVEDIR).unwrap();
+            fd = up;
+        }
+    }
+
+    /// Issue 7 case 15: 100,000 nested directories are walked with an explicit
+    /// stack (a recursive walk overflows a thread's stack long before) and with a
+    /// bounded number of open descriptors (the `..` path below `FD_BUDGET`).
+    #[test]
+    fn walks_100k_nested_directories_on_a_small_stack() {
+        const DEPTH: usize = 100_000;
+        let root = tempfile::tempdir().unwrap();
+        nest(root.path(), DEPTH);
+        let p = root.path().to_path_buf();
+        let count = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let mut c = Count::default();
+                walk(&p, &mut c).unwrap();
+                c
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        unnest(root.path());
+        assert!(count.warnings.is_empty(), "{:?}", count.warnings);
+        assert_eq!(count.dirs, DEPTH + 1);
+        assert_eq!(count.done, DEPTH + 1);
+        assert_eq!(count.files, vec![b"bottom".to_vec()]);
+    }
+
+    /// Issue 7 case 17: a name that is a symlink by the time it is opened is never
+    /// followed, and a different file under the recorded name is refused.
+    #[test]
+    fn live_file_refuses_a_swapped_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"mine").unwrap();
+        std::fs::write(d.path().join("host"), b"host secret").unwrap();
+        let dir =
+            rustix::fs::open(d.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let seen =
+            FileStat::from_raw(&rustix::fs::statat(&dir, c"f", AtFlags::SYMLINK_NOFOLLOW).unwrap());
+        let file = LiveFile {
+            dir: dir.as_fd(),
+            name: c"f",
+            seen,
+        };
+        let (_, at_open) = file.open().unwrap();
+        assert!(at_open.unchanged(&seen));
+
+        // The original stays alive under another name, so no new file can reuse
+        // its inode number.
+        std::fs::hard_link(d.path().join("f"), d.path().join("keep")).unwrap();
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("host"), d.path().join("f")).unwrap();
+        assert!(matches!(file.open(), Err(OpenError::Replaced)));
+
+        std::fs::remove_file(d.path().join("f")).unwrap();
+        std::fs::write(d.path().join("other"), b"another file").unwrap();
+        std::fs::rename(d.path().join("other"), d.path().join("f")).unwrap();
+        assert!(matches!(file.open(), Err(OpenError::Replaced)));
     }
 }

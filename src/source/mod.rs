@@ -12,7 +12,6 @@ pub mod sparse;
 pub mod tar;
 
 use std::io::Read;
-use std::path::Path;
 
 use crate::error::Result;
 use crate::tree::Node;
@@ -47,8 +46,9 @@ pub enum Content<'a> {
     None,
     /// Bytes that must be consumed now (a tar entry).
     Stream(&'a mut dyn Read),
-    /// A file on disk, opened only if its content is needed.
-    File(&'a Path),
+    /// A file of a live directory tree, opened only if its content is needed; the
+    /// reader compares its `stat` before and after reading ([`dir::LiveFile`]).
+    File(&'a dir::LiveFile<'a>),
 }
 
 pub trait Sink {
