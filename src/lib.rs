@@ -8,6 +8,17 @@
 //! in `docs/FORMAT.md`. [`run`] holds the whole-stack use cases: the nightly
 //! `snapshot --all` with its hooks, notifications and metrics, and `restore --all`.
 
+/// `eprintln!` that never panics: a message to a closed stderr pipe (cron mailing
+/// off, `cbsnap … 2>&1 | head`) is dropped instead of aborting the command with exit
+/// 101 (issue 7, case 15). Use it for every message to stderr.
+#[macro_export]
+macro_rules! warn_stderr {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod check;
 pub mod chunker;
 pub mod codec;

@@ -275,7 +275,7 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
             )));
         }
         if !announced {
-            eprintln!(
+            crate::warn_stderr!(
                 "cbsnap: waiting for the repository lock ({})",
                 others.join("; ")
             );

@@ -266,7 +266,7 @@ impl Repository {
             self.index.set_version()?;
         }
         for (p, e) in &report.unreadable {
-            eprintln!(
+            crate::warn_stderr!(
                 "cbsnap: warning: pack {} is unreadable ({e}); its blobs are not indexed. Run `cbsnap check`.",
                 p.display()
             );
@@ -389,7 +389,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         )));
                     }
                     if !announced {
-                        eprintln!(
+                        crate::warn_stderr!(
                             "cbsnap: waiting for another cbsnap process to release the index"
                         );
                         announced = true;
@@ -407,7 +407,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                 e.into_string()
             }
         };
-        eprintln!(
+        crate::warn_stderr!(
             "cbsnap: the index at {} is damaged ({e}); rebuilding it from the packs",
             dir.display()
         );

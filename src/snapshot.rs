@@ -214,7 +214,7 @@ pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
 pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
     let set = scan(snapshots_dir)?;
     for d in &set.damaged {
-        eprintln!(
+        crate::warn_stderr!(
             "cbsnap: warning: snapshot file {} {}; skipped. Run `cbsnap check`.",
             d.path.display(),
             d.reason

@@ -41,7 +41,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     let repo = ctx.open(Access::Read)?;
     let exposed = cbsnap::fsutil::readable_by_others(&repo.root);
     if !exposed.is_empty() {
-        eprintln!(
+        cbsnap::warn_stderr!(
             "cbsnap: warning: other users can read {} files and directories of this repository (e.g. {}), and with them the data of every snapshot. Make it private: chmod -R go-rwx {}",
             exposed.len(),
             exposed[0].display(),
@@ -59,7 +59,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if report.is_clean() {
         return Ok(0);
     }
-    eprintln!(
+    cbsnap::warn_stderr!(
         "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one (`cbsnap mirror` keeps them); otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`."
     );
     Ok(EXIT_DAMAGE)
@@ -104,33 +104,33 @@ fn print(ctx: &Ctx, r: &Report) {
     }
     for p in &r.problems {
         match &p.pack {
-            Some(id) => println!("DAMAGE in pack {id}:"),
-            None => println!("DAMAGE:"),
+            Some(id) => outln!("DAMAGE in pack {id}:"),
+            None => outln!("DAMAGE:"),
         }
         for w in &p.what {
-            println!("  - {w}");
+            outln!("  - {w}");
         }
         if p.snapshots.is_empty() {
-            println!("  breaks no snapshot");
+            outln!("  breaks no snapshot");
             continue;
         }
-        println!(
+        outln!(
             "  {} referenced blob(s) unreadable; breaks {} snapshot(s):",
             p.damaged_blobs,
             p.snapshots.len()
         );
         for s in &p.snapshots {
-            println!(
+            outln!(
                 "    {}@{}  {}",
                 s.name,
                 s.id.short(),
                 s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S")
             );
             for path in s.paths.iter().take(20) {
-                println!("      {path}");
+                outln!("      {path}");
             }
             if s.paths.len() > 20 {
-                println!("      … and {} more (--json lists all)", s.paths.len() - 20);
+                outln!("      … and {} more (--json lists all)", s.paths.len() - 20);
             }
         }
     }

@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             diff::Change::Removed => size(e.old_size),
             _ => format!("{} -> {}", size(e.old_size), size(e.new_size)),
         };
-        println!("{}  {}  {}", e.change.letter(), e.path, sizes);
+        outln!("{}  {}  {}", e.change.letter(), e.path, sizes);
     })?;
     ctx.say(&format!(
         "{} added ({}), {} removed ({}), {} modified ({} -> {}), {} type changed, {} metadata only",

@@ -130,7 +130,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
     let groups = forget::plan(&all, &a.names, ctx.project(), &policy)?;
     for d in groups.iter().flat_map(|g| &g.decisions) {
         if d.future_dated {
-            eprintln!(
+            cbsnap::warn_stderr!(
                 "cbsnap: warning: snapshot {} is dated {}, in the future: check the clock of the host that took it (`cbsnap snapshots` shows the host). It is kept and takes the place of no real snapshot in any --keep rule.",
                 d.id.short(),
                 d.time.to_rfc3339()
@@ -176,10 +176,10 @@ fn print_groups(ctx: &Ctx, policy: &Policy, groups: &[forget::Group], dry_run: b
     if ctx.quiet {
         return;
     }
-    println!("policy: keep {policy}");
+    outln!("policy: keep {policy}");
     for g in groups {
         let kept = g.decisions.iter().filter(|d| d.keep).count();
-        println!(
+        outln!(
             "{}: keep {kept}, {} {}",
             g.name,
             if dry_run { "would remove" } else { "remove" },
@@ -193,7 +193,7 @@ fn print_groups(ctx: &Ctx, policy: &Policy, groups: &[forget::Group], dry_run: b
                 d.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
                 d.reasons.join(", ")
             );
-            println!("{}", line.trim_end());
+            outln!("{}", line.trim_end());
         }
     }
 }
@@ -251,7 +251,7 @@ fn print_prune(ctx: &Ctx, p: &Plan, r: Option<&PruneReport>) {
                 ));
             }
             for (id, why) in &r.damaged_kept {
-                eprintln!(
+                cbsnap::warn_stderr!(
                     "cbsnap: warning: pack {id} was not repacked: {why}. Run `cbsnap check --read-data`"
                 );
             }

@@ -49,15 +49,22 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if all.is_empty() {
-        println!("no snapshots yet; take one with `cbsnap snapshot --path DIR` or `cbsnap snapshot --all`");
+        outln!("no snapshots yet; take one with `cbsnap snapshot --path DIR` or `cbsnap snapshot --all`");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<23}  TAGS",
-        "ID", "TIME", "NAME", "KIND", "FILES", "SIZE", "ADDED", "RUN"
+        "ID",
+        "TIME",
+        "NAME",
+        "KIND",
+        "FILES",
+        "SIZE",
+        "ADDED",
+        "RUN"
     );
     for (id, s) in &all {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<24}  {:<6}  {:>8}  {:>10}  {:>10}  {:<23}  {}{}",
             id.short(),
             s.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
@@ -157,7 +164,7 @@ fn print_node(path: &str, n: &Node) {
     } else {
         String::new()
     };
-    println!(
+    outln!(
         "{}{} {:>8} {:>8} {:>12} {} {}{}",
         n.kind.letter(),
         mode_string(n.mode),

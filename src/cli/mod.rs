@@ -1,6 +1,16 @@
 //! Command-line interface (clap). Each command lives in its own file and stays thin:
 //! resolve the repository, call the engine, print a table or `--json`.
 
+/// `println!` that never panics: a closed stdout (`cbsnap check | head -3`) drops the
+/// rest of the output instead of ending the command with a panic (exit 101); the
+/// command's own exit code still says how it went.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod check;
 mod diff;
 mod forget;
@@ -371,7 +381,7 @@ pub fn resolve(
     let (id, snap) = cbsnap::snapshot::resolve(all, spec, ctx.project())?;
     if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
         if !ctx.quiet {
-            eprintln!("cbsnap: {note}");
+            cbsnap::warn_stderr!("cbsnap: {note}");
         }
     }
     Ok((id, snap))

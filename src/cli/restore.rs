@@ -208,7 +208,7 @@ fn restore_run(
         match &s.result {
             Ok(r) if ctx.json => {
                 for p in &r.problems {
-                    eprintln!("cbsnap: error: {p}");
+                    cbsnap::warn_stderr!("cbsnap: error: {p}");
                 }
                 docs.push(serde_json::json!({
                     "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
@@ -218,7 +218,7 @@ fn restore_run(
             }
             Ok(r) => print_report(ctx, &s.id, &item.snapshot, &s.target.to_string(), r),
             Err(e) => {
-                eprintln!("cbsnap: error: {} to {}: {e}", s.name, s.target);
+                cbsnap::warn_stderr!("cbsnap: error: {} to {}: {e}", s.name, s.target);
                 docs.push(serde_json::json!({
                     "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
                     "error": e.to_string(),
@@ -264,11 +264,11 @@ fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
         return;
     }
     for p in &plan.passed_over {
-        eprintln!("cbsnap: passed over run {p}");
+        cbsnap::warn_stderr!("cbsnap: passed over run {p}");
     }
-    println!("restoring run {}", plan.run.line());
+    outln!("restoring run {}", plan.run.line());
     for i in &plan.items {
-        println!(
+        outln!(
             "  {}@{} ({})  ->  {}",
             i.snapshot.name,
             i.id.short(),
@@ -283,7 +283,7 @@ fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
         let names = |it: &mut dyn Iterator<Item = &cbsnap::docker::ContainerInfo>| {
             it.map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         };
-        println!(
+        outln!(
             "  stops once before: {}\n  starts once after: {}",
             names(&mut plan.stop_order.iter()),
             names(&mut plan.stop_order.iter().rev())
@@ -305,7 +305,7 @@ fn incomplete(target: &str, report: &restore::dir::Report) -> anyhow::Result<()>
 
 fn print_report(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {
     for p in &report.problems {
-        eprintln!("cbsnap: error: {p}");
+        cbsnap::warn_stderr!("cbsnap: error: {p}");
     }
     if ctx.json {
         print_json(&serde_json::json!({

@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         if a.time.is_none() {
             if let Some(note) = newest.and_then(|n| old_content_note(&snap, n)) {
                 if !ctx.quiet {
-                    eprintln!("cbsnap: {note}");
+                    cbsnap::warn_stderr!("cbsnap: {note}");
                 }
             }
         }
@@ -286,7 +286,7 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     let repo = ctx.open(Access::Append)?;
     if a.all {
         if let Some(e) = cbsnap::run::notify::start(&ctx.settings.notify) {
-            eprintln!("cbsnap: warning: {e}");
+            cbsnap::warn_stderr!("cbsnap: warning: {e}");
         }
     }
     let observer = CliObserver::new(ctx);
@@ -325,20 +325,20 @@ impl Observer for CliObserver {
     }
     fn note(&self, message: &str) {
         if !self.quiet {
-            eprintln!("cbsnap: {message}");
+            cbsnap::warn_stderr!("cbsnap: {message}");
         }
     }
 }
 
 fn render(ctx: &Ctx, r: &RunReport) {
     for w in &r.warnings {
-        eprintln!("cbsnap: warning: {w}");
+        cbsnap::warn_stderr!("cbsnap: warning: {w}");
     }
     for s in &r.skipped {
         ctx.say(&format!("skipped {} ({})", s.name, s.reason));
     }
     for e in &r.errors {
-        eprintln!("cbsnap: error: {e}");
+        cbsnap::warn_stderr!("cbsnap: error: {e}");
     }
     if ctx.json {
         print_json(r);
@@ -349,11 +349,11 @@ fn render(ctx: &Ctx, r: &RunReport) {
             report(ctx, id, snap);
             // Entry errors were listed by `report`; the rest are hook failures.
             for e in s.errors.iter().skip(snap.errors.len()) {
-                eprintln!("cbsnap: error: {}: {e}", s.name);
+                cbsnap::warn_stderr!("cbsnap: error: {}: {e}", s.name);
             }
         } else {
             for e in &s.errors {
-                eprintln!("cbsnap: error: {}: {e}", s.name);
+                cbsnap::warn_stderr!("cbsnap: error: {}: {e}", s.name);
             }
         }
     }
@@ -386,14 +386,14 @@ fn after_run(ctx: &Ctx, repo: &Repository, a: &Args, r: &RunReport) {
             )
         });
         if let Err(e) = written {
-            eprintln!("cbsnap: warning: the metrics file was not written: {e}");
+            cbsnap::warn_stderr!("cbsnap: warning: the metrics file was not written: {e}");
         }
     }
     let mut notify = ctx.settings.notify.clone();
     notify.webhook.extend(a.notify.iter().cloned());
     if !notify.is_empty() {
         for e in cbsnap::run::notify::send(&notify, r) {
-            eprintln!("cbsnap: warning: {e}");
+            cbsnap::warn_stderr!("cbsnap: warning: {e}");
         }
     }
 }
@@ -431,13 +431,13 @@ pub fn report(ctx: &Ctx, id: &Id, s: &Snapshot) {
             .unwrap_or_default(),
     ));
     if !s.errors.is_empty() {
-        eprintln!(
+        cbsnap::warn_stderr!(
             "cbsnap: {} entries could not be read and are not in snapshot {} (exit code 3):",
             s.errors.len(),
             id.short()
         );
         for e in s.errors.iter().take(20) {
-            eprintln!("  {}: {}", e.path, e.error);
+            cbsnap::warn_stderr!("  {}: {}", e.path, e.error);
         }
     }
 }

@@ -21,7 +21,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = &st.repository;
-    println!(
+    outln!(
         "repository: {} snapshots, {} packs, {} stored ({} blobs, {} raw)",
         t.snapshots,
         t.packs,
@@ -30,21 +30,21 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         HumanBytes(t.raw_bytes)
     );
     if t.unreferenced_blobs > 0 {
-        println!(
+        outln!(
             "unreferenced: {} blobs, {} stored; `cbsnap prune` removes them",
             t.unreferenced_blobs,
             HumanBytes(t.unreferenced_bytes)
         );
     }
     let s = &st.selection;
-    println!(
+    outln!(
         "{}: {} snapshots, logical size {} in {} files",
         s.name.as_deref().unwrap_or("all sources"),
         s.snapshots,
         HumanBytes(s.logical_bytes),
         s.files
     );
-    println!(
+    outln!(
         "  unique data {} raw, {} stored; dedup {:.2}x, compression {:.2}x, together {:.2}x",
         HumanBytes(s.raw_bytes),
         HumanBytes(s.stored_bytes),
@@ -53,18 +53,24 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         s.total_ratio
     );
     if s.missing_blobs > 0 {
-        eprintln!(
+        cbsnap::warn_stderr!(
             "cbsnap: warning: {} referenced blobs are missing from the index; run `cbsnap check`",
             s.missing_blobs
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  {:>10}  {:>10}",
-        "ID", "TIME", "NAME", "FILES", "LOGICAL", "ADDED", "STORED"
+        "ID",
+        "TIME",
+        "NAME",
+        "FILES",
+        "LOGICAL",
+        "ADDED",
+        "STORED"
     );
     for c in &st.snapshots {
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<24}  {:>8}  {:>10}  {:>10}  {:>10}",
             c.id.short(),
             c.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),

@@ -125,7 +125,7 @@ impl HelperContainer {
 impl Drop for HelperContainer {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
-            eprintln!("cbsnap: {e}");
+            crate::warn_stderr!("cbsnap: {e}");
             if let Some(token) = self.token.take() {
                 signals::registry().helpers.remove(&token);
             }

@@ -157,7 +157,7 @@ impl Drop for Quiesce {
         if let Err(e) = self.resume_inner() {
             // Nobody to return it to; the state file keeps the entry, so the
             // next run retries.
-            eprintln!("cbsnap: {e}");
+            crate::warn_stderr!("cbsnap: {e}");
         }
     }
 }

@@ -102,7 +102,7 @@ pub(super) fn install() -> Result<(), DockerError> {
             let mut cleaning = false;
             for sig in signals.forever() {
                 if cleaning {
-                    eprintln!(
+                    crate::warn_stderr!(
                         "cbsnap: second signal, exiting without finishing the clean-up; \
                          the next cbsnap run resumes what is still paused"
                     );
@@ -128,7 +128,7 @@ fn clean_up_and_exit(sig: i32) -> ! {
     // Held until exit: no guard may quiesce anything new meanwhile.
     let mut reg = registry();
     if !reg.quiesces.is_empty() || !reg.helpers.is_empty() {
-        eprintln!(
+        crate::warn_stderr!(
             "cbsnap: {} received; resuming containers and removing helpers \
              (send it again to quit at once)",
             signal_name(sig)
@@ -142,22 +142,23 @@ fn clean_up_and_exit(sig: i32) -> ! {
                 for (_, mut q) in quiesces.into_iter().rev() {
                     let docker = q.docker.clone().with_timeout(CLEANUP_TIMEOUT);
                     if let Err(e) = undo_all(&rt, &docker, &q.state_file, &mut q.done) {
-                        eprintln!("cbsnap: {e}");
+                        crate::warn_stderr!("cbsnap: {e}");
                     }
                 }
                 let helpers = std::mem::take(&mut reg.helpers);
                 for (_, h) in helpers.into_iter().rev() {
                     let docker = h.docker.with_timeout(CLEANUP_TIMEOUT);
                     if let Err(e) = rt.block_on(super::archive::remove_helper(&docker, &h.id)) {
-                        eprintln!(
+                        crate::warn_stderr!(
                             "cbsnap: could not remove helper container {}: {e}; \
                              remove it with `docker rm -f {}`",
-                            h.id, h.id
+                            h.id,
+                            h.id
                         );
                     }
                 }
             }
-            Err(e) => eprintln!(
+            Err(e) => crate::warn_stderr!(
                 "cbsnap: cannot clean up ({e}); the next cbsnap run resumes paused \
                  containers"
             ),
