@@ -1159,6 +1159,21 @@ mod tests {
     use crate::repo::Access;
     use rand::{RngCore, SeedableRng};
 
+    /// A path snapshot named `t`, taken now, without a parent.
+    fn test_spec() -> SnapshotSpec {
+        SnapshotSpec {
+            name: "t".into(),
+            kind: SourceKind::Path,
+            origin: serde_json::Value::Null,
+            tags: Vec::new(),
+            run_id: None,
+            run: None,
+            consistency: None,
+            time: SnapshotTime::Now,
+            parent: None,
+        }
+    }
+
     fn seeded(len: usize, seed: u64) -> Vec<u8> {
         let mut v = vec![0u8; len];
         rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
@@ -1188,17 +1203,7 @@ mod tests {
         std::fs::remove_dir_all(repo.packs_dir()).unwrap();
         std::fs::write(repo.packs_dir(), b"not a directory").unwrap();
         let data = seeded(16 << 20, 3);
-        let spec = SnapshotSpec {
-            name: "t".into(),
-            kind: SourceKind::Path,
-            origin: serde_json::Value::Null,
-            tags: Vec::new(),
-            run_id: None,
-            run: None,
-            consistency: None,
-            time: SnapshotTime::Now,
-            parent: None,
-        };
+        let spec = test_spec();
         let progress = Progress::new(true, "test");
         let err = snapshot(&repo, spec, &progress, |sink| {
             for i in 0..4 {
@@ -1238,17 +1243,7 @@ mod tests {
             ("same-big", big),
             ("tail-of-a", a[a.len() - 100_000..].to_vec()),
         ];
-        let spec = SnapshotSpec {
-            name: "t".into(),
-            kind: SourceKind::Path,
-            origin: serde_json::Value::Null,
-            tags: Vec::new(),
-            run_id: None,
-            run: None,
-            consistency: None,
-            time: SnapshotTime::Now,
-            parent: None,
-        };
+        let spec = test_spec();
         let progress = Progress::new(true, "test");
         let (_, snap) = snapshot(&repo, spec, &progress, |sink| {
             for (name, data) in &files {

@@ -167,6 +167,20 @@ fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
 
 /// Other holders that conflict with `kind`, after clearing stale locks. Every lock
 /// conflicts with a lock file that cannot be read.
+/// Whether the lock `info`, read from the directory entry `e`, is stale: its process
+/// is gone (a lock of this host), or it has not been refreshed for [`STALE_AFTER`]
+/// (another host's, judged by the file's mtime, which the refresher touches).
+fn is_stale(info: &LockInfo, host: &str, e: &fs::DirEntry) -> bool {
+    if info.host == host {
+        return !fsutil::process_alive(info.pid);
+    }
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age > STALE_AFTER)
+}
+
 fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
     let host = hostname();
     let mut out = Vec::new();
@@ -189,16 +203,7 @@ fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
                 continue;
             }
         };
-        let stale = if info.host == host {
-            !fsutil::process_alive(info.pid)
-        } else {
-            e.metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| SystemTime::now().duration_since(t).ok())
-                .is_some_and(|age| age > STALE_AFTER)
-        };
-        if stale {
+        if is_stale(&info, &host, &e) {
             let _ = fs::remove_file(&path);
             continue;
         }
@@ -335,16 +340,7 @@ pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
             Ok(None) => continue,
             Err(_) => &mut out.unreadable,
             Ok(Some(info)) => {
-                let stale = if info.host == host {
-                    !fsutil::process_alive(info.pid)
-                } else {
-                    e.metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .is_some_and(|age| age > STALE_AFTER)
-                };
-                if stale {
+                if is_stale(&info, &host, &e) {
                     &mut out.stale
                 } else if all {
                     &mut out.live
