@@ -9,7 +9,7 @@
 //! `CBSNAP_PATH` in the environment of host hooks.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::process::{Command, Stdio};
 
 use serde::Deserialize;
@@ -94,38 +94,28 @@ fn output_suffix(o: &str) -> String {
 
 /// Runs `command` on the host under `/bin/sh -c` with `env` added, and waits.
 pub fn run_host(which: &'static str, command: &str, env: &[(&str, &str)]) -> Result<(), HookError> {
-    let mut child = Command::new("/bin/sh")
+    // The hook's stdout and stderr go to one anonymous temp file, not pipes: a hook
+    // that starts something in the background (`indexer &`) leaves that process
+    // holding its output, and reading a pipe to its end would wait for it. The run
+    // waits for the hook's own shell only.
+    let spawn_err = |source| HookError::Spawn {
+        which,
+        command: command.to_string(),
+        source,
+    };
+    let mut log = tempfile::tempfile().map_err(spawn_err)?;
+    let status = Command::new("/bin/sh")
         .arg("-c")
         .arg(command)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| HookError::Spawn {
-            which,
-            command: command.to_string(),
-            source,
-        })?;
-    // Read stderr on a thread so neither pipe can fill up and block the hook.
-    let mut err_pipe = child.stderr.take();
-    let err_thread = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(e) = err_pipe.as_mut() {
-            let _ = e.read_to_end(&mut b);
-        }
-        b
-    });
+        .stdout(log.try_clone().map_err(spawn_err)?)
+        .stderr(log.try_clone().map_err(spawn_err)?)
+        .status()
+        .map_err(spawn_err)?;
     let mut out = Vec::new();
-    if let Some(o) = child.stdout.as_mut() {
-        let _ = o.read_to_end(&mut out);
-    }
-    let status = child.wait().map_err(|source| HookError::Spawn {
-        which,
-        command: command.to_string(),
-        source,
-    })?;
-    out.extend(err_thread.join().unwrap_or_default());
+    let _ = log.seek(std::io::SeekFrom::Start(0));
+    let _ = log.read_to_end(&mut out);
     if status.success() {
         return Ok(());
     }
@@ -201,6 +191,21 @@ mod tests {
         assert!(
             msg.contains("exit status: 7") && msg.contains("disk busy"),
             "{msg}"
+        );
+    }
+
+    /// A hook that leaves a process running in the background (holding the hook's
+    /// stdout) must not hold the run until that process ends: when `run_host`
+    /// returns, the background process has not finished yet.
+    #[test]
+    fn a_host_hook_that_starts_a_background_process_does_not_hold_the_run() {
+        let d = tempfile::tempdir().unwrap();
+        let done = d.path().join("background-done");
+        let cmd = format!("echo started; (sleep 10; touch '{}') &", done.display());
+        run_host("post", &cmd, &[]).unwrap();
+        assert!(
+            !done.exists(),
+            "run_host waited for the hook's background process"
         );
     }
 }
