@@ -49,8 +49,8 @@ if [ -d "$systemd_dir" ] && command -v systemctl >/dev/null 2>&1; then
     systemctl daemon-reload
     systemctl enable --now cbsnap.timer
   fi
-  echo "cbsnap: installed $prefix/bin/cbsnap; nightly run: cbsnap.timer (systemctl list-timers cbsnap.timer)" >&2
+  echo "cbsnap: installed $dest$prefix/bin/cbsnap; nightly run: cbsnap.timer (systemctl list-timers cbsnap.timer)" >&2
 else
   install -D -m 0644 contrib/cron/cbsnap "$dest/etc/cron.d/cbsnap"
-  echo "cbsnap: installed $prefix/bin/cbsnap; nightly run: /etc/cron.d/cbsnap (no systemd here)" >&2
+  echo "cbsnap: installed $dest$prefix/bin/cbsnap; nightly run: /etc/cron.d/cbsnap (no systemd here)" >&2
 fi
