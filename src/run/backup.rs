@@ -94,6 +94,25 @@ pub struct SourceResult {
     pub snapshot: Option<Snapshot>,
 }
 
+impl SourceResult {
+    /// A source that stored nothing: `status` with `errors`, no snapshot, no bytes.
+    fn empty(name: &str, kind: SourceKind, status: SourceStatus, errors: Vec<String>) -> Self {
+        SourceResult {
+            name: name.to_string(),
+            kind,
+            status,
+            snapshot_id: None,
+            bytes: 0,
+            bytes_read: 0,
+            bytes_added: 0,
+            duration_secs: 0.0,
+            consistency: None,
+            errors,
+            snapshot: None,
+        }
+    }
+}
+
 /// A source the run did not take, and why.
 #[derive(Clone, Debug, Serialize)]
 pub struct Skipped {
@@ -259,19 +278,12 @@ fn discover_and_snapshot(
             }
             let what = format!("volumes of {}", opts.project);
             report.plan.unlisted.push(format!("{what}: {e}"));
-            report.sources.push(SourceResult {
-                name: what,
-                kind: SourceKind::Volume,
-                status: SourceStatus::Failed,
-                snapshot_id: None,
-                bytes: 0,
-                bytes_read: 0,
-                bytes_added: 0,
-                duration_secs: 0.0,
-                consistency: None,
-                errors: vec![e.to_string()],
-                snapshot: None,
-            });
+            report.sources.push(SourceResult::empty(
+                &what,
+                SourceKind::Volume,
+                SourceStatus::Failed,
+                vec![e.to_string()],
+            ));
             None
         }
     };
@@ -408,19 +420,7 @@ fn result(
     clock: Instant,
 ) -> SourceResult {
     let mut errors: Vec<String> = Vec::new();
-    let mut out = SourceResult {
-        name: name.to_string(),
-        kind,
-        status: SourceStatus::Ok,
-        snapshot_id: None,
-        bytes: 0,
-        bytes_read: 0,
-        bytes_added: 0,
-        duration_secs: 0.0,
-        consistency: None,
-        errors: Vec::new(),
-        snapshot: None,
-    };
+    let mut out = SourceResult::empty(name, kind, SourceStatus::Ok, Vec::new());
     match r {
         Ok((id, s)) => {
             out.snapshot_id = Some(id);
@@ -460,17 +460,8 @@ fn skipped_by_hook(
         .collect();
     msgs.extend(errors.iter().map(|e| e.to_string()));
     SourceResult {
-        name: name.to_string(),
-        kind,
-        status: SourceStatus::Skipped,
-        snapshot_id: None,
-        bytes: 0,
-        bytes_read: 0,
-        bytes_added: 0,
         duration_secs: clock.elapsed().as_secs_f64(),
-        consistency: None,
-        errors: msgs,
-        snapshot: None,
+        ..SourceResult::empty(name, kind, SourceStatus::Skipped, msgs)
     }
 }
 
