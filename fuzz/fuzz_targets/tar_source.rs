@@ -36,9 +36,12 @@ fn check_path(what: &str, path: &[u8]) {
     if path.is_empty() {
         return;
     }
+    // What must never come out is a path that escapes or aliases the root: an empty,
+    // `.` or `..` component, or a NUL. A component too long for the tree format is
+    // the ingest's to skip and name in the snapshot's errors.
     for comp in path.split(|b| *b == b'/') {
         assert!(
-            tree::valid_name(comp) && comp != b"..",
+            !comp.is_empty() && comp != b"." && comp != b".." && !comp.contains(&0),
             "read_tar yielded a {what} with the unsafe component {:?} ({} bytes) in {:?}",
             short(comp),
             comp.len(),
@@ -66,24 +69,19 @@ impl Sink for Check {
             if n.kind == NodeKind::Dir {
                 n.content = vec![Id::default()];
             }
-            assert!(
-                n.target.len() <= u16::MAX as usize,
-                "symlink target of {} bytes cannot be stored in a tree",
-                n.target.len()
-            );
-            assert!(
-                n.xattrs.len() <= u16::MAX as usize
-                    && n.xattrs.iter().all(|(k, _)| k.len() <= u16::MAX as usize),
-                "xattrs cannot be stored in a tree"
-            );
-            // The ingest cuts owner names to what the format stores (and records it).
-            tree::truncate_owner_names(&mut n);
-            let back = tree::decode(&tree::encode(std::slice::from_ref(&n)));
-            assert_eq!(
-                back.as_deref(),
-                Ok(std::slice::from_ref(&n)),
-                "node does not survive a tree round trip"
-            );
+            // The ingest skips a node that does not fit the tree format and names it
+            // in the snapshot's errors (`tree::fits`); every other node must survive
+            // a round trip, once the ingest has cut owner names to what the format
+            // stores (and recorded it).
+            if tree::fits(&n).is_ok() {
+                tree::truncate_owner_names(&mut n);
+                let back = tree::decode(&tree::encode(std::slice::from_ref(&n)));
+                assert_eq!(
+                    back.as_deref(),
+                    Ok(std::slice::from_ref(&n)),
+                    "node does not survive a tree round trip"
+                );
+            }
         }
 
         if let Content::Stream(r) = content {
