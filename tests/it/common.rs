@@ -44,6 +44,23 @@ impl Repo {
         c
     }
 
+    /// `cbsnap --repo REPO` run as the unprivileged user `nobody` (uid and gid
+    /// 65534, no supplementary groups) through util-linux's `setpriv`.
+    pub fn cmd_as_nobody(&self) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            BIN,
+            "--repo",
+        ])
+        .arg(self.path())
+        .env("HOME", self.dir.path())
+        .env("XDG_CONFIG_HOME", self.dir.path().join("no-config"));
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }

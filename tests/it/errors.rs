@@ -44,18 +44,7 @@ fn unreadable_file_is_warned_recorded_and_exit_3() {
             std::fs::Permissions::from_mode(0o000),
         )
         .unwrap();
-        let mut c = Command::new("setpriv");
-        c.args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "--repo",
-        ])
-        .arg(repo.path())
-        .env("HOME", repo.dir.path())
-        .env("XDG_CONFIG_HOME", repo.dir.path().join("no-config"));
-        cmd = c;
+        cmd = repo.cmd_as_nobody();
     }
     let o = cmd
         .args([

@@ -183,19 +183,10 @@ fn metadata_that_could_not_be_applied_is_named_and_exit_3() {
             .success());
     }
     let to = out.path().join("r");
-    let o = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            BIN,
-            "--repo",
-        ])
-        .arg(repo.path())
+    let o = repo
+        .cmd_as_nobody()
         .args(["restore", "caps@latest", "--to"])
         .arg(&to)
-        .env("HOME", repo.dir.path())
-        .env("XDG_CONFIG_HOME", repo.dir.path().join("no-config"))
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
