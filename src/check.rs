@@ -303,7 +303,10 @@ fn scan_packs(
         if let Some((_, why)) = s.bad_blobs.first() {
             f.note(
                 Some(s.id),
-                format!("{} blob(s) do not match their id: {why}", s.bad_blobs.len()),
+                format!(
+                    "{} blob(s) do not match their id or fail authentication; first {why}",
+                    s.bad_blobs.len()
+                ),
             );
         }
         for (blob, why) in s.bad_blobs {
@@ -467,7 +470,7 @@ const NO_PACK: &str =
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
-    let set = crate::snapshot::scan(&repo.snapshots_dir())?;
+    let set = crate::snapshot::scan(&repo.snapshots_dir(), repo.crypt())?;
     for d in &set.damaged {
         f.note(
             None,
@@ -537,7 +540,7 @@ fn scan_pack(
             return s;
         }
     };
-    let entries = match pack::read_trailer(&f, size) {
+    let entries = match pack::read_trailer(&f, size, repo.crypt()) {
         Ok(e) => e,
         Err(e) => {
             s.trailer = Err(e.to_string());
@@ -555,8 +558,8 @@ fn scan_pack(
                 for e in &entries {
                     let stored =
                         &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                    if let Err(why) = pack::decode_blob(e, stored) {
-                        s.bad_blobs.push((e.id, why));
+                    if let Err(why) = pack::decode_blob(e, stored, repo.crypt()) {
+                        s.bad_blobs.push((e.id, format!("blob {}: {why}", e.id)));
                     }
                 }
             }
@@ -627,7 +630,7 @@ fn compare_trailers(
         .collect();
     for (id, indexed_entries) in differing {
         let file = File::open(repo.pack_path(&id)).map_err(|e| Error::io("open pack", e))?;
-        let entries = pack::read_trailer(&file, on_disk[&id])
+        let entries = pack::read_trailer(&file, on_disk[&id], repo.crypt())
             .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {

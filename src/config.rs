@@ -14,7 +14,10 @@ use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPCF";
 /// The repository format version this build writes. Readers accept 1..=FORMAT_VERSION.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The first version whose config may say the repository is encrypted.
+pub const ENCRYPTION_SINCE: u32 = 3;
 
 /// The first version whose config ends with a BLAKE3 checksum of the bytes before it.
 pub const CHECKSUM_SINCE: u32 = 2;
@@ -93,6 +96,35 @@ pub struct RepoConfig {
     /// A pack is closed once it reaches this many bytes.
     pub pack_target_size: u64,
     pub created: String,
+    /// How the repository is encrypted; absent: not encrypted (format version 3; older
+    /// configs never have it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// The `encryption` object of an encrypted repository's config. It names the
+/// algorithms and where the key files are; the keys themselves are never in the
+/// config, which stays readable without them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Encryption {
+    /// Always `"xchacha20-poly1305"`: every blob, pack trailer and snapshot file is
+    /// sealed with it.
+    pub cipher: String,
+    /// Always `"blake3-keyed"`: blob ids are BLAKE3 keyed with the master key's id key.
+    pub id_hash: String,
+    /// Always `"keys/"`: the directory of the key files that wrap the master key.
+    pub keys: String,
+}
+
+impl Encryption {
+    /// What this build writes and the only values it reads.
+    pub fn current() -> Encryption {
+        Encryption {
+            cipher: "xchacha20-poly1305".into(),
+            id_hash: "blake3-keyed".into(),
+            keys: "keys/".into(),
+        }
+    }
 }
 
 impl RepoConfig {
@@ -110,7 +142,13 @@ impl RepoConfig {
             zstd_level: 3,
             pack_target_size: 16 * 1024 * 1024,
             created: chrono::Utc::now().to_rfc3339(),
+            encryption: None,
         }
+    }
+
+    /// Whether the repository's data is encrypted.
+    pub fn encrypted(&self) -> bool {
+        self.encryption.is_some()
     }
 
     /// The file's bytes in the layout of `self.version` (with the checksum from
@@ -162,6 +200,20 @@ impl RepoConfig {
             )));
         }
         cfg.chunker.validate().map_err(ConfigError::Invalid)?;
+        match &cfg.encryption {
+            Some(e) if v < ENCRYPTION_SINCE => {
+                return Err(ConfigError::Invalid(format!(
+                    "a version {v} config cannot be encrypted ({e:?}); the file is damaged"
+                )))
+            }
+            Some(e) if *e != Encryption::current() => {
+                return Err(ConfigError::Invalid(format!(
+                    "the repository is encrypted with {} / {} (keys in {}), which this cbsnap does not know; upgrade cbsnap",
+                    e.cipher, e.id_hash, e.keys
+                )))
+            }
+            _ => {}
+        }
         if !(-7..=22).contains(&cfg.zstd_level) || cfg.pack_target_size == 0 {
             return Err(ConfigError::Invalid(
                 "the config's zstd_level or pack_target_size is out of range; the file is damaged"
@@ -231,6 +283,25 @@ mod tests {
         assert!(matches!(
             RepoConfig::decode(&bytes[..bytes.len() - 32]),
             Err(ConfigError::Checksum)
+        ));
+    }
+
+    /// An encrypted config says so, stays plain JSON (readable without the key), and
+    /// an unknown cipher is refused with "upgrade cbsnap".
+    #[test]
+    fn encryption_is_recorded_in_the_clear() {
+        let mut c = RepoConfig::new();
+        c.encryption = Some(Encryption::current());
+        let bytes = c.encode();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("\"cipher\": \"xchacha20-poly1305\""), "{text}");
+        assert!(text.contains("\"keys\": \"keys/\""));
+        assert!(RepoConfig::decode(&bytes).unwrap().encrypted());
+        assert!(!RepoConfig::new().encrypted());
+        c.encryption.as_mut().unwrap().cipher = "rot13".into();
+        assert!(matches!(
+            RepoConfig::decode(&c.encode()),
+            Err(ConfigError::Invalid(m)) if m.contains("upgrade cbsnap")
         ));
     }
 

@@ -87,6 +87,19 @@ pub enum Error {
 
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+
+    /// Encryption: no or a wrong passphrase, a damaged key file, a key command refused.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+
+    /// Encrypted repository: a blob's sealed bytes fail authentication, so they were
+    /// changed after they were written. Nothing of it is used.
+    #[error("pack {pack}, blob {blob}: {source}\nThe pack is damaged. Run `cbsnap check --read-data` to see what it affects; a mirror or copy of the repository may hold an intact copy of the pack.")]
+    Authentication {
+        pack: crate::id::Id,
+        blob: crate::id::Id,
+        source: crate::crypto::AuthError,
+    },
 }
 
 fn not_a_repo_hint(path: &Path, occupied: bool) -> String {

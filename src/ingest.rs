@@ -35,6 +35,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
 use crate::chunker;
+use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{self, BlobKind, Compression, PackWriter, SealedPack};
@@ -218,7 +219,7 @@ pub fn snapshot(
             cbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         repo.check_lock()?;
-        let id = snap.save(&repo.snapshots_dir())?;
+        let id = snap.save(&repo.snapshots_dir(), repo.crypt())?;
         Ok((id, snap))
     })
 }
@@ -268,7 +269,7 @@ fn compress_worker(
         let (id, kind, raw, reply) = match job {
             Job::Store { id, kind, raw } => (id, kind, raw, None),
             Job::Chunk { seq, raw, reply } => {
-                let id = Id::hash(&raw);
+                let id = repo.blob_id(&raw);
                 match claim(repo, pending, &id) {
                     Ok(true) => (id, BlobKind::Data, raw, Some((seq, reply))),
                     Ok(false) => {
@@ -282,23 +283,35 @@ fn compress_worker(
                 }
             }
         };
-        let sent = !stopped.load(Ordering::Relaxed) && {
+        // Compressed, then sealed: ciphertext does not compress.
+        let sent = if stopped.load(Ordering::Relaxed) {
+            Err(writer_stopped())
+        } else {
             let raw_len = raw.len() as u32;
             let (bytes, compression) = pack::compress_vec(raw, level);
-            let out = Stored {
-                id,
-                kind,
-                raw_len,
-                bytes,
-                compression,
-            };
-            tx.send(out).is_ok()
+            match repo.crypt().seal(Purpose::Blob, bytes) {
+                Ok(bytes) => {
+                    let out = Stored {
+                        id,
+                        kind,
+                        raw_len,
+                        bytes,
+                        compression,
+                    };
+                    if tx.send(out).is_ok() {
+                        Ok(())
+                    } else {
+                        Err(writer_stopped())
+                    }
+                }
+                Err(e) => Err(Error::Crypto(e)),
+            }
         };
-        if !sent {
+        if sent.is_err() {
             stopped.store(true, Ordering::Relaxed);
         }
         if let Some((seq, reply)) = reply {
-            let _ = reply.send((seq, if sent { Ok(id) } else { Err(writer_stopped()) }));
+            let _ = reply.send((seq, sent.map(|_| id)));
         }
     }
 }
@@ -337,7 +350,7 @@ fn write_packs(
                 }
                 if cur.is_none() {
                     cur =
-                        Some(PackWriter::create(&dir).map_err(|e| {
+                        Some(PackWriter::create(&dir, repo.crypt()).map_err(|e| {
                             Error::io(format!("create pack in {}", dir.display()), e)
                         })?);
                 }
@@ -556,7 +569,7 @@ impl Ingest<'_> {
                 pack::MAX_BLOB
             )));
         }
-        let id = Id::hash(&raw);
+        let id = self.repo.blob_id(&raw);
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
         }

@@ -23,6 +23,7 @@ pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod diff;
 pub mod docker;
 pub mod error;

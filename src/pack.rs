@@ -10,6 +10,11 @@
 //! trailer = n × (id[32] || offset u64 || stored_len u32 || raw_len u32 || kind u8 || compression u8 || 0u16)
 //! footer  = n u32 || blake3(trailer)[32] || "CBSNAPTR"
 //! ```
+//!
+//! A pack of an encrypted repository is version 2: each blob's stored bytes and the
+//! trailer are sealed ([`crate::crypto`]: `nonce[24] || ciphertext || tag[16]`), and
+//! the footer's checksum covers the sealed trailer. The header and footer stay in the
+//! clear, so a pack is still recognised and its trailer found without the key.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
@@ -18,17 +23,23 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::codec::{self, DecodeError, Reader, Writer};
+use crate::crypto::{AuthError, Crypt, Purpose};
 use crate::fsutil;
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPPK";
 pub const TRAILER_MAGIC: &[u8; 8] = b"CBSNAPTR";
+/// The version of a pack of an unencrypted repository.
 pub const VERSION: u32 = 1;
+/// The version of a pack of an encrypted repository (sealed blobs and trailer).
+pub const SEALED_VERSION: u32 = 2;
 pub const ENTRY_LEN: usize = 52;
 pub const FOOTER_LEN: usize = 4 + 32 + 8;
 /// Blobs larger than this are refused by readers (the chunker's max is far smaller;
 /// the limit only guards against corrupt lengths).
 pub const MAX_BLOB: u32 = 64 * 1024 * 1024;
+/// The largest stored length: a blob of [`MAX_BLOB`] bytes, sealed.
+pub const MAX_STORED: u32 = MAX_BLOB + crate::crypto::OVERHEAD as u32;
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -109,7 +120,7 @@ impl BlobEntry {
         let kind = BlobKind::from_u8(kind).ok_or_else(|| r.err(format!("blob kind {kind}")))?;
         let compression =
             Compression::from_u8(comp).ok_or_else(|| r.err(format!("compression {comp}")))?;
-        if stored_len > MAX_BLOB || raw_len > MAX_BLOB {
+        if stored_len > MAX_STORED || raw_len > MAX_BLOB {
             return Err(r.err(format!("blob length {stored_len}/{raw_len} too large")));
         }
         Ok(BlobEntry {
@@ -174,29 +185,55 @@ pub fn compress_vec(raw: Vec<u8>, level: i32) -> (Vec<u8>, Compression) {
     }
 }
 
-/// Turn stored bytes back into the raw blob and verify its id.
-pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
+/// Why a blob's stored bytes do not give back the blob its id names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobError {
+    /// Encrypted repository: the sealed bytes fail authentication (changed on disk).
+    #[error(transparent)]
+    Authentication(#[from] AuthError),
+    /// The zstd frame does not decompress.
+    #[error("zstd: {0}")]
+    Zstd(String),
+    /// The raw length is not the one recorded.
+    #[error("length {got} where the index says {want}")]
+    Length { got: usize, want: u32 },
+    /// The content does not hash to its id.
+    #[error("content does not match its BLAKE3 id")]
+    IdMismatch,
+}
+
+/// Turn stored bytes back into the raw blob (open it when `crypt` seals, decompress)
+/// and verify its id with `crypt`'s id function.
+///
+/// Errors: [`BlobError`].
+pub fn decode_blob(entry: &BlobEntry, stored: &[u8], crypt: &Crypt) -> Result<Vec<u8>, BlobError> {
+    let opened;
+    let plain = if crypt.is_encrypted() {
+        opened = crypt.open(Purpose::Blob, stored.to_vec())?;
+        &opened[..]
+    } else {
+        stored
+    };
     let raw = match entry.compression {
-        Compression::None => stored.to_vec(),
-        Compression::Zstd => {
-            zstd_decompress(stored, entry.raw_len as usize).map_err(|e| format!("zstd: {e}"))?
-        }
+        Compression::None => plain.to_vec(),
+        Compression::Zstd => zstd_decompress(plain, entry.raw_len as usize)
+            .map_err(|e| BlobError::Zstd(e.to_string()))?,
     };
     if raw.len() != entry.raw_len as usize {
-        return Err(format!(
-            "length {} where the index says {}",
-            raw.len(),
-            entry.raw_len
-        ));
+        return Err(BlobError::Length {
+            got: raw.len(),
+            want: entry.raw_len,
+        });
     }
-    if Id::hash(&raw) != entry.id {
-        return Err("content does not match its BLAKE3 id".into());
+    if crypt.id(&raw) != entry.id {
+        return Err(BlobError::IdMismatch);
     }
     Ok(raw)
 }
 
 /// Writes one pack to a temporary file in `dir`.
 pub struct PackWriter {
+    crypt: Crypt,
     tmp: PathBuf,
     out: BufWriter<File>,
     hasher: blake3::Hasher,
@@ -205,7 +242,10 @@ pub struct PackWriter {
 }
 
 impl PackWriter {
-    pub fn create(dir: &Path) -> io::Result<PackWriter> {
+    /// Start a pack in `dir` for a repository that protects its data with `crypt`
+    /// (a sealed trailer and version [`SEALED_VERSION`] when it encrypts). Blobs are
+    /// given to [`PackWriter::add`] already sealed.
+    pub fn create(dir: &Path, crypt: &Crypt) -> io::Result<PackWriter> {
         let tmp = fsutil::temp_path(dir);
         let f = OpenOptions::new()
             .write(true)
@@ -213,13 +253,19 @@ impl PackWriter {
             .mode(fsutil::PRIVATE_FILE_MODE)
             .open(&tmp)?;
         let mut w = PackWriter {
+            crypt: crypt.clone(),
             tmp,
             out: BufWriter::with_capacity(1 << 20, f),
             hasher: blake3::Hasher::new(),
             pos: 0,
             entries: Vec::new(),
         };
-        w.write(&codec::header(MAGIC, VERSION))?;
+        let version = if crypt.is_encrypted() {
+            SEALED_VERSION
+        } else {
+            VERSION
+        };
+        w.write(&codec::header(MAGIC, version))?;
         Ok(w)
     }
 
@@ -239,7 +285,7 @@ impl PackWriter {
         compression: Compression,
     ) -> io::Result<()> {
         // The one place every blob passes: never write what a reader would reject.
-        if raw_len > MAX_BLOB || stored.len() > MAX_BLOB as usize {
+        if raw_len > MAX_BLOB || stored.len() > MAX_STORED as usize {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -284,12 +330,18 @@ impl PackWriter {
         for e in &self.entries {
             e.encode(&mut t);
         }
-        let trailer_hash = blake3::hash(&t.buf);
+        let trailer = match self.crypt.seal(Purpose::Trailer, t.buf) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                return Err(io::Error::other(e));
+            }
+        };
+        let trailer_hash = blake3::hash(&trailer);
         let mut footer = Writer::new();
         footer.u32(self.entries.len() as u32);
         footer.raw(trailer_hash.as_bytes());
         footer.raw(TRAILER_MAGIC);
-        let trailer = t.buf;
         let result = (|| {
             self.write(&trailer)?;
             self.write(&footer.buf)?;
@@ -300,6 +352,7 @@ impl PackWriter {
             return Err(e);
         }
         let PackWriter {
+            crypt: _,
             tmp,
             out,
             hasher,
@@ -377,8 +430,10 @@ pub fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
     packs_dir.join(&hex[..2]).join(hex)
 }
 
-/// Read and verify a pack's trailer from an open file of length `len`.
-pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
+/// Read and verify a pack's trailer from an open file of length `len`, opening it
+/// with `crypt` (which must match the pack's version: an encrypted repository holds
+/// only sealed packs, an unencrypted one only plain packs).
+pub fn read_trailer(f: &File, len: u64, crypt: &Crypt) -> Result<Vec<BlobEntry>, DecodeError> {
     let err = |d: String| DecodeError {
         what: "pack",
         detail: d,
@@ -390,8 +445,23 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
     f.read_exact_at(&mut head, 0)
         .map_err(|e| err(format!("read: {e}")))?;
     let v = codec::check_header(&head, MAGIC, "pack")?;
-    if v != VERSION {
-        return Err(err(format!("pack version {v} is not supported")));
+    match (v, crypt.is_encrypted()) {
+        (VERSION, false) | (SEALED_VERSION, true) => {}
+        (VERSION, true) => {
+            return Err(err(
+                "an unencrypted pack in an encrypted repository (not written by this repository's cbsnap)".into(),
+            ))
+        }
+        (SEALED_VERSION, false) => {
+            return Err(err(
+                "an encrypted pack in a repository whose config says it is not encrypted".into(),
+            ))
+        }
+        _ => {
+            return Err(err(format!(
+                "pack version {v} is not supported; upgrade cbsnap"
+            )))
+        }
     }
     let mut footer = [0u8; FOOTER_LEN];
     f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
@@ -400,7 +470,7 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
         return Err(err("trailer magic missing (truncated pack?)".into()));
     }
     let n = u32::from_le_bytes([footer[0], footer[1], footer[2], footer[3]]) as u64;
-    let tlen = n * ENTRY_LEN as u64;
+    let tlen = n * ENTRY_LEN as u64 + crypt.overhead() as u64;
     if tlen + (codec::HEADER_LEN + FOOTER_LEN) as u64 > len {
         return Err(err(format!("trailer of {n} entries does not fit")));
     }
@@ -410,6 +480,9 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
     if blake3::hash(&trailer).as_bytes() != &footer[4..36] {
         return Err(err("trailer checksum mismatch".into()));
     }
+    let trailer = crypt
+        .open(Purpose::Trailer, trailer)
+        .map_err(|e| err(format!("trailer: {e}")))?;
     let data_end = len - FOOTER_LEN as u64 - tlen;
     let mut r = Reader::new(&trailer, "pack trailer");
     let mut out = Vec::with_capacity(n as usize);
@@ -438,7 +511,7 @@ mod tests {
     #[test]
     fn pack_round_trip_and_name_is_hash() {
         let d = tempfile::tempdir().unwrap();
-        let mut w = PackWriter::create(d.path()).unwrap();
+        let mut w = PackWriter::create(d.path(), &Crypt::Plain).unwrap();
         let blobs: Vec<Vec<u8>> = vec![b"hello".to_vec(), vec![7u8; 100_000], vec![]];
         for b in &blobs {
             let (s, c) = compress(b, 3);
@@ -451,11 +524,11 @@ mod tests {
         assert_eq!(bytes.len() as u64, size);
         assert_eq!(Id::hash(&bytes), id);
         let f = File::open(&p).unwrap();
-        let t = read_trailer(&f, size).unwrap();
+        let t = read_trailer(&f, size, &Crypt::Plain).unwrap();
         assert_eq!(t, entries);
         for (e, b) in t.iter().zip(&blobs) {
             let stored = read_stored(&f, e.offset, e.stored_len).unwrap();
-            assert_eq!(&decode_blob(e, &stored).unwrap(), b);
+            assert_eq!(&decode_blob(e, &stored, &Crypt::Plain).unwrap(), b);
         }
         assert_eq!(t[1].compression, Compression::Zstd);
     }
@@ -485,7 +558,7 @@ mod tests {
                     kind: BlobKind::Data,
                     compression: how,
                 };
-                assert_eq!(decode_blob(&e, &ours).unwrap(), part);
+                assert_eq!(decode_blob(&e, &ours, &Crypt::Plain).unwrap(), part);
             }
         }
         let mut random = vec![0u8; 65_536];
@@ -500,7 +573,7 @@ mod tests {
     #[test]
     fn corrupt_trailer_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let mut w = PackWriter::create(d.path()).unwrap();
+        let mut w = PackWriter::create(d.path(), &Crypt::Plain).unwrap();
         w.add(Id::hash(b"x"), BlobKind::Data, 1, b"x", Compression::None)
             .unwrap();
         let (id, size, _) = w.finish(d.path()).unwrap();
@@ -510,6 +583,47 @@ mod tests {
         bytes[n - FOOTER_LEN - 10] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
         let f = File::open(&p).unwrap();
-        assert!(read_trailer(&f, size).is_err());
+        assert!(read_trailer(&f, size, &Crypt::Plain).is_err());
+    }
+}
+
+#[cfg(test)]
+mod sealed_tests {
+    use super::*;
+    use crate::crypto::MasterKey;
+
+    /// A sealed pack: version 2, no plaintext in it, blobs and trailer read back with
+    /// the key, a flipped blob byte is an authentication failure, and the pack is
+    /// refused by a reader without the key.
+    #[test]
+    fn sealed_pack_round_trip_and_tamper() {
+        let d = tempfile::tempdir().unwrap();
+        let crypt = Crypt::Sealed(std::sync::Arc::new(MasterKey::generate().unwrap()));
+        let blob = b"a recognisable plaintext blob, twice: a recognisable plaintext blob".to_vec();
+        let mut w = PackWriter::create(d.path(), &crypt).unwrap();
+        let (stored, how) = compress(&blob, 3);
+        let sealed = crypt.seal(Purpose::Blob, stored).unwrap();
+        w.add(crypt.id(&blob), BlobKind::Data, blob.len() as u32, &sealed, how)
+            .unwrap();
+        let (id, size, entries) = w.finish(d.path()).unwrap();
+        let p = pack_path(d.path(), &id);
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(Id::hash(&bytes), id);
+        assert_eq!(&bytes[8..12], &SEALED_VERSION.to_le_bytes());
+        assert!(!bytes.windows(12).any(|w| w == b"recognisable"));
+        assert!(!bytes.windows(32).any(|w| w == crypt.id(&blob).0));
+        let f = File::open(&p).unwrap();
+        let t = read_trailer(&f, size, &crypt).unwrap();
+        assert_eq!(t, entries);
+        let e = &t[0];
+        let got = read_stored(&f, e.offset, e.stored_len).unwrap();
+        assert_eq!(decode_blob(e, &got, &crypt).unwrap(), blob);
+        let mut bad = got.clone();
+        bad[30] ^= 0x10;
+        assert_eq!(
+            decode_blob(e, &bad, &crypt),
+            Err(BlobError::Authentication(AuthError))
+        );
+        assert!(read_trailer(&f, size, &Crypt::Plain).is_err());
     }
 }

@@ -9,7 +9,12 @@
 //!   snapshots/ef01…    one file per snapshot, named by the BLAKE3 of its bytes
 //!   index/             RocksDB: blob id → pack location (a cache; rebuilt from packs)
 //!   locks/             lock files of running cbsnap processes
+//!   keys/              encrypted repositories only: the master key, wrapped by each passphrase
 //! ```
+//!
+//! An encrypted repository is opened with a passphrase ([`Repository::open_with`]);
+//! the handle then holds the unwrapped key in its [`Crypt`], which every reader and
+//! writer of blobs, trailers and snapshot files takes from it.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -19,7 +24,10 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 
-use crate::config::RepoConfig;
+use crate::config::{Encryption, RepoConfig};
+use crate::crypto::keys::{self, KdfParams};
+use crate::crypto::passphrase::{FromEnv, PassphraseSource};
+use crate::crypto::{Crypt, MasterKey};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
@@ -62,6 +70,9 @@ pub struct Repository {
     index: Index,
     index_writable: bool,
     open_packs: Mutex<HashMap<Id, Arc<File>>>,
+    crypt: Crypt,
+    /// The key file that opened an encrypted repository.
+    key_id: Option<String>,
     _lock: Option<Lock>,
 }
 
@@ -79,6 +90,22 @@ impl Repository {
         &self.index
     }
 
+    /// How this repository names and seals its data: plain BLAKE3 and bytes as they
+    /// are, or keyed ids and sealed bytes.
+    pub fn crypt(&self) -> &Crypt {
+        &self.crypt
+    }
+
+    /// The id of a blob's raw bytes in this repository ([`Crypt::id`]).
+    pub fn blob_id(&self, raw: &[u8]) -> Id {
+        self.crypt.id(raw)
+    }
+
+    /// The key file (`keys/<id>`) whose passphrase opened this encrypted repository.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
+    }
+
     /// Whether this handle still holds its repository lock. Called right before each
     /// commit (a snapshot file written, snapshot files or packs deleted), so that a
     /// process whose lock lapsed (a host asleep past the stale time, a lock another
@@ -92,8 +119,21 @@ impl Repository {
         }
     }
 
-    /// Create a new repository at `root`, which must not exist or be an empty directory.
+    /// Create a new unencrypted repository at `root`, which must not exist or be an
+    /// empty directory.
     pub fn init(root: &Path) -> Result<RepoConfig> {
+        Self::create(root, None)
+    }
+
+    /// Create a new encrypted repository at `root`: a random master key, wrapped with
+    /// `passphrase` (Argon2id with `kdf`) in its first key file.
+    ///
+    /// Errors: those of [`Repository::init`], and [`Error::Crypto`].
+    pub fn init_encrypted(root: &Path, passphrase: &str, kdf: &KdfParams) -> Result<RepoConfig> {
+        Self::create(root, Some((passphrase, kdf)))
+    }
+
+    fn create(root: &Path, encrypt: Option<(&str, &KdfParams)>) -> Result<RepoConfig> {
         if root.exists() {
             let mut rd = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
             if rd.next().is_some() {
@@ -109,7 +149,12 @@ impl Repository {
             let p = root.join(d);
             fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
         }
-        let cfg = RepoConfig::new();
+        let mut cfg = RepoConfig::new();
+        if let Some((passphrase, kdf)) = encrypt {
+            cfg.encryption = Some(Encryption::current());
+            let key = MasterKey::generate()?;
+            keys::add(root, &cfg.id, &key, passphrase, kdf)?;
+        }
         let readme = root.join("README.md");
         fsutil::write_atomic(&readme, FORMAT_README.as_bytes())
             .ctx(|| format!("write {}", readme.display()))?;
@@ -149,9 +194,24 @@ impl Repository {
     }
 
     /// Open an existing repository, take the lock `access` needs and bring the index up
-    /// to date with the packs.
+    /// to date with the packs. An encrypted repository's passphrase comes from the
+    /// `CBSNAP_PASSWORD*` variables ([`FromEnv`]).
     pub fn open(root: &Path, access: Access) -> Result<Repository> {
+        Self::open_with(root, access, &FromEnv)
+    }
+
+    /// [`Repository::open`], asking `passphrase` for the passphrase when the repository
+    /// is encrypted (and never when it is not).
+    ///
+    /// Errors: those of [`Repository::open`]; [`Error::Crypto`] when no key opens
+    /// ([`crate::crypto::CryptoError::WrongPassphrase`] for a wrong passphrase).
+    pub fn open_with(
+        root: &Path,
+        access: Access,
+        passphrase: &dyn PassphraseSource,
+    ) -> Result<Repository> {
         let config = Self::read_config(root)?;
+        let (crypt, key_id) = unlock(root, &config, passphrase)?;
         for d in ["packs", "snapshots", "locks"] {
             let p = root.join(d);
             if !p.is_dir() {
@@ -178,6 +238,8 @@ impl Repository {
             index,
             index_writable,
             open_packs: Mutex::new(HashMap::new()),
+            crypt,
+            key_id,
             _lock: Some(lock),
         };
         if repo.index_writable {
@@ -248,7 +310,9 @@ impl Repository {
                     let path = self.pack_path(id);
                     let r = File::open(&path)
                         .map_err(|e| e.to_string())
-                        .and_then(|f| pack::read_trailer(&f, *size).map_err(|e| e.to_string()));
+                        .and_then(|f| {
+                            pack::read_trailer(&f, *size, &self.crypt).map_err(|e| e.to_string())
+                        });
                     (*id, *size, r)
                 })
                 .collect();
@@ -274,9 +338,11 @@ impl Repository {
         Ok(report)
     }
 
-    /// Delete the index and recreate it from the pack trailers.
-    pub fn rebuild_index(root: &Path) -> Result<SyncReport> {
-        Self::read_config(root)?;
+    /// Delete the index and recreate it from the pack trailers (of an encrypted
+    /// repository, opened with the key `passphrase` unlocks).
+    pub fn rebuild_index(root: &Path, passphrase: &dyn PassphraseSource) -> Result<SyncReport> {
+        let config = Self::read_config(root)?;
+        let (crypt, key_id) = unlock(root, &config, passphrase)?;
         let locks = root.join("locks");
         let _lock = lock::acquire(&locks, LockKind::Exclusive, lock_wait())?;
         let dir = root.join("index");
@@ -286,10 +352,12 @@ impl Repository {
         let (index, _) = open_index(&dir, Access::Append)?;
         let repo = Repository {
             root: root.to_path_buf(),
-            config: Self::read_config(root)?,
+            config,
             index,
             index_writable: true,
             open_packs: Mutex::new(HashMap::new()),
+            crypt,
+            key_id,
             _lock: None,
         };
         let r = repo.sync_index()?;
@@ -336,13 +404,34 @@ impl Repository {
                     loc.pack, loc.entry.offset
                 ))
             })?;
-        pack::decode_blob(&loc.entry, &stored).map_err(|e| {
-            Error::Corrupt(format!(
+        pack::decode_blob(&loc.entry, &stored, &self.crypt).map_err(|e| match e {
+            pack::BlobError::Authentication(source) => Error::Authentication {
+                pack: loc.pack,
+                blob: loc.entry.id,
+                source,
+            },
+            e => Error::Corrupt(format!(
                 "blob {} in pack {} is damaged: {e}",
                 loc.entry.id, loc.pack
-            ))
+            )),
         })
     }
+}
+
+/// The repository's [`Crypt`]: plain for an unencrypted repository (no passphrase
+/// asked), else the master key unwrapped with the passphrase from `source`, and the id
+/// of the key file that opened it.
+fn unlock(
+    root: &Path,
+    config: &RepoConfig,
+    source: &dyn PassphraseSource,
+) -> Result<(Crypt, Option<String>)> {
+    if !config.encrypted() {
+        return Ok((Crypt::Plain, None));
+    }
+    let pass = source.passphrase()?;
+    let (key, id) = keys::unlock(root, &config.id, &pass)?;
+    Ok((Crypt::Sealed(Arc::new(key)), Some(id)))
 }
 
 /// How long to wait for a conflicting lock: `CBSNAP_LOCK_WAIT` seconds, default 120.

@@ -3,7 +3,10 @@
 //! A snapshot is written after every pack it references is durable and indexed, so a
 //! crash at any moment before leaves orphaned packs, never a snapshot with missing
 //! data. Layout: `"CBSNAPSN"` || u32 LE version || UTF-8 JSON of [`Snapshot`]; the file
-//! is named by the BLAKE3 of its bytes under `snapshots/`.
+//! is named by the BLAKE3 of its bytes under `snapshots/`. In an encrypted repository
+//! that whole file is sealed in an envelope: `"CBSNAPSE"` || u32 LE version (=1) ||
+//! `nonce || ciphertext || tag` ([`crate::crypto`]), and the name is the BLAKE3 of the
+//! envelope.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use chrono::{DateTime, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
+use crate::crypto::{Crypt, Purpose};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
@@ -22,6 +26,10 @@ pub const MAGIC: &[u8; 8] = b"CBSNAPSN";
 pub const VERSION: u32 = 2;
 /// The oldest version still read.
 pub const MIN_VERSION: u32 = 1;
+/// The magic of the sealed envelope of a snapshot file in an encrypted repository.
+pub const SEALED_MAGIC: &[u8; 8] = b"CBSNAPSE";
+/// The envelope's version.
+pub const SEALED_VERSION: u32 = 1;
 
 /// What kind of source a snapshot was taken from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,10 +139,50 @@ impl Snapshot {
         serde_json::from_slice(&buf[codec::HEADER_LEN..]).map_err(|e| format!("invalid JSON: {e}"))
     }
 
-    /// Commit the snapshot: write it durably under `snapshots/<id>`. This is the commit
-    /// point; the caller must have made every pack it references durable first.
-    pub fn save(&self, snapshots_dir: &Path) -> Result<Id> {
-        let bytes = self.encode();
+    /// The file's bytes: [`Snapshot::encode`], sealed in the envelope when `crypt`
+    /// encrypts.
+    ///
+    /// Errors: [`Error::Crypto`] when the OS has no random bytes for the nonce.
+    pub fn encode_file(&self, crypt: &Crypt) -> Result<Vec<u8>> {
+        if !crypt.is_encrypted() {
+            return Ok(self.encode());
+        }
+        let mut out = codec::header(SEALED_MAGIC, SEALED_VERSION).to_vec();
+        out.extend_from_slice(&crypt.seal(Purpose::Snapshot, self.encode())?);
+        Ok(out)
+    }
+
+    /// Read a snapshot file of a repository that protects its data with `crypt`. An
+    /// encrypted repository accepts only sealed files (an unsealed one was not written
+    /// by a holder of the key), an unencrypted one only plain files.
+    pub fn decode_file(buf: &[u8], crypt: &Crypt) -> std::result::Result<Snapshot, String> {
+        if !crypt.is_encrypted() {
+            if buf.starts_with(SEALED_MAGIC) {
+                return Err("is encrypted, but the repository's config says it is not".into());
+            }
+            return Snapshot::decode(buf);
+        }
+        if buf.starts_with(MAGIC) {
+            return Err("is not encrypted in an encrypted repository (not written by a holder of its key); ignored".into());
+        }
+        let v = codec::check_header(buf, SEALED_MAGIC, "sealed snapshot")
+            .map_err(|e| e.to_string())?;
+        if v != SEALED_VERSION {
+            return Err(format!(
+                "sealed snapshot version {v} is not supported; upgrade cbsnap"
+            ));
+        }
+        let inner = crypt
+            .open(Purpose::Snapshot, buf[codec::HEADER_LEN..].to_vec())
+            .map_err(|e| e.to_string())?;
+        Snapshot::decode(&inner)
+    }
+
+    /// Commit the snapshot: write it durably under `snapshots/<id>`, sealed when
+    /// `crypt` encrypts. This is the commit point; the caller must have made every
+    /// pack it references durable first.
+    pub fn save(&self, snapshots_dir: &Path, crypt: &Crypt) -> Result<Id> {
+        let bytes = self.encode_file(crypt)?;
         let id = Id::hash(&bytes);
         let path = snapshots_dir.join(id.to_hex());
         fsutil::write_atomic(&path, &bytes).ctx(|| format!("write snapshot {}", path.display()))?;
@@ -175,11 +223,11 @@ pub struct SnapshotSet {
     pub damaged: Vec<DamagedSnapshot>,
 }
 
-/// Read and verify every snapshot file in `snapshots_dir`.
+/// Read and verify every snapshot file in `snapshots_dir`, opening them with `crypt`.
 ///
 /// Errors: only a failure to list the directory; a file that cannot be read or
 /// verified is recorded in [`SnapshotSet::damaged`].
-pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
+pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
     let mut set = SnapshotSet::default();
     for e in fs::read_dir(snapshots_dir).ctx(|| format!("read {}", snapshots_dir.display()))? {
         let e = e.ctx(|| format!("read {}", snapshots_dir.display()))?;
@@ -192,7 +240,7 @@ pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => Err(SnapshotFileError::Unreadable(err.to_string())),
             Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
-            Ok(b) => Snapshot::decode(&b).map_err(SnapshotFileError::Undecodable),
+            Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::Undecodable),
         };
         match verdict {
             Ok(s) => set.snapshots.push((id, s)),
@@ -211,8 +259,8 @@ pub fn scan(snapshots_dir: &Path) -> Result<SnapshotSet> {
 
 /// All snapshots, oldest first. Damaged files are reported on stderr and skipped;
 /// commands that pick a snapshot use [`scan`] and [`resolve_in`] instead.
-pub fn load_all(snapshots_dir: &Path) -> Result<Vec<(Id, Snapshot)>> {
-    let set = scan(snapshots_dir)?;
+pub fn load_all(snapshots_dir: &Path, crypt: &Crypt) -> Result<Vec<(Id, Snapshot)>> {
+    let set = scan(snapshots_dir, crypt)?;
     for d in &set.damaged {
         crate::warn_stderr!(
             "cbsnap: warning: snapshot file {} {}; skipped. Run `cbsnap check`.",

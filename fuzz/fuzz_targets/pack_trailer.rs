@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
     guard.write_all_at(&bytes, 0).expect("write the temp file");
     let len = bytes.len() as u64;
 
-    let Ok(entries) = pack::read_trailer(&guard, len) else {
+    let Ok(entries) = pack::read_trailer(&guard, len, &cbsnap::crypto::Crypt::Plain) else {
         return;
     };
     let data_end = len - FOOTER_LEN as u64 - (entries.len() * ENTRY_LEN) as u64;
@@ -70,6 +70,6 @@ fuzz_target!(|data: &[u8]| {
         );
         let stored = pack::read_stored(&guard, e.offset, e.stored_len)
             .expect("an accepted entry can be read");
-        let _ = pack::decode_blob(e, &stored);
+        let _ = pack::decode_blob(e, &stored, &cbsnap::crypto::Crypt::Plain);
     }
 });

@@ -14,6 +14,7 @@ macro_rules! outln {
 mod check;
 mod diff;
 mod forget;
+mod key;
 mod list;
 mod maint;
 mod mirror;
@@ -37,12 +38,16 @@ use cbsnap::Error;
 /// or without some metadata. They are listed.
 pub const EXIT_PARTIAL: i32 = 3;
 
+/// Exit code when an encrypted repository could not be unlocked: the passphrase
+/// opens none of its key files, or none was given.
+pub const EXIT_PASSPHRASE: i32 = 4;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "cbsnap",
     version,
     about = "Deduplicating snapshots of Docker volumes and host directories",
-    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`)."
+    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`), 4 wrong or no passphrase for an encrypted repository."
 )]
 pub struct Cli {
     /// Repository path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
@@ -64,7 +69,12 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Create a new repository
-    Init,
+    Init(InitArgs),
+    /// Manage the passphrases of an encrypted repository
+    Key {
+        #[command(subcommand)]
+        cmd: key::KeyCmd,
+    },
     /// Take snapshots of directories or tar streams
     Snapshot(snapshot::Args),
     /// List snapshots
@@ -92,6 +102,28 @@ pub enum Command {
     Man(shell::ManArgs),
 }
 
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    /// Encrypt the repository (passphrase from CBSNAP_PASSWORD, CBSNAP_PASSWORD_FILE,
+    /// CBSNAP_PASSWORD_COMMAND or a prompt) [default: off for a path, on for s3:// and sftp://]
+    #[arg(long, value_name = "on|off")]
+    pub encryption: Option<OnOff>,
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// Whether `init` encrypts by default: yes for a repository on someone else's storage
+/// (`s3://`, `sftp://`), no for a path.
+fn default_encryption(location: &Path) -> bool {
+    let s = location.to_string_lossy();
+    s.starts_with("s3://") || s.starts_with("sftp://")
+}
+
 #[derive(Subcommand, Debug)]
 pub enum IndexCmd {
     /// Delete the index and recreate it from the pack files
@@ -111,7 +143,7 @@ impl Ctx {
     /// stopped (issue 7, case 14): any command that opens the repository does it, not
     /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
-        let repo = cbsnap::Repository::open(&self.repo_path, access)?;
+        let repo = cbsnap::Repository::open_with(&self.repo_path, access, &key::Prompt::current())?;
         if let Err(e) = self.recover_quiesced(&repo, false) {
             let _ = writeln!(
                 std::io::stderr(),
@@ -259,7 +291,8 @@ pub fn run() -> i32 {
         quiet: cli.quiet,
     };
     let result = match cli.command {
-        Command::Init => init(&ctx),
+        Command::Init(a) => init(&ctx, a),
+        Command::Key { cmd } => key::run(&ctx, cmd).map(|_| 0),
         Command::Recover => recover(&ctx),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
         Command::Snapshots(a) => list::snapshots(&ctx, a).map(|_| 0),
@@ -317,22 +350,42 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
+        Some(Error::Crypto(
+            cbsnap::crypto::CryptoError::WrongPassphrase { .. }
+            | cbsnap::crypto::CryptoError::NoPassphrase,
+        )) => EXIT_PASSPHRASE,
         Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
         Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
 }
 
-fn init(ctx: &Ctx) -> anyhow::Result<i32> {
-    let cfg = cbsnap::Repository::init(&ctx.repo_path)?;
+fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
+    use cbsnap::crypto::passphrase::PassphraseSource;
+    let encrypt = a
+        .encryption
+        .map_or_else(|| default_encryption(&ctx.repo_path), |e| e == OnOff::On);
+    let cfg = if encrypt {
+        let pass = key::Prompt::for_init()
+            .passphrase()
+            .map_err(Error::Crypto)?;
+        let kdf = cbsnap::crypto::keys::KdfParams::default();
+        cbsnap::Repository::init_encrypted(&ctx.repo_path, &pass, &kdf)?
+    } else {
+        cbsnap::Repository::init(&ctx.repo_path)?
+    };
     if ctx.json {
-        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id}));
+        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id, "encrypted": encrypt}));
     } else {
         ctx.say(&format!(
-            "created cbsnap repository {} at {}",
+            "created {}cbsnap repository {} at {}",
+            if encrypt { "encrypted " } else { "" },
             cfg.id.short(),
             ctx.repo_path.display()
         ));
+        if encrypt {
+            ctx.say("keep the passphrase safe: without it (or another key's) the data cannot be read");
+        }
     }
     Ok(0)
 }
@@ -340,14 +393,18 @@ fn init(ctx: &Ctx) -> anyhow::Result<i32> {
 fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
     // Opening recovers when the state file asks for it; then ask Docker anyway, so
     // that helper containers of dead processes are removed too.
-    let repo = cbsnap::Repository::open(&ctx.repo_path, cbsnap::repo::Access::Read)?;
+    let repo = cbsnap::Repository::open_with(
+        &ctx.repo_path,
+        cbsnap::repo::Access::Read,
+        &key::Prompt::current(),
+    )?;
     let n = ctx.recover_quiesced(&repo, true)?;
     ctx.say(&format!("{n} container(s) resumed"));
     Ok(0)
 }
 
 fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path)?;
+    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path, &key::Prompt::current())?;
     if ctx.json {
         print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
     } else {

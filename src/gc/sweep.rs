@@ -92,7 +92,7 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
         for e in live {
             if out.is_none() {
                 out = Some(
-                    PackWriter::create(&dir)
+                    PackWriter::create(&dir, repo.crypt())
                         .ctx(|| format!("create a pack in {}", dir.display()))?,
                 );
             }
@@ -135,7 +135,7 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
         } else {
             File::open(&path)
                 .ok()
-                .and_then(|f| pack::read_trailer(&f, u.size).ok())
+                .and_then(|f| pack::read_trailer(&f, u.size, repo.crypt()).ok())
         };
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -178,7 +178,7 @@ fn live_blobs(
 ) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), String> {
     let path = repo.pack_path(&u.id);
     let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let entries = pack::read_trailer(&f, u.size).map_err(|e| e.to_string())?;
+    let entries = pack::read_trailer(&f, u.size, repo.crypt()).map_err(|e| e.to_string())?;
     let mut bytes = vec![0u8; u.size as usize];
     f.read_exact_at(&mut bytes, 0)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -188,7 +188,7 @@ fn live_blobs(
             continue;
         }
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        pack::decode_blob(&e, stored).map_err(|err| format!("blob {}: {err}", e.id))?;
+        pack::decode_blob(&e, stored, repo.crypt()).map_err(|err| format!("blob {}: {err}", e.id))?;
         live.push(e);
     }
     Ok((bytes, live))

@@ -6,6 +6,7 @@ mod common;
 mod docker_fixture;
 
 mod crash;
+mod crypto;
 mod dedup;
 mod docker;
 mod docker_trust;

@@ -35,7 +35,7 @@ fn largest_data_blob(repo: &std::path::Path, among: &[String]) -> (String, pack:
         let p = pack_path(repo, id);
         let f = File::open(&p).unwrap();
         let len = f.metadata().unwrap().len();
-        for e in pack::read_trailer(&f, len).unwrap() {
+        for e in pack::read_trailer(&f, len, &cbsnap::crypto::Crypt::Plain).unwrap() {
             let larger = match &best {
                 Some(b) => e.raw_len > b.1.raw_len,
                 None => true,

@@ -25,7 +25,7 @@ fn check_reports_an_oversized_index_entry_and_names_the_snapshot() {
     ]);
     {
         let repo = Repository::open(&env.repo(), Access::Append).unwrap();
-        let snaps = cbsnap::snapshot::load_all(&repo.snapshots_dir()).unwrap();
+        let snaps = cbsnap::snapshot::load_all(&repo.snapshots_dir(), repo.crypt()).unwrap();
         let tree = snaps[0].1.tree;
         let loc = repo.locate(&tree).unwrap();
         let mut entry = loc.entry;
@@ -34,7 +34,7 @@ fn check_reports_an_oversized_index_entry_and_names_the_snapshot() {
         let f = fs::File::open(&path).unwrap();
         let size = f.metadata().unwrap().len();
         // The pack's own entries, the tree's with the length the old writer produced.
-        let mut all = cbsnap::pack::read_trailer(&f, size).unwrap();
+        let mut all = cbsnap::pack::read_trailer(&f, size, repo.crypt()).unwrap();
         for e in all.iter_mut().filter(|e| e.id == tree) {
             *e = entry;
         }
