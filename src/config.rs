@@ -294,7 +294,10 @@ mod tests {
         c.encryption = Some(Encryption::current());
         let bytes = c.encode();
         let text = String::from_utf8_lossy(&bytes);
-        assert!(text.contains("\"cipher\": \"xchacha20-poly1305\""), "{text}");
+        assert!(
+            text.contains("\"cipher\": \"xchacha20-poly1305\""),
+            "{text}"
+        );
         assert!(text.contains("\"keys\": \"keys/\""));
         assert!(RepoConfig::decode(&bytes).unwrap().encrypted());
         assert!(!RepoConfig::new().encrypted());

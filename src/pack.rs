@@ -603,8 +603,14 @@ mod sealed_tests {
         let mut w = PackWriter::create(d.path(), &crypt).unwrap();
         let (stored, how) = compress(&blob, 3);
         let sealed = crypt.seal(Purpose::Blob, stored).unwrap();
-        w.add(crypt.id(&blob), BlobKind::Data, blob.len() as u32, &sealed, how)
-            .unwrap();
+        w.add(
+            crypt.id(&blob),
+            BlobKind::Data,
+            blob.len() as u32,
+            &sealed,
+            how,
+        )
+        .unwrap();
         let (id, size, entries) = w.finish(d.path()).unwrap();
         let p = pack_path(d.path(), &id);
         let bytes = std::fs::read(&p).unwrap();

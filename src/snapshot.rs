@@ -165,8 +165,8 @@ impl Snapshot {
         if buf.starts_with(MAGIC) {
             return Err("is not encrypted in an encrypted repository (not written by a holder of its key); ignored".into());
         }
-        let v = codec::check_header(buf, SEALED_MAGIC, "sealed snapshot")
-            .map_err(|e| e.to_string())?;
+        let v =
+            codec::check_header(buf, SEALED_MAGIC, "sealed snapshot").map_err(|e| e.to_string())?;
         if v != SEALED_VERSION {
             return Err(format!(
                 "sealed snapshot version {v} is not supported; upgrade cbsnap"

@@ -125,7 +125,12 @@ pub fn run(ctx: &Ctx, cmd: KeyCmd) -> anyhow::Result<()> {
                 print_json(&keys);
                 return Ok(());
             }
-            outln!("{:<10} {:<26} {:<20} argon2id memory", "id", "created", "host");
+            outln!(
+                "{:<10} {:<26} {:<20} argon2id memory",
+                "id",
+                "created",
+                "host"
+            );
             for k in keys {
                 outln!(
                     "{:<10} {:<26} {:<20} {} MiB",
@@ -137,7 +142,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCmd) -> anyhow::Result<()> {
             }
         }
         KeyCmd::Add(a) => {
-            let id = manage::add(root, &Prompt::current(), &Prompt::new_one(a.new_password_file))?;
+            let id = manage::add(
+                root,
+                &Prompt::current(),
+                &Prompt::new_one(a.new_password_file),
+            )?;
             if ctx.json {
                 print_json(&serde_json::json!({"added": id}));
             } else {
@@ -153,8 +162,11 @@ pub fn run(ctx: &Ctx, cmd: KeyCmd) -> anyhow::Result<()> {
             }
         }
         KeyCmd::Passwd(a) => {
-            let (added, removed) =
-                manage::passwd(root, &Prompt::current(), &Prompt::new_one(a.new_password_file))?;
+            let (added, removed) = manage::passwd(
+                root,
+                &Prompt::current(),
+                &Prompt::new_one(a.new_password_file),
+            )?;
             if ctx.json {
                 print_json(&serde_json::json!({"added": added, "removed": removed}));
             } else {

@@ -384,7 +384,9 @@ fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
             ctx.repo_path.display()
         ));
         if encrypt {
-            ctx.say("keep the passphrase safe: without it (or another key's) the data cannot be read");
+            ctx.say(
+                "keep the passphrase safe: without it (or another key's) the data cannot be read",
+            );
         }
     }
     Ok(0)

@@ -39,7 +39,13 @@ pub fn add(
 ) -> Result<String> {
     let (cfg, key, _) = unlock(root, current)?;
     let pass = new.passphrase()?;
-    Ok(keys::add(root, &cfg.id, &key, &pass, &KdfParams::default())?)
+    Ok(keys::add(
+        root,
+        &cfg.id,
+        &key,
+        &pass,
+        &KdfParams::default(),
+    )?)
 }
 
 /// Remove the key whose id starts with `prefix`. `current` must open the repository

@@ -284,7 +284,11 @@ mod tests {
         assert_ne!(a, b, "every seal draws a new nonce");
         assert!(!a.windows(5).any(|w| w == b"hello"));
         assert_eq!(c.open(Purpose::Blob, a).unwrap(), b"hello world");
-        assert_eq!(c.open(Purpose::Blob, c.seal(Purpose::Blob, vec![]).unwrap()).unwrap(), b"");
+        assert_eq!(
+            c.open(Purpose::Blob, c.seal(Purpose::Blob, vec![]).unwrap())
+                .unwrap(),
+            b""
+        );
     }
 
     #[test]
@@ -296,7 +300,10 @@ mod tests {
             bad[i] ^= 1;
             assert_eq!(c.open(Purpose::Trailer, bad), Err(AuthError), "byte {i}");
         }
-        assert_eq!(c.open(Purpose::Trailer, s[..OVERHEAD - 1].to_vec()), Err(AuthError));
+        assert_eq!(
+            c.open(Purpose::Trailer, s[..OVERHEAD - 1].to_vec()),
+            Err(AuthError)
+        );
         // Another purpose, another key: refused.
         assert_eq!(c.open(Purpose::Blob, s.clone()), Err(AuthError));
         assert_eq!(sealed().open(Purpose::Trailer, s), Err(AuthError));
@@ -310,6 +317,9 @@ mod tests {
         assert_ne!(a.id(data), Id::hash(data));
         assert_ne!(a.id(data), b.id(data));
         assert_eq!(a.id(data), a.id(data));
-        assert_eq!(Crypt::Plain.seal(Purpose::Blob, data.to_vec()).unwrap(), data);
+        assert_eq!(
+            Crypt::Plain.seal(Purpose::Blob, data.to_vec()).unwrap(),
+            data
+        );
     }
 }

@@ -54,21 +54,21 @@ impl PassphraseSource for Given {
 /// Errors: [`CryptoError::PassphraseFile`], [`CryptoError::PassphraseCommand`],
 /// [`CryptoError::EmptyPassphrase`].
 pub fn from_env(prefix: &str) -> Result<Option<Zeroizing<String>>, CryptoError> {
-    let var = |suffix: &str| {
-        std::env::var_os(format!("{prefix}{suffix}")).filter(|v| !v.is_empty())
-    };
+    let var =
+        |suffix: &str| std::env::var_os(format!("{prefix}{suffix}")).filter(|v| !v.is_empty());
     if let Some(v) = var("") {
         let s = Zeroizing::new(v.to_string_lossy().into_owned());
         return Ok(Some(s));
     }
     if let Some(path) = var("_FILE") {
         let path = PathBuf::from(path);
-        let bytes = Zeroizing::new(std::fs::read(&path).map_err(|source| {
-            CryptoError::PassphraseFile {
-                path: path.clone(),
-                source,
-            }
-        })?);
+        let bytes =
+            Zeroizing::new(
+                std::fs::read(&path).map_err(|source| CryptoError::PassphraseFile {
+                    path: path.clone(),
+                    source,
+                })?,
+            );
         return nonempty(&bytes, format!("{prefix}_FILE ({})", path.display())).map(Some);
     }
     if let Some(cmd) = var("_COMMAND") {

@@ -188,7 +188,8 @@ fn live_blobs(
             continue;
         }
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        pack::decode_blob(&e, stored, repo.crypt()).map_err(|err| format!("blob {}: {err}", e.id))?;
+        pack::decode_blob(&e, stored, repo.crypt())
+            .map_err(|err| format!("blob {}: {err}", e.id))?;
         live.push(e);
     }
     Ok((bytes, live))

@@ -103,7 +103,10 @@ fn encrypted_repository_round_trips_every_entry_kind() {
     // The config stays readable without the key and says what it is.
     let config = fs::read(repo.join("config")).unwrap();
     let text = String::from_utf8_lossy(&config);
-    assert!(text.contains("\"cipher\": \"xchacha20-poly1305\""), "{text}");
+    assert!(
+        text.contains("\"cipher\": \"xchacha20-poly1305\""),
+        "{text}"
+    );
     assert!(text.contains("\"keys\": \"keys/\""), "{text}");
     assert_eq!(&config[8..12], &3u32.to_le_bytes(), "format version 3");
     assert_eq!(files_under(&repo.join("keys")).len(), 1);
@@ -114,7 +117,13 @@ fn encrypted_repository_round_trips_every_entry_kind() {
     ok_pw(
         &repo,
         "correct horse",
-        &["snapshot", "--path", src.to_str().unwrap(), "--name", "every"],
+        &[
+            "snapshot",
+            "--path",
+            src.to_str().unwrap(),
+            "--name",
+            "every",
+        ],
     );
     let to = d.path().join("restored");
     ok_pw(
@@ -129,7 +138,13 @@ fn encrypted_repository_round_trips_every_entry_kind() {
     ok_pw(
         &repo,
         "correct horse",
-        &["snapshot", "--path", src.to_str().unwrap(), "--name", "every"],
+        &[
+            "snapshot",
+            "--path",
+            src.to_str().unwrap(),
+            "--name",
+            "every",
+        ],
     );
     let added = dir_size(&repo.join("packs")) - before;
     assert!(added < 64 * 1024, "a repeated snapshot added {added} bytes");
@@ -206,13 +221,23 @@ fn no_plaintext_or_plain_id_of_a_known_file_is_in_an_encrypted_repository() {
         .arg(plain.path())
         .output()
         .unwrap();
-    assert_eq!(grep.status.code(), Some(0), "grep finds the control's marker");
+    assert_eq!(
+        grep.status.code(),
+        Some(0),
+        "grep finds the control's marker"
+    );
 
     let repo = init_encrypted(d.path(), "pw");
     ok_pw(
         &repo,
         "pw",
-        &["snapshot", "--path", src.to_str().unwrap(), "--name", "known"],
+        &[
+            "snapshot",
+            "--path",
+            src.to_str().unwrap(),
+            "--name",
+            "known",
+        ],
     );
     for n in &needles {
         let hits = files_containing(&repo, n);
@@ -258,7 +283,11 @@ fn a_wrong_or_missing_passphrase_exits_4_and_says_what_to_set() {
 
     let o = cmd(&repo).arg("snapshots").output().unwrap();
     assert_eq!(o.status.code(), Some(EXIT_PASSPHRASE), "{}", stderr(&o));
-    for v in ["CBSNAP_PASSWORD", "CBSNAP_PASSWORD_FILE", "CBSNAP_PASSWORD_COMMAND"] {
+    for v in [
+        "CBSNAP_PASSWORD",
+        "CBSNAP_PASSWORD_FILE",
+        "CBSNAP_PASSWORD_COMMAND",
+    ] {
         assert!(stderr(&o).contains(v), "{v} not named: {}", stderr(&o));
     }
 
@@ -290,12 +319,19 @@ fn a_wrong_or_missing_passphrase_exits_4_and_says_what_to_set() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("CBSNAP_PASSWORD_COMMAND"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("CBSNAP_PASSWORD_COMMAND"),
+        "{}",
+        stderr(&o)
+    );
 
     // An unencrypted repository never asks.
     let plain = Repo::new();
     let o = cmd(&plain.path()).arg("snapshots").output().unwrap();
-    must(o, "snapshots of an unencrypted repository without a passphrase");
+    must(
+        o,
+        "snapshots of an unencrypted repository without a passphrase",
+    );
 }
 
 /// The key id of each key file, sorted by creation (`key list --json`).
