@@ -28,11 +28,11 @@ use serde::Serialize;
 
 use crate::codec::Writer;
 use crate::error::{Error, Result};
-use crate::gc::reach::{key, BlobKey, KeySet, SortedKeys, Visit, Walker};
 use crate::id::Id;
 use crate::index::Location;
 use crate::pack::{self, BlobEntry};
 use crate::progress::Progress;
+use crate::prune::reach::{key, BlobKey, KeySet, SortedKeys, Visit, Walker};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 

@@ -1,4 +1,4 @@
-//! Garbage collection: find what the snapshots still reference and remove the rest.
+//! Prune (garbage collection): find what the snapshots still reference and remove the rest.
 //!
 //! `prune` runs in three steps, each in its own file:
 //!
