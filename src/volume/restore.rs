@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir::{self, Report};
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::source::docker::{quiesce_state_file, Via};
+use crate::volume::snapshot::{quiesce_state_file, Via};
 
 /// The volume a snapshot was taken from, as recorded.
 pub fn recorded_volume(snap: &Snapshot) -> Option<VolumeInfo> {
