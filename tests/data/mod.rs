@@ -1,0 +1,7 @@
+mod crypto;
+mod dedup;
+mod live;
+mod mount;
+mod restore_safety;
+mod roundtrip;
+mod tar_import;
