@@ -72,6 +72,10 @@ pub enum Error {
     #[error("{0}")]
     Source(String),
 
+    /// A blob a pack writer refused because a reader would reject it (a cbsnap bug).
+    #[error(transparent)]
+    BlobRejected(#[from] crate::pack::BlobRejected),
+
     /// A restore went through to the end, but some entries were not restored exactly;
     /// they were listed in its report ([`crate::restore::dir::Report::problems`]).
     #[error("restored into {target}, but {problems} entries were not restored exactly (listed above); everything else is in place")]

@@ -246,9 +246,9 @@ impl Repository {
                 .par_iter()
                 .map(|(id, size)| {
                     let path = self.pack_path(id);
-                    let r = File::open(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|f| pack::read_trailer(&f, *size).map_err(|e| e.to_string()));
+                    let r = pack::PackFile::open(&path, *size)
+                        .map(pack::PackFile::into_entries)
+                        .map_err(|e| e.to_string());
                     (*id, *size, r)
                 })
                 .collect();
