@@ -46,6 +46,7 @@ pub mod snapshot;
 pub mod source;
 pub mod stats;
 pub mod tree;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use id::Id;
