@@ -99,6 +99,22 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The host directory the snapshot was taken from: `origin.path` of a `path`
+    /// snapshot (absolute, as recorded). `None` for a volume or a tar stream, which
+    /// record no host directory.
+    pub fn origin_path(&self) -> Option<PathBuf> {
+        #[derive(Deserialize)]
+        struct PathOrigin {
+            path: PathBuf,
+        }
+        match self.kind {
+            SourceKind::Path => serde_json::from_value::<PathOrigin>(self.origin.clone())
+                .ok()
+                .map(|o| o.path),
+            SourceKind::Volume | SourceKind::Tar => None,
+        }
+    }
+
     /// The root directory as a tree node (nameless).
     pub fn root_node(&self) -> crate::tree::Node {
         let mut root = crate::tree::Node::new(Vec::new(), crate::tree::NodeKind::Dir);

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use super::Cli;
+use super::args::Cli;
 
 #[derive(clap::Args, Debug)]
 pub struct CompletionsArgs {

@@ -23,6 +23,7 @@ pub mod notify;
 pub mod order;
 pub mod report;
 pub mod restore;
+pub mod single;
 
 use std::collections::BTreeSet;
 
@@ -237,6 +238,14 @@ pub enum RunError {
     /// without `--force`, …); found before anything was touched.
     #[error("{} of run {run} cannot be restored as planned; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
     Unrestorable { run: String, problems: Vec<String> },
+    /// Some sources of the run could not be restored (each was reported); the
+    /// others were.
+    #[error("{failed} of {total} sources of run {run} were not restored")]
+    NotRestored {
+        run: String,
+        failed: usize,
+        total: usize,
+    },
     /// The repository or a restore failed.
     #[error(transparent)]
     Repo(#[from] crate::Error),

@@ -640,7 +640,7 @@ fn snapshot_all_is_a_library_call_that_counts_sources_and_says_what_it_pauses() 
         paths: vec![ws.clone()],
         exclude_config: vec![],
         exclude_flag: vec![],
-        via: cbsnap::volume::snapshot::Via::Auto,
+        via: cbsnap::volume::Via::Auto,
         quiesce: cbsnap::docker::QuiesceMode::Pause,
         tags: vec![],
         hooks: Default::default(),
