@@ -1,7 +1,7 @@
 //! `cbsnap forget` and `cbsnap prune`.
 
 use cbsnap::forget::{self, Keep, Policy};
-use cbsnap::gc::{self, PlanOptions};
+use cbsnap::prune::{self, PlanOptions};
 use cbsnap::repo::Access;
 use cbsnap::snapshot;
 use cbsnap::Id;
@@ -100,7 +100,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
         forget::remove(&repo, &remove)?;
     }
     let pruned = if a.prune {
-        Some(gc::prune(&repo, &opts, a.dry_run)?)
+        Some(prune::prune(&repo, &opts, a.dry_run)?)
     } else {
         None
     };
@@ -133,7 +133,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
         Access::Exclusive
     };
     let repo = ctx.open(access)?;
-    let (p, r) = gc::prune(&repo, &opts, a.dry_run)?;
+    let (p, r) = prune::prune(&repo, &opts, a.dry_run)?;
     if ctx.json {
         render::print_json(&serde_json::json!({"plan": p, "result": r}));
     } else {

@@ -6,8 +6,8 @@ use chrono::{Local, TimeZone};
 use indicatif::HumanBytes;
 
 use cbsnap::forget::{self, Policy};
-use cbsnap::gc::{self, Plan, PruneReport};
 use cbsnap::progress::Progress;
+use cbsnap::prune::{self, Plan, PruneReport};
 use cbsnap::restore::dir::Report;
 use cbsnap::run::backup::{RunReport, SourceStatus};
 use cbsnap::run::restore::{RestoreAllReport, RestorePlan};
@@ -327,8 +327,8 @@ pub fn forget_groups(ctx: &Ctx, policy: &Policy, groups: &[forget::Group], dry_r
 
 /// The prune plan, and what was done (`None` for a dry run).
 pub fn prune(ctx: &Ctx, p: &Plan, r: Option<&PruneReport>) {
-    let sum = |v: &[gc::PackUse]| v.iter().map(|u| u.size).sum::<u64>();
-    let unused = |v: &[gc::PackUse]| v.iter().map(|u| u.unused_bytes()).sum::<u64>();
+    let sum = |v: &[prune::PackUse]| v.iter().map(|u| u.size).sum::<u64>();
+    let unused = |v: &[prune::PackUse]| v.iter().map(|u| u.unused_bytes()).sum::<u64>();
     ctx.say(&format!(
         "{} snapshots reference {} blobs in {} trees (referenced set: {})",
         p.snapshots,
