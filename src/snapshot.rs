@@ -86,7 +86,7 @@ pub struct Snapshot {
     /// What the `snapshot --all` run set out to cover (format version 2), so a
     /// restore can tell a complete run from one that missed sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<RunPlan>,
     /// How the source was kept still while read: "paused", "stopped" or "live".
     #[serde(default)]
     pub consistency: Option<String>,
@@ -96,6 +96,24 @@ pub struct Snapshot {
     #[serde(default)]
     pub errors: Vec<FileError>,
     pub cbsnap_version: String,
+}
+
+/// What a `snapshot --all` run set out to cover; recorded in each of its snapshots
+/// (snapshot format version 2, field `run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The compose project whose volumes the run took.
+    pub project: String,
+    /// Every source (by source name) the run set out to snapshot, sorted.
+    pub expected: Vec<String>,
+    /// Sources left out by `--exclude` on the command line. Excludes of the config
+    /// file are the standing policy and do not make a run incomplete.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Groups of sources that could not be listed, with why, e.g.
+    /// `volumes of code-buddy: Cannot reach the Docker engine …`.
+    #[serde(default)]
+    pub unlisted: Vec<String>,
 }
 
 impl Snapshot {

@@ -68,6 +68,11 @@ pub enum IndexCmd {
     Rebuild,
 }
 
+/// The whole command tree, for completions and man pages.
+pub fn command() -> clap::Command {
+    Cli::command()
+}
+
 /// Parse the arguments; on an unknown command, suggest only a close spelling (or
 /// the command people mean by a common other word), never a far-fetched one.
 pub fn parse() -> Cli {

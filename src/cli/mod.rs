@@ -115,8 +115,10 @@ pub fn run() -> i32 {
     }
     // These need no configuration: a broken config file must not break them.
     match cli.command {
-        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0), filter),
-        Command::Man(a) => return finish(shell::man(a).map(|_| 0), filter),
+        Command::Completions(a) => {
+            return finish(shell::completions(a, args::command()).map(|_| 0), filter)
+        }
+        Command::Man(a) => return finish(shell::man(a, args::command()).map(|_| 0), filter),
         _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {

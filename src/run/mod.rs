@@ -28,7 +28,6 @@ pub mod single;
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
@@ -54,23 +53,7 @@ impl Observer for Quiet {
     fn note(&self, _: &str) {}
 }
 
-/// What a `snapshot --all` run set out to cover; recorded in each of its snapshots
-/// (snapshot format version 2, field `run`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunPlan {
-    /// The compose project whose volumes the run took.
-    pub project: String,
-    /// Every source (by source name) the run set out to snapshot, sorted.
-    pub expected: Vec<String>,
-    /// Sources left out by `--exclude` on the command line. Excludes of the config
-    /// file are the standing policy and do not make a run incomplete.
-    #[serde(default)]
-    pub excluded: Vec<String>,
-    /// Groups of sources that could not be listed, with why, e.g.
-    /// `volumes of code-buddy: Cannot reach the Docker engine …`.
-    #[serde(default)]
-    pub unlisted: Vec<String>,
-}
+pub use crate::snapshot::RunPlan;
 
 /// One run as found in the repository.
 #[derive(Clone, Debug)]

@@ -32,7 +32,7 @@ pub struct VolumeSnapshot<'a> {
     /// The run the snapshot belongs to (`snapshot --all`), if any.
     pub run_id: Option<String>,
     /// The plan of the run the snapshot belongs to.
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<crate::snapshot::RunPlan>,
     /// Tags of the snapshot.
     pub tags: Vec<String>,
 }
