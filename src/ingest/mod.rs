@@ -66,7 +66,7 @@ pub struct SnapshotSpec {
     pub tags: Vec<String>,
     pub run_id: Option<String>,
     /// What the run this snapshot belongs to set out to cover (`snapshot --all`).
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<crate::snapshot::RunPlan>,
     pub consistency: Option<String>,
     /// The time the snapshot records. An imported old backup (`snapshot --tar FILE
     /// --time TIME`) carries its real date, so it sorts among the older snapshots

@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::*;
 use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::*;
 
 /// A repository with a config file; commands run without `-q` so plans and
 /// summaries can be checked.
@@ -640,7 +640,7 @@ fn snapshot_all_is_a_library_call_that_counts_sources_and_says_what_it_pauses() 
         paths: vec![ws.clone()],
         exclude_config: vec![],
         exclude_flag: vec![],
-        via: cbsnap::volume::snapshot::Via::Auto,
+        via: cbsnap::volume::Via::Auto,
         quiesce: cbsnap::docker::QuiesceMode::Pause,
         tags: vec![],
         hooks: Default::default(),
