@@ -45,9 +45,9 @@ pub const EXIT_PARTIAL: i32 = 3;
     long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`)."
 )]
 pub struct Cli {
-    /// Repository path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
-    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "PATH")]
-    pub repo: Option<PathBuf>,
+    /// Repository: a path, s3://bucket/prefix or sftp://[user@]host[:port]/path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
+    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
     /// Configuration file [default: ~/.config/cbsnap/config.toml, else /etc/cbsnap/config.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -101,6 +101,7 @@ pub enum IndexCmd {
 /// What every command needs: the parsed global flags and the configuration.
 pub struct Ctx {
     pub settings: Settings,
+    /// The repository's directory (a local location).
     pub repo_path: PathBuf,
     pub json: bool,
     pub quiet: bool,
@@ -252,8 +253,21 @@ pub fn run() -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&e.into(), filter),
     };
+    let location = match settings.repo_location(cli.repo.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(&e.into(), filter),
+    };
+    let repo_path = match location.local_path() {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let e = Error::Usage(format!(
+                "{location}: this cbsnap cannot open a repository on S3 or SFTP yet"
+            ));
+            return fail(&e.into(), filter);
+        }
+    };
     let ctx = Ctx {
-        repo_path: settings.repo_path(cli.repo.as_deref()),
+        repo_path,
         settings,
         json: cli.json,
         quiet: cli.quiet,
@@ -317,7 +331,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
-        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) | Some(Error::Location(_)) => 2,
         Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }

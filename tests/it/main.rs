@@ -12,6 +12,7 @@ mod docker_trust;
 mod errors;
 mod fixture;
 mod live;
+mod location;
 mod lost_writes;
 mod mount;
 mod ops;
