@@ -69,6 +69,11 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// `--repo`, `CBSNAP_REPO`, the config's `repo` or a mirror destination is not a
+    /// location cbsnap knows (a usage error: exit 2).
+    #[error(transparent)]
+    Location(#[from] crate::storage::LocationError),
+
     #[error("{0}")]
     Source(String),
 

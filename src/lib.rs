@@ -45,6 +45,7 @@ pub mod settings;
 pub mod snapshot;
 pub mod source;
 pub mod stats;
+pub mod storage;
 pub mod tree;
 pub mod volume;
 

@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use crate::docker::QuiesceMode;
 use crate::error::{Error, Result};
+use crate::storage::Location;
 use crate::forget::Keep;
 use crate::run::backup::AllOptions;
 use crate::run::report::RunOutputs;
@@ -59,8 +60,9 @@ pub struct AllFlags {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// The repository path (`~` is expanded); `--repo` wins.
-    pub repo: Option<PathBuf>,
+    /// Where the repository is: a path, `s3://bucket/prefix` or `sftp://…`
+    /// ([`crate::storage::Location`]).
+    pub repo: Option<String>,
     /// The compose project; `--project` wins, [`DEFAULT_PROJECT`] otherwise.
     pub project: Option<String>,
     /// Host directories `snapshot --all` also takes; `~` is expanded.
@@ -222,21 +224,27 @@ impl Settings {
             .map_err(|e| Error::Usage(format!("the config file {} is not valid: {e}", p.display())))
     }
 
-    /// The repository path: `--repo`, else `CBSNAP_REPO` (clap reads both into
-    /// `flag`), else the config file, else `$XDG_DATA_HOME/cbsnap/repo`.
-    pub fn repo_path(&self, flag: Option<&Path>) -> PathBuf {
+    /// The repository location: `--repo`, else `CBSNAP_REPO` (clap reads both into
+    /// `flag`), else the config file (a leading `~/` expanded), else
+    /// `$XDG_DATA_HOME/cbsnap/repo`. Every one goes through
+    /// [`crate::storage::Location::parse`]: an unknown scheme is an error, never a
+    /// local directory.
+    pub fn repo_location(&self, flag: Option<&str>) -> Result<Location> {
         if let Some(p) = flag {
-            return p.to_path_buf();
+            return Ok(Location::parse(p)?);
         }
         if let Some(p) = &self.repo {
-            return expand_tilde(&p.to_string_lossy());
+            if p == "~" || p.starts_with("~/") {
+                return Ok(Location::Local(expand_tilde(p)));
+            }
+            return Ok(Location::parse(p)?);
         }
         let data = std::env::var_os("XDG_DATA_HOME")
             .filter(|x| !x.is_empty())
             .map(PathBuf::from)
             .or_else(|| home().map(|h| h.join(".local/share")))
             .unwrap_or_else(|| PathBuf::from("/var/lib"));
-        data.join("cbsnap/repo")
+        Ok(Location::Local(data.join("cbsnap/repo")))
     }
 }
 

@@ -15,9 +15,9 @@ use super::{list, maint, mount, restore, shell, snapshot};
     long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`)."
 )]
 pub struct Cli {
-    /// Repository path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
-    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "PATH")]
-    pub repo: Option<PathBuf>,
+    /// Repository: a path, s3://bucket/prefix or sftp://[user@]host[:port]/path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
+    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "LOCATION")]
+    pub repo: Option<String>,
     /// Configuration file [default: ~/.config/cbsnap/config.toml, else /etc/cbsnap/config.toml]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,

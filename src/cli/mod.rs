@@ -44,6 +44,7 @@ pub const EXIT_PARTIAL: i32 = 3;
 /// What every command needs: the parsed global flags and the configuration.
 pub struct Ctx {
     pub settings: Settings,
+    /// The repository's directory (a local location).
     pub repo_path: PathBuf,
     pub json: bool,
     pub quiet: bool,
@@ -125,8 +126,21 @@ pub fn run() -> i32 {
         Ok(s) => s,
         Err(e) => return fail(&e.into(), filter),
     };
+    let location = match settings.repo_location(cli.repo.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(&e.into(), filter),
+    };
+    let repo_path = match location.local_path() {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let e = Error::Usage(format!(
+                "{location}: this cbsnap cannot open a repository on S3 or SFTP yet"
+            ));
+            return fail(&e.into(), filter);
+        }
+    };
     let ctx = Ctx {
-        repo_path: settings.repo_path(cli.repo.as_deref()),
+        repo_path,
         settings,
         json: cli.json,
         quiet: cli.quiet,
@@ -209,7 +223,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
-        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) | Some(Error::Location(_)) => 2,
         Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
