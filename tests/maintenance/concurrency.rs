@@ -1,7 +1,7 @@
 //! Maintenance next to a running snapshot: prune waits or refuses, a mirror taken
 //! meanwhile is consistent, with-lock keeps prune away.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
 
@@ -97,17 +97,26 @@ fn prune_during_a_snapshot_refuses_or_waits_and_nothing_is_lost() {
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
 
     // With waiting, prune runs once the snapshot has committed.
-    let waiting = env
+    let mut waiting = env
         .cmd(&env.repo(), &["--json", "prune"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Let the snapshot go on only once prune says it waits for the lock (not after a
+    // guessed sleep): the rest of the stderr is drained so prune never blocks on it.
+    let mut lines = std::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("waiting for the repository lock"));
+    assert!(said.is_some(), "prune ended without waiting for the lock");
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
     s.add(&src, "part2.bin");
     s.add(&src, "part3.bin");
     let id = s.finish();
     let out = waiting.wait_with_output().unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{:?}", drain.join().unwrap());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["result"]["packs_deleted"].as_u64().unwrap() >= 1, "{v}");
 
