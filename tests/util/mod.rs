@@ -135,7 +135,8 @@ pub fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn walk(p: &Path) -> Vec<PathBuf> {
+/// Every path below `p` (files, directories, links), sorted.
+pub fn walk(p: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
