@@ -30,7 +30,7 @@ use crate::codec::Writer;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::Location;
-use crate::pack::{self, BlobEntry};
+use crate::pack::{self, BlobEntry, PackReadError};
 use crate::progress::Progress;
 use crate::prune::reach::{key, BlobKey, KeySet, SortedKeys, Visit, Walker};
 use crate::repo::Repository;
@@ -131,7 +131,8 @@ impl Faults {
 struct PackScan {
     id: Id,
     size: u64,
-    trailer: std::result::Result<(u64, u128), String>,
+    /// Entry count and digest of the trailer.
+    trailer: std::result::Result<(u64, u128), PackReadError>,
     /// Entries of a pack the index does not list, so its blobs can still be found.
     unindexed: Vec<BlobEntry>,
     read: bool,
@@ -484,12 +485,12 @@ fn select(on_disk: &HashMap<Id, u64>, read: ReadData) -> HashSet<Id> {
         ReadData::All => on_disk.keys().copied().collect(),
         ReadData::Subset(share) => {
             // A fresh order every run, so repeated subsets cover the whole repository.
-            let seed = format!("{:?}-{}", std::time::SystemTime::now(), std::process::id());
+            let seed = Id::random();
             let mut order: Vec<(Id, Id)> = on_disk
                 .keys()
                 .map(|id| {
                     let mut h = blake3::Hasher::new();
-                    h.update(seed.as_bytes());
+                    h.update(&seed.0);
                     h.update(&id.0);
                     (Id::from(h.finalize()), *id)
                 })
@@ -523,24 +524,16 @@ fn scan_pack(
     let mut s = PackScan {
         id: *id,
         size,
-        trailer: Err(String::new()),
+        trailer: Ok((0, 0)),
         unindexed: Vec::new(),
         read,
         name_matches: true,
         bad_blobs: Vec::new(),
     };
-    let path = repo.pack_path(id);
-    let f = match File::open(&path) {
-        Ok(f) => f,
+    let (f, entries) = match pack::open_with_trailer(&repo.pack_path(id), size) {
+        Ok(opened) => opened,
         Err(e) => {
-            s.trailer = Err(format!("cannot open: {e}"));
-            return s;
-        }
-    };
-    let entries = match pack::read_trailer(&f, size) {
-        Ok(e) => e,
-        Err(e) => {
-            s.trailer = Err(e.to_string());
+            s.trailer = Err(e);
             return s;
         }
     };
@@ -556,7 +549,7 @@ fn scan_pack(
                     let stored =
                         &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
                     if let Err(why) = pack::decode_blob(e, stored) {
-                        s.bad_blobs.push((e.id, why));
+                        s.bad_blobs.push((e.id, why.to_string()));
                     }
                 }
             }

@@ -22,6 +22,7 @@ mod restore;
 mod shell;
 mod snapshot;
 mod stats;
+mod warnings;
 
 use std::path::{Path, PathBuf};
 
@@ -226,6 +227,7 @@ pub fn run() -> i32 {
         libc::umask(0o077);
     }
     let cli = parse();
+    warnings::install(cli.quiet, cli.json);
     let filter = matches!(
         cli.command,
         Command::Ls(_)
@@ -304,7 +306,8 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let engine_error = match e.downcast_ref::<RunError>() {
         Some(RunError::Repo(inner)) => Some(inner),
-        Some(RunError::Docker(_)) => None,
+        // Containers in use are a state of the stack, not bad usage (exit 1).
+        Some(RunError::Docker(_)) | Some(RunError::ContainersRunning { .. }) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
             let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");

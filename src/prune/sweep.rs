@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
-use crate::pack::{self, PackWriter};
+use crate::pack::{self, PackReadError, PackWriter};
 use crate::repo::Repository;
 
 use super::plan::{plan, PackUse, Plan, PlanOptions};
@@ -85,7 +85,7 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
         let (bytes, live) = match live_blobs(repo, p, u) {
             Ok(b) => b,
             Err(why) => {
-                r.damaged_kept.push((u.id, why));
+                r.damaged_kept.push((u.id, why.to_string()));
                 continue;
             }
         };
@@ -175,20 +175,18 @@ fn live_blobs(
     repo: &Repository,
     p: &Plan,
     u: &PackUse,
-) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), String> {
-    let path = repo.pack_path(&u.id);
-    let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let entries = pack::read_trailer(&f, u.size).map_err(|e| e.to_string())?;
+) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), PackReadError> {
+    let (f, entries) = pack::open_with_trailer(&repo.pack_path(&u.id), u.size)?;
     let mut bytes = vec![0u8; u.size as usize];
     f.read_exact_at(&mut bytes, 0)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(PackReadError::Read)?;
     let mut live = Vec::new();
     for e in entries {
         if !p.referenced.contains(reach::key(&e.id)) {
             continue;
         }
         let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        pack::decode_blob(&e, stored).map_err(|err| format!("blob {}: {err}", e.id))?;
+        pack::decode_blob(&e, stored).map_err(|source| PackReadError::Blob { id: e.id, source })?;
         live.push(e);
     }
     Ok((bytes, live))
