@@ -25,7 +25,8 @@ use crate::fsutil;
 use crate::id::Id;
 use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
-use crate::pack::{self, BlobEntry};
+use crate::pack::{self, PackReadError};
+use crate::warn::{self, Warning};
 
 /// Written into every new repository as `README.md`, so the data can be read back
 /// without cbsnap.
@@ -48,12 +49,12 @@ pub enum Access {
 }
 
 /// What [`Repository::sync_index`] found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncReport {
     pub added_packs: usize,
     pub removed_packs: usize,
-    /// Packs whose trailer could not be read: `(pack, reason)`.
-    pub unreadable: Vec<(PathBuf, String)>,
+    /// Packs whose trailer could not be read: `(pack file, why)`.
+    pub unreadable: Vec<(PathBuf, PackReadError)>,
 }
 
 pub struct Repository {
@@ -242,13 +243,12 @@ impl Repository {
             .map(|(id, s)| (*id, *s))
             .collect();
         if !missing.is_empty() && self.index_writable {
-            let read: Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, String>)> = missing
+            let read: Vec<_> = missing
                 .par_iter()
                 .map(|(id, size)| {
                     let path = self.pack_path(id);
                     let r = pack::PackFile::open(&path, *size)
-                        .map(pack::PackFile::into_entries)
-                        .map_err(|e| e.to_string());
+                        .map(pack::PackFile::into_entries);
                     (*id, *size, r)
                 })
                 .collect();
@@ -266,10 +266,10 @@ impl Repository {
             self.index.set_version()?;
         }
         for (p, e) in &report.unreadable {
-            crate::warn_stderr!(
-                "cbsnap: warning: pack {} is unreadable ({e}); its blobs are not indexed. Run `cbsnap check`.",
-                p.display()
-            );
+            warn::emit(Warning::PackUnreadable {
+                path: p.clone(),
+                cause: e.to_string(),
+            });
         }
         Ok(report)
     }
@@ -389,9 +389,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         )));
                     }
                     if !announced {
-                        crate::warn_stderr!(
-                            "cbsnap: waiting for another cbsnap process to release the index"
-                        );
+                        warn::emit(Warning::IndexWait);
                         announced = true;
                     }
                     std::thread::sleep(Duration::from_millis(250));
@@ -407,10 +405,10 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                 e.into_string()
             }
         };
-        crate::warn_stderr!(
-            "cbsnap: the index at {} is damaged ({e}); rebuilding it from the packs",
-            dir.display()
-        );
+        warn::emit(Warning::IndexRebuilt {
+            dir: dir.to_path_buf(),
+            cause: e,
+        });
         fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
         let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
         return Ok((i, true));

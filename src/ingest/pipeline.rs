@@ -137,7 +137,7 @@ pub(super) fn write_packs(
             .join()
             .unwrap_or_else(|_| Err(Error::Source("pack flusher panicked".into())));
         // The flusher's failure is the first cause of the writer's "stopped".
-        flushed.and(filled)
+        crate::error::first_cause(flushed, filled).map(|_| ())
     });
     let stats = packer.stats();
     drop(packer);
