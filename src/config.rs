@@ -13,11 +13,17 @@ use crate::codec;
 use crate::id::Id;
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPCF";
-/// The repository format version this build writes. Readers accept 1..=FORMAT_VERSION.
+/// The newest repository format version this build writes (an encrypted repository).
+/// Readers accept 1..=FORMAT_VERSION.
 pub const FORMAT_VERSION: u32 = 3;
 
-/// The first version whose config may say the repository is encrypted.
+/// The first version whose config may say the repository is encrypted: the version of
+/// a new encrypted repository.
 pub const ENCRYPTION_SINCE: u32 = 3;
+
+/// The version of a new unencrypted repository: its layout is unchanged by version 3,
+/// so it stays readable by the cbsnap builds that read version 2.
+pub const UNENCRYPTED_VERSION: u32 = 2;
 
 /// The first version whose config ends with a BLAKE3 checksum of the bytes before it.
 pub const CHECKSUM_SINCE: u32 = 2;
@@ -34,12 +40,29 @@ pub enum ConfigError {
     /// The trailing BLAKE3 checksum does not match the bytes (or is missing).
     #[error("the config's checksum does not match its contents; the file is damaged. Restore `config` from a copy of the repository (a mirror or an rsync copy holds the same file)")]
     Checksum,
-    /// The body is not the JSON of a config.
+    /// The body is not the JSON of a config (the rendered `serde_json` error).
     #[error("repository config is not valid JSON: {0}")]
     Json(String),
-    /// The JSON parses but a value is impossible; the file is damaged.
-    #[error("{0}")]
-    Invalid(String),
+    /// The header and the body disagree on the version; the file is damaged.
+    #[error(
+        "the config header says version {header} but its body says {body}; the file is damaged"
+    )]
+    VersionMismatch { header: u32, body: u32 },
+    /// A chunker other than FastCDC 2020.
+    #[error("unknown chunker {0:?}; the config is damaged")]
+    UnknownChunker(String),
+    /// Chunk sizes (bytes) FastCDC does not accept, or not ordered min ≤ avg ≤ max.
+    #[error("chunker sizes {min}/{avg}/{max} are out of FastCDC's range; the config is damaged")]
+    ChunkerSizes { min: u32, avg: u32, max: u32 },
+    /// `zstd_level` outside -7..=22 or a `pack_target_size` of 0.
+    #[error("the config's zstd_level or pack_target_size is out of range; the file is damaged")]
+    OutOfRange,
+    /// An `encryption` section in a config older than [`ENCRYPTION_SINCE`].
+    #[error("a version {0} config cannot be encrypted; the file is damaged")]
+    EncryptedTooOld(u32),
+    /// A cipher, id hash or key directory this build does not know.
+    #[error("the repository is encrypted with {} / {} (keys in {}), which this cbsnap does not know; upgrade cbsnap", .0.cipher, .0.id_hash, .0.keys)]
+    UnknownEncryption(Encryption),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,12 +76,14 @@ pub struct ChunkerParams {
 
 impl ChunkerParams {
     /// The parameters must be ones FastCDC accepts (its own bounds) and ordered.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// Errors: [`ConfigError::UnknownChunker`], [`ConfigError::ChunkerSizes`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
         use fastcdc::v2020::{
             AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
         };
         if self.algorithm != "fastcdc-v2020" {
-            return Err(format!("unknown chunker {:?}", self.algorithm));
+            return Err(ConfigError::UnknownChunker(self.algorithm.clone()));
         }
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
@@ -66,10 +91,11 @@ impl ChunkerParams {
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size;
         if !ok {
-            return Err(format!(
-                "chunker sizes {}/{}/{} are out of FastCDC's range; the config is damaged",
-                self.min_size, self.avg_size, self.max_size
-            ));
+            return Err(ConfigError::ChunkerSizes {
+                min: self.min_size,
+                avg: self.avg_size,
+                max: self.max_size,
+            });
         }
         Ok(())
     }
@@ -128,16 +154,12 @@ impl Encryption {
 }
 
 impl RepoConfig {
+    /// The config of a new unencrypted repository ([`UNENCRYPTED_VERSION`]), with a
+    /// random id and today's default parameters.
     pub fn new() -> RepoConfig {
-        let seed = format!(
-            "{}-{}-{:?}",
-            std::process::id(),
-            gethostname::gethostname().to_string_lossy(),
-            std::time::SystemTime::now()
-        );
         RepoConfig {
-            version: FORMAT_VERSION,
-            id: Id::hash(seed.as_bytes()),
+            version: UNENCRYPTED_VERSION,
+            id: Id::random(),
             chunker: ChunkerParams::default(),
             zstd_level: 3,
             pack_target_size: 16 * 1024 * 1024,
@@ -194,31 +216,21 @@ impl RepoConfig {
         let cfg: RepoConfig =
             serde_json::from_slice(body).map_err(|e| ConfigError::Json(e.to_string()))?;
         if cfg.version != v {
-            return Err(ConfigError::Invalid(format!(
-                "the config header says version {v} but its body says {}; the file is damaged",
-                cfg.version
-            )));
+            return Err(ConfigError::VersionMismatch {
+                header: v,
+                body: cfg.version,
+            });
         }
-        cfg.chunker.validate().map_err(ConfigError::Invalid)?;
+        cfg.chunker.validate()?;
         match &cfg.encryption {
-            Some(e) if v < ENCRYPTION_SINCE => {
-                return Err(ConfigError::Invalid(format!(
-                    "a version {v} config cannot be encrypted ({e:?}); the file is damaged"
-                )))
-            }
+            Some(_) if v < ENCRYPTION_SINCE => return Err(ConfigError::EncryptedTooOld(v)),
             Some(e) if *e != Encryption::current() => {
-                return Err(ConfigError::Invalid(format!(
-                    "the repository is encrypted with {} / {} (keys in {}), which this cbsnap does not know; upgrade cbsnap",
-                    e.cipher, e.id_hash, e.keys
-                )))
+                return Err(ConfigError::UnknownEncryption(e.clone()))
             }
             _ => {}
         }
         if !(-7..=22).contains(&cfg.zstd_level) || cfg.pack_target_size == 0 {
-            return Err(ConfigError::Invalid(
-                "the config's zstd_level or pack_target_size is out of range; the file is damaged"
-                    .into(),
-            ));
+            return Err(ConfigError::OutOfRange);
         }
         Ok(cfg)
     }
@@ -246,10 +258,10 @@ mod tests {
         // disagrees with the header.
         let mut c = RepoConfig::new();
         c.chunker.min_size = 0;
-        assert!(RepoConfig::decode(&c.encode())
-            .unwrap_err()
-            .to_string()
-            .contains("out of FastCDC's range"));
+        assert!(matches!(
+            RepoConfig::decode(&c.encode()),
+            Err(ConfigError::ChunkerSizes { min: 0, .. })
+        ));
         let mut c = RepoConfig::new();
         c.chunker.avg_size = c.chunker.max_size * 2;
         assert!(RepoConfig::decode(&c.encode()).is_err());
@@ -260,7 +272,7 @@ mod tests {
         bytes.extend_from_slice(body.replace("\"version\": 1", "\"version\": 2").as_bytes());
         assert!(matches!(
             RepoConfig::decode(&bytes),
-            Err(ConfigError::Invalid(m)) if m.contains("damaged")
+            Err(ConfigError::VersionMismatch { header: 1, body: 2 })
         ));
     }
 
@@ -268,7 +280,7 @@ mod tests {
     #[test]
     fn a_flipped_digit_fails_the_checksum() {
         let c = RepoConfig::new();
-        assert_eq!(c.version, FORMAT_VERSION);
+        assert_eq!(c.version, UNENCRYPTED_VERSION);
         let bytes = c.encode();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let at = text.find("\"avg_size\": 65536").unwrap() + "\"avg_size\": ".len();
@@ -292,6 +304,12 @@ mod tests {
     fn encryption_is_recorded_in_the_clear() {
         let mut c = RepoConfig::new();
         c.encryption = Some(Encryption::current());
+        // An encrypted config of an older version is damaged.
+        assert!(matches!(
+            RepoConfig::decode(&c.encode()),
+            Err(ConfigError::EncryptedTooOld(2))
+        ));
+        c.version = ENCRYPTION_SINCE;
         let bytes = c.encode();
         let text = String::from_utf8_lossy(&bytes);
         assert!(
@@ -304,7 +322,7 @@ mod tests {
         c.encryption.as_mut().unwrap().cipher = "rot13".into();
         assert!(matches!(
             RepoConfig::decode(&c.encode()),
-            Err(ConfigError::Invalid(m)) if m.contains("upgrade cbsnap")
+            Err(ConfigError::UnknownEncryption(e)) if e.cipher == "rot13"
         ));
     }
 

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
+use crate::host::hostname;
 
 pub const REFRESH: Duration = Duration::from_secs(60);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -140,28 +141,41 @@ impl Drop for Lock {
     }
 }
 
-fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
-
 /// Whether a file in `locks/` is to be read as a lock: everything but hidden files
-/// (temp files: `.tmp-…`, `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
+/// (temp files: `.tmp-…`; older cbsnap wrote `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
 /// other name that is not a readable lock blocks.
 fn is_lock_name(name: &str) -> bool {
     !name.starts_with('.') && name != QUIESCE_FILE
 }
 
-/// Read a lock file: `Ok(None)` if it is gone, `Err(why)` if it cannot be read or is
-/// not a lock (such a file blocks: locks fail closed).
-fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
+/// Why a file in `locks/` is not a lock cbsnap can read. Such a file blocks every
+/// other lock (locks fail closed) until `cbsnap unlock` removes it. The messages
+/// follow the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableLock {
+    /// It parses, but does not match its checksum.
+    #[error("does not match its checksum (damaged)")]
+    Checksum,
+    /// It is not the JSON of a lock.
+    #[error("is not a lock file cbsnap can read ({0})")]
+    NotALock(#[source] serde_json::Error),
+    /// Reading it failed (other than its being gone).
+    #[error("cannot be read ({0})")]
+    Io(#[source] std::io::Error),
+}
+
+/// Read a lock file: `Ok(None)` if it is gone.
+///
+/// Errors: [`UnreadableLock`] when it cannot be read or is not a lock.
+fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, UnreadableLock> {
     match fs::read(path) {
         Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
             Ok(info) if info.verified() => Ok(Some(info)),
-            Ok(_) => Err("does not match its checksum (damaged)".into()),
-            Err(e) => Err(format!("is not a lock file cbsnap can read ({e})")),
+            Ok(_) => Err(UnreadableLock::Checksum),
+            Err(e) => Err(UnreadableLock::NotALock(e)),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("cannot be read ({e})")),
+        Err(e) => Err(UnreadableLock::Io(e)),
     }
 }
 
@@ -172,7 +186,7 @@ fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, String> {
 /// (another host's, judged by the file's mtime, which the refresher touches).
 fn is_stale(info: &LockInfo, host: &str, e: &fs::DirEntry) -> bool {
     if info.host == host {
-        return !fsutil::process_alive(info.pid);
+        return !u32::try_from(info.pid).is_ok_and(crate::host::process_alive);
     }
     e.metadata()
         .and_then(|m| m.modified())
@@ -241,10 +255,7 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
         },
         info.host.replace('/', "_"),
         info.pid,
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
+        crate::id::random_hex(4)
     );
     let path = dir.join(name);
     let body = serde_json::to_vec(&info).expect("lock info serializes");
@@ -280,10 +291,7 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
             )));
         }
         if !announced {
-            crate::warn_stderr!(
-                "cbsnap: waiting for the repository lock ({})",
-                others.join("; ")
-            );
+            crate::warn::emit(crate::warn::Warning::LockWait { holders: others });
             announced = true;
         }
         std::thread::sleep(Duration::from_millis(200));

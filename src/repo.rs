@@ -33,7 +33,8 @@ use crate::fsutil;
 use crate::id::Id;
 use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
-use crate::pack::{self, BlobEntry};
+use crate::pack::{self, PackReadError};
+use crate::warn::{self, Warning};
 
 /// Written into every new repository as `README.md`, so the data can be read back
 /// without cbsnap.
@@ -56,12 +57,12 @@ pub enum Access {
 }
 
 /// What [`Repository::sync_index`] found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncReport {
     pub added_packs: usize,
     pub removed_packs: usize,
-    /// Packs whose trailer could not be read: `(pack, reason)`.
-    pub unreadable: Vec<(PathBuf, String)>,
+    /// Packs whose trailer could not be read: `(pack file, why)`.
+    pub unreadable: Vec<(PathBuf, PackReadError)>,
 }
 
 pub struct Repository {
@@ -151,6 +152,7 @@ impl Repository {
         }
         let mut cfg = RepoConfig::new();
         if let Some((passphrase, kdf)) = encrypt {
+            cfg.version = crate::config::ENCRYPTION_SINCE;
             cfg.encryption = Some(Encryption::current());
             let key = MasterKey::generate()?;
             keys::add(root, &cfg.id, &key, passphrase, kdf)?;
@@ -304,13 +306,12 @@ impl Repository {
             .map(|(id, s)| (*id, *s))
             .collect();
         if !missing.is_empty() && self.index_writable {
-            let read: Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, String>)> = missing
+            let read: Vec<_> = missing
                 .par_iter()
                 .map(|(id, size)| {
                     let path = self.pack_path(id);
-                    let r = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
-                        pack::read_trailer(&f, *size, &self.crypt).map_err(|e| e.to_string())
-                    });
+                    let r = pack::PackFile::open(&path, *size, &self.crypt)
+                        .map(pack::PackFile::into_entries);
                     (*id, *size, r)
                 })
                 .collect();
@@ -328,10 +329,10 @@ impl Repository {
             self.index.set_version()?;
         }
         for (p, e) in &report.unreadable {
-            crate::warn_stderr!(
-                "cbsnap: warning: pack {} is unreadable ({e}); its blobs are not indexed. Run `cbsnap check`.",
-                p.display()
-            );
+            warn::emit(Warning::PackUnreadable {
+                path: p.clone(),
+                cause: e.to_string(),
+            });
         }
         Ok(report)
     }
@@ -476,9 +477,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         )));
                     }
                     if !announced {
-                        crate::warn_stderr!(
-                            "cbsnap: waiting for another cbsnap process to release the index"
-                        );
+                        warn::emit(Warning::IndexWait);
                         announced = true;
                     }
                     std::thread::sleep(Duration::from_millis(250));
@@ -494,10 +493,10 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                 e.into_string()
             }
         };
-        crate::warn_stderr!(
-            "cbsnap: the index at {} is damaged ({e}); rebuilding it from the packs",
-            dir.display()
-        );
+        warn::emit(Warning::IndexRebuilt {
+            dir: dir.to_path_buf(),
+            cause: e,
+        });
         fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
         let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
         return Ok((i, true));

@@ -94,7 +94,7 @@ pub struct Snapshot {
     /// What the `snapshot --all` run set out to cover (format version 2), so a
     /// restore can tell a complete run from one that missed sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<RunPlan>,
     /// How the source was kept still while read: "paused", "stopped" or "live".
     #[serde(default)]
     pub consistency: Option<String>,
@@ -106,7 +106,41 @@ pub struct Snapshot {
     pub cbsnap_version: String,
 }
 
+/// What a `snapshot --all` run set out to cover; recorded in each of its snapshots
+/// (snapshot format version 2, field `run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The compose project whose volumes the run took.
+    pub project: String,
+    /// Every source (by source name) the run set out to snapshot, sorted.
+    pub expected: Vec<String>,
+    /// Sources left out by `--exclude` on the command line. Excludes of the config
+    /// file are the standing policy and do not make a run incomplete.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Groups of sources that could not be listed, with why, e.g.
+    /// `volumes of code-buddy: Cannot reach the Docker engine …`.
+    #[serde(default)]
+    pub unlisted: Vec<String>,
+}
+
 impl Snapshot {
+    /// The host directory the snapshot was taken from: `origin.path` of a `path`
+    /// snapshot (absolute, as recorded). `None` for a volume or a tar stream, which
+    /// record no host directory.
+    pub fn origin_path(&self) -> Option<PathBuf> {
+        #[derive(Deserialize)]
+        struct PathOrigin {
+            path: PathBuf,
+        }
+        match self.kind {
+            SourceKind::Path => serde_json::from_value::<PathOrigin>(self.origin.clone())
+                .ok()
+                .map(|o| o.path),
+            SourceKind::Volume | SourceKind::Tar => None,
+        }
+    }
+
     /// The root directory as a tree node (nameless).
     pub fn root_node(&self) -> crate::tree::Node {
         let mut root = crate::tree::Node::new(Vec::new(), crate::tree::NodeKind::Dir);
@@ -129,14 +163,17 @@ impl Snapshot {
         out
     }
 
-    pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, String> {
-        let v = codec::check_header(buf, MAGIC, "snapshot").map_err(|e| e.to_string())?;
+    /// Parse a snapshot file's bytes (any version this build reads).
+    ///
+    /// Errors: [`DecodeError`] (a bad header, an unsupported version, JSON that is
+    /// not a snapshot).
+    pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, DecodeError> {
+        let v = codec::check_header(buf, MAGIC, "snapshot")?;
         if !(MIN_VERSION..=VERSION).contains(&v) {
-            return Err(format!(
-                "snapshot version {v} is not supported; upgrade cbsnap"
-            ));
+            return Err(DecodeError::Unsupported(v));
         }
-        serde_json::from_slice(&buf[codec::HEADER_LEN..]).map_err(|e| format!("invalid JSON: {e}"))
+        serde_json::from_slice(&buf[codec::HEADER_LEN..])
+            .map_err(|e| DecodeError::Json(e.to_string()))
     }
 
     /// The file's bytes: [`Snapshot::encode`], sealed in the envelope when `crypt`
@@ -155,26 +192,25 @@ impl Snapshot {
     /// Read a snapshot file of a repository that protects its data with `crypt`. An
     /// encrypted repository accepts only sealed files (an unsealed one was not written
     /// by a holder of the key), an unencrypted one only plain files.
-    pub fn decode_file(buf: &[u8], crypt: &Crypt) -> std::result::Result<Snapshot, String> {
+    ///
+    /// Errors: [`DecodeError::SealedInPlain`], [`DecodeError::PlainInSealed`],
+    /// [`DecodeError::Auth`] (damaged, or sealed with another key), and those of
+    /// [`Snapshot::decode`].
+    pub fn decode_file(buf: &[u8], crypt: &Crypt) -> std::result::Result<Snapshot, DecodeError> {
         if !crypt.is_encrypted() {
             if buf.starts_with(SEALED_MAGIC) {
-                return Err("is encrypted, but the repository's config says it is not".into());
+                return Err(DecodeError::SealedInPlain);
             }
             return Snapshot::decode(buf);
         }
         if buf.starts_with(MAGIC) {
-            return Err("is not encrypted in an encrypted repository (not written by a holder of its key); ignored".into());
+            return Err(DecodeError::PlainInSealed);
         }
-        let v =
-            codec::check_header(buf, SEALED_MAGIC, "sealed snapshot").map_err(|e| e.to_string())?;
+        let v = codec::check_header(buf, SEALED_MAGIC, "sealed snapshot")?;
         if v != SEALED_VERSION {
-            return Err(format!(
-                "sealed snapshot version {v} is not supported; upgrade cbsnap"
-            ));
+            return Err(DecodeError::SealedUnsupported(v));
         }
-        let inner = crypt
-            .open(Purpose::Snapshot, buf[codec::HEADER_LEN..].to_vec())
-            .map_err(|e| e.to_string())?;
+        let inner = crypt.open(Purpose::Snapshot, buf[codec::HEADER_LEN..].to_vec())?;
         Snapshot::decode(&inner)
     }
 
@@ -202,7 +238,33 @@ pub enum SnapshotFileError {
     NameMismatch,
     /// It matches its name but does not decode (a newer version, malformed JSON).
     #[error("{0}")]
-    Undecodable(String),
+    Undecodable(#[from] DecodeError),
+}
+
+/// Why bytes are not a snapshot this build reads ([`Snapshot::decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The file does not start with the snapshot magic and a version.
+    #[error(transparent)]
+    Header(#[from] codec::DecodeError),
+    /// A version outside `MIN_VERSION..=VERSION`: written by a newer cbsnap.
+    #[error("snapshot version {0} is not supported; upgrade cbsnap")]
+    Unsupported(u32),
+    /// The body is not the JSON of a snapshot (the rendered `serde_json` error).
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    /// A sealed snapshot in a repository whose config says it is not encrypted.
+    #[error("is encrypted, but the repository's config says it is not")]
+    SealedInPlain,
+    /// A plain snapshot in an encrypted repository: not written by a holder of its key.
+    #[error("is not encrypted in an encrypted repository (not written by a holder of its key); ignored")]
+    PlainInSealed,
+    /// A sealed-envelope version this build does not know: written by a newer cbsnap.
+    #[error("sealed snapshot version {0} is not supported; upgrade cbsnap")]
+    SealedUnsupported(u32),
+    /// The sealed body does not authenticate with the repository's key.
+    #[error(transparent)]
+    Auth(#[from] crate::crypto::AuthError),
 }
 
 /// A file under `snapshots/` that is not a readable snapshot.
@@ -240,7 +302,7 @@ pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => Err(SnapshotFileError::Unreadable(err.to_string())),
             Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
-            Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::Undecodable),
+            Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::from),
         };
         match verdict {
             Ok(s) => set.snapshots.push((id, s)),
@@ -257,16 +319,16 @@ pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
     Ok(set)
 }
 
-/// All snapshots, oldest first. Damaged files are reported on stderr and skipped;
-/// commands that pick a snapshot use [`scan`] and [`resolve_in`] instead.
+/// All snapshots, oldest first. Damaged files are skipped, each with a
+/// [`Warning::SnapshotSkipped`](crate::warn::Warning::SnapshotSkipped); commands that
+/// pick a snapshot use [`scan`] and [`resolve_in`] instead.
 pub fn load_all(snapshots_dir: &Path, crypt: &Crypt) -> Result<Vec<(Id, Snapshot)>> {
     let set = scan(snapshots_dir, crypt)?;
-    for d in &set.damaged {
-        crate::warn_stderr!(
-            "cbsnap: warning: snapshot file {} {}; skipped. Run `cbsnap check`.",
-            d.path.display(),
-            d.reason
-        );
+    for d in set.damaged {
+        crate::warn::emit(crate::warn::Warning::SnapshotSkipped {
+            path: d.path,
+            reason: d.reason.to_string(),
+        });
     }
     Ok(set.snapshots)
 }

@@ -4,6 +4,8 @@
 
 mod util;
 
+/// The structure of the code: the layers of docs/ARCHITECTURE.md.
+mod architecture;
 /// What goes in comes out: snapshots and restores of directories and tar streams.
 mod data;
 /// Docker volumes and stacks against the real engine.

@@ -2,7 +2,6 @@
 //! index, and in full the packs `--read-data` selects, each read once and in parallel.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 
 use rayon::prelude::*;
 
@@ -11,7 +10,7 @@ use super::{Fault, Findings, ReadData, Report};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::Location;
-use crate::pack::{self, BlobEntry};
+use crate::pack::{self, BlobEntry, PackFile, PackReadError};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -19,7 +18,7 @@ use crate::repo::Repository;
 struct PackScan {
     id: Id,
     size: u64,
-    trailer: std::result::Result<(u64, u128), String>,
+    trailer: std::result::Result<(u64, u128), PackReadError>,
     /// Entries of a pack the index does not list, so its blobs can still be found.
     unindexed: Vec<BlobEntry>,
     read: bool,
@@ -114,12 +113,12 @@ fn select(on_disk: &HashMap<Id, u64>, read: ReadData) -> HashSet<Id> {
         ReadData::All => on_disk.keys().copied().collect(),
         ReadData::Subset(share) => {
             // A fresh order every run, so repeated subsets cover the whole repository.
-            let seed = format!("{:?}-{}", std::time::SystemTime::now(), std::process::id());
+            let seed = Id::random();
             let mut order: Vec<(Id, Id)> = on_disk
                 .keys()
                 .map(|id| {
                     let mut h = blake3::Hasher::new();
-                    h.update(seed.as_bytes());
+                    h.update(&seed.0);
                     h.update(&id.0);
                     (Id::from(h.finalize()), *id)
                 })
@@ -142,88 +141,47 @@ fn scan_pack(
     let mut s = PackScan {
         id: *id,
         size,
-        trailer: Err(String::new()),
+        trailer: Ok((0, 0)),
         unindexed: Vec::new(),
         read,
         name_matches: true,
         bad_blobs: Vec::new(),
     };
-    let path = repo.pack_path(id);
-    let f = match File::open(&path) {
-        Ok(f) => f,
+    let pack = match PackFile::open(&repo.pack_path(id), size, repo.crypt()) {
+        Ok(p) => p,
         Err(e) => {
-            s.trailer = Err(format!("cannot open: {e}"));
+            s.trailer = Err(e);
             return s;
         }
     };
-    let entries = match pack::read_trailer(&f, size, repo.crypt()) {
-        Ok(e) => e,
-        Err(e) => {
-            s.trailer = Err(e.to_string());
-            return s;
-        }
-    };
-    let digest = entries
+    let digest = pack
+        .entries()
         .iter()
         .fold(0u128, |acc, e| acc.wrapping_add(entry_digest(e)));
-    s.trailer = Ok((entries.len() as u64, digest));
+    s.trailer = Ok((pack.entries().len() as u64, digest));
     if read {
-        match map_pack(&f, size) {
+        match pack.read_all() {
             Ok(bytes) => {
                 s.name_matches = Id::hash(&bytes) == *id;
-                for e in &entries {
-                    let stored =
-                        &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                    if let Err(why) = pack::decode_blob(e, stored, repo.crypt()) {
-                        s.bad_blobs.push((e.id, format!("blob {}: {why}", e.id)));
+                for e in pack.entries() {
+                    if let Err(why) = pack::decode_blob(e, bytes.stored(e), repo.crypt()) {
+                        s.bad_blobs.push((e.id, why.to_string()));
                     }
                 }
             }
             Err(e) => {
                 s.name_matches = false;
                 s.bad_blobs.extend(
-                    entries
+                    pack.entries()
                         .iter()
-                        .map(|b| (b.id, format!("pack cannot be read: {e}"))),
+                        .map(|b| (b.id, format!("the pack {e}"))),
                 );
             }
         }
         progress.inc(size);
     }
     if unindexed {
-        s.unindexed = entries;
+        s.unindexed = pack.into_entries();
     }
     s
-}
-
-/// A whole pack's bytes: mapped, or read when mapping fails.
-enum PackBytes {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for PackBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            PackBytes::Mapped(m) => m,
-            PackBytes::Read(v) => v,
-        }
-    }
-}
-
-fn map_pack(f: &File, size: u64) -> std::io::Result<PackBytes> {
-    // SAFETY: a mapped file that shrinks under us raises SIGBUS. Packs are immutable
-    // once renamed into place and only `prune` deletes them, under the exclusive lock;
-    // check holds a shared lock, so no cbsnap process truncates or removes this pack
-    // while it is mapped (and deleting a mapped file keeps its pages valid).
-    match unsafe { memmap2::Mmap::map(f) } {
-        Ok(m) if m.len() as u64 == size => Ok(PackBytes::Mapped(m)),
-        _ => {
-            use std::os::unix::fs::FileExt;
-            let mut v = vec![0u8; size as usize];
-            f.read_exact_at(&mut v, 0)?;
-            Ok(PackBytes::Read(v))
-        }
-    }
 }

@@ -2,12 +2,11 @@
 //! digests differ.
 
 use std::collections::HashMap;
-use std::fs::File;
 
 use super::{Fault, Findings, Orphans};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack;
+use crate::pack::{PackFile, PackReadError};
 use crate::prune::reach::{key, SortedKeys};
 use crate::repo::Repository;
 
@@ -28,9 +27,11 @@ pub(super) fn compare_trailers(
         .filter_map(|(id, t)| index.get(id).filter(|i| *i != t).map(|i| (*id, i.0)))
         .collect();
     for (id, indexed_entries) in differing {
-        let file = File::open(repo.pack_path(&id)).map_err(|e| Error::io("open pack", e))?;
-        let entries = pack::read_trailer(&file, on_disk[&id], repo.crypt())
-            .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
+        let entries = match PackFile::open(&repo.pack_path(&id), on_disk[&id], repo.crypt()) {
+            Ok(p) => p.into_entries(),
+            Err(PackReadError::Open(e)) => return Err(Error::io("open pack", e)),
+            Err(e) => return Err(Error::Corrupt(format!("pack {id}: {e}"))),
+        };
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {
             // An index entry that does not decode disagrees with the trailer too.

@@ -134,7 +134,7 @@ impl Purpose {
 /// `n` random bytes from the operating system.
 pub fn random<const N: usize>() -> Result<[u8; N], CryptoError> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(|e| CryptoError::Random(e.to_string()))?;
+    getrandom::fill(&mut b).map_err(|e| CryptoError::Random(e.to_string()))?;
     Ok(b)
 }
 

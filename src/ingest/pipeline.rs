@@ -1,9 +1,10 @@
-//! The pack stage of the ingest pipeline: compress workers, the one pack writer and
-//! the flusher thread, and the source side's way into them ([`Ingest::put_blob`]).
+//! The pack stage of the ingest pipeline: compress workers, the writer thread that
+//! feeds the one [`Packer`], and the flusher thread that saves its sealed packs
+//! ([`packer::save`]); and the source side's way into them ([`Ingest::put_blob`]).
 //!
-//! Dedup is decided by [`claim`] before a blob is compressed: an id is either indexed
-//! or in the `pending` set until its pack is indexed, so two copies of a chunk in
-//! flight are stored once.
+//! Dedup is decided here, by [`claim`], before a blob is compressed (the packer leaves
+//! it to its caller): an id is either indexed or in the `pending` set until its pack
+//! is indexed, so two copies of a chunk in flight are stored once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +13,10 @@ use std::sync::Mutex;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::{named, Ingest};
-use crate::crypto::Purpose;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{self, BlobKind, Compression, PackWriter, SealedPack};
+use crate::pack::{self, BlobKind, Compression, SealedPack};
+use crate::packer::{self, Blob, Packer, PackerStats};
 use crate::repo::Repository;
 
 /// The id of chunk `seq` of a file, or why it could not be stored.
@@ -37,21 +38,6 @@ pub(super) enum Job {
         raw: Vec<u8>,
         reply: Sender<ChunkReply>,
     },
-}
-
-pub(super) struct Stored {
-    id: Id,
-    kind: BlobKind,
-    raw_len: u32,
-    bytes: Vec<u8>,
-    compression: Compression,
-}
-
-#[derive(Default)]
-pub(super) struct WriterStats {
-    pub(super) blobs: u64,
-    pub(super) raw: u64,
-    pub(super) stored: u64,
 }
 
 /// Whether the blob `id` must be stored: true when neither the repository nor the
@@ -79,7 +65,7 @@ pub(super) fn compress_worker(
     pending: &Mutex<HashSet<Id>>,
     stopped: &AtomicBool,
     rx: Receiver<Job>,
-    tx: Sender<Stored>,
+    tx: Sender<Blob>,
     level: i32,
 ) {
     for job in rx {
@@ -100,29 +86,17 @@ pub(super) fn compress_worker(
                 }
             }
         };
-        // Compressed, then sealed: ciphertext does not compress.
+        // Compressed, then sealed (ciphertext does not compress), on this worker.
         let sent = if stopped.load(Ordering::Relaxed) {
             Err(writer_stopped())
         } else {
-            let raw_len = raw.len() as u32;
-            let (bytes, compression) = pack::compress_vec(raw, level);
-            match repo.crypt().seal(Purpose::Blob, bytes) {
-                Ok(bytes) => {
-                    let out = Stored {
-                        id,
-                        kind,
-                        raw_len,
-                        bytes,
-                        compression,
-                    };
-                    if tx.send(out).is_ok() {
-                        Ok(())
-                    } else {
-                        Err(writer_stopped())
-                    }
+            packer::compress(repo.crypt(), id, kind, raw, level).and_then(|b| {
+                if tx.send(b).is_ok() {
+                    Ok(())
+                } else {
+                    Err(writer_stopped())
                 }
-                Err(e) => Err(Error::Crypto(e)),
-            }
+            })
         };
         if sent.is_err() {
             stopped.store(true, Ordering::Relaxed);
@@ -133,74 +107,50 @@ pub(super) fn compress_worker(
     }
 }
 
-/// The only writer of packs. Full packs go to a flusher thread that makes them
-/// durable and indexes them while the next pack fills; this returns only after the
-/// flusher has finished every pack handed to it. Ids leave the pending set only
-/// after they are indexed, so a concurrent dedup check always finds a blob in one of
-/// the two.
+/// The writer thread: adds every compressed blob to the one [`Packer`]. Full packs go
+/// to a flusher thread that saves them (durable, then indexed) while the next pack
+/// fills; this returns only after the flusher has finished every pack handed to it.
+/// Ids leave the pending set only after they are indexed, so a concurrent dedup
+/// check always finds a blob in one of the two. On an error the open pack and the
+/// sealed packs not yet saved are dropped, which removes their temporary files.
 pub(super) fn write_packs(
     repo: &Repository,
-    rx: Receiver<Stored>,
+    rx: Receiver<Blob>,
     pending: &Mutex<HashSet<Id>>,
     abort: &AtomicBool,
     stopped: &AtomicBool,
-) -> Result<WriterStats> {
-    let dir = repo.packs_dir();
-    let target = repo.config.pack_target_size;
-    let mut stats = WriterStats::default();
-    let mut cur: Option<PackWriter> = None;
+) -> Result<PackerStats> {
+    let mut packer = Packer::new(repo);
     // One pack may wait while another is fsynced: at most two full packs are in flight.
     let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
     let result = std::thread::scope(|s| {
         let flusher = named("cbsnap-flusher", s, || flush_packs(repo, seal_rx, pending));
-        let seal = |w: PackWriter| -> Result<bool> {
-            let sealed = w
-                .seal()
-                .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-            // A send fails only when the flusher stopped on an error, reported below.
-            Ok(seal_tx.send(sealed).is_ok())
+        // A send fails only when the flusher stopped on an error, reported below.
+        let hand_over = |sealed: Option<SealedPack>| match sealed.map(|p| seal_tx.send(p)) {
+            Some(Err(_)) => Err(writer_stopped()),
+            _ => Ok(()),
         };
         let filled = (|| {
-            for s in rx.iter() {
+            for b in rx.iter() {
                 if abort.load(Ordering::Relaxed) {
                     break;
                 }
-                if cur.is_none() {
-                    cur =
-                        Some(PackWriter::create(&dir, repo.crypt()).map_err(|e| {
-                            Error::io(format!("create pack in {}", dir.display()), e)
-                        })?);
-                }
-                let w = cur.as_mut().expect("pack is open");
-                w.add(s.id, s.kind, s.raw_len, &s.bytes, s.compression)
-                    .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-                stats.blobs += 1;
-                stats.raw += s.raw_len as u64;
-                stats.stored += s.bytes.len() as u64;
-                if w.size() >= target && !seal(cur.take().expect("pack is open"))? {
-                    return Err(writer_stopped());
-                }
+                hand_over(packer.add_blob(&b)?)?;
             }
             if abort.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            if let Some(w) = cur.take() {
-                if !seal(w)? {
-                    return Err(writer_stopped());
-                }
-            }
-            Ok(())
+            hand_over(packer.flush()?)
         })();
         drop(seal_tx);
         let flushed = flusher
             .join()
             .unwrap_or_else(|_| Err(Error::Source("pack flusher panicked".into())));
         // The flusher's failure is the first cause of the writer's "stopped".
-        flushed.and(filled)
+        crate::error::first_cause(flushed, filled).map(|_| ())
     });
-    if let Some(w) = cur.take() {
-        w.abandon();
-    }
+    let stats = packer.stats();
+    drop(packer);
     if result.is_err() {
         stopped.store(true, Ordering::Relaxed);
     }
@@ -208,22 +158,18 @@ pub(super) fn write_packs(
     result.map(|_| stats)
 }
 
-/// Make each sealed pack durable (fsync, rename, fsync the directory), then index
-/// it, then drop its ids from `pending`: the commit order of `docs/FORMAT.md`. On an
-/// error the packs still queued are dropped, which removes their temporary files.
+/// Save each sealed pack ([`packer::save`]: durable, then indexed), then drop its ids
+/// from `pending`: the commit order of `docs/FORMAT.md`. On an error the packs still
+/// queued are dropped, which removes their temporary files.
 fn flush_packs(
     repo: &Repository,
     rx: Receiver<SealedPack>,
     pending: &Mutex<HashSet<Id>>,
 ) -> Result<()> {
-    let dir = repo.packs_dir();
     for sealed in rx {
-        let (pid, size, entries) = sealed
-            .commit(&dir)
-            .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-        repo.index().add_pack(&pid, size, &entries)?;
+        let saved = packer::save(repo, sealed)?;
         let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &entries {
+        for e in &saved.entries {
             p.remove(&e.id);
         }
     }
@@ -241,15 +187,11 @@ impl Ingest<'_> {
     }
 
     /// Queue a blob unless the repository has it or it is already queued.
+    /// A blob beyond the format's limit is refused here, on the source thread, before
+    /// it is claimed ([`pack::check_blob`]; the packer would refuse it too).
     pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
-        if raw.len() > pack::MAX_BLOB as usize {
-            return Err(Error::Source(format!(
-                "a {kind:?} blob of {} bytes exceeds the {}-byte blob limit (a cbsnap bug: please report it)",
-                raw.len(),
-                pack::MAX_BLOB
-            )));
-        }
         let id = self.repo.blob_id(&raw);
+        pack::check_blob(&id, raw.len() as u64, 0, Compression::Zstd)?;
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
         }

@@ -3,8 +3,9 @@
 //! The order is what makes a crash harmless at any point:
 //!
 //! 1. The referenced blobs of packs to repack are read, verified against their ids and
-//!    copied, still compressed, into new packs. Each new pack is fsynced and renamed
-//!    into place, then indexed (which points those blobs at it); the index is flushed.
+//!    copied, still compressed, into new packs by the one [`Packer`] that `snapshot`
+//!    writes with too. Each new pack is fsynced and renamed into place, then indexed
+//!    ([`packer::save`], which points those blobs at it); the index is flushed.
 //! 2. Only then are the old packs retired: their files deleted, then the index
 //!    entries that still point into them removed. A crash between the two leaves the
 //!    index naming missing packs, which the next open repairs
@@ -14,16 +15,16 @@
 //! Nothing referenced is ever deleted before a durable, indexed copy exists.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
-use crate::pack::{self, PackWriter};
+use crate::pack::{self, BlobEntry, PackBytes, PackFile, PackReadError};
+use crate::packer::{self, Packer};
 use crate::repo::Repository;
 
 use super::plan::{plan, PackUse, Plan, PlanOptions};
@@ -79,37 +80,28 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
     r.temp_bytes_removed = bytes;
 
     let mut retire: Vec<&PackUse> = p.delete.iter().collect();
-    let dir = repo.packs_dir();
-    let mut out: Option<PackWriter> = None;
+    // Dropped on an error with its open pack, whose temporary file goes with it.
+    let mut packer = Packer::new(repo);
     for u in &p.repack {
         let (bytes, live) = match live_blobs(repo, p, u) {
             Ok(b) => b,
             Err(why) => {
-                r.damaged_kept.push((u.id, why));
+                r.damaged_kept.push((u.id, why.to_string()));
                 continue;
             }
         };
         for e in live {
-            if out.is_none() {
-                out = Some(
-                    PackWriter::create(&dir, repo.crypt())
-                        .ctx(|| format!("create a pack in {}", dir.display()))?,
-                );
-            }
-            let w = out.as_mut().expect("pack is open");
-            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-            w.add(e.id, e.kind, e.raw_len, stored, e.compression)
-                .ctx(|| format!("write a pack in {}", dir.display()))?;
+            let full = packer.add(e.id, e.kind, e.raw_len, bytes.stored(&e), e.compression)?;
             r.blobs_copied += 1;
-            if w.size() >= repo.config.pack_target_size {
-                seal(repo, out.take().expect("pack is open"), &mut r)?;
+            if let Some(sealed) = full {
+                save(repo, sealed, &mut r)?;
             }
         }
         retire.push(u);
         r.packs_repacked += 1;
     }
-    if let Some(w) = out.take() {
-        seal(repo, w, &mut r)?;
+    if let Some(sealed) = packer.flush()? {
+        save(repo, sealed, &mut r)?;
     }
     // Every referenced blob of a retired pack now has a durable, indexed copy.
     repo.index().flush()?;
@@ -133,9 +125,9 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
         let entries = if one_pass {
             None
         } else {
-            File::open(&path)
+            PackFile::open(&path, u.size, repo.crypt())
                 .ok()
-                .and_then(|f| pack::read_trailer(&f, u.size, repo.crypt()).ok())
+                .map(PackFile::into_entries)
         };
         match fs::remove_file(&path) {
             Ok(()) => {}
@@ -166,43 +158,56 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
     repo.index().flush()
 }
 
-/// One pack to repack, read whole, and its referenced blobs, each verified against its
-/// id. Fails with a reason when one of them is damaged: copying it would only move
-/// the damage, and deleting the pack would lose the evidence. A referenced blob that
-/// the index finds in another pack (a rare duplicate) is copied too: cheaper than a
-/// lookup per blob, and harmless.
+/// Why a pack to repack is kept as it is (reported in [`PruneReport::damaged_kept`]).
+#[derive(Debug, thiserror::Error)]
+enum Unrepackable {
+    #[error("{}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: PackReadError,
+    },
+    #[error("blob {id}: {source}")]
+    DamagedBlob {
+        id: Id,
+        #[source]
+        source: pack::BlobError,
+    },
+}
+
+/// One pack to repack, read whole ([`PackFile::read_all`]), and its referenced blobs,
+/// each verified against its id. Fails with the reason when one of them is damaged:
+/// copying it would only move the damage, and deleting the pack would lose the
+/// evidence. A referenced blob that the index finds in another pack (a rare duplicate)
+/// is copied too: cheaper than a lookup per blob, and harmless.
 fn live_blobs(
     repo: &Repository,
     p: &Plan,
     u: &PackUse,
-) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), String> {
+) -> std::result::Result<(PackBytes, Vec<BlobEntry>), Unrepackable> {
     let path = repo.pack_path(&u.id);
-    let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let entries = pack::read_trailer(&f, u.size, repo.crypt()).map_err(|e| e.to_string())?;
-    let mut bytes = vec![0u8; u.size as usize];
-    f.read_exact_at(&mut bytes, 0)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let unreadable = |source| Unrepackable::Unreadable {
+        path: path.clone(),
+        source,
+    };
+    let pack = PackFile::open(&path, u.size, repo.crypt()).map_err(unreadable)?;
+    let bytes = pack.read_all().map_err(unreadable)?;
     let mut live = Vec::new();
-    for e in entries {
+    for e in pack.into_entries() {
         if !p.referenced.contains(reach::key(&e.id)) {
             continue;
         }
-        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        pack::decode_blob(&e, stored, repo.crypt())
-            .map_err(|err| format!("blob {}: {err}", e.id))?;
+        pack::decode_blob(&e, bytes.stored(&e), repo.crypt())
+            .map_err(|source| Unrepackable::DamagedBlob { id: e.id, source })?;
         live.push(e);
     }
     Ok((bytes, live))
 }
 
-fn seal(repo: &Repository, w: PackWriter, r: &mut PruneReport) -> Result<()> {
-    let dir = repo.packs_dir();
-    let (id, size, entries) = w
-        .finish(&dir)
-        .ctx(|| format!("write a pack in {}", dir.display()))?;
-    repo.index().add_pack(&id, size, &entries)?;
+/// Save a full pack of copies (durable, then indexed) and count it.
+fn save(repo: &Repository, sealed: pack::SealedPack, r: &mut PruneReport) -> Result<()> {
+    let saved = packer::save(repo, sealed)?;
     r.packs_written += 1;
-    r.bytes_written += size;
+    r.bytes_written += saved.size;
     Ok(())
 }
 

@@ -1,0 +1,105 @@
+//! `cbsnap init`, `cbsnap recover` and `cbsnap index rebuild`.
+
+use cbsnap::storage::Location;
+use cbsnap::Error;
+
+use super::args::{InitArgs, OnOff};
+use super::key;
+use super::render::print_json;
+use super::Ctx;
+
+/// Whether `init` encrypts by default: yes for a repository on someone else's storage
+/// (`s3://`, `sftp://`), no for a local path.
+fn default_encryption(location: &Location) -> bool {
+    match location {
+        Location::Local(_) => false,
+        Location::S3 { .. } | Location::Sftp { .. } => true,
+    }
+}
+
+pub fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
+    let encrypt = a
+        .encryption
+        .map_or_else(|| default_encryption(&ctx.location), |e| e == OnOff::On);
+    let cfg = if encrypt {
+        use cbsnap::crypto::passphrase::PassphraseSource;
+        let pass = key::Prompt::for_init()
+            .passphrase()
+            .map_err(Error::Crypto)?;
+        let kdf = cbsnap::crypto::keys::KdfParams::default();
+        cbsnap::Repository::init_encrypted(&ctx.repo_path, &pass, &kdf)?
+    } else {
+        cbsnap::Repository::init(&ctx.repo_path)?
+    };
+    if ctx.json {
+        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id, "encrypted": encrypt}));
+    } else {
+        ctx.say(&format!(
+            "created {}cbsnap repository {} at {}",
+            if encrypt { "encrypted " } else { "" },
+            cfg.id.short(),
+            ctx.repo_path.display()
+        ));
+        if encrypt {
+            ctx.say(
+                "keep the passphrase safe: without it (or another key's) the data cannot be read",
+            );
+        }
+    }
+    Ok(0)
+}
+
+pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
+    // Opening recovers when the state file asks for it; then ask Docker anyway, so
+    // that helper containers of dead processes are removed too.
+    let repo = cbsnap::Repository::open_with(
+        &ctx.repo_path,
+        cbsnap::repo::Access::Read,
+        &key::Prompt::current(),
+    )?;
+    let rec = cbsnap::volume::recover(&repo.root, true)?;
+    super::render::resumed(&rec);
+    let n = rec.resumed.len();
+    ctx.say(&format!("{n} container(s) resumed"));
+    Ok(0)
+}
+
+pub fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
+    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path, &key::Prompt::current())?;
+    if ctx.json {
+        print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
+    } else {
+        ctx.say(&format!(
+            "index rebuilt from {} packs ({} unreadable)",
+            r.added_packs,
+            r.unreadable.len()
+        ));
+    }
+    if !r.unreadable.is_empty() {
+        anyhow::bail!(
+            "{} packs could not be read: {}; run `cbsnap check`",
+            r.unreadable.len(),
+            r.unreadable
+                .iter()
+                .map(|(p, e)| format!("{} ({e})", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Encryption is on by default for someone else's storage, off for a path.
+    #[test]
+    fn encryption_defaults_by_location() {
+        let on = |l: &str| default_encryption(&Location::parse(l).unwrap());
+        assert!(on("s3://bucket/prefix"));
+        assert!(on("sftp://backup@host/srv/repo"));
+        assert!(!on("/srv/repo"));
+        assert!(!on("./s3-like-dir"));
+    }
+}
