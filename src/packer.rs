@@ -197,7 +197,14 @@ mod tests {
         use rand::{RngCore, SeedableRng};
         let mut raw = vec![0u8; len];
         rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut raw);
-        let b = compress(&crate::crypto::Crypt::Plain, Id::hash(&raw), BlobKind::Data, raw, 3).unwrap();
+        let b = compress(
+            &crate::crypto::Crypt::Plain,
+            Id::hash(&raw),
+            BlobKind::Data,
+            raw,
+            3,
+        )
+        .unwrap();
         assert_eq!(b.compression, Compression::None);
         b
     }

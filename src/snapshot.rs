@@ -257,7 +257,9 @@ pub enum DecodeError {
     #[error("is encrypted, but the repository's config says it is not")]
     SealedInPlain,
     /// A plain snapshot in an encrypted repository: not written by a holder of its key.
-    #[error("is not encrypted in an encrypted repository (not written by a holder of its key); ignored")]
+    #[error(
+        "is not encrypted in an encrypted repository (not written by a holder of its key); ignored"
+    )]
     PlainInSealed,
     /// A sealed-envelope version this build does not know: written by a newer cbsnap.
     #[error("sealed snapshot version {0} is not supported; upgrade cbsnap")]

@@ -3,9 +3,9 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use cbsnap::crypto::manage;
 use cbsnap::crypto::passphrase::{self, PassphraseSource};
 use cbsnap::crypto::CryptoError;
+use cbsnap::run::key as manage;
 use zeroize::Zeroizing;
 
 use super::{print_json, Ctx};

@@ -17,7 +17,6 @@
 //! every byte.
 
 pub mod keys;
-pub mod manage;
 pub mod passphrase;
 
 use std::path::PathBuf;

@@ -19,6 +19,7 @@
 
 pub mod backup;
 pub mod hooks;
+pub mod key;
 pub mod notify;
 pub mod order;
 pub mod report;

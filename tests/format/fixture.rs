@@ -95,7 +95,10 @@ fn format_2_repository_restores_byte_exact_and_checks_clean() {
         for e in cbsnap::pack::read_trailer(&f, len, &cbsnap::crypto::Crypt::Plain).unwrap() {
             if e.kind == cbsnap::pack::BlobKind::Tree {
                 let stored = cbsnap::pack::read_stored(&f, e.offset, e.stored_len).unwrap();
-                tree_versions.insert(cbsnap::pack::decode_blob(&e, &stored, &cbsnap::crypto::Crypt::Plain).unwrap()[0]);
+                tree_versions.insert(
+                    cbsnap::pack::decode_blob(&e, &stored, &cbsnap::crypto::Crypt::Plain).unwrap()
+                        [0],
+                );
             }
         }
     }

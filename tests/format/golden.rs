@@ -7,8 +7,8 @@
 
 use std::fs::File;
 
-use cbsnap::crypto::Crypt;
 use cbsnap::config::{ChunkerParams, RepoConfig};
+use cbsnap::crypto::Crypt;
 use cbsnap::pack::{self, BlobKind, Compression, PackWriter};
 use cbsnap::snapshot::{FileError, RootMeta, Snapshot, SnapshotStats, SourceKind};
 use cbsnap::tree::{self, Node, NodeKind, TreeBlob};

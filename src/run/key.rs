@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::keys::{self, KdfParams, KeyInfo};
-use super::passphrase::PassphraseSource;
-use super::CryptoError;
+use crate::crypto::keys::{self, KdfParams, KeyInfo};
+use crate::crypto::passphrase::PassphraseSource;
+use crate::crypto::{CryptoError, MasterKey};
 use crate::error::Result;
 use crate::lock::{self, LockKind};
 use crate::repo::{lock_wait, Repository};
@@ -16,7 +16,7 @@ use crate::repo::{lock_wait, Repository};
 fn unlock(
     root: &Path,
     current: &dyn PassphraseSource,
-) -> Result<(crate::config::RepoConfig, super::MasterKey, String)> {
+) -> Result<(crate::config::RepoConfig, MasterKey, String)> {
     let cfg = Repository::read_config(root)?;
     if !cfg.encrypted() {
         return Err(CryptoError::NotEncrypted(root.to_path_buf()).into());
