@@ -393,7 +393,6 @@ impl PackWriter {
         })
     }
 }
-}
 
 /// A pack whose bytes are all written to its temporary file but not yet durable.
 /// Dropping it without [`SealedPack::commit`] removes the temporary file.

@@ -247,8 +247,7 @@ impl Repository {
                 .par_iter()
                 .map(|(id, size)| {
                     let path = self.pack_path(id);
-                    let r = pack::PackFile::open(&path, *size)
-                        .map(pack::PackFile::into_entries);
+                    let r = pack::PackFile::open(&path, *size).map(pack::PackFile::into_entries);
                     (*id, *size, r)
                 })
                 .collect();

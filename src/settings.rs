@@ -24,10 +24,10 @@ use serde::Deserialize;
 
 use crate::docker::QuiesceMode;
 use crate::error::{Error, Result};
-use crate::storage::Location;
 use crate::forget::Keep;
 use crate::run::backup::AllOptions;
 use crate::run::report::RunOutputs;
+use crate::storage::Location;
 use crate::volume::Via;
 
 /// The compose project whose volumes `snapshot --all` takes and whose source names
@@ -138,7 +138,9 @@ impl Settings {
     pub fn quiesce(&self, flag: Option<QuiesceMode>) -> Result<QuiesceMode> {
         match (flag, &self.quiesce) {
             (Some(q), _) => Ok(q),
-            (None, Some(s)) => s.parse().map_err(Error::Usage),
+            (None, Some(s)) => s
+                .parse()
+                .map_err(|e: crate::docker::UnknownQuiesceMode| Error::Usage(e.to_string())),
             (None, None) => Ok(QuiesceMode::Pause),
         }
     }

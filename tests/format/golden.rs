@@ -70,7 +70,7 @@ fn pack_bytes_are_pinned() {
         w.add(Id::hash(raw), *kind, raw.len() as u32, stored, *how)
             .unwrap();
     }
-    let (id, size, entries) = w.finish(dir.path()).unwrap();
+    let (id, size, entries) = w.seal().unwrap().commit(dir.path()).unwrap();
     let written = std::fs::read(pack::pack_path(dir.path(), &id)).unwrap();
 
     // By hand, from FORMAT.md "Packs".
