@@ -176,7 +176,7 @@ fn damaged_list(files: &[(PathBuf, String)]) -> String {
 }
 
 fn io_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
+    match crate::fsutil::os_code(e) {
         // Said for a snapshot and a restore alike: no advice here may lose data.
         Some(libc::ENOSPC) => "\nThe disk is full (no space left on the filesystem of the path above): free space there, or use another disk, and run the command again.",
         Some(libc::EACCES) | Some(libc::EPERM) => "\nPermission denied: run as a user that can read and write there (often root).",

@@ -36,13 +36,13 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     (
         "settings",
-        "volume",
-        "volumes: settings depends on no Docker types (Via)",
+        "docker",
+        "next: the config's quiesce mode resolved by `run`, not by settings",
     ),
     (
         "settings",
-        "docker",
-        "volumes: settings depends on no Docker types (QuiesceMode)",
+        "volume",
+        "volumes: settings depends on no Docker types (Via)",
     ),
 ];
 

@@ -11,7 +11,7 @@ use crate::util::*;
 /// container and the way out, and changes nothing. A mistyped flag value is still 2.
 #[test]
 fn a_volume_in_use_is_exit_1_not_bad_usage() {
-    let _e = fx::engine();
+    let _engine = fx::engine();
     let repo = Repo::new();
     let vol = TestVolume::new("cbsnap-t-inuse", &[("cbsnap.test", "1")]);
     vol.populate("echo v1 > /data/f");
