@@ -285,6 +285,49 @@ mod tests {
         assert!(temps(&repo).is_empty());
     }
 
+    /// In an encrypted repository the packer writes what [`compress`] sealed: a blob
+    /// of the full [`pack::MAX_BLOB`] is accepted (sealing adds
+    /// [`crate::crypto::OVERHEAD`] bytes on disk), its plaintext is nowhere in the
+    /// pack, and it reads back through [`pack::PackFile`] with the repository's key.
+    #[test]
+    fn an_encrypted_repository_packs_sealed_blobs_up_to_the_limit() {
+        use crate::crypto::keys::KdfParams;
+        use crate::crypto::passphrase::Given;
+        use crate::repo::Access;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let kdf = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            ..KdfParams::default()
+        };
+        Repository::init_encrypted(&root, "pw", &kdf).unwrap();
+        let pass = Given(zeroize::Zeroizing::new("pw".to_string()));
+        let repo = Repository::open_with(&root, Access::Append, &pass).unwrap();
+        let raw = blob(7, pack::MAX_BLOB as usize).bytes;
+        let id = repo.blob_id(&raw);
+        let b = compress(repo.crypt(), id, BlobKind::Data, raw.clone(), 3).unwrap();
+        assert_eq!(b.compression, Compression::None);
+        assert_eq!(b.bytes.len(), raw.len() + crate::crypto::OVERHEAD);
+        let mut packer = Packer::new(&repo);
+        let sealed = match packer.add_blob(&b).unwrap() {
+            Some(s) => s,
+            None => packer.flush().unwrap().unwrap(),
+        };
+        let saved = save(&repo, sealed).unwrap();
+        let path = repo.pack_path(&saved.id);
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(!on_disk.windows(64).any(|w| w == &raw[1000..1064]));
+        let pf = pack::PackFile::open(&path, saved.size, repo.crypt()).unwrap();
+        let bytes = pf.read_all().unwrap();
+        let e = &pf.entries()[0];
+        assert_eq!(
+            pack::decode_blob(e, bytes.stored(e), repo.crypt()).unwrap(),
+            raw
+        );
+        assert!(pack::PackFile::open(&path, saved.size, &crate::crypto::Crypt::Plain).is_err());
+    }
+
     /// An open pack, and a sealed one never saved, leave no temporary file behind.
     #[test]
     fn dropping_an_open_or_sealed_pack_removes_its_temporary_file() {
