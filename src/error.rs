@@ -87,6 +87,16 @@ pub enum Error {
 
     #[error(transparent)]
     Docker(#[from] crate::docker::DockerError),
+
+    /// A storage backend failed: `context` says what was done and where (the object's
+    /// location); match `source` for [`crate::storage::StorageError::NotFound`] or
+    /// `Transient`. Errors of the path backend are [`Error::Io`] as before.
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: crate::storage::StorageError,
+    },
 }
 
 fn not_a_repo_hint(path: &Path, occupied: bool) -> String {

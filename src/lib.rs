@@ -42,6 +42,7 @@ pub mod restore;
 pub mod run;
 pub mod settings;
 pub mod snapshot;
+pub mod storage;
 pub mod source;
 pub mod stats;
 pub mod tree;
