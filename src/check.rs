@@ -19,7 +19,6 @@
 //! are reported as information, never as damage: `prune` removes them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fs::File;
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
@@ -467,7 +466,7 @@ const NO_PACK: &str =
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
-    let set = crate::snapshot::scan(&repo.snapshots_dir())?;
+    let set = crate::snapshot::scan(repo.storage())?;
     for d in &set.damaged {
         f.note(
             None,
@@ -529,18 +528,10 @@ fn scan_pack(
         name_matches: true,
         bad_blobs: Vec::new(),
     };
-    let path = repo.pack_path(id);
-    let f = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => {
-            s.trailer = Err(format!("cannot open: {e}"));
-            return s;
-        }
-    };
-    let entries = match pack::read_trailer(&f, size) {
+    let entries = match repo.read_trailer(id, size) {
         Ok(e) => e,
         Err(e) => {
-            s.trailer = Err(e.to_string());
+            s.trailer = Err(e);
             return s;
         }
     };
@@ -549,7 +540,7 @@ fn scan_pack(
         .fold(0u128, |acc, e| acc.wrapping_add(entry_digest(e)));
     s.trailer = Ok((entries.len() as u64, digest));
     if read {
-        match map_pack(&f, size) {
+        match repo.read_pack(id, size) {
             Ok(bytes) => {
                 s.name_matches = Id::hash(&bytes) == *id;
                 for e in &entries {
@@ -577,38 +568,6 @@ fn scan_pack(
     s
 }
 
-/// A whole pack's bytes: mapped, or read when mapping fails.
-enum PackBytes {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
-}
-
-impl std::ops::Deref for PackBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            PackBytes::Mapped(m) => m,
-            PackBytes::Read(v) => v,
-        }
-    }
-}
-
-fn map_pack(f: &File, size: u64) -> std::io::Result<PackBytes> {
-    // SAFETY: a mapped file that shrinks under us raises SIGBUS. Packs are immutable
-    // once renamed into place and only `prune` deletes them, under the exclusive lock;
-    // check holds a shared lock, so no cbsnap process truncates or removes this pack
-    // while it is mapped (and deleting a mapped file keeps its pages valid).
-    match unsafe { memmap2::Mmap::map(f) } {
-        Ok(m) if m.len() as u64 == size => Ok(PackBytes::Mapped(m)),
-        _ => {
-            use std::os::unix::fs::FileExt;
-            let mut v = vec![0u8; size as usize];
-            f.read_exact_at(&mut v, 0)?;
-            Ok(PackBytes::Read(v))
-        }
-    }
-}
-
 /// Compare, pack by pack, the trailer with the index. Only packs whose digests differ
 /// are examined blob by blob.
 fn compare_trailers(
@@ -626,8 +585,8 @@ fn compare_trailers(
         .filter_map(|(id, t)| index.get(id).filter(|i| *i != t).map(|i| (*id, i.0)))
         .collect();
     for (id, indexed_entries) in differing {
-        let file = File::open(repo.pack_path(&id)).map_err(|e| Error::io("open pack", e))?;
-        let entries = pack::read_trailer(&file, on_disk[&id])
+        let entries = repo
+            .read_trailer(&id, on_disk[&id])
             .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {

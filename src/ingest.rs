@@ -218,7 +218,7 @@ pub fn snapshot(
             cbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         repo.check_lock()?;
-        let id = snap.save(&repo.snapshots_dir())?;
+        let id = snap.save(repo.storage())?;
         Ok((id, snap))
     })
 }
@@ -319,10 +319,24 @@ fn write_packs(
     let target = repo.config.pack_target_size;
     let mut stats = WriterStats::default();
     let mut cur: Option<PackWriter> = None;
-    // One pack may wait while another is fsynced: at most two full packs are in flight.
+    // One pack may wait while others are made durable: at most 1 + transfers full
+    // packs are in flight (a path repository: one fsync at a time; a remote one:
+    // `transfers` uploads).
+    let transfers = repo.transfers();
     let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
+    let flush_failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let result = std::thread::scope(|s| {
-        let flusher = named("cbsnap-flusher", s, || flush_packs(repo, seal_rx, pending));
+        let flushers: Vec<_> = (0..transfers)
+            .map(|_| {
+                let rx = seal_rx.clone();
+                let (failed, first) = (&flush_failed, &first_error);
+                named("cbsnap-flusher", s, move || {
+                    flush_packs(repo, rx, pending, failed, first)
+                })
+            })
+            .collect();
+        drop(seal_rx);
         let seal = |w: PackWriter| -> Result<bool> {
             let sealed = w
                 .seal()
@@ -362,11 +376,16 @@ fn write_packs(
             Ok(())
         })();
         drop(seal_tx);
-        let flushed = flusher
-            .join()
-            .unwrap_or_else(|_| Err(Error::Source("pack flusher panicked".into())));
-        // The flusher's failure is the first cause of the writer's "stopped".
-        flushed.and(filled)
+        for f in flushers {
+            if f.join().is_err() {
+                record_first(&first_error, Error::Source("pack flusher panicked".into()));
+            }
+        }
+        // A flusher's failure is the first cause of the writer's "stopped".
+        match first_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => filled,
+        }
     });
     if let Some(w) = cur.take() {
         w.abandon();
@@ -378,26 +397,48 @@ fn write_packs(
     result.map(|_| stats)
 }
 
-/// Make each sealed pack durable (fsync, rename, fsync the directory), then index
-/// it, then drop its ids from `pending`: the commit order of `docs/FORMAT.md`. On an
-/// error the packs still queued are dropped, which removes their temporary files.
+/// Keep `e` if it is the first error of the flushers (the cause to report).
+fn record_first(first: &Mutex<Option<Error>>, e: Error) {
+    let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(e);
+    }
+}
+
+/// Make each sealed pack a repository file ([`Repository::commit_pack`]: fsync and
+/// rename, or upload), then index it, then drop its ids from `pending`: the commit
+/// order of `docs/FORMAT.md`. Several run at once for a remote repository. On an
+/// error (the first is kept in `first`) every flusher stops and the packs still
+/// queued are dropped, which removes their temporary files.
 fn flush_packs(
     repo: &Repository,
     rx: Receiver<SealedPack>,
     pending: &Mutex<HashSet<Id>>,
-) -> Result<()> {
-    let dir = repo.packs_dir();
+    failed: &AtomicBool,
+    first: &Mutex<Option<Error>>,
+) {
     for sealed in rx {
-        let (pid, size, entries) = sealed
-            .commit(&dir)
-            .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-        repo.index().add_pack(&pid, size, &entries)?;
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &entries {
-            p.remove(&e.id);
+        if failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let r = repo.commit_pack(sealed).and_then(|(pid, size, entries)| {
+            repo.index().add_pack(&pid, size, &entries)?;
+            Ok(entries)
+        });
+        match r {
+            Ok(entries) => {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for e in &entries {
+                    p.remove(&e.id);
+                }
+            }
+            Err(e) => {
+                record_first(first, e);
+                failed.store(true, Ordering::SeqCst);
+                return;
+            }
         }
     }
-    Ok(())
 }
 
 /// A directory being assembled.

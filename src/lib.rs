@@ -42,9 +42,9 @@ pub mod restore;
 pub mod run;
 pub mod settings;
 pub mod snapshot;
-pub mod storage;
 pub mod source;
 pub mod stats;
+pub mod storage;
 pub mod tree;
 
 pub use error::{Error, Result};

@@ -363,6 +363,20 @@ impl SealedPack {
     }
 }
 
+impl SealedPack {
+    /// The temporary file holding the complete pack (flushed, not fsynced): what a
+    /// remote repository uploads before [`SealedPack::into_parts`].
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// (pack id, size in bytes, trailer entries), removing the temporary file: for a
+    /// pack that was stored elsewhere (uploaded) from [`SealedPack::temp_path`].
+    pub fn into_parts(mut self) -> (Id, u64, Vec<BlobEntry>) {
+        (self.id, self.size, std::mem::take(&mut self.entries))
+    }
+}
+
 impl Drop for SealedPack {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
@@ -379,6 +393,16 @@ pub fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
 
 /// Read and verify a pack's trailer from an open file of length `len`.
 pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
+    read_trailer_at(len, &mut |offset, buf| f.read_exact_at(buf, offset))
+}
+
+/// Read and verify the trailer of a pack of length `len` whose bytes `read_at(offset,
+/// buf)` fills in (a file's `pread`, or ranged reads of a remote object: three of
+/// them, the header, the footer and the trailer).
+pub fn read_trailer_at(
+    len: u64,
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+) -> Result<Vec<BlobEntry>, DecodeError> {
     let err = |d: String| DecodeError {
         what: "pack",
         detail: d,
@@ -387,15 +411,13 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
         return Err(err(format!("only {len} bytes long")));
     }
     let mut head = [0u8; codec::HEADER_LEN];
-    f.read_exact_at(&mut head, 0)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(0, &mut head).map_err(|e| err(format!("read: {e}")))?;
     let v = codec::check_header(&head, MAGIC, "pack")?;
     if v != VERSION {
         return Err(err(format!("pack version {v} is not supported")));
     }
     let mut footer = [0u8; FOOTER_LEN];
-    f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(len - FOOTER_LEN as u64, &mut footer).map_err(|e| err(format!("read: {e}")))?;
     if &footer[36..] != TRAILER_MAGIC {
         return Err(err("trailer magic missing (truncated pack?)".into()));
     }
@@ -405,8 +427,7 @@ pub fn read_trailer(f: &File, len: u64) -> Result<Vec<BlobEntry>, DecodeError> {
         return Err(err(format!("trailer of {n} entries does not fit")));
     }
     let mut trailer = vec![0u8; tlen as usize];
-    f.read_exact_at(&mut trailer, len - FOOTER_LEN as u64 - tlen)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(len - FOOTER_LEN as u64 - tlen, &mut trailer).map_err(|e| err(format!("read: {e}")))?;
     if blake3::hash(&trailer).as_bytes() != &footer[4..36] {
         return Err(err("trailer checksum mismatch".into()));
     }

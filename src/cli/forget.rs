@@ -126,7 +126,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
         Access::Read
     };
     let repo = ctx.open(access)?;
-    let all = snapshot::load_all(&repo.snapshots_dir())?;
+    let all = snapshot::load_all(repo.storage())?;
     let groups = forget::plan(&all, &a.names, ctx.project(), &policy)?;
     for d in groups.iter().flat_map(|g| &g.decisions) {
         if d.future_dated {

@@ -25,7 +25,7 @@ pub struct LsArgs {
 
 pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let mut all = snapshot::load_all(&repo.snapshots_dir())?;
+    let mut all = snapshot::load_all(repo.storage())?;
     if let Some(n) = &a.name {
         if !all
             .iter()
@@ -89,7 +89,7 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
 /// `{path, type, mode, uid, gid, size, mtime, target}` objects, in tree order.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let set = snapshot::scan(repo.storage())?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let prefix = a
         .path

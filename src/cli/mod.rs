@@ -107,11 +107,19 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Where the repository's files are: the backend for `--repo` / `CBSNAP_REPO` /
+    /// the config's `repo`.
+    pub fn storage(&self) -> Result<std::sync::Arc<dyn cbsnap::storage::Storage>, Error> {
+        Ok(std::sync::Arc::new(cbsnap::storage::Local::new(
+            &self.repo_path,
+        )))
+    }
+
     /// Open the repository, and resume containers an interrupted cbsnap left paused or
     /// stopped (issue 7, case 14): any command that opens the repository does it, not
     /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
-        let repo = cbsnap::Repository::open(&self.repo_path, access)?;
+        let repo = cbsnap::Repository::open_in(self.storage()?, access)?;
         if let Err(e) = self.recover_quiesced(&repo, false) {
             let _ = writeln!(
                 std::io::stderr(),
@@ -324,7 +332,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
 }
 
 fn init(ctx: &Ctx) -> anyhow::Result<i32> {
-    let cfg = cbsnap::Repository::init(&ctx.repo_path)?;
+    let cfg = cbsnap::Repository::init_in(ctx.storage()?)?;
     if ctx.json {
         print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id}));
     } else {
@@ -340,14 +348,14 @@ fn init(ctx: &Ctx) -> anyhow::Result<i32> {
 fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
     // Opening recovers when the state file asks for it; then ask Docker anyway, so
     // that helper containers of dead processes are removed too.
-    let repo = cbsnap::Repository::open(&ctx.repo_path, cbsnap::repo::Access::Read)?;
+    let repo = cbsnap::Repository::open_in(ctx.storage()?, cbsnap::repo::Access::Read)?;
     let n = ctx.recover_quiesced(&repo, true)?;
     ctx.say(&format!("{n} container(s) resumed"));
     Ok(0)
 }
 
 fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path)?;
+    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?)?;
     if ctx.json {
         print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
     } else {

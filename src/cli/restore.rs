@@ -79,14 +79,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
     let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
     if a.all {
-        let all = snapshot::load_all(&repo.snapshots_dir())?;
+        let all = snapshot::load_all(repo.storage())?;
         return restore_run(ctx, &repo, &all, &a, via);
     }
     let spec = a
         .snapshot
         .as_deref()
         .expect("clap requires a snapshot without --all");
-    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let set = snapshot::scan(repo.storage())?;
     let (id, snap) = super::resolve_in(ctx, &set, spec)?;
     if let Some(to) = &a.to {
         let opts = restore::dir::Options {
@@ -334,7 +334,7 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
         anyhow::bail!("dump writes a tar stream; redirect it to a file or a pipe (`cbsnap dump NAME@latest > out.tar`)");
     }
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(&repo.snapshots_dir())?;
+    let set = snapshot::scan(repo.storage())?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {

@@ -379,7 +379,7 @@ fn after_run(ctx: &Ctx, repo: &Repository, a: &Args, r: &RunReport) {
         .as_ref()
         .or(ctx.settings.metrics_file.as_ref())
     {
-        let written = snapshot::load_all(&repo.snapshots_dir()).and_then(|all| {
+        let written = snapshot::load_all(repo.storage()).and_then(|all| {
             cbsnap::run::report::write_textfile(
                 file,
                 &cbsnap::run::report::prometheus_text(r, &all),
@@ -401,7 +401,7 @@ fn after_run(ctx: &Ctx, repo: &Repository, a: &Args, r: &RunReport) {
 /// The newest snapshot of `name`, used as the parent.
 pub fn latest(repo: &cbsnap::Repository, name: &str) -> cbsnap::Result<Option<(Id, Snapshot)>> {
     Ok(snapshot::latest_of(
-        &snapshot::load_all(&repo.snapshots_dir())?,
+        &snapshot::load_all(repo.storage())?,
         name,
     ))
 }

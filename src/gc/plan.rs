@@ -106,7 +106,7 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             opts.repack_threshold * 100.0
         )));
     }
-    let snapshots = snapshot::load_all(&repo.snapshots_dir())?;
+    let snapshots = snapshot::load_all(repo.storage())?;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 
     let mut uses: HashMap<Id, PackUse> = repo

@@ -14,8 +14,7 @@
 //! Nothing referenced is ever deleted before a durable, indexed copy exists.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fs::{self, File};
-use std::os::unix::fs::FileExt;
+use std::fs;
 use std::path::Path;
 
 use serde::Serialize;
@@ -24,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
 use crate::pack::{self, PackWriter};
-use crate::repo::Repository;
+use crate::repo::{PackBytes, Repository};
 
 use super::plan::{plan, PackUse, Plan, PlanOptions};
 use super::reach;
@@ -129,21 +128,16 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
     let one_pass = retired_entries.saturating_mul(16) > p.index_entries;
     let mut dirs = BTreeSet::new();
     for u in retire {
-        let path = repo.pack_path(&u.id);
         let entries = if one_pass {
             None
         } else {
-            File::open(&path)
-                .ok()
-                .and_then(|f| pack::read_trailer(&f, u.size).ok())
+            repo.read_trailer(&u.id, u.size).ok()
         };
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io_path("delete pack", &path, e)),
-        }
-        if let Some(d) = path.parent() {
-            dirs.insert(d.to_path_buf());
+        repo.delete_pack(&u.id)?;
+        if repo.local_root().is_some() {
+            if let Some(d) = repo.pack_path(&u.id).parent() {
+                dirs.insert(d.to_path_buf());
+            }
         }
         if one_pass {
             continue;
@@ -175,13 +169,9 @@ fn live_blobs(
     repo: &Repository,
     p: &Plan,
     u: &PackUse,
-) -> std::result::Result<(Vec<u8>, Vec<pack::BlobEntry>), String> {
-    let path = repo.pack_path(&u.id);
-    let f = File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let entries = pack::read_trailer(&f, u.size).map_err(|e| e.to_string())?;
-    let mut bytes = vec![0u8; u.size as usize];
-    f.read_exact_at(&mut bytes, 0)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+) -> std::result::Result<(PackBytes, Vec<pack::BlobEntry>), String> {
+    let entries = repo.read_trailer(&u.id, u.size)?;
+    let bytes = repo.read_pack(&u.id, u.size)?;
     let mut live = Vec::new();
     for e in entries {
         if !p.referenced.contains(reach::key(&e.id)) {
@@ -196,9 +186,10 @@ fn live_blobs(
 
 fn seal(repo: &Repository, w: PackWriter, r: &mut PruneReport) -> Result<()> {
     let dir = repo.packs_dir();
-    let (id, size, entries) = w
-        .finish(&dir)
+    let sealed = w
+        .seal()
         .ctx(|| format!("write a pack in {}", dir.display()))?;
+    let (id, size, entries) = repo.commit_pack(sealed)?;
     repo.index().add_pack(&id, size, &entries)?;
     r.packs_written += 1;
     r.bytes_written += size;
