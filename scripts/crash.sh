@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The crash harness (tests/it/crash.rs, crash_harness_kills_mid_run) for longer:
+# The crash harness (tests/safety/crash.rs, crash_harness_kills_mid_run) for longer:
 #
 #   scripts/crash.sh [KILLS] [SEED]      default 500 kills, a random seed
 #
@@ -12,5 +12,5 @@ kills=${1:-500}
 seed=${2:-$RANDOM}
 echo "crash harness: $kills kills, seed $seed" >&2
 CBSNAP_CRASH_KILLS=$kills CBSNAP_CRASH_SEED=$seed \
-  cargo test --test it -- crash::crash_harness_kills_mid_run --exact --nocapture 2>&1 |
+  cargo test --test tests -- safety::crash::crash_harness_kills_mid_run --exact --nocapture 2>&1 |
   grep -E "crash harness|panicked|test result|assert"

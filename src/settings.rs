@@ -30,7 +30,7 @@ pub struct Settings {
     /// `pause` (default), `stop` or `none`.
     pub quiesce: Option<String>,
     /// `auto` (default), `archive` or `mount`.
-    pub via: Option<crate::source::docker::Via>,
+    pub via: Option<crate::volume::snapshot::Via>,
     #[serde(default)]
     pub keep: Keep,
     #[serde(default)]

@@ -13,8 +13,8 @@ use serde::Serialize;
 use chrono::{DateTime, Utc};
 
 use crate::error::Result;
-use crate::gc::reach::{key, BlobKey, KeySet, Visit, Walker};
 use crate::id::Id;
+use crate::prune::reach::{key, BlobKey, KeySet, Visit, Walker};
 use crate::repo::Repository;
 use crate::snapshot::{self, Snapshot};
 

@@ -1,7 +1,7 @@
 //! `cbsnap forget` and `cbsnap prune`.
 
 use cbsnap::forget::{self, Policy};
-use cbsnap::gc::{self, Plan, PlanOptions, PruneReport};
+use cbsnap::prune::{self, Plan, PlanOptions, PruneReport};
 use cbsnap::repo::Access;
 use cbsnap::snapshot;
 use cbsnap::{Error, Id};
@@ -104,7 +104,7 @@ fn plan_options(ctx: &Ctx, flag: Option<&str>) -> cbsnap::Result<PlanOptions> {
             .settings
             .prune
             .repack_threshold
-            .unwrap_or(gc::plan::DEFAULT_REPACK_THRESHOLD * 100.0),
+            .unwrap_or(prune::plan::DEFAULT_REPACK_THRESHOLD * 100.0),
     };
     if !(0.0..=100.0).contains(&pct) {
         return Err(Error::Usage(format!(
@@ -148,7 +148,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
         forget::remove(&repo, &remove)?;
     }
     let pruned = if a.prune {
-        Some(gc::prune(&repo, &opts, a.dry_run)?)
+        Some(prune::prune(&repo, &opts, a.dry_run)?)
     } else {
         None
     };
@@ -206,7 +206,7 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
         Access::Exclusive
     };
     let repo = ctx.open(access)?;
-    let (p, r) = gc::prune(&repo, &opts, a.dry_run)?;
+    let (p, r) = prune::prune(&repo, &opts, a.dry_run)?;
     if ctx.json {
         print_json(&serde_json::json!({"plan": p, "result": r}));
     } else {
@@ -216,8 +216,8 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
 }
 
 fn print_prune(ctx: &Ctx, p: &Plan, r: Option<&PruneReport>) {
-    let sum = |v: &[gc::PackUse]| v.iter().map(|u| u.size).sum::<u64>();
-    let unused = |v: &[gc::PackUse]| v.iter().map(|u| u.unused_bytes()).sum::<u64>();
+    let sum = |v: &[prune::PackUse]| v.iter().map(|u| u.size).sum::<u64>();
+    let unused = |v: &[prune::PackUse]| v.iter().map(|u| u.unused_bytes()).sum::<u64>();
     ctx.say(&format!(
         "{} snapshots reference {} blobs in {} trees (referenced set: {})",
         p.snapshots,

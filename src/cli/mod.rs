@@ -137,7 +137,7 @@ impl Ctx {
         repo: &cbsnap::Repository,
         always: bool,
     ) -> Result<usize, Error> {
-        let state = cbsnap::source::docker::quiesce_state_file(&repo.root);
+        let state = cbsnap::volume::snapshot::quiesce_state_file(&repo.root);
         if !always && !cbsnap::docker::pending_recovery(&state)? {
             return Ok(0);
         }

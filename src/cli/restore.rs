@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use cbsnap::docker::Engine;
-use cbsnap::restore::volume::VolumeRestore;
 use cbsnap::snapshot::{Snapshot, SourceKind};
-use cbsnap::source::docker::{quiesce_state_file, Via};
+use cbsnap::volume::restore::VolumeRestore;
+use cbsnap::volume::snapshot::{quiesce_state_file, Via};
 use cbsnap::Id;
 
 use cbsnap::progress::Progress;
@@ -137,7 +137,8 @@ fn restore_to_volume(
 ) -> anyhow::Result<()> {
     engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
     let progress = Progress::new(ctx.quiet || ctx.json, "restore");
-    let (volume, report) = restore::volume::restore_volume(repo, engine, snap, opts, &progress)?;
+    let (volume, report) =
+        cbsnap::volume::restore::restore_volume(repo, engine, snap, opts, &progress)?;
     let target = format!("volume {volume}");
     print_report(ctx, id, snap, &target, &report);
     incomplete(&target, &report)

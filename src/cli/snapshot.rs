@@ -12,8 +12,8 @@ use cbsnap::run::backup::{self, AllOptions, RunReport, SourceStatus};
 use cbsnap::run::Observer;
 use cbsnap::settings::expand_tilde;
 use cbsnap::snapshot::{self, Snapshot, SourceKind};
-use cbsnap::source::docker::Via;
 use cbsnap::source::NewestMtime;
+use cbsnap::volume::snapshot::Via;
 use cbsnap::{Error, Id, Repository};
 
 use super::{absolute, print_json, Ctx, EXIT_PARTIAL};

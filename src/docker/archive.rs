@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use super::signals::{self, ActiveHelper, Registry};
 use super::state;
+use super::undo::remove_helper;
 use super::{status_of, DockerError, Engine};
 
 /// The helper image: an empty file system.
@@ -69,21 +70,6 @@ pub fn volume_entry_path(name: &Path) -> Option<&Path> {
     rel.components()
         .all(|c| matches!(c, Component::Normal(_)))
         .then_some(rel)
-}
-
-/// Removes a container by force; a container already gone is fine.
-pub(super) async fn remove_helper(docker: &Docker, id: &str) -> Result<(), BollardError> {
-    let options = RemoveContainerOptions {
-        force: true,
-        // Never `v`: it would delete anonymous volumes, and is pointless here.
-        v: false,
-        link: false,
-    };
-    match docker.remove_container(id, Some(options)).await {
-        // 404: gone already. 409 (with force): another process is removing it.
-        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
-        other => other,
-    }
 }
 
 /// A created-never-started container mounting one volume; removed on drop.

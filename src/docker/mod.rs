@@ -66,6 +66,7 @@ mod exec;
 mod quiesce;
 mod signals;
 mod state;
+mod undo;
 mod volume;
 
 use std::future::Future;
@@ -78,8 +79,9 @@ use bollard::Docker;
 
 pub use archive::{volume_entry_path, VolumeTarReader, HELPER_IMAGE, HELPER_LABEL, VOLUME_LABEL};
 pub use exec::{ExecOutput, OUTPUT_KEEP};
-pub use quiesce::{Consistency, Quiesce, QuiesceMode, QuiescedContainer, Recovery, QUIESCE_LABEL};
+pub use quiesce::{Consistency, Quiesce, QuiesceMode, Recovery, QUIESCE_LABEL};
 pub use state::{pending_recovery, QuiesceAction, QuiesceRecord};
+pub use undo::QuiescedContainer;
 pub use volume::{ContainerInfo, ContainerState, VolumeInfo, COMPOSE_PROJECT_LABEL};
 
 /// Where Docker listens when `DOCKER_HOST` is not set.

@@ -24,7 +24,7 @@ use bollard::Docker;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use super::quiesce::{undo_all, QuiescedContainer};
+use super::undo::{undo_all, QuiescedContainer};
 use super::DockerError;
 
 /// Per-request timeout while cleaning up after a signal: the operator is
@@ -148,7 +148,7 @@ fn clean_up_and_exit(sig: i32) -> ! {
                 let helpers = std::mem::take(&mut reg.helpers);
                 for (_, h) in helpers.into_iter().rev() {
                     let docker = h.docker.with_timeout(CLEANUP_TIMEOUT);
-                    if let Err(e) = rt.block_on(super::archive::remove_helper(&docker, &h.id)) {
+                    if let Err(e) = rt.block_on(super::undo::remove_helper(&docker, &h.id)) {
                         crate::warn_stderr!(
                             "cbsnap: could not remove helper container {}: {e}; \
                              remove it with `docker rm -f {}`",

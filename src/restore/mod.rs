@@ -6,7 +6,6 @@
 
 pub mod dir;
 pub mod tar;
-pub mod volume;
 
 use std::io::{self, Read};
 

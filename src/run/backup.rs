@@ -19,7 +19,7 @@ use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{self, Snapshot, SourceKind};
-use crate::source::docker::{
+use crate::volume::snapshot::{
     find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
 };
 use crate::Id;

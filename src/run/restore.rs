@@ -15,9 +15,9 @@ use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir::{self, Report};
-use crate::restore::volume::{recorded_volume, VolumeRestore};
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::source::docker::{quiesce_state_file, Via};
+use crate::volume::restore::{recorded_volume, VolumeRestore};
+use crate::volume::snapshot::{quiesce_state_file, Via};
 use crate::Id;
 
 use super::{order, Observer, RunError, RunInfo, Selected};
@@ -135,7 +135,7 @@ pub fn plan(
                     }
                     if !mount
                         && !users.is_empty()
-                        && !crate::restore::volume::volume_is_empty(engine, &vol.name)?
+                        && !crate::volume::restore::volume_is_empty(engine, &vol.name)?
                     {
                         problems.push(format!(
                             "{}: volume {} is not empty and containers reference it ({}), so the archive API can neither clear nor recreate it; run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`)",
@@ -319,7 +319,7 @@ fn restore_one(
                 stop: false,
                 via: opts.via,
             };
-            crate::restore::volume::restore_volume(repo, engine, &item.snapshot, &o, progress)
+            crate::volume::restore::restore_volume(repo, engine, &item.snapshot, &o, progress)
                 .map(|(_, r)| r)
         }
         Target::Dir(p) => {

@@ -7,7 +7,6 @@
 //! sink may skip when the parent snapshot already has it unchanged.
 
 pub mod dir;
-pub mod docker;
 pub mod sparse;
 pub mod tar;
 

@@ -2,7 +2,7 @@
 # Build the tar import corpus in $1: tars written by GNU tar, bsdtar (libarchive-tools),
 # busybox tar and Python's tarfile, covering long names and link targets, every GNU
 # sparse dialect, PAX xattrs, hard links, repeated paths, and times of any sign and
-# precision and large ids. Run by tests/it/tar_import.rs; tools from scripts/deps.sh.
+# precision and large ids. Run by tests/data/tar_import.rs; tools from scripts/deps.sh.
 set -euo pipefail
 out=$1
 mkdir -p "$out"

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write the hostile and odd tars of tests/it/tar_import.rs.
+"""Write the hostile and odd tars of tests/data/tar_import.rs.
 
 gen.py many N OUT     one directory `big/` holding N empty files (raw ustar headers: fast)
 gen.py deep N OUT     one file below N nested directories `a/a/.../a/f` (a PAX path)

@@ -1,3 +1,0 @@
-//! Fixtures shared by the integration tests.
-
-pub mod docker;

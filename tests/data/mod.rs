@@ -1,0 +1,6 @@
+mod dedup;
+mod live;
+mod mount;
+mod restore_safety;
+mod roundtrip;
+mod tar_import;

@@ -1,0 +1,4 @@
+mod engine;
+mod stack;
+mod trust;
+mod volumes;

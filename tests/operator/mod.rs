@@ -1,0 +1,3 @@
+mod ops;
+mod ops_scripts;
+mod run_hooks;

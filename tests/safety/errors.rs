@@ -1,0 +1,299 @@
+//! Bad input gets a clear error, a non-zero exit, and loses nothing.
+
+use std::process::Command;
+
+use crate::util::*;
+
+#[test]
+fn missing_path_is_a_clear_error() {
+    let repo = Repo::new();
+    let o = repo.run(&["snapshot", "--path", "/no/such/dir", "--name", "x"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/no/such/dir") && e.contains("No such file"),
+        "{e}"
+    );
+    assert!(repo.snapshots_json().is_empty());
+}
+
+#[test]
+fn unreadable_file_is_warned_recorded_and_exit_3() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("ok"), b"fine").unwrap();
+    std::fs::write(src.path().join("locked"), b"secret").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        src.path().join("locked"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let repo = Repo::new();
+    let mut cmd = repo.cmd();
+    if is_root() {
+        // root reads everything; run as nobody, with a repository nobody may write.
+        for p in [repo.dir.path(), src.path()] {
+            Command::new("chmod")
+                .args(["-R", "a+rwX"])
+                .arg(p)
+                .status()
+                .unwrap();
+        }
+        std::fs::set_permissions(
+            src.path().join("locked"),
+            std::fs::Permissions::from_mode(0o000),
+        )
+        .unwrap();
+        cmd = repo.cmd_as_nobody();
+    }
+    let o = cmd
+        .args([
+            "snapshot",
+            "--path",
+            src.path().to_str().unwrap(),
+            "--name",
+            "partial",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    let snaps = repo.snapshots_json();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["errors"][0]["path"], "locked");
+    let out = tempfile::tempdir().unwrap();
+    repo.restore("partial@latest", &out.path().join("r"));
+    assert_eq!(std::fs::read(out.path().join("r/ok")).unwrap(), b"fine");
+    assert!(!out.path().join("r/locked").exists());
+}
+
+fn make_tar(dir: &std::path::Path, gzip: bool) -> Vec<u8> {
+    let o = Command::new("tar")
+        .arg(if gzip { "-cz" } else { "-c" })
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    o.stdout
+}
+
+#[test]
+fn truncated_or_corrupt_tar_commits_nothing() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("a"), random_bytes(300_000, 1)).unwrap();
+    std::fs::write(src.path().join("b"), random_bytes(300_000, 2)).unwrap();
+    let plain = make_tar(src.path(), false);
+    let gz = make_tar(src.path(), true);
+    let work = tempfile::tempdir().unwrap();
+    let repo = Repo::new();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        // Cut inside file data.
+        ("mid-entry", plain[..plain.len() / 2].to_vec()),
+        // Cut exactly after an entry: no end-of-archive marker.
+        (
+            "entry-boundary",
+            plain[..512 + 300_000usize.div_ceil(512) * 512 + 512].to_vec(),
+        ),
+        ("gzip-truncated", gz[..gz.len() / 2].to_vec()),
+        ("gzip-corrupt", {
+            let mut g = gz.clone();
+            let m = g.len() / 2;
+            for b in &mut g[m..m + 64] {
+                *b ^= 0x5a;
+            }
+            g
+        }),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in cases {
+        let f = work.path().join(what);
+        std::fs::write(&f, &bytes).unwrap();
+        let o = repo.run(&["snapshot", "--tar", f.to_str().unwrap(), "--name", what]);
+        assert_eq!(o.status.code(), Some(1), "{what}: {}", stderr(&o));
+        assert!(stderr(&o).contains("tar stream"), "{what}: {}", stderr(&o));
+    }
+    assert!(repo.snapshots_json().is_empty());
+    // The repository still works.
+    let f = work.path().join("good.tar");
+    std::fs::write(&f, &plain).unwrap();
+    repo.ok(&["snapshot", "--tar", f.to_str().unwrap(), "--name", "good"]);
+}
+
+#[test]
+fn hostile_tar_entries_are_refused_and_cannot_escape() {
+    let work = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in [
+        ("ok.txt", &b"fine"[..]),
+        ("../escape.txt", b"evil"),
+        ("a/../../escape2.txt", b"evil"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_entry_type(tar::EntryType::Regular);
+        // Write the name bytes directly: the tar crate refuses `..` in set_path.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    let bytes = b.into_inner().unwrap();
+    let f = work.path().join("hostile.tar");
+    std::fs::write(&f, bytes).unwrap();
+    let repo = Repo::new();
+    let o = repo.run(&[
+        "snapshot",
+        "--tar",
+        f.to_str().unwrap(),
+        "--name",
+        "hostile",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("unsafe path"), "{}", stderr(&o));
+    let target = work.path().join("inner/restored");
+    repo.restore("hostile@latest", &target);
+    assert_eq!(std::fs::read(target.join("ok.txt")).unwrap(), b"fine");
+    assert!(!work.path().join("inner/escape.txt").exists());
+    assert!(!work.path().join("escape.txt").exists());
+    assert!(!work.path().join("escape2.txt").exists());
+}
+
+#[test]
+fn repo_that_is_not_a_repository_is_refused_and_untouched() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("notes.txt"), b"my notes").unwrap();
+    let o = Command::new(BIN)
+        .arg("--repo")
+        .arg(d.path())
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("is not a cbsnap repository") && e.contains("cbsnap --repo"),
+        "{e}"
+    );
+    let names: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
+    // Nor does init overwrite it.
+    let o = Command::new(BIN)
+        .arg("--repo")
+        .arg(d.path())
+        .arg("init")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // A missing directory is not created by a read command.
+    let missing = d.path().join("nope");
+    let o = Command::new(BIN)
+        .arg("--repo")
+        .arg(&missing)
+        .arg("snapshots")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!missing.exists());
+}
+
+#[test]
+fn unknown_name_or_selector_lists_what_exists() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "qdrant-data");
+    let out = tempfile::tempdir().unwrap();
+    let to = out.path().join("r");
+    let o = repo.run(&["restore", "qdrant-dta@latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("Did you mean `qdrant-data`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = repo.run(&[
+        "restore",
+        "qdrant-data@yesterday",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("qdrant-data@latest~0"),
+        "{}",
+        stderr(&o)
+    );
+    let o = repo.run(&[
+        "restore",
+        "qdrant-data@latest~5",
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(!to.exists(), "a failed restore created its target");
+    // The compose-prefixed spelling works.
+    repo.restore("code-buddy_qdrant-data@latest", &to);
+    assert_eq!(std::fs::read(to.join("f")).unwrap(), b"x");
+}
+
+#[test]
+fn restore_refuses_a_non_empty_target_without_force() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"new").unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "s");
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("f"), b"old").unwrap();
+    std::fs::write(out.path().join("keep"), b"mine").unwrap();
+    let o = repo.run(&["restore", "s@latest", "--to", out.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"old");
+    repo.ok(&[
+        "restore",
+        "s@latest",
+        "--to",
+        out.path().to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(std::fs::read(out.path().join("f")).unwrap(), b"new");
+    assert_eq!(std::fs::read(out.path().join("keep")).unwrap(), b"mine");
+}
+
+/// Inputs the fuzzers found (fuzz/regressions): fields far beyond what a filesystem
+/// allows are refused per entry (exit 3), never a panic.
+#[test]
+fn fuzzer_found_tar_inputs_are_refused_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let repo = Repo::new();
+    for name in ["tar_source-1", "tar_source-2", "tar_source-3"] {
+        let f = root.join(name);
+        let o = repo.run(&["snapshot", "--tar", f.to_str().unwrap(), "--name", name]);
+        assert_eq!(o.status.code(), Some(3), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("skipped"), "{name}: {}", stderr(&o));
+    }
+    // The snapshots that were committed read back.
+    for s in repo.snapshots_json() {
+        repo.ok(&["ls", &format!("{}@latest", s["name"].as_str().unwrap())]);
+    }
+    // A config whose chunker sizes FastCDC cannot take is a damaged config, not a crash.
+    let cfg = std::fs::read(root.join("snapshot_decode-1")).unwrap();
+    std::fs::write(repo.path().join("config"), cfg).unwrap();
+    let o = repo.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not a cbsnap repository") || stderr(&o).contains("damaged"),
+        "{}",
+        stderr(&o)
+    );
+}

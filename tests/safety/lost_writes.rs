@@ -1,0 +1,119 @@
+//! Fault injection for lost writes: a pack or snapshot file that a power loss
+//! dropped (deleted, or truncated as an unsynced file is) is found by `check`, makes
+//! the restores that need it fail, and is never served as good data — not even to
+//! deduplication: the next snapshot of the same data stores it again.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+fn packs(repo: &Repo) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in fs::read_dir(repo.path().join("packs")).unwrap().flatten() {
+        for f in fs::read_dir(sub.path()).unwrap().flatten() {
+            if !f.file_name().to_string_lossy().starts_with(".tmp-") {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn source(dir: &Path) {
+    fs::create_dir_all(dir.join("d")).unwrap();
+    fs::write(dir.join("a.bin"), random_bytes(3 << 20, 11)).unwrap();
+    fs::write(dir.join("d/b.txt"), text_bytes(200_000, 12)).unwrap();
+}
+
+/// What a power loss can do to a file whose last writes were not synced.
+#[derive(Clone, Copy, Debug)]
+enum Loss {
+    Deleted,
+    Empty,
+    Half,
+    TailCut,
+}
+
+fn lose(p: &Path, how: Loss) {
+    match how {
+        Loss::Deleted => fs::remove_file(p).unwrap(),
+        Loss::Empty => fs::write(p, b"").unwrap(),
+        Loss::Half => {
+            let b = fs::read(p).unwrap();
+            fs::write(p, &b[..b.len() / 2]).unwrap();
+        }
+        Loss::TailCut => {
+            let b = fs::read(p).unwrap();
+            fs::write(p, &b[..b.len() - 1]).unwrap();
+        }
+    }
+}
+
+#[test]
+fn lost_pack_is_detected_and_never_served() {
+    let src = tempfile::tempdir().unwrap();
+    source(src.path());
+    for how in [Loss::Deleted, Loss::Empty, Loss::Half, Loss::TailCut] {
+        let repo = Repo::new();
+        repo.snapshot_dir(src.path(), "vol");
+        let before = packs(&repo);
+        assert!(!before.is_empty());
+        for p in &before {
+            lose(p, how);
+        }
+        let o = repo.run(&["check", "--read-data"]);
+        assert_ne!(o.status.code(), Some(0), "{how:?}: check passed");
+        let out = tempfile::tempdir().unwrap();
+        let t = out.path().join("t");
+        let o = repo.run(&["restore", "vol@latest", "--to", t.to_str().unwrap()]);
+        assert_ne!(o.status.code(), Some(0), "{how:?}: restore passed");
+        // Whatever the failed restore left, a file of full length holds the right
+        // bytes. (That a failed restore may leave a short file under its final name is
+        // issue 7 case 8, restore/dir.rs, handled on another branch.)
+        for (rel, want) in [
+            ("a.bin", src.path().join("a.bin")),
+            ("d/b.txt", src.path().join("d/b.txt")),
+        ] {
+            if let Ok(got) = fs::read(t.join(rel)) {
+                assert!(
+                    want.metadata().unwrap().len() as usize != got.len()
+                        || got == fs::read(&want).unwrap(),
+                    "{how:?}: {rel} restored with wrong content"
+                );
+            }
+        }
+        // The next snapshot of the same data does not deduplicate against the lost
+        // blobs: it stores them again and restores byte-exact.
+        repo.snapshot_dir(src.path(), "vol");
+        let t2 = out.path().join("t2");
+        repo.restore("vol@latest", &t2);
+        compare_trees(src.path(), &t2);
+    }
+}
+
+#[test]
+fn lost_snapshot_file_is_detected() {
+    let src = tempfile::tempdir().unwrap();
+    source(src.path());
+    for how in [Loss::Empty, Loss::Half, Loss::TailCut] {
+        let repo = Repo::new();
+        repo.snapshot_dir(src.path(), "vol");
+        let id = repo.snapshots_json()[0]["id"].as_str().unwrap().to_string();
+        lose(&repo.path().join("snapshots").join(&id), how);
+        let o = repo.run(&["check"]);
+        assert_ne!(o.status.code(), Some(0), "{how:?}: check passed");
+        let report = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(report.contains(&id), "{how:?}: {report}");
+        let out = tempfile::tempdir().unwrap();
+        let o = repo.run(&[
+            "restore",
+            "vol@latest",
+            "--to",
+            out.path().join("t").to_str().unwrap(),
+        ]);
+        assert_ne!(o.status.code(), Some(0), "{how:?}: restore passed");
+        assert!(!out.path().join("t").exists());
+    }
+}

@@ -1,0 +1,4 @@
+mod crash;
+mod errors;
+mod lost_writes;
+mod trust;
