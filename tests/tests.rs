@@ -4,6 +4,9 @@
 
 mod util;
 
+/// Every storage backend: the same round trip, dedup, failed-upload and two-host
+/// tests against a path and a remote repository.
+mod backends;
 /// What goes in comes out: snapshots and restores of directories and tar streams.
 mod data;
 /// Docker volumes and stacks against the real engine.

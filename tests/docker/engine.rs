@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use cbsnap::docker::{
-    Consistency, DockerError, Engine, QuiesceAction, QuiesceMode, VolumeInfo, COMPOSE_PROJECT_LABEL,
-};
 use crate::util::docker::{
     docker, engine, parse_tar, payload, state_file, state_file_lists, unique, Item, TestContainer,
     TestVolume,
+};
+use cbsnap::docker::{
+    Consistency, DockerError, Engine, QuiesceAction, QuiesceMode, VolumeInfo, COMPOSE_PROJECT_LABEL,
 };
 
 const WAIT: Duration = Duration::from_secs(10);

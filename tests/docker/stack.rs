@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::*;
 use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::*;
 
 /// A repository with a config file; commands run without `-q` so plans and
 /// summaries can be checked.

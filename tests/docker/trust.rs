@@ -6,8 +6,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::*;
 use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::*;
 
 fn cmd(repo: &Repo) -> Command {
     let mut c = repo.cmd();

@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::*;
 use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::*;
 
 /// A volume of compose project `project` (`<project>_<short>`), removed on drop.
 fn project_volume(project: &str, short: &str) -> TestVolume {

@@ -27,7 +27,9 @@ fn rewrite_snapshot(repo: &Repo, id: &str, edit: impl FnOnce(&mut Snapshot)) -> 
     let mut s = Snapshot::decode(&fs::read(&path).unwrap()).unwrap();
     edit(&mut s);
     fs::remove_file(&path).unwrap();
-    s.save(&repo.path().join("snapshots")).unwrap().to_hex()
+    s.save(&cbsnap::storage::Local::new(repo.path()))
+        .unwrap()
+        .to_hex()
 }
 
 /// Case 13: one flipped digit of `chunker.avg_size` (still a size FastCDC takes)
