@@ -11,8 +11,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use cbsnap::ingest::{self, SnapshotSpec, SnapshotTime};
+use cbsnap::lock::LockKind;
 use cbsnap::progress::Progress;
 use cbsnap::repo::{Access, OpenOptions};
 use cbsnap::snapshot::SourceKind;
@@ -349,13 +351,21 @@ fn remote_locks_are_judged_by_their_time() {
     let now = chrono::Utc::now().to_rfc3339();
     s.write("locks/shared-elsewhere-1-2", lock(&now).as_bytes())
         .unwrap();
-    std::env::set_var("CBSNAP_LOCK_WAIT", "0");
-    let opts = OpenOptions {
-        cache_dir: Some(cache),
-        transfers: None,
-    };
-    let r = Repository::open_with(s.clone(), Access::Exclusive, &opts);
+    let r = cbsnap::lock::acquire(&s, LockKind::Exclusive, Duration::ZERO);
     assert!(matches!(r, Err(Error::Locked(_))), "a fresh lock blocks");
-    // The pid of another host is not asked: pid 1 is alive here, the lock is fresh.
-    let _shared = Repository::open_with(s.clone(), Access::Append, &opts).unwrap();
+    let _shared = cbsnap::lock::acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
+    // A fresh lock of this host's name with a dead pid still holds on a remote
+    // repository: the pid may be of another machine or container with the same name.
+    s.delete("locks/shared-elsewhere-1-2").unwrap();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let mine = format!(
+        "{{\"kind\":\"exclusive\",\"host\":\"{host}\",\"pid\":999999999,\"time\":\"{now}\"}}"
+    );
+    s.write("locks/exclusive-same-name-1", mine.as_bytes())
+        .unwrap();
+    let r = cbsnap::lock::acquire(&s, LockKind::Shared, Duration::ZERO);
+    assert!(
+        matches!(r, Err(Error::Locked(_))),
+        "judged by time, not pid"
+    );
 }
