@@ -1,0 +1,286 @@
+//! The pack stage of the ingest pipeline: compress workers, the one pack writer and
+//! the flusher thread, and the source side's way into them ([`Ingest::put_blob`]).
+//!
+//! Dedup is decided by [`claim`] before a blob is compressed: an id is either indexed
+//! or in the `pending` set until its pack is indexed, so two copies of a chunk in
+//! flight are stored once.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::{named, Ingest};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{self, BlobKind, Compression, PackWriter, SealedPack};
+use crate::repo::Repository;
+
+/// The id of chunk `seq` of a file, or why it could not be stored.
+pub(super) type ChunkReply = (usize, Result<Id>);
+
+/// Work for the compress workers.
+pub(super) enum Job {
+    /// A blob the source thread already hashed and claimed (see [`claim`]): compress
+    /// it and pass it to the writer.
+    Store {
+        id: Id,
+        kind: BlobKind,
+        raw: Vec<u8>,
+    },
+    /// Chunk `seq` of a file of several chunks: hash it, claim it, compress and store
+    /// it if new, and send its id back on `reply`.
+    Chunk {
+        seq: usize,
+        raw: Vec<u8>,
+        reply: Sender<ChunkReply>,
+    },
+}
+
+pub(super) struct Stored {
+    id: Id,
+    kind: BlobKind,
+    raw_len: u32,
+    bytes: Vec<u8>,
+    compression: Compression,
+}
+
+#[derive(Default)]
+pub(super) struct WriterStats {
+    pub(super) blobs: u64,
+    pub(super) raw: u64,
+    pub(super) stored: u64,
+}
+
+/// Whether the blob `id` must be stored: true when neither the repository nor the
+/// queue has it, and it is now in the queue (`pending`). Checked under the lock: the
+/// flusher indexes a pack before it removes the pack's ids from `pending`, so an id
+/// is always in one or the other.
+fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<bool> {
+    let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+    if p.contains(id) || repo.index().contains(id)? {
+        return Ok(false);
+    }
+    p.insert(*id);
+    Ok(true)
+}
+
+fn writer_stopped() -> Error {
+    Error::PipelineStopped
+}
+
+/// Hash (for [`Job::Chunk`]), deduplicate, compress, hand to the writer. A worker
+/// keeps draining its jobs after the writer stopped, so that every chunk of a file
+/// gets a reply and the source never waits for one that will not come.
+pub(super) fn compress_worker(
+    repo: &Repository,
+    pending: &Mutex<HashSet<Id>>,
+    stopped: &AtomicBool,
+    rx: Receiver<Job>,
+    tx: Sender<Stored>,
+    level: i32,
+) {
+    for job in rx {
+        let (id, kind, raw, reply) = match job {
+            Job::Store { id, kind, raw } => (id, kind, raw, None),
+            Job::Chunk { seq, raw, reply } => {
+                let id = Id::hash(&raw);
+                match claim(repo, pending, &id) {
+                    Ok(true) => (id, BlobKind::Data, raw, Some((seq, reply))),
+                    Ok(false) => {
+                        let _ = reply.send((seq, Ok(id)));
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = reply.send((seq, Err(e)));
+                        continue;
+                    }
+                }
+            }
+        };
+        let sent = !stopped.load(Ordering::Relaxed) && {
+            let raw_len = raw.len() as u32;
+            let (bytes, compression) = pack::compress_vec(raw, level);
+            let out = Stored {
+                id,
+                kind,
+                raw_len,
+                bytes,
+                compression,
+            };
+            tx.send(out).is_ok()
+        };
+        if !sent {
+            stopped.store(true, Ordering::Relaxed);
+        }
+        if let Some((seq, reply)) = reply {
+            let _ = reply.send((seq, if sent { Ok(id) } else { Err(writer_stopped()) }));
+        }
+    }
+}
+
+/// The only writer of packs. Full packs go to a flusher thread that makes them
+/// durable and indexes them while the next pack fills; this returns only after the
+/// flusher has finished every pack handed to it. Ids leave the pending set only
+/// after they are indexed, so a concurrent dedup check always finds a blob in one of
+/// the two.
+pub(super) fn write_packs(
+    repo: &Repository,
+    rx: Receiver<Stored>,
+    pending: &Mutex<HashSet<Id>>,
+    abort: &AtomicBool,
+    stopped: &AtomicBool,
+) -> Result<WriterStats> {
+    let dir = repo.packs_dir();
+    let target = repo.config.pack_target_size;
+    let mut stats = WriterStats::default();
+    let mut cur: Option<PackWriter> = None;
+    // One pack may wait while others are made durable: at most 1 + transfers full
+    // packs are in flight (a path repository: one fsync at a time; a remote one:
+    // `transfers` uploads).
+    let transfers = repo.transfers();
+    let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
+    let flush_failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let result = std::thread::scope(|s| {
+        let flushers: Vec<_> = (0..transfers)
+            .map(|_| {
+                let rx = seal_rx.clone();
+                let (failed, first) = (&flush_failed, &first_error);
+                named("cbsnap-flusher", s, move || {
+                    flush_packs(repo, rx, pending, failed, first)
+                })
+            })
+            .collect();
+        drop(seal_rx);
+        let seal = |w: PackWriter| -> Result<bool> {
+            let sealed = w
+                .seal()
+                .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
+            // A send fails only when the flusher stopped on an error, reported below.
+            Ok(seal_tx.send(sealed).is_ok())
+        };
+        let filled = (|| {
+            for s in rx.iter() {
+                if abort.load(Ordering::Relaxed) {
+                    break;
+                }
+                if cur.is_none() {
+                    cur =
+                        Some(PackWriter::create(&dir).map_err(|e| {
+                            Error::io(format!("create pack in {}", dir.display()), e)
+                        })?);
+                }
+                let w = cur.as_mut().expect("pack is open");
+                w.add(s.id, s.kind, s.raw_len, &s.bytes, s.compression)
+                    .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
+                stats.blobs += 1;
+                stats.raw += s.raw_len as u64;
+                stats.stored += s.bytes.len() as u64;
+                if w.size() >= target && !seal(cur.take().expect("pack is open"))? {
+                    return Err(writer_stopped());
+                }
+            }
+            if abort.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            if let Some(w) = cur.take() {
+                if !seal(w)? {
+                    return Err(writer_stopped());
+                }
+            }
+            Ok(())
+        })();
+        drop(seal_tx);
+        for f in flushers {
+            if f.join().is_err() {
+                record_first(&first_error, Error::Source("pack flusher panicked".into()));
+            }
+        }
+        // A flusher's failure is the first cause of the writer's "stopped".
+        match first_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => filled,
+        }
+    });
+    if let Some(w) = cur.take() {
+        w.abandon();
+    }
+    if result.is_err() {
+        stopped.store(true, Ordering::Relaxed);
+    }
+    // Dropping `rx` on error makes the workers' sends fail, which stops the pipeline.
+    result.map(|_| stats)
+}
+
+/// Keep `e` if it is the first error of the flushers (the cause to report).
+fn record_first(first: &Mutex<Option<Error>>, e: Error) {
+    let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(e);
+    }
+}
+
+/// Make each sealed pack a repository file ([`Repository::commit_pack`]: fsync and
+/// rename, or upload), then index it, then drop its ids from `pending`: the commit
+/// order of `docs/FORMAT.md`. Several run at once for a remote repository. On an
+/// error (the first is kept in `first`) every flusher stops and the packs still
+/// queued are dropped, which removes their temporary files.
+fn flush_packs(
+    repo: &Repository,
+    rx: Receiver<SealedPack>,
+    pending: &Mutex<HashSet<Id>>,
+    failed: &AtomicBool,
+    first: &Mutex<Option<Error>>,
+) {
+    for sealed in rx {
+        if failed.load(Ordering::SeqCst) {
+            return;
+        }
+        let r = repo.commit_pack(sealed).and_then(|(pid, size, entries)| {
+            repo.index().add_pack(&pid, size, &entries)?;
+            Ok(entries)
+        });
+        match r {
+            Ok(entries) => {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for e in &entries {
+                    p.remove(&e.id);
+                }
+            }
+            Err(e) => {
+                record_first(first, e);
+                failed.store(true, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+}
+
+impl Ingest<'_> {
+    pub(super) fn send(&self, job: Job) -> Result<()> {
+        let tx = self.tx.as_ref().expect("pipeline is open");
+        if self.stopped.load(Ordering::Relaxed) || tx.send(job).is_err() {
+            // The writer stopped (disk full, I/O error); its error is reported by `snapshot`.
+            return Err(writer_stopped());
+        }
+        Ok(())
+    }
+
+    /// Queue a blob unless the repository has it or it is already queued.
+    pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+        if raw.len() > pack::MAX_BLOB as usize {
+            return Err(Error::Source(format!(
+                "a {kind:?} blob of {} bytes exceeds the {}-byte blob limit (a cbsnap bug: please report it)",
+                raw.len(),
+                pack::MAX_BLOB
+            )));
+        }
+        let id = Id::hash(&raw);
+        if claim(self.repo, self.pending, &id)? {
+            self.send(Job::Store { id, kind, raw })?;
+        }
+        Ok(id)
+    }
+}

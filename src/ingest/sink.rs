@@ -1,0 +1,161 @@
+//! The [`Sink`] a source pushes entries into: names are checked against the format's
+//! limits, hard links are grouped, and each entry goes to the tree being assembled.
+
+use super::tree::{split_last, Child, DirBuild};
+use super::Ingest;
+use crate::error::Result;
+use crate::snapshot::FileError;
+use crate::source::{Content, Entry, Sink};
+use crate::tree::{self, NodeKind};
+
+impl Sink for Ingest<'_> {
+    fn entry(&mut self, mut e: Entry, content: Content<'_>) -> Result<()> {
+        self.progress.set_path(&e.path);
+        self.newest_mtime = Some(
+            self.newest_mtime
+                .map_or(e.node.mtime, |n| n.max(e.node.mtime)),
+        );
+        if e.path.is_empty() {
+            if e.node.kind == NodeKind::Dir {
+                let children = std::mem::take(&mut self.root.children);
+                self.root = DirBuild {
+                    node: e.node,
+                    children,
+                };
+            }
+            return Ok(());
+        }
+        if !e.path.split(|b| *b == b'/').all(tree::valid_name) {
+            self.warn(
+                &e.path,
+                "a name in this path cannot be stored; entry skipped".into(),
+            );
+            return Ok(());
+        }
+        if let Err(why) = tree::fits(&e.node) {
+            self.warn(&e.path, format!("{why}; entry skipped"));
+            return Ok(());
+        }
+        if tree::truncate_owner_names(&mut e.node) {
+            self.warn(
+                &e.path,
+                format!(
+                    "owner or group name longer than {} bytes; stored cut to that length",
+                    tree::MAX_OWNER_NAME
+                ),
+            );
+        }
+        let (_, name) = split_last(&e.path);
+        e.node.name = name.to_vec();
+        match e.node.kind {
+            NodeKind::Dir => {
+                let path = e.path.clone();
+                let Some(d) = self.open_dir(&path, true, &e.path)? else {
+                    return Ok(());
+                };
+                let name = std::mem::take(&mut e.node.name);
+                d.node = e.node;
+                d.node.name = name;
+                self.stats.dirs += 1;
+                Ok(())
+            }
+            NodeKind::File => {
+                if let Some(target) = e.hardlink_to.take() {
+                    let group = self.next_group;
+                    let Some(t) = self.find_leaf(&target) else {
+                        self.warn(
+                            &e.path,
+                            format!(
+                                "hard link to {} which is not in the stream before it",
+                                String::from_utf8_lossy(&target)
+                            ),
+                        );
+                        return Ok(());
+                    };
+                    if t.link_group == 0 {
+                        t.link_group = group;
+                    }
+                    // One inode: `tar -x` gives the link the target's metadata, and
+                    // restore creates whichever name comes first in the tree.
+                    let name = std::mem::take(&mut e.node.name);
+                    e.node = t.clone();
+                    e.node.name = name;
+                    if t.link_group == group {
+                        self.next_group += 1;
+                    }
+                    if self.insert(&e.path.clone(), e.node)? {
+                        self.stats.files += 1;
+                    }
+                    return Ok(());
+                }
+                if let Some(key) = e.link_key {
+                    if let Some((g, ids, size)) = self.links_by_key.get(&key) {
+                        e.node.link_group = *g;
+                        e.node.content = ids.clone();
+                        e.node.size = *size;
+                        if self.insert(&e.path.clone(), e.node)? {
+                            self.stats.files += 1;
+                        }
+                        return Ok(());
+                    }
+                }
+                let Some((ids, size)) = self.file_content(&mut e, content)? else {
+                    return Ok(());
+                };
+                e.node.content = ids;
+                e.node.size = size;
+                // Only now is the chunk list known: a file of millions of chunks can
+                // outgrow what one tree blob holds.
+                if let Err(why) = tree::fits(&e.node) {
+                    self.warn(&e.path, format!("{why}; file not stored"));
+                    return Ok(());
+                }
+                if let Some(key) = e.link_key {
+                    e.node.link_group = self.next_group;
+                    self.next_group += 1;
+                    self.links_by_key
+                        .insert(key, (e.node.link_group, e.node.content.clone(), size));
+                }
+                if self.insert(&e.path.clone(), e.node)? {
+                    self.stats.files += 1;
+                    self.stats.bytes += size;
+                }
+                Ok(())
+            }
+            _ => {
+                if self.insert(&e.path.clone(), e.node)? {
+                    self.stats.other += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn dir_done(&mut self, path: &[u8]) -> Result<()> {
+        if let Some(p) = self.parent.as_mut() {
+            p.forget(path);
+        }
+        if path.is_empty() {
+            return Ok(());
+        }
+        let (dir, name) = split_last(path);
+        let Some(parent) = self.open_dir(dir, false, path)? else {
+            return Ok(());
+        };
+        let Some(Child::Open(d)) = parent.children.remove(name) else {
+            return Ok(());
+        };
+        let node = self.seal_dir(*d)?;
+        if let Some(parent) = self.open_dir(dir, false, path)? {
+            parent.children.insert(name.to_vec(), Child::Done(node));
+        }
+        Ok(())
+    }
+
+    fn warn(&mut self, path: &[u8], error: String) {
+        let p = String::from_utf8_lossy(path).into_owned();
+        self.progress
+            .println(&format!("cbsnap: warning: {p}: {error}"));
+        self.errors.push(FileError { path: p, error });
+    }
+}
