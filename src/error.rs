@@ -69,8 +69,17 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// `--repo`, `CBSNAP_REPO`, the config's `repo` or a mirror destination is not a
+    /// location cbsnap knows (a usage error: exit 2).
+    #[error(transparent)]
+    Location(#[from] crate::storage::LocationError),
+
     #[error("{0}")]
     Source(String),
+
+    /// A blob a pack writer refused because a reader would reject it (a cbsnap bug).
+    #[error(transparent)]
+    BlobRejected(#[from] crate::pack::BlobRejected),
 
     /// A restore went through to the end, but some entries were not restored exactly;
     /// they were listed in its report ([`crate::restore::dir::Report::problems`]).

@@ -29,13 +29,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, Months, TimeZone, Timelike, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::settings::Keep;
 use crate::snapshot::{self, Snapshot};
 
 /// A `--keep-within` duration in calendar units.
@@ -123,7 +122,50 @@ pub struct Policy {
     pub tags: Vec<String>,
 }
 
+/// `[keep]` of the config file, or the `--keep-*` flags: a retention policy as
+/// given, before [`Policy::from_keep`] checks it.
+#[derive(Debug, Default, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Keep {
+    /// The N newest snapshots.
+    pub last: Option<u32>,
+    /// The newest of each of the last N hours that have one.
+    pub hourly: Option<u32>,
+    /// The newest of each of the last N days that have one.
+    pub daily: Option<u32>,
+    /// The newest of each of the last N ISO weeks that have one.
+    pub weekly: Option<u32>,
+    /// The newest of each of the last N months that have one.
+    pub monthly: Option<u32>,
+    /// The newest of each of the last N years that have one.
+    pub yearly: Option<u32>,
+    /// Every snapshot newer than the newest minus this duration (`1y6m2d12h`).
+    pub within: Option<String>,
+    /// Every snapshot with one of these tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+impl Keep {
+    /// Whether no rule is given at all.
+    pub fn is_empty(&self) -> bool {
+        *self == Keep::default()
+    }
+}
+
 impl Policy {
+    /// The policy of `cbsnap forget`: the `--keep-*` flags when any is given (they
+    /// replace the config's `[keep]` as a whole, never merge with it), else the
+    /// config's `[keep]`. [`Error::Usage`] for a bad `within` duration.
+    pub fn resolve(flags: &Keep, config: &Keep) -> Result<Policy> {
+        if flags.is_empty() {
+            Policy::from_keep(config)
+        } else {
+            Policy::from_keep(flags)
+        }
+    }
+
+    /// The policy `k` gives; rules it leaves out keep nothing.
     pub fn from_keep(k: &Keep) -> Result<Policy> {
         Ok(Policy {
             last: k.last.unwrap_or(0),
@@ -600,6 +642,36 @@ mod tests {
         let d = apply(&p, &its, &Utc, now());
         assert!(d[0].future_dated && d[0].keep);
         assert!(d[1..].iter().all(|d| !d.future_dated));
+    }
+
+    #[test]
+    fn keep_flags_replace_the_config_policy_as_a_whole() {
+        let config = Keep {
+            daily: Some(7),
+            tags: vec!["pin".into()],
+            ..Default::default()
+        };
+        let from_config = Policy::resolve(&Keep::default(), &config).unwrap();
+        assert_eq!((from_config.daily, from_config.last), (7, 0));
+        assert_eq!(from_config.tags, vec!["pin".to_string()]);
+        let flags = Keep {
+            last: Some(3),
+            ..Default::default()
+        };
+        let from_flags = Policy::resolve(&flags, &config).unwrap();
+        assert_eq!((from_flags.daily, from_flags.last), (0, 3));
+        assert!(
+            from_flags.tags.is_empty(),
+            "the config's tags are not merged in"
+        );
+        let bad = Keep {
+            within: Some("soon".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Policy::resolve(&bad, &config),
+            Err(Error::Usage(_))
+        ));
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod lock;
 pub mod mirror;
 pub mod mount;
 pub mod pack;
+pub mod packer;
 pub mod progress;
 pub mod prune;
 pub mod repo;

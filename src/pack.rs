@@ -29,6 +29,58 @@ pub const FOOTER_LEN: usize = 4 + 32 + 8;
 /// Blobs larger than this are refused by readers (the chunker's max is far smaller;
 /// the limit only guards against corrupt lengths).
 pub const MAX_BLOB: u32 = 64 * 1024 * 1024;
+/// The most blobs one pack can list: the footer counts them in a `u32`.
+pub const MAX_PACK_ENTRIES: usize = u32::MAX as usize;
+
+/// A blob a pack writer refuses because a reader would reject it. Always a cbsnap
+/// bug: the chunker, the tree writer and the repacker stay far inside these limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlobRejected {
+    /// Raw or stored length above [`MAX_BLOB`].
+    #[error("blob {id} of {raw_len} bytes ({stored_len} stored) exceeds the {MAX_BLOB}-byte blob limit (a cbsnap bug: please report it)")]
+    TooLarge {
+        id: Id,
+        raw_len: u64,
+        stored_len: u64,
+    },
+    /// Stored without compression, so its stored and raw lengths must be equal.
+    #[error("blob {id} is stored uncompressed in {stored_len} bytes but records {raw_len} raw bytes (a cbsnap bug: please report it)")]
+    LengthMismatch {
+        id: Id,
+        raw_len: u32,
+        stored_len: u64,
+    },
+    /// The pack already lists [`MAX_PACK_ENTRIES`] blobs.
+    #[error("a pack lists at most {MAX_PACK_ENTRIES} blobs (a cbsnap bug: please report it)")]
+    PackFull,
+}
+
+/// Check one blob against every limit a reader enforces ([`read_trailer`],
+/// [`BlobEntry::decode_location`], [`decode_blob`]): raw and stored length at most
+/// [`MAX_BLOB`], and equal lengths for a blob stored uncompressed. `raw_len` is a
+/// `u64` so that a caller can check a length before it narrows it.
+pub fn check_blob(
+    id: &Id,
+    raw_len: u64,
+    stored_len: u64,
+    compression: Compression,
+) -> Result<(), BlobRejected> {
+    if raw_len > MAX_BLOB as u64 || stored_len > MAX_BLOB as u64 {
+        return Err(BlobRejected::TooLarge {
+            id: *id,
+            raw_len,
+            stored_len,
+        });
+    }
+    if compression == Compression::None && stored_len != raw_len {
+        return Err(BlobRejected::LengthMismatch {
+            id: *id,
+            raw_len: raw_len as u32,
+            stored_len,
+        });
+    }
+    Ok(())
+}
 
 /// What a blob holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,10 +247,14 @@ pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> 
     Ok(raw)
 }
 
-/// Writes one pack to a temporary file in `dir`.
+/// Writes one pack to a temporary file in `dir`. Dropping it before
+/// [`PackWriter::seal`] removes the temporary file; use [`crate::packer::Packer`],
+/// which also seals at the target size and indexes, rather than this directly.
 pub struct PackWriter {
+    /// The temporary file; empty once handed over to a [`SealedPack`].
     tmp: PathBuf,
-    out: BufWriter<File>,
+    /// `None` only while [`PackWriter::seal`] hands the file over.
+    out: Option<BufWriter<File>>,
     hasher: blake3::Hasher,
     pos: u64,
     entries: Vec<BlobEntry>,
@@ -214,7 +270,7 @@ impl PackWriter {
             .open(&tmp)?;
         let mut w = PackWriter {
             tmp,
-            out: BufWriter::with_capacity(1 << 20, f),
+            out: Some(BufWriter::with_capacity(1 << 20, f)),
             hasher: blake3::Hasher::new(),
             pos: 0,
             entries: Vec::new(),
@@ -224,12 +280,17 @@ impl PackWriter {
     }
 
     fn write(&mut self, b: &[u8]) -> io::Result<()> {
-        self.out.write_all(b)?;
+        let out = self.out.as_mut().expect("the file is open until sealed");
+        out.write_all(b)?;
         self.hasher.update(b);
         self.pos += b.len() as u64;
         Ok(())
     }
 
+    /// Append one blob as stored (`stored` is `raw_len` bytes compressed as
+    /// `compression` says). Refuses, before writing anything, a blob a reader would
+    /// reject ([`check_blob`]) and a blob past [`MAX_PACK_ENTRIES`]; the error is an
+    /// `InvalidInput` I/O error carrying the [`BlobRejected`].
     pub fn add(
         &mut self,
         id: Id,
@@ -239,14 +300,12 @@ impl PackWriter {
         compression: Compression,
     ) -> io::Result<()> {
         // The one place every blob passes: never write what a reader would reject.
-        if raw_len > MAX_BLOB || stored.len() > MAX_BLOB as usize {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "blob {id} of {raw_len} bytes exceeds the {MAX_BLOB}-byte blob limit (a cbsnap bug: please report it)"
-                ),
-            ));
-        }
+        let rejected = if self.entries.len() >= MAX_PACK_ENTRIES {
+            Err(BlobRejected::PackFull)
+        } else {
+            check_blob(&id, raw_len as u64, stored.len() as u64, compression)
+        };
+        rejected.map_err(|r| io::Error::new(io::ErrorKind::InvalidInput, r))?;
         let entry = BlobEntry {
             id,
             offset: self.pos,
@@ -260,20 +319,18 @@ impl PackWriter {
         Ok(())
     }
 
+    /// Bytes written so far (header and blobs).
     pub fn size(&self) -> u64 {
         self.pos
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Blobs added so far.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
-    /// Write the trailer, fsync, and rename the pack to its final name under
-    /// `packs_dir/<2 hex>/<id>`. Only after this returns is the pack durable; its
-    /// blobs may then be indexed. The same as [`PackWriter::seal`] followed by
-    /// [`SealedPack::commit`].
-    pub fn finish(self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
-        self.seal()?.commit(packs_dir)
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Write the trailer and footer and hand the complete (not yet durable) pack
@@ -290,40 +347,32 @@ impl PackWriter {
         footer.raw(trailer_hash.as_bytes());
         footer.raw(TRAILER_MAGIC);
         let trailer = t.buf;
-        let result = (|| {
-            self.write(&trailer)?;
-            self.write(&footer.buf)?;
-            self.out.flush()
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&self.tmp);
-            return Err(e);
-        }
-        let PackWriter {
-            tmp,
-            out,
-            hasher,
-            pos,
-            entries,
-        } = self;
+        // On an error `self` is dropped with its temporary file still named: removed.
+        self.write(&trailer)?;
+        self.write(&footer.buf)?;
+        let out = self.out.take().expect("the file is open until sealed");
         let file = out.into_inner().map_err(|e| e.into_error())?;
         Ok(SealedPack {
-            tmp,
+            tmp: std::mem::take(&mut self.tmp),
             file,
-            id: Id::from(hasher.finalize()),
-            size: pos,
-            entries,
+            id: Id::from(self.hasher.finalize()),
+            size: self.pos,
+            entries: std::mem::take(&mut self.entries),
         })
     }
+}
 
-    /// Throw the pack away (on error).
-    pub fn abandon(self) {
-        let _ = std::fs::remove_file(&self.tmp);
+impl Drop for PackWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
 /// A pack whose bytes are all written to its temporary file but not yet durable.
 /// Dropping it without [`SealedPack::commit`] removes the temporary file.
+#[derive(Debug)]
 pub struct SealedPack {
     tmp: PathBuf,
     file: File,
@@ -340,7 +389,8 @@ impl SealedPack {
 
     /// Fsync the pack, rename it to `packs_dir/<2 hex>/<id>` and fsync the
     /// directory. Only after this returns `Ok` is the pack durable and may its blobs
-    /// be indexed; returns (pack id, size in bytes, trailer entries).
+    /// be indexed; returns (pack id, size in bytes, trailer entries). Call it through
+    /// [`crate::packer::save`], the one place a pack becomes a repository file.
     pub fn commit(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
         let result = (|| {
             self.file.sync_all()?;
@@ -452,6 +502,131 @@ pub fn read_stored(f: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Why a pack cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackReadError {
+    #[error("cannot open: {0}")]
+    Open(#[source] io::Error),
+    /// The trailer or footer is damaged (or the file is not a pack).
+    #[error(transparent)]
+    Trailer(#[from] DecodeError),
+    #[error("cannot read: {0}")]
+    Read(#[source] io::Error),
+}
+
+/// An open pack and its verified trailer: the one way to read a pack. The index is
+/// rebuilt from [`PackFile::entries`] alone; `check --read-data` and prune's repack
+/// read the whole pack once with [`PackFile::read_all`].
+pub struct PackFile {
+    source: Source,
+    size: u64,
+    entries: Vec<BlobEntry>,
+}
+
+/// Ranged reads of a pack kept elsewhere than in a local file (a remote object of a
+/// storage backend). Failures are `io::Error`s whose source is the backend's error.
+pub trait RangedRead: Send + Sync {
+    /// Fill `buf` with the bytes at `offset`; fewer bytes than asked is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The whole object.
+    fn read_all(&self) -> io::Result<Vec<u8>>;
+}
+
+/// Where a [`PackFile`]'s bytes come from.
+enum Source {
+    File(File),
+    Ranged(Box<dyn RangedRead>),
+}
+
+impl PackFile {
+    /// Open the pack at `path`, `size` bytes long (as listed), and read and verify its
+    /// trailer ([`read_trailer`]): every entry then lies inside the data area.
+    pub fn open(path: &Path, size: u64) -> Result<PackFile, PackReadError> {
+        let file = File::open(path).map_err(PackReadError::Open)?;
+        let entries = read_trailer(&file, size)?;
+        Ok(PackFile {
+            source: Source::File(file),
+            size,
+            entries,
+        })
+    }
+
+    /// Open a pack of `size` bytes read through `reader` (a remote object): its
+    /// trailer is read and verified with three ranged reads ([`read_trailer_at`]).
+    pub fn open_ranged(reader: Box<dyn RangedRead>, size: u64) -> Result<PackFile, PackReadError> {
+        let entries = read_trailer_at(size, &mut |offset, buf| reader.read_at(offset, buf))?;
+        Ok(PackFile {
+            source: Source::Ranged(reader),
+            size,
+            entries,
+        })
+    }
+
+    /// The trailer's entries, in pack order.
+    pub fn entries(&self) -> &[BlobEntry] {
+        &self.entries
+    }
+
+    pub fn into_entries(self) -> Vec<BlobEntry> {
+        self.entries
+    }
+
+    /// The whole pack's bytes: mapped, or read when mapping fails or the file's
+    /// length is no longer the listed one.
+    pub fn read_all(&self) -> Result<PackBytes, PackReadError> {
+        // SAFETY: a mapped file that shrinks under us raises SIGBUS. Packs are
+        // immutable once renamed into place and only `prune` deletes them, under the
+        // exclusive lock; every reader of a whole pack holds a lock (check a shared
+        // one, prune's repack the exclusive one), so no cbsnap process truncates or
+        // removes this pack while it is mapped (and deleting a mapped file keeps its
+        // pages valid).
+        let file = match &self.source {
+            Source::File(f) => f,
+            Source::Ranged(r) => {
+                let v = r.read_all().map_err(PackReadError::Read)?;
+                if v.len() as u64 != self.size {
+                    return Err(PackReadError::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes where the listing says {}", v.len(), self.size),
+                    )));
+                }
+                return Ok(PackBytes::Read(v));
+            }
+        };
+        match unsafe { memmap2::Mmap::map(file) } {
+            Ok(m) if m.len() as u64 == self.size => Ok(PackBytes::Mapped(m)),
+            _ => {
+                let mut v = vec![0u8; self.size as usize];
+                file.read_exact_at(&mut v, 0).map_err(PackReadError::Read)?;
+                Ok(PackBytes::Read(v))
+            }
+        }
+    }
+}
+
+/// A whole pack's bytes (see [`PackFile::read_all`]).
+pub enum PackBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl PackBytes {
+    /// The stored bytes of `e`, an entry of this pack's verified trailer.
+    pub fn stored(&self, e: &BlobEntry) -> &[u8] {
+        &self[e.offset as usize..(e.offset + e.stored_len as u64) as usize]
+    }
+}
+
+impl std::ops::Deref for PackBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            PackBytes::Mapped(m) => m,
+            PackBytes::Read(v) => v,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +641,7 @@ mod tests {
             w.add(Id::hash(b), BlobKind::Data, b.len() as u32, &s, c)
                 .unwrap();
         }
-        let (id, size, entries) = w.finish(d.path()).unwrap();
+        let (id, size, entries) = w.seal().unwrap().commit(d.path()).unwrap();
         let p = pack_path(d.path(), &id);
         let bytes = std::fs::read(&p).unwrap();
         assert_eq!(bytes.len() as u64, size);
@@ -524,7 +699,7 @@ mod tests {
         let mut w = PackWriter::create(d.path()).unwrap();
         w.add(Id::hash(b"x"), BlobKind::Data, 1, b"x", Compression::None)
             .unwrap();
-        let (id, size, _) = w.finish(d.path()).unwrap();
+        let (id, size, _) = w.seal().unwrap().commit(d.path()).unwrap();
         let p = pack_path(d.path(), &id);
         let mut bytes = std::fs::read(&p).unwrap();
         let n = bytes.len();

@@ -33,7 +33,7 @@ use crate::fsutil;
 use crate::id::Id;
 use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
-use crate::pack::{self, BlobEntry, SealedPack};
+use crate::pack::{self, BlobEntry, PackFile, PackReadError, SealedPack};
 use crate::storage::{self, Local, Storage, StorageError};
 
 /// Written into every new repository as `README.md`, so the data can be read back
@@ -80,35 +80,27 @@ pub fn snapshot_key(id: &Id) -> String {
     format!("snapshots/{}", id.to_hex())
 }
 
-/// A whole pack's bytes: mapped (a path repository), or read.
-pub enum PackBytes {
-    Mapped(memmap2::Mmap),
-    Read(Vec<u8>),
+/// Ranged reads of pack `key` of a remote repository (see [`Repository::open_pack`]).
+struct RemotePack {
+    storage: Arc<dyn Storage>,
+    key: String,
 }
 
-impl std::ops::Deref for PackBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            PackBytes::Mapped(m) => m,
-            PackBytes::Read(v) => v,
+impl pack::RangedRead for RemotePack {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let got = self
+            .storage
+            .read_range(&self.key, offset, buf.len() as u64)
+            .map_err(std::io::Error::other)?;
+        if got.len() != buf.len() {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
+        buf.copy_from_slice(&got);
+        Ok(())
     }
-}
 
-fn map_pack(f: &File, size: u64) -> std::io::Result<PackBytes> {
-    // SAFETY: a mapped file that shrinks under us raises SIGBUS. Packs are immutable
-    // once renamed into place and only `prune` deletes them, under the exclusive lock;
-    // readers hold a shared lock, so no cbsnap process truncates or removes this pack
-    // while it is mapped (and deleting a mapped file keeps its pages valid).
-    match unsafe { memmap2::Mmap::map(f) } {
-        Ok(m) if m.len() as u64 == size => Ok(PackBytes::Mapped(m)),
-        _ => {
-            use std::os::unix::fs::FileExt;
-            let mut v = vec![0u8; size as usize];
-            f.read_exact_at(&mut v, 0)?;
-            Ok(PackBytes::Read(v))
-        }
+    fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        self.storage.read(&self.key).map_err(std::io::Error::other)
     }
 }
 
@@ -422,52 +414,23 @@ impl Repository {
         storage::display_path(self.storage(), &pack_key(id))
     }
 
-    /// Read and verify the trailer of pack `id` of `size` bytes: `pread` of the file,
-    /// or three ranged reads of a remote object.
+    /// Open pack `id` of `size` bytes (as listed) and read and verify its trailer:
+    /// the file for a path repository ([`PackFile::open`]: `pread`, the whole pack
+    /// mapped), ranged reads of the object otherwise (three for the trailer, one
+    /// download for [`PackFile::read_all`]).
     ///
-    /// Errors: what is wrong with it, as text for reports (a pack that cannot be read
-    /// is a finding of `check`, not a reason to stop).
-    pub fn read_trailer(&self, id: &Id, size: u64) -> std::result::Result<Vec<BlobEntry>, String> {
+    /// Errors: [`PackReadError::Open`] when a local pack cannot be opened, `Trailer`
+    /// when it is damaged, `Read` when a remote read fails (its source is the
+    /// backend's error).
+    pub fn open_pack(&self, id: &Id, size: u64) -> std::result::Result<PackFile, PackReadError> {
         if self.local_root().is_some() {
-            let path = self.pack_path(id);
-            let f = File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
-            return pack::read_trailer(&f, size).map_err(|e| e.to_string());
+            return PackFile::open(&self.pack_path(id), size);
         }
-        let key = pack_key(id);
-        pack::read_trailer_at(size, &mut |offset, buf| {
-            let got = self
-                .storage
-                .read_range(&key, offset, buf.len() as u64)
-                .map_err(std::io::Error::other)?;
-            if got.len() != buf.len() {
-                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            }
-            buf.copy_from_slice(&got);
-            Ok(())
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    /// The whole of pack `id` (`size` bytes): mapped for a path repository, downloaded
-    /// otherwise (`check --read-data`, prune's repack).
-    pub fn read_pack(&self, id: &Id, size: u64) -> std::result::Result<PackBytes, String> {
-        if self.local_root().is_some() {
-            let path = self.pack_path(id);
-            let f =
-                File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-            return map_pack(&f, size).map_err(|e| format!("cannot read {}: {e}", path.display()));
-        }
-        let bytes = self
-            .storage
-            .read(&pack_key(id))
-            .map_err(|e| format!("cannot read: {e}"))?;
-        if bytes.len() as u64 != size {
-            return Err(format!(
-                "{} bytes where the listing says {size}",
-                bytes.len()
-            ));
-        }
-        Ok(PackBytes::Read(bytes))
+        let reader = RemotePack {
+            storage: self.storage.clone(),
+            key: pack_key(id),
+        };
+        PackFile::open_ranged(Box::new(reader), size)
     }
 
     /// Make a sealed pack a repository file: fsync and rename it into place (a path),
@@ -522,7 +485,15 @@ impl Repository {
             let read_all = || -> Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, String>)> {
                 missing
                     .par_iter()
-                    .map(|(id, size)| (*id, *size, self.read_trailer(id, *size)))
+                    .map(|(id, size)| {
+                        (
+                            *id,
+                            *size,
+                            self.open_pack(id, *size)
+                                .map(PackFile::into_entries)
+                                .map_err(|e| e.to_string()),
+                        )
+                    })
                     .collect()
             };
             // Remote trailers are network round trips, not CPU: as many in flight as

@@ -85,7 +85,7 @@ pub struct Snapshot {
     /// What the `snapshot --all` run set out to cover (format version 2), so a
     /// restore can tell a complete run from one that missed sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<RunPlan>,
     /// How the source was kept still while read: "paused", "stopped" or "live".
     #[serde(default)]
     pub consistency: Option<String>,
@@ -97,7 +97,41 @@ pub struct Snapshot {
     pub cbsnap_version: String,
 }
 
+/// What a `snapshot --all` run set out to cover; recorded in each of its snapshots
+/// (snapshot format version 2, field `run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunPlan {
+    /// The compose project whose volumes the run took.
+    pub project: String,
+    /// Every source (by source name) the run set out to snapshot, sorted.
+    pub expected: Vec<String>,
+    /// Sources left out by `--exclude` on the command line. Excludes of the config
+    /// file are the standing policy and do not make a run incomplete.
+    #[serde(default)]
+    pub excluded: Vec<String>,
+    /// Groups of sources that could not be listed, with why, e.g.
+    /// `volumes of code-buddy: Cannot reach the Docker engine …`.
+    #[serde(default)]
+    pub unlisted: Vec<String>,
+}
+
 impl Snapshot {
+    /// The host directory the snapshot was taken from: `origin.path` of a `path`
+    /// snapshot (absolute, as recorded). `None` for a volume or a tar stream, which
+    /// record no host directory.
+    pub fn origin_path(&self) -> Option<PathBuf> {
+        #[derive(Deserialize)]
+        struct PathOrigin {
+            path: PathBuf,
+        }
+        match self.kind {
+            SourceKind::Path => serde_json::from_value::<PathOrigin>(self.origin.clone())
+                .ok()
+                .map(|o| o.path),
+            SourceKind::Volume | SourceKind::Tar => None,
+        }
+    }
+
     /// The root directory as a tree node (nameless).
     pub fn root_node(&self) -> crate::tree::Node {
         let mut root = crate::tree::Node::new(Vec::new(), crate::tree::NodeKind::Dir);

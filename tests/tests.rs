@@ -4,6 +4,8 @@
 
 mod util;
 
+/// The structure of the code: the layers of docs/ARCHITECTURE.md.
+mod architecture;
 /// Every storage backend: the same round trip, dedup, failed-upload and two-host
 /// tests against a path and a remote repository.
 mod backends;

@@ -144,25 +144,24 @@ fn scan_pack(
         name_matches: true,
         bad_blobs: Vec::new(),
     };
-    let entries = match repo.read_trailer(id, size) {
-        Ok(e) => e,
+    let pack = match repo.open_pack(id, size) {
+        Ok(p) => p,
         Err(e) => {
-            s.trailer = Err(e);
+            s.trailer = Err(e.to_string());
             return s;
         }
     };
-    let digest = entries
+    let digest = pack
+        .entries()
         .iter()
         .fold(0u128, |acc, e| acc.wrapping_add(entry_digest(e)));
-    s.trailer = Ok((entries.len() as u64, digest));
+    s.trailer = Ok((pack.entries().len() as u64, digest));
     if read {
-        match repo.read_pack(id, size) {
+        match pack.read_all() {
             Ok(bytes) => {
                 s.name_matches = Id::hash(&bytes) == *id;
-                for e in &entries {
-                    let stored =
-                        &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                    if let Err(why) = pack::decode_blob(e, stored) {
+                for e in pack.entries() {
+                    if let Err(why) = pack::decode_blob(e, bytes.stored(e)) {
                         s.bad_blobs.push((e.id, why));
                     }
                 }
@@ -170,16 +169,16 @@ fn scan_pack(
             Err(e) => {
                 s.name_matches = false;
                 s.bad_blobs.extend(
-                    entries
+                    pack.entries()
                         .iter()
-                        .map(|b| (b.id, format!("pack cannot be read: {e}"))),
+                        .map(|b| (b.id, format!("the pack {e}"))),
                 );
             }
         }
         progress.inc(size);
     }
     if unindexed {
-        s.unindexed = entries;
+        s.unindexed = pack.into_entries();
     }
     s
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::{Fault, Findings, Orphans};
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::pack::PackReadError;
 use crate::prune::reach::{key, SortedKeys};
 use crate::repo::Repository;
 
@@ -26,9 +27,11 @@ pub(super) fn compare_trailers(
         .filter_map(|(id, t)| index.get(id).filter(|i| *i != t).map(|i| (*id, i.0)))
         .collect();
     for (id, indexed_entries) in differing {
-        let entries = repo
-            .read_trailer(&id, on_disk[&id])
-            .map_err(|e| Error::Corrupt(format!("pack {id}: {e}")))?;
+        let entries = match repo.open_pack(&id, on_disk[&id]) {
+            Ok(p) => p.into_entries(),
+            Err(PackReadError::Open(e)) => return Err(Error::io("open pack", e)),
+            Err(e) => return Err(Error::Corrupt(format!("pack {id}: {e}"))),
+        };
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);
         for e in &entries {
             // An index entry that does not decode disagrees with the trailer too.

@@ -1,14 +1,13 @@
 //! `cbsnap forget` and `cbsnap prune`.
 
-use cbsnap::forget::{self, Policy};
-use cbsnap::prune::{self, Plan, PlanOptions, PruneReport};
+use cbsnap::forget::{self, Keep, Policy};
+use cbsnap::prune::{self, PlanOptions};
 use cbsnap::repo::Access;
 use cbsnap::snapshot;
-use cbsnap::{Error, Id};
-use chrono::Local;
-use indicatif::HumanBytes;
+use cbsnap::Id;
 
-use super::{print_json, Ctx};
+use super::render;
+use super::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct ForgetArgs {
@@ -61,64 +60,25 @@ pub struct PruneArgs {
 }
 
 impl ForgetArgs {
-    fn policy(&self, ctx: &Ctx) -> cbsnap::Result<Policy> {
-        let flags = Policy {
-            last: self.keep_last.unwrap_or(0),
-            hourly: self.keep_hourly.unwrap_or(0),
-            daily: self.keep_daily.unwrap_or(0),
-            weekly: self.keep_weekly.unwrap_or(0),
-            monthly: self.keep_monthly.unwrap_or(0),
-            yearly: self.keep_yearly.unwrap_or(0),
-            within: self.keep_within.as_deref().map(str::parse).transpose()?,
+    /// The `--keep-*` flags as given.
+    fn keep(&self) -> Keep {
+        Keep {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within.clone(),
             tags: self.keep_tags.clone(),
-        };
-        let any_flag = [
-            self.keep_last,
-            self.keep_hourly,
-            self.keep_daily,
-            self.keep_weekly,
-            self.keep_monthly,
-            self.keep_yearly,
-        ]
-        .iter()
-        .any(Option::is_some)
-            || self.keep_within.is_some()
-            || !self.keep_tags.is_empty();
-        // Flags replace the config file's policy as a whole, never merge with it.
-        if any_flag {
-            Ok(flags)
-        } else {
-            Policy::from_keep(&ctx.settings.keep)
         }
     }
 }
 
-fn plan_options(ctx: &Ctx, flag: Option<&str>) -> cbsnap::Result<PlanOptions> {
-    let pct = match flag {
-        Some(s) => s.trim().trim_end_matches('%').parse::<f64>().map_err(|_| {
-            Error::Usage(format!(
-                "--repack-threshold takes a percentage such as 10 or 2.5, not {s:?}"
-            ))
-        })?,
-        None => ctx
-            .settings
-            .prune
-            .repack_threshold
-            .unwrap_or(prune::plan::DEFAULT_REPACK_THRESHOLD * 100.0),
-    };
-    if !(0.0..=100.0).contains(&pct) {
-        return Err(Error::Usage(format!(
-            "the repack threshold is a percentage between 0 and 100, not {pct}"
-        )));
-    }
-    Ok(PlanOptions {
-        repack_threshold: pct / 100.0,
-    })
-}
-
 pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
-    let policy = a.policy(ctx)?;
-    let opts = plan_options(ctx, a.repack_threshold.as_deref())?;
+    let policy = Policy::resolve(&a.keep(), &ctx.settings.keep)?;
+    let threshold = ctx.settings.prune.repack_threshold;
+    let opts = PlanOptions::resolve(a.repack_threshold.as_deref(), threshold)?;
     // Removing snapshot files needs no more than a shared lock; prune needs it all.
     let access = if a.prune && !a.dry_run {
         Access::Exclusive
@@ -127,22 +87,14 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
     };
     let repo = ctx.open(access)?;
     let all = snapshot::load_all(repo.storage())?;
-    let groups = forget::plan(&all, &a.names, ctx.project(), &policy)?;
-    for d in groups.iter().flat_map(|g| &g.decisions) {
-        if d.future_dated {
-            cbsnap::warn_stderr!(
-                "cbsnap: warning: snapshot {} is dated {}, in the future: check the clock of the host that took it (`cbsnap snapshots` shows the host). It is kept and takes the place of no real snapshot in any --keep rule.",
-                d.id.short(),
-                d.time.to_rfc3339()
-            );
-        }
-    }
+    let groups = forget::plan(&all, &a.names, Some(&ctx.settings.project(None)), &policy)?;
+    render::future_dated(&groups);
     let remove: Vec<Id> = groups
         .iter()
         .flat_map(|g| g.decisions.iter().filter(|d| !d.keep).map(|d| d.id))
         .collect();
     if !ctx.json {
-        print_groups(ctx, &policy, &groups, a.dry_run);
+        render::forget_groups(ctx, &policy, &groups, a.dry_run);
     }
     if !a.dry_run {
         forget::remove(&repo, &remove)?;
@@ -157,7 +109,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
             Some((p, r)) => (Some(p), r.as_ref()),
             None => (None, None),
         };
-        print_json(&serde_json::json!({
+        render::print_json(&serde_json::json!({
             "policy": policy.to_string(), "dry_run": a.dry_run, "groups": groups,
             "removed": if a.dry_run { Vec::new() } else { remove.clone() },
             "prune": plan.map(|p| serde_json::json!({"plan": p, "result": result})),
@@ -167,39 +119,14 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
     let verb = if a.dry_run { "would remove" } else { "removed" };
     ctx.say(&format!("{verb} {} snapshot(s)", remove.len()));
     if let Some((p, r)) = &pruned {
-        print_prune(ctx, p, r.as_ref());
+        render::prune(ctx, p, r.as_ref());
     }
     Ok(())
 }
 
-fn print_groups(ctx: &Ctx, policy: &Policy, groups: &[forget::Group], dry_run: bool) {
-    if ctx.quiet {
-        return;
-    }
-    outln!("policy: keep {policy}");
-    for g in groups {
-        let kept = g.decisions.iter().filter(|d| d.keep).count();
-        outln!(
-            "{}: keep {kept}, {} {}",
-            g.name,
-            if dry_run { "would remove" } else { "remove" },
-            g.decisions.len() - kept
-        );
-        for d in &g.decisions {
-            let line = format!(
-                "  {:<6}  {}  {}  {}",
-                if d.keep { "keep" } else { "remove" },
-                d.id.short(),
-                d.time.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
-                d.reasons.join(", ")
-            );
-            outln!("{}", line.trim_end());
-        }
-    }
-}
-
 pub fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
-    let opts = plan_options(ctx, a.repack_threshold.as_deref())?;
+    let threshold = ctx.settings.prune.repack_threshold;
+    let opts = PlanOptions::resolve(a.repack_threshold.as_deref(), threshold)?;
     let access = if a.dry_run {
         Access::Read
     } else {
@@ -208,65 +135,9 @@ pub fn prune(ctx: &Ctx, a: PruneArgs) -> anyhow::Result<()> {
     let repo = ctx.open(access)?;
     let (p, r) = prune::prune(&repo, &opts, a.dry_run)?;
     if ctx.json {
-        print_json(&serde_json::json!({"plan": p, "result": r}));
+        render::print_json(&serde_json::json!({"plan": p, "result": r}));
     } else {
-        print_prune(ctx, &p, r.as_ref());
+        render::prune(ctx, &p, r.as_ref());
     }
     Ok(())
-}
-
-fn print_prune(ctx: &Ctx, p: &Plan, r: Option<&PruneReport>) {
-    let sum = |v: &[prune::PackUse]| v.iter().map(|u| u.size).sum::<u64>();
-    let unused = |v: &[prune::PackUse]| v.iter().map(|u| u.unused_bytes()).sum::<u64>();
-    ctx.say(&format!(
-        "{} snapshots reference {} blobs in {} trees (referenced set: {})",
-        p.snapshots,
-        p.referenced_blobs,
-        p.trees,
-        HumanBytes(p.referenced_set_bytes as u64)
-    ));
-    ctx.say(&format!(
-        "{} packs, {}: delete {} ({}), repack {} ({}, {} of it unused), keep {} ({} unused)",
-        p.packs,
-        HumanBytes(p.pack_bytes),
-        p.delete.len(),
-        HumanBytes(sum(&p.delete)),
-        p.repack.len(),
-        HumanBytes(sum(&p.repack)),
-        HumanBytes(unused(&p.repack)),
-        p.keep_packs,
-        HumanBytes(p.keep_unused_bytes),
-    ));
-    match r {
-        None => ctx.say(&format!(
-            "dry run: would free about {}; nothing was changed",
-            HumanBytes(p.bytes_freed())
-        )),
-        Some(r) => {
-            if r.temps_removed > 0 {
-                ctx.say(&format!(
-                    "removed {} temporary files of interrupted writes ({})",
-                    r.temps_removed,
-                    HumanBytes(r.temp_bytes_removed)
-                ));
-            }
-            for (id, why) in &r.damaged_kept {
-                cbsnap::warn_stderr!(
-                    "cbsnap: warning: pack {id} was not repacked: {why}. Run `cbsnap check --read-data`"
-                );
-            }
-            ctx.say(&format!(
-                "removed {} packs ({} unused, {} repacked into {} new with {} blobs, {}); repository {} -> {} (freed {})",
-                r.packs_deleted,
-                r.packs_deleted - r.packs_repacked,
-                r.packs_repacked,
-                r.packs_written,
-                r.blobs_copied,
-                HumanBytes(r.bytes_written),
-                HumanBytes(r.bytes_before),
-                HumanBytes(r.bytes_after),
-                HumanBytes(r.bytes_before.saturating_sub(r.bytes_after))
-            ));
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! Command-line interface (clap). Each command lives in its own file and stays thin:
-//! resolve the repository, call the engine, print a table or `--json`.
+//! parse, call one engine function, render (`render.rs`: a table, lines or `--json`).
+//! The command list is in `args.rs`; this file turns the result into the exit code.
 
 /// `println!` that never panics: a closed stdout (`cbsnap check | head -3`) drops the
 /// rest of the output instead of ending the command with a panic (exit 101); the
@@ -11,6 +12,7 @@ macro_rules! outln {
     }};
 }
 
+mod args;
 mod check;
 mod diff;
 mod forget;
@@ -18,89 +20,31 @@ mod list;
 mod maint;
 mod mirror;
 mod mount;
+mod render;
+mod repo;
 mod restore;
 mod shell;
 mod snapshot;
 mod stats;
 
-use std::path::{Path, PathBuf};
-
-use std::io::Write;
-
-use clap::{CommandFactory, Parser, Subcommand};
+use std::path::PathBuf;
 
 use cbsnap::settings::Settings;
-use cbsnap::Error;
+use cbsnap::snapshot::Snapshot;
+use cbsnap::{Error, Id};
+
+use args::{Command, IndexCmd};
+pub use render::print_json;
 
 /// Exit code when a command finished but some entries were not handled exactly: a
 /// snapshot was committed without some files, or a restore left some entries out
 /// or without some metadata. They are listed.
 pub const EXIT_PARTIAL: i32 = 3;
 
-#[derive(Parser, Debug)]
-#[command(
-    name = "cbsnap",
-    version,
-    about = "Deduplicating snapshots of Docker volumes and host directories",
-    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`)."
-)]
-pub struct Cli {
-    /// Repository path [default: config file `repo`, else ~/.local/share/cbsnap/repo]
-    #[arg(long, global = true, env = "CBSNAP_REPO", value_name = "PATH")]
-    pub repo: Option<PathBuf>,
-    /// Configuration file [default: ~/.config/cbsnap/config.toml, else /etc/cbsnap/config.toml]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Machine-readable output
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// No progress display and no informational output
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Command {
-    /// Create a new repository
-    Init,
-    /// Take snapshots of directories or tar streams
-    Snapshot(snapshot::Args),
-    /// List snapshots
-    Snapshots(list::SnapshotsArgs),
-    /// Restore a snapshot into a directory
-    Restore(restore::Args),
-    /// List the files of a snapshot
-    Ls(list::LsArgs),
-    /// Write a snapshot (or a path in it) as a tar stream to stdout
-    Dump(restore::DumpArgs),
-    /// Browse every snapshot in a read-only FUSE mount, until unmounted
-    Mount(mount::Args),
-    /// Resume containers an interrupted cbsnap left paused or stopped
-    Recover,
-    /// Index maintenance
-    Index {
-        #[command(subcommand)]
-        cmd: IndexCmd,
-    },
-    #[command(flatten)]
-    Maint(maint::Command),
-    /// Print the shell completion script (bash, zsh, fish, …)
-    Completions(shell::CompletionsArgs),
-    /// Print the man page, or write every man page into a directory
-    Man(shell::ManArgs),
-}
-
-#[derive(Subcommand, Debug)]
-pub enum IndexCmd {
-    /// Delete the index and recreate it from the pack files
-    Rebuild,
-}
-
 /// What every command needs: the parsed global flags and the configuration.
 pub struct Ctx {
     pub settings: Settings,
+    /// The repository's directory (a local location).
     pub repo_path: PathBuf,
     pub json: bool,
     pub quiet: bool,
@@ -120,109 +64,36 @@ impl Ctx {
     /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
         let repo = cbsnap::Repository::open_in(self.storage()?, access)?;
-        if let Err(e) = self.recover_quiesced(&repo, false) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "cbsnap: warning: containers an interrupted cbsnap paused or stopped could not be resumed: {e}\nRun `cbsnap recover` once that is fixed (or `docker unpause`/`docker start` them)."
-            );
+        match cbsnap::volume::recover(&repo.root, false) {
+            Ok(rec) => render::resumed(&rec),
+            Err(e) => render::warn(&format!("containers an interrupted cbsnap paused or stopped could not be resumed: {e}\nRun `cbsnap recover` once that is fixed (or `docker unpause`/`docker start` them).")),
         }
         Ok(repo)
-    }
-
-    /// Resume what `locks/quiesced.json` lists for dead processes. Unless `always`,
-    /// Docker is asked only when the file lists such a container. Returns how many
-    /// containers were resumed; prints each.
-    pub fn recover_quiesced(
-        &self,
-        repo: &cbsnap::Repository,
-        always: bool,
-    ) -> Result<usize, Error> {
-        let state = cbsnap::volume::snapshot::quiesce_state_file(&repo.root);
-        if !always && !cbsnap::docker::pending_recovery(&state)? {
-            return Ok(0);
-        }
-        let engine = cbsnap::docker::Engine::connect()?;
-        let rec = engine.recover_quiesced(&state)?;
-        for r in &rec.resumed {
-            let _ = writeln!(
-                std::io::stderr(),
-                "cbsnap: resumed container {} left {} by an interrupted cbsnap (pid {} on {}, since {})",
-                r.name,
-                match r.action {
-                    cbsnap::docker::QuiesceAction::Pause => "paused",
-                    cbsnap::docker::QuiesceAction::Stop => "stopped",
-                },
-                r.pid,
-                r.host,
-                r.since
-            );
-        }
-        Ok(rec.resumed.len())
     }
 
     /// Print informational text unless `--quiet` or `--json`.
     pub fn say(&self, s: &str) {
         if !self.quiet && !self.json {
-            out(s);
+            render::out(s);
         }
     }
 
+    /// `cbsnap: …` on stderr unless `--quiet`.
+    pub fn note(&self, s: &str) {
+        if !self.quiet {
+            render::note(s);
+        }
+    }
+
+    /// The compose project of source names (`--project` is not a global flag).
     pub fn project(&self) -> Option<&str> {
-        Some(self.settings.project.as_deref().unwrap_or("code-buddy"))
+        Some(
+            self.settings
+                .project
+                .as_deref()
+                .unwrap_or(cbsnap::settings::DEFAULT_PROJECT),
+        )
     }
-}
-
-pub fn print_json(v: &impl serde::Serialize) {
-    out(&serde_json::to_string_pretty(v).expect("value serializes"));
-}
-
-/// One line on stdout. A closed stdout (`cbsnap snapshot --all --json | head -1`)
-/// is ignored: what was committed stays committed, and the run still writes its
-/// metrics and notifies, instead of a panic ending it half-way.
-fn out(s: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stdout().lock(), "{s}");
-}
-
-/// Parse the arguments; on an unknown command, suggest only a close spelling (or
-/// the command people mean by a common other word), never a far-fetched one.
-fn parse() -> Cli {
-    use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let e = match Cli::try_parse() {
-        Ok(cli) => return cli,
-        Err(e) => e,
-    };
-    let typed = match (e.kind(), e.get(ContextKind::InvalidSubcommand)) {
-        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(s))) => s.clone(),
-        _ => e.exit(),
-    };
-    let cmd = Cli::command();
-    let names: Vec<&str> = cmd
-        .get_subcommands()
-        .filter(|c| !c.is_hide_set())
-        .map(|c| c.get_name())
-        .collect();
-    let mut err = clap::Error::new(ErrorKind::InvalidSubcommand).with_cmd(&cmd);
-    err.insert(
-        ContextKind::InvalidSubcommand,
-        ContextValue::String(typed.clone()),
-    );
-    if let Some(s) = shell::suggest(&typed, &names) {
-        err.insert(
-            ContextKind::SuggestedSubcommand,
-            ContextValue::String(s.to_string()),
-        );
-    }
-    if let Some(hint) = shell::synonym(&typed) {
-        err.insert(
-            ContextKind::Suggested,
-            ContextValue::StyledStrs(vec![hint.into()]),
-        );
-    }
-    if let Some(usage) = e.get(ContextKind::Usage) {
-        err.insert(ContextKind::Usage, usage.clone());
-    }
-    err.exit()
 }
 
 pub fn run() -> i32 {
@@ -233,7 +104,8 @@ pub fn run() -> i32 {
     unsafe {
         libc::umask(0o077);
     }
-    let cli = parse();
+    cbsnap::docker::notice::set_handler(on_docker_notice);
+    let cli = args::parse();
     let filter = matches!(
         cli.command,
         Command::Ls(_)
@@ -252,23 +124,38 @@ pub fn run() -> i32 {
     }
     // These need no configuration: a broken config file must not break them.
     match cli.command {
-        Command::Completions(a) => return finish(shell::completions(a).map(|_| 0), filter),
-        Command::Man(a) => return finish(shell::man(a).map(|_| 0), filter),
+        Command::Completions(a) => {
+            return finish(shell::completions(a, args::command()).map(|_| 0), filter)
+        }
+        Command::Man(a) => return finish(shell::man(a, args::command()).map(|_| 0), filter),
         _ => {}
     }
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => return fail(&e.into(), filter),
     };
+    let location = match settings.repo_location(cli.repo.as_deref()) {
+        Ok(l) => l,
+        Err(e) => return fail(&e.into(), filter),
+    };
+    let repo_path = match location.local_path() {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let e = Error::Usage(format!(
+                "{location}: this cbsnap cannot open a repository on S3 or SFTP yet"
+            ));
+            return fail(&e.into(), filter);
+        }
+    };
     let ctx = Ctx {
-        repo_path: settings.repo_path(cli.repo.as_deref()),
+        repo_path,
         settings,
         json: cli.json,
         quiet: cli.quiet,
     };
     let result = match cli.command {
-        Command::Init => init(&ctx),
-        Command::Recover => recover(&ctx),
+        Command::Init => repo::init(&ctx),
+        Command::Recover => repo::recover(&ctx),
         Command::Snapshot(a) => snapshot::run(&ctx, a),
         Command::Snapshots(a) => list::snapshots(&ctx, a).map(|_| 0),
         Command::Restore(a) => restore::run(&ctx, a).map(|_| 0),
@@ -277,13 +164,32 @@ pub fn run() -> i32 {
         Command::Mount(a) => mount::run(&ctx, a).map(|_| 0),
         Command::Index {
             cmd: IndexCmd::Rebuild,
-        } => index_rebuild(&ctx).map(|_| 0),
+        } => repo::index_rebuild(&ctx).map(|_| 0),
         Command::Maint(c) => maint::run(&ctx, c),
         Command::Completions(_) | Command::Man(_) => {
             unreachable!("handled before the config is read")
         }
     };
     finish(result, filter)
+}
+
+/// Shows what the Docker layer reports outside any command's result, and ends the
+/// process when a signal interrupted it: 128 + signal (130 for Ctrl-C, 143 for
+/// SIGTERM), once the containers it held are resumed.
+fn on_docker_notice(n: cbsnap::docker::notice::Notice) {
+    use cbsnap::docker::notice::Notice;
+    match n {
+        Notice::Warning(m) => render::note(&m),
+        Notice::CleaningUp { name, .. } => render::note(&format!(
+            "{name} received; resuming containers and removing helpers (send it again to quit at once)"
+        )),
+        Notice::Exit { signal, finished } => {
+            if !finished {
+                render::note("second signal, exiting without finishing the clean-up; the next cbsnap run resumes what is still paused");
+            }
+            std::process::exit(128 + signal)
+        }
+    }
 }
 
 fn finish(result: anyhow::Result<i32>, filter: bool) -> i32 {
@@ -312,7 +218,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let engine_error = match e.downcast_ref::<RunError>() {
         Some(RunError::Repo(inner)) => Some(inner),
-        Some(RunError::Docker(_)) => None,
+        Some(RunError::Docker(_)) | Some(RunError::NotRestored { .. }) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
             let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
@@ -325,72 +231,18 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
     match engine_error {
-        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) => 2,
+        Some(Error::Usage(_)) | Some(Error::NoSuchSnapshot(_)) | Some(Error::Location(_)) => 2,
         Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
 }
 
-fn init(ctx: &Ctx) -> anyhow::Result<i32> {
-    let cfg = cbsnap::Repository::init_in(ctx.storage()?)?;
-    if ctx.json {
-        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id}));
-    } else {
-        ctx.say(&format!(
-            "created cbsnap repository {} at {}",
-            cfg.id.short(),
-            ctx.repo_path.display()
-        ));
-    }
-    Ok(0)
-}
-
-fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
-    // Opening recovers when the state file asks for it; then ask Docker anyway, so
-    // that helper containers of dead processes are removed too.
-    let repo = cbsnap::Repository::open_in(ctx.storage()?, cbsnap::repo::Access::Read)?;
-    let n = ctx.recover_quiesced(&repo, true)?;
-    ctx.say(&format!("{n} container(s) resumed"));
-    Ok(0)
-}
-
-fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?)?;
-    if ctx.json {
-        print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
-    } else {
-        ctx.say(&format!(
-            "index rebuilt from {} packs ({} unreadable)",
-            r.added_packs,
-            r.unreadable.len()
-        ));
-    }
-    if !r.unreadable.is_empty() {
-        anyhow::bail!(
-            "{} packs could not be read: {}; run `cbsnap check`",
-            r.unreadable.len(),
-            r.unreadable
-                .iter()
-                .map(|(p, e)| format!("{} ({e})", p.display()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// Resolve `NAME@SELECTOR` and say on stderr when a date selector picked an earlier
-/// day's snapshot (unless `--quiet`).
-pub fn resolve(
-    ctx: &Ctx,
-    all: &[(cbsnap::Id, cbsnap::snapshot::Snapshot)],
-    spec: &str,
-) -> cbsnap::Result<(cbsnap::Id, cbsnap::snapshot::Snapshot)> {
+/// Resolve `NAME@SELECTOR`, and note when a date selector picked an earlier day's
+/// snapshot.
+pub fn resolve(ctx: &Ctx, all: &[(Id, Snapshot)], spec: &str) -> cbsnap::Result<(Id, Snapshot)> {
     let (id, snap) = cbsnap::snapshot::resolve(all, spec, ctx.project())?;
     if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
-        if !ctx.quiet {
-            cbsnap::warn_stderr!("cbsnap: {note}");
-        }
+        ctx.note(&note);
     }
     Ok((id, snap))
 }
@@ -401,18 +253,10 @@ pub fn resolve_in(
     ctx: &Ctx,
     set: &cbsnap::snapshot::SnapshotSet,
     spec: &str,
-) -> cbsnap::Result<(cbsnap::Id, cbsnap::snapshot::Snapshot)> {
+) -> cbsnap::Result<(Id, Snapshot)> {
     let (id, snap) = cbsnap::snapshot::resolve_in(set, spec, ctx.project())?;
     if let Some(note) = cbsnap::snapshot::date_note(spec, &snap) {
-        if !ctx.quiet {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "cbsnap: {note}");
-        }
+        ctx.note(&note);
     }
     Ok((id, snap))
-}
-
-/// Absolute form of a path, for recording in snapshots.
-pub fn absolute(p: &Path) -> PathBuf {
-    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

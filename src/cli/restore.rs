@@ -1,20 +1,17 @@
 //! `cbsnap restore` and `cbsnap dump`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use cbsnap::docker::Engine;
-use cbsnap::snapshot::{Snapshot, SourceKind};
-use cbsnap::volume::restore::VolumeRestore;
-use cbsnap::volume::snapshot::{quiesce_state_file, Via};
-use cbsnap::Id;
-
-use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::restore;
-use cbsnap::run::{self, restore::RestoreAllOptions, RunSelect};
+use cbsnap::run::restore::{self as run_restore, RestoreAllOptions};
+use cbsnap::run::RunSelect;
 use cbsnap::snapshot;
+use cbsnap::volume::restore::{restore_snapshot, VolumeRestore};
+use cbsnap::volume::Via;
 
-use super::{print_json, Ctx};
+use super::render::{self, CliObserver};
+use super::Ctx;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -77,10 +74,9 @@ pub struct DumpArgs {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let via = a.via.or(ctx.settings.via).unwrap_or(Via::Auto);
+    let via = ctx.settings.via(a.via);
     if a.all {
-        let all = snapshot::load_all(repo.storage())?;
-        return restore_run(ctx, &repo, &all, &a, via);
+        return restore_all(ctx, &repo, &a, via);
     }
     let spec = a
         .snapshot
@@ -88,245 +84,58 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .expect("clap requires a snapshot without --all");
     let set = snapshot::scan(repo.storage())?;
     let (id, snap) = super::resolve_in(ctx, &set, spec)?;
-    if let Some(to) = &a.to {
-        let opts = restore::dir::Options {
-            force: a.force,
-            delete: a.delete,
-            filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
-        };
-        return restore_to_dir(ctx, &repo, &id, &snap, to, &opts);
-    }
-    if a.to_volume.is_none() && snap.kind != SourceKind::Volume {
-        return Err(cbsnap::Error::Usage(format!(
-            "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME)",
-            snap.name,
-            format!("{:?}", snap.kind).to_lowercase()
-        ))
-        .into());
-    }
-    let opts = VolumeRestore {
-        target: a.to_volume.clone(),
-        stop: a.stop,
-        via,
+    let progress = render::progress(ctx, "restore");
+    let restored = match &a.to {
+        Some(to) => {
+            let opts = restore::dir::Options {
+                force: a.force,
+                delete: a.delete,
+                filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
+            };
+            restore::dir::restore(&repo, &snap, to, &opts, &progress)
+                .map(|r| (to.display().to_string(), r))
+        }
+        None => {
+            let opts = VolumeRestore {
+                target: a.to_volume.clone(),
+                stop: a.stop,
+                via,
+            };
+            restore_snapshot(&repo, &snap, &opts, &progress)
+                .map(|(v, r)| (format!("volume {v}"), r))
+        }
     };
-    restore_to_volume(ctx, &repo, &Engine::connect()?, &id, &snap, &opts)
-}
-
-fn restore_to_dir(
-    ctx: &Ctx,
-    repo: &cbsnap::Repository,
-    id: &Id,
-    snap: &Snapshot,
-    to: &Path,
-    opts: &restore::dir::Options,
-) -> anyhow::Result<()> {
-    let progress = Progress::new(ctx.quiet || ctx.json, "restore");
-    let report = restore::dir::restore(repo, snap, to, opts, &progress)?;
-    let target = to.display().to_string();
-    print_report(ctx, id, snap, &target, &report);
-    incomplete(&target, &report)
-}
-
-fn restore_to_volume(
-    ctx: &Ctx,
-    repo: &cbsnap::Repository,
-    engine: &Engine,
-    id: &Id,
-    snap: &Snapshot,
-    opts: &VolumeRestore,
-) -> anyhow::Result<()> {
-    engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
-    let progress = Progress::new(ctx.quiet || ctx.json, "restore");
-    let (volume, report) =
-        cbsnap::volume::restore::restore_volume(repo, engine, snap, opts, &progress)?;
-    let target = format!("volume {volume}");
-    print_report(ctx, id, snap, &target, &report);
-    incomplete(&target, &report)
+    progress.finish();
+    let (target, report) = restored?;
+    render::restored(ctx, &id, &snap, &target, &report);
+    Ok(report.outcome(&target)?)
 }
 
 /// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then
 /// restores (see `cbsnap::run::restore`).
-fn restore_run(
-    ctx: &Ctx,
-    repo: &cbsnap::Repository,
-    all: &[(Id, Snapshot)],
-    a: &Args,
-    via: Via,
-) -> anyhow::Result<()> {
+fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyhow::Result<()> {
+    let project = ctx.settings.project(a.project.as_deref());
     let sel = RunSelect {
         run: a.run.as_deref(),
-        project: a.project.as_deref().or(ctx.project()),
+        project: Some(&project),
         allow_incomplete: a.incomplete,
     };
-    let selected = run::select_run(all, &sel)?;
     let opts = RestoreAllOptions {
         stop: a.stop,
         force: a.force,
         delete: a.delete,
         via,
     };
-    let engine = if selected
-        .run
-        .members
-        .iter()
-        .any(|(_, s)| s.kind == SourceKind::Volume)
-    {
-        Some(Engine::connect()?)
-    } else {
-        None
-    };
-    let plan = run::restore::plan(repo, engine.as_ref(), selected, &opts)?;
-    print_plan(ctx, &plan, a.dry_run);
+    let prepared = run_restore::prepare(repo, &sel, &opts)?;
+    let plan = &prepared.plan;
+    render::restore_plan(ctx, plan, a.dry_run);
     if a.dry_run {
-        if ctx.json {
-            print_json(&serde_json::json!({
-                "run": plan.run.id,
-                "complete": plan.run.is_complete(),
-                "problems": plan.run.problems,
-                "passed_over": plan.passed_over,
-                "sources": plan.items.iter().map(|i| serde_json::json!({
-                    "name": i.snapshot.name, "snapshot": i.id, "to": i.target.to_string(),
-                })).collect::<Vec<_>>(),
-                "stop_order": plan.stop_order.iter().map(|c| &c.name).collect::<Vec<_>>(),
-            }));
-        }
         return Ok(());
     }
-    let report = run::restore::execute(
-        repo,
-        engine.as_ref(),
-        &plan,
-        &opts,
-        &super::snapshot::CliObserver::new(ctx),
-    )?;
-    let mut docs = Vec::new();
-    for s in &report.sources {
-        let item = plan
-            .items
-            .iter()
-            .find(|i| i.id == s.id)
-            .expect("reported sources come from the plan");
-        match &s.result {
-            Ok(r) if ctx.json => {
-                for p in &r.problems {
-                    cbsnap::warn_stderr!("cbsnap: error: {p}");
-                }
-                docs.push(serde_json::json!({
-                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
-                    "files": r.files, "dirs": r.dirs, "bytes": r.bytes,
-                    "problems": r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-                }));
-            }
-            Ok(r) => print_report(ctx, &s.id, &item.snapshot, &s.target.to_string(), r),
-            Err(e) => {
-                cbsnap::warn_stderr!("cbsnap: error: {} to {}: {e}", s.name, s.target);
-                docs.push(serde_json::json!({
-                    "snapshot": s.id, "name": s.name, "to": s.target.to_string(),
-                    "error": e.to_string(),
-                }));
-            }
-        }
-    }
-    if ctx.json {
-        print_json(&serde_json::json!({
-            "run": report.run,
-            "passed_over": plan.passed_over,
-            "stopped": report.stopped,
-            "sources": docs,
-        }));
-    }
-    if report.failed() > 0 {
-        anyhow::bail!(
-            "{} of {} sources of run {} were not restored",
-            report.failed(),
-            report.sources.len(),
-            report.run
-        );
-    }
-    let problems: usize = report
-        .sources
-        .iter()
-        .filter_map(|s| s.result.as_ref().ok())
-        .map(|r| r.problems.len())
-        .sum();
-    if problems > 0 {
-        return Err(cbsnap::Error::RestoreIncomplete {
-            target: format!("the sources of run {}", report.run),
-            problems,
-        }
-        .into());
-    }
-    Ok(())
-}
-
-/// The plan, on stdout; under `-q` only for a dry run (which shows nothing else).
-fn print_plan(ctx: &Ctx, plan: &run::restore::RestorePlan, dry_run: bool) {
-    if ctx.json || (ctx.quiet && !dry_run) {
-        return;
-    }
-    for p in &plan.passed_over {
-        cbsnap::warn_stderr!("cbsnap: passed over run {p}");
-    }
-    outln!("restoring run {}", plan.run.line());
-    for i in &plan.items {
-        outln!(
-            "  {}@{} ({})  ->  {}",
-            i.snapshot.name,
-            i.id.short(),
-            i.snapshot
-                .time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M:%S"),
-            i.target
-        );
-    }
-    if !plan.stop_order.is_empty() {
-        let names = |it: &mut dyn Iterator<Item = &cbsnap::docker::ContainerInfo>| {
-            it.map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-        };
-        outln!(
-            "  stops once before: {}\n  starts once after: {}",
-            names(&mut plan.stop_order.iter()),
-            names(&mut plan.stop_order.iter().rev())
-        );
-    }
-}
-
-/// A restore with problems fails with exit code 3 after listing them.
-fn incomplete(target: &str, report: &restore::dir::Report) -> anyhow::Result<()> {
-    if report.problems.is_empty() {
-        return Ok(());
-    }
-    Err(cbsnap::Error::RestoreIncomplete {
-        target: target.to_string(),
-        problems: report.problems.len(),
-    }
-    .into())
-}
-
-fn print_report(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {
-    for p in &report.problems {
-        cbsnap::warn_stderr!("cbsnap: error: {p}");
-    }
-    if ctx.json {
-        print_json(&serde_json::json!({
-            "snapshot": id, "name": snap.name, "to": to, "files": report.files, "dirs": report.dirs,
-            "bytes": report.bytes,
-            "problems": report.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
-        }));
-    } else {
-        ctx.say(&format!(
-            "restored {}@{} ({}) to {to}: {} files, {} dirs, {}",
-            snap.name,
-            id.short(),
-            snap.time
-                .with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M"),
-            report.files,
-            report.dirs,
-            indicatif::HumanBytes(report.bytes)
-        ));
-    }
+    let observer = CliObserver::new(ctx);
+    let report = run_restore::execute(repo, prepared.engine.as_ref(), plan, &opts, &observer)?;
+    render::restored_all(ctx, plan, &report);
+    Ok(report.outcome()?)
 }
 
 pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {

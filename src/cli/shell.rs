@@ -6,9 +6,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::CommandFactory;
-
-use super::Cli;
 
 #[derive(clap::Args, Debug)]
 pub struct CompletionsArgs {
@@ -25,15 +22,13 @@ pub struct ManArgs {
 }
 
 /// Print the completion script for `a.shell` to stdout.
-pub fn completions(a: CompletionsArgs) -> anyhow::Result<()> {
-    let mut cmd = Cli::command();
+pub fn completions(a: CompletionsArgs, mut cmd: clap::Command) -> anyhow::Result<()> {
     clap_complete::generate(a.shell, &mut cmd, "cbsnap", &mut std::io::stdout().lock());
     Ok(())
 }
 
 /// Print `cbsnap.1`, or write every page into `a.dir`.
-pub fn man(a: ManArgs) -> anyhow::Result<()> {
-    let cmd = Cli::command();
+pub fn man(a: ManArgs, cmd: clap::Command) -> anyhow::Result<()> {
     match a.dir {
         None => clap_mangen::Man::new(cmd)
             .render(&mut std::io::stdout().lock())

@@ -27,7 +27,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum, MountVolumeOptions};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, DownloadFromContainerOptions,
-    RemoveContainerOptions, UploadToContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use bytes::Bytes;
@@ -111,7 +111,7 @@ impl HelperContainer {
 impl Drop for HelperContainer {
     fn drop(&mut self) {
         if let Err(e) = self.remove() {
-            crate::warn_stderr!("cbsnap: {e}");
+            super::notice::tell(super::notice::Notice::Warning(e.to_string()));
             if let Some(token) = self.token.take() {
                 signals::registry().helpers.remove(&token);
             }

@@ -24,6 +24,10 @@
 //!   atomically before any container is touched.
 //! - `signals.rs`: the process-wide registry of paused containers and helper
 //!   containers, and the SIGINT/SIGTERM/SIGHUP handler that undoes them.
+//! - `undo.rs`: resuming a container and removing a helper, the leaf the guards
+//!   and the signal handler share.
+//! - [`notice`]: what this layer tells the program when no caller is there (a
+//!   guard's failed clean-up, a signal), through the handler the program installs.
 //! - `exec.rs`: [`Engine::exec`] runs a hook command inside a container.
 //! - `archive.rs`: the helper image ([`Engine::ensure_helper_image`]) and
 //!   [`Engine::read_volume_tar`] (a [`VolumeTarReader`]) and
@@ -53,8 +57,9 @@
 //! The first [`Quiesce`] or helper container of the process installs a handler
 //! for SIGINT, SIGTERM and SIGHUP (signal-hook, on its own thread). On a signal it
 //! resumes every container this process paused or stopped (newest first), removes
-//! the helper containers, updates the state files, and exits with 128 + signal
-//! (130 for Ctrl-C, 143 for SIGTERM). A second signal during that clean-up exits at
+//! the helper containers, updates the state files, and has the program's
+//! [`notice`] handler end the process (`cbsnap` exits with 128 + signal: 130 for
+//! Ctrl-C, 143 for SIGTERM). A second signal during that clean-up ends it at
 //! once; the state file then lets the next run finish the job. Once installed the
 //! handler stays for the life of the process, and it ends the process even when
 //! nothing is quiesced, as the default action would.
@@ -63,6 +68,7 @@
 
 mod archive;
 mod exec;
+pub mod notice;
 mod quiesce;
 mod signals;
 mod state;

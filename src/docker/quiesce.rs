@@ -17,18 +17,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use bollard::errors::Error as BollardError;
-use bollard::models::ContainerStateStatusEnum;
-use bollard::query_parameters::{
-    InspectContainerOptions, StartContainerOptions, StopContainerOptions,
-};
+use bollard::query_parameters::StopContainerOptions;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
 use super::signals::{self, ActiveQuiesce};
 use super::state::{self, QuiesceAction, QuiesceRecord};
 use super::undo::{current_state, undo, undo_all, QuiescedContainer};
-use super::{status_of, ContainerInfo, ContainerState, DockerError, Engine};
+use super::{ContainerInfo, ContainerState, DockerError, Engine};
 
 /// The container label that overrides the default mode for one container.
 pub const QUIESCE_LABEL: &str = "cbsnap.quiesce";
@@ -150,7 +146,7 @@ impl Drop for Quiesce {
         if let Err(e) = self.resume_inner() {
             // Nobody to return it to; the state file keeps the entry, so the
             // next run retries.
-            crate::warn_stderr!("cbsnap: {e}");
+            super::notice::tell(super::notice::Notice::Warning(e.to_string()));
         }
     }
 }

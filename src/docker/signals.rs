@@ -5,8 +5,9 @@
 //! must not leave Qdrant frozen. Destructors do not run when a signal ends the
 //! process, so every pause/stop and every helper container is also entered in a
 //! process-wide [`Registry`], and a signal-hook thread resumes and removes what
-//! is registered before exiting with 128 + signal (130 for SIGINT, 143 for
-//! SIGTERM, 129 for SIGHUP). SIGKILL cannot be caught; the state file
+//! is registered before the process ends: the program's [`notice`](super::notice)
+//! handler exits (`cbsnap` with 128 + signal: 130 for SIGINT, 143 for SIGTERM, 129
+//! for SIGHUP). SIGKILL cannot be caught; the state file
 //! (`state.rs`) covers it.
 //!
 //! Every change to a registered container happens while holding the registry
@@ -24,6 +25,7 @@ use bollard::Docker;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::notice::{self, Notice};
 use super::undo::{undo_all, QuiescedContainer};
 use super::DockerError;
 
@@ -102,11 +104,7 @@ pub(super) fn install() -> Result<(), DockerError> {
             let mut cleaning = false;
             for sig in signals.forever() {
                 if cleaning {
-                    crate::warn_stderr!(
-                        "cbsnap: second signal, exiting without finishing the clean-up; \
-                         the next cbsnap run resumes what is still paused"
-                    );
-                    std::process::exit(128 + sig);
+                    notice::end(sig, false);
                 }
                 cleaning = true;
                 // On its own thread, so that this one can still see a second
@@ -128,11 +126,10 @@ fn clean_up_and_exit(sig: i32) -> ! {
     // Held until exit: no guard may quiesce anything new meanwhile.
     let mut reg = registry();
     if !reg.quiesces.is_empty() || !reg.helpers.is_empty() {
-        crate::warn_stderr!(
-            "cbsnap: {} received; resuming containers and removing helpers \
-             (send it again to quit at once)",
-            signal_name(sig)
-        );
+        notice::tell(Notice::CleaningUp {
+            signal: sig,
+            name: signal_name(sig),
+        });
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -142,29 +139,27 @@ fn clean_up_and_exit(sig: i32) -> ! {
                 for (_, mut q) in quiesces.into_iter().rev() {
                     let docker = q.docker.clone().with_timeout(CLEANUP_TIMEOUT);
                     if let Err(e) = undo_all(&rt, &docker, &q.state_file, &mut q.done) {
-                        crate::warn_stderr!("cbsnap: {e}");
+                        notice::tell(Notice::Warning(e.to_string()));
                     }
                 }
                 let helpers = std::mem::take(&mut reg.helpers);
                 for (_, h) in helpers.into_iter().rev() {
                     let docker = h.docker.with_timeout(CLEANUP_TIMEOUT);
                     if let Err(e) = rt.block_on(super::undo::remove_helper(&docker, &h.id)) {
-                        crate::warn_stderr!(
-                            "cbsnap: could not remove helper container {}: {e}; \
+                        notice::tell(Notice::Warning(format!(
+                            "could not remove helper container {}: {e}; \
                              remove it with `docker rm -f {}`",
-                            h.id,
-                            h.id
-                        );
+                            h.id, h.id
+                        )));
                     }
                 }
             }
-            Err(e) => crate::warn_stderr!(
-                "cbsnap: cannot clean up ({e}); the next cbsnap run resumes paused \
-                 containers"
-            ),
+            Err(e) => notice::tell(Notice::Warning(format!(
+                "cannot clean up ({e}); the next cbsnap run resumes paused containers"
+            ))),
         }
     }
-    std::process::exit(128 + sig)
+    notice::end(sig, true)
 }
 
 fn signal_name(sig: i32) -> &'static str {

@@ -46,10 +46,11 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Sender};
 
 use self::parent::ParentTrees;
-use self::pipeline::{compress_worker, write_packs, Job, Stored};
+use self::pipeline::{compress_worker, write_packs, Job};
 use self::tree::DirBuild;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::packer::Blob;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{FileError, Snapshot, SnapshotStats, SourceKind};
@@ -65,7 +66,7 @@ pub struct SnapshotSpec {
     pub tags: Vec<String>,
     pub run_id: Option<String>,
     /// What the run this snapshot belongs to set out to cover (`snapshot --all`).
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<crate::snapshot::RunPlan>,
     pub consistency: Option<String>,
     /// The time the snapshot records. An imported old backup (`snapshot --tar FILE
     /// --time TIME`) carries its real date, so it sorts among the older snapshots
@@ -119,7 +120,7 @@ pub fn snapshot(
         .map(|n| n.get())
         .unwrap_or(2);
     let (job_tx, job_rx) = bounded::<Job>(workers * 8);
-    let (st_tx, st_rx) = bounded::<Stored>(workers * 8);
+    let (st_tx, st_rx) = bounded::<Blob>(workers * 8);
     let pending: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     // Set by the source on its own failure, to stop the writer without committing.
     let abort = AtomicBool::new(false);
@@ -181,8 +182,8 @@ pub fn snapshot(
         repo.index().flush()?;
         let mut stats = ing.stats;
         stats.new_blobs = w.blobs;
-        stats.new_bytes_raw = w.raw;
-        stats.new_bytes_stored = w.stored;
+        stats.new_bytes_raw = w.raw_bytes;
+        stats.new_bytes_stored = w.stored_bytes;
         stats.duration_secs = started.elapsed().as_secs_f64();
         let snap = Snapshot {
             name: spec.name,

@@ -1,9 +1,10 @@
-//! The pack stage of the ingest pipeline: compress workers, the one pack writer and
-//! the flusher thread, and the source side's way into them ([`Ingest::put_blob`]).
+//! The pack stage of the ingest pipeline: compress workers, the writer thread that
+//! feeds the one [`Packer`], and the flusher thread that saves its sealed packs
+//! ([`packer::save`]); and the source side's way into them ([`Ingest::put_blob`]).
 //!
-//! Dedup is decided by [`claim`] before a blob is compressed: an id is either indexed
-//! or in the `pending` set until its pack is indexed, so two copies of a chunk in
-//! flight are stored once.
+//! Dedup is decided here, by [`claim`], before a blob is compressed (the packer leaves
+//! it to its caller): an id is either indexed or in the `pending` set until its pack
+//! is indexed, so two copies of a chunk in flight are stored once.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::{named, Ingest};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{self, BlobKind, Compression, PackWriter, SealedPack};
+use crate::pack::{self, BlobKind, Compression, SealedPack};
+use crate::packer::{self, Blob, Packer, PackerStats};
 use crate::repo::Repository;
 
 /// The id of chunk `seq` of a file, or why it could not be stored.
@@ -36,21 +38,6 @@ pub(super) enum Job {
         raw: Vec<u8>,
         reply: Sender<ChunkReply>,
     },
-}
-
-pub(super) struct Stored {
-    id: Id,
-    kind: BlobKind,
-    raw_len: u32,
-    bytes: Vec<u8>,
-    compression: Compression,
-}
-
-#[derive(Default)]
-pub(super) struct WriterStats {
-    pub(super) blobs: u64,
-    pub(super) raw: u64,
-    pub(super) stored: u64,
 }
 
 /// Whether the blob `id` must be stored: true when neither the repository nor the
@@ -78,7 +65,7 @@ pub(super) fn compress_worker(
     pending: &Mutex<HashSet<Id>>,
     stopped: &AtomicBool,
     rx: Receiver<Job>,
-    tx: Sender<Stored>,
+    tx: Sender<Blob>,
     level: i32,
 ) {
     for job in rx {
@@ -99,18 +86,8 @@ pub(super) fn compress_worker(
                 }
             }
         };
-        let sent = !stopped.load(Ordering::Relaxed) && {
-            let raw_len = raw.len() as u32;
-            let (bytes, compression) = pack::compress_vec(raw, level);
-            let out = Stored {
-                id,
-                kind,
-                raw_len,
-                bytes,
-                compression,
-            };
-            tx.send(out).is_ok()
-        };
+        let sent = !stopped.load(Ordering::Relaxed)
+            && tx.send(packer::compress(id, kind, raw, level)).is_ok();
         if !sent {
             stopped.store(true, Ordering::Relaxed);
         }
@@ -120,25 +97,23 @@ pub(super) fn compress_worker(
     }
 }
 
-/// The only writer of packs. Full packs go to a flusher thread that makes them
-/// durable and indexes them while the next pack fills; this returns only after the
-/// flusher has finished every pack handed to it. Ids leave the pending set only
-/// after they are indexed, so a concurrent dedup check always finds a blob in one of
-/// the two.
+/// The writer thread: adds every compressed blob to the one [`Packer`]. Full packs go
+/// to a flusher thread that saves them (durable, then indexed) while the next pack
+/// fills; this returns only after the flusher has finished every pack handed to it.
+/// Ids leave the pending set only after they are indexed, so a concurrent dedup
+/// check always finds a blob in one of the two. On an error the open pack and the
+/// sealed packs not yet saved are dropped, which removes their temporary files.
 pub(super) fn write_packs(
     repo: &Repository,
-    rx: Receiver<Stored>,
+    rx: Receiver<Blob>,
     pending: &Mutex<HashSet<Id>>,
     abort: &AtomicBool,
     stopped: &AtomicBool,
-) -> Result<WriterStats> {
-    let dir = repo.packs_dir();
-    let target = repo.config.pack_target_size;
-    let mut stats = WriterStats::default();
-    let mut cur: Option<PackWriter> = None;
-    // One pack may wait while others are made durable: at most 1 + transfers full
-    // packs are in flight (a path repository: one fsync at a time; a remote one:
-    // `transfers` uploads).
+) -> Result<PackerStats> {
+    let mut packer = Packer::new(repo);
+    // One pack may wait while others are saved: at most 1 + transfers full packs are
+    // in flight (a path repository: one fsync at a time; a remote one: `transfers`
+    // uploads).
     let transfers = repo.transfers();
     let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
     let flush_failed = AtomicBool::new(false);
@@ -154,43 +129,22 @@ pub(super) fn write_packs(
             })
             .collect();
         drop(seal_rx);
-        let seal = |w: PackWriter| -> Result<bool> {
-            let sealed = w
-                .seal()
-                .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-            // A send fails only when the flusher stopped on an error, reported below.
-            Ok(seal_tx.send(sealed).is_ok())
+        // A send fails only when the flushers stopped on an error, reported below.
+        let hand_over = |sealed: Option<SealedPack>| match sealed.map(|p| seal_tx.send(p)) {
+            Some(Err(_)) => Err(writer_stopped()),
+            _ => Ok(()),
         };
         let filled = (|| {
-            for s in rx.iter() {
+            for b in rx.iter() {
                 if abort.load(Ordering::Relaxed) {
                     break;
                 }
-                if cur.is_none() {
-                    cur =
-                        Some(PackWriter::create(&dir).map_err(|e| {
-                            Error::io(format!("create pack in {}", dir.display()), e)
-                        })?);
-                }
-                let w = cur.as_mut().expect("pack is open");
-                w.add(s.id, s.kind, s.raw_len, &s.bytes, s.compression)
-                    .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
-                stats.blobs += 1;
-                stats.raw += s.raw_len as u64;
-                stats.stored += s.bytes.len() as u64;
-                if w.size() >= target && !seal(cur.take().expect("pack is open"))? {
-                    return Err(writer_stopped());
-                }
+                hand_over(packer.add_blob(&b)?)?;
             }
             if abort.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
             }
-            if let Some(w) = cur.take() {
-                if !seal(w)? {
-                    return Err(writer_stopped());
-                }
-            }
-            Ok(())
+            hand_over(packer.flush()?)
         })();
         drop(seal_tx);
         for f in flushers {
@@ -204,9 +158,8 @@ pub(super) fn write_packs(
             None => filled,
         }
     });
-    if let Some(w) = cur.take() {
-        w.abandon();
-    }
+    let stats = packer.stats();
+    drop(packer);
     if result.is_err() {
         stopped.store(true, Ordering::Relaxed);
     }
@@ -222,11 +175,11 @@ fn record_first(first: &Mutex<Option<Error>>, e: Error) {
     }
 }
 
-/// Make each sealed pack a repository file ([`Repository::commit_pack`]: fsync and
-/// rename, or upload), then index it, then drop its ids from `pending`: the commit
-/// order of `docs/FORMAT.md`. Several run at once for a remote repository. On an
-/// error (the first is kept in `first`) every flusher stops and the packs still
-/// queued are dropped, which removes their temporary files.
+/// Save each sealed pack ([`packer::save`]: durable or uploaded, then indexed), then
+/// drop its ids from `pending`: the commit order of `docs/FORMAT.md`. Several run at
+/// once for a remote repository. On an error (the first is kept in `first`) every
+/// flusher stops and the packs still queued are dropped, which removes their
+/// temporary files.
 fn flush_packs(
     repo: &Repository,
     rx: Receiver<SealedPack>,
@@ -238,14 +191,10 @@ fn flush_packs(
         if failed.load(Ordering::SeqCst) {
             return;
         }
-        let r = repo.commit_pack(sealed).and_then(|(pid, size, entries)| {
-            repo.index().add_pack(&pid, size, &entries)?;
-            Ok(entries)
-        });
-        match r {
-            Ok(entries) => {
+        match packer::save(repo, sealed) {
+            Ok(saved) => {
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-                for e in &entries {
+                for e in &saved.entries {
                     p.remove(&e.id);
                 }
             }
@@ -269,15 +218,11 @@ impl Ingest<'_> {
     }
 
     /// Queue a blob unless the repository has it or it is already queued.
+    /// A blob beyond the format's limit is refused here, on the source thread, before
+    /// it is claimed ([`pack::check_blob`]; the packer would refuse it too).
     pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
-        if raw.len() > pack::MAX_BLOB as usize {
-            return Err(Error::Source(format!(
-                "a {kind:?} blob of {} bytes exceeds the {}-byte blob limit (a cbsnap bug: please report it)",
-                raw.len(),
-                pack::MAX_BLOB
-            )));
-        }
         let id = Id::hash(&raw);
+        pack::check_blob(&id, raw.len() as u64, 0, Compression::Zstd)?;
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
         }

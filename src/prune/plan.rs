@@ -40,6 +40,31 @@ impl Default for PlanOptions {
     }
 }
 
+impl PlanOptions {
+    /// The options of `prune` and `forget --prune`: `--repack-threshold PCT` (`10`,
+    /// `2.5`, `10%`) over the config's `prune.repack_threshold` (a percentage) over
+    /// [`DEFAULT_REPACK_THRESHOLD`]. [`Error::Usage`] for what is not a percentage
+    /// between 0 and 100.
+    pub fn resolve(flag: Option<&str>, config: Option<f64>) -> Result<PlanOptions> {
+        let pct = match flag {
+            Some(s) => s.trim().trim_end_matches('%').parse::<f64>().map_err(|_| {
+                Error::Usage(format!(
+                    "--repack-threshold takes a percentage such as 10 or 2.5, not {s:?}"
+                ))
+            })?,
+            None => config.unwrap_or(DEFAULT_REPACK_THRESHOLD * 100.0),
+        };
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(Error::Usage(format!(
+                "the repack threshold is a percentage between 0 and 100, not {pct}"
+            )));
+        }
+        Ok(PlanOptions {
+            repack_threshold: pct / 100.0,
+        })
+    }
+}
+
 /// How much of one pack is still referenced.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PackUse {

@@ -3,8 +3,9 @@
 //! The order is what makes a crash harmless at any point:
 //!
 //! 1. The referenced blobs of packs to repack are read, verified against their ids and
-//!    copied, still compressed, into new packs. Each new pack is fsynced and renamed
-//!    into place, then indexed (which points those blobs at it); the index is flushed.
+//!    copied, still compressed, into new packs by the one [`Packer`] that `snapshot`
+//!    writes with too. Each new pack is fsynced and renamed into place, then indexed
+//!    ([`packer::save`], which points those blobs at it); the index is flushed.
 //! 2. Only then are the old packs retired: their files deleted, then the index
 //!    entries that still point into them removed. A crash between the two leaves the
 //!    index naming missing packs, which the next open repairs
@@ -15,15 +16,17 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil;
 use crate::id::Id;
-use crate::pack::{self, PackWriter};
-use crate::repo::{PackBytes, Repository};
+use crate::pack::{self, BlobEntry, PackBytes, PackFile, PackReadError};
+use crate::packer::{self, Packer};
+use crate::repo::{pack_key, Repository};
+use crate::storage;
 
 use super::plan::{plan, PackUse, Plan, PlanOptions};
 use super::reach;
@@ -78,37 +81,28 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
     r.temp_bytes_removed = bytes;
 
     let mut retire: Vec<&PackUse> = p.delete.iter().collect();
-    let dir = repo.packs_dir();
-    let mut out: Option<PackWriter> = None;
+    // Dropped on an error with its open pack, whose temporary file goes with it.
+    let mut packer = Packer::new(repo);
     for u in &p.repack {
         let (bytes, live) = match live_blobs(repo, p, u) {
             Ok(b) => b,
             Err(why) => {
-                r.damaged_kept.push((u.id, why));
+                r.damaged_kept.push((u.id, why.to_string()));
                 continue;
             }
         };
         for e in live {
-            if out.is_none() {
-                out = Some(
-                    PackWriter::create(&dir)
-                        .ctx(|| format!("create a pack in {}", dir.display()))?,
-                );
-            }
-            let w = out.as_mut().expect("pack is open");
-            let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-            w.add(e.id, e.kind, e.raw_len, stored, e.compression)
-                .ctx(|| format!("write a pack in {}", dir.display()))?;
+            let full = packer.add(e.id, e.kind, e.raw_len, bytes.stored(&e), e.compression)?;
             r.blobs_copied += 1;
-            if w.size() >= repo.config.pack_target_size {
-                seal(repo, out.take().expect("pack is open"), &mut r)?;
+            if let Some(sealed) = full {
+                save(repo, sealed, &mut r)?;
             }
         }
         retire.push(u);
         r.packs_repacked += 1;
     }
-    if let Some(w) = out.take() {
-        seal(repo, w, &mut r)?;
+    if let Some(sealed) = packer.flush()? {
+        save(repo, sealed, &mut r)?;
     }
     // Every referenced blob of a retired pack now has a durable, indexed copy.
     repo.index().flush()?;
@@ -131,7 +125,9 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
         let entries = if one_pass {
             None
         } else {
-            repo.read_trailer(&u.id, u.size).ok()
+            repo.open_pack(&u.id, u.size)
+                .ok()
+                .map(PackFile::into_entries)
         };
         repo.delete_pack(&u.id)?;
         if repo.local_root().is_some() {
@@ -160,39 +156,52 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
     repo.index().flush()
 }
 
-/// One pack to repack, read whole, and its referenced blobs, each verified against its
-/// id. Fails with a reason when one of them is damaged: copying it would only move
-/// the damage, and deleting the pack would lose the evidence. A referenced blob that
-/// the index finds in another pack (a rare duplicate) is copied too: cheaper than a
-/// lookup per blob, and harmless.
+/// Why a pack to repack is kept as it is (reported in [`PruneReport::damaged_kept`]).
+#[derive(Debug, thiserror::Error)]
+enum Unrepackable {
+    #[error("{}: {source}", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: PackReadError,
+    },
+    #[error("blob {id}: {why}")]
+    DamagedBlob { id: Id, why: String },
+}
+
+/// One pack to repack, read whole ([`PackFile::read_all`]), and its referenced blobs,
+/// each verified against its id. Fails with the reason when one of them is damaged:
+/// copying it would only move the damage, and deleting the pack would lose the
+/// evidence. A referenced blob that the index finds in another pack (a rare duplicate)
+/// is copied too: cheaper than a lookup per blob, and harmless.
 fn live_blobs(
     repo: &Repository,
     p: &Plan,
     u: &PackUse,
-) -> std::result::Result<(PackBytes, Vec<pack::BlobEntry>), String> {
-    let entries = repo.read_trailer(&u.id, u.size)?;
-    let bytes = repo.read_pack(&u.id, u.size)?;
+) -> std::result::Result<(PackBytes, Vec<BlobEntry>), Unrepackable> {
+    let path = storage::display_path(repo.storage(), &pack_key(&u.id));
+    let unreadable = |source| Unrepackable::Unreadable {
+        path: path.clone(),
+        source,
+    };
+    let pack = repo.open_pack(&u.id, u.size).map_err(unreadable)?;
+    let bytes = pack.read_all().map_err(unreadable)?;
     let mut live = Vec::new();
-    for e in entries {
+    for e in pack.into_entries() {
         if !p.referenced.contains(reach::key(&e.id)) {
             continue;
         }
-        let stored = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-        pack::decode_blob(&e, stored).map_err(|err| format!("blob {}: {err}", e.id))?;
+        pack::decode_blob(&e, bytes.stored(&e))
+            .map_err(|why| Unrepackable::DamagedBlob { id: e.id, why })?;
         live.push(e);
     }
     Ok((bytes, live))
 }
 
-fn seal(repo: &Repository, w: PackWriter, r: &mut PruneReport) -> Result<()> {
-    let dir = repo.packs_dir();
-    let sealed = w
-        .seal()
-        .ctx(|| format!("write a pack in {}", dir.display()))?;
-    let (id, size, entries) = repo.commit_pack(sealed)?;
-    repo.index().add_pack(&id, size, &entries)?;
+/// Save a full pack of copies (durable, then indexed) and count it.
+fn save(repo: &Repository, sealed: pack::SealedPack, r: &mut PruneReport) -> Result<()> {
+    let saved = packer::save(repo, sealed)?;
     r.packs_written += 1;
-    r.bytes_written += size;
+    r.bytes_written += saved.size;
     Ok(())
 }
 

@@ -193,6 +193,21 @@ pub struct Report {
     pub problems: Vec<Problem>,
 }
 
+impl Report {
+    /// How the restore into `target` ended, for the exit code:
+    /// [`Error::RestoreIncomplete`] when some entries were not restored exactly
+    /// (they are in `problems`), else `Ok`.
+    pub fn outcome(&self, target: &str) -> Result<()> {
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::RestoreIncomplete {
+            target: target.to_string(),
+            problems: self.problems.len(),
+        })
+    }
+}
+
 struct FileJob {
     /// Temporary name, in the same directory as `path`.
     tmp: PathBuf,

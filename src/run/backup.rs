@@ -19,9 +19,8 @@ use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{self, Snapshot, SourceKind};
-use crate::volume::snapshot::{
-    find_volume, quiesce_state_file, snapshot_volume, source_name, Via, VolumeSnapshot,
-};
+use crate::volume::snapshot::{snapshot_volume, VolumeSnapshot};
+use crate::volume::{find_volume, quiesce_state_file, source_name, Via};
 use crate::Id;
 
 use super::hooks::{self, HookError, Hooks, EXEC_POST_LABEL, EXEC_PRE_LABEL};
@@ -48,7 +47,8 @@ pub struct AllOptions {
     pub quiesce: QuiesceMode,
     /// Tags of every snapshot taken.
     pub tags: Vec<String>,
-    /// Host-side hooks of the config.
+    /// Host-side hooks of the config; `path` is keyed by absolute path, as
+    /// [`crate::settings::Settings::all_options`] makes it.
     pub hooks: Hooks,
 }
 
@@ -541,10 +541,12 @@ fn volume_source(
 
 fn path_source(ctx: &SourceCtx<'_>, name: &str, abs: &Path) -> SourceResult {
     let clock = Instant::now();
-    let hooks = ctx.opts.hooks.path.iter().find(|(k, _)| {
-        let p = crate::settings::expand_tilde(k);
-        std::path::absolute(&p).unwrap_or(p) == abs
-    });
+    let hooks = ctx
+        .opts
+        .hooks
+        .path
+        .iter()
+        .find(|(k, _)| Path::new(k) == abs);
     let path_str = abs.to_string_lossy();
     let env = [
         ("CBSNAP_RUN_ID", ctx.run_id.as_deref().unwrap_or("")),

@@ -23,11 +23,11 @@ pub mod notify;
 pub mod order;
 pub mod report;
 pub mod restore;
+pub mod single;
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
@@ -53,23 +53,7 @@ impl Observer for Quiet {
     fn note(&self, _: &str) {}
 }
 
-/// What a `snapshot --all` run set out to cover; recorded in each of its snapshots
-/// (snapshot format version 2, field `run`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunPlan {
-    /// The compose project whose volumes the run took.
-    pub project: String,
-    /// Every source (by source name) the run set out to snapshot, sorted.
-    pub expected: Vec<String>,
-    /// Sources left out by `--exclude` on the command line. Excludes of the config
-    /// file are the standing policy and do not make a run incomplete.
-    #[serde(default)]
-    pub excluded: Vec<String>,
-    /// Groups of sources that could not be listed, with why, e.g.
-    /// `volumes of code-buddy: Cannot reach the Docker engine …`.
-    #[serde(default)]
-    pub unlisted: Vec<String>,
-}
+pub use crate::snapshot::RunPlan;
 
 /// One run as found in the repository.
 #[derive(Clone, Debug)]
@@ -237,6 +221,14 @@ pub enum RunError {
     /// without `--force`, …); found before anything was touched.
     #[error("{} of run {run} cannot be restored as planned; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
     Unrestorable { run: String, problems: Vec<String> },
+    /// Some sources of the run could not be restored (each was reported); the
+    /// others were.
+    #[error("{failed} of {total} sources of run {run} were not restored")]
+    NotRestored {
+        run: String,
+        failed: usize,
+        total: usize,
+    },
     /// The repository or a restore failed.
     #[error(transparent)]
     Repo(#[from] crate::Error),

@@ -147,6 +147,37 @@ pub fn prometheus_text(report: &RunReport, all: &[(Id, Snapshot)]) -> String {
     out
 }
 
+/// Where a run's summary goes once it ended: the Prometheus textfile and the
+/// notification targets.
+#[derive(Clone, Debug, Default)]
+pub struct RunOutputs {
+    /// Rewritten with [`prometheus_text`] after the run.
+    pub metrics_file: Option<std::path::PathBuf>,
+    /// Webhooks, pings and ntfy topics told about the run.
+    pub notify: crate::run::notify::NotifyConfig,
+}
+
+/// Write the metrics file and send the notifications of a finished run. Their
+/// failures do not fail the run: they are returned as warnings to show.
+pub fn publish(repo: &crate::repo::Repository, report: &RunReport, to: &RunOutputs) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(file) = &to.metrics_file {
+        let written = crate::snapshot::load_all(repo.storage())
+            .and_then(|all| write_textfile(file, &prometheus_text(report, &all)));
+        if let Err(e) = written {
+            warnings.push(format!("the metrics file was not written: {e}"));
+        }
+    }
+    if !to.notify.is_empty() {
+        warnings.extend(
+            crate::run::notify::send(&to.notify, report)
+                .iter()
+                .map(ToString::to_string),
+        );
+    }
+    warnings
+}
+
 /// Replace `path` with `text` atomically. The file is made readable by all
 /// (0644): node_exporter usually runs as its own user, and it holds only names and
 /// numbers.

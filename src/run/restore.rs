@@ -16,11 +16,11 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir::{self, Report};
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::volume::restore::{recorded_volume, VolumeRestore};
-use crate::volume::snapshot::{quiesce_state_file, Via};
+use crate::volume::restore::VolumeRestore;
+use crate::volume::{quiesce_state_file, recorded_volume, Via};
 use crate::Id;
 
-use super::{order, Observer, RunError, RunInfo, Selected};
+use super::{order, Observer, RunError, RunInfo, RunSelect, Selected};
 
 /// How `restore --all` writes.
 #[derive(Clone, Debug)]
@@ -80,6 +80,37 @@ pub struct RestorePlan {
     pub stop_order: Vec<ContainerInfo>,
 }
 
+/// A plan, and the engine it needs.
+pub struct Prepared {
+    /// What [`execute`] will do.
+    pub plan: RestorePlan,
+    /// Connected when the run holds volumes.
+    pub engine: Option<Engine>,
+}
+
+/// `restore --all` up to its plan: choose the run ([`super::select_run`]), connect
+/// to the Docker engine when the run holds volumes, and [`plan`]. Touches nothing.
+pub fn prepare(
+    repo: &Repository,
+    sel: &RunSelect<'_>,
+    opts: &RestoreAllOptions,
+) -> Result<Prepared, RunError> {
+    let all = crate::snapshot::load_all(repo.storage())?;
+    let selected = super::select_run(&all, sel)?;
+    let engine = if selected
+        .run
+        .members
+        .iter()
+        .any(|(_, s)| s.kind == SourceKind::Volume)
+    {
+        Some(Engine::connect()?)
+    } else {
+        None
+    };
+    let plan = plan(repo, engine.as_ref(), selected, opts)?;
+    Ok(Prepared { plan, engine })
+}
+
 /// Check every source of the selected run and plan the restore. Touches nothing
 /// (besides resuming containers an interrupted cbsnap left quiesced). `engine` is
 /// needed when the run holds volumes.
@@ -135,7 +166,7 @@ pub fn plan(
                     }
                     if !mount
                         && !users.is_empty()
-                        && !crate::volume::restore::volume_is_empty(engine, &vol.name)?
+                        && !crate::volume::volume_is_empty(engine, &vol.name)?
                     {
                         problems.push(format!(
                             "{}: volume {} is not empty and containers reference it ({}), so the archive API can neither clear nor recreate it; run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`)",
@@ -148,7 +179,7 @@ pub fn plan(
                 Target::Volume(vol.name)
             }
             SourceKind::Path | SourceKind::Tar => {
-                let Some(p) = snap.origin.get("path").and_then(|p| p.as_str()) else {
+                let Some(p) = snap.origin_path() else {
                     problems.push(format!(
                         "{}: no recorded host path; restore it alone with `cbsnap restore {}@{} --to DIR`",
                         snap.name,
@@ -157,7 +188,6 @@ pub fn plan(
                     ));
                     continue;
                 };
-                let p = PathBuf::from(p);
                 if let Ok(md) = std::fs::symlink_metadata(&p) {
                     if !md.is_dir() {
                         problems.push(format!(
@@ -238,6 +268,33 @@ impl RestoreAllReport {
     /// Sources that were not restored.
     pub fn failed(&self) -> usize {
         self.sources.iter().filter(|s| s.result.is_err()).count()
+    }
+
+    /// How the restore ended, for the exit code: [`RunError::NotRestored`] when a
+    /// source failed, [`crate::Error::RestoreIncomplete`] when every source was
+    /// restored but some entries not exactly, `Ok` when all is in place.
+    pub fn outcome(&self) -> Result<(), RunError> {
+        if self.failed() > 0 {
+            return Err(RunError::NotRestored {
+                run: self.run.clone(),
+                failed: self.failed(),
+                total: self.sources.len(),
+            });
+        }
+        let problems: usize = self
+            .sources
+            .iter()
+            .filter_map(|s| s.result.as_ref().ok())
+            .map(|r| r.problems.len())
+            .sum();
+        if problems > 0 {
+            return Err(crate::Error::RestoreIncomplete {
+                target: format!("the sources of run {}", self.run),
+                problems,
+            }
+            .into());
+        }
+        Ok(())
     }
 }
 
@@ -330,5 +387,114 @@ fn restore_one(
             };
             dir::restore(repo, &item.snapshot, p, &o, progress)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::DockerError;
+    use crate::repo::Access;
+    use crate::run::backup::{snapshot_all, AllOptions, SourceStatus};
+    use crate::run::Quiet;
+
+    /// `snapshot --all` and `restore --all` as library calls, on a run of host paths
+    /// taken while the Docker engine was down: the run is incomplete, so it is
+    /// refused until allowed, a non-empty target is refused before anything is
+    /// written, and then every path is restored to where it was taken from.
+    #[test]
+    fn a_run_of_host_paths_is_restored_in_place_by_library_calls() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("repo");
+        Repository::init(&root).unwrap();
+        let repo = Repository::open(&root, Access::Append).unwrap();
+        let (a, b) = (tmp.path().join(".ollama"), tmp.path().join("work"));
+        for (dir, text) in [(&a, "one"), (&b, "two")] {
+            std::fs::create_dir(dir).unwrap();
+            std::fs::write(dir.join("f"), text).unwrap();
+        }
+        let opts = AllOptions {
+            project: "p".into(),
+            volumes: None,
+            paths: vec![a.clone(), b.clone()],
+            exclude_config: vec![],
+            exclude_flag: vec![],
+            via: Via::Auto,
+            quiesce: QuiesceMode::Pause,
+            tags: vec![],
+            hooks: Default::default(),
+        };
+        let down = DockerError::Unreachable {
+            host: "unix:///nonexistent.sock".into(),
+            detail: "test".into(),
+        };
+        let run = snapshot_all(&repo, Err(down), &opts, &Quiet).unwrap();
+        assert_eq!(
+            run.status,
+            SourceStatus::Failed,
+            "the volumes were not listed"
+        );
+        let ok: Vec<&str> = run
+            .sources
+            .iter()
+            .filter(|s| s.status == SourceStatus::Ok)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(ok, ["ollama", "work"]);
+        assert_eq!(run.plan.unlisted.len(), 1);
+
+        std::fs::remove_dir_all(&a).unwrap();
+        std::fs::write(b.join("f"), "changed").unwrap();
+        std::fs::write(b.join("extra"), "x").unwrap();
+        let strict = RunSelect {
+            run: None,
+            project: Some("p"),
+            allow_incomplete: false,
+        };
+        let mut ropts = RestoreAllOptions {
+            stop: false,
+            force: false,
+            delete: false,
+            via: Via::Auto,
+        };
+        assert!(matches!(
+            prepare(&repo, &strict, &ropts),
+            Err(RunError::NoCompleteRun { .. })
+        ));
+        let allowed = RunSelect {
+            allow_incomplete: true,
+            ..strict
+        };
+        match prepare(&repo, &allowed, &ropts) {
+            Err(RunError::Unrestorable { problems, .. }) => {
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(problems[0].contains("is not empty"), "{problems:?}");
+            }
+            Err(e) => panic!("expected Unrestorable, got {e}"),
+            Ok(_) => panic!("expected Unrestorable, got a plan"),
+        }
+        assert_eq!(std::fs::read_to_string(b.join("f")).unwrap(), "changed");
+
+        ropts.delete = true;
+        let prepared = prepare(&repo, &allowed, &ropts).unwrap();
+        assert!(prepared.engine.is_none(), "no volume, no engine");
+        assert_eq!(
+            prepared
+                .plan
+                .items
+                .iter()
+                .map(|i| &i.target)
+                .collect::<Vec<_>>(),
+            [&Target::Dir(a.clone()), &Target::Dir(b.clone())]
+        );
+        let done = execute(&repo, None, &prepared.plan, &ropts, &Quiet).unwrap();
+        assert_eq!(done.failed(), 0);
+        done.outcome().unwrap();
+        assert_eq!(std::fs::read_to_string(a.join("f")).unwrap(), "one");
+        assert_eq!(std::fs::read_to_string(b.join("f")).unwrap(), "two");
+        assert!(
+            !b.join("extra").exists(),
+            "--delete makes the path equal the snapshot"
+        );
     }
 }

@@ -12,6 +12,9 @@ pub mod local;
 
 pub use local::Local;
 
+pub mod location;
+pub use location::{Location, LocationError};
+
 /// Errors of a storage backend. `NotFound` is the only one callers branch on besides `Transient`.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

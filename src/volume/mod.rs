@@ -1,6 +1,108 @@
-//! Docker volumes, the use case: snapshot one ([`snapshot`]) and restore one
-//! ([`restore`]). This module sits above the pipeline (`ingest`), the restore
-//! writers (`restore`) and the engine façade (`docker`), and drives them.
+//! Docker volumes, the use case: everything cbsnap knows about a volume beyond the
+//! engine's API. Snapshot one ([`snapshot`]: quiesce its containers, read it as a
+//! directory or a tar stream, commit) and restore one ([`restore`]: create it as
+//! recorded, stop its users, write it, start them). This module owns the words both
+//! directions share: how a volume is read or written ([`Via`]), a volume's source
+//! name ([`source_name`], [`find_volume`]), the volume a snapshot recorded
+//! ([`recorded_volume`]) and where a repository keeps its quiesce state
+//! ([`quiesce_state_file`], [`recover`]).
+//!
+//! It sits above the pipeline (`ingest`), the restore writers (`restore`) and the
+//! engine façade (`docker`), and drives them; the sources below it only yield
+//! entries. `run` builds the nightly `snapshot --all` and `restore --all` on it.
 
 pub mod restore;
 pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+
+use crate::docker::{Engine, VolumeInfo};
+use crate::error::{Error, Result};
+use crate::snapshot::{Snapshot, SourceKind};
+
+/// Resume what the quiesce state file of the repository at `repo_root` lists for
+/// dead cbsnap processes, and remove their helper containers. Unless `always`,
+/// Docker is asked only when the file lists such a container (so commands that
+/// open a repository need no engine otherwise). Returns what was resumed.
+pub fn recover(repo_root: &Path, always: bool) -> Result<crate::docker::Recovery> {
+    let state = quiesce_state_file(repo_root);
+    if !always && !crate::docker::pending_recovery(&state)? {
+        return Ok(crate::docker::Recovery::default());
+    }
+    let engine = Engine::connect()?;
+    Ok(engine.recover_quiesced(&state)?)
+}
+
+/// How to read a volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `mount` when possible, else `archive`.
+    Auto,
+    /// Through a helper container and Docker's archive API.
+    Archive,
+    /// Walk the volume's directory on this host (root on the engine's host only).
+    Mount,
+}
+
+/// The source name of a volume: its name without the `<project>_` prefix.
+pub fn source_name(volume: &str, project: Option<&str>) -> String {
+    if let Some(p) = project {
+        if let Some(rest) = volume.strip_prefix(&format!("{p}_")) {
+            if !rest.is_empty() {
+                return rest.to_string();
+            }
+        }
+    }
+    volume.to_string()
+}
+
+/// Find a volume by the name a user typed: as given, else with the project prefix.
+pub fn find_volume(engine: &Engine, typed: &str, project: Option<&str>) -> Result<VolumeInfo> {
+    if let Some(v) = engine.inspect_volume(typed)? {
+        return Ok(v);
+    }
+    if let Some(p) = project {
+        let full = format!("{p}_{typed}");
+        if let Some(v) = engine.inspect_volume(&full)? {
+            return Ok(v);
+        }
+        return Err(Error::Usage(format!(
+            "no Docker volume named `{typed}` or `{full}`; `docker volume ls` lists them"
+        )));
+    }
+    Err(Error::Usage(format!(
+        "no Docker volume named `{typed}`; `docker volume ls` lists them"
+    )))
+}
+
+/// Where the quiesce state of a repository lives (see [`Engine::recover_quiesced`]).
+pub fn quiesce_state_file(repo_root: &Path) -> PathBuf {
+    repo_root.join("locks").join("quiesced.json")
+}
+
+/// The volume a snapshot was taken from, as recorded.
+pub fn recorded_volume(snap: &Snapshot) -> Option<VolumeInfo> {
+    if snap.kind != SourceKind::Volume {
+        return None;
+    }
+    serde_json::from_value(snap.origin.get("volume")?.clone()).ok()
+}
+
+/// Whether the volume holds no entries besides its root, read through a helper
+/// container.
+pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
+    let reader = engine.read_volume_tar(name)?;
+    let mut ar = ::tar::Archive::new(reader);
+    let entries = ar
+        .entries()
+        .map_err(|e| Error::io(format!("read volume {name}"), e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(format!("read volume {name}"), e))?;
+        let p = e.path_bytes();
+        if crate::source::normalize_path(&p).is_some_and(|p| !p.is_empty()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

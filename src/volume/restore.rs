@@ -15,22 +15,39 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir::{self, Report};
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::volume::snapshot::{quiesce_state_file, Via};
 
-/// The volume a snapshot was taken from, as recorded.
-pub fn recorded_volume(snap: &Snapshot) -> Option<VolumeInfo> {
-    if snap.kind != SourceKind::Volume {
-        return None;
-    }
-    serde_json::from_value(snap.origin.get("volume")?.clone()).ok()
-}
+use super::{quiesce_state_file, recorded_volume, volume_is_empty, Via};
 
+/// How [`restore_volume`] writes a volume.
 pub struct VolumeRestore {
     /// Target volume name (default: the recorded one).
     pub target: Option<String>,
     /// Stop running containers that use the volume, restore, start them again.
     pub stop: bool,
+    /// How to write the volume.
     pub via: Via,
+}
+
+/// `cbsnap restore NAME@SELECTOR [--to-volume VOLUME]`: connect to the engine,
+/// resume what an interrupted cbsnap left quiesced, and [`restore_volume`].
+/// [`Error::Usage`] before anything is asked of Docker when the snapshot is not of a
+/// volume and no target volume is given.
+pub fn restore_snapshot(
+    repo: &Repository,
+    snap: &Snapshot,
+    opts: &VolumeRestore,
+    progress: &Progress,
+) -> Result<(String, Report)> {
+    if opts.target.is_none() && snap.kind != SourceKind::Volume {
+        return Err(Error::Usage(format!(
+            "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME)",
+            snap.name,
+            format!("{:?}", snap.kind).to_lowercase()
+        )));
+    }
+    let engine = Engine::connect()?;
+    engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
+    restore_volume(repo, &engine, snap, opts, progress)
 }
 
 /// Restore `snap` into a volume; returns the volume name and what was written.
@@ -131,24 +148,6 @@ pub fn restore_volume(
     };
     guard.resume()?;
     Ok((name, report))
-}
-
-/// Whether the volume holds no entries besides its root, read through a helper
-/// container.
-pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
-    let reader = engine.read_volume_tar(name)?;
-    let mut ar = ::tar::Archive::new(reader);
-    let entries = ar
-        .entries()
-        .map_err(|e| Error::io(format!("read volume {name}"), e))?;
-    for e in entries {
-        let e = e.map_err(|e| Error::io(format!("read volume {name}"), e))?;
-        let p = e.path_bytes();
-        if crate::source::normalize_path(&p).is_some_and(|p| !p.is_empty()) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Stream the snapshot as tar into the volume: a thread dumps into a pipe that the

@@ -1,5 +1,5 @@
-//! Docker volumes as a source: discovery, naming, and reading a volume while the
-//! containers that use it are held still.
+//! Snapshot one Docker volume: read it, through the `dir` or `tar` source, while the
+//! containers that use it are held still, and commit it through `ingest`.
 //!
 //! A volume is read in one of two ways. `mount`: when cbsnap runs as root on the
 //! engine's host and the volume's mountpoint is readable, the directory is walked
@@ -9,7 +9,7 @@
 //! the same pipeline. Containers that mount the volume are paused (or stopped) only
 //! while that one volume is read, and always resumed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::docker::{Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
@@ -19,62 +19,21 @@ use crate::repo::Repository;
 use crate::snapshot::{Snapshot, SourceKind};
 use crate::Id;
 
-/// How to read a volume.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Via {
-    /// `mount` when possible, else `archive`.
-    Auto,
-    /// Through a helper container and Docker's archive API.
-    Archive,
-    /// Walk the volume's directory on this host (root on the engine's host only).
-    Mount,
-}
-
-/// The source name of a volume: its name without the `<project>_` prefix.
-pub fn source_name(volume: &str, project: Option<&str>) -> String {
-    if let Some(p) = project {
-        if let Some(rest) = volume.strip_prefix(&format!("{p}_")) {
-            if !rest.is_empty() {
-                return rest.to_string();
-            }
-        }
-    }
-    volume.to_string()
-}
-
-/// Find a volume by the name a user typed: as given, else with the project prefix.
-pub fn find_volume(engine: &Engine, typed: &str, project: Option<&str>) -> Result<VolumeInfo> {
-    if let Some(v) = engine.inspect_volume(typed)? {
-        return Ok(v);
-    }
-    if let Some(p) = project {
-        let full = format!("{p}_{typed}");
-        if let Some(v) = engine.inspect_volume(&full)? {
-            return Ok(v);
-        }
-        return Err(Error::Usage(format!(
-            "no Docker volume named `{typed}` or `{full}`; `docker volume ls` lists them"
-        )));
-    }
-    Err(Error::Usage(format!(
-        "no Docker volume named `{typed}`; `docker volume ls` lists them"
-    )))
-}
-
-/// Where the quiesce state of a repository lives (see [`Engine::recover_quiesced`]).
-pub fn quiesce_state_file(repo_root: &Path) -> PathBuf {
-    repo_root.join("locks").join("quiesced.json")
-}
+use super::{quiesce_state_file, source_name, Via};
 
 /// How [`snapshot_volume`] reads a volume and what it records.
 pub struct VolumeSnapshot<'a> {
+    /// The compose project: its `<project>_` prefix is dropped from the source name.
     pub project: Option<&'a str>,
+    /// How to read the volume.
     pub via: Via,
+    /// The default quiesce mode (the container label `cbsnap.quiesce` overrides it).
     pub quiesce: QuiesceMode,
+    /// The run the snapshot belongs to (`snapshot --all`), if any.
     pub run_id: Option<String>,
     /// The plan of the run the snapshot belongs to.
-    pub run: Option<crate::run::RunPlan>,
+    pub run: Option<crate::snapshot::RunPlan>,
+    /// Tags of the snapshot.
     pub tags: Vec<String>,
 }
 

@@ -1,7 +1,7 @@
 //! The Docker layer against the real engine: discovery, tar streams, helper
 //! containers, quiescing and its recovery after signals and SIGKILL.
 //!
-//! Tests skip (loudly) when no engine answers, unless `CI` is set. The signal
+//! Tests fail when no engine answers (`util::docker::engine` says how to start one). The signal
 //! tests re-run this binary as a child process (`child_process` below), so
 //! that a real signal can end a real cbsnap process.
 
@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn project_volumes_are_found_by_their_compose_label() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let project = unique("cbsnap-proj");
     let other = unique("cbsnap-other");
     let a = TestVolume::new(
@@ -61,7 +61,7 @@ fn project_volumes_are_found_by_their_compose_label() {
 
 #[test]
 fn volumes_are_created_inspected_and_removed() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let name = unique("cbsnap-t-create");
     let _guard = TestVolume::adopt(&name);
     assert_eq!(engine.inspect_volume(&name).unwrap(), None);
@@ -101,7 +101,7 @@ fn volumes_are_created_inspected_and_removed() {
 
 #[test]
 fn containers_using_a_volume_include_stopped_ones() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-users", &[]);
     let running = TestContainer::writer(&vol.name, &[("cbsnap.quiesce", "stop")]);
     let exited = TestContainer::run(&vol.name, &[], "true");
@@ -131,7 +131,7 @@ fn containers_using_a_volume_include_stopped_ones() {
 
 #[test]
 fn connecting_negotiates_an_api_version_the_daemon_speaks() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let (major, minor) = engine.api_version().split_once('.').unwrap();
     let version = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap());
     let daemon = docker(&["version", "-f", "{{.Server.APIVersion}}"]);
@@ -149,7 +149,7 @@ fn connecting_negotiates_an_api_version_the_daemon_speaks() {
 
 #[test]
 fn mountpoint_is_readable_only_when_it_really_is() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-mp", &[]);
     let info = engine.inspect_volume(&vol.name).unwrap().unwrap();
     // This test machine runs the engine locally and the tests as root.
@@ -173,7 +173,7 @@ fn mountpoint_is_readable_only_when_it_really_is() {
 
 #[test]
 fn read_volume_tar_names_entries_dot_slash() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-read", &[]);
     vol.populate(
         "cd /data && echo hello > a.txt && mkdir -p sub/deep empty && printf x > sub/deep/f \
@@ -220,7 +220,7 @@ fn read_volume_tar_names_entries_dot_slash() {
 
 #[test]
 fn write_then_read_round_trips() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-rt", &[]);
     let long_name = format!("dir/{}", "n".repeat(150));
     let big = payload(5 * 1024 * 1024 + 7, 1);
@@ -303,7 +303,7 @@ fn write_then_read_round_trips() {
 
 #[test]
 fn helper_containers_are_removed_on_drop_and_on_errors() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-helpers", &[]);
     vol.populate("head -c 3000000 /dev/urandom > /data/r && mkdir /data/d");
 
@@ -383,7 +383,7 @@ fn helper_containers_are_removed_on_drop_and_on_errors() {
 
 #[test]
 fn pause_guard_pauses_while_alive_and_resumes_on_drop() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-pause", &[]);
     let writer = TestContainer::writer(&vol.name, &[]);
     let stopped = TestContainer::run(&vol.name, &[], "true");
@@ -432,7 +432,7 @@ impl From<DockerError> for TestError {
 
 #[test]
 fn containers_resume_when_the_guarded_work_fails_or_panics() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-fail", &[]);
     let writer = TestContainer::writer(&vol.name, &[]);
     let (_dir, state) = state_file();
@@ -464,7 +464,7 @@ fn containers_resume_when_the_guarded_work_fails_or_panics() {
 
 #[test]
 fn labels_override_the_default_mode() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-labels", &[]);
     let to_stop = TestContainer::writer(&vol.name, &[("cbsnap.quiesce", "stop")]);
     let to_pause = TestContainer::writer(&vol.name, &[]);
@@ -515,7 +515,7 @@ fn labels_override_the_default_mode() {
 
 #[test]
 fn recover_quiesced_resumes_what_a_killed_run_left() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-recover", &[]);
     let paused = TestContainer::writer(&vol.name, &[]);
     let stopped = TestContainer::writer(&vol.name, &[]);
@@ -667,7 +667,7 @@ fn quiescing_child(vol: &TestVolume, state: &Path) -> Child {
 }
 
 fn signal_resumes_and_exits(sig: i32, code: i32) {
-    let Some(_engine) = engine() else { return };
+    let _engine = engine();
     let vol = TestVolume::new("cbsnap-t-sig", &[]);
     vol.populate("echo data > /data/f");
     let writer = TestContainer::writer(&vol.name, &[]);
@@ -703,7 +703,7 @@ fn ctrl_c_resumes_containers_and_exits_130() {
 
 #[test]
 fn after_sigkill_the_next_run_recovers() {
-    let Some(engine) = engine() else { return };
+    let engine = engine();
     let vol = TestVolume::new("cbsnap-t-kill", &[]);
     vol.populate("echo data > /data/f");
     let writer = TestContainer::writer(&vol.name, &[]);

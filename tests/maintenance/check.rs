@@ -4,7 +4,7 @@ use std::fs::{self, File};
 
 use cbsnap::pack::{self, BlobKind};
 
-use crate::util::maint::*;
+use crate::util::*;
 
 struct Damaged {
     env: Env,
@@ -17,13 +17,13 @@ struct Damaged {
 fn repo() -> Damaged {
     let env = Env::new();
     let a = env.path("a");
-    write(&a, "big.bin", &random(1 << 20, 10));
+    write(&a, "big.bin", &random_bytes(1 << 20, 10));
     write(&a, "notes.txt", b"first");
     let a1 = env.snapshot(&a, "a");
     write(&a, "notes.txt", b"second");
     let a2 = env.snapshot(&a, "a");
     let b = env.path("b");
-    write(&b, "sub/other.bin", &random(1 << 20, 11));
+    write(&b, "sub/other.bin", &random_bytes(1 << 20, 11));
     let b1 = env.snapshot(&b, "b");
     Damaged { env, a1, a2, b1 }
 }

@@ -8,7 +8,7 @@ use std::fs;
 use cbsnap::pack::MAX_BLOB;
 use cbsnap::repo::{Access, Repository};
 
-use crate::util::maint::Env;
+use crate::util::Env;
 
 #[test]
 fn check_reports_an_oversized_index_entry_and_names_the_snapshot() {

@@ -1,11 +1,11 @@
 //! Maintenance next to a running snapshot: prune waits or refuses, a mirror taken
 //! meanwhile is consistent, with-lock keeps prune away.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Stdio};
 
-use crate::util::maint::*;
+use crate::util::*;
 
 /// A `snapshot --tar -` whose input the test feeds file by file, so the snapshot is
 /// held open (with its lock, and with packs already written) as long as needed.
@@ -55,7 +55,7 @@ fn big_source(env: &Env, seed: u64) -> std::path::PathBuf {
         write(
             &src,
             &format!("part{i}.bin"),
-            &random(10 << 20, seed * 10 + i),
+            &random_bytes(10 << 20, seed * 10 + i),
         );
     }
     src
@@ -75,7 +75,7 @@ fn wait_for_packs(repo: &Path, more_than: usize) {
 fn prune_during_a_snapshot_refuses_or_waits_and_nothing_is_lost() {
     let env = Env::new();
     let old = env.path("old");
-    write(&old, "gone.bin", &random(2 << 20, 1));
+    write(&old, "gone.bin", &random_bytes(2 << 20, 1));
     env.snapshot(&old, "old");
     env.ok(&["forget", "old", "--keep-tag", "none"]);
 
@@ -97,17 +97,26 @@ fn prune_during_a_snapshot_refuses_or_waits_and_nothing_is_lost() {
     assert!(stderr(&out).contains("locked"), "{}", stderr(&out));
 
     // With waiting, prune runs once the snapshot has committed.
-    let waiting = env
+    let mut waiting = env
         .cmd(&env.repo(), &["--json", "prune"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Let the snapshot go on only once prune says it waits for the lock (not after a
+    // guessed sleep): the rest of the stderr is drained so prune never blocks on it.
+    let mut lines = std::io::BufReader::new(waiting.stderr.take().unwrap()).lines();
+    let said = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("waiting for the repository lock"));
+    assert!(said.is_some(), "prune ended without waiting for the lock");
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
     s.add(&src, "part2.bin");
     s.add(&src, "part3.bin");
     let id = s.finish();
     let out = waiting.wait_with_output().unwrap();
-    assert!(out.status.success());
+    assert!(out.status.success(), "{:?}", drain.join().unwrap());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["result"]["packs_deleted"].as_u64().unwrap() >= 1, "{v}");
 
@@ -120,7 +129,7 @@ fn prune_during_a_snapshot_refuses_or_waits_and_nothing_is_lost() {
 fn a_mirror_taken_during_a_snapshot_is_consistent() {
     let env = Env::new();
     let small = env.path("small");
-    write(&small, "f.bin", &random(100_000, 3));
+    write(&small, "f.bin", &random_bytes(100_000, 3));
     env.snapshot(&small, "small");
     let mirror = env.path("mirror");
     let m = mirror.to_str().unwrap();
@@ -166,10 +175,10 @@ fn mirrors_racing_many_commits_never_hold_a_broken_snapshot() {
     let writer = {
         let src = src.clone();
         let repo = repo.clone();
-        let home = env.path("config-home");
+        let home = env.path("no-config");
         std::thread::spawn(move || {
             for i in 0..20u64 {
-                write(&src, "f.bin", &random(1 << 20, 1000 + i));
+                write(&src, "f.bin", &random_bytes(1 << 20, 1000 + i));
                 let st = std::process::Command::new(BIN)
                     .args(["-q", "--repo"])
                     .arg(&repo)
@@ -243,7 +252,7 @@ fn with_lock_keeps_prune_away_and_passes_the_exit_code() {
 fn a_snapshot_committed_between_rsync_runs_waits_for_the_next_mirror() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "f.bin", &random(500_000, 80));
+    write(&src, "f.bin", &random_bytes(500_000, 80));
     env.snapshot(&src, "s");
     let bin = env.path("bin");
     std::fs::create_dir_all(&bin).unwrap();

@@ -3,30 +3,30 @@
 
 use std::fs;
 
-use crate::util::maint::*;
+use crate::util::*;
 
 /// Three states of one source; returns saved copies of each.
 fn three_versions(env: &Env) -> Vec<(String, std::path::PathBuf)> {
     let src = env.path("src");
-    write(&src, "a.bin", &random(2 << 20, 1));
-    write(&src, "dir/b.bin", &random(2 << 20, 2));
-    write(&src, "dir/c.bin", &random(1 << 20, 3));
+    write(&src, "a.bin", &random_bytes(2 << 20, 1));
+    write(&src, "dir/b.bin", &random_bytes(2 << 20, 2));
+    write(&src, "dir/c.bin", &random_bytes(1 << 20, 3));
     let mut out = Vec::new();
     let id = env.snapshot(&src, "data");
     copy_dir(&src, &env.path("v1"));
     out.push((id, env.path("v1")));
 
     // New content for a.bin; a region in the middle of b.bin rewritten.
-    write(&src, "a.bin", &random(2 << 20, 4));
+    write(&src, "a.bin", &random_bytes(2 << 20, 4));
     let mut b = fs::read(src.join("dir/b.bin")).unwrap();
-    b[900_000..1_100_000].copy_from_slice(&random(200_000, 5));
+    b[900_000..1_100_000].copy_from_slice(&random_bytes(200_000, 5));
     write(&src, "dir/b.bin", &b);
     let id = env.snapshot(&src, "data");
     copy_dir(&src, &env.path("v2"));
     out.push((id, env.path("v2")));
 
     fs::remove_file(src.join("dir/c.bin")).unwrap();
-    write(&src, "d.bin", &random(1 << 20, 6));
+    write(&src, "d.bin", &random_bytes(1 << 20, 6));
     let id = env.snapshot(&src, "data");
     copy_dir(&src, &env.path("v3"));
     out.push((id, env.path("v3")));
@@ -110,7 +110,7 @@ fn forget_without_a_policy_refuses_and_config_policy_applies() {
     let env = Env::new();
     let src = env.path("src");
     for i in 0..3 {
-        write(&src, "f", &random(1000, i));
+        write(&src, "f", &random_bytes(1000, i));
         env.snapshot(&src, "data");
     }
     let out = env.run(&env.repo(), &["forget"]);
@@ -200,13 +200,13 @@ fn prune_killed_at_any_moment_loses_nothing() {
     let env = Env::new();
     let src = env.path("src");
     for i in 0..6 {
-        write(&src, &format!("f{i}"), &random(3 << 20, 100 + i));
+        write(&src, &format!("f{i}"), &random_bytes(3 << 20, 100 + i));
     }
     env.snapshot(&src, "data");
     // Half of every file changes: every pack becomes about half unused.
     for i in 0..6 {
         let mut b = fs::read(src.join(format!("f{i}"))).unwrap();
-        b[..3 << 19].copy_from_slice(&random(3 << 19, 200 + i));
+        b[..3 << 19].copy_from_slice(&random_bytes(3 << 19, 200 + i));
         write(&src, &format!("f{i}"), &b);
     }
     env.snapshot(&src, "data");
@@ -254,11 +254,11 @@ fn pruning_a_small_part_of_a_large_index_removes_only_that_part() {
     set_pack_size(&env.repo(), 256 << 10);
     let big = env.path("big");
     for i in 0..8 {
-        write(&big, &format!("f{i}.bin"), &random(1 << 20, 300 + i));
+        write(&big, &format!("f{i}.bin"), &random_bytes(1 << 20, 300 + i));
     }
     env.snapshot(&big, "big");
     let small = env.path("small");
-    write(&small, "s.bin", &random(200_000, 310));
+    write(&small, "s.bin", &random_bytes(200_000, 310));
     env.snapshot(&small, "small");
     let before = packs(&env.repo());
     assert!(before.len() >= 20, "{} packs", before.len());

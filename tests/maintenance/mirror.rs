@@ -3,7 +3,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::util::maint::*;
+use crate::util::*;
 
 /// Sum of rsync's "Total bytes sent" over all its runs in `out`.
 fn bytes_sent(out: &str) -> u64 {
@@ -33,7 +33,7 @@ fn a_second_mirror_sends_little_more_than_the_new_packs() {
     let env = Env::new();
     let src = env.path("src");
     for i in 0..4 {
-        write(&src, &format!("f{i}.bin"), &random(3 << 20, 20 + i));
+        write(&src, &format!("f{i}.bin"), &random_bytes(3 << 20, 20 + i));
     }
     let first = env.snapshot(&src, "data");
     copy_dir(&src, &env.path("v1"));
@@ -48,9 +48,9 @@ fn a_second_mirror_sends_little_more_than_the_new_packs() {
     env.ok_in(&mirror, &["check"]);
 
     // One new file, one file changed in the middle.
-    write(&src, "new.bin", &random(3 << 20, 30));
+    write(&src, "new.bin", &random_bytes(3 << 20, 30));
     let mut b = fs::read(src.join("f1.bin")).unwrap();
-    b[1 << 20..(1 << 20) + 300_000].copy_from_slice(&random(300_000, 31));
+    b[1 << 20..(1 << 20) + 300_000].copy_from_slice(&random_bytes(300_000, 31));
     write(&src, "f1.bin", &b);
     let second = env.snapshot(&src, "data");
 
@@ -88,7 +88,7 @@ fn a_second_mirror_sends_little_more_than_the_new_packs() {
 fn a_mirror_with_its_index_restores_too() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "a.bin", &random(2 << 20, 40));
+    write(&src, "a.bin", &random_bytes(2 << 20, 40));
     env.snapshot(&src, "data");
     let mirror = env.path("mirror");
     env.ok(&["mirror", "--with-index", mirror.to_str().unwrap()]);
@@ -102,9 +102,9 @@ fn a_mirror_with_its_index_restores_too() {
 fn mirror_delete_follows_forget_and_prune_and_keeps_the_mirror_index() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "a.bin", &random(2 << 20, 50));
+    write(&src, "a.bin", &random_bytes(2 << 20, 50));
     env.snapshot(&src, "data");
-    write(&src, "a.bin", &random(2 << 20, 51));
+    write(&src, "a.bin", &random_bytes(2 << 20, 51));
     env.snapshot(&src, "data");
     let mirror = env.path("mirror");
     let m = mirror.to_str().unwrap();
@@ -140,7 +140,7 @@ fn mirror_delete_follows_forget_and_prune_and_keeps_the_mirror_index() {
 fn the_documented_script_works_under_with_lock() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "a.bin", &random(1 << 20, 60));
+    write(&src, "a.bin", &random_bytes(1 << 20, 60));
     env.snapshot(&src, "data");
     let mirror = env.path("mirror");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/mirror.sh");
@@ -163,7 +163,7 @@ fn the_documented_script_works_under_with_lock() {
     assert_same_files(&r, &src);
 
     // Forget and prune, then the script follows with --delete semantics.
-    write(&src, "a.bin", &random(1 << 20, 61));
+    write(&src, "a.bin", &random_bytes(1 << 20, 61));
     env.snapshot(&src, "data");
     env.ok(&["forget", "--keep-last", "1", "--prune"]);
     env.ok(&["with-lock", "--", "sh", script, m, "--quiet"]);
@@ -179,7 +179,7 @@ fn the_documented_script_works_under_with_lock() {
 fn mirror_waits_for_a_prune_on_the_mirror() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "a.bin", &random(100_000, 90));
+    write(&src, "a.bin", &random_bytes(100_000, 90));
     env.snapshot(&src, "data");
     let mirror = env.path("mirror");
     let m = mirror.to_str().unwrap();

@@ -3,19 +3,19 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::maint::*;
+use crate::util::*;
 
 #[test]
 fn stats_reports_dedup_and_what_each_snapshot_added() {
     let env = Env::new();
     let src = env.path("src");
-    write(&src, "a.bin", &random(2 << 20, 70));
+    write(&src, "a.bin", &random_bytes(2 << 20, 70));
     env.snapshot(&src, "data");
     env.snapshot(&src, "data");
-    write(&src, "b.bin", &random(1 << 20, 71));
+    write(&src, "b.bin", &random_bytes(1 << 20, 71));
     env.snapshot(&src, "data");
     let other = env.path("other");
-    write(&other, "c.bin", &random(1 << 20, 72));
+    write(&other, "c.bin", &random_bytes(1 << 20, 72));
     env.snapshot(&other, "other");
 
     let v = env.json(&env.repo(), &["stats", "data"]);

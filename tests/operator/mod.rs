@@ -1,3 +1,4 @@
+mod location;
 mod ops;
 mod ops_scripts;
 mod run_hooks;

@@ -199,11 +199,9 @@ fn docker_start_uses_the_machines_service_manager_or_says_what_to_run() {
 }
 
 #[test]
-fn backup_script_does_not_rebuild_and_saves_host_paths_of_a_project_without_volumes() {
+fn docker_backup_script_does_not_rebuild_and_saves_host_paths_of_a_project_without_volumes() {
     // The real engine answers (docker-start.sh does nothing); the project has no volumes.
-    let Some(_engine) = crate::util::docker::engine() else {
-        return;
-    };
+    let _engine = crate::util::docker::engine();
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("log");
     let bin = t.path().join("stubs");

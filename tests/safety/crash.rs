@@ -1,6 +1,7 @@
 //! Crash safety: SIGKILL at any point leaves earlier snapshots intact and the
 //! repository usable.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ fn sigkill_during_snapshot_loses_nothing() {
     let out = tempfile::tempdir().unwrap();
 
     // Kill at several moments: early (before any pack), and after packs were written.
+    // A kill counts only when it landed mid-run: the process was still running when
+    // it was sent and died of it. A test in which no kill landed tested nothing.
+    let mut landed = 0;
     for (round, delay_ms) in [50u64, 400, 900].into_iter().enumerate() {
         let mut child = repo
             .cmd()
@@ -45,17 +49,21 @@ fn sigkill_during_snapshot_loses_nothing() {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let finished = child.try_wait().unwrap().is_some();
+        let running = child.try_wait().unwrap().is_none();
         child.kill().ok();
-        child.wait().unwrap();
-        if finished {
-            eprintln!("round {round}: snapshot finished before the kill; kill not exercised");
+        let status = child.wait().unwrap();
+        if running && status.signal() == Some(libc::SIGKILL) {
+            landed += 1;
         }
         // Every earlier snapshot restores byte-exact.
         let t = out.path().join(format!("small-{round}"));
         repo.restore("small@latest", &t);
         compare_trees(small.path(), &t);
     }
+    assert!(
+        landed > 0,
+        "no SIGKILL landed while the snapshot ran (it finished within 50 ms?): the test exercised nothing"
+    );
     // Nothing half-made is listed, and the next snapshot succeeds and is complete.
     let names: Vec<String> = repo
         .snapshots_json()
@@ -166,7 +174,14 @@ fn crash_harness_kills_mid_run() {
     let mut finished_first = 0usize;
     let mut trial = 0usize;
     let mut kills = 0usize;
+    // Each kill gets a few tries; a harness whose kills never land fails instead of
+    // looping (or passing) without having crashed anything.
+    let max_trials = kills_wanted * 8 + 16;
     while kills < kills_wanted {
+        assert!(
+            trial < max_trials,
+            "only {kills} of {kills_wanted} kills landed mid-run in {trial} trials ({counted:?})"
+        );
         trial += 1;
         let op = OPS[kills % OPS.len()];
         match op {
@@ -196,7 +211,6 @@ fn crash_harness_kills_mid_run() {
             let running = child.try_wait().unwrap().is_none();
             child.kill().ok();
             let status = child.wait().unwrap();
-            use std::os::unix::process::ExitStatusExt;
             if running && status.signal() == Some(libc::SIGKILL) {
                 break true;
             }

@@ -1,10 +1,10 @@
-//! Shared helpers: a repository in a temp dir, the real `cbsnap` binary, and a tree
-//! comparison that checks everything a restore must keep.
+//! Shared helpers of every integration test: a repository in a temp dir, the real
+//! `cbsnap` binary, test data, and a tree comparison that checks everything a restore
+//! must keep. Docker fixtures are in [`docker`].
 
 #![allow(dead_code)]
 
 pub mod docker;
-pub mod maint;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -17,6 +17,39 @@ use std::process::{Command, Output};
 use rand::{RngCore, SeedableRng};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cbsnap");
+
+/// `cbsnap --repo REPO`, isolated from the user's configuration and environment:
+/// `XDG_CONFIG_HOME` is `HOME/no-config` (absent), `CBSNAP_REPO` and
+/// `CBSNAP_LOCK_WAIT` are unset.
+pub fn cbsnap(home: &Path, repo: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.arg("--repo")
+        .arg(repo)
+        .env("XDG_CONFIG_HOME", home.join("no-config"))
+        .env_remove("CBSNAP_REPO")
+        .env_remove("CBSNAP_LOCK_WAIT");
+    c
+}
+
+/// Require that `cbsnap ARGS` exited 0; returns its stdout.
+pub fn expect_success(args: &[&str], o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "cbsnap {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
 
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
@@ -39,11 +72,10 @@ impl Repo {
         self.dir.path().join("repo")
     }
 
+    /// `cbsnap --repo REPO -q`, isolated as [`cbsnap`] says.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--repo").arg(self.path()).arg("-q");
-        c.env_remove("CBSNAP_REPO");
-        c.env("XDG_CONFIG_HOME", self.dir.path().join("no-config"));
+        let mut c = cbsnap(self.dir.path(), &self.path());
+        c.arg("-q");
         c
     }
 
@@ -70,15 +102,7 @@ impl Repo {
 
     /// Run and require exit 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "cbsnap {args:?} failed with {:?}\nstdout: {}\nstderr: {}",
-            o.status.code(),
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
+        expect_success(args, self.run(args))
     }
 
     pub fn snapshot_dir(&self, dir: &Path, name: &str) -> String {
@@ -111,7 +135,8 @@ pub fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn walk(p: &Path) -> Vec<PathBuf> {
+/// Every path below `p` (files, directories, links), sorted.
+pub fn walk(p: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -346,6 +371,153 @@ pub fn diff_r(a: &Path, b: &Path) {
     );
 }
 
-pub fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// A repository (`repo/`) in a temporary directory that also holds whatever a test
+/// needs (sources, restores, mirrors), with commands on any repository: the
+/// maintenance tests work with mirrors beside the repository.
+pub struct Env {
+    repo: Repo,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { repo: Repo::new() }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.repo.dir.path().join(p)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.repo.path()
+    }
+
+    /// `cbsnap --repo REPO ARGS`, isolated as [`cbsnap`] says (not quiet).
+    pub fn cmd(&self, repo: &Path, args: &[&str]) -> Command {
+        let mut c = cbsnap(self.repo.dir.path(), repo);
+        c.args(args);
+        c
+    }
+
+    pub fn run(&self, repo: &Path, args: &[&str]) -> Output {
+        self.cmd(repo, args).output().unwrap()
+    }
+
+    /// Run against `repo/` and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.ok_in(&self.repo(), args)
+    }
+
+    pub fn ok_in(&self, repo: &Path, args: &[&str]) -> String {
+        expect_success(args, self.run(repo, args))
+    }
+
+    pub fn json(&self, repo: &Path, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.ok_in(repo, &a)).unwrap()
+    }
+
+    /// Snapshot `dir` as `name`; returns the snapshot id.
+    pub fn snapshot(&self, dir: &Path, name: &str) -> String {
+        let v = self.json(
+            &self.repo(),
+            &["snapshot", "--path", dir.to_str().unwrap(), "--name", name],
+        );
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Restore `sel` from `repo` into a new directory and return it.
+    pub fn restore(&self, repo: &Path, sel: &str, to: &str) -> PathBuf {
+        let to = self.path(to);
+        self.ok_in(repo, &["restore", sel, "--to", to.to_str().unwrap()]);
+        to
+    }
+}
+
+pub fn write(dir: &Path, name: &str, data: &[u8]) {
+    let p = dir.join(name);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// Every regular file below `dir`, by relative path, with its content.
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| fs::symlink_metadata(p).unwrap().is_file())
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let data = fs::read(&p).unwrap();
+            (rel, data)
+        })
+        .collect()
+}
+
+/// Assert two directories hold the same files with the same bytes.
+pub fn assert_same_files(a: &Path, b: &Path) {
+    let (fa, fb) = (files(a), files(b));
+    let names_a: Vec<_> = fa.keys().collect();
+    let names_b: Vec<_> = fb.keys().collect();
+    assert_eq!(names_a, names_b, "{} vs {}", a.display(), b.display());
+    for (k, v) in &fa {
+        assert!(
+            fb[k] == *v,
+            "{k} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// Copy a directory tree (a saved state of a source).
+pub fn copy_dir(from: &Path, to: &Path) {
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Pack files of a repository with their sizes.
+pub fn packs(repo: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for sub in fs::read_dir(repo.join("packs")).unwrap() {
+        let sub = sub.unwrap();
+        if !sub.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(sub.path()).unwrap() {
+            let f = f.unwrap();
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 {
+                out.insert(name, f.metadata().unwrap().len());
+            }
+        }
+    }
+    out
+}
+
+pub fn pack_bytes(repo: &Path) -> u64 {
+    packs(repo).values().sum()
+}
+
+pub fn pack_path(repo: &Path, id: &str) -> PathBuf {
+    repo.join("packs").join(&id[..2]).join(id)
+}
+
+/// Wait until a cbsnap process holds a lock in `repo` (it has opened the repository).
+pub fn wait_for_lock(repo: &Path) {
+    for _ in 0..500 {
+        let held = fs::read_dir(repo.join("locks"))
+            .unwrap()
+            .flatten()
+            .any(|e| !e.file_name().to_string_lossy().starts_with(".tmp-"));
+        if held {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("no lock appeared in {}", repo.display());
 }
