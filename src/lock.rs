@@ -208,7 +208,7 @@ fn is_stale(storage: &dyn Storage, key: &str, info: &LockInfo, host: &str) -> bo
 fn lock_keys(storage: &dyn Storage) -> Result<Vec<String>> {
     let listed = storage
         .list("locks/")
-        .map_err(|e| storage::engine_error(storage, "list", e))?;
+        .map_err(|e| crate::error::engine_error(storage, "list", e))?;
     let mut keys: Vec<String> = listed
         .into_iter()
         .map(|l| l.key)
@@ -308,7 +308,7 @@ pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Re
         match s.create_new(&key, &body) {
             Ok(()) => {}
             Err(StorageError::AlreadyExists { .. }) => continue,
-            Err(e) => return Err(storage::engine_error(s, "write lock", e)),
+            Err(e) => return Err(crate::error::engine_error(s, "write lock", e)),
         }
         let others = match conflicts(s, kind, &key) {
             Ok(o) => o,
@@ -444,7 +444,7 @@ pub fn unlock(storage: &dyn Storage, all: bool) -> Result<Unlocked> {
         };
         storage
             .delete(&key)
-            .map_err(|e| storage::engine_error(storage, "remove lock", e))?;
+            .map_err(|e| crate::error::engine_error(storage, "remove lock", e))?;
         bucket.push(storage::display_path(storage, &key));
     }
     Ok(out)

@@ -133,7 +133,7 @@ fn args_of(a: &[&str]) -> Vec<OsString> {
 fn list_snapshots(source: &dyn Storage) -> Result<Vec<Id>> {
     let listed = source
         .list("snapshots/")
-        .map_err(|e| crate::storage::engine_error(source, "list", e))?;
+        .map_err(|e| crate::error::engine_error(source, "list", e))?;
     let mut out: Vec<Id> = listed
         .iter()
         .filter_map(|l| l.key.strip_prefix("snapshots/")?.parse::<Id>().ok())

@@ -75,10 +75,7 @@ pub fn pack_key(id: &Id) -> String {
     format!("packs/{}/{hex}", &hex[..2])
 }
 
-/// The key of snapshot `id`: `snapshots/<64 hex digits>`.
-pub fn snapshot_key(id: &Id) -> String {
-    format!("snapshots/{}", id.to_hex())
-}
+pub use crate::snapshot::snapshot_key;
 
 /// Ranged reads of pack `key` of a remote repository (see [`Repository::open_pack`]).
 struct RemotePack {
@@ -199,7 +196,7 @@ impl Repository {
 
     /// The engine error for a storage failure while doing `what`.
     pub fn storage_error(&self, what: &str, e: StorageError) -> Error {
-        storage::engine_error(self.storage(), what, e)
+        crate::error::engine_error(self.storage(), what, e)
     }
 
     /// Whether this handle still holds its repository lock. Called right before each
@@ -251,7 +248,7 @@ impl Repository {
             None => {
                 let present = s
                     .list("")
-                    .map_err(|e| storage::engine_error(s, "list", e))?;
+                    .map_err(|e| crate::error::engine_error(s, "list", e))?;
                 if !present.is_empty() {
                     return Err(if present.iter().any(|l| l.key == "config") {
                         Error::AlreadyExists(here)
@@ -263,10 +260,10 @@ impl Repository {
         }
         let cfg = RepoConfig::new();
         s.write("README.md", FORMAT_README.as_bytes())
-            .map_err(|e| storage::engine_error(s, "write", e))?;
+            .map_err(|e| crate::error::engine_error(s, "write", e))?;
         // The config is written last: its presence is what makes this a repository.
         s.write("config", &cfg.encode())
-            .map_err(|e| storage::engine_error(s, "write", e))?;
+            .map_err(|e| crate::error::engine_error(s, "write", e))?;
         if let Some(parent) = s.local_root().and_then(Path::parent) {
             let _ = fsutil::fsync_dir(parent);
         }
@@ -303,7 +300,7 @@ impl Repository {
                     occupied,
                 });
             }
-            Err(e) => return Err(storage::engine_error(storage, "read", e)),
+            Err(e) => return Err(crate::error::engine_error(storage, "read", e)),
         };
         RepoConfig::decode(&bytes).map_err(|reason| Error::Config {
             path: path.clone(),

@@ -170,8 +170,8 @@ impl Snapshot {
         let bytes = self.encode();
         let id = Id::hash(&bytes);
         storage
-            .write(&crate::repo::snapshot_key(&id), &bytes)
-            .map_err(|e| storage::engine_error(storage, "write snapshot", e))?;
+            .write(&snapshot_key(&id), &bytes)
+            .map_err(|e| crate::error::engine_error(storage, "write snapshot", e))?;
         Ok(id)
     }
 }
@@ -217,7 +217,7 @@ pub fn scan(storage: &dyn Storage) -> Result<SnapshotSet> {
     let mut set = SnapshotSet::default();
     let listed = storage
         .list("snapshots/")
-        .map_err(|e| storage::engine_error(storage, "list", e))?;
+        .map_err(|e| crate::error::engine_error(storage, "list", e))?;
     for l in listed {
         let Some(id) = l
             .key
@@ -481,6 +481,11 @@ fn unknown_name(all: &[(Id, Snapshot)], name: &str) -> String {
         msg.push_str(&format!("  {n} ({count} snapshots)\n"));
     }
     msg
+}
+
+/// The key of snapshot `id`: `snapshots/<64 hex digits>`.
+pub fn snapshot_key(id: &Id) -> String {
+    format!("snapshots/{}", id.to_hex())
 }
 
 #[cfg(test)]

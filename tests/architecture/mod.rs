@@ -23,22 +23,6 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "docker",
         "volumes: error.rs and settings.rs depend on no Docker types",
     ),
-    // `RunPlan` (the snapshot's `run` field) is defined in `run`, the use-case layer.
-    (
-        "snapshot",
-        "run",
-        "volumes: use cases into the library, RunPlan beside Snapshot",
-    ),
-    (
-        "ingest",
-        "run",
-        "volumes: use cases into the library, RunPlan beside Snapshot",
-    ),
-    (
-        "volume",
-        "run",
-        "volumes: use cases into the library, RunPlan beside Snapshot",
-    ),
     // The settings file's types live in the modules that use them.
     (
         "settings",
@@ -54,6 +38,11 @@ const KNOWN: &[(&str, &str, &str)] = &[
         "settings",
         "volume",
         "volumes: settings depends on no Docker types (Via)",
+    ),
+    (
+        "settings",
+        "docker",
+        "volumes: settings depends on no Docker types (QuiesceMode)",
     ),
 ];
 
