@@ -30,6 +30,13 @@ pub(super) fn compare_trailers(
         let entries = match repo.open_pack(&id, on_disk[&id]) {
             Ok(p) => p.into_entries(),
             Err(PackReadError::Open(e)) => return Err(Error::io("open pack", e)),
+            // A remote read that failed says nothing about the pack's bytes.
+            Err(PackReadError::Read(e)) => {
+                return Err(Error::io(
+                    format!("read pack {}", repo.pack_path(&id).display()),
+                    e,
+                ))
+            }
             Err(e) => return Err(Error::Corrupt(format!("pack {id}: {e}"))),
         };
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);

@@ -25,8 +25,7 @@ use crate::fsutil;
 use crate::id::Id;
 use crate::pack::{self, BlobEntry, PackBytes, PackFile, PackReadError};
 use crate::packer::{self, Packer};
-use crate::repo::{pack_key, Repository};
-use crate::storage;
+use crate::repo::Repository;
 
 use super::plan::{plan, PackUse, Plan, PlanOptions};
 use super::reach;
@@ -178,7 +177,7 @@ fn live_blobs(
     p: &Plan,
     u: &PackUse,
 ) -> std::result::Result<(PackBytes, Vec<BlobEntry>), Unrepackable> {
-    let path = storage::display_path(repo.storage(), &pack_key(&u.id));
+    let path = repo.pack_path(&u.id);
     let unreadable = |source| Unrepackable::Unreadable {
         path: path.clone(),
         source,
