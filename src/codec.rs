@@ -8,7 +8,7 @@
 
 use crate::id::Id;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("malformed {what}: {detail}")]
 pub struct DecodeError {
     pub what: &'static str,

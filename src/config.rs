@@ -31,12 +31,23 @@ pub enum ConfigError {
     /// The trailing BLAKE3 checksum does not match the bytes (or is missing).
     #[error("the config's checksum does not match its contents; the file is damaged. Restore `config` from a copy of the repository (a mirror or an rsync copy holds the same file)")]
     Checksum,
-    /// The body is not the JSON of a config.
+    /// The body is not the JSON of a config (the rendered `serde_json` error).
     #[error("repository config is not valid JSON: {0}")]
     Json(String),
-    /// The JSON parses but a value is impossible; the file is damaged.
-    #[error("{0}")]
-    Invalid(String),
+    /// The header and the body disagree on the version; the file is damaged.
+    #[error(
+        "the config header says version {header} but its body says {body}; the file is damaged"
+    )]
+    VersionMismatch { header: u32, body: u32 },
+    /// A chunker other than FastCDC 2020.
+    #[error("unknown chunker {0:?}; the config is damaged")]
+    UnknownChunker(String),
+    /// Chunk sizes (bytes) FastCDC does not accept, or not ordered min ≤ avg ≤ max.
+    #[error("chunker sizes {min}/{avg}/{max} are out of FastCDC's range; the config is damaged")]
+    ChunkerSizes { min: u32, avg: u32, max: u32 },
+    /// `zstd_level` outside -7..=22 or a `pack_target_size` of 0.
+    #[error("the config's zstd_level or pack_target_size is out of range; the file is damaged")]
+    OutOfRange,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -50,12 +61,14 @@ pub struct ChunkerParams {
 
 impl ChunkerParams {
     /// The parameters must be ones FastCDC accepts (its own bounds) and ordered.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// Errors: [`ConfigError::UnknownChunker`], [`ConfigError::ChunkerSizes`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
         use fastcdc::v2020::{
             AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
         };
         if self.algorithm != "fastcdc-v2020" {
-            return Err(format!("unknown chunker {:?}", self.algorithm));
+            return Err(ConfigError::UnknownChunker(self.algorithm.clone()));
         }
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
@@ -63,10 +76,11 @@ impl ChunkerParams {
             && self.min_size <= self.avg_size
             && self.avg_size <= self.max_size;
         if !ok {
-            return Err(format!(
-                "chunker sizes {}/{}/{} are out of FastCDC's range; the config is damaged",
-                self.min_size, self.avg_size, self.max_size
-            ));
+            return Err(ConfigError::ChunkerSizes {
+                min: self.min_size,
+                avg: self.avg_size,
+                max: self.max_size,
+            });
         }
         Ok(())
     }
@@ -97,15 +111,9 @@ pub struct RepoConfig {
 
 impl RepoConfig {
     pub fn new() -> RepoConfig {
-        let seed = format!(
-            "{}-{}-{:?}",
-            std::process::id(),
-            gethostname::gethostname().to_string_lossy(),
-            std::time::SystemTime::now()
-        );
         RepoConfig {
             version: FORMAT_VERSION,
-            id: Id::hash(seed.as_bytes()),
+            id: Id::random(),
             chunker: ChunkerParams::default(),
             zstd_level: 3,
             pack_target_size: 16 * 1024 * 1024,
@@ -156,17 +164,14 @@ impl RepoConfig {
         let cfg: RepoConfig =
             serde_json::from_slice(body).map_err(|e| ConfigError::Json(e.to_string()))?;
         if cfg.version != v {
-            return Err(ConfigError::Invalid(format!(
-                "the config header says version {v} but its body says {}; the file is damaged",
-                cfg.version
-            )));
+            return Err(ConfigError::VersionMismatch {
+                header: v,
+                body: cfg.version,
+            });
         }
-        cfg.chunker.validate().map_err(ConfigError::Invalid)?;
+        cfg.chunker.validate()?;
         if !(-7..=22).contains(&cfg.zstd_level) || cfg.pack_target_size == 0 {
-            return Err(ConfigError::Invalid(
-                "the config's zstd_level or pack_target_size is out of range; the file is damaged"
-                    .into(),
-            ));
+            return Err(ConfigError::OutOfRange);
         }
         Ok(cfg)
     }
@@ -194,10 +199,10 @@ mod tests {
         // disagrees with the header.
         let mut c = RepoConfig::new();
         c.chunker.min_size = 0;
-        assert!(RepoConfig::decode(&c.encode())
-            .unwrap_err()
-            .to_string()
-            .contains("out of FastCDC's range"));
+        assert!(matches!(
+            RepoConfig::decode(&c.encode()),
+            Err(ConfigError::ChunkerSizes { min: 0, .. })
+        ));
         let mut c = RepoConfig::new();
         c.chunker.avg_size = c.chunker.max_size * 2;
         assert!(RepoConfig::decode(&c.encode()).is_err());
@@ -208,7 +213,7 @@ mod tests {
         bytes.extend_from_slice(body.replace("\"version\": 1", "\"version\": 2").as_bytes());
         assert!(matches!(
             RepoConfig::decode(&bytes),
-            Err(ConfigError::Invalid(m)) if m.contains("damaged")
+            Err(ConfigError::VersionMismatch { header: 1, body: 2 })
         ));
     }
 

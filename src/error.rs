@@ -1,5 +1,37 @@
-//! The engine's error type. Every message names what failed (the repository, pack,
-//! snapshot, path or volume) and, where there is one, the next thing to do.
+//! The engine's error type, and the rules every error of the library follows.
+//!
+//! Every message names what failed (the repository, pack, snapshot, path or volume)
+//! and, where there is one, the next thing to do. The rules:
+//!
+//! 1. **Kinds, not strings.** Each module returns a `thiserror` enum (this [`Error`],
+//!    or a module's own: [`crate::config::ConfigError`], [`crate::lock::LockLost`],
+//!    [`crate::pack::BlobError`], [`crate::docker::DockerError`], …) and no function
+//!    of the library returns `Result<_, String>`. Callers may branch on the variant
+//!    (and on its structured fields); never on the text of a message, which is for
+//!    the operator and may change in any release. A `String` inside a variant is a
+//!    rendered detail, not something to parse. The variants meant for branching:
+//!    [`Error::Usage`] (the request itself is wrong), [`Error::NoSuchSnapshot`],
+//!    [`Error::InUse`] (a resource is busy now; the same request may work later),
+//!    [`Error::Locked`] / [`Error::LockLost`], [`Error::Corrupt`] / [`Error::Index`]
+//!    (damage), [`Error::Interrupted`], [`Error::RestoreIncomplete`], and
+//!    [`Error::Io`] through its `io::ErrorKind` / OS error code.
+//! 2. **Fail closed.** A lock file that cannot be read or parsed blocks every other
+//!    lock ([`Error::Locked`]) until an operator removes it; a lock that was not
+//!    refreshed in time stops the command before it commits ([`Error::LockLost`]).
+//!    A file from disk that does not parse (config, snapshot, pack trailer, tree) is
+//!    an error or is reported as damaged; it is never read as empty or as a default.
+//! 3. **The first cause wins.** When several threads of a pipeline fail, the error
+//!    reported is the one that started it. A stage that stops only because another
+//!    stage went away returns [`Error::PipelineStopped`], and [`first_cause`] ranks it
+//!    below any other error, so that sentinel never reaches an operator in place of
+//!    the disk-full or read error behind it.
+//! 4. **Exit codes are the binary's** (`main.rs` and `src/cli/`): `0` ok; `1` an
+//!    error, including every state of the environment (a volume in use, a lock held,
+//!    damage, a full disk); `2` bad usage only ([`Error::Usage`], an unknown
+//!    snapshot: a request that cannot succeed as typed); `3` finished but not exactly
+//!    ([`Error::RestoreIncomplete`], unreadable files in a committed snapshot);
+//!    `130`/`143` interrupted. The library neither prints nor exits: warnings go
+//!    through [`crate::warn`].
 
 use crate::storage::{Storage, StorageError};
 use std::io;
@@ -67,6 +99,9 @@ pub enum Error {
         files: Vec<(PathBuf, String)>,
     },
 
+    /// The request itself is wrong (a bad flag value, a path not in the snapshot, a
+    /// missing flag the situation needs): exit code 2. Not for states of the
+    /// environment; those are [`Error::InUse`] or another kind.
     #[error("{0}")]
     Usage(String),
 
@@ -74,6 +109,12 @@ pub enum Error {
     /// location cbsnap knows (a usage error: exit 2).
     #[error(transparent)]
     Location(#[from] crate::storage::LocationError),
+
+    /// Something the command needs is busy right now (a Docker volume used by
+    /// running containers); the message says what to stop or which flag lets
+    /// cbsnap do it. Nothing was changed. Not bad usage: exit code 1.
+    #[error("{0}")]
+    InUse(String),
 
     #[error("{0}")]
     Source(String),
@@ -88,7 +129,8 @@ pub enum Error {
     RestoreIncomplete { target: String, problems: usize },
 
     /// A pipeline stage stopped because another stage failed first; that first
-    /// failure is the cause, and what the pipeline reports.
+    /// failure is the cause, and what the pipeline reports ([`first_cause`] ranks
+    /// this variant below every other, so it is never what an operator sees).
     #[error("the pack writer stopped")]
     PipelineStopped,
 
@@ -210,5 +252,66 @@ pub fn engine_error(storage: &dyn Storage, what: &str, e: StorageError) -> Error
     Error::Io {
         context,
         source: io,
+    }
+}
+
+/// The outcome of two cooperating pipeline stages, as one result: both values when
+/// both succeeded, else the first cause. `primary` is the stage whose failure started
+/// things when both failed (the source before the writer it feeds; the flusher
+/// before the writer that fills it), except that an [`Error::PipelineStopped`] of
+/// either stage gives way to the other's real error.
+///
+/// Errors: `primary`'s error, unless it is [`Error::PipelineStopped`] and `secondary`
+/// failed too; then `secondary`'s.
+pub fn first_cause<A, B>(primary: Result<A>, secondary: Result<B>) -> Result<(A, B)> {
+    match (primary, secondary) {
+        (Ok(a), Ok(b)) => Ok((a, b)),
+        (Err(Error::PipelineStopped), Err(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk_full() -> Error {
+        Error::io("write pack", io::Error::from_raw_os_error(libc::ENOSPC))
+    }
+
+    fn is_disk_full(e: &Error) -> bool {
+        matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
+    }
+
+    /// The source stopped because the writer did (disk full): the writer's error is
+    /// the cause, whichever side it is on.
+    #[test]
+    fn a_stopped_stage_gives_way_to_the_real_error() {
+        let e = first_cause::<(), ()>(Err(Error::PipelineStopped), Err(disk_full())).unwrap_err();
+        assert!(is_disk_full(&e), "{e}");
+        let e = first_cause::<(), ()>(Err(disk_full()), Err(Error::PipelineStopped)).unwrap_err();
+        assert!(is_disk_full(&e), "{e}");
+    }
+
+    /// Two real errors: the primary stage's is the first cause; the writer's
+    /// `Interrupted` (it was told to stop) never hides the source's failure.
+    #[test]
+    fn the_primary_error_wins_over_the_secondary() {
+        let e = first_cause::<(), ()>(Err(Error::Source("read".into())), Err(Error::Interrupted))
+            .unwrap_err();
+        assert!(matches!(e, Error::Source(ref m) if m == "read"), "{e}");
+        let e = first_cause::<(), ()>(Ok(()), Err(disk_full())).unwrap_err();
+        assert!(is_disk_full(&e), "{e}");
+        let e = first_cause::<(), ()>(Err(disk_full()), Ok(())).unwrap_err();
+        assert!(is_disk_full(&e), "{e}");
+        assert_eq!(first_cause::<u8, u16>(Ok(1), Ok(2)).unwrap(), (1, 2));
+    }
+
+    /// Only when nothing better is known does the sentinel come out.
+    #[test]
+    fn two_stopped_stages_stay_stopped() {
+        let e = first_cause::<(), ()>(Err(Error::PipelineStopped), Err(Error::PipelineStopped))
+            .unwrap_err();
+        assert!(matches!(e, Error::PipelineStopped));
     }
 }

@@ -1,17 +1,21 @@
 //! Durable file writes.
 //!
-//! The durability contract of the whole repository rests on one function:
-//! [`write_atomic`] writes a file under a temporary name, fsyncs it, renames it into
-//! place and fsyncs the directory. When it returns `Ok`, the file is in stable storage
-//! under its final name with its full contents; when it fails or the process dies, the
-//! final name either does not exist or holds a complete older file, and at most a
-//! temporary file is left behind (named `.tmp-*`, ignored by every reader and removed
-//! by the next writer that finds its owner gone).
+//! The durability contract of the whole repository rests on one pair of functions:
+//! [`temp_file`] creates a temporary file next to the target (through the `tempfile`
+//! crate, which removes it when it is dropped unfinished), and [`persist`] fsyncs it,
+//! renames it into place and fsyncs the directory. [`write_atomic`] is the pair for a
+//! file written at once; packs use them for a file written piece by piece. When
+//! `persist` returns `Ok`, the file is in stable storage under its final name with its
+//! full contents; when it fails or the process dies, the final name either does not
+//! exist or holds a complete older file, and at most a temporary file is left behind
+//! (named `.tmp-*`, ignored by every reader and removed by the next writer that finds
+//! its owner gone).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
 
 /// Prefix of temporary files; readers skip names that start with it.
 pub const TMP_PREFIX: &str = ".tmp-";
@@ -23,33 +27,68 @@ pub const FOREIGN_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs
 
 /// This host's name as it appears in temp file names (no `/` or `@`).
 fn host_tag() -> String {
-    gethostname::gethostname()
-        .to_string_lossy()
-        .replace(['/', '@'], "_")
+    crate::host::hostname().replace(['/', '@'], "_")
 }
 
-/// Name for a temporary file in `dir` owned by this process:
-/// `.tmp-<pid>@<host>@<random>-<n>`. The host is part of the name so that a process
-/// on another host sharing the repository never takes it for one of its own dead
-/// processes' files (issue 7, case 12).
-pub fn temp_path(dir: &Path) -> PathBuf {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static SEQ: AtomicU64 = AtomicU64::new(0);
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(
-        "{TMP_PREFIX}{}@{}@{}-{n}",
-        std::process::id(),
-        host_tag(),
-        rand_suffix()
-    ))
+/// The start of the names of this process's temporary files: `.tmp-<pid>@<host>@`.
+/// The host is part of the name so that a process on another host sharing the
+/// repository never takes it for one of its own dead processes' files (issue 7,
+/// case 12); [`remove_stale_temps`] reads both back.
+fn temp_prefix() -> String {
+    format!("{TMP_PREFIX}{}@{}@", std::process::id(), host_tag())
 }
 
-fn rand_suffix() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}", t & 0xffff_ffff)
+/// Random characters after [`temp_prefix`] (`tempfile` retries on a clash).
+const TEMP_RANDOM_LEN: usize = 12;
+
+/// A new temporary file in `dir`, private to its owner (0600), named
+/// `.tmp-<pid>@<host>@<random>`. It is removed when dropped, unless [`persist`]ed.
+pub fn temp_file(dir: &Path) -> io::Result<NamedTempFile> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened here rather than by `tempfile_in`, which wraps the error with the path
+    // and so hides its OS code (`ENOSPC`, `ENOTDIR`) from the hints given by it; the
+    // callers name the directory in their context.
+    temp_made_by(dir, |path| {
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(path)
+    })
+}
+
+/// A temporary name in `dir`, as [`temp_file`] names them, made by `make` (which
+/// must create something there or fail with `AlreadyExists`, e.g. a hard link).
+/// Removed when dropped, unless persisted.
+pub fn temp_made_by<R>(
+    dir: &Path,
+    make: impl FnMut(&Path) -> io::Result<R>,
+) -> io::Result<NamedTempFile<R>> {
+    tempfile::Builder::new()
+        .prefix(&temp_prefix())
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .make_in(dir, make)
+}
+
+/// Make a written temporary file durable under `path`: fsync it, rename it into
+/// place and fsync the directory. When this returns `Ok`, `path` holds the full
+/// contents in stable storage; on error the temporary file is removed and `path`
+/// holds what it held before (or nothing).
+pub fn persist(tmp: NamedTempFile, path: &Path) -> io::Result<File> {
+    tmp.as_file().sync_all()?;
+    // On error `PersistError` hands the temp file back; dropping it removes it.
+    let f = tmp.persist(path).map_err(|e| e.error)?;
+    fsync_dir(parent_dir(path))?;
+    Ok(f)
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// Mode of every file cbsnap creates in a repository: only its owner may read it
@@ -100,31 +139,9 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Write `data` to `path` atomically and durably (see the module docs).
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_path(dir);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)?;
-        fsync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Finish a temporary file that the caller has written and fsynced: rename it to
-/// `path` and fsync the directory.
-pub fn commit_temp(tmp: &Path, path: &Path) -> io::Result<()> {
-    fs::rename(tmp, path)?;
-    fsync_dir(path.parent().unwrap_or(Path::new(".")))
+    let mut tmp = temp_file(parent_dir(path))?;
+    tmp.write_all(data)?;
+    persist(tmp, path).map(drop)
 }
 
 /// Remove temporary files in `dir` left by processes of this host that are gone, and
@@ -139,10 +156,10 @@ pub fn remove_stale_temps(dir: &Path) {
             continue;
         };
         let mut parts = rest.splitn(3, '@');
-        let pid: Option<i32> = parts.next().and_then(|p| p.parse().ok());
+        let pid: Option<u32> = parts.next().and_then(|p| p.parse().ok());
         let ours = parts.next() == Some(host.as_str());
         let stale = match pid {
-            Some(pid) if ours => !process_alive(pid),
+            Some(pid) if ours => !crate::host::process_alive(pid),
             _ => e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -154,16 +171,6 @@ pub fn remove_stale_temps(dir: &Path) {
             let _ = fs::remove_file(e.path());
         }
     }
-}
-
-/// Whether a process with this pid exists on this host.
-pub fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]
@@ -181,18 +188,41 @@ mod tests {
         assert_eq!(names.len(), 1);
     }
 
+    /// A temp file dropped before `persist` (an error, a panic) leaves nothing; a
+    /// persisted one is under its final name only, private to its owner.
+    #[test]
+    fn temp_files_are_private_and_cleaned_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let mut t = temp_file(d.path()).unwrap();
+        let name = t.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&temp_prefix()), "{name}");
+        t.write_all(b"half").unwrap();
+        drop(t);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        let mut t = temp_file(d.path()).unwrap();
+        t.write_all(b"whole").unwrap();
+        let p = d.path().join("f");
+        persist(t, &p).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"whole");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
     #[test]
     fn stale_temps_of_dead_processes_are_removed() {
         let d = tempfile::tempdir().unwrap();
         let dead = d
             .path()
             .join(format!("{TMP_PREFIX}999999999@{}@x-0", host_tag()));
-        let ours = temp_path(d.path());
+        let ours = temp_file(d.path()).unwrap();
         fs::write(&dead, b"x").unwrap();
-        fs::write(&ours, b"x").unwrap();
         remove_stale_temps(d.path());
         assert!(!dead.exists());
-        assert!(ours.exists());
+        assert!(ours.path().exists());
     }
 
     /// Issue 7, case 12: a pack in progress on another host (the same pid as a dead

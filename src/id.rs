@@ -12,6 +12,14 @@ pub struct Id(pub [u8; 32]);
 impl Id {
     pub const LEN: usize = 32;
 
+    /// 32 bytes from the operating system's random source: for ids that
+    /// `docs/FORMAT.md` says are random (the repository id). Panics as [`random_hex`].
+    pub fn random() -> Id {
+        let mut b = [0u8; 32];
+        fill_random(&mut b);
+        Id(b)
+    }
+
     /// Hash `data` with BLAKE3.
     pub fn hash(data: &[u8]) -> Id {
         Id(*blake3::hash(data).as_bytes())
@@ -53,6 +61,21 @@ impl fmt::Debug for Id {
     }
 }
 
+/// `n` bytes from the operating system's random source (`getrandom(2)`), as hex.
+///
+/// Panics if the OS has no working random source, as `rand`'s `OsRng` does: ids
+/// that `docs/FORMAT.md` promises to be random are never made from time or pid.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    fill_random(&mut buf);
+    hex::encode(buf)
+}
+
+/// Fill `buf` from the operating system's random source; panics as [`random_hex`].
+pub fn fill_random(buf: &mut [u8]) {
+    getrandom::fill(buf).unwrap_or_else(|e| panic!("the OS random source failed: {e}"));
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("not a 64-digit hex id: {0:?}")]
 pub struct ParseIdError(pub String);
@@ -82,6 +105,15 @@ impl<'de> serde::Deserialize<'de> for Id {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_ids_and_nonces_vary() {
+        let a = random_hex(3);
+        assert_eq!(a.len(), 6);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(Id::random(), Id::random());
+        assert_ne!(random_hex(16), random_hex(16));
+    }
 
     #[test]
     fn hex_round_trip() {

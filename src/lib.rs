@@ -28,6 +28,7 @@ pub mod docker;
 pub mod error;
 pub mod forget;
 pub mod fsutil;
+pub mod host;
 pub mod id;
 pub mod index;
 pub mod ingest;
@@ -48,6 +49,7 @@ pub mod stats;
 pub mod storage;
 pub mod tree;
 pub mod volume;
+pub mod warn;
 
 pub use error::{Error, Result};
 pub use id::Id;

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::host::hostname;
 use crate::storage::{self, Storage, StorageError};
 
 pub const REFRESH: Duration = Duration::from_secs(60);
@@ -154,28 +155,45 @@ impl Drop for Lock {
     }
 }
 
-fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
-}
-
 /// Whether a file in `locks/` is to be read as a lock: everything but hidden files
-/// (temp files: `.tmp-…`, `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
+/// (temp files: `.tmp-…`; older cbsnap wrote `.quiesced.json.tmp.<pid>`) and the quiesce record. Any
 /// other name that is not a readable lock blocks.
 fn is_lock_name(name: &str) -> bool {
     !name.starts_with('.') && name != QUIESCE_FILE
 }
 
-/// Read a lock: `Ok(None)` if it is gone, `Err(why)` if it cannot be read or is not
-/// a lock (such a file blocks: locks fail closed).
-fn read_lock(storage: &dyn Storage, key: &str) -> std::result::Result<Option<LockInfo>, String> {
+/// Why a file in `locks/` is not a lock cbsnap can read. Such a file blocks every
+/// other lock (locks fail closed) until `cbsnap unlock` removes it. The messages
+/// follow the file's path.
+#[derive(Debug, thiserror::Error)]
+pub enum UnreadableLock {
+    /// It parses, but does not match its checksum.
+    #[error("does not match its checksum (damaged)")]
+    Checksum,
+    /// It is not the JSON of a lock.
+    #[error("is not a lock file cbsnap can read ({0})")]
+    NotALock(#[source] serde_json::Error),
+    /// Reading it failed (other than its being gone).
+    #[error("cannot be read ({0})")]
+    Io(#[source] std::io::Error),
+}
+
+/// Read a lock: `Ok(None)` if it is gone.
+///
+/// Errors: [`UnreadableLock`] when it cannot be read or is not a lock (such a file
+/// blocks: locks fail closed).
+fn read_lock(
+    storage: &dyn Storage,
+    key: &str,
+) -> std::result::Result<Option<LockInfo>, UnreadableLock> {
     match storage.read(key) {
         Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
             Ok(info) if info.verified() => Ok(Some(info)),
-            Ok(_) => Err("does not match its checksum (damaged)".into()),
-            Err(e) => Err(format!("is not a lock file cbsnap can read ({e})")),
+            Ok(_) => Err(UnreadableLock::Checksum),
+            Err(e) => Err(UnreadableLock::NotALock(e)),
         },
         Err(StorageError::NotFound { .. }) => Ok(None),
-        Err(e) => Err(format!("cannot be read ({e})")),
+        Err(e) => Err(UnreadableLock::Io(std::io::Error::other(e))),
     }
 }
 
@@ -186,7 +204,7 @@ fn is_stale(storage: &dyn Storage, key: &str, info: &LockInfo, host: &str) -> bo
     let age = match storage.local_root() {
         Some(root) => {
             if info.host == host {
-                return !fsutil::process_alive(info.pid);
+                return !u32::try_from(info.pid).is_ok_and(crate::host::process_alive);
             }
             fs::metadata(root.join(key))
                 .and_then(|m| m.modified())
@@ -296,10 +314,7 @@ pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Re
             },
             info.host.replace(['/', '\\'], "_"),
             info.pid,
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
+            crate::id::random_hex(4)
         );
         let path = storage::display_path(s, &key);
         let body = serde_json::to_vec(&info).expect("lock info serializes");
@@ -348,10 +363,7 @@ pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Re
             )));
         }
         if !announced {
-            crate::warn_stderr!(
-                "cbsnap: waiting for the repository lock ({})",
-                others.join("; ")
-            );
+            crate::warn::emit(crate::warn::Warning::LockWait { holders: others });
             announced = true;
         }
         std::thread::sleep(Duration::from_millis(200));

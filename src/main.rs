@@ -1,6 +1,7 @@
 //! The `cbsnap` command: parses arguments, calls one engine function, prints the
-//! result. Exit codes: 0 ok; 1 error; 2 bad usage; 3 snapshot committed but some
-//! files could not be read; 130/143 interrupted.
+//! result. Exit codes (the policy is in `src/error.rs`): 0 ok; 1 error, including
+//! states of the environment (a volume in use); 2 bad usage only; 3 finished but not
+//! exactly; 130/143 interrupted.
 
 mod cli;
 

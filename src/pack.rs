@@ -12,10 +12,12 @@
 //! ```
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use tempfile::NamedTempFile;
 
 use crate::codec::{self, DecodeError, Reader, Writer};
 use crate::fsutil;
@@ -226,35 +228,69 @@ pub fn compress_vec(raw: Vec<u8>, level: i32) -> (Vec<u8>, Compression) {
     }
 }
 
+/// Why the stored bytes of a blob are not the blob its entry names: the blob is
+/// damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// zstd refused the bytes.
+    #[error("zstd: {0}")]
+    Zstd(#[source] io::Error),
+    /// The raw length (bytes) is not the entry's `raw_len`.
+    #[error("length {got} where the index says {want}")]
+    Length { got: usize, want: u32 },
+    /// The raw bytes do not hash to the entry's id.
+    #[error("content does not match its BLAKE3 id")]
+    Hash,
+}
+
+/// Why a pack, or a blob in it, could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackReadError {
+    /// Opening the pack file failed.
+    #[error("cannot open: {0}")]
+    Open(#[source] io::Error),
+    /// Reading its bytes failed.
+    #[error("cannot read: {0}")]
+    Read(#[source] io::Error),
+    /// The trailer is damaged.
+    #[error(transparent)]
+    Trailer(#[from] DecodeError),
+    /// A blob of the pack is damaged.
+    #[error("blob {id}: {source}")]
+    Blob {
+        id: Id,
+        #[source]
+        source: BlobError,
+    },
+}
+
 /// Turn stored bytes back into the raw blob and verify its id.
-pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, String> {
+///
+/// Errors: [`BlobError`]; every one means the blob is damaged.
+pub fn decode_blob(entry: &BlobEntry, stored: &[u8]) -> Result<Vec<u8>, BlobError> {
     let raw = match entry.compression {
         Compression::None => stored.to_vec(),
         Compression::Zstd => {
-            zstd_decompress(stored, entry.raw_len as usize).map_err(|e| format!("zstd: {e}"))?
+            zstd_decompress(stored, entry.raw_len as usize).map_err(BlobError::Zstd)?
         }
     };
     if raw.len() != entry.raw_len as usize {
-        return Err(format!(
-            "length {} where the index says {}",
-            raw.len(),
-            entry.raw_len
-        ));
+        return Err(BlobError::Length {
+            got: raw.len(),
+            want: entry.raw_len,
+        });
     }
     if Id::hash(&raw) != entry.id {
-        return Err("content does not match its BLAKE3 id".into());
+        return Err(BlobError::Hash);
     }
     Ok(raw)
 }
 
-/// Writes one pack to a temporary file in `dir`. Dropping it before
-/// [`PackWriter::seal`] removes the temporary file; use [`crate::packer::Packer`],
+/// Writes one pack to a temporary file in `dir` (a `NamedTempFile`: removed if the
+/// writer is dropped before it is sealed and committed); use [`crate::packer::Packer`],
 /// which also seals at the target size and indexes, rather than this directly.
 pub struct PackWriter {
-    /// The temporary file; empty once handed over to a [`SealedPack`].
-    tmp: PathBuf,
-    /// `None` only while [`PackWriter::seal`] hands the file over.
-    out: Option<BufWriter<File>>,
+    out: BufWriter<NamedTempFile>,
     hasher: blake3::Hasher,
     pos: u64,
     entries: Vec<BlobEntry>,
@@ -262,15 +298,9 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn create(dir: &Path) -> io::Result<PackWriter> {
-        let tmp = fsutil::temp_path(dir);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(fsutil::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
+        let f = fsutil::temp_file(dir)?;
         let mut w = PackWriter {
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 20, f)),
+            out: BufWriter::with_capacity(1 << 20, f),
             hasher: blake3::Hasher::new(),
             pos: 0,
             entries: Vec::new(),
@@ -280,8 +310,7 @@ impl PackWriter {
     }
 
     fn write(&mut self, b: &[u8]) -> io::Result<()> {
-        let out = self.out.as_mut().expect("the file is open until sealed");
-        out.write_all(b)?;
+        self.out.write_all(b)?;
         self.hasher.update(b);
         self.pos += b.len() as u64;
         Ok(())
@@ -347,26 +376,21 @@ impl PackWriter {
         footer.raw(trailer_hash.as_bytes());
         footer.raw(TRAILER_MAGIC);
         let trailer = t.buf;
-        // On an error `self` is dropped with its temporary file still named: removed.
         self.write(&trailer)?;
         self.write(&footer.buf)?;
-        let out = self.out.take().expect("the file is open until sealed");
+        let PackWriter {
+            out,
+            hasher,
+            pos,
+            entries,
+        } = self;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         Ok(SealedPack {
-            tmp: std::mem::take(&mut self.tmp),
             file,
-            id: Id::from(self.hasher.finalize()),
-            size: self.pos,
-            entries: std::mem::take(&mut self.entries),
+            id: Id::from(hasher.finalize()),
+            size: pos,
+            entries,
         })
-    }
-}
-
-impl Drop for PackWriter {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
     }
 }
 
@@ -374,8 +398,7 @@ impl Drop for PackWriter {
 /// Dropping it without [`SealedPack::commit`] removes the temporary file.
 #[derive(Debug)]
 pub struct SealedPack {
-    tmp: PathBuf,
-    file: File,
+    file: NamedTempFile,
     id: Id,
     size: u64,
     entries: Vec<BlobEntry>,
@@ -391,25 +414,15 @@ impl SealedPack {
     /// directory. Only after this returns `Ok` is the pack durable and may its blobs
     /// be indexed; returns (pack id, size in bytes, trailer entries). Call it through
     /// [`crate::packer::save`], the one place a pack becomes a repository file.
-    pub fn commit(mut self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
-        let result = (|| {
-            self.file.sync_all()?;
-            let final_path = pack_path(packs_dir, &self.id);
-            let sub = final_path.parent().expect("pack path has a parent");
-            if !sub.exists() {
-                fsutil::create_private_dir_all(sub)?;
-                fsutil::fsync_dir(packs_dir)?;
-            }
-            fsutil::commit_temp(&self.tmp, &final_path)
-        })();
-        match result {
-            Ok(()) => {
-                // Committed: the temporary name no longer exists, nothing to clean up.
-                self.tmp = PathBuf::new();
-                Ok((self.id, self.size, std::mem::take(&mut self.entries)))
-            }
-            Err(e) => Err(e),
+    pub fn commit(self, packs_dir: &Path) -> io::Result<(Id, u64, Vec<BlobEntry>)> {
+        let final_path = pack_path(packs_dir, &self.id);
+        let sub = final_path.parent().expect("pack path has a parent");
+        if !sub.exists() {
+            fsutil::create_private_dir_all(sub)?;
+            fsutil::fsync_dir(packs_dir)?;
         }
+        fsutil::persist(self.file, &final_path)?;
+        Ok((self.id, self.size, self.entries))
     }
 }
 
@@ -417,21 +430,13 @@ impl SealedPack {
     /// The temporary file holding the complete pack (flushed, not fsynced): what a
     /// remote repository uploads before [`SealedPack::into_parts`].
     pub fn temp_path(&self) -> &Path {
-        &self.tmp
+        self.file.path()
     }
 
     /// (pack id, size in bytes, trailer entries), removing the temporary file: for a
     /// pack that was stored elsewhere (uploaded) from [`SealedPack::temp_path`].
-    pub fn into_parts(mut self) -> (Id, u64, Vec<BlobEntry>) {
-        (self.id, self.size, std::mem::take(&mut self.entries))
-    }
-}
-
-impl Drop for SealedPack {
-    fn drop(&mut self) {
-        if !self.tmp.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+    pub fn into_parts(self) -> (Id, u64, Vec<BlobEntry>) {
+        (self.id, self.size, self.entries)
     }
 }
 
@@ -500,18 +505,6 @@ pub fn read_stored(f: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     f.read_exact_at(&mut buf, offset)?;
     Ok(buf)
-}
-
-/// Why a pack cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum PackReadError {
-    #[error("cannot open: {0}")]
-    Open(#[source] io::Error),
-    /// The trailer or footer is damaged (or the file is not a pack).
-    #[error(transparent)]
-    Trailer(#[from] DecodeError),
-    #[error("cannot read: {0}")]
-    Read(#[source] io::Error),
 }
 
 /// An open pack and its verified trailer: the one way to read a pack. The index is

@@ -75,11 +75,12 @@ impl Progress {
         }
     }
 
-    /// Print a line above the bar (or to stderr when hidden).
+    /// Print a line above the bar; when hidden, hand it to the warnings sink
+    /// ([`crate::warn::Warning::Line`]), which the binary renders.
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(b) => b.println(line),
-            None => crate::warn_stderr!("{line}"),
+            None => crate::warn::emit(crate::warn::Warning::Line(line.to_string())),
         }
     }
 

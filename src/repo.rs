@@ -35,6 +35,7 @@ use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
 use crate::pack::{self, BlobEntry, PackFile, PackReadError, SealedPack};
 use crate::storage::{self, Local, Storage, StorageError};
+use crate::warn::{self, Warning};
 
 /// Written into every new repository as `README.md`, so the data can be read back
 /// without cbsnap.
@@ -125,12 +126,12 @@ pub struct OpenOptions {
 }
 
 /// What [`Repository::sync_index`] found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct SyncReport {
     pub added_packs: usize,
     pub removed_packs: usize,
-    /// Packs whose trailer could not be read: `(pack, reason)`.
-    pub unreadable: Vec<(PathBuf, String)>,
+    /// Packs whose trailer could not be read: `(pack file, why)`.
+    pub unreadable: Vec<(PathBuf, PackReadError)>,
 }
 
 pub struct Repository {
@@ -479,20 +480,19 @@ impl Repository {
             .map(|(id, s)| (*id, *s))
             .collect();
         if !missing.is_empty() && self.index_writable {
-            let read_all = || -> Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, String>)> {
-                missing
-                    .par_iter()
-                    .map(|(id, size)| {
-                        (
-                            *id,
-                            *size,
-                            self.open_pack(id, *size)
-                                .map(PackFile::into_entries)
-                                .map_err(|e| e.to_string()),
-                        )
-                    })
-                    .collect()
-            };
+            let read_all =
+                || -> Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, PackReadError>)> {
+                    missing
+                        .par_iter()
+                        .map(|(id, size)| {
+                            (
+                                *id,
+                                *size,
+                                self.open_pack(id, *size).map(PackFile::into_entries),
+                            )
+                        })
+                        .collect()
+                };
             // Remote trailers are network round trips, not CPU: as many in flight as
             // uploads are allowed, whatever the core count.
             let read = match self.local_root() {
@@ -517,10 +517,10 @@ impl Repository {
             self.index.set_version()?;
         }
         for (p, e) in &report.unreadable {
-            crate::warn_stderr!(
-                "cbsnap: warning: pack {} is unreadable ({e}); its blobs are not indexed. Run `cbsnap check`.",
-                p.display()
-            );
+            warn::emit(Warning::PackUnreadable {
+                path: p.clone(),
+                cause: e.to_string(),
+            });
         }
         Ok(report)
     }
@@ -678,9 +678,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         )));
                     }
                     if !announced {
-                        crate::warn_stderr!(
-                            "cbsnap: waiting for another cbsnap process to release the index"
-                        );
+                        warn::emit(Warning::IndexWait);
                         announced = true;
                     }
                     std::thread::sleep(Duration::from_millis(250));
@@ -696,10 +694,10 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                 e.into_string()
             }
         };
-        crate::warn_stderr!(
-            "cbsnap: the index at {} is damaged ({e}); rebuilding it from the packs",
-            dir.display()
-        );
+        warn::emit(Warning::IndexRebuilt {
+            dir: dir.to_path_buf(),
+            cause: e,
+        });
         fs::remove_dir_all(dir).ctx(|| format!("remove {}", dir.display()))?;
         let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
         return Ok((i, true));

@@ -138,7 +138,9 @@ impl Settings {
     pub fn quiesce(&self, flag: Option<QuiesceMode>) -> Result<QuiesceMode> {
         match (flag, &self.quiesce) {
             (Some(q), _) => Ok(q),
-            (None, Some(s)) => s.parse().map_err(Error::Usage),
+            (None, Some(s)) => s
+                .parse::<QuiesceMode>()
+                .map_err(|e| Error::Usage(e.to_string())),
             (None, None) => Ok(QuiesceMode::Pause),
         }
     }

@@ -154,14 +154,17 @@ impl Snapshot {
         out
     }
 
-    pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, String> {
-        let v = codec::check_header(buf, MAGIC, "snapshot").map_err(|e| e.to_string())?;
+    /// Parse a snapshot file's bytes (any version this build reads).
+    ///
+    /// Errors: [`DecodeError`] (a bad header, an unsupported version, JSON that is
+    /// not a snapshot).
+    pub fn decode(buf: &[u8]) -> std::result::Result<Snapshot, DecodeError> {
+        let v = codec::check_header(buf, MAGIC, "snapshot")?;
         if !(MIN_VERSION..=VERSION).contains(&v) {
-            return Err(format!(
-                "snapshot version {v} is not supported; upgrade cbsnap"
-            ));
+            return Err(DecodeError::Unsupported(v));
         }
-        serde_json::from_slice(&buf[codec::HEADER_LEN..]).map_err(|e| format!("invalid JSON: {e}"))
+        serde_json::from_slice(&buf[codec::HEADER_LEN..])
+            .map_err(|e| DecodeError::Json(e.to_string()))
     }
 
     /// Commit the snapshot: write it durably under `snapshots/<id>`. This is the commit
@@ -188,7 +191,21 @@ pub enum SnapshotFileError {
     NameMismatch,
     /// It matches its name but does not decode (a newer version, malformed JSON).
     #[error("{0}")]
-    Undecodable(String),
+    Undecodable(#[from] DecodeError),
+}
+
+/// Why bytes are not a snapshot this build reads ([`Snapshot::decode`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The file does not start with the snapshot magic and a version.
+    #[error(transparent)]
+    Header(#[from] codec::DecodeError),
+    /// A version outside `MIN_VERSION..=VERSION`: written by a newer cbsnap.
+    #[error("snapshot version {0} is not supported; upgrade cbsnap")]
+    Unsupported(u32),
+    /// The body is not the JSON of a snapshot (the rendered `serde_json` error).
+    #[error("invalid JSON: {0}")]
+    Json(String),
 }
 
 /// A file under `snapshots/` that is not a readable snapshot.
@@ -231,7 +248,7 @@ pub fn scan(storage: &dyn Storage) -> Result<SnapshotSet> {
             Err(StorageError::NotFound { .. }) => continue,
             Err(err) => Err(SnapshotFileError::Unreadable(unreadable_reason(err))),
             Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
-            Ok(b) => Snapshot::decode(&b).map_err(SnapshotFileError::Undecodable),
+            Ok(b) => Snapshot::decode(&b).map_err(SnapshotFileError::from),
         };
         match verdict {
             Ok(s) => set.snapshots.push((id, s)),
@@ -259,16 +276,16 @@ fn unreadable_reason(e: StorageError) -> String {
     }
 }
 
-/// All snapshots, oldest first. Damaged files are reported on stderr and skipped;
-/// commands that pick a snapshot use [`scan`] and [`resolve_in`] instead.
+/// All snapshots, oldest first. Damaged files are skipped, each with a
+/// [`Warning::SnapshotSkipped`](crate::warn::Warning::SnapshotSkipped); commands that
+/// pick a snapshot use [`scan`] and [`resolve_in`] instead.
 pub fn load_all(storage: &dyn Storage) -> Result<Vec<(Id, Snapshot)>> {
     let set = scan(storage)?;
-    for d in &set.damaged {
-        crate::warn_stderr!(
-            "cbsnap: warning: snapshot file {} {}; skipped. Run `cbsnap check`.",
-            d.path.display(),
-            d.reason
-        );
+    for d in set.damaged {
+        crate::warn::emit(crate::warn::Warning::SnapshotSkipped {
+            path: d.path,
+            reason: d.reason.to_string(),
+        });
     }
     Ok(set.snapshots)
 }

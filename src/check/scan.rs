@@ -10,7 +10,7 @@ use super::{Fault, Findings, ReadData, Report};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::Location;
-use crate::pack::{self, BlobEntry};
+use crate::pack::{self, BlobEntry, PackReadError};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -18,7 +18,7 @@ use crate::repo::Repository;
 struct PackScan {
     id: Id,
     size: u64,
-    trailer: std::result::Result<(u64, u128), String>,
+    trailer: std::result::Result<(u64, u128), PackReadError>,
     /// Entries of a pack the index does not list, so its blobs can still be found.
     unindexed: Vec<BlobEntry>,
     read: bool,
@@ -110,12 +110,12 @@ fn select(on_disk: &HashMap<Id, u64>, read: ReadData) -> HashSet<Id> {
         ReadData::All => on_disk.keys().copied().collect(),
         ReadData::Subset(share) => {
             // A fresh order every run, so repeated subsets cover the whole repository.
-            let seed = format!("{:?}-{}", std::time::SystemTime::now(), std::process::id());
+            let seed = Id::random();
             let mut order: Vec<(Id, Id)> = on_disk
                 .keys()
                 .map(|id| {
                     let mut h = blake3::Hasher::new();
-                    h.update(seed.as_bytes());
+                    h.update(&seed.0);
                     h.update(&id.0);
                     (Id::from(h.finalize()), *id)
                 })
@@ -138,7 +138,7 @@ fn scan_pack(
     let mut s = PackScan {
         id: *id,
         size,
-        trailer: Err(String::new()),
+        trailer: Ok((0, 0)),
         unindexed: Vec::new(),
         read,
         name_matches: true,
@@ -147,7 +147,7 @@ fn scan_pack(
     let pack = match repo.open_pack(id, size) {
         Ok(p) => p,
         Err(e) => {
-            s.trailer = Err(e.to_string());
+            s.trailer = Err(e);
             return s;
         }
     };
@@ -162,7 +162,7 @@ fn scan_pack(
                 s.name_matches = Id::hash(&bytes) == *id;
                 for e in pack.entries() {
                     if let Err(why) = pack::decode_blob(e, bytes.stored(e)) {
-                        s.bad_blobs.push((e.id, why));
+                        s.bad_blobs.push((e.id, why.to_string()));
                     }
                 }
             }

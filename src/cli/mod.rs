@@ -26,6 +26,7 @@ mod restore;
 mod shell;
 mod snapshot;
 mod stats;
+mod warnings;
 
 use std::path::PathBuf;
 
@@ -106,6 +107,7 @@ pub fn run() -> i32 {
     }
     cbsnap::docker::notice::set_handler(on_docker_notice);
     let cli = args::parse();
+    warnings::install(cli.quiet, cli.json);
     let filter = matches!(
         cli.command,
         Command::Ls(_)
@@ -218,7 +220,10 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     }
     let engine_error = match e.downcast_ref::<RunError>() {
         Some(RunError::Repo(inner)) => Some(inner),
-        Some(RunError::Docker(_)) | Some(RunError::NotRestored { .. }) => None,
+        // Containers in use are a state of the stack, not bad usage (exit 1).
+        Some(RunError::Docker(_))
+        | Some(RunError::NotRestored { .. })
+        | Some(RunError::ContainersRunning { .. }) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
             let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");

@@ -35,7 +35,6 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
 use super::signals::{self, ActiveHelper, Registry};
-use super::state;
 use super::undo::remove_helper;
 use super::{status_of, DockerError, Engine};
 
@@ -337,7 +336,7 @@ impl Engine {
             (HELPER_LABEL.to_string(), "1".to_string()),
             (VOLUME_LABEL.to_string(), volume.to_string()),
             (PID_LABEL.to_string(), pid.to_string()),
-            (HOST_LABEL.to_string(), state::this_host()),
+            (HOST_LABEL.to_string(), crate::host::hostname()),
         ]);
         let mount = Mount {
             target: Some(MOUNT_POINT.to_string()),
@@ -620,7 +619,7 @@ impl Engine {
     pub(super) fn remove_stale_helpers(&self, reg: &Registry) -> Result<Vec<String>, DockerError> {
         let list = self.list_all_containers("label", HELPER_LABEL, "listing helper containers")?;
         let me = std::process::id();
-        let host = state::this_host();
+        let host = crate::host::hostname();
         let mut removed = Vec::new();
         for c in list {
             let (Some(id), Some(labels)) = (c.id, c.labels) else {
@@ -635,7 +634,7 @@ impl Engine {
             let stale = if pid == me {
                 !reg.holds_helper(&id)
             } else {
-                !state::pid_alive(pid)
+                !crate::host::process_alive(pid)
             };
             if stale {
                 self.block_on(remove_helper(&self.docker, &id))

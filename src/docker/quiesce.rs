@@ -41,16 +41,19 @@ pub enum QuiesceMode {
     Stop,
 }
 
+/// A quiesce mode that is none of `stop`, `pause`, `none` (the text given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown quiesce mode {0:?}; use stop, pause or none")]
+pub struct UnknownQuiesceMode(pub String);
+
 impl FromStr for QuiesceMode {
-    type Err = String;
+    type Err = UnknownQuiesceMode;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "none" => Ok(QuiesceMode::None),
             "pause" => Ok(QuiesceMode::Pause),
             "stop" => Ok(QuiesceMode::Stop),
-            _ => Err(format!(
-                "unknown quiesce mode {s:?}; use stop, pause or none"
-            )),
+            _ => Err(UnknownQuiesceMode(s.to_string())),
         }
     }
 }
@@ -316,13 +319,13 @@ impl Engine {
         let reg = signals::registry();
         let records = state::load(state_file)?;
         let me = std::process::id();
-        let host = state::this_host();
+        let host = crate::host::hostname();
         let mut recovery = Recovery::default();
         let mut keep = Vec::new();
         let mut first_err = None;
         for r in records {
             let same_host = r.host == host;
-            let alive_elsewhere = same_host && r.pid != me && state::pid_alive(r.pid);
+            let alive_elsewhere = same_host && r.pid != me && crate::host::process_alive(r.pid);
             let alive_here = same_host && r.pid == me && reg.holds_quiesced(&r.id);
             if alive_elsewhere || alive_here {
                 recovery.left_alone.push(r.clone());

@@ -20,8 +20,7 @@
 //! did it, so that a run does not undo the work of another one that is still
 //! alive. No file means nothing is quiesced.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -145,7 +144,7 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(state_err(path, format!("cannot remove it: {e}"))),
         }
-        return sync_dir(&dir)
+        return crate::fsutil::fsync_dir(&dir)
             .map_err(|e| state_err(path, format!("fsync of {}: {e}", dir.display())));
     }
     crate::fsutil::create_private_dir_all(&dir)
@@ -157,32 +156,10 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         check: None,
     };
     file.check = Some(crate::codec::json_check(&file));
-    let json = serde_json::to_vec_pretty(&file).map_err(|e| state_err(path, e))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = {
-            use std::os::unix::fs::OpenOptionsExt;
-            fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(crate::fsutil::PRIVATE_FILE_MODE)
-                .open(&tmp)?
-        };
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(&dir)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        state_err(path, format!("cannot write it: {e}"))
-    })
+    let mut json = serde_json::to_vec_pretty(&file).map_err(|e| state_err(path, e))?;
+    json.push(b'\n');
+    crate::fsutil::write_atomic(path, &json)
+        .map_err(|e| state_err(path, format!("cannot write it: {e}")))
 }
 
 /// Whether `path` lists a container that [`Engine::recover_quiesced`](super::Engine::recover_quiesced)
@@ -192,10 +169,10 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
 ///
 /// Errors: the file exists but cannot be read or parsed.
 pub fn pending_recovery(path: &Path) -> Result<bool, DockerError> {
-    let host = this_host();
+    let host = crate::host::hostname();
     Ok(load(path)?
         .iter()
-        .any(|r| r.host != host || !pid_alive(r.pid)))
+        .any(|r| r.host != host || !crate::host::process_alive(r.pid)))
 }
 
 /// Adds records (replacing any for the same container).
@@ -217,24 +194,6 @@ pub(super) fn remove(path: &Path, ids: &[&str]) -> Result<(), DockerError> {
     store(path, &records)
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Is a process with this pid alive on this host?
-pub(super) fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid
-    // exists and may be signalled. EPERM means it exists but is not ours.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 /// A record for a container this process is about to quiesce.
 pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> QuiesceRecord {
     QuiesceRecord {
@@ -242,13 +201,9 @@ pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> Quiesce
         name: name.to_string(),
         action,
         pid: std::process::id(),
-        host: this_host(),
+        host: crate::host::hostname(),
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }
-}
-
-pub(super) fn this_host() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 #[cfg(test)]
@@ -320,15 +275,5 @@ mod tests {
         assert!(err.to_string().contains("newer cbsnap"), "{err}");
         fs::write(&path, "garbage").unwrap();
         assert!(matches!(load(&path), Err(DockerError::StateFile { .. })));
-    }
-
-    #[test]
-    fn liveness_of_pids() {
-        assert!(pid_alive(std::process::id()));
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        assert!(!pid_alive(pid));
-        assert!(!pid_alive(0));
     }
 }

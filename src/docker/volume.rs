@@ -331,10 +331,7 @@ impl Engine {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let local_socket = self.host.starts_with("unix://");
-        let same_host = match (&self.daemon_name, gethostname::gethostname().into_string()) {
-            (Some(daemon), Ok(ours)) => daemon == &ours,
-            _ => false,
-        };
+        let same_host = self.daemon_name.as_deref() == Some(&crate::host::hostname());
         let path = Path::new(&volume.mountpoint);
         root && local_socket
             && same_host

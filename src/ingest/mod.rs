@@ -173,12 +173,7 @@ pub fn snapshot(
         // The first cause wins: a source that stopped because the writer did (disk
         // full) reports the writer's error; a writer stopped by the source's failure
         // (`abort`, reported as `Interrupted`) gives way to the source's error.
-        let ((tree, root), w) = match (ran, written) {
-            (Err(Error::PipelineStopped), Err(w)) => return Err(w),
-            (Err(e), _) => return Err(e),
-            (Ok(_), Err(w)) => return Err(w),
-            (Ok(r), Ok(w)) => (r, w),
-        };
+        let ((tree, root), w) = crate::error::first_cause(ran, written)?;
         repo.index().flush()?;
         let mut stats = ing.stats;
         stats.new_blobs = w.blobs;
@@ -189,7 +184,7 @@ pub fn snapshot(
             name: spec.name,
             kind: spec.kind,
             origin: spec.origin,
-            hostname: gethostname::gethostname().to_string_lossy().into_owned(),
+            hostname: crate::host::hostname(),
             time: match spec.time {
                 SnapshotTime::Now => chrono::Utc::now(),
                 SnapshotTime::At(t) => t,

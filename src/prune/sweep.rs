@@ -163,8 +163,12 @@ enum Unrepackable {
         path: PathBuf,
         source: PackReadError,
     },
-    #[error("blob {id}: {why}")]
-    DamagedBlob { id: Id, why: String },
+    #[error("blob {id}: {source}")]
+    DamagedBlob {
+        id: Id,
+        #[source]
+        source: pack::BlobError,
+    },
 }
 
 /// One pack to repack, read whole ([`PackFile::read_all`]), and its referenced blobs,
@@ -190,7 +194,7 @@ fn live_blobs(
             continue;
         }
         pack::decode_blob(&e, bytes.stored(&e))
-            .map_err(|why| Unrepackable::DamagedBlob { id: e.id, why })?;
+            .map_err(|source| Unrepackable::DamagedBlob { id: e.id, source })?;
         live.push(e);
     }
     Ok((bytes, live))

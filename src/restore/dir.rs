@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -209,8 +209,9 @@ impl Report {
 }
 
 struct FileJob {
-    /// Temporary name, in the same directory as `path`.
-    tmp: PathBuf,
+    /// Temporary file, in the same directory as `path`; removed if dropped before
+    /// it is renamed into place.
+    tmp: tempfile::TempPath,
     path: PathBuf,
     node: Node,
 }
@@ -454,19 +455,17 @@ fn restore_entry(
                 // one carries the content.
                 st.pending_links.insert(node.link_group);
             }
-            let tmp = crate::fsutil::temp_path(dir);
-            let created = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-                .ctx(|| format!("create {}", tmp.display()));
-            if let Err(e) = created {
-                st.pending_links.remove(&node.link_group);
-                let detail = classify(e)?;
-                st.not_restored(&path, detail);
-                return Ok(None);
-            }
+            let created = crate::fsutil::temp_file(dir)
+                .ctx(|| format!("create a temporary file in {}", dir.display()));
+            let tmp = match created {
+                Ok(t) => t.into_temp_path(),
+                Err(e) => {
+                    st.pending_links.remove(&node.link_group);
+                    let detail = classify(e)?;
+                    st.not_restored(&path, detail);
+                    return Ok(None);
+                }
+            };
             st.job_bytes += node.size;
             st.jobs.push(FileJob { tmp, path, node });
             if st.jobs.len() >= 256 || st.job_bytes >= 64 << 20 {
@@ -526,11 +525,13 @@ fn create_special(path: &Path, node: &Node) -> Result<()> {
 /// Make `path` a hard link to `first`, replacing what is there atomically.
 fn link_into_place(first: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = crate::fsutil::temp_path(dir);
-    fs::hard_link(first, &tmp).ctx(|| format!("link {} to {}", path.display(), first.display()))?;
-    rename_into_place(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    let mut tmp = crate::fsutil::temp_made_by(dir, |p| fs::hard_link(first, p))
+        .ctx(|| format!("link {} to {}", path.display(), first.display()))?
+        .into_temp_path();
+    // On error, dropping `tmp` removes the link.
+    rename_into_place(&tmp, path)?;
+    tmp.disable_cleanup(true);
+    Ok(())
 }
 
 /// Rename a finished temporary file over `path`; a directory in the way is removed
@@ -608,11 +609,13 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     // The first fatal error (in the order of the snapshot) stops the restore; the
     // temporaries of the whole batch are removed either way.
     let mut fatal_err = None;
-    for (j, r) in jobs.into_iter().zip(results) {
+    for (mut j, r) in jobs.into_iter().zip(results) {
         st.pending_links.remove(&j.node.link_group);
         let r = r.and_then(|meta| rename_into_place(&j.tmp, &j.path).map(|_| meta));
         match r {
             Ok(meta) => {
+                // Renamed: nothing is left under the temporary name to remove.
+                j.tmp.disable_cleanup(true);
                 st.report.files += 1;
                 st.report.bytes += j.node.size;
                 for detail in meta {
@@ -627,7 +630,7 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
                 }
             }
             Err(e) => {
-                let _ = fs::remove_file(&j.tmp);
+                // Dropping `j` removes its temporary file.
                 if fatal_err.is_some() {
                     continue;
                 }

@@ -172,8 +172,11 @@ pub fn path_source_name(abs: &Path) -> Result<String> {
 /// A new run id: UTC time to the second and 6 hex digits, `20261129T020000Z-3f9a1c`.
 pub fn new_run_id() -> String {
     let t = Utc::now();
-    let nonce = Id::hash(format!("{:?}{}", t, std::process::id()).as_bytes());
-    format!("{}-{}", t.format("%Y%m%dT%H%M%SZ"), &nonce.to_hex()[..6])
+    format!(
+        "{}-{}",
+        t.format("%Y%m%dT%H%M%SZ"),
+        crate::id::random_hex(3)
+    )
 }
 
 enum Source {

@@ -247,6 +247,18 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
     Ok(())
 }
 
+/// Why the PAX records of an entry cannot be stored; the entry is skipped with a
+/// warning naming it.
+#[derive(Debug, thiserror::Error)]
+enum PaxError {
+    /// A record whose value does not parse (a number that is not one).
+    #[error("PAX record {key}={value} is malformed")]
+    Malformed { key: String, value: String },
+    /// An owner id beyond 32 bits: neither storable nor restorable on Linux.
+    #[error("owner id {0} does not fit 32 bits")]
+    OwnerId(u64),
+}
+
 /// Metadata a member's PAX records carry beyond its header (POSIX.1-2001 `pax`
 /// "extended header keywords"; `SCHILY.xattr.*` as GNU tar and bsdtar write them).
 #[derive(Default)]
@@ -257,7 +269,7 @@ struct Pax {
     uname: Option<Vec<u8>>,
     gname: Option<Vec<u8>>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
-    bad: Option<String>,
+    bad: Option<PaxError>,
     /// Records `tar -x` would apply that cbsnap does not store (POSIX ACLs as text,
     /// whose user and group names only resolve on the host that extracts them).
     unstored: Vec<String>,
@@ -293,17 +305,16 @@ impl Pax {
             _ => true,
         };
         if !ok && self.bad.is_none() {
-            self.bad = Some(format!(
-                "PAX record {}={} is malformed",
-                String::from_utf8_lossy(key),
-                String::from_utf8_lossy(value)
-            ));
+            self.bad = Some(PaxError::Malformed {
+                key: String::from_utf8_lossy(key).into_owned(),
+                value: String::from_utf8_lossy(value).into_owned(),
+            });
         }
     }
 
     /// Overlay the records on a node built from the header. An id beyond 32 bits
     /// cannot be stored (nor restored on Linux), so it is an error, never truncated.
-    fn apply(self, n: &mut Node) -> std::result::Result<(), String> {
+    fn apply(self, n: &mut Node) -> std::result::Result<(), PaxError> {
         if let Some(bad) = self.bad {
             return Err(bad);
         }
@@ -313,8 +324,7 @@ impl Pax {
         }
         for (id, slot) in [(self.uid, &mut n.uid), (self.gid, &mut n.gid)] {
             if let Some(v) = id {
-                *slot =
-                    u32::try_from(v).map_err(|_| format!("owner id {v} does not fit 32 bits"))?;
+                *slot = u32::try_from(v).map_err(|_| PaxError::OwnerId(v))?;
             }
         }
         if let Some(u) = self.uname {

@@ -2,7 +2,7 @@
 //! as before the storage trait existed (`docs/FORMAT.md`), with the same durability.
 //!
 //! Every write goes to a temporary file in the key's directory (named by
-//! [`fsutil::temp_path`], skipped by [`Local::list`]), is fsynced, renamed into place,
+//! [`fsutil::temp_file`], skipped by [`Local::list`]), is fsynced, renamed into place,
 //! and the directory is fsynced ([`fsutil::write_atomic`]). `create_new` publishes a
 //! complete, fsynced temp file with `link(2)`, which fails when the name exists: no
 //! reader ever sees a half-written lock, and a crash leaves at most a temp file.
@@ -70,24 +70,12 @@ fn io_err(key: &str, e: io::Error) -> StorageError {
 }
 
 /// Write `bytes` to a new temp file in `dir` and fsync it; the caller publishes it.
-fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let tmp = fsutil::temp_path(dir);
-    let r = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(fsutil::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    match r {
-        Ok(()) => Ok(tmp),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+/// Dropping the result removes the temp name.
+fn write_temp(dir: &Path, bytes: &[u8]) -> io::Result<tempfile::NamedTempFile> {
+    let mut tmp = fsutil::temp_file(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
 }
 
 impl Storage for Local {
@@ -123,22 +111,13 @@ impl Storage for Local {
     fn write_file(&self, key: &str, local: &Path) -> Result<(), StorageError> {
         let path = self.path(key)?;
         let dir = self.parent_of(key, &path)?;
-        let tmp = fsutil::temp_path(&dir);
         let r = (|| {
             let mut src = File::open(local)?;
-            let mut dst = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(fsutil::PRIVATE_FILE_MODE)
-                .open(&tmp)?;
+            let mut dst = fsutil::temp_file(&dir)?;
             io::copy(&mut src, &mut dst)?;
-            dst.sync_all()?;
-            drop(dst);
-            fsutil::commit_temp(&tmp, &path)
+            // fsync, rename, fsync of the directory; on error the temp file is removed.
+            fsutil::persist(dst, &path).map(drop)
         })();
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
         r.map_err(|e| io_err(key, e))
     }
 
@@ -150,8 +129,8 @@ impl Storage for Local {
         let path = self.path(key)?;
         let dir = self.parent_of(key, &path)?;
         let tmp = write_temp(&dir, bytes).map_err(|e| io_err(key, e))?;
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
+        let linked = fs::hard_link(tmp.path(), &path);
+        drop(tmp);
         match linked {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EOPNOTSUPP)) => {
@@ -312,7 +291,11 @@ mod tests {
         fs::write(&src, vec![7u8; 200_000]).unwrap();
         s.write_file("packs/00/p", &src).unwrap();
         assert_eq!(s.read("packs/00/p").unwrap(), vec![7u8; 200_000]);
-        fs::write(fsutil::temp_path(&s.root.join("packs/00")), b"x").unwrap();
+        let (mut f, _) = fsutil::temp_file(&s.root.join("packs/00"))
+            .unwrap()
+            .keep()
+            .unwrap();
+        f.write_all(b"x").unwrap();
         let keys: Vec<String> = s
             .list("packs")
             .unwrap()

@@ -100,7 +100,7 @@ pub fn restore_volume(
         .cloned()
         .collect();
     if !running.is_empty() && !opts.stop {
-        return Err(Error::Usage(format!(
+        return Err(Error::InUse(format!(
             "volume {name} is in use by running containers: {}. Stop them first, or pass --stop to stop them for the restore and start them again afterwards",
             running.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
@@ -130,7 +130,7 @@ pub fn restore_volume(
     } else {
         if !volume_is_empty(engine, &name)? {
             if !users.is_empty() {
-                return Err(Error::Usage(format!(
+                return Err(Error::InUse(format!(
                     "volume {name} is not empty and containers reference it ({}), so it can be neither cleared through the archive API nor recreated. Run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`) and retry",
                     users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
                 )));

@@ -1,4 +1,5 @@
 mod engine;
+mod exit_codes;
 mod stack;
 mod trust;
 mod volumes;

@@ -306,7 +306,7 @@ fn unreachable_daemon_unknown_volume_and_volume_in_use_are_clear_errors() {
         .args(["restore", &format!("{}@latest", vol.name)])
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(&c.name) && stderr(&o).contains("--stop"),
         "{}",

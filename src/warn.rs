@@ -1,0 +1,212 @@
+//! Warnings and notices of the library, and the one sink they go to.
+//!
+//! The library neither prints nor exits (`src/error.rs`, rule 4). What an operator
+//! should hear about while a command goes on (a lock it waits for, a damaged index
+//! it rebuilds, a snapshot file it skips) is a [`Warning`] handed to [`emit`]. The
+//! binary installs a [`Sink`] once at start ([`install`]) that renders them as `-q`
+//! and `--json` say; without one they are dropped (a library caller sees the same
+//! facts in the values it gets back: [`crate::repo::SyncReport::unreadable`],
+//! [`crate::snapshot::SnapshotSet::damaged`]).
+//!
+//! Code and tests that want the warnings of one call rather than the process's sink
+//! wrap the call in [`capture`], which collects what is emitted *on the calling
+//! thread* while it runs. So emit from the thread that called the library (collect
+//! the results of a worker pool first, then warn), not from inside a worker.
+//!
+//! Using it from a new module (e.g. `docker/`): add a variant to [`Warning`] with the
+//! structured fields an operator needs, word it in the `Display` impl as the full
+//! line the operator reads, give it a [`Level`], and call
+//! `crate::warn::emit(Warning::…)` where the module wrote to stderr before.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+/// How much a warning matters to an operator who asked for quiet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Why the command is slow right now (waiting for a lock); `-q` hides it.
+    Notice,
+    /// Something is wrong or was not done; shown even with `-q`.
+    Warning,
+}
+
+/// One thing the library tells the operator while a command goes on. `Display` is
+/// the whole line as it is shown, `cbsnap:` prefix included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Warning {
+    /// Waiting for the repository lock; `holders` describes each conflicting lock.
+    LockWait { holders: Vec<String> },
+    /// Waiting for another process to release the RocksDB index.
+    IndexWait,
+    /// The index at `dir` could not be opened (`cause`, RocksDB's words) and is
+    /// being rebuilt from the packs.
+    IndexRebuilt { dir: PathBuf, cause: String },
+    /// The trailer of the pack at `path` could not be read (`cause`); its blobs
+    /// are not indexed.
+    PackUnreadable { path: PathBuf, cause: String },
+    /// A file under `snapshots/` that is not a readable snapshot was skipped;
+    /// `reason` is its [`SnapshotFileError`](crate::snapshot::SnapshotFileError),
+    /// rendered (this module is a leaf that every layer may use).
+    SnapshotSkipped { path: PathBuf, reason: String },
+    /// A line already worded by the library (a progress display with no bar to
+    /// print above, an entry that could not be read), shown as it is.
+    Line(String),
+}
+
+impl Warning {
+    /// Whether `-q` hides it.
+    pub fn level(&self) -> Level {
+        match self {
+            Warning::LockWait { .. } | Warning::IndexWait => Level::Notice,
+            _ => Level::Warning,
+        }
+    }
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::LockWait { holders } => write!(
+                f,
+                "cbsnap: waiting for the repository lock ({})",
+                holders.join("; ")
+            ),
+            Warning::IndexWait => f.write_str(
+                "cbsnap: waiting for another cbsnap process to release the index",
+            ),
+            Warning::IndexRebuilt { dir, cause } => write!(
+                f,
+                "cbsnap: the index at {} is damaged ({cause}); rebuilding it from the packs",
+                dir.display()
+            ),
+            Warning::PackUnreadable { path, cause } => write!(
+                f,
+                "cbsnap: warning: pack {} is unreadable ({cause}); its blobs are not indexed. Run `cbsnap check`.",
+                path.display()
+            ),
+            Warning::SnapshotSkipped { path, reason } => write!(
+                f,
+                "cbsnap: warning: snapshot file {} {reason}; skipped. Run `cbsnap check`.",
+                path.display()
+            ),
+            Warning::Line(line) => f.write_str(line),
+        }
+    }
+}
+
+/// Where warnings go: installed once by the binary ([`install`]). Called from any
+/// thread; must not block for long.
+pub trait Sink: Send + Sync {
+    /// Show (or drop) one warning.
+    fn warn(&self, w: &Warning);
+}
+
+static SINK: RwLock<Option<Arc<dyn Sink>>> = RwLock::new(None);
+
+thread_local! {
+    /// Warnings collected by [`capture`] on this thread, innermost call last.
+    static CAPTURED: RefCell<Option<Vec<Warning>>> = const { RefCell::new(None) };
+}
+
+/// Make `sink` the process's sink (replacing any earlier one).
+pub fn install(sink: Arc<dyn Sink>) {
+    *SINK.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+}
+
+/// Hand `w` to the innermost [`capture`] running on this thread, else to the
+/// installed sink, else drop it.
+pub fn emit(w: Warning) {
+    let w = match CAPTURED.with(|c| match c.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(w);
+            None
+        }
+        None => Some(w),
+    }) {
+        Some(w) => w,
+        None => return,
+    };
+    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(sink) = sink {
+        sink.warn(&w);
+    }
+}
+
+/// Run `f`, collecting every warning emitted on this thread meanwhile instead of
+/// passing it to the sink. Nested captures each get their own.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Warning>) {
+    /// Puts the outer capture back when the call is over, even by a panic.
+    struct Restore(Option<Vec<Warning>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            CAPTURED.with(|c| *c.borrow_mut() = outer);
+        }
+    }
+    let _restore = Restore(CAPTURED.with(|c| c.borrow_mut().replace(Vec::new())));
+    let r = f();
+    let got = CAPTURED.with(|c| c.borrow_mut().take()).unwrap_or_default();
+    (r, got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn capture_collects_in_order_and_nests() {
+        let (((), inner), outer) = capture(|| {
+            emit(Warning::IndexWait);
+            let r = capture(|| emit(Warning::Line("inner".into())));
+            emit(Warning::Line("after".into()));
+            r
+        });
+        assert_eq!(inner, [Warning::Line("inner".into())]);
+        assert_eq!(outer, [Warning::IndexWait, Warning::Line("after".into())]);
+        // Nothing is left captured once the call is over.
+        assert!(CAPTURED.with(|c| c.borrow().is_none()));
+    }
+
+    #[test]
+    fn a_capture_survives_a_panic_of_its_call() {
+        let (_, outer) = capture(|| {
+            let r = std::panic::catch_unwind(|| capture(|| panic!("boom")));
+            assert!(r.is_err());
+            emit(Warning::IndexWait);
+        });
+        assert_eq!(outer, [Warning::IndexWait]);
+    }
+
+    /// The installed sink gets what no capture takes, from any thread. One test
+    /// installs a sink for the whole test binary; the others capture, so they do
+    /// not see it.
+    #[test]
+    fn the_installed_sink_gets_warnings_of_other_threads() {
+        struct Collect(Mutex<Vec<Warning>>);
+        impl Sink for Collect {
+            fn warn(&self, w: &Warning) {
+                self.0.lock().unwrap().push(w.clone());
+            }
+        }
+        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        install(sink.clone());
+        let path = PathBuf::from("/r/packs/ab/abcd");
+        let w = Warning::PackUnreadable {
+            path: path.clone(),
+            cause: "truncated".into(),
+        };
+        let sent = w.clone();
+        std::thread::spawn(move || emit(sent)).join().unwrap();
+        let got = sink.0.lock().unwrap().clone();
+        assert!(got.contains(&w), "{got:?}");
+        assert_eq!(w.level(), Level::Warning);
+        assert_eq!(Warning::LockWait { holders: vec![] }.level(), Level::Notice);
+        assert!(w
+            .to_string()
+            .starts_with("cbsnap: warning: pack /r/packs/ab/abcd"));
+    }
+}
