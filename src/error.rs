@@ -4,7 +4,7 @@
 //! and, where there is one, the next thing to do. The rules:
 //!
 //! 1. **Kinds, not strings.** Each module returns a `thiserror` enum (this [`Error`],
-//!    or a module's own: [`crate::config::ConfigError`], [`crate::lock::LockLost`],
+//!    or a module's own: [`crate::config::ConfigError`], [`LockLost`],
 //!    [`crate::pack::BlobError`], [`crate::docker::DockerError`], …) and no function
 //!    of the library returns `Result<_, String>`. Callers may branch on the variant
 //!    (and on its structured fields); never on the text of a message, which is for
@@ -86,7 +86,7 @@ pub enum Error {
 
     /// This process's lock lapsed; it stopped before committing anything.
     #[error("the repository lock was lost: {0}. Stopped before committing; nothing of this run was committed. Run the command again.")]
-    LockLost(crate::lock::LockLost),
+    LockLost(LockLost),
 
     #[error("{0}")]
     NoSuchSnapshot(String),
@@ -165,6 +165,21 @@ fn not_a_repo_hint(path: &Path, occupied: bool) -> String {
     }
 }
 
+/// Why a held lock can no longer be trusted ([`crate::lock::Lock::check`]). Defined
+/// here, not in `lock`, so that `error` uses nothing above it.
+#[derive(Debug, thiserror::Error)]
+pub enum LockLost {
+    /// The lock file is gone: another process found it stale and removed it.
+    #[error("the lock file {} was removed (another host found it stale)", .0.display())]
+    Removed(PathBuf),
+    /// A refresh (touch of the file) failed.
+    #[error("refreshing the lock file {} failed", .0.display())]
+    RefreshFailed(PathBuf),
+    /// The last refresh is older than the time after which others may remove it.
+    #[error("the lock file {} was last refreshed {age} s ago, past the {limit} s after which other hosts may remove it (was this host asleep?)", .path.display())]
+    Expired { path: PathBuf, age: i64, limit: u64 },
+}
+
 fn damaged_list(files: &[(PathBuf, String)]) -> String {
     files
         .iter()
@@ -174,7 +189,7 @@ fn damaged_list(files: &[(PathBuf, String)]) -> String {
 }
 
 fn io_hint(e: &io::Error) -> &'static str {
-    match e.raw_os_error() {
+    match crate::fsutil::os_code(e) {
         // Said for a snapshot and a restore alike: no advice here may lose data.
         Some(libc::ENOSPC) => "\nThe disk is full (no space left on the filesystem of the path above): free space there, or use another disk, and run the command again.",
         Some(libc::EACCES) | Some(libc::EPERM) => "\nPermission denied: run as a user that can read and write there (often root).",

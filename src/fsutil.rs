@@ -44,18 +44,42 @@ const TEMP_RANDOM_LEN: usize = 12;
 /// A new temporary file in `dir`, private to its owner (0600), named
 /// `.tmp-<pid>@<host>@<random>`. It is removed when dropped, unless [`persist`]ed.
 pub fn temp_file(dir: &Path) -> io::Result<NamedTempFile> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // Opened here rather than by `tempfile_in`, which wraps the error with the path
-    // and so hides its OS code (`ENOSPC`, `ENOTDIR`) from the hints given by it; the
-    // callers name the directory in their context.
-    temp_made_by(dir, |path| {
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(PRIVATE_FILE_MODE)
-            .open(path)
-    })
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix(&temp_prefix())
+        .rand_bytes(TEMP_RANDOM_LEN)
+        .permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .tempfile_in(dir)
+        .map_err(os_error)
+}
+
+/// The OS error number of `e`, also when a crate wrapped it: `tempfile` wraps the
+/// errors of its files in its own private type to name the path, keeping only the
+/// error's kind; the kinds cbsnap decides by are mapped back to their numbers
+/// (ENOSPC: the disk is full, EDQUOT, EROFS, ENOTDIR, EACCES). Decide by this, never
+/// by `raw_os_error` alone and never by message text.
+pub fn os_code(e: &io::Error) -> Option<i32> {
+    if let Some(code) = e.raw_os_error() {
+        return Some(code);
+    }
+    e.get_ref()?;
+    match e.kind() {
+        io::ErrorKind::StorageFull => Some(libc::ENOSPC),
+        io::ErrorKind::QuotaExceeded => Some(libc::EDQUOT),
+        io::ErrorKind::ReadOnlyFilesystem => Some(libc::EROFS),
+        io::ErrorKind::NotADirectory => Some(libc::ENOTDIR),
+        io::ErrorKind::PermissionDenied => Some(libc::EACCES),
+        _ => None,
+    }
+}
+
+/// `e` as a plain OS error when it wraps one (see [`os_code`]); callers add the path
+/// as context themselves.
+fn os_error(e: io::Error) -> io::Error {
+    match (e.raw_os_error(), os_code(&e)) {
+        (None, Some(code)) => io::Error::from_raw_os_error(code),
+        _ => e,
+    }
 }
 
 /// A temporary name in `dir`, as [`temp_file`] names them, made by `make` (which
@@ -69,6 +93,7 @@ pub fn temp_made_by<R>(
         .prefix(&temp_prefix())
         .rand_bytes(TEMP_RANDOM_LEN)
         .make_in(dir, make)
+        .map_err(os_error)
 }
 
 /// Make a written temporary file durable under `path`: fsync it, rename it into

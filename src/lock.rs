@@ -105,19 +105,7 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Why a held lock can no longer be trusted.
-#[derive(Debug, thiserror::Error)]
-pub enum LockLost {
-    /// The lock file is gone: another process found it stale and removed it.
-    #[error("the lock file {} was removed (another host found it stale)", .0.display())]
-    Removed(PathBuf),
-    /// A refresh (touch of the file) failed.
-    #[error("refreshing the lock file {} failed", .0.display())]
-    RefreshFailed(PathBuf),
-    /// The last refresh is older than the time after which others may remove it.
-    #[error("the lock file {} was last refreshed {age} s ago, past the {limit} s after which other hosts may remove it (was this host asleep?)", .path.display())]
-    Expired { path: PathBuf, age: i64, limit: u64 },
-}
+pub use crate::error::LockLost;
 
 impl Lock {
     /// Whether this process still holds its lock; to be called right before a

@@ -139,8 +139,8 @@ impl Settings {
         match (flag, &self.quiesce) {
             (Some(q), _) => Ok(q),
             (None, Some(s)) => s
-                .parse::<QuiesceMode>()
-                .map_err(|e| Error::Usage(e.to_string())),
+                .parse()
+                .map_err(|e: crate::docker::UnknownQuiesceMode| Error::Usage(e.to_string())),
             (None, None) => Ok(QuiesceMode::Pause),
         }
     }

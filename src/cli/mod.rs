@@ -107,7 +107,7 @@ pub fn run() -> i32 {
     }
     cbsnap::docker::notice::set_handler(on_docker_notice);
     let cli = args::parse();
-    warnings::install(cli.quiet, cli.json);
+    warnings::install(cli.quiet);
     let filter = matches!(
         cli.command,
         Command::Ls(_)

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cbsnap::warn::{Level, Sink, Warning};
 
 /// Writes warnings to stderr, one line each, without panicking on a closed stderr.
-/// Notices (why a command waits) are left out with `-q` or `--json`, like
-/// everything [`super::Ctx::say`] prints; warnings are always written.
+/// Notices (why a command waits) are left out with `-q`; with `--json` they still go
+/// to stderr, which the JSON on stdout does not share (a script sees why it waits).
+/// Warnings are always written.
 struct Stderr {
     show_notices: bool,
 }
@@ -23,8 +24,8 @@ impl Sink for Stderr {
 }
 
 /// Install the sink for this process, from the global flags.
-pub fn install(quiet: bool, json: bool) {
+pub fn install(quiet: bool) {
     cbsnap::warn::install(Arc::new(Stderr {
-        show_notices: !quiet && !json,
+        show_notices: !quiet,
     }));
 }

@@ -291,7 +291,7 @@ mod tests {
         assert!(
             matches!(&err, Error::Io { context, source }
                 if context.starts_with("create pack in")
-                    && source.raw_os_error() == Some(libc::ENOTDIR)),
+                    && crate::fsutil::os_code(source) == Some(libc::ENOTDIR)),
             "{err:?}"
         );
         assert!(repo.snapshots_dir().read_dir().unwrap().next().is_none());

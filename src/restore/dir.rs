@@ -358,7 +358,7 @@ pub fn restore(
 /// it rather than listing it once per file.
 fn fatal(e: &std::io::Error) -> bool {
     matches!(
-        e.raw_os_error(),
+        crate::fsutil::os_code(e),
         Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EROFS) | Some(libc::EIO)
     )
 }

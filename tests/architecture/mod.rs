@@ -10,41 +10,7 @@ use std::path::{Path, PathBuf};
 /// Uses that break the table on `main` today, each removed by the branch named. The
 /// test fails when one of them is gone, so that this list only shrinks: delete the
 /// row in the commit that removes the use.
-const KNOWN: &[(&str, &str, &str)] = &[
-    // `LockLost` is wrapped by `Error` while `lock` returns `Error`: a loop.
-    (
-        "error",
-        "lock",
-        "quiet: typed errors, error.rs depends on nothing above it",
-    ),
-    // `Error::Docker` wraps `DockerError`.
-    (
-        "error",
-        "docker",
-        "volumes: error.rs and settings.rs depend on no Docker types",
-    ),
-    // The settings file's types live in the modules that use them.
-    (
-        "settings",
-        "run",
-        "volumes: settings depends on nothing above it (hooks, notify)",
-    ),
-    (
-        "settings",
-        "forget",
-        "volumes: the forget policy into the library",
-    ),
-    (
-        "settings",
-        "volume",
-        "volumes: settings depends on no Docker types (Via)",
-    ),
-    (
-        "settings",
-        "docker",
-        "volumes: settings depends on no Docker types (QuiesceMode)",
-    ),
-];
+const KNOWN: &[(&str, &str, &str)] = &[];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -590,6 +590,14 @@ fn child_process() {
             Err(e) => println!("ERROR: {e}"),
         },
         "quiesce" => {
+            // As the binary does: the library reports a signal as a notice, and
+            // the program chooses the exit code (128 + signal).
+            fn exit_on_signal(notice: cbsnap::docker::notice::Notice) {
+                if let cbsnap::docker::notice::Notice::Exit { signal, .. } = notice {
+                    std::process::exit(128 + signal);
+                }
+            }
+            cbsnap::docker::notice::set_handler(exit_on_signal);
             let volume = std::env::var("CBSNAP_TEST_VOLUME").unwrap();
             let state = PathBuf::from(std::env::var("CBSNAP_TEST_STATE").unwrap());
             let engine = Engine::connect().unwrap();
