@@ -33,6 +33,7 @@
 //!    `130`/`143` interrupted. The library neither prints nor exits: warnings go
 //!    through [`crate::warn`].
 
+use crate::storage::{Storage, StorageError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -151,6 +152,16 @@ pub enum Error {
         blob: crate::id::Id,
         source: crate::crypto::AuthError,
     },
+
+    /// A storage backend failed: `context` says what was done and where (the object's
+    /// location); match `source` for [`crate::storage::StorageError::NotFound`] or
+    /// `Transient`. Errors of the path backend are [`Error::Io`] as before.
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: crate::storage::StorageError,
+    },
 }
 
 fn not_a_repo_hint(path: &Path, occupied: bool) -> String {
@@ -224,6 +235,51 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, what: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(what(), e))
+    }
+}
+
+/// The engine error for `e`, raised while doing `what` ("write snapshot", "read
+/// pack") to `key`. A failure of the path backend stays an [`Error::Io`] naming
+/// the file (so the disk-full and permission hints still apply); others are
+/// [`Error::Storage`] naming the object's location.
+pub fn engine_error(storage: &dyn Storage, what: &str, e: StorageError) -> Error {
+    let key = match &e {
+        StorageError::NotFound { key }
+        | StorageError::AlreadyExists { key }
+        | StorageError::Transient { key, .. }
+        | StorageError::Other { key, .. } => key.clone(),
+    };
+    let context = format!(
+        "{what} {}",
+        crate::storage::display_path(storage, &key).display()
+    );
+    if storage.local_root().is_none() {
+        return Error::Storage { context, source: e };
+    }
+    let io = match e {
+        StorageError::NotFound { .. } => std::io::Error::from(std::io::ErrorKind::NotFound),
+        StorageError::AlreadyExists { .. } => {
+            std::io::Error::from(std::io::ErrorKind::AlreadyExists)
+        }
+        StorageError::Other { source, key } => match source.downcast::<std::io::Error>() {
+            Ok(io) => *io,
+            Err(source) => {
+                return Error::Storage {
+                    context,
+                    source: StorageError::Other { key, source },
+                }
+            }
+        },
+        other => {
+            return Error::Storage {
+                context,
+                source: other,
+            }
+        }
+    };
+    Error::Io {
+        context,
+        source: io,
     }
 }
 

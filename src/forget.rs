@@ -26,7 +26,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, Months, TimeZone, Timelike, Utc};
@@ -375,19 +374,21 @@ pub fn plan(
 /// Delete snapshot files. Each removal is made durable before returning; a crash
 /// midway leaves some of them, which the next `forget` removes.
 pub fn remove(repo: &Repository, ids: &[Id]) -> Result<()> {
-    let dir = repo.snapshots_dir();
     if !ids.is_empty() {
         repo.check_lock()?;
     }
     for id in ids {
-        let path = dir.join(id.to_hex());
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io_path("delete snapshot", &path, e)),
-        }
+        repo.storage()
+            .delete(&crate::repo::snapshot_key(id))
+            .map_err(|e| repo.storage_error("delete snapshot", e))?;
     }
-    fsutil::fsync_dir(&dir).ctx(|| format!("fsync {}", dir.display()))
+    match repo.local_root() {
+        Some(_) => {
+            let dir = repo.snapshots_dir();
+            fsutil::fsync_dir(&dir).ctx(|| format!("fsync {}", dir.display()))
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

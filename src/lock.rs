@@ -1,29 +1,37 @@
-//! Repository locks: files under `locks/`, so they travel with the repository and work
-//! across hosts that share it (restic's approach, `doc/design.rst` "Locks").
+//! Repository locks: objects under `locks/`, so they travel with the repository and
+//! work across hosts that share it (restic's approach, `doc/design.rst` "Locks"),
+//! written and read through the repository's [`Storage`].
 //!
 //! Snapshot and restore take a *shared* lock; prune takes an *exclusive* one. A lock
-//! file is JSON: `{"kind","host","pid","time"}`, named `<kind>-<host>-<pid>-<n>`.
-//! While a lock is held a thread touches its file every [`REFRESH`]; a lock whose
-//! process is dead on this host is removed at once, one from another host only when
-//! it has not been refreshed for [`STALE_AFTER`].
+//! is JSON: `{"kind","host","pid","time"}`, named `<kind>-<host>-<pid>-<n>`, created
+//! with [`Storage::create_new`]. While a lock is held a thread refreshes it every
+//! [`REFRESH`]. Staleness:
+//! - a path repository keeps today's rules: the refresh touches the file's mtime; a
+//!   lock whose process is dead on this host is removed at once, one from another
+//!   host only when its file has not been refreshed for [`STALE_AFTER`];
+//! - a remote repository cannot ask a pid on another host, nor touch an object: the
+//!   refresh rewrites the lock with a new `time`, and any host's lock whose `time` is
+//!   older than [`STALE_AFTER`] is stale (two containers may share a host name, so
+//!   a pid is never judged there).
 //!
 //! Locks fail closed (restic's rules, issue 7 case 12): a file in `locks/` that cannot
 //! be read or parsed blocks every other lock until an operator removes it
-//! (`cbsnap unlock`), and a holder whose file was not refreshed in time (a failed
-//! touch, a host that slept past [`STALE_AFTER`], a file another host removed as
+//! (`cbsnap unlock`), and a holder whose lock was not refreshed in time (a failed
+//! refresh, a host that slept past [`STALE_AFTER`], a lock another host removed as
 //! stale) learns it from [`Lock::check`] and stops before it commits.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::host::hostname;
+use crate::storage::{self, Storage, StorageError};
 
 pub const REFRESH: Duration = Duration::from_secs(60);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -71,6 +79,10 @@ pub const QUIESCE_FILE: &str = "quiesced.json";
 
 /// A held lock; released on drop.
 pub struct Lock {
+    storage: Arc<dyn Storage>,
+    /// `locks/<name>`.
+    key: String,
+    /// Where the lock is, for messages (its file for a path repository).
     path: PathBuf,
     stop: Arc<AtomicBool>,
     refresh: Arc<RefreshState>,
@@ -103,8 +115,10 @@ impl Lock {
     /// refresh is older than [`STALE_AFTER`] minus one [`REFRESH`] (a margin for the
     /// time the commit itself takes).
     pub fn check(&self) -> std::result::Result<(), LockLost> {
-        if !self.path.exists() {
-            return Err(LockLost::Removed(self.path.clone()));
+        match self.storage.size(&self.key) {
+            Ok(_) => {}
+            Err(StorageError::NotFound { .. }) => return Err(LockLost::Removed(self.path.clone())),
+            Err(_) => return Err(LockLost::RefreshFailed(self.path.clone())),
         }
         if self.refresh.failed.load(Ordering::SeqCst) {
             return Err(LockLost::RefreshFailed(self.path.clone()));
@@ -125,7 +139,7 @@ impl Lock {
 impl Drop for Lock {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = fs::remove_file(&self.path);
+        let _ = self.storage.delete(&self.key);
     }
 }
 
@@ -152,48 +166,78 @@ pub enum UnreadableLock {
     Io(#[source] std::io::Error),
 }
 
-/// Read a lock file: `Ok(None)` if it is gone.
+/// Read a lock: `Ok(None)` if it is gone.
 ///
-/// Errors: [`UnreadableLock`] when it cannot be read or is not a lock.
-fn read_lock(path: &Path) -> std::result::Result<Option<LockInfo>, UnreadableLock> {
-    match fs::read(path) {
+/// Errors: [`UnreadableLock`] when it cannot be read or is not a lock (such a file
+/// blocks: locks fail closed).
+fn read_lock(
+    storage: &dyn Storage,
+    key: &str,
+) -> std::result::Result<Option<LockInfo>, UnreadableLock> {
+    match storage.read(key) {
         Ok(bytes) => match serde_json::from_slice::<LockInfo>(&bytes) {
             Ok(info) if info.verified() => Ok(Some(info)),
             Ok(_) => Err(UnreadableLock::Checksum),
             Err(e) => Err(UnreadableLock::NotALock(e)),
         },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(UnreadableLock::Io(e)),
+        Err(StorageError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(UnreadableLock::Io(std::io::Error::other(e))),
     }
+}
+
+/// Whether the lock `info` under `key` is stale (see the module docs): on a path, its
+/// process is gone (a lock of this host) or its file has not been touched for
+/// [`STALE_AFTER`]; on a remote repository, its `time` is older than [`STALE_AFTER`].
+fn is_stale(storage: &dyn Storage, key: &str, info: &LockInfo, host: &str) -> bool {
+    let age = match storage.local_root() {
+        Some(root) => {
+            if info.host == host {
+                return !u32::try_from(info.pid).is_ok_and(crate::host::process_alive);
+            }
+            fs::metadata(root.join(key))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| SystemTime::now().duration_since(t).ok())
+        }
+        None => chrono::DateTime::parse_from_rfc3339(&info.time)
+            .ok()
+            .and_then(|t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .ok()
+            }),
+    };
+    age.is_some_and(|age| age > STALE_AFTER)
+}
+
+/// The lock keys under `locks/` (temp files and the quiesce record left out).
+fn lock_keys(storage: &dyn Storage) -> Result<Vec<String>> {
+    let listed = storage
+        .list("locks/")
+        .map_err(|e| crate::error::engine_error(storage, "list", e))?;
+    let mut keys: Vec<String> = listed
+        .into_iter()
+        .map(|l| l.key)
+        .filter(|k| {
+            k.strip_prefix("locks/")
+                .is_some_and(|name| !name.contains('/') && is_lock_name(name))
+        })
+        .collect();
+    keys.sort();
+    Ok(keys)
 }
 
 /// Other holders that conflict with `kind`, after clearing stale locks. Every lock
 /// conflicts with a lock file that cannot be read.
-/// Whether the lock `info`, read from the directory entry `e`, is stale: its process
-/// is gone (a lock of this host), or it has not been refreshed for [`STALE_AFTER`]
-/// (another host's, judged by the file's mtime, which the refresher touches).
-fn is_stale(info: &LockInfo, host: &str, e: &fs::DirEntry) -> bool {
-    if info.host == host {
-        return !u32::try_from(info.pid).is_ok_and(crate::host::process_alive);
-    }
-    e.metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .is_some_and(|age| age > STALE_AFTER)
-}
-
-fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
+fn conflicts(storage: &dyn Storage, kind: LockKind, own: &str) -> Result<Vec<String>> {
     let host = hostname();
     let mut out = Vec::new();
-    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
-        let e = e.ctx(|| format!("read {}", dir.display()))?;
-        let path = e.path();
-        let name = e.file_name();
-        if path == own || !is_lock_name(&name.to_string_lossy()) {
+    for key in lock_keys(storage)? {
+        if key == own {
             continue;
         }
-        let info = match read_lock(&path) {
+        let path = storage::display_path(storage, &key);
+        let info = match read_lock(storage, &key) {
             Ok(Some(info)) => info,
             // Removed between listing and reading: its holder let go.
             Ok(None) => continue,
@@ -205,8 +249,8 @@ fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
                 continue;
             }
         };
-        if is_stale(&info, &host, &e) {
-            let _ = fs::remove_file(&path);
+        if is_stale(storage, &key, &info, &host) {
+            let _ = storage.delete(&key);
             continue;
         }
         if kind == LockKind::Exclusive || info.kind == LockKind::Exclusive {
@@ -225,57 +269,85 @@ fn conflicts(dir: &Path, kind: LockKind, own: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Take a lock of `kind` in `dir`, waiting up to `wait` for conflicting holders.
-pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
-    let info = LockInfo {
+fn new_info(kind: LockKind) -> LockInfo {
+    LockInfo {
         kind,
         host: hostname(),
         pid: std::process::id() as i32,
         time: chrono::Utc::now().to_rfc3339(),
         check: None,
     }
-    .sealed();
-    let name = format!(
-        "{}-{}-{}-{}",
-        match kind {
-            LockKind::Shared => "shared",
-            LockKind::Exclusive => "exclusive",
-        },
-        info.host.replace('/', "_"),
-        info.pid,
-        crate::id::random_hex(4)
-    );
-    let path = dir.join(name);
-    let body = serde_json::to_vec(&info).expect("lock info serializes");
+    .sealed()
+}
+
+/// Take a lock of `kind` in the repository `storage`, waiting up to `wait` for
+/// conflicting holders.
+///
+/// Errors: [`Error::Locked`] naming the holders when `wait` passed; storage errors.
+pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Result<Lock> {
+    let s: &dyn Storage = &**storage;
+    let info = new_info(kind);
     let deadline = std::time::Instant::now() + wait;
     let mut announced = false;
     // Temp files of lock writes that a crash left behind.
-    fsutil::remove_stale_temps(dir);
+    if let Some(root) = s.local_root() {
+        fsutil::remove_stale_temps(&root.join("locks"));
+    }
     loop {
-        // Publish first, then look: two processes racing each see the other's file, so
+        let key = format!(
+            "locks/{}-{}-{}-{}",
+            match kind {
+                LockKind::Shared => "shared",
+                LockKind::Exclusive => "exclusive",
+            },
+            info.host.replace(['/', '\\'], "_"),
+            info.pid,
+            crate::id::random_hex(4)
+        );
+        let path = storage::display_path(s, &key);
+        let body = serde_json::to_vec(&info).expect("lock info serializes");
+        // Publish first, then look: two processes racing each see the other's lock, so
         // at worst both back off and retry, never both proceed.
-        fsutil::write_atomic(&path, &body).ctx(|| format!("write lock {}", path.display()))?;
-        let others = conflicts(dir, kind, &path)?;
+        match s.create_new(&key, &body) {
+            Ok(()) => {}
+            Err(StorageError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(crate::error::engine_error(s, "write lock", e)),
+        }
+        let others = match conflicts(s, kind, &key) {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = s.delete(&key);
+                return Err(e);
+            }
+        };
         if others.is_empty() {
             let stop = Arc::new(AtomicBool::new(false));
             let refresh = Arc::new(RefreshState {
                 last_ok: AtomicI64::new(now_secs()),
                 failed: AtomicBool::new(false),
             });
-            spawn_refresher(path.clone(), stop.clone(), refresh.clone());
+            spawn_refresher(
+                storage.clone(),
+                key.clone(),
+                kind,
+                stop.clone(),
+                refresh.clone(),
+            );
             return Ok(Lock {
+                storage: storage.clone(),
+                key,
                 path,
                 stop,
                 refresh,
             });
         }
-        let _ = fs::remove_file(&path);
+        let _ = s.delete(&key);
         if std::time::Instant::now() >= deadline {
             return Err(Error::Locked(format!(
                 "the repository is locked: {}.\nWait for that command to finish. If its process is gone and the lock is from another host, it expires {} min after its last refresh; or remove the file under {} by hand.",
                 others.join("; "),
                 STALE_AFTER.as_secs() / 60,
-                dir.display()
+                storage::display_path(s, "locks").display()
             )));
         }
         if !announced {
@@ -286,17 +358,45 @@ pub fn acquire(dir: &Path, kind: LockKind, wait: Duration) -> Result<Lock> {
     }
 }
 
-fn spawn_refresher(path: PathBuf, stop: Arc<AtomicBool>, state: Arc<RefreshState>) {
+/// One refresh of the lock `key`. Only a lock that is still there is refreshed:
+/// re-creating a lock another host removed as stale would hide that it was lost. On a
+/// path the file's mtime is touched; a remote lock is rewritten with a new `time`
+/// (between the existence check and the write another host could remove it as
+/// stale; it then reappears with a fresh time, which is what that host waits for).
+fn refresh_once(storage: &dyn Storage, key: &str, kind: LockKind) -> bool {
+    match storage.local_root() {
+        Some(root) => {
+            let path = root.join(key);
+            path.is_file() && filetime::set_file_mtime(&path, filetime::FileTime::now()).is_ok()
+        }
+        None => {
+            storage.size(key).is_ok()
+                && storage
+                    .write(
+                        key,
+                        &serde_json::to_vec(&new_info(kind)).expect("lock info serializes"),
+                    )
+                    .is_ok()
+        }
+    }
+}
+
+fn spawn_refresher(
+    storage: Arc<dyn Storage>,
+    key: String,
+    kind: LockKind,
+    stop: Arc<AtomicBool>,
+    state: Arc<RefreshState>,
+) {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
             // By the wall clock: after a suspend, refresh (and learn of a lost lock) at once.
             if now_secs() - state.last_ok.load(Ordering::SeqCst) >= REFRESH.as_secs() as i64 {
-                // Touch only a file that is still there: re-creating a lock another
-                // host removed as stale would hide that it was lost.
-                let ok = path.is_file()
-                    && filetime::set_file_mtime(&path, filetime::FileTime::now()).is_ok();
-                if ok {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if refresh_once(&*storage, &key, kind) {
                     state.last_ok.store(now_secs(), Ordering::SeqCst);
                 } else {
                     state.failed.store(true, Ordering::SeqCst);
@@ -317,26 +417,23 @@ pub struct Unlocked {
     pub live: Vec<PathBuf>,
 }
 
-/// Remove the lock files in `dir` that block without a live holder: stale locks and
+/// Remove the locks of the repository `storage` that block without a live holder: stale locks and
 /// files that are not readable locks. With `all`, every lock file (only for when no
 /// cbsnap runs on any host that shares the repository). The quiesce record is left.
 ///
 /// Errors: listing `dir` or removing a file failed.
-pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
+pub fn unlock(storage: &dyn Storage, all: bool) -> Result<Unlocked> {
     let host = hostname();
     let mut out = Unlocked::default();
-    fsutil::remove_stale_temps(dir);
-    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
-        let e = e.ctx(|| format!("read {}", dir.display()))?;
-        let path = e.path();
-        if !is_lock_name(&e.file_name().to_string_lossy()) {
-            continue;
-        }
-        let bucket = match read_lock(&path) {
+    if let Some(root) = storage.local_root() {
+        fsutil::remove_stale_temps(&root.join("locks"));
+    }
+    for key in lock_keys(storage)? {
+        let bucket = match read_lock(storage, &key) {
             Ok(None) => continue,
             Err(_) => &mut out.unreadable,
             Ok(Some(info)) => {
-                if is_stale(&info, &host, &e) {
+                if is_stale(storage, &key, &info, &host) {
                     &mut out.stale
                 } else if all {
                     &mut out.live
@@ -345,11 +442,10 @@ pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
                 }
             }
         };
-        match fs::remove_file(&path) {
-            Ok(()) => bucket.push(path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(Error::io_path("remove lock", &path, err)),
-        }
+        storage
+            .delete(&key)
+            .map_err(|e| crate::error::engine_error(storage, "remove lock", e))?;
+        bucket.push(storage::display_path(storage, &key));
     }
     Ok(out)
 }
@@ -357,19 +453,29 @@ pub fn unlock(dir: &Path, all: bool) -> Result<Unlocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::Local;
+    use std::path::Path;
+
+    /// A path repository in `d` and its `locks/` directory.
+    fn repo(d: &Path) -> (Arc<dyn Storage>, PathBuf) {
+        let locks = d.join("locks");
+        fs::create_dir_all(&locks).unwrap();
+        (Arc::new(Local::new(d)), locks)
+    }
 
     #[test]
     fn shared_locks_coexist_exclusive_waits() {
         let d = tempfile::tempdir().unwrap();
-        let a = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
-        let _b = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
-        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let (s, _locks) = repo(d.path());
+        let a = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
+        let _b = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
+        let e = acquire(&s, LockKind::Exclusive, Duration::ZERO);
         assert!(matches!(e, Err(Error::Locked(_))));
         drop(a);
         drop(_b);
-        let _x = acquire(d.path(), LockKind::Exclusive, Duration::ZERO).unwrap();
+        let _x = acquire(&s, LockKind::Exclusive, Duration::ZERO).unwrap();
         assert!(matches!(
-            acquire(d.path(), LockKind::Shared, Duration::ZERO),
+            acquire(&s, LockKind::Shared, Duration::ZERO),
             Err(Error::Locked(_))
         ));
     }
@@ -379,18 +485,19 @@ mod tests {
     #[test]
     fn unparsable_lock_blocks_until_unlocked() {
         let d = tempfile::tempdir().unwrap();
-        fs::write(d.path().join("exclusive-h-1-2"), b"{\"kind\": \"excl").unwrap();
-        fs::write(d.path().join(QUIESCE_FILE), b"{}").unwrap();
-        fs::write(d.path().join(".quiesced.json.tmp.99"), b"{").unwrap();
-        let e = acquire(d.path(), LockKind::Shared, Duration::ZERO);
+        let (s, locks) = repo(d.path());
+        fs::write(locks.join("exclusive-h-1-2"), b"{\"kind\": \"excl").unwrap();
+        fs::write(locks.join(QUIESCE_FILE), b"{}").unwrap();
+        fs::write(locks.join(".quiesced.json.tmp.99"), b"{").unwrap();
+        let e = acquire(&s, LockKind::Shared, Duration::ZERO);
         let Err(Error::Locked(msg)) = e else {
             panic!("an unparsable lock was ignored");
         };
         assert!(msg.contains("cbsnap unlock"), "{msg}");
-        let u = unlock(d.path(), false).unwrap();
-        assert_eq!(u.unreadable, [d.path().join("exclusive-h-1-2")]);
-        assert!(d.path().join(QUIESCE_FILE).exists());
-        let _l = acquire(d.path(), LockKind::Exclusive, Duration::ZERO).unwrap();
+        let u = unlock(&*s, false).unwrap();
+        assert_eq!(u.unreadable, [locks.join("exclusive-h-1-2")]);
+        assert!(locks.join(QUIESCE_FILE).exists());
+        let _l = acquire(&s, LockKind::Exclusive, Duration::ZERO).unwrap();
     }
 
     /// Issue 7, case 12: a lock whose file was removed, or not refreshed for the
@@ -398,7 +505,8 @@ mod tests {
     #[test]
     fn lost_lock_is_detected() {
         let d = tempfile::tempdir().unwrap();
-        let l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        let (s, _locks) = repo(d.path());
+        let l = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
         l.check().unwrap();
         let past = SystemTime::now() - STALE_AFTER;
         l.refresh.last_ok.store(
@@ -424,17 +532,18 @@ mod tests {
     #[test]
     fn damaged_lock_blocks() {
         let d = tempfile::tempdir().unwrap();
-        let l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        let (s, locks) = repo(d.path());
+        let l = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
         let text = fs::read_to_string(&l.path).unwrap();
         let pid = std::process::id().to_string();
         let flipped = pid.replacen(&pid[..1], if &pid[..1] == "1" { "2" } else { "1" }, 1);
-        let bad = d.path().join("shared-x-1-1");
+        let bad = locks.join("shared-x-1-1");
         fs::write(
             &bad,
             text.replace(&format!("\"pid\":{pid}"), &format!("\"pid\":{flipped}")),
         )
         .unwrap();
-        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let e = acquire(&s, LockKind::Exclusive, Duration::ZERO);
         let Err(Error::Locked(msg)) = e else {
             panic!("a damaged lock was not noticed")
         };
@@ -452,7 +561,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let e = acquire(d.path(), LockKind::Exclusive, Duration::ZERO);
+        let e = acquire(&s, LockKind::Exclusive, Duration::ZERO);
         let Err(Error::Locked(msg)) = e else {
             panic!("a live lock was ignored")
         };
@@ -462,19 +571,21 @@ mod tests {
     #[test]
     fn stale_lock_temps_are_removed() {
         let d = tempfile::tempdir().unwrap();
-        let dead = d.path().join(format!(
+        let (s, locks) = repo(d.path());
+        let dead = locks.join(format!(
             "{}999999999@{}@x-0",
             fsutil::TMP_PREFIX,
             hostname()
         ));
         fs::write(&dead, b"x").unwrap();
-        let _l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
+        let _l = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
         assert!(!dead.exists());
     }
 
     #[test]
     fn lock_of_dead_process_is_cleared() {
         let d = tempfile::tempdir().unwrap();
+        let (s, locks) = repo(d.path());
         let info = LockInfo {
             kind: LockKind::Exclusive,
             host: hostname(),
@@ -484,11 +595,11 @@ mod tests {
         }
         .sealed();
         fs::write(
-            d.path().join("exclusive-x"),
+            locks.join("exclusive-x"),
             serde_json::to_vec(&info).unwrap(),
         )
         .unwrap();
-        let _l = acquire(d.path(), LockKind::Shared, Duration::ZERO).unwrap();
-        assert!(!d.path().join("exclusive-x").exists());
+        let _l = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
+        assert!(!locks.join("exclusive-x").exists());
     }
 }

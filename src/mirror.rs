@@ -26,6 +26,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -33,6 +34,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::lock::{self, LockKind};
 use crate::repo::{self, Repository};
+use crate::storage::{Local, Storage};
 
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -53,8 +55,9 @@ pub struct Report {
 
 /// Mirror the repository at `root` to `dest` (a path or rsync's `host:path`).
 pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
-    Repository::read_config(root)?;
-    let _lock = lock::acquire(&root.join("locks"), LockKind::Shared, repo::lock_wait())?;
+    let source: Arc<dyn Storage> = Arc::new(Local::new(root));
+    Repository::read_config_in(&*source)?;
+    let _lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
     // A local mirror that is already a repository is locked too: a prune there would
     // delete packs whose snapshots arrive only in step 4.
     let local = Path::new(dest);
@@ -62,7 +65,8 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
         let locks = local.join("locks");
         crate::fsutil::create_private_dir_all(&locks)
             .ctx(|| format!("create {}", locks.display()))?;
-        Some(lock::acquire(&locks, LockKind::Shared, repo::lock_wait())?)
+        let dest: Arc<dyn Storage> = Arc::new(Local::new(local));
+        Some(lock::acquire(&dest, LockKind::Shared, repo::lock_wait())?)
     } else {
         None
     };
@@ -75,7 +79,7 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     let mut report = Report::default();
 
     // 1. The snapshots that exist now; only these reach the mirror in this run.
-    let snapshots = list_snapshots(&root.join("snapshots"))?;
+    let snapshots = list_snapshots(&*source)?;
     report.snapshots = snapshots.len();
     let mut list = tempfile::NamedTempFile::new().ctx(|| "create a temporary file".into())?;
     for id in &snapshots {
@@ -125,15 +129,15 @@ fn args_of(a: &[&str]) -> Vec<OsString> {
     a.iter().map(OsString::from).collect()
 }
 
-/// Snapshot files by name; temporary files are skipped.
-fn list_snapshots(dir: &Path) -> Result<Vec<Id>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
-        let e = e.ctx(|| format!("read {}", dir.display()))?;
-        if let Some(id) = e.file_name().to_str().and_then(|s| s.parse::<Id>().ok()) {
-            out.push(id);
-        }
-    }
+/// Snapshot files by id; temporary files are skipped.
+fn list_snapshots(source: &dyn Storage) -> Result<Vec<Id>> {
+    let listed = source
+        .list("snapshots/")
+        .map_err(|e| crate::error::engine_error(source, "list", e))?;
+    let mut out: Vec<Id> = listed
+        .iter()
+        .filter_map(|l| l.key.strip_prefix("snapshots/")?.parse::<Id>().ok())
+        .collect();
     out.sort();
     Ok(out)
 }

@@ -466,6 +466,20 @@ impl SealedPack {
     }
 }
 
+impl SealedPack {
+    /// The temporary file holding the complete pack (flushed, not fsynced): what a
+    /// remote repository uploads before [`SealedPack::into_parts`].
+    pub fn temp_path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// (pack id, size in bytes, trailer entries), removing the temporary file: for a
+    /// pack that was stored elsewhere (uploaded) from [`SealedPack::temp_path`].
+    pub fn into_parts(self) -> (Id, u64, Vec<BlobEntry>) {
+        (self.id, self.size, self.entries)
+    }
+}
+
 /// Where a pack lives: `packs/<first 2 hex digits>/<64 hex digits>`.
 pub fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
     let hex = id.to_hex();
@@ -476,6 +490,18 @@ pub fn pack_path(packs_dir: &Path, id: &Id) -> PathBuf {
 /// with `crypt` (which must match the pack's version: an encrypted repository holds
 /// only sealed packs, an unencrypted one only plain packs).
 pub fn read_trailer(f: &File, len: u64, crypt: &Crypt) -> Result<Vec<BlobEntry>, DecodeError> {
+    read_trailer_at(len, crypt, &mut |offset, buf| f.read_exact_at(buf, offset))
+}
+
+/// Read and verify the trailer of a pack of length `len` whose bytes `read_at(offset,
+/// buf)` fills in (a file's `pread`, or ranged reads of a remote object: three of
+/// them, the header, the footer and the trailer), opening it with `crypt` as
+/// [`read_trailer`] does.
+pub fn read_trailer_at(
+    len: u64,
+    crypt: &Crypt,
+    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
+) -> Result<Vec<BlobEntry>, DecodeError> {
     let err = |d: String| DecodeError {
         what: "pack",
         detail: d,
@@ -484,8 +510,7 @@ pub fn read_trailer(f: &File, len: u64, crypt: &Crypt) -> Result<Vec<BlobEntry>,
         return Err(err(format!("only {len} bytes long")));
     }
     let mut head = [0u8; codec::HEADER_LEN];
-    f.read_exact_at(&mut head, 0)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(0, &mut head).map_err(|e| err(format!("read: {e}")))?;
     let v = codec::check_header(&head, MAGIC, "pack")?;
     match (v, crypt.is_encrypted()) {
         (VERSION, false) | (SEALED_VERSION, true) => {}
@@ -506,8 +531,7 @@ pub fn read_trailer(f: &File, len: u64, crypt: &Crypt) -> Result<Vec<BlobEntry>,
         }
     }
     let mut footer = [0u8; FOOTER_LEN];
-    f.read_exact_at(&mut footer, len - FOOTER_LEN as u64)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(len - FOOTER_LEN as u64, &mut footer).map_err(|e| err(format!("read: {e}")))?;
     if &footer[36..] != TRAILER_MAGIC {
         return Err(err("trailer magic missing (truncated pack?)".into()));
     }
@@ -517,8 +541,7 @@ pub fn read_trailer(f: &File, len: u64, crypt: &Crypt) -> Result<Vec<BlobEntry>,
         return Err(err(format!("trailer of {n} entries does not fit")));
     }
     let mut trailer = vec![0u8; tlen as usize];
-    f.read_exact_at(&mut trailer, len - FOOTER_LEN as u64 - tlen)
-        .map_err(|e| err(format!("read: {e}")))?;
+    read_at(len - FOOTER_LEN as u64 - tlen, &mut trailer).map_err(|e| err(format!("read: {e}")))?;
     if blake3::hash(&trailer).as_bytes() != &footer[4..36] {
         return Err(err("trailer checksum mismatch".into()));
     }
@@ -550,9 +573,24 @@ pub fn read_stored(f: &File, offset: u64, len: u32) -> io::Result<Vec<u8>> {
 /// rebuilt from [`PackFile::entries`] alone; `check --read-data` and prune's repack
 /// read the whole pack once with [`PackFile::read_all`].
 pub struct PackFile {
-    file: File,
+    source: Source,
     size: u64,
     entries: Vec<BlobEntry>,
+}
+
+/// Ranged reads of a pack kept elsewhere than in a local file (a remote object of a
+/// storage backend). Failures are `io::Error`s whose source is the backend's error.
+pub trait RangedRead: Send + Sync {
+    /// Fill `buf` with the bytes at `offset`; fewer bytes than asked is an error.
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// The whole object.
+    fn read_all(&self) -> io::Result<Vec<u8>>;
+}
+
+/// Where a [`PackFile`]'s bytes come from.
+enum Source {
+    File(File),
+    Ranged(Box<dyn RangedRead>),
 }
 
 impl PackFile {
@@ -563,7 +601,22 @@ impl PackFile {
         let file = File::open(path).map_err(PackReadError::Open)?;
         let entries = read_trailer(&file, size, crypt)?;
         Ok(PackFile {
-            file,
+            source: Source::File(file),
+            size,
+            entries,
+        })
+    }
+
+    /// Open a pack of `size` bytes read through `reader` (a remote object): its
+    /// trailer is read and verified with three ranged reads ([`read_trailer_at`]).
+    pub fn open_ranged(
+        reader: Box<dyn RangedRead>,
+        size: u64,
+        crypt: &Crypt,
+    ) -> Result<PackFile, PackReadError> {
+        let entries = read_trailer_at(size, crypt, &mut |offset, buf| reader.read_at(offset, buf))?;
+        Ok(PackFile {
+            source: Source::Ranged(reader),
             size,
             entries,
         })
@@ -587,13 +640,24 @@ impl PackFile {
         // one, prune's repack the exclusive one), so no cbsnap process truncates or
         // removes this pack while it is mapped (and deleting a mapped file keeps its
         // pages valid).
-        match unsafe { memmap2::Mmap::map(&self.file) } {
+        let file = match &self.source {
+            Source::File(f) => f,
+            Source::Ranged(r) => {
+                let v = r.read_all().map_err(PackReadError::Read)?;
+                if v.len() as u64 != self.size {
+                    return Err(PackReadError::Read(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("{} bytes where the listing says {}", v.len(), self.size),
+                    )));
+                }
+                return Ok(PackBytes::Read(v));
+            }
+        };
+        match unsafe { memmap2::Mmap::map(file) } {
             Ok(m) if m.len() as u64 == self.size => Ok(PackBytes::Mapped(m)),
             _ => {
                 let mut v = vec![0u8; self.size as usize];
-                self.file
-                    .read_exact_at(&mut v, 0)
-                    .map_err(PackReadError::Read)?;
+                file.read_exact_at(&mut v, 0).map_err(PackReadError::Read)?;
                 Ok(PackBytes::Read(v))
             }
         }

@@ -157,16 +157,13 @@ pub struct SavedPack {
 }
 
 /// Make a sealed pack a repository file and index its blobs: fsync it, rename it into
-/// `packs/`, fsync the directory ([`SealedPack::commit`]), then add its entries to the
-/// index. The one place a pack becomes a repository file. When this returns `Ok` the
+/// `packs/`, fsync the directory ([`SealedPack::commit`]), or upload it to a remote
+/// repository ([`Repository::commit_pack`]), then add its entries to the index. The one place a pack becomes a repository file. When this returns `Ok` the
 /// pack is durable; its index entries are durable after the next
 /// [`crate::index::Index::flush`], which the caller runs before it commits anything
 /// that refers to them. On an error the temporary file is removed.
 pub fn save(repo: &Repository, sealed: SealedPack) -> Result<SavedPack> {
-    let dir = repo.packs_dir();
-    let (id, size, entries) = sealed
-        .commit(&dir)
-        .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e))?;
+    let (id, size, entries) = repo.commit_pack(sealed)?;
     repo.index().add_pack(&id, size, &entries)?;
     Ok(SavedPack { id, size, entries })
 }
@@ -303,7 +300,13 @@ mod tests {
         };
         Repository::init_encrypted(&root, "pw", &kdf).unwrap();
         let pass = Given(zeroize::Zeroizing::new("pw".to_string()));
-        let repo = Repository::open_with(&root, Access::Append, &pass).unwrap();
+        let repo = Repository::open_keyed(
+            std::sync::Arc::new(crate::storage::Local::new(&root)),
+            Access::Append,
+            &crate::repo::OpenOptions::default(),
+            &pass,
+        )
+        .unwrap();
         let raw = blob(7, pack::MAX_BLOB as usize).bytes;
         let id = repo.blob_id(&raw);
         let b = compress(repo.crypt(), id, BlobKind::Data, raw.clone(), 3).unwrap();

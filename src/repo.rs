@@ -1,5 +1,6 @@
-//! A repository on disk: opening, creating, locking, and keeping the index in step
-//! with the packs.
+//! A repository: opening, creating, locking, and keeping the index in step with the
+//! packs. Every file is read and written through its [`Storage`] (issue 10): a path is
+//! one backend, an object store or SFTP host another.
 //!
 //! ```text
 //! REPO/
@@ -15,6 +16,13 @@
 //! An encrypted repository is opened with a passphrase ([`Repository::open_with`]);
 //! the handle then holds the unwrapped key in its [`Crypt`], which every reader and
 //! writer of blobs, trailers and snapshot files takes from it.
+//!
+//! A path repository ([`Storage::local_root`]) keeps its index in `index/` and its
+//! fast paths: packs read with `pread`/mmap, a sealed pack renamed into place. A
+//! remote one keeps the index in the cache directory ([`cache_dir`]), writes each
+//! sealed pack to a local temporary file and uploads it (several at once,
+//! [`Repository::set_transfers`]) before indexing it, and reads blobs with ranged
+//! reads. The cache holds nothing that is not also in the repository.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -33,7 +41,8 @@ use crate::fsutil;
 use crate::id::Id;
 use crate::index::{Index, Location};
 use crate::lock::{self, Lock, LockKind};
-use crate::pack::{self, PackReadError};
+use crate::pack::{self, BlobEntry, PackFile, PackReadError, SealedPack};
+use crate::storage::{self, Local, Storage, StorageError};
 use crate::warn::{self, Warning};
 
 /// Written into every new repository as `README.md`, so the data can be read back
@@ -43,6 +52,63 @@ pub const FORMAT_README: &str = concat!(
     "`rsync` as cbsnap's README describes. Its format follows.\n\n",
     include_str!("../docs/FORMAT.md")
 );
+
+/// Uploads of sealed packs in flight at once for a remote repository, unless set
+/// otherwise ([`Repository::set_transfers`]).
+pub const DEFAULT_TRANSFERS: usize = 4;
+
+/// The local cache directory of the remote repository `id`:
+/// `$XDG_CACHE_HOME/cbsnap/<id>` (else `~/.cache/cbsnap/<id>`). It holds the index
+/// and temporary packs; deleting it loses nothing.
+///
+/// Errors: [`Error::Usage`] when neither `XDG_CACHE_HOME` nor `HOME` is set.
+pub fn cache_dir(id: &Id) -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".cache"),
+            None => {
+                return Err(Error::Usage(
+                    "a remote repository needs a cache directory: set XDG_CACHE_HOME or HOME"
+                        .into(),
+                ))
+            }
+        },
+    };
+    Ok(base.join("cbsnap").join(id.to_hex()))
+}
+
+/// The key of pack `id`: `packs/<first 2 hex digits>/<64 hex digits>`.
+pub fn pack_key(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+pub use crate::snapshot::snapshot_key;
+
+/// Ranged reads of pack `key` of a remote repository (see [`Repository::open_pack`]).
+struct RemotePack {
+    storage: Arc<dyn Storage>,
+    key: String,
+}
+
+impl pack::RangedRead for RemotePack {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let got = self
+            .storage
+            .read_range(&self.key, offset, buf.len() as u64)
+            .map_err(std::io::Error::other)?;
+        if got.len() != buf.len() {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        buf.copy_from_slice(&got);
+        Ok(())
+    }
+
+    fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        self.storage.read(&self.key).map_err(std::io::Error::other)
+    }
+}
 
 /// How a command opens the repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +122,17 @@ pub enum Access {
     Exclusive,
 }
 
+/// How [`Repository::open_with`] opens a remote repository (a path repository
+/// ignores both).
+#[derive(Debug, Default, Clone)]
+pub struct OpenOptions {
+    /// The cache base directory instead of the XDG one; the repository's cache is
+    /// `<cache_dir>/<repository id>`.
+    pub cache_dir: Option<PathBuf>,
+    /// Uploads in flight; default [`DEFAULT_TRANSFERS`].
+    pub transfers: Option<usize>,
+}
+
 /// What [`Repository::sync_index`] found.
 #[derive(Debug, Default)]
 pub struct SyncReport {
@@ -66,6 +143,10 @@ pub struct SyncReport {
 }
 
 pub struct Repository {
+    storage: Arc<dyn Storage>,
+    /// The local directory of this repository: the repository itself for a path, the
+    /// cache directory ([`cache_dir`]) for a remote one. Host-local state lives here
+    /// (`index/`, temporary packs, `locks/quiesced.json`).
     pub root: PathBuf,
     pub config: RepoConfig,
     index: Index,
@@ -74,16 +155,24 @@ pub struct Repository {
     crypt: Crypt,
     /// The key file that opened an encrypted repository.
     key_id: Option<String>,
+    transfers: usize,
     _lock: Option<Lock>,
 }
 
 impl Repository {
+    /// Where new packs are written before they are committed (temporary files): the
+    /// repository's `packs/` for a path, `<cache>/packs` for a remote repository.
     pub fn packs_dir(&self) -> PathBuf {
         self.root.join("packs")
     }
+    /// The `snapshots/` directory of a path repository (under the cache directory for
+    /// a remote one, where only temporary files may be); read snapshots with
+    /// [`crate::snapshot::scan`] on [`Repository::storage`].
     pub fn snapshots_dir(&self) -> PathBuf {
         self.root.join("snapshots")
     }
+    /// The local `locks/` directory (for a remote repository, in the cache directory:
+    /// it holds only the host-local quiesce record there).
     pub fn locks_dir(&self) -> PathBuf {
         self.root.join("locks")
     }
@@ -107,6 +196,37 @@ impl Repository {
         self.key_id.as_deref()
     }
 
+    /// Where the repository's files live.
+    pub fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    /// The repository's directory when it is a path (the fast paths), `None` for a
+    /// remote repository.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.storage.local_root()
+    }
+
+    /// How many pack uploads (and trailer downloads of an index rebuild) a remote
+    /// repository keeps in flight; at least 1. Default [`DEFAULT_TRANSFERS`].
+    pub fn set_transfers(&mut self, n: usize) {
+        self.transfers = n.max(1);
+    }
+
+    /// Uploads in flight: 1 for a path repository (its commit is an fsync and a rename).
+    pub fn transfers(&self) -> usize {
+        if self.local_root().is_some() {
+            1
+        } else {
+            self.transfers
+        }
+    }
+
+    /// The engine error for a storage failure while doing `what`.
+    pub fn storage_error(&self, what: &str, e: StorageError) -> Error {
+        crate::error::engine_error(self.storage(), what, e)
+    }
+
     /// Whether this handle still holds its repository lock. Called right before each
     /// commit (a snapshot file written, snapshot files or packs deleted), so that a
     /// process whose lock lapsed (a host asleep past the stale time, a lock another
@@ -123,7 +243,7 @@ impl Repository {
     /// Create a new unencrypted repository at `root`, which must not exist or be an
     /// empty directory.
     pub fn init(root: &Path) -> Result<RepoConfig> {
-        Self::create(root, None)
+        Self::init_in(Arc::new(Local::new(root)))
     }
 
     /// Create a new encrypted repository at `root`: a random master key, wrapped with
@@ -131,39 +251,70 @@ impl Repository {
     ///
     /// Errors: those of [`Repository::init`], and [`Error::Crypto`].
     pub fn init_encrypted(root: &Path, passphrase: &str, kdf: &KdfParams) -> Result<RepoConfig> {
-        Self::create(root, Some((passphrase, kdf)))
+        Self::create(Arc::new(Local::new(root)), Some((passphrase, kdf)))
     }
 
-    fn create(root: &Path, encrypt: Option<(&str, &KdfParams)>) -> Result<RepoConfig> {
-        if root.exists() {
-            let mut rd = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
-            if rd.next().is_some() {
-                return Err(if root.join("config").exists() {
-                    Error::AlreadyExists(root.to_path_buf())
-                } else {
-                    Error::NotEmpty(root.to_path_buf())
-                });
+    /// Create a new repository in `storage`, which must be empty (a path: missing or
+    /// an empty directory).
+    ///
+    /// Errors: [`Error::AlreadyExists`] when it holds a repository,
+    /// [`Error::NotEmpty`] when it holds anything else, storage errors.
+    pub fn init_in(storage: Arc<dyn Storage>) -> Result<RepoConfig> {
+        Self::create(storage, None)
+    }
+
+    fn create(
+        storage: Arc<dyn Storage>,
+        encrypt: Option<(&str, &KdfParams)>,
+    ) -> Result<RepoConfig> {
+        let s = &*storage;
+        let here = storage::display_path(s, "");
+        let here = here.components().collect::<PathBuf>();
+        match s.local_root() {
+            Some(root) => {
+                if root.exists() {
+                    let mut rd = fs::read_dir(root).ctx(|| format!("read {}", root.display()))?;
+                    if rd.next().is_some() {
+                        return Err(if root.join("config").exists() {
+                            Error::AlreadyExists(root.to_path_buf())
+                        } else {
+                            Error::NotEmpty(root.to_path_buf())
+                        });
+                    }
+                }
+                fsutil::create_private_dir_all(root)
+                    .ctx(|| format!("create {}", root.display()))?;
+                for d in ["packs", "snapshots", "locks"] {
+                    let p = root.join(d);
+                    fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+                }
             }
-        }
-        fsutil::create_private_dir_all(root).ctx(|| format!("create {}", root.display()))?;
-        for d in ["packs", "snapshots", "locks"] {
-            let p = root.join(d);
-            fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            None => {
+                let present = s
+                    .list("")
+                    .map_err(|e| crate::error::engine_error(s, "list", e))?;
+                if !present.is_empty() {
+                    return Err(if present.iter().any(|l| l.key == "config") {
+                        Error::AlreadyExists(here)
+                    } else {
+                        Error::NotEmpty(here)
+                    });
+                }
+            }
         }
         let mut cfg = RepoConfig::new();
         if let Some((passphrase, kdf)) = encrypt {
             cfg.version = crate::config::ENCRYPTION_SINCE;
             cfg.encryption = Some(Encryption::current());
             let key = MasterKey::generate()?;
-            keys::add(root, &cfg.id, &key, passphrase, kdf)?;
+            keys::add(&keys_root(s)?, &cfg.id, &key, passphrase, kdf)?;
         }
-        let readme = root.join("README.md");
-        fsutil::write_atomic(&readme, FORMAT_README.as_bytes())
-            .ctx(|| format!("write {}", readme.display()))?;
+        s.write("README.md", FORMAT_README.as_bytes())
+            .map_err(|e| crate::error::engine_error(s, "write", e))?;
         // The config is written last: its presence is what makes this a repository.
-        let path = root.join("config");
-        fsutil::write_atomic(&path, &cfg.encode()).ctx(|| format!("write {}", path.display()))?;
-        if let Some(parent) = root.parent() {
+        s.write("config", &cfg.encode())
+            .map_err(|e| crate::error::engine_error(s, "write", e))?;
+        if let Some(parent) = s.local_root().and_then(Path::parent) {
             let _ = fsutil::fsync_dir(parent);
         }
         Ok(cfg)
@@ -172,22 +323,34 @@ impl Repository {
     /// Read the config of the repository at `root`, without locking or opening the index.
     /// Errors: [`Error::NotARepository`] when `root` has no valid config.
     pub fn read_config(root: &Path) -> Result<RepoConfig> {
-        let path = root.join("config");
-        let bytes = match fs::read(&path) {
+        Self::read_config_in(&Local::new(root))
+    }
+
+    /// [`Repository::read_config`] of the repository in `storage`.
+    pub fn read_config_in(storage: &dyn Storage) -> Result<RepoConfig> {
+        let path = storage::display_path(storage, "config");
+        let bytes = match storage.read("config") {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let detail = if root.exists() {
-                    "it has no `config` file".to_string()
-                } else {
-                    "the directory does not exist".to_string()
+            Err(StorageError::NotFound { .. }) => {
+                let here = storage::display_path(storage, "");
+                let here = here.components().collect::<PathBuf>();
+                let (detail, occupied) = match storage.local_root() {
+                    Some(root) if !root.exists() => {
+                        ("the directory does not exist".to_string(), false)
+                    }
+                    Some(root) => ("it has no `config` file".to_string(), occupied(root)),
+                    None => {
+                        let any = storage.list("").map(|l| !l.is_empty()).unwrap_or(false);
+                        ("it has no `config` object".to_string(), any)
+                    }
                 };
                 return Err(Error::NotARepository {
-                    path: root.to_path_buf(),
+                    path: here,
                     detail,
-                    occupied: occupied(root),
+                    occupied,
                 });
             }
-            Err(e) => return Err(Error::io_path("read", &path, e)),
+            Err(e) => return Err(crate::error::engine_error(storage, "read", e)),
         };
         RepoConfig::decode(&bytes).map_err(|reason| Error::Config {
             path: path.clone(),
@@ -199,49 +362,86 @@ impl Repository {
     /// to date with the packs. An encrypted repository's passphrase comes from the
     /// `CBSNAP_PASSWORD*` variables ([`FromEnv`]).
     pub fn open(root: &Path, access: Access) -> Result<Repository> {
-        Self::open_with(root, access, &FromEnv)
+        Self::open_in(Arc::new(Local::new(root)), access)
     }
 
-    /// [`Repository::open`], asking `passphrase` for the passphrase when the repository
-    /// is encrypted (and never when it is not).
+    /// [`Repository::open`] of the repository in `storage`. A remote repository's
+    /// index is opened (created, rebuilt from the pack trailers when behind) in its
+    /// cache directory.
+    pub fn open_in(storage: Arc<dyn Storage>, access: Access) -> Result<Repository> {
+        Self::open_with(storage, access, &OpenOptions::default())
+    }
+
+    /// [`Repository::open_in`] with a chosen cache directory and number of transfers;
+    /// an encrypted repository's passphrase comes from the environment ([`FromEnv`]).
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        access: Access,
+        opts: &OpenOptions,
+    ) -> Result<Repository> {
+        Self::open_keyed(storage, access, opts, &FromEnv)
+    }
+
+    /// [`Repository::open_with`], asking `passphrase` for the passphrase when the
+    /// repository is encrypted (and never when it is not).
     ///
     /// Errors: those of [`Repository::open`]; [`Error::Crypto`] when no key opens
     /// ([`crate::crypto::CryptoError::WrongPassphrase`] for a wrong passphrase).
-    pub fn open_with(
-        root: &Path,
+    pub fn open_keyed(
+        storage: Arc<dyn Storage>,
         access: Access,
+        opts: &OpenOptions,
         passphrase: &dyn PassphraseSource,
     ) -> Result<Repository> {
-        let config = Self::read_config(root)?;
-        let (crypt, key_id) = unlock(root, &config, passphrase)?;
-        for d in ["packs", "snapshots", "locks"] {
-            let p = root.join(d);
-            if !p.is_dir() {
-                if access == Access::Read {
-                    return Err(Error::NotARepository {
-                        path: root.to_path_buf(),
-                        detail: format!("its `{d}` directory is missing"),
-                        occupied: true,
-                    });
+        let config = Self::read_config_in(&*storage)?;
+        let (crypt, key_id) = unlock(&*storage, &config, passphrase)?;
+        let root = match storage.local_root() {
+            Some(root) => {
+                for d in ["packs", "snapshots", "locks"] {
+                    let p = root.join(d);
+                    if !p.is_dir() {
+                        if access == Access::Read {
+                            return Err(Error::NotARepository {
+                                path: root.to_path_buf(),
+                                detail: format!("its `{d}` directory is missing"),
+                                occupied: true,
+                            });
+                        }
+                        fsutil::create_private_dir_all(&p)
+                            .ctx(|| format!("create {}", p.display()))?;
+                    }
                 }
-                fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+                root.to_path_buf()
             }
-        }
+            None => {
+                let dir = match &opts.cache_dir {
+                    Some(base) => base.join(config.id.to_hex()),
+                    None => cache_dir(&config.id)?,
+                };
+                for d in ["packs", "locks"] {
+                    let p = dir.join(d);
+                    fsutil::create_private_dir_all(&p)
+                        .ctx(|| format!("create the cache directory {}", p.display()))?;
+                }
+                dir
+            }
+        };
         let kind = match access {
             Access::Exclusive => LockKind::Exclusive,
             _ => LockKind::Shared,
         };
-        let locks_dir = root.join("locks");
-        let lock = lock::acquire(&locks_dir, kind, lock_wait())?;
+        let lock = lock::acquire(&storage, kind, lock_wait())?;
         let (index, index_writable) = open_index(&root.join("index"), access)?;
         let repo = Repository {
-            root: root.to_path_buf(),
+            storage,
+            root,
             config,
             index,
             index_writable,
             open_packs: Mutex::new(HashMap::new()),
             crypt,
             key_id,
+            transfers: opts.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1),
             _lock: Some(lock),
         };
         if repo.index_writable {
@@ -252,38 +452,80 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Every pack file present, with its size. Temporary files are skipped.
+    /// Every pack present, with its size. Temporary files and names that are not a
+    /// pack id are skipped.
     pub fn list_packs(&self) -> Result<HashMap<Id, u64>> {
-        let dir = self.packs_dir();
+        let listed = self
+            .storage
+            .list("packs/")
+            .map_err(|e| self.storage_error("list", e))?;
         let mut out = HashMap::new();
-        for sub in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let sub = sub.ctx(|| format!("read {}", dir.display()))?;
-            if !sub.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        for l in listed {
+            let mut parts = l.key.split('/');
+            let (Some("packs"), Some(sub), Some(name), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
                 continue;
-            }
-            for f in fs::read_dir(sub.path()).ctx(|| format!("read {}", sub.path().display()))? {
-                let f = f.ctx(|| format!("read {}", sub.path().display()))?;
-                let name = f.file_name();
-                let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
-                    continue;
-                };
-                let len = f
-                    .metadata()
-                    .ctx(|| format!("stat {}", f.path().display()))?
-                    .len();
-                out.insert(id, len);
+            };
+            let Ok(id) = name.parse::<Id>() else { continue };
+            if sub.len() == 2 && name.starts_with(sub) {
+                out.insert(id, l.size);
             }
         }
         Ok(out)
     }
 
+    /// Where pack `id` is, for messages (the file of a path repository).
     pub fn pack_path(&self, id: &Id) -> PathBuf {
-        pack::pack_path(&self.packs_dir(), id)
+        storage::display_path(self.storage(), &pack_key(id))
+    }
+
+    /// Open pack `id` of `size` bytes (as listed) and read and verify its trailer:
+    /// the file for a path repository ([`PackFile::open`]: `pread`, the whole pack
+    /// mapped), ranged reads of the object otherwise (three for the trailer, one
+    /// download for [`PackFile::read_all`]).
+    ///
+    /// Errors: [`PackReadError::Open`] when a local pack cannot be opened, `Trailer`
+    /// when it is damaged, `Read` when a remote read fails (its source is the
+    /// backend's error).
+    pub fn open_pack(&self, id: &Id, size: u64) -> std::result::Result<PackFile, PackReadError> {
+        if self.local_root().is_some() {
+            return PackFile::open(&self.pack_path(id), size, &self.crypt);
+        }
+        let reader = RemotePack {
+            storage: self.storage.clone(),
+            key: pack_key(id),
+        };
+        PackFile::open_ranged(Box::new(reader), size, &self.crypt)
+    }
+
+    /// Make a sealed pack a repository file: fsync and rename it into place (a path),
+    /// or upload it (remote). Only after this returns `Ok` may its blobs be indexed
+    /// or referenced. Returns (pack id, size in bytes, trailer entries).
+    pub fn commit_pack(&self, sealed: SealedPack) -> Result<(Id, u64, Vec<BlobEntry>)> {
+        if self.local_root().is_some() {
+            let dir = self.packs_dir();
+            return sealed
+                .commit(&dir)
+                .map_err(|e| Error::io(format!("write pack in {}", dir.display()), e));
+        }
+        let key = pack_key(&sealed.id());
+        self.storage
+            .write_file(&key, sealed.temp_path())
+            .map_err(|e| self.storage_error("upload pack", e))?;
+        Ok(sealed.into_parts())
+    }
+
+    /// Remove pack `id` (prune). A missing pack is not an error.
+    pub fn delete_pack(&self, id: &Id) -> Result<()> {
+        self.storage
+            .delete(&pack_key(id))
+            .map_err(|e| self.storage_error("delete pack", e))
     }
 
     /// Bring the index in step with the packs on disk: index packs it lacks (reading
     /// only their trailers) and forget packs that are gone. Cheap when nothing changed:
-    /// one directory listing and one index scan of pack keys.
+    /// one listing and one index scan of pack keys.
     pub fn sync_index(&self) -> Result<SyncReport> {
         let on_disk = self.list_packs()?;
         let indexed = self.index.packs()?;
@@ -306,15 +548,29 @@ impl Repository {
             .map(|(id, s)| (*id, *s))
             .collect();
         if !missing.is_empty() && self.index_writable {
-            let read: Vec<_> = missing
-                .par_iter()
-                .map(|(id, size)| {
-                    let path = self.pack_path(id);
-                    let r = pack::PackFile::open(&path, *size, &self.crypt)
-                        .map(pack::PackFile::into_entries);
-                    (*id, *size, r)
-                })
-                .collect();
+            let read_all =
+                || -> Vec<(Id, u64, std::result::Result<Vec<BlobEntry>, PackReadError>)> {
+                    missing
+                        .par_iter()
+                        .map(|(id, size)| {
+                            (
+                                *id,
+                                *size,
+                                self.open_pack(id, *size).map(PackFile::into_entries),
+                            )
+                        })
+                        .collect()
+                };
+            // Remote trailers are network round trips, not CPU: as many in flight as
+            // uploads are allowed, whatever the core count.
+            let read = match self.local_root() {
+                Some(_) => read_all(),
+                None => rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.transfers)
+                    .build()
+                    .map(|pool| pool.install(read_all))
+                    .unwrap_or_else(|_| read_all()),
+            };
             for (id, size, r) in read {
                 match r {
                     Ok(entries) => {
@@ -340,23 +596,37 @@ impl Repository {
     /// Delete the index and recreate it from the pack trailers (of an encrypted
     /// repository, opened with the key `passphrase` unlocks).
     pub fn rebuild_index(root: &Path, passphrase: &dyn PassphraseSource) -> Result<SyncReport> {
-        let config = Self::read_config(root)?;
-        let (crypt, key_id) = unlock(root, &config, passphrase)?;
-        let locks = root.join("locks");
-        let _lock = lock::acquire(&locks, LockKind::Exclusive, lock_wait())?;
+        Self::rebuild_index_in(Arc::new(Local::new(root)), passphrase)
+    }
+
+    /// [`Repository::rebuild_index`] of the repository in `storage` (a remote one's
+    /// index is in its cache directory).
+    pub fn rebuild_index_in(
+        storage: Arc<dyn Storage>,
+        passphrase: &dyn PassphraseSource,
+    ) -> Result<SyncReport> {
+        let config = Self::read_config_in(&*storage)?;
+        let (crypt, key_id) = unlock(&*storage, &config, passphrase)?;
+        let root = match storage.local_root() {
+            Some(r) => r.to_path_buf(),
+            None => cache_dir(&config.id)?,
+        };
+        let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
         let dir = root.join("index");
         if dir.exists() {
             fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
         }
         let (index, _) = open_index(&dir, Access::Append)?;
         let repo = Repository {
-            root: root.to_path_buf(),
+            storage,
+            root,
             config,
             index,
             index_writable: true,
             open_packs: Mutex::new(HashMap::new()),
             crypt,
             key_id,
+            transfers: DEFAULT_TRANSFERS,
             _lock: None,
         };
         let r = repo.sync_index()?;
@@ -394,15 +664,42 @@ impl Repository {
         self.read_located(&loc)
     }
 
-    pub fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
-        let f = self.pack_file(&loc.pack)?;
-        let stored =
-            pack::read_stored(&f, loc.entry.offset, loc.entry.stored_len).map_err(|e| {
+    /// The stored bytes at `loc`: `pread` of the pack file, or one ranged read.
+    fn read_stored(&self, loc: &Location) -> Result<Vec<u8>> {
+        if self.local_root().is_some() {
+            let f = self.pack_file(&loc.pack)?;
+            return pack::read_stored(&f, loc.entry.offset, loc.entry.stored_len).map_err(|e| {
                 Error::Corrupt(format!(
                     "pack {} cannot be read at offset {}: {e}",
                     loc.pack, loc.entry.offset
                 ))
-            })?;
+            });
+        }
+        let key = pack_key(&loc.pack);
+        match self
+            .storage
+            .read_range(&key, loc.entry.offset, loc.entry.stored_len as u64)
+        {
+            Ok(b) if b.len() == loc.entry.stored_len as usize => Ok(b),
+            Ok(b) => Err(Error::Corrupt(format!(
+                "pack {} cannot be read at offset {}: {} bytes where {} were asked",
+                loc.pack,
+                loc.entry.offset,
+                b.len(),
+                loc.entry.stored_len
+            ))),
+            Err(e @ (StorageError::Transient { .. } | StorageError::Other { .. })) => {
+                Err(self.storage_error("read pack", e))
+            }
+            Err(e) => Err(Error::Corrupt(format!(
+                "pack {} cannot be read at offset {}: {e}",
+                loc.pack, loc.entry.offset
+            ))),
+        }
+    }
+
+    pub fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
+        let stored = self.read_stored(loc)?;
         pack::decode_blob(&loc.entry, &stored, &self.crypt).map_err(|e| match e {
             pack::BlobError::Authentication(source) => Error::Authentication {
                 pack: loc.pack,
@@ -421,16 +718,30 @@ impl Repository {
 /// asked), else the master key unwrapped with the passphrase from `source`, and the id
 /// of the key file that opened it.
 fn unlock(
-    root: &Path,
+    storage: &dyn Storage,
     config: &RepoConfig,
     source: &dyn PassphraseSource,
 ) -> Result<(Crypt, Option<String>)> {
     if !config.encrypted() {
         return Ok((Crypt::Plain, None));
     }
+    let root = keys_root(storage)?;
     let pass = source.passphrase()?;
-    let (key, id) = keys::unlock(root, &config.id, &pass)?;
+    let (key, id) = keys::unlock(&root, &config.id, &pass)?;
     Ok((Crypt::Sealed(Arc::new(key)), Some(id)))
+}
+
+/// The directory whose `keys/` holds the key files: key files are read and written
+/// on a path repository only (not yet through [`Storage`]).
+///
+/// Errors: [`crate::crypto::CryptoError::RemoteKeys`] for a remote repository.
+fn keys_root(storage: &dyn Storage) -> Result<PathBuf> {
+    match storage.local_root() {
+        Some(root) => Ok(root.to_path_buf()),
+        None => {
+            Err(crate::crypto::CryptoError::RemoteKeys(storage::display_path(storage, "")).into())
+        }
+    }
 }
 
 /// How long to wait for a conflicting lock: `CBSNAP_LOCK_WAIT` seconds, default 120.

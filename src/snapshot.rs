@@ -8,17 +8,16 @@
 //! `nonce || ciphertext || tag` ([`crate::crypto`]), and the name is the BLAKE3 of the
 //! envelope.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Local, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::crypto::{Crypt, Purpose};
-use crate::error::{Error, IoContext, Result};
-use crate::fsutil;
+use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::storage::{self, Storage, StorageError};
 
 pub const MAGIC: &[u8; 8] = b"CBSNAPSN";
 /// The version this cbsnap writes. Version 2 added the optional `run` field; version 1
@@ -217,11 +216,12 @@ impl Snapshot {
     /// Commit the snapshot: write it durably under `snapshots/<id>`, sealed when
     /// `crypt` encrypts. This is the commit point; the caller must have made every
     /// pack it references durable first.
-    pub fn save(&self, snapshots_dir: &Path, crypt: &Crypt) -> Result<Id> {
+    pub fn save(&self, storage: &dyn Storage, crypt: &Crypt) -> Result<Id> {
         let bytes = self.encode_file(crypt)?;
         let id = Id::hash(&bytes);
-        let path = snapshots_dir.join(id.to_hex());
-        fsutil::write_atomic(&path, &bytes).ctx(|| format!("write snapshot {}", path.display()))?;
+        storage
+            .write(&snapshot_key(&id), &bytes)
+            .map_err(|e| crate::error::engine_error(storage, "write snapshot", e))?;
         Ok(id)
     }
 }
@@ -287,22 +287,28 @@ pub struct SnapshotSet {
     pub damaged: Vec<DamagedSnapshot>,
 }
 
-/// Read and verify every snapshot file in `snapshots_dir`, opening them with `crypt`.
+/// Read and verify every snapshot file of the repository `storage`, opening them
+/// with `crypt`.
 ///
-/// Errors: only a failure to list the directory; a file that cannot be read or
+/// Errors: only a failure to list `snapshots/`; a file that cannot be read or
 /// verified is recorded in [`SnapshotSet::damaged`].
-pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
+pub fn scan(storage: &dyn Storage, crypt: &Crypt) -> Result<SnapshotSet> {
     let mut set = SnapshotSet::default();
-    for e in fs::read_dir(snapshots_dir).ctx(|| format!("read {}", snapshots_dir.display()))? {
-        let e = e.ctx(|| format!("read {}", snapshots_dir.display()))?;
-        let name = e.file_name();
-        let Some(id) = name.to_str().and_then(|s| s.parse::<Id>().ok()) else {
+    let listed = storage
+        .list("snapshots/")
+        .map_err(|e| crate::error::engine_error(storage, "list", e))?;
+    for l in listed {
+        let Some(id) = l
+            .key
+            .strip_prefix("snapshots/")
+            .and_then(|s| s.parse::<Id>().ok())
+        else {
             continue;
         };
-        let verdict = match fs::read(e.path()) {
+        let verdict = match storage.read(&l.key) {
             // Removed since the listing (a `forget` running alongside): not damage.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => Err(SnapshotFileError::Unreadable(err.to_string())),
+            Err(StorageError::NotFound { .. }) => continue,
+            Err(err) => Err(SnapshotFileError::Unreadable(unreadable_reason(err))),
             Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
             Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::from),
         };
@@ -310,7 +316,7 @@ pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
             Ok(s) => set.snapshots.push((id, s)),
             Err(reason) => set.damaged.push(DamagedSnapshot {
                 id,
-                path: e.path(),
+                path: storage::display_path(storage, &l.key),
                 reason,
             }),
         }
@@ -321,11 +327,22 @@ pub fn scan(snapshots_dir: &Path, crypt: &Crypt) -> Result<SnapshotSet> {
     Ok(set)
 }
 
+/// Why a snapshot file could not be read, as `check` words it: the error of the
+/// storage without the key (the report names the file).
+fn unreadable_reason(e: StorageError) -> String {
+    match e {
+        StorageError::Other { source, .. } | StorageError::Transient { source, .. } => {
+            source.to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// All snapshots, oldest first. Damaged files are skipped, each with a
 /// [`Warning::SnapshotSkipped`](crate::warn::Warning::SnapshotSkipped); commands that
 /// pick a snapshot use [`scan`] and [`resolve_in`] instead.
-pub fn load_all(snapshots_dir: &Path, crypt: &Crypt) -> Result<Vec<(Id, Snapshot)>> {
-    let set = scan(snapshots_dir, crypt)?;
+pub fn load_all(storage: &dyn Storage, crypt: &Crypt) -> Result<Vec<(Id, Snapshot)>> {
+    let set = scan(storage, crypt)?;
     for d in set.damaged {
         crate::warn::emit(crate::warn::Warning::SnapshotSkipped {
             path: d.path,
@@ -543,6 +560,11 @@ fn unknown_name(all: &[(Id, Snapshot)], name: &str) -> String {
         msg.push_str(&format!("  {n} ({count} snapshots)\n"));
     }
     msg
+}
+
+/// The key of snapshot `id`: `snapshots/<64 hex digits>`.
+pub fn snapshot_key(id: &Id) -> String {
+    format!("snapshots/{}", id.to_hex())
 }
 
 #[cfg(test)]

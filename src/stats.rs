@@ -99,7 +99,7 @@ impl FirstUse {
 }
 
 pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Result<Stats> {
-    let all = snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
     let selected: Vec<bool> = match name {
         None => vec![true; all.len()],
         Some(n) => {

@@ -6,6 +6,9 @@ mod util;
 
 /// The structure of the code: the layers of docs/ARCHITECTURE.md.
 mod architecture;
+/// Every storage backend: the same round trip, dedup, failed-upload and two-host
+/// tests against a path and a remote repository.
+mod backends;
 /// What goes in comes out: snapshots and restores of directories and tar streams.
 mod data;
 /// Docker volumes and stacks against the real engine.

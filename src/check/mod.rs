@@ -254,7 +254,7 @@ const NO_PACK: &str =
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
-    let set = crate::snapshot::scan(&repo.snapshots_dir(), repo.crypt())?;
+    let set = crate::snapshot::scan(repo.storage(), repo.crypt())?;
     for d in &set.damaged {
         f.note(
             None,

@@ -10,7 +10,7 @@ use super::{Fault, Findings, ReadData, Report};
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::Location;
-use crate::pack::{self, BlobEntry, PackFile, PackReadError};
+use crate::pack::{self, BlobEntry, PackReadError};
 use crate::progress::Progress;
 use crate::repo::Repository;
 
@@ -147,7 +147,7 @@ fn scan_pack(
         name_matches: true,
         bad_blobs: Vec::new(),
     };
-    let pack = match PackFile::open(&repo.pack_path(id), size, repo.crypt()) {
+    let pack = match repo.open_pack(id, size) {
         Ok(p) => p,
         Err(e) => {
             s.trailer = Err(e);

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use super::{Fault, Findings, Orphans};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{PackFile, PackReadError};
+use crate::pack::PackReadError;
 use crate::prune::reach::{key, SortedKeys};
 use crate::repo::Repository;
 
@@ -27,9 +27,16 @@ pub(super) fn compare_trailers(
         .filter_map(|(id, t)| index.get(id).filter(|i| *i != t).map(|i| (*id, i.0)))
         .collect();
     for (id, indexed_entries) in differing {
-        let entries = match PackFile::open(&repo.pack_path(&id), on_disk[&id], repo.crypt()) {
+        let entries = match repo.open_pack(&id, on_disk[&id]) {
             Ok(p) => p.into_entries(),
             Err(PackReadError::Open(e)) => return Err(Error::io("open pack", e)),
+            // A remote read that failed says nothing about the pack's bytes.
+            Err(PackReadError::Read(e)) => {
+                return Err(Error::io(
+                    format!("read pack {}", repo.pack_path(&id).display()),
+                    e,
+                ))
+            }
             Err(e) => return Err(Error::Corrupt(format!("pack {id}: {e}"))),
         };
         let (mut matched, mut differ, mut lacking) = (0u64, 0u64, 0u64);

@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(&repo.snapshots_dir(), repo.crypt())?;
+    let set = snapshot::scan(repo.storage(), repo.crypt())?;
     let (_, old) = super::resolve_in(ctx, &set, &a.from)?;
     let (_, new) = super::resolve_in(ctx, &set, &a.to)?;
     let size = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());

@@ -86,7 +86,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
         Access::Read
     };
     let repo = ctx.open(access)?;
-    let all = snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
     let groups = forget::plan(&all, &a.names, Some(&ctx.settings.project(None)), &policy)?;
     render::future_dated(&groups);
     let remove: Vec<Id> = groups

@@ -32,12 +32,9 @@ pub struct UnlockArgs {
 }
 
 fn unlock(ctx: &Ctx, a: UnlockArgs) -> anyhow::Result<i32> {
-    let dir = ctx.repo_path.join("locks");
-    if !dir.is_dir() {
-        cbsnap::Repository::read_config(&ctx.repo_path)?;
-        return Ok(0);
-    }
-    let u = cbsnap::lock::unlock(&dir, a.all)?;
+    let storage = ctx.storage()?;
+    cbsnap::Repository::read_config_in(&*storage)?;
+    let u = cbsnap::lock::unlock(&*storage, a.all)?;
     for (what, list) in [
         ("stale", &u.stale),
         ("unreadable", &u.unreadable),

@@ -54,13 +54,14 @@ pub fn mirror(ctx: &Ctx, a: MirrorArgs) -> anyhow::Result<()> {
 /// `prune` away (so an `rsync --delete` of the repository cannot race it) and lets
 /// snapshots go on.
 pub fn with_lock(ctx: &Ctx, a: WithLockArgs) -> anyhow::Result<i32> {
-    Repository::read_config(&ctx.repo_path)?;
+    let storage = ctx.storage()?;
+    Repository::read_config_in(&*storage)?;
     let kind = if a.exclusive {
         LockKind::Exclusive
     } else {
         LockKind::Shared
     };
-    let _lock = lock::acquire(&ctx.repo_path.join("locks"), kind, repo::lock_wait())?;
+    let _lock = lock::acquire(&storage, kind, repo::lock_wait())?;
     let (prog, args) = a.command.split_first().ok_or_else(|| {
         Error::Usage("say which command to run: `cbsnap with-lock -- rsync …`".into())
     })?;

@@ -59,11 +59,24 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Where the repository's files are: the backend for `--repo` / `CBSNAP_REPO` /
+    /// the config's `repo`.
+    pub fn storage(&self) -> Result<std::sync::Arc<dyn cbsnap::storage::Storage>, Error> {
+        Ok(std::sync::Arc::new(cbsnap::storage::Local::new(
+            &self.repo_path,
+        )))
+    }
+
     /// Open the repository, and resume containers an interrupted cbsnap left paused or
     /// stopped (issue 7, case 14): any command that opens the repository does it, not
     /// only the next snapshot of that volume.
     pub fn open(&self, access: cbsnap::repo::Access) -> Result<cbsnap::Repository, Error> {
-        let repo = cbsnap::Repository::open_with(&self.repo_path, access, &key::Prompt::current())?;
+        let repo = cbsnap::Repository::open_keyed(
+            self.storage()?,
+            access,
+            &cbsnap::repo::OpenOptions::default(),
+            &key::Prompt::current(),
+        )?;
         match cbsnap::volume::recover(&repo.root, false) {
             Ok(rec) => render::resumed(&rec),
             Err(e) => render::warn(&format!("containers an interrupted cbsnap paused or stopped could not be resumed: {e}\nRun `cbsnap recover` once that is fixed (or `docker unpause`/`docker start` them).")),

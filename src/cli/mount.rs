@@ -31,7 +31,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .into());
     }
     let repo = ctx.open(Access::Read)?;
-    let all = snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
     let count = all.len();
     let fs = SnapshotFs::new(repo, &all);
     let mut config = fuser::Config::default();

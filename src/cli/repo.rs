@@ -29,7 +29,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
         let kdf = cbsnap::crypto::keys::KdfParams::default();
         cbsnap::Repository::init_encrypted(&ctx.repo_path, &pass, &kdf)?
     } else {
-        cbsnap::Repository::init(&ctx.repo_path)?
+        cbsnap::Repository::init_in(ctx.storage()?)?
     };
     if ctx.json {
         print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id, "encrypted": encrypt}));
@@ -52,9 +52,10 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
 pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
     // Opening recovers when the state file asks for it; then ask Docker anyway, so
     // that helper containers of dead processes are removed too.
-    let repo = cbsnap::Repository::open_with(
-        &ctx.repo_path,
+    let repo = cbsnap::Repository::open_keyed(
+        ctx.storage()?,
         cbsnap::repo::Access::Read,
+        &cbsnap::repo::OpenOptions::default(),
         &key::Prompt::current(),
     )?;
     let rec = cbsnap::volume::recover(&repo.root, true)?;
@@ -65,7 +66,7 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
 }
 
 pub fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index(&ctx.repo_path, &key::Prompt::current())?;
+    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?, &key::Prompt::current())?;
     if ctx.json {
         print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
     } else {

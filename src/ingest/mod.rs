@@ -205,7 +205,7 @@ pub fn snapshot(
             cbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         repo.check_lock()?;
-        let id = snap.save(&repo.snapshots_dir(), repo.crypt())?;
+        let id = snap.save(repo.storage(), repo.crypt())?;
         Ok((id, snap))
     })
 }

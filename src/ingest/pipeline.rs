@@ -121,11 +121,25 @@ pub(super) fn write_packs(
     stopped: &AtomicBool,
 ) -> Result<PackerStats> {
     let mut packer = Packer::new(repo);
-    // One pack may wait while another is fsynced: at most two full packs are in flight.
+    // One pack may wait while others are saved: at most 1 + transfers full packs are
+    // in flight (a path repository: one fsync at a time; a remote one: `transfers`
+    // uploads).
+    let transfers = repo.transfers();
     let (seal_tx, seal_rx) = bounded::<SealedPack>(1);
+    let flush_failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let result = std::thread::scope(|s| {
-        let flusher = named("cbsnap-flusher", s, || flush_packs(repo, seal_rx, pending));
-        // A send fails only when the flusher stopped on an error, reported below.
+        let flushers: Vec<_> = (0..transfers)
+            .map(|_| {
+                let rx = seal_rx.clone();
+                let (failed, first) = (&flush_failed, &first_error);
+                named("cbsnap-flusher", s, move || {
+                    flush_packs(repo, rx, pending, failed, first)
+                })
+            })
+            .collect();
+        drop(seal_rx);
+        // A send fails only when the flushers stopped on an error, reported below.
         let hand_over = |sealed: Option<SealedPack>| match sealed.map(|p| seal_tx.send(p)) {
             Some(Err(_)) => Err(writer_stopped()),
             _ => Ok(()),
@@ -143,11 +157,16 @@ pub(super) fn write_packs(
             hand_over(packer.flush()?)
         })();
         drop(seal_tx);
-        let flushed = flusher
-            .join()
-            .unwrap_or_else(|_| Err(Error::Source("pack flusher panicked".into())));
-        // The flusher's failure is the first cause of the writer's "stopped".
-        crate::error::first_cause(flushed, filled).map(|_| ())
+        for f in flushers {
+            if f.join().is_err() {
+                record_first(&first_error, Error::Source("pack flusher panicked".into()));
+            }
+        }
+        // A flusher's failure is the first cause of the writer's "stopped".
+        match first_error.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(e) => Err(e),
+            None => filled,
+        }
     });
     let stats = packer.stats();
     drop(packer);
@@ -158,22 +177,44 @@ pub(super) fn write_packs(
     result.map(|_| stats)
 }
 
-/// Save each sealed pack ([`packer::save`]: durable, then indexed), then drop its ids
-/// from `pending`: the commit order of `docs/FORMAT.md`. On an error the packs still
-/// queued are dropped, which removes their temporary files.
+/// Keep `e` if it is the first error of the flushers (the cause to report).
+fn record_first(first: &Mutex<Option<Error>>, e: Error) {
+    let mut slot = first.lock().unwrap_or_else(|p| p.into_inner());
+    if slot.is_none() {
+        *slot = Some(e);
+    }
+}
+
+/// Save each sealed pack ([`packer::save`]: durable or uploaded, then indexed), then
+/// drop its ids from `pending`: the commit order of `docs/FORMAT.md`. Several run at
+/// once for a remote repository. On an error (the first is kept in `first`) every
+/// flusher stops and the packs still queued are dropped, which removes their
+/// temporary files.
 fn flush_packs(
     repo: &Repository,
     rx: Receiver<SealedPack>,
     pending: &Mutex<HashSet<Id>>,
-) -> Result<()> {
+    failed: &AtomicBool,
+    first: &Mutex<Option<Error>>,
+) {
     for sealed in rx {
-        let saved = packer::save(repo, sealed)?;
-        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &saved.entries {
-            p.remove(&e.id);
+        if failed.load(Ordering::SeqCst) {
+            return;
+        }
+        match packer::save(repo, sealed) {
+            Ok(saved) => {
+                let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+                for e in &saved.entries {
+                    p.remove(&e.id);
+                }
+            }
+            Err(e) => {
+                record_first(first, e);
+                failed.store(true, Ordering::SeqCst);
+                return;
+            }
         }
     }
-    Ok(())
 }
 
 impl Ingest<'_> {

@@ -131,7 +131,7 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             opts.repack_threshold * 100.0
         )));
     }
-    let snapshots = snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let snapshots = snapshot::load_all(repo.storage(), repo.crypt())?;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 
     let mut uses: HashMap<Id, PackUse> = repo

@@ -121,21 +121,18 @@ fn retire_packs(repo: &Repository, p: &Plan, retire: &[&PackUse]) -> Result<()> 
     let one_pass = retired_entries.saturating_mul(16) > p.index_entries;
     let mut dirs = BTreeSet::new();
     for u in retire {
-        let path = repo.pack_path(&u.id);
         let entries = if one_pass {
             None
         } else {
-            PackFile::open(&path, u.size, repo.crypt())
+            repo.open_pack(&u.id, u.size)
                 .ok()
                 .map(PackFile::into_entries)
         };
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io_path("delete pack", &path, e)),
-        }
-        if let Some(d) = path.parent() {
-            dirs.insert(d.to_path_buf());
+        repo.delete_pack(&u.id)?;
+        if repo.local_root().is_some() {
+            if let Some(d) = repo.pack_path(&u.id).parent() {
+                dirs.insert(d.to_path_buf());
+            }
         }
         if one_pass {
             continue;
@@ -189,7 +186,7 @@ fn live_blobs(
         path: path.clone(),
         source,
     };
-    let pack = PackFile::open(&path, u.size, repo.crypt()).map_err(unreadable)?;
+    let pack = repo.open_pack(&u.id, u.size).map_err(unreadable)?;
     let bytes = pack.read_all().map_err(unreadable)?;
     let mut live = Vec::new();
     for e in pack.into_entries() {

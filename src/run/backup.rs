@@ -354,7 +354,7 @@ fn discover_and_snapshot(
     let plan = is_run.then(|| report.plan.clone());
 
     // Read once: each source's parent comes from this list.
-    let existing = snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let existing = snapshot::load_all(repo.storage(), repo.crypt())?;
     let n = sources.len();
     for (i, (name, src)) in sources.into_iter().enumerate() {
         let progress = observer.progress(i + 1, n, &name);

@@ -60,7 +60,9 @@ pub fn remove(root: &Path, prefix: &str, current: &dyn PassphraseSource) -> Resu
     if id == used {
         return Err(CryptoError::InUse(id).into());
     }
-    let _lock = lock::acquire(&root.join("locks"), LockKind::Exclusive, lock_wait())?;
+    let storage: std::sync::Arc<dyn crate::storage::Storage> =
+        std::sync::Arc::new(crate::storage::Local::new(root));
+    let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
     keys::remove(root, &id)?;
     Ok(id)
 }
@@ -77,7 +79,9 @@ pub fn passwd(
 ) -> Result<(String, String)> {
     let (cfg, key, old) = unlock(root, current)?;
     let pass = new.passphrase()?;
-    let _lock = lock::acquire(&root.join("locks"), LockKind::Exclusive, lock_wait())?;
+    let storage: std::sync::Arc<dyn crate::storage::Storage> =
+        std::sync::Arc::new(crate::storage::Local::new(root));
+    let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
     let added = keys::add(root, &cfg.id, &key, &pass, &KdfParams::default())?;
     keys::remove(root, &old)?;
     Ok((added, old))

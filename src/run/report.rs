@@ -162,7 +162,7 @@ pub struct RunOutputs {
 pub fn publish(repo: &crate::repo::Repository, report: &RunReport, to: &RunOutputs) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Some(file) = &to.metrics_file {
-        let written = crate::snapshot::load_all(&repo.snapshots_dir(), repo.crypt())
+        let written = crate::snapshot::load_all(repo.storage(), repo.crypt())
             .and_then(|all| write_textfile(file, &prometheus_text(report, &all)));
         if let Err(e) = written {
             warnings.push(format!("the metrics file was not written: {e}"));

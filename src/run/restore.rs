@@ -95,7 +95,7 @@ pub fn prepare(
     sel: &RunSelect<'_>,
     opts: &RestoreAllOptions,
 ) -> Result<Prepared, RunError> {
-    let all = crate::snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?;
+    let all = crate::snapshot::load_all(repo.storage(), repo.crypt())?;
     let selected = super::select_run(&all, sel)?;
     let engine = if selected
         .run

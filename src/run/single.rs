@@ -49,7 +49,7 @@ pub struct SingleSnapshot {
 /// The newest snapshot of `name`, the parent of its next snapshot.
 pub fn latest(repo: &Repository, name: &str) -> Result<Option<(Id, Snapshot)>> {
     Ok(snapshot::latest_of(
-        &snapshot::load_all(&repo.snapshots_dir(), repo.crypt())?,
+        &snapshot::load_all(repo.storage(), repo.crypt())?,
         name,
     ))
 }

@@ -1,7 +1,16 @@
 //! Where a repository's files live. A path is one backend; object stores and SFTP are others
 //! (Apache OpenDAL). Keys are '/'-separated relative names: "config", "keys/<id>",
 //! "packs/<2 hex>/<64 hex>", "snapshots/<64 hex>", "locks/<name>".
+//!
+//! The repository reads and writes only through [`Storage`] (issue 10), so that every
+//! command works on every backend. A backend with a local path ([`Storage::local_root`])
+//! lets the repository keep its fast paths: packs read with `pread`/mmap, a sealed pack
+//! renamed into place, and the RocksDB index inside the repository.
 use std::path::Path;
+
+pub mod local;
+
+pub use local::Local;
 
 pub mod location;
 pub use location::{Location, LocationError};
@@ -56,4 +65,13 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     /// `Some(root)` for a local path: lets the repository keep its fast paths (pread/mmap of packs,
     /// rename of a sealed pack into place, its RocksDB index in `<root>/index`).
     fn local_root(&self) -> Option<&Path>;
+}
+
+/// Where `key` of `storage` is, for messages and reports: the file under the root
+/// of a path backend (the paths cbsnap always showed), `<location>/<key>` otherwise.
+pub fn display_path(storage: &dyn Storage, key: &str) -> std::path::PathBuf {
+    match storage.local_root() {
+        Some(root) => root.join(key),
+        None => format!("{}/{}", storage.location().trim_end_matches('/'), key).into(),
+    }
 }

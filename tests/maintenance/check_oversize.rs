@@ -25,7 +25,7 @@ fn check_reports_an_oversized_index_entry_and_names_the_snapshot() {
     ]);
     {
         let repo = Repository::open(&env.repo(), Access::Append).unwrap();
-        let snaps = cbsnap::snapshot::load_all(&repo.snapshots_dir(), repo.crypt()).unwrap();
+        let snaps = cbsnap::snapshot::load_all(repo.storage(), repo.crypt()).unwrap();
         let tree = snaps[0].1.tree;
         let loc = repo.locate(&tree).unwrap();
         let mut entry = loc.entry;

@@ -28,7 +28,7 @@ fn rewrite_snapshot(repo: &Repo, id: &str, edit: impl FnOnce(&mut Snapshot)) -> 
     edit(&mut s);
     fs::remove_file(&path).unwrap();
     s.save(
-        &repo.path().join("snapshots"),
+        &cbsnap::storage::Local::new(repo.path()),
         &cbsnap::crypto::Crypt::Plain,
     )
     .unwrap()
