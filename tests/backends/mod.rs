@@ -24,6 +24,8 @@ use cbsnap::tree::{Node, NodeKind};
 use cbsnap::{Error, Repository};
 use rand::{RngCore, SeedableRng};
 
+mod encrypted;
+
 /// A real backend reached only through the trait, as a remote one is: the path
 /// backend with `local_root()` hidden. Counts the bytes written to it (what a server
 /// would receive) and can be made to fail uploads (the server gone mid-snapshot).
