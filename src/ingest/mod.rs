@@ -77,6 +77,24 @@ pub struct SnapshotSpec {
     pub parent: Option<(Id, Snapshot)>,
 }
 
+impl SnapshotSpec {
+    /// A snapshot of `kind` named `name`: no origin, tags, run or parent, taken now.
+    /// Callers fill in the rest with struct update syntax.
+    pub fn new(name: impl Into<String>, kind: SourceKind) -> SnapshotSpec {
+        SnapshotSpec {
+            name: name.into(),
+            kind,
+            origin: serde_json::Value::Null,
+            tags: Vec::new(),
+            run_id: None,
+            run: None,
+            consistency: None,
+            time: SnapshotTime::Now,
+            parent: None,
+        }
+    }
+}
+
 /// The time a new snapshot records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SnapshotTime {
@@ -233,17 +251,7 @@ mod tests {
 
     /// A path snapshot named `t`, taken now, without a parent.
     fn test_spec() -> SnapshotSpec {
-        SnapshotSpec {
-            name: "t".into(),
-            kind: SourceKind::Path,
-            origin: serde_json::Value::Null,
-            tags: Vec::new(),
-            run_id: None,
-            run: None,
-            consistency: None,
-            time: SnapshotTime::Now,
-            parent: None,
-        }
+        SnapshotSpec::new("t", SourceKind::Path)
     }
 
     fn seeded(len: usize, seed: u64) -> Vec<u8> {

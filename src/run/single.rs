@@ -69,14 +69,9 @@ pub fn snapshot_dir(
     };
     let spec = SnapshotSpec {
         parent: latest(repo, &name)?,
-        name,
-        kind: SourceKind::Path,
         origin: serde_json::json!({ "path": abs }),
         tags: opts.tags.clone(),
-        run_id: None,
-        run: None,
-        consistency: None,
-        time: SnapshotTime::Now,
+        ..SnapshotSpec::new(name, SourceKind::Path)
     };
     let (id, snapshot) = ingest::snapshot(repo, spec, progress, |sink| {
         crate::source::dir::walk(&abs, sink)
@@ -115,14 +110,10 @@ pub fn snapshot_tar(
     };
     let spec = SnapshotSpec {
         parent: latest(repo, &name)?,
-        name,
-        kind: SourceKind::Tar,
         origin,
         tags: opts.tags.clone(),
-        run_id: None,
-        run: None,
-        consistency: None,
         time,
+        ..SnapshotSpec::new(name, SourceKind::Tar)
     };
     let mut newest = None;
     let mut read = |r: &mut dyn std::io::Read, sink: &mut dyn crate::source::Sink| {

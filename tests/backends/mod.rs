@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cbsnap::ingest::{self, SnapshotSpec, SnapshotTime};
+use cbsnap::ingest::{self, SnapshotSpec};
 use cbsnap::lock::LockKind;
 use cbsnap::progress::Progress;
 use cbsnap::repo::{Access, OpenOptions};
@@ -22,7 +22,6 @@ use cbsnap::source::{Content, Entry};
 use cbsnap::storage::{Listed, Local, Storage, StorageError};
 use cbsnap::tree::{Node, NodeKind};
 use cbsnap::{Error, Repository};
-use rand::{RngCore, SeedableRng};
 
 mod encrypted;
 
@@ -109,24 +108,8 @@ pub fn backends() -> Vec<Backend> {
     ]
 }
 
-fn seeded(len: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
-    v
-}
-
 fn spec(name: &str) -> SnapshotSpec {
-    SnapshotSpec {
-        name: name.into(),
-        kind: SourceKind::Path,
-        origin: serde_json::Value::Null,
-        tags: Vec::new(),
-        run_id: None,
-        run: None,
-        consistency: None,
-        time: SnapshotTime::Now,
-        parent: None,
-    }
+    SnapshotSpec::new(name, SourceKind::Path)
 }
 
 /// Snapshot `files` (name, bytes) as `name`.
@@ -193,7 +176,7 @@ fn round_trip_from_an_empty_cache() {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();
-        let big = seeded(40 << 20, 1);
+        let big = crate::util::random_bytes(40 << 20, 1);
         let files = vec![
             ("big", big.clone()),
             ("small", b"hello".to_vec()),
@@ -235,11 +218,11 @@ fn second_snapshot_stores_only_what_is_new() {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();
-        let big = seeded(20 << 20, 2);
+        let big = crate::util::random_bytes(20 << 20, 2);
         let repo = open(&s, Access::Append, &d.path().join("cache"));
         snapshot(&repo, "t", &[("big", big.clone())]).unwrap();
         let before = pack_bytes(&*s);
-        let new = seeded(100_000, 3);
+        let new = crate::util::random_bytes(100_000, 3);
         snapshot(&repo, "t", &[("big", big.clone()), ("new", new.clone())]).unwrap();
         let added = pack_bytes(&*s) - before;
         assert!(added < 200_000, "{}: {added} bytes of packs added", b.name);
@@ -255,7 +238,7 @@ fn failed_upload_commits_nothing_and_the_next_run_succeeds() {
     let remote = Arc::new(Remote::new(&d.path().join("repo")));
     let s: Arc<dyn Storage> = remote.clone();
     Repository::init_in(s.clone()).unwrap();
-    let big = seeded(40 << 20, 4);
+    let big = crate::util::random_bytes(40 << 20, 4);
     let repo = open(&s, Access::Append, &d.path().join("cache"));
     remote.fail_uploads.store(true, Ordering::SeqCst);
     let err = snapshot(&repo, "t", &[("big", big.clone())]).unwrap_err();
@@ -289,13 +272,15 @@ fn two_hosts_snapshot_at_once_and_prune_loses_nothing() {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();
-        let shared = seeded(20 << 20, 5);
+        let shared = crate::util::random_bytes(20 << 20, 5);
         {
             let repo = open(&s, Access::Append, &d.path().join("cache-a"));
             snapshot(&repo, "a", &[("shared", shared.clone())]).unwrap();
         }
         let before = pack_bytes(&*s);
-        let own: Vec<Vec<u8>> = (0..2).map(|i| seeded(3 << 20, 10 + i)).collect();
+        let own: Vec<Vec<u8>> = (0..2)
+            .map(|i| crate::util::random_bytes(3 << 20, 10 + i))
+            .collect();
         let run = |host: &str, own: Vec<u8>| {
             let repo = open(&s, Access::Append, &d.path().join(format!("cache-{host}")));
             snapshot(&repo, host, &[("shared", shared.clone()), ("own", own)]).unwrap();
