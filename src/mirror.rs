@@ -22,6 +22,8 @@
 //! `--delete` leaves it alone. The recipe, for doing this by hand, is in
 //! `docs/MIRROR.md`.
 
+pub mod remote;
+
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;

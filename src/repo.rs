@@ -251,7 +251,16 @@ impl Repository {
     ///
     /// Errors: those of [`Repository::init`], and [`Error::Crypto`].
     pub fn init_encrypted(root: &Path, passphrase: &str, kdf: &KdfParams) -> Result<RepoConfig> {
-        Self::create(Arc::new(Local::new(root)), Some((passphrase, kdf)))
+        Self::init_encrypted_in(Arc::new(Local::new(root)), passphrase, kdf)
+    }
+
+    /// [`Repository::init_encrypted`] in `storage` (any backend).
+    pub fn init_encrypted_in(
+        storage: Arc<dyn Storage>,
+        passphrase: &str,
+        kdf: &KdfParams,
+    ) -> Result<RepoConfig> {
+        Self::create(storage, Some((passphrase, kdf)))
     }
 
     /// Create a new repository in `storage`, which must be empty (a path: missing or
@@ -307,7 +316,7 @@ impl Repository {
             cfg.version = crate::config::ENCRYPTION_SINCE;
             cfg.encryption = Some(Encryption::current());
             let key = MasterKey::generate()?;
-            keys::add(&keys_root(s)?, &cfg.id, &key, passphrase, kdf)?;
+            keys::add(s, &cfg.id, &key, passphrase, kdf)?;
         }
         s.write("README.md", FORMAT_README.as_bytes())
             .map_err(|e| crate::error::engine_error(s, "write", e))?;
@@ -725,23 +734,9 @@ fn unlock(
     if !config.encrypted() {
         return Ok((Crypt::Plain, None));
     }
-    let root = keys_root(storage)?;
     let pass = source.passphrase()?;
-    let (key, id) = keys::unlock(&root, &config.id, &pass)?;
+    let (key, id) = keys::unlock(storage, &config.id, &pass)?;
     Ok((Crypt::Sealed(Arc::new(key)), Some(id)))
-}
-
-/// The directory whose `keys/` holds the key files: key files are read and written
-/// on a path repository only (not yet through [`Storage`]).
-///
-/// Errors: [`crate::crypto::CryptoError::RemoteKeys`] for a remote repository.
-fn keys_root(storage: &dyn Storage) -> Result<PathBuf> {
-    match storage.local_root() {
-        Some(root) => Ok(root.to_path_buf()),
-        None => {
-            Err(crate::crypto::CryptoError::RemoteKeys(storage::display_path(storage, "")).into())
-        }
-    }
 }
 
 /// How long to wait for a conflicting lock: `CBSNAP_LOCK_WAIT` seconds, default 120.

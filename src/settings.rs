@@ -86,6 +86,10 @@ pub struct Settings {
     /// `[notify]`: where to report each `snapshot --all` run.
     #[serde(default)]
     pub notify: crate::run::notify::NotifyConfig,
+    /// `[s3]`: endpoint, region, credentials and addressing style of an `s3://`
+    /// repository or mirror, where the `AWS_*` environment variables do not say.
+    #[serde(default)]
+    pub s3: crate::storage::S3Settings,
     /// A Prometheus textfile (node_exporter textfile collector) rewritten after
     /// each run.
     pub metrics_file: Option<PathBuf>,

@@ -117,10 +117,11 @@ impl PassphraseSource for Prompt {
 
 /// Run one `key` command.
 pub fn run(ctx: &Ctx, cmd: KeyCmd) -> anyhow::Result<()> {
-    let root = &ctx.repo_path;
+    let storage = ctx.storage()?;
+    let root = &storage;
     match cmd {
         KeyCmd::List => {
-            let keys = manage::list(root)?;
+            let keys = manage::list(&**root)?;
             if ctx.json {
                 print_json(&keys);
                 return Ok(());

@@ -3,13 +3,16 @@
 use std::ffi::OsString;
 
 use cbsnap::lock::{self, LockKind};
+use cbsnap::storage::location::MirrorDest;
+use cbsnap::storage::Location;
 use cbsnap::{mirror, repo, Error, Repository};
 
 use super::{print_json, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct MirrorArgs {
-    /// Where to: a directory, or rsync's [user@]host:path
+    /// Where to: a directory or rsync's [user@]host:path (copied with rsync), or
+    /// s3://bucket/prefix or sftp://[user@]host[:port]/path
     pub dest: String,
     /// Make the mirror equal to the repository: remove forgotten snapshots and pruned packs
     #[arg(long)]
@@ -17,6 +20,9 @@ pub struct MirrorArgs {
     /// Copy the index too (by default the mirror rebuilds its own when first opened)
     #[arg(long)]
     pub with_index: bool,
+    /// Copies in flight at once, to s3:// and sftp://
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub jobs: usize,
     /// Extra rsync arguments, after `--` (e.g. -- --stats -z)
     #[arg(last = true, value_name = "RSYNC_ARGS")]
     pub rsync_args: Vec<OsString>,
@@ -33,18 +39,68 @@ pub struct WithLockArgs {
 }
 
 pub fn mirror(ctx: &Ctx, a: MirrorArgs) -> anyhow::Result<()> {
+    match MirrorDest::parse(&a.dest)? {
+        MirrorDest::Backend(location) => return mirror_to_backend(ctx, a, location),
+        // From a remote repository, a path is written through the path backend.
+        MirrorDest::Rsync(_) if ctx.location.is_remote() && !is_rsync_remote(&a.dest) => {
+            let location = Location::Local(a.dest.clone().into());
+            return mirror_to_backend(ctx, a, location);
+        }
+        MirrorDest::Rsync(_) => {}
+    }
     let opts = mirror::Options {
         delete: a.delete,
         with_index: a.with_index,
         rsync_args: a.rsync_args,
     };
-    let r = mirror::mirror(&ctx.repo_path, &a.dest, &opts)?;
+    let r = mirror::mirror(
+        ctx.local_path("a mirror to a path or host:path (rsync)")?,
+        &a.dest,
+        &opts,
+    )?;
     if ctx.json {
         print_json(&serde_json::json!({"dest": a.dest, "snapshots": r.snapshots}));
     } else {
         ctx.say(&format!(
             "mirrored {} snapshots to {}; check it with `cbsnap --repo {} check`",
             r.snapshots, a.dest, a.dest
+        ));
+    }
+    Ok(())
+}
+
+/// `host:path` or `rsync://…`: a destination only rsync reaches.
+fn is_rsync_remote(dest: &str) -> bool {
+    dest.starts_with("rsync://")
+        || dest
+            .split('/')
+            .next()
+            .is_some_and(|first| first.contains(':'))
+}
+
+fn mirror_to_backend(ctx: &Ctx, a: MirrorArgs, location: Location) -> anyhow::Result<()> {
+    if a.with_index || !a.rsync_args.is_empty() {
+        return Err(Error::Usage(format!(
+            "--with-index and rsync arguments are for rsync destinations; {location} gets packs, snapshot files, the config and keys (its index is rebuilt by whoever opens it)"
+        ))
+        .into());
+    }
+    let dest = super::open_storage(&location, &ctx.settings)?;
+    let r = mirror::remote::mirror(&ctx.storage()?, &dest, a.delete, a.jobs)?;
+    if ctx.json {
+        print_json(&serde_json::json!({"dest": a.dest, "report": r}));
+    } else {
+        ctx.say(&format!(
+            "mirrored {} snapshots to {location}: {} files ({} bytes) sent, {} already there{}; check it with `cbsnap --repo {location} check`",
+            r.snapshots,
+            r.uploaded_files,
+            r.uploaded_bytes,
+            r.skipped_files,
+            if a.delete {
+                format!(", {} deleted", r.deleted_files)
+            } else {
+                String::new()
+            },
         ));
     }
     Ok(())
@@ -66,7 +122,11 @@ pub fn with_lock(ctx: &Ctx, a: WithLockArgs) -> anyhow::Result<i32> {
         Error::Usage("say which command to run: `cbsnap with-lock -- rsync …`".into())
     })?;
     let mut cmd = std::process::Command::new(prog);
-    cmd.args(args).env("CBSNAP_REPO", &ctx.repo_path);
+    cmd.args(args);
+    match ctx.location.local_path() {
+        Some(p) => cmd.env("CBSNAP_REPO", p),
+        None => cmd.env("CBSNAP_REPO", ctx.location.to_string()),
+    };
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the forked child before exec and calls only prctl,
     // which is async-signal-safe. If this process dies (and its lock with it), the

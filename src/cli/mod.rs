@@ -29,7 +29,10 @@ mod snapshot;
 mod stats;
 mod warnings;
 
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::Arc;
+
+use cbsnap::storage::{Location, Storage};
 
 use cbsnap::settings::Settings;
 use cbsnap::snapshot::Snapshot;
@@ -50,21 +53,34 @@ pub const EXIT_PASSPHRASE: i32 = 4;
 /// What every command needs: the parsed global flags and the configuration.
 pub struct Ctx {
     pub settings: Settings,
-    /// The repository's directory (a local location).
-    pub repo_path: PathBuf,
     /// Where the repository is, as given (`--repo`, `CBSNAP_REPO` or the config).
-    pub location: cbsnap::storage::Location,
+    pub location: Location,
+    /// The backend of `location`, made on first use (a remote one owns a runtime).
+    storage: std::sync::OnceLock<Arc<dyn Storage>>,
     pub json: bool,
     pub quiet: bool,
 }
 
 impl Ctx {
     /// Where the repository's files are: the backend for `--repo` / `CBSNAP_REPO` /
-    /// the config's `repo`.
-    pub fn storage(&self) -> Result<std::sync::Arc<dyn cbsnap::storage::Storage>, Error> {
-        Ok(std::sync::Arc::new(cbsnap::storage::Local::new(
-            &self.repo_path,
-        )))
+    /// the config's `repo` (a path, S3 or SFTP).
+    pub fn storage(&self) -> Result<Arc<dyn Storage>, Error> {
+        if let Some(s) = self.storage.get() {
+            return Ok(s.clone());
+        }
+        let s = open_storage(&self.location, &self.settings)?;
+        Ok(self.storage.get_or_init(|| s).clone())
+    }
+
+    /// The repository's directory, for what works on a path repository only (the
+    /// rsync mirror). Errors: [`Error::Usage`] for a remote repository.
+    pub fn local_path(&self, what: &str) -> Result<&Path, Error> {
+        self.location.local_path().ok_or_else(|| {
+            Error::Usage(format!(
+                "{what} works from a repository on a path; {} is remote",
+                self.location
+            ))
+        })
     }
 
     /// Open the repository, and resume containers an interrupted cbsnap left paused or
@@ -106,6 +122,22 @@ impl Ctx {
                 .as_deref()
                 .unwrap_or(cbsnap::settings::DEFAULT_PROJECT),
         )
+    }
+}
+
+/// The backend of `location`: the path itself, or S3/SFTP through OpenDAL with the
+/// config's `[s3]` section under the `AWS_*` variables.
+pub fn open_storage(location: &Location, settings: &Settings) -> Result<Arc<dyn Storage>, Error> {
+    match location {
+        Location::Local(p) => Ok(Arc::new(cbsnap::storage::Local::new(p))),
+        remote => {
+            let r = cbsnap::storage::Remote::open(remote, &settings.s3, Default::default())
+                .map_err(|source| Error::Storage {
+                    context: format!("open {remote}"),
+                    source,
+                })?;
+            Ok(Arc::new(r))
+        }
     }
 }
 
@@ -152,18 +184,9 @@ pub fn run() -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&e.into(), filter),
     };
-    let repo_path = match location.local_path() {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let e = Error::Usage(format!(
-                "{location}: this cbsnap cannot open a repository on S3 or SFTP yet"
-            ));
-            return fail(&e.into(), filter);
-        }
-    };
     let ctx = Ctx {
-        repo_path,
         location,
+        storage: std::sync::OnceLock::new(),
         settings,
         json: cli.json,
         quiet: cli.quiet,
@@ -240,7 +263,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
         | Some(RunError::ContainersRunning { .. }) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
-            let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "cbsnap: error: {}", chain(e));
             return 2;
         }
         None => e.downcast_ref::<Error>(),
@@ -248,7 +271,7 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
     if let Some(Error::Interrupted) = engine_error {
         return 130;
     }
-    let _ = writeln!(std::io::stderr(), "cbsnap: error: {e:#}");
+    let _ = writeln!(std::io::stderr(), "cbsnap: error: {}", chain(e));
     match engine_error {
         Some(Error::Crypto(
             cbsnap::crypto::CryptoError::WrongPassphrase { .. }
@@ -258,6 +281,23 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
         Some(Error::RestoreIncomplete { .. }) => EXIT_PARTIAL,
         _ => 1,
     }
+}
+
+/// An error and its causes, `outer: cause: cause`, leaving out a cause whose text the
+/// message already holds (many errors show their source in their own text).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Resolve `NAME@SELECTOR`, and note when a date selector picked an earlier day's

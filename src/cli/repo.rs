@@ -27,18 +27,20 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
             .passphrase()
             .map_err(Error::Crypto)?;
         let kdf = cbsnap::crypto::keys::KdfParams::default();
-        cbsnap::Repository::init_encrypted(&ctx.repo_path, &pass, &kdf)?
+        cbsnap::Repository::init_encrypted_in(ctx.storage()?, &pass, &kdf)?
     } else {
         cbsnap::Repository::init_in(ctx.storage()?)?
     };
     if ctx.json {
-        print_json(&serde_json::json!({"repo": ctx.repo_path, "id": cfg.id, "encrypted": encrypt}));
+        print_json(
+            &serde_json::json!({"repo": ctx.location.to_string(), "id": cfg.id, "encrypted": encrypt}),
+        );
     } else {
         ctx.say(&format!(
             "created {}cbsnap repository {} at {}",
             if encrypt { "encrypted " } else { "" },
             cfg.id.short(),
-            ctx.repo_path.display()
+            ctx.location
         ));
         if encrypt {
             ctx.say(

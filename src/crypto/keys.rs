@@ -14,7 +14,6 @@
 //! The associated data of the wrapped key is `"cbsnap key" || repository id[32]`, so a
 //! key file only opens the repository it was made for.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -22,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::{open_with, random, seal_with, CryptoError, MasterKey, Purpose, NONCE_LEN};
-use crate::fsutil;
 use crate::id::Id;
+use crate::storage::{self, Storage, StorageError};
 
 /// The directory of key files, relative to the repository root.
 pub const KEYS_DIR: &str = "keys";
@@ -125,8 +124,14 @@ pub struct KeyInfo {
     pub memory_kib: u32,
 }
 
-fn keys_dir(root: &Path) -> PathBuf {
-    root.join(KEYS_DIR)
+/// The key of key file `id` in the repository's storage: `keys/<id>`.
+fn key_of(id: &str) -> String {
+    format!("{KEYS_DIR}/{id}")
+}
+
+/// Where the key files are, for messages: `<repo>/keys`.
+fn keys_dir(storage: &dyn Storage) -> PathBuf {
+    storage::display_path(storage, KEYS_DIR)
 }
 
 fn aad(repo_id: &Id) -> Vec<u8> {
@@ -135,18 +140,18 @@ fn aad(repo_id: &Id) -> Vec<u8> {
     a
 }
 
-fn io(context: String) -> impl FnOnce(std::io::Error) -> CryptoError {
-    move |source| CryptoError::Io { context, source }
+fn stored(context: &'static str) -> impl FnOnce(StorageError) -> CryptoError {
+    move |source| CryptoError::Storage { context, source }
 }
 
 /// Wrap `key` with `passphrase` into a new key file `keys/<random id>` of the
-/// repository at `root` (written atomically: temp name, fsync, rename). Returns the
-/// new key's id.
+/// repository in `storage` (written atomically: [`Storage::write`]). Returns the new
+/// key's id.
 ///
 /// Errors: [`CryptoError::EmptyPassphrase`], [`CryptoError::Random`],
-/// [`CryptoError::Io`].
+/// [`CryptoError::Storage`].
 pub fn add(
-    root: &Path,
+    storage: &dyn Storage,
     repo_id: &Id,
     key: &MasterKey,
     passphrase: &str,
@@ -155,11 +160,9 @@ pub fn add(
     if passphrase.is_empty() {
         return Err(CryptoError::EmptyPassphrase("the new passphrase".into()));
     }
-    let dir = keys_dir(root);
-    fsutil::create_private_dir_all(&dir).map_err(io(format!("create {}", dir.display())))?;
     let salt: [u8; 32] = random()?;
     let id = hex::encode(random::<32>()?);
-    let path = dir.join(&id);
+    let path = storage::display_path(storage, &key_of(&id));
     let kek = kdf.derive(passphrase, &salt, &path)?;
     let sealed = seal_with(&kek, &aad(repo_id), &key.to_bytes())?;
     let file = KeyFile {
@@ -174,33 +177,34 @@ pub fn add(
         wrapped: hex::encode(&sealed[NONCE_LEN..]),
     };
     let json = serde_json::to_vec_pretty(&file).expect("key file serializes");
-    fsutil::write_atomic(&path, &json).map_err(io(format!("write {}", path.display())))?;
+    storage
+        .write(&key_of(&id), &json)
+        .map_err(stored("write a key file"))?;
     Ok(id)
 }
 
 /// Every key file name under `keys/` (sorted); temp files are skipped.
-fn key_ids(root: &Path) -> Result<Vec<String>, CryptoError> {
-    let dir = keys_dir(root);
-    let rd = match fs::read_dir(&dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
-    };
-    let mut ids = Vec::new();
-    for e in rd {
-        let e = e.map_err(io(format!("read {}", dir.display())))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            ids.push(name);
-        }
-    }
+fn key_ids(storage: &dyn Storage) -> Result<Vec<String>, CryptoError> {
+    let listed = storage
+        .list(&format!("{KEYS_DIR}/"))
+        .map_err(stored("list the key files"))?;
+    let mut ids: Vec<String> = listed
+        .into_iter()
+        .filter_map(|l| {
+            let name = l.key.strip_prefix(KEYS_DIR)?.strip_prefix('/')?;
+            (name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| name.to_string())
+        })
+        .collect();
     ids.sort();
     Ok(ids)
 }
 
-fn read(root: &Path, id: &str) -> Result<(PathBuf, KeyFile), CryptoError> {
-    let path = keys_dir(root).join(id);
-    let bytes = fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+fn read(storage: &dyn Storage, id: &str) -> Result<(PathBuf, KeyFile), CryptoError> {
+    let path = storage::display_path(storage, &key_of(id));
+    let bytes = storage
+        .read(&key_of(id))
+        .map_err(stored("read a key file"))?;
     let bad = |why: String| CryptoError::KeyFile {
         path: path.clone(),
         why,
@@ -227,17 +231,17 @@ fn read(root: &Path, id: &str) -> Result<(PathBuf, KeyFile), CryptoError> {
 /// Errors: [`CryptoError::NoKeys`], [`CryptoError::WrongPassphrase`] (no key file
 /// opens with it), [`CryptoError::KeyFile`] when no file opens and one was damaged.
 pub fn unlock(
-    root: &Path,
+    storage: &dyn Storage,
     repo_id: &Id,
     passphrase: &str,
 ) -> Result<(MasterKey, String), CryptoError> {
-    let ids = key_ids(root)?;
+    let ids = key_ids(storage)?;
     if ids.is_empty() {
-        return Err(CryptoError::NoKeys(keys_dir(root)));
+        return Err(CryptoError::NoKeys(keys_dir(storage)));
     }
     let mut damaged = None;
     for id in &ids {
-        let (path, f) = match read(root, id) {
+        let (path, f) = match read(storage, id) {
             Ok(x) => x,
             Err(e) => {
                 damaged.get_or_insert(e);
@@ -274,7 +278,7 @@ pub fn unlock(
         }
     }
     Err(damaged.unwrap_or(CryptoError::WrongPassphrase {
-        dir: keys_dir(root),
+        dir: keys_dir(storage),
         tried: ids.len(),
     }))
 }
@@ -282,11 +286,11 @@ pub fn unlock(
 /// Every key file, with what `key list` shows. Damaged files are listed with what
 /// could be read (their id).
 ///
-/// Errors: [`CryptoError::Io`] when `keys/` cannot be listed.
-pub fn list(root: &Path) -> Result<Vec<KeyInfo>, CryptoError> {
+/// Errors: [`CryptoError::Storage`] when `keys/` cannot be listed.
+pub fn list(storage: &dyn Storage) -> Result<Vec<KeyInfo>, CryptoError> {
     let mut out = Vec::new();
-    for id in key_ids(root)? {
-        out.push(match read(root, &id) {
+    for id in key_ids(storage)? {
+        out.push(match read(storage, &id) {
             Ok((_, f)) => KeyInfo {
                 id,
                 created: f.created,
@@ -307,9 +311,9 @@ pub fn list(root: &Path) -> Result<Vec<KeyInfo>, CryptoError> {
 /// The one key id that starts with `prefix`.
 ///
 /// Errors: [`CryptoError::UnknownKey`] when none or several match.
-pub fn resolve(root: &Path, prefix: &str) -> Result<String, CryptoError> {
+pub fn resolve(storage: &dyn Storage, prefix: &str) -> Result<String, CryptoError> {
     let p = prefix.to_ascii_lowercase();
-    let matching: Vec<String> = key_ids(root)?
+    let matching: Vec<String> = key_ids(storage)?
         .into_iter()
         .filter(|id| !p.is_empty() && id.starts_with(&p))
         .collect();
@@ -320,21 +324,30 @@ pub fn resolve(root: &Path, prefix: &str) -> Result<String, CryptoError> {
 }
 
 /// Delete key file `id` (a full id from [`resolve`]), unless it is the only one.
-/// The directory is fsynced, so a removed passphrase stays removed after a crash.
+/// Durable once it returns ([`Storage::delete`]: a path backend fsyncs the directory),
+/// so a removed passphrase stays removed after a crash.
 ///
-/// Errors: [`CryptoError::LastKey`], [`CryptoError::UnknownKey`], [`CryptoError::Io`].
-pub fn remove(root: &Path, id: &str) -> Result<(), CryptoError> {
-    let ids = key_ids(root)?;
+/// Errors: [`CryptoError::LastKey`], [`CryptoError::UnknownKey`],
+/// [`CryptoError::Storage`].
+pub fn remove(storage: &dyn Storage, id: &str) -> Result<(), CryptoError> {
+    let ids = key_ids(storage)?;
     if !ids.iter().any(|k| k == id) {
         return Err(CryptoError::UnknownKey(id.to_string()));
     }
     if ids.len() == 1 {
         return Err(CryptoError::LastKey(id.to_string()));
     }
-    let dir = keys_dir(root);
-    let path = dir.join(id);
-    fs::remove_file(&path).map_err(io(format!("remove {}", path.display())))?;
-    fsutil::fsync_dir(&dir).map_err(io(format!("fsync {}", dir.display())))
+    storage
+        .delete(&key_of(id))
+        .map_err(stored("remove a key file"))?;
+    if let Some(root) = storage.local_root() {
+        let dir = root.join(KEYS_DIR);
+        crate::fsutil::fsync_dir(&dir).map_err(|source| CryptoError::Io {
+            context: format!("fsync {}", dir.display()),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -353,49 +366,48 @@ mod tests {
     #[test]
     fn add_unlock_remove() {
         let d = tempfile::tempdir().unwrap();
+        let d = crate::storage::Local::new(&d);
         let repo = Id::hash(b"repo");
         let key = MasterKey::generate().unwrap();
-        let first = add(d.path(), &repo, &key, "one", &cheap()).unwrap();
-        let (k, by) = unlock(d.path(), &repo, "one").unwrap();
+        let first = add(&d, &repo, &key, "one", &cheap()).unwrap();
+        let (k, by) = unlock(&d, &repo, "one").unwrap();
         assert_eq!(by, first);
         assert_eq!(k.to_bytes(), key.to_bytes());
         assert!(matches!(
-            unlock(d.path(), &repo, "two"),
+            unlock(&d, &repo, "two"),
             Err(CryptoError::WrongPassphrase { tried: 1, .. })
         ));
         // Bound to its repository.
         assert!(matches!(
-            unlock(d.path(), &Id::hash(b"other"), "one"),
+            unlock(&d, &Id::hash(b"other"), "one"),
             Err(CryptoError::WrongPassphrase { .. })
         ));
+        assert!(matches!(remove(&d, &first), Err(CryptoError::LastKey(_))));
+        let second = add(&d, &repo, &key, "two", &cheap()).unwrap();
+        assert_eq!(resolve(&d, &second[..8]).unwrap(), second);
+        remove(&d, &first).unwrap();
+        assert_eq!(unlock(&d, &repo, "two").unwrap().1, second);
+        assert!(unlock(&d, &repo, "one").is_err());
+        assert_eq!(list(&d).unwrap().len(), 1);
         assert!(matches!(
-            remove(d.path(), &first),
-            Err(CryptoError::LastKey(_))
-        ));
-        let second = add(d.path(), &repo, &key, "two", &cheap()).unwrap();
-        assert_eq!(resolve(d.path(), &second[..8]).unwrap(), second);
-        remove(d.path(), &first).unwrap();
-        assert_eq!(unlock(d.path(), &repo, "two").unwrap().1, second);
-        assert!(unlock(d.path(), &repo, "one").is_err());
-        assert_eq!(list(d.path()).unwrap().len(), 1);
-        assert!(matches!(
-            add(d.path(), &repo, &key, "", &cheap()),
+            add(&d, &repo, &key, "", &cheap()),
             Err(CryptoError::EmptyPassphrase(_))
         ));
     }
 
     #[test]
     fn no_keys_and_damaged_keys_are_errors() {
-        let d = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let d = crate::storage::Local::new(tmp.path());
         let repo = Id::hash(b"repo");
         assert!(matches!(
-            unlock(d.path(), &repo, "x"),
+            unlock(&d, &repo, "x"),
             Err(CryptoError::NoKeys(_))
         ));
-        fs::create_dir_all(d.path().join(KEYS_DIR)).unwrap();
-        fs::write(d.path().join(KEYS_DIR).join("ab".repeat(32)), b"{").unwrap();
+        std::fs::create_dir_all(tmp.path().join(KEYS_DIR)).unwrap();
+        std::fs::write(tmp.path().join(KEYS_DIR).join("ab".repeat(32)), b"{").unwrap();
         assert!(matches!(
-            unlock(d.path(), &repo, "x"),
+            unlock(&d, &repo, "x"),
             Err(CryptoError::KeyFile { .. })
         ));
     }

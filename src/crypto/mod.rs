@@ -79,9 +79,6 @@ pub enum CryptoError {
     #[error("a new passphrase is needed: set CBSNAP_NEW_PASSWORD, CBSNAP_NEW_PASSWORD_FILE or CBSNAP_NEW_PASSWORD_COMMAND, or run cbsnap on a terminal to be asked")]
     NoNewPassphrase,
 
-    /// The repository is remote: key files are kept on a path repository only so far.
-    #[error("{} is a remote repository; encryption (its `keys/`) is supported on a path repository only so far. Use a path repository, or an unencrypted one", .0.display())]
-    RemoteKeys(PathBuf),
     /// `key remove` of an id no key file has (or a prefix several have).
     #[error("no single key file matches `{0}`; `cbsnap key list` shows the ids")]
     UnknownKey(String),
@@ -94,6 +91,13 @@ pub enum CryptoError {
     /// A sealed item whose tag does not verify: damaged, or not sealed with this key.
     #[error(transparent)]
     Authentication(#[from] AuthError),
+    /// The repository's storage refused a key file operation (read, write, list, remove).
+    #[error("cannot {context}: {source}")]
+    Storage {
+        context: &'static str,
+        #[source]
+        source: crate::storage::StorageError,
+    },
     /// A key file could not be written or removed.
     #[error("{context}: {source}")]
     Io {

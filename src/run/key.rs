@@ -1,9 +1,10 @@
 //! The `cbsnap key` use cases: add a passphrase, remove one, change one. Each proves
 //! knowledge of a current passphrase first (the master key must be unwrapped to wrap
 //! it again), and removal happens under the repository's exclusive lock, so two
-//! removals cannot race each other into a repository without keys.
+//! removals cannot race each other into a repository without keys. Key files live in
+//! the repository's storage (`keys/<id>`), so these work on every backend.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use crate::crypto::keys::{self, KdfParams, KeyInfo};
 use crate::crypto::passphrase::PassphraseSource;
@@ -11,18 +12,26 @@ use crate::crypto::{CryptoError, MasterKey};
 use crate::error::Result;
 use crate::lock::{self, LockKind};
 use crate::repo::{lock_wait, Repository};
+use crate::storage::{self, Storage};
 
-/// Unwrap the master key of the encrypted repository at `root` with `current`.
+/// The config of the repository in `storage`, which must be encrypted.
+fn encrypted_config(storage: &dyn Storage) -> Result<crate::config::RepoConfig> {
+    let cfg = Repository::read_config_in(storage)?;
+    if !cfg.encrypted() {
+        let here = storage::display_path(storage, "");
+        return Err(CryptoError::NotEncrypted(here.components().collect()).into());
+    }
+    Ok(cfg)
+}
+
+/// Unwrap the master key of the encrypted repository in `storage` with `current`.
 fn unlock(
-    root: &Path,
+    storage: &dyn Storage,
     current: &dyn PassphraseSource,
 ) -> Result<(crate::config::RepoConfig, MasterKey, String)> {
-    let cfg = Repository::read_config(root)?;
-    if !cfg.encrypted() {
-        return Err(CryptoError::NotEncrypted(root.to_path_buf()).into());
-    }
+    let cfg = encrypted_config(storage)?;
     let pass = current.passphrase()?;
-    let (key, id) = keys::unlock(root, &cfg.id, &pass)?;
+    let (key, id) = keys::unlock(storage, &cfg.id, &pass)?;
     Ok((cfg, key, id))
 }
 
@@ -30,17 +39,17 @@ fn unlock(
 /// Returns the new key's id.
 ///
 /// Errors: [`crate::Error::Crypto`] (wrong current passphrase, an empty new one, the
-/// repository is not encrypted), [`crate::Error::Config`] and the like when `root` is
-/// not a repository.
+/// repository is not encrypted), [`crate::Error::NotARepository`] and the like when
+/// `storage` holds no repository.
 pub fn add(
-    root: &Path,
+    storage: &Arc<dyn Storage>,
     current: &dyn PassphraseSource,
     new: &dyn PassphraseSource,
 ) -> Result<String> {
-    let (cfg, key, _) = unlock(root, current)?;
+    let (cfg, key, _) = unlock(&**storage, current)?;
     let pass = new.passphrase()?;
     Ok(keys::add(
-        root,
+        &**storage,
         &cfg.id,
         &key,
         &pass,
@@ -54,16 +63,18 @@ pub fn add(
 ///
 /// Errors: [`CryptoError::UnknownKey`], [`CryptoError::InUse`],
 /// [`CryptoError::LastKey`], and those of [`add`].
-pub fn remove(root: &Path, prefix: &str, current: &dyn PassphraseSource) -> Result<String> {
-    let (_, _, used) = unlock(root, current)?;
-    let id = keys::resolve(root, prefix)?;
+pub fn remove(
+    storage: &Arc<dyn Storage>,
+    prefix: &str,
+    current: &dyn PassphraseSource,
+) -> Result<String> {
+    let (_, _, used) = unlock(&**storage, current)?;
+    let id = keys::resolve(&**storage, prefix)?;
     if id == used {
         return Err(CryptoError::InUse(id).into());
     }
-    let storage: std::sync::Arc<dyn crate::storage::Storage> =
-        std::sync::Arc::new(crate::storage::Local::new(root));
-    let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
-    keys::remove(root, &id)?;
+    let _lock = lock::acquire(storage, LockKind::Exclusive, lock_wait())?;
+    keys::remove(&**storage, &id)?;
     Ok(id)
 }
 
@@ -73,28 +84,23 @@ pub fn remove(root: &Path, prefix: &str, current: &dyn PassphraseSource) -> Resu
 ///
 /// Errors: those of [`add`].
 pub fn passwd(
-    root: &Path,
+    storage: &Arc<dyn Storage>,
     current: &dyn PassphraseSource,
     new: &dyn PassphraseSource,
 ) -> Result<(String, String)> {
-    let (cfg, key, old) = unlock(root, current)?;
+    let (cfg, key, old) = unlock(&**storage, current)?;
     let pass = new.passphrase()?;
-    let storage: std::sync::Arc<dyn crate::storage::Storage> =
-        std::sync::Arc::new(crate::storage::Local::new(root));
-    let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
-    let added = keys::add(root, &cfg.id, &key, &pass, &KdfParams::default())?;
-    keys::remove(root, &old)?;
+    let _lock = lock::acquire(storage, LockKind::Exclusive, lock_wait())?;
+    let added = keys::add(&**storage, &cfg.id, &key, &pass, &KdfParams::default())?;
+    keys::remove(&**storage, &old)?;
     Ok((added, old))
 }
 
-/// The key files of the repository at `root` (no passphrase needed: nothing secret
-/// is shown).
+/// The key files of the repository in `storage` (no passphrase needed: nothing
+/// secret is shown).
 ///
 /// Errors: [`CryptoError::NotEncrypted`], and those of reading the config.
-pub fn list(root: &Path) -> Result<Vec<KeyInfo>> {
-    let cfg = Repository::read_config(root)?;
-    if !cfg.encrypted() {
-        return Err(CryptoError::NotEncrypted(root.to_path_buf()).into());
-    }
-    Ok(keys::list(root)?)
+pub fn list(storage: &dyn Storage) -> Result<Vec<KeyInfo>> {
+    encrypted_config(storage)?;
+    Ok(keys::list(storage)?)
 }

@@ -13,7 +13,11 @@ pub mod local;
 pub use local::Local;
 
 pub mod location;
+pub mod opendal;
+pub mod remote;
+pub use self::opendal::Remote;
 pub use location::{Location, LocationError};
+pub use remote::{Retry, S3Settings};
 
 /// Errors of a storage backend. `NotFound` is the only one callers branch on besides `Transient`.
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,14 @@
 //! cache, dedup against what is stored, a failed upload that commits nothing, and two
 //! "hosts" snapshotting into one repository at once, then a prune.
 //!
-//! The repository location comes from [`backends`]: the path backend, and the path
-//! backend seen as remote ([`Remote`]: `local_root()` is `None`, so the repository
-//! takes its remote paths: index in the cache directory, packs uploaded with
-//! `write_file`, blobs read with ranged reads). S3 and SFTP plug in here.
+//! Each test body takes the backend as an argument and runs once per backend, in a
+//! module of the backend's name ([`contract!`]): `path` (the path backend), `remote`
+//! (the path backend seen as remote, [`Remote`]: `local_root()` is `None`, so the
+//! repository takes its remote paths: index in the cache directory, packs uploaded
+//! with `write_file`, blobs read with ranged reads), `s3` (moto through OpenDAL's S3
+//! service) and `sftp` (a real sshd through OpenDAL's SFTP service), the last two
+//! started by `scripts/test-servers.sh`. Run one backend with
+//! `cargo test --test tests backends::s3::`.
 
 use std::io::Read;
 use std::path::Path;
@@ -23,6 +27,7 @@ use cbsnap::storage::{Listed, Local, Storage, StorageError};
 use cbsnap::tree::{Node, NodeKind};
 use cbsnap::{Error, Repository};
 
+mod cli;
 mod encrypted;
 
 /// A real backend reached only through the trait, as a remote one is: the path
@@ -88,24 +93,40 @@ impl Storage for Remote {
     }
 }
 
-/// A backend under test: a new, empty repository location below `dir`.
+/// A backend under test: a new, empty repository location (below `dir` for the
+/// local ones).
+#[derive(Clone, Copy)]
 pub struct Backend {
     pub name: &'static str,
     pub make: fn(&Path) -> Arc<dyn Storage>,
 }
 
-/// Every backend the tests run against.
-pub fn backends() -> Vec<Backend> {
-    vec![
-        Backend {
-            name: "path",
-            make: |d| Arc::new(Local::new(d.join("repo"))),
-        },
-        Backend {
-            name: "remote",
-            make: |d| Arc::new(Remote::new(&d.join("repo"))),
-        },
-    ]
+/// One module per backend, each with every contract test.
+macro_rules! contract {
+    ($($name:ident => $make:expr;)*) => {$(
+        mod $name {
+            const B: super::Backend = super::Backend { name: stringify!($name), make: $make };
+            #[test]
+            fn round_trip_from_an_empty_cache() {
+                super::round_trip_from_an_empty_cache(B)
+            }
+            #[test]
+            fn second_snapshot_stores_only_what_is_new() {
+                super::second_snapshot_stores_only_what_is_new(B)
+            }
+            #[test]
+            fn two_hosts_snapshot_at_once_and_prune_loses_nothing() {
+                super::two_hosts_snapshot_at_once_and_prune_loses_nothing(B)
+            }
+        }
+    )*};
+}
+
+contract! {
+    path => |d| std::sync::Arc::new(cbsnap::storage::Local::new(d.join("repo")));
+    remote => |d| std::sync::Arc::new(super::Remote::new(&d.join("repo")));
+    s3 => |_| crate::util::servers::storage(&crate::util::servers::Server::S3.location());
+    sftp => |_| crate::util::servers::storage(&crate::util::servers::Server::Sftp.location());
 }
 
 fn spec(name: &str) -> SnapshotSpec {
@@ -170,9 +191,8 @@ fn clean_check(repo: &Repository) {
 
 /// Several packs (uploaded in parallel on a remote backend) come back byte-exact from
 /// a "new host": an empty cache, whose index is rebuilt from the pack trailers.
-#[test]
-fn round_trip_from_an_empty_cache() {
-    for b in backends() {
+fn round_trip_from_an_empty_cache(b: Backend) {
+    {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();
@@ -212,9 +232,8 @@ fn round_trip_from_an_empty_cache() {
 }
 
 /// A second snapshot of a slowly changed tree stores little more than its new data.
-#[test]
-fn second_snapshot_stores_only_what_is_new() {
-    for b in backends() {
+fn second_snapshot_stores_only_what_is_new(b: Backend) {
+    {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();
@@ -266,9 +285,8 @@ fn failed_upload_commits_nothing_and_the_next_run_succeeds() {
 /// Two hosts (two caches) snapshot into one repository at the same time: both commit,
 /// the data they share (stored before) is not stored again, and a prune afterwards
 /// loses nothing.
-#[test]
-fn two_hosts_snapshot_at_once_and_prune_loses_nothing() {
-    for b in backends() {
+fn two_hosts_snapshot_at_once_and_prune_loses_nothing(b: Backend) {
+    {
         let d = tempfile::tempdir().unwrap();
         let s = (b.make)(d.path());
         Repository::init_in(s.clone()).unwrap();

@@ -4,28 +4,10 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::docker::{
+    self as fx, fill_volume, mountpoint, project_volume, TestContainer, TestVolume,
+};
 use crate::util::*;
-
-/// A volume of compose project `project` (`<project>_<short>`), removed on drop.
-fn project_volume(project: &str, short: &str) -> TestVolume {
-    let name = format!("{project}_{short}");
-    let label = format!("com.docker.compose.project={project}");
-    fx::docker(&[
-        "volume",
-        "create",
-        "--label",
-        &label,
-        "--label",
-        "cbsnap.test=1",
-        &name,
-    ]);
-    TestVolume::adopt(&name)
-}
-
-fn mountpoint(volume: &str) -> std::path::PathBuf {
-    fx::docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]).into()
-}
 
 /// A repository whose commands see no config file and no ~/.ollama.
 fn repo() -> Repo {
@@ -50,18 +32,6 @@ fn snapshot_all(repo: &Repo, project: &str, extra: &[&str]) -> serde_json::Value
 
 fn snapshot_named<'a>(snaps: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
     snaps.iter().filter(|s| s["name"] == name).collect()
-}
-
-/// Copy a directory's contents into a volume, as root, keeping everything.
-fn fill_volume(volume: &str, src: &std::path::Path) {
-    let mp = mountpoint(volume);
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", src.display()))
-        .arg(&mp)
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 #[test]

@@ -353,3 +353,35 @@ pub fn payload(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A volume of compose project `project` (`<project>_<short>`), removed on drop.
+pub fn project_volume(project: &str, short: &str) -> TestVolume {
+    let name = format!("{project}_{short}");
+    let label = format!("com.docker.compose.project={project}");
+    docker(&[
+        "volume",
+        "create",
+        "--label",
+        &label,
+        "--label",
+        "cbsnap.test=1",
+        &name,
+    ]);
+    TestVolume::adopt(&name)
+}
+
+pub fn mountpoint(volume: &str) -> std::path::PathBuf {
+    docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", volume]).into()
+}
+
+/// Copy a directory's contents into a volume, as root, keeping everything.
+pub fn fill_volume(volume: &str, src: &std::path::Path) {
+    let mp = mountpoint(volume);
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(&mp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}

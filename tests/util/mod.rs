@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

@@ -1,0 +1,462 @@
+//! S3-compatible object stores and SFTP servers as [`Storage`] backends, through Apache
+//! OpenDAL (issue 10: "do not write an S3 client"). rustic's `rustic_backend/src/opendal.rs`
+//! is the model: one OpenDAL operator per repository, a retry layer with exponential
+//! backoff and jitter for transient errors, a timeout layer so that a server that
+//! stops answering is an error and not a hang.
+//!
+//! OpenDAL is async; the engine is plain threads (STYLE.md: tokio stays at the edges).
+//! Each [`Remote`] owns a small private tokio runtime, and every call spawns its future
+//! there and waits on a channel, which works from any thread, also from one that is
+//! itself inside a tokio runtime (where `block_on` would panic).
+//!
+//! Errors are mapped by OpenDAL's [`opendal::ErrorKind`] and its temporary/persistent
+//! status, never by message text: `NotFound`, `AlreadyExists` (`ConditionNotMatch` of a
+//! conditional write too), `Transient` (temporary, or temporary and still failing after
+//! the retries: OpenDAL calls that "persistent"), everything else `Other`.
+//!
+//! Durability of [`Storage::write`]: an S3 `PUT` (and a multipart upload's completion)
+//! makes the whole object visible at once. SFTP writes go to `.tmp-<random>` in the
+//! same directory and are renamed over the key (OpenSSH's `posix-rename`, atomic), so a
+//! reader never sees half an object; listings skip `.tmp-*` leftovers.
+//!
+//! [`Storage::create_new`]: S3 sends `If-None-Match: *` (AWS since 2024, MinIO, R2,
+//! moto); SFTP opens with `O_CREAT|O_EXCL`. On SFTP the content is then written into the
+//! new file, so a crash in between leaves a short lock file, which the lock code treats
+//! as unreadable (it fails closed) until removed.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::{ErrorKind, Operator};
+
+use super::location::Location;
+use super::remote::{Retry, S3Settings};
+use super::{Listed, Storage, StorageError};
+
+/// Part size of a multipart upload (and of the chunks a local file is read in).
+const PART: usize = 8 << 20;
+
+/// A repository on S3 or SFTP. Cheap to share across threads (`Sync`); every call
+/// blocks the calling thread until OpenDAL is done, retries included.
+pub struct Remote {
+    op: Operator,
+    rt: Arc<tokio::runtime::Runtime>,
+    location: Location,
+    sftp: bool,
+    concurrency: usize,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Remote")
+            .field("location", &self.location.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn config_error(
+    location: &Location,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> StorageError {
+    StorageError::Other {
+        key: location.to_string(),
+        source: Box::new(e),
+    }
+}
+
+impl Remote {
+    /// Connects nothing yet: builds the OpenDAL operator for `location` (S3 or SFTP;
+    /// a local path is `Other`), with `s3` for what the environment does not say.
+    /// Errors: `Other` for a configuration OpenDAL refuses.
+    pub fn open(
+        location: &Location,
+        s3: &S3Settings,
+        retry: Retry,
+    ) -> Result<Remote, StorageError> {
+        opendal::install_default();
+        // The reqwest transport of S3: OpenDAL installs it by itself only with a TLS
+        // provider feature, which this build leaves out (ring is chosen below).
+        opendal_http_transport_reqwest::install_default();
+        // reqwest is built without a bundled crypto provider: rustls gets ring here, not
+        // aws-lc-rs (a long C build that needs cmake). A second install is refused,
+        // harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut concurrency = 1;
+        let op = match location {
+            Location::S3 { bucket, prefix } => {
+                let mut b = opendal::services::S3::default()
+                    .bucket(bucket)
+                    .root(&format!("/{prefix}"))
+                    .region(
+                        &env("AWS_REGION")
+                            .or_else(|| env("AWS_DEFAULT_REGION"))
+                            .or_else(|| s3.region.clone())
+                            .unwrap_or_else(|| "us-east-1".into()),
+                    );
+                if let Some(e) = env("AWS_ENDPOINT_URL").or_else(|| s3.endpoint.clone()) {
+                    b = b.endpoint(&e);
+                }
+                let key = env("AWS_ACCESS_KEY_ID").zip(env("AWS_SECRET_ACCESS_KEY"));
+                let key =
+                    key.or_else(|| s3.access_key_id.clone().zip(s3.secret_access_key.clone()));
+                if let Some((id, secret)) = key {
+                    b = b.access_key_id(&id).secret_access_key(&secret);
+                    if let Some(t) = env("AWS_SESSION_TOKEN").or_else(|| s3.session_token.clone()) {
+                        b = b.session_token(&t);
+                    }
+                }
+                if s3.path_style == Some(false) {
+                    b = b.enable_virtual_host_style();
+                }
+                concurrency = s3.concurrency.unwrap_or(4).max(1);
+                Operator::new(b).map_err(|e| config_error(location, e))?
+            }
+            Location::Sftp {
+                user,
+                host,
+                port,
+                path,
+            } => {
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                let endpoint = match port {
+                    Some(p) => format!("ssh://{host}:{p}"),
+                    None => format!("ssh://{host}"),
+                };
+                let mut b = opendal::services::Sftp::default()
+                    .endpoint(&endpoint)
+                    .root(path)
+                    .known_hosts_strategy("strict");
+                if let Some(u) = user {
+                    b = b.user(u);
+                }
+                Operator::new(b).map_err(|e| config_error(location, e))?
+            }
+            Location::Local(_) => {
+                return Err(config_error(
+                    location,
+                    std::io::Error::other("a local path is not a remote location"),
+                ))
+            }
+        };
+        let op = op
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(30)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_max_times(retry.attempts)
+                    .with_min_delay(retry.min_delay)
+                    .with_max_delay(retry.max_delay),
+            );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("cbsnap-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| config_error(location, e))?;
+        Ok(Remote {
+            op,
+            rt: Arc::new(rt),
+            location: location.clone(),
+            sftp: matches!(location, Location::Sftp { .. }),
+            concurrency,
+        })
+    }
+
+    /// Runs `f` on the private runtime and waits for it.
+    fn run<T, F>(&self, key: &str, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = opendal::Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        match rx.recv() {
+            Ok(r) => r.map_err(|e| map_error(key, e)),
+            // The task panicked (the runtime drops the sender).
+            Err(e) => Err(StorageError::Other {
+                key: key.to_string(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Where an atomic SFTP write goes first: a unique name in the key's directory.
+    fn temp_key(key: &str) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let (dir, name) = match key.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), key),
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        h.update(&nanos().to_le_bytes());
+        h.update(gethostname::gethostname().as_encoded_bytes());
+        let unique = &h.finalize().to_hex()[..16];
+        format!("{dir}{TEMP_PREFIX}{name}-{unique}")
+    }
+
+    /// Moves a finished temporary object over `key` (SFTP only); removes it on failure.
+    fn publish(&self, tmp: String, key: &str) -> Result<(), StorageError> {
+        let op = self.op.clone();
+        let (from, to) = (tmp.clone(), key.to_string());
+        let r = self.run(key, async move { op.rename(&from, &to).await });
+        if r.is_err() {
+            let op = self.op.clone();
+            let _ = self.run(key, async move { op.delete(&tmp).await });
+        }
+        r
+    }
+
+    /// Uploads `local` to `key` in parts, several in flight; the object appears when
+    /// the upload completes (S3's multipart completion), or not at all. The file is
+    /// read on the calling thread (not inside a tokio runtime: `blocking_send`), one
+    /// part at a time, while OpenDAL sends up to `concurrency` parts.
+    fn upload(&self, key: &str, local: &Path) -> Result<(), StorageError> {
+        let io_err = |e: std::io::Error| StorageError::Other {
+            key: key.to_string(),
+            source: format!("read {}: {e}", local.display()).into(),
+        };
+        let mut file = std::fs::File::open(local).map_err(io_err)?;
+        // `None` aborts the upload: a file that could not be read to its end must not
+        // become a short object.
+        let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(2);
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        let (op, k, concurrency) = (self.op.clone(), key.to_string(), self.concurrency);
+        self.rt.spawn(async move {
+            let r = async {
+                let mut w = op
+                    .writer_with(&k)
+                    .chunk(PART)
+                    .concurrent(concurrency)
+                    .await?;
+                while let Some(part) = part_rx.recv().await {
+                    let res = match part {
+                        Some(bytes) => w.write(bytes).await,
+                        None => Err(opendal::Error::new(
+                            ErrorKind::Unexpected,
+                            "the local file could not be read",
+                        )),
+                    };
+                    if let Err(e) = res {
+                        let _ = w.abort().await;
+                        return Err(e);
+                    }
+                }
+                w.close().await.map(|_| ())
+            }
+            .await;
+            let _ = done_tx.send(r);
+        });
+        let mut read_error = None;
+        loop {
+            let mut buf = vec![0u8; PART];
+            let mut filled = 0;
+            while filled < PART {
+                match file.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        read_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if read_error.is_some() {
+                let _ = part_tx.blocking_send(None);
+                break;
+            }
+            if filled == 0 {
+                break;
+            }
+            buf.truncate(filled);
+            // A closed channel: the upload failed; its error comes below.
+            if part_tx.blocking_send(Some(buf)).is_err() || filled < PART {
+                break;
+            }
+        }
+        drop(part_tx);
+        let result = match done_rx.recv() {
+            Ok(r) => r.map_err(|e| map_error(key, e)),
+            Err(e) => Err(StorageError::Other {
+                key: key.to_string(),
+                source: Box::new(e),
+            }),
+        };
+        match read_error {
+            Some(e) => Err(io_err(e)),
+            None => result,
+        }
+    }
+}
+
+impl Storage for Remote {
+    fn location(&self) -> String {
+        self.location.to_string()
+    }
+
+    fn read(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        let (op, k) = (self.op.clone(), key.to_string());
+        self.run(key, async move { op.read(&k).await.map(|b| b.to_vec()) })
+    }
+
+    fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let (op, k) = (self.op.clone(), key.to_string());
+        let buf = self.run(key, async move {
+            op.read_with(&k)
+                .range(offset..offset + len)
+                .await
+                .map(|b| b.to_vec())
+        })?;
+        if buf.len() as u64 != len {
+            return Err(StorageError::Other {
+                key: key.to_string(),
+                source: format!(
+                    "asked for {len} bytes at offset {offset}, the server sent {}",
+                    buf.len()
+                )
+                .into(),
+            });
+        }
+        Ok(buf)
+    }
+
+    fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let bytes = bytes.to_vec();
+        if self.sftp {
+            let tmp = Self::temp_key(key);
+            let (op, t) = (self.op.clone(), tmp.clone());
+            self.run(key, async move { op.write(&t, bytes).await.map(|_| ()) })?;
+            return self.publish(tmp, key);
+        }
+        let (op, k) = (self.op.clone(), key.to_string());
+        self.run(key, async move { op.write(&k, bytes).await.map(|_| ()) })
+    }
+
+    fn write_file(&self, key: &str, local: &Path) -> Result<(), StorageError> {
+        if self.sftp {
+            let tmp = Self::temp_key(key);
+            self.upload(&tmp, local)?;
+            return self.publish(tmp, key);
+        }
+        self.upload(key, local)
+    }
+
+    fn create_new(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let (op, k, bytes) = (self.op.clone(), key.to_string(), bytes.to_vec());
+        self.run(key, async move {
+            op.write_with(&k, bytes)
+                .if_not_exists(true)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<Listed>, StorageError> {
+        let (op, p) = (self.op.clone(), prefix.to_string());
+        let entries = match self.run(
+            prefix,
+            async move { op.list_with(&p).recursive(true).await },
+        ) {
+            Ok(e) => e,
+            // SFTP: the directory does not exist yet; S3 has no directories.
+            Err(StorageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let name = e.name();
+            if e.metadata().is_dir() || name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let size = match e.metadata().content_length() {
+                // A listing that does not carry sizes (some SFTP servers).
+                0 if self.sftp => self.size(e.path())?,
+                n => n,
+            };
+            out.push(Listed {
+                key: e.path().trim_start_matches('/').to_string(),
+                size,
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn size(&self, key: &str) -> Result<u64, StorageError> {
+        let (op, k) = (self.op.clone(), key.to_string());
+        self.run(
+            key,
+            async move { op.stat(&k).await.map(|m| m.content_length()) },
+        )
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let (op, k) = (self.op.clone(), key.to_string());
+        match self.run(key, async move { op.delete(&k).await }) {
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+}
+
+/// Temporary objects start with this (the local layout uses the same prefix).
+const TEMP_PREFIX: &str = ".tmp-";
+
+fn nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// OpenDAL's error kind to [`StorageError`] (never by message text). The retry layer
+/// marks every error it returns "persistent", retried or not, so the status cannot
+/// tell a server that stopped answering from a refused request: the kind does.
+/// `Unexpected` (a connection refused or cut, a timeout, a 5xx), `RateLimited` and
+/// `Conflict` are what a later run may not meet: [`StorageError::Transient`].
+fn map_error(key: &str, e: opendal::Error) -> StorageError {
+    let key = key.to_string();
+    match e.kind() {
+        ErrorKind::NotFound => StorageError::NotFound { key },
+        ErrorKind::AlreadyExists | ErrorKind::ConditionNotMatch => {
+            StorageError::AlreadyExists { key }
+        }
+        ErrorKind::Unexpected | ErrorKind::RateLimited | ErrorKind::Conflict => {
+            StorageError::Transient {
+                key,
+                source: Box::new(e),
+            }
+        }
+        _ => StorageError::Other {
+            key,
+            source: Box::new(e),
+        },
+    }
+}

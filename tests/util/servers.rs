@@ -1,0 +1,210 @@
+//! The S3 (moto) and SFTP (sshd) servers of the backend tests, started by
+//! `scripts/test-servers.sh start` (which `scripts/test.sh` runs) on 127.0.0.1, and a
+//! TCP proxy in front of either, which a test stops and starts again to take the
+//! server away from cbsnap mid-run.
+//!
+//! Without the servers (no `CBSNAP_TEST_S3` / `CBSNAP_TEST_SFTP` in the environment)
+//! a test that needs one fails and says how to start them; `cargo test -- --skip s3
+//! --skip sftp` leaves those tests out, as `--skip docker` does for the engine.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cbsnap::storage::{Location, Remote, Retry, S3Settings, Storage};
+
+/// One of the test servers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    S3,
+    Sftp,
+}
+
+impl Server {
+    fn var(self) -> &'static str {
+        match self {
+            Server::S3 => "CBSNAP_TEST_S3",
+            Server::Sftp => "CBSNAP_TEST_SFTP",
+        }
+    }
+
+    /// The base location the servers script exported.
+    fn base(self) -> String {
+        std::env::var(self.var()).unwrap_or_else(|_| {
+            panic!(
+                "{} is not set: the {:?} test server is not running. Start the servers with \
+                 `eval \"$(scripts/test-servers.sh start)\"` (scripts/test.sh does), or leave \
+                 these tests out with `cargo test -- --skip s3 --skip sftp`",
+                self.var(),
+                self
+            )
+        })
+    }
+
+    /// A new, empty repository location on this server, unique to the caller.
+    pub fn location(self) -> String {
+        format!("{}/{}", self.base(), crate::util::docker::unique("t"))
+    }
+
+    /// The TCP address the server listens on (`127.0.0.1:port`).
+    pub fn addr(self) -> String {
+        let dir = std::env::var("CBSNAP_TEST_SERVERS").expect("CBSNAP_TEST_SERVERS");
+        let file = match self {
+            Server::S3 => "s3.port",
+            Server::Sftp => "sftp.port",
+        };
+        let port = std::fs::read_to_string(Path::new(&dir).join(file)).unwrap();
+        format!("127.0.0.1:{}", port.trim())
+    }
+}
+
+/// Retries that give up fast: a test of a stopped server should not wait 8 s per call.
+pub fn quick_retry() -> Retry {
+    Retry {
+        attempts: 1,
+        min_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(200),
+    }
+}
+
+/// The backend of `location` as the binary opens it (the `AWS_*` variables of the
+/// servers script, no config file).
+pub fn storage(location: &str) -> Arc<dyn Storage> {
+    let l = Location::parse(location).unwrap();
+    Arc::new(Remote::open(&l, &S3Settings::default(), quick_retry()).unwrap())
+}
+
+/// `cbsnap --repo LOCATION` with its own cache (`HOME/cache`) and no config file: a
+/// host of its own as far as the repository can tell.
+pub fn cbsnap(home: &Path, location: &str) -> Command {
+    let mut c = Command::new(crate::util::BIN);
+    c.arg("--repo")
+        .arg(location)
+        .env("XDG_CONFIG_HOME", home.join("no-config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env_remove("CBSNAP_REPO")
+        .env_remove("CBSNAP_LOCK_WAIT");
+    c
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target`; [`Proxy::stop`] closes the
+/// listener and cuts every connection (the server gone, as the client sees it),
+/// [`Proxy::start`] listens again on the same port. Counts the bytes sent to the
+/// server.
+pub struct Proxy {
+    pub port: u16,
+    target: String,
+    up: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    pub sent: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    pub fn new(target: &str) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let p = Proxy {
+            port,
+            target: target.to_string(),
+            up: Arc::new(AtomicBool::new(false)),
+            conns: Arc::new(Mutex::new(Vec::new())),
+            sent: Arc::new(AtomicU64::new(0)),
+        };
+        p.start();
+        p
+    }
+
+    pub fn start(&self) {
+        let listener = {
+            let mut tries = 0;
+            loop {
+                match TcpListener::bind(("127.0.0.1", self.port)) {
+                    Ok(l) => break l,
+                    Err(e) if tries < 50 => {
+                        tries += 1;
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(e) => panic!("proxy: listen on {}: {e}", self.port),
+                }
+            }
+        };
+        listener.set_nonblocking(true).unwrap();
+        self.up.store(true, Ordering::SeqCst);
+        let (up, conns, target, sent) = (
+            self.up.clone(),
+            self.conns.clone(),
+            self.target.clone(),
+            self.sent.clone(),
+        );
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                {
+                    let mut c = conns.lock().unwrap();
+                    c.push(client.try_clone().unwrap());
+                    c.push(server.try_clone().unwrap());
+                }
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Some(sent.clone()),
+                );
+                pipe(server, client, None);
+            }
+            // The listener is dropped here: new connections are refused.
+        });
+    }
+
+    /// Stop listening and cut every open connection.
+    pub fn stop(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        // Let the accept loop see the flag and drop its listener.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Copy `from` to `to` on a thread until either side closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if let Some(c) = &count {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
