@@ -191,6 +191,19 @@ impl Index {
         self.db.write_opt(b, &wo).map_err(db_err)
     }
 
+    /// The size in bytes of pack `pack`, if the index has recorded it.
+    ///
+    /// Errors: [`Error::Index`] for a damaged record.
+    pub fn pack_size(&self, pack: &Id) -> Result<Option<u64>> {
+        let Some(v) = self.db.get(pack_key(pack)).map_err(db_err)? else {
+            return Ok(None);
+        };
+        v.get(..8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .ok_or_else(|| Error::Index("bad pack value".into()))
+    }
+
     /// The packs the index has recorded, with their sizes.
     pub fn packs(&self) -> Result<HashMap<Id, u64>> {
         let mut out = HashMap::new();

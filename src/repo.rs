@@ -156,7 +156,23 @@ pub struct Repository {
     /// The key file that opened an encrypted repository.
     key_id: Option<String>,
     transfers: usize,
+    /// Pack ranges of a remote repository read recently ([`WINDOW`] bytes each, the
+    /// newest last): blobs are read in pack order by restore, dump and check, so one
+    /// request serves many blobs instead of one request per blob.
+    windows: Mutex<std::collections::VecDeque<Window>>,
     _lock: Option<Lock>,
+}
+
+/// Bytes of a remote pack fetched at once for a blob smaller than this (4 MiB), and
+/// how many such windows a repository keeps ([`WINDOWS`], 16 MiB in all).
+const WINDOW: u64 = 4 << 20;
+const WINDOWS: usize = 4;
+
+/// `bytes` of pack `pack` from offset `start`.
+struct Window {
+    pack: Id,
+    start: u64,
+    bytes: Arc<Vec<u8>>,
 }
 
 impl Repository {
@@ -448,6 +464,7 @@ impl Repository {
             index,
             index_writable,
             open_packs: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Default::default()),
             crypt,
             key_id,
             transfers: opts.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1),
@@ -633,6 +650,7 @@ impl Repository {
             index,
             index_writable: true,
             open_packs: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Default::default()),
             crypt,
             key_id,
             transfers: DEFAULT_TRANSFERS,
@@ -685,10 +703,34 @@ impl Repository {
             });
         }
         let key = pack_key(&loc.pack);
-        match self
-            .storage
-            .read_range(&key, loc.entry.offset, loc.entry.stored_len as u64)
-        {
+        let (offset, len) = (loc.entry.offset, loc.entry.stored_len as u64);
+        if let Some(b) = self.from_window(&loc.pack, offset, len) {
+            return Ok(b);
+        }
+        let size = self.index.pack_size(&loc.pack)?;
+        let fetched = match size {
+            // A small blob: fetch the window it starts, up to the end of the pack.
+            Some(size) if len < WINDOW && offset + len <= size => {
+                let end = size.min(offset + WINDOW);
+                self.storage
+                    .read_range(&key, offset, end - offset)
+                    .map(|bytes| {
+                        let bytes = Arc::new(bytes);
+                        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+                        if w.len() == WINDOWS {
+                            w.pop_front();
+                        }
+                        w.push_back(Window {
+                            pack: loc.pack,
+                            start: offset,
+                            bytes: bytes.clone(),
+                        });
+                        bytes[..len as usize].to_vec()
+                    })
+            }
+            _ => self.storage.read_range(&key, offset, len),
+        };
+        match fetched {
             Ok(b) if b.len() == loc.entry.stored_len as usize => Ok(b),
             Ok(b) => Err(Error::Corrupt(format!(
                 "pack {} cannot be read at offset {}: {} bytes where {} were asked",
@@ -705,6 +747,16 @@ impl Repository {
                 loc.pack, loc.entry.offset
             ))),
         }
+    }
+
+    /// Blob bytes `offset..offset + len` of `pack` from a window read before.
+    fn from_window(&self, pack: &Id, offset: u64, len: u64) -> Option<Vec<u8>> {
+        let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = w.iter().rev().find(|w| {
+            w.pack == *pack && w.start <= offset && offset + len <= w.start + w.bytes.len() as u64
+        })?;
+        let from = (offset - hit.start) as usize;
+        Some(hit.bytes[from..from + len as usize].to_vec())
     }
 
     pub fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {

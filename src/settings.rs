@@ -86,6 +86,9 @@ pub struct Settings {
     /// `[notify]`: where to report each `snapshot --all` run.
     #[serde(default)]
     pub notify: crate::run::notify::NotifyConfig,
+    /// Packs uploaded (and pack trailers read) at once on an S3 or SFTP repository
+    /// (default [`crate::repo::DEFAULT_TRANSFERS`]).
+    pub transfers: Option<usize>,
     /// `[s3]`: endpoint, region, credentials and addressing style of an `s3://`
     /// repository or mirror, where the `AWS_*` environment variables do not say.
     #[serde(default)]

@@ -72,6 +72,14 @@ impl Ctx {
         Ok(self.storage.get_or_init(|| s).clone())
     }
 
+    /// How to open the repository: the config's `transfers`.
+    pub fn open_options(&self) -> cbsnap::repo::OpenOptions {
+        cbsnap::repo::OpenOptions {
+            transfers: self.settings.transfers,
+            ..Default::default()
+        }
+    }
+
     /// The repository's directory, for what works on a path repository only (the
     /// rsync mirror). Errors: [`Error::Usage`] for a remote repository.
     pub fn local_path(&self, what: &str) -> Result<&Path, Error> {
@@ -90,7 +98,7 @@ impl Ctx {
         let repo = cbsnap::Repository::open_keyed(
             self.storage()?,
             access,
-            &cbsnap::repo::OpenOptions::default(),
+            &self.open_options(),
             &key::Prompt::current(),
         )?;
         match cbsnap::volume::recover(&repo.root, false) {

@@ -57,7 +57,7 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
     let repo = cbsnap::Repository::open_keyed(
         ctx.storage()?,
         cbsnap::repo::Access::Read,
-        &cbsnap::repo::OpenOptions::default(),
+        &ctx.open_options(),
         &key::Prompt::current(),
     )?;
     let rec = cbsnap::volume::recover(&repo.root, true)?;

@@ -365,8 +365,8 @@ mod tests {
 
     #[test]
     fn add_unlock_remove() {
-        let d = tempfile::tempdir().unwrap();
-        let d = crate::storage::Local::new(&d);
+        let tmp = tempfile::tempdir().unwrap();
+        let d = crate::storage::Local::new(tmp.path());
         let repo = Id::hash(b"repo");
         let key = MasterKey::generate().unwrap();
         let first = add(&d, &repo, &key, "one", &cheap()).unwrap();
