@@ -19,7 +19,6 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack;
 use crate::repo::Repository;
-use crate::snapshot;
 
 use super::reach::{self, BlobKey, SortedKeys};
 
@@ -131,7 +130,7 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             opts.repack_threshold * 100.0
         )));
     }
-    let snapshots = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let snapshots = repo.readable_snapshots()?;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 
     let mut uses: HashMap<Id, PackUse> = repo

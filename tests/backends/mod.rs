@@ -136,7 +136,7 @@ fn snapshot(
 fn read_back(repo: &Repository, name: &str, file: &str) -> Vec<u8> {
     let all = cbsnap::snapshot::load_all(repo.storage(), repo.crypt()).unwrap();
     let (_, snap) = all.iter().rev().find(|(_, s)| s.name == name).unwrap();
-    let node = cbsnap::restore::lookup(repo, &snap.tree, file)
+    let node = cbsnap::walk::lookup(repo, &snap.tree, file)
         .unwrap()
         .unwrap();
     let mut out = Vec::new();
