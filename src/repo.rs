@@ -186,9 +186,11 @@ impl Repository {
     /// The snapshots as listed when the repository was opened, before its index
     /// (FORMAT.md, "Reading order"): each is fully indexed in this handle's view,
     /// even when the index is a read-only copy taken while another process writes.
-    /// Snapshots committed since are not included (open the repository again to see
-    /// them); files removed since are skipped. Readers use this; a command that writes
-    /// snapshots and reads them back lists anew ([`crate::snapshot::scan`]).
+    /// Snapshots committed since, by anyone (this handle too), are not included: open
+    /// the repository again to see them; files removed since are skipped. Readers use
+    /// this; a command that writes snapshots and reads them back, and `prune` (under
+    /// the exclusive lock, which must keep what this handle committed), list anew
+    /// ([`crate::snapshot::scan`]).
     ///
     /// Errors: a failure to list `snapshots/` (only for a handle that did not list
     /// at open).

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack;
 use crate::repo::Repository;
+use crate::snapshot;
 
 use super::reach::{self, BlobKey, SortedKeys};
 
@@ -130,7 +131,9 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             opts.repack_threshold * 100.0
         )));
     }
-    let snapshots = repo.readable_snapshots()?;
+    // Listed now, not at open: under the exclusive lock no other process commits, and
+    // a snapshot this handle committed since it opened must keep its blobs.
+    let snapshots = snapshot::load_all(repo.storage(), repo.crypt())?;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 
     let mut uses: HashMap<Id, PackUse> = repo

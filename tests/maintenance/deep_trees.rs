@@ -35,6 +35,10 @@ fn check_and_stats_walk_100k_levels_on_a_small_stack() {
         )
     })
     .unwrap();
+    drop(repo);
+    // A reader opens the repository after the snapshot, as `cbsnap check` would: it
+    // lists the snapshots when it opens.
+    let repo = Repository::open(&root, Access::Read).unwrap();
 
     let (report, stats) = std::thread::scope(|s| {
         std::thread::Builder::new()
