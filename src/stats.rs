@@ -212,11 +212,11 @@ pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Re
 /// Feed the key of every blob `s` references (below trees not seen before) to `f`.
 /// An unreadable tree is an error: the numbers would silently be wrong.
 fn walker_collect(w: &mut Walker<'_>, s: &Snapshot, f: &mut dyn FnMut(BlobKey)) -> Result<()> {
-    reach::mark(w, &s.tree, f).map_err(|(id, path, e)| {
-        crate::Error::Corrupt(format!(
+    reach::mark(w, &s.tree, f, &mut |id, path, e| {
+        Err(crate::Error::Corrupt(format!(
             "tree {id} (/{path}) of {} cannot be read: {e}",
             s.name
-        ))
+        )))
     })
 }
 

@@ -40,7 +40,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::index::Location;
 use crate::progress::Progress;
-use crate::prune::reach::{key, mark_all, BlobKey, KeySet};
+use crate::prune::reach::{key, mark, BlobKey, KeySet};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
 use crate::walk::Walker;
@@ -190,7 +190,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     let mut set = KeySet::new();
     let mut tree_faults: Vec<(Id, String)> = Vec::new();
     for (_, snap) in &snapshots {
-        let noted = mark_all(
+        let noted = mark(
             &mut walker,
             &snap.tree,
             &mut |k| set.insert(k),

@@ -152,39 +152,33 @@ pub fn referenced(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(So
     let mut walker = Walker::new(repo).once();
     let mut set = KeySet::new();
     for (sid, snap) in snapshots {
-        mark(&mut walker, &snap.tree, &mut |k| set.insert(k)).map_err(|(id, path, e)| {
-            let why = match e {
-                Error::Corrupt(s) => s,
-                other => other.to_string(),
-            };
-            Error::Corrupt(format!(
+        // Below a tree that cannot be read, referenced blobs are unknown: stop.
+        mark(
+            &mut walker,
+            &snap.tree,
+            &mut |k| set.insert(k),
+            &mut |id, path, e| {
+                let why = match e {
+                    Error::Corrupt(s) => s,
+                    other => other.to_string(),
+                };
+                Err(Error::Corrupt(format!(
                 "tree {id} (/{path}) of snapshot {}@{} cannot be read ({why}), so nothing was removed: forget or repair the broken snapshots first",
                 snap.name,
                 sid.short()
-            ))
-        })?;
+            )))
+            },
+        )?;
     }
     let trees = walker.trees();
     Ok((set.finish(), trees))
 }
 
-/// A tree that cannot be read: its id, its directory's path, and why.
-pub type Unreadable = (Id, String, Error);
-
 /// Feed the key of every blob below `root` to `f`: the tree blobs, and the chunks of
-/// every file, below trees `walker` (a [`Walker::once`]) has not walked before.
-/// Stops at the first tree that cannot be read: what lies below it is unknown.
-pub fn mark(
-    walker: &mut Walker<'_>,
-    root: &Id,
-    f: &mut dyn FnMut(BlobKey),
-) -> std::result::Result<(), Unreadable> {
-    mark_all(walker, root, f, &mut |id, path, e| Err((id, path, e)))
-}
-
-/// [`mark`], handing each tree that cannot be read to `unreadable` (with its
-/// directory's path) and going on, unless it returns an error.
-pub fn mark_all<E>(
+/// every file, below trees `walker` (a [`Walker::once`]) has not walked before. Each
+/// tree that cannot be read goes to `unreadable` with its directory's path; the walk
+/// goes on past it unless `unreadable` returns an error, which `mark` returns.
+pub fn mark<E>(
     walker: &mut Walker<'_>,
     root: &Id,
     f: &mut dyn FnMut(BlobKey),

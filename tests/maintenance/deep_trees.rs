@@ -4,12 +4,8 @@
 //! `data::tar_import::tar_nesting_100k_directories_never_overflows_the_stack`.
 
 use cbsnap::check::{self, ReadData};
-use cbsnap::ingest::{self, SnapshotSpec};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
-use cbsnap::snapshot::SourceKind;
-use cbsnap::source::{Content, Entry};
-use cbsnap::tree::{Node, NodeKind};
 use cbsnap::Repository;
 
 const DEPTH: usize = 100_000;
@@ -25,16 +21,7 @@ fn check_and_stats_walk_100k_levels_on_a_small_stack() {
     Repository::init(&root).unwrap();
     let repo = Repository::open(&root, Access::Append).unwrap();
     let path = "a/".repeat(DEPTH) + "f";
-    let spec = SnapshotSpec::new("deep", SourceKind::Path);
-    ingest::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
-        let mut n = Node::new(Vec::new(), NodeKind::File);
-        n.size = 4;
-        sink.entry(
-            Entry::new(path.into_bytes(), n),
-            Content::Stream(&mut &b"deep"[..]),
-        )
-    })
-    .unwrap();
+    crate::util::snapshot_files(&repo, "deep", &[(&path, b"deep".to_vec())]).unwrap();
     drop(repo);
     // A reader opens the repository after the snapshot, as `cbsnap check` would: it
     // lists the snapshots when it opens.

@@ -5,27 +5,13 @@
 
 use std::fs;
 
-use cbsnap::ingest::{self, SnapshotSpec};
-use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
-use cbsnap::snapshot::{self, SourceKind};
-use cbsnap::source::{Content, Entry};
-use cbsnap::tree::{Node, NodeKind};
+use cbsnap::snapshot;
 use cbsnap::{Id, Repository};
 
 fn take(root: &std::path::Path, name: &str) -> Id {
     let repo = Repository::open(root, Access::Append).unwrap();
-    let spec = SnapshotSpec::new(name, SourceKind::Path);
-    let (id, _) = ingest::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
-        let mut n = Node::new(Vec::new(), NodeKind::File);
-        n.size = name.len() as u64;
-        sink.entry(
-            Entry::new(b"f".to_vec(), n),
-            Content::Stream(&mut name.as_bytes()),
-        )
-    })
-    .unwrap();
-    id
+    crate::util::snapshot_files(&repo, name, &[("f", name.as_bytes().to_vec())]).unwrap()
 }
 
 fn names(set: &snapshot::SnapshotSet) -> Vec<&str> {

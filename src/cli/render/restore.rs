@@ -1,7 +1,7 @@
 //! What `restore` shows: the plan and the result of `restore --all`, and one
 //! restored snapshot.
 
-use cbsnap::restore::dir::Report;
+use cbsnap::restore;
 use cbsnap::run::restore::{RestoreAllReport, RestorePlan};
 use cbsnap::snapshot::Snapshot;
 use cbsnap::Id;
@@ -99,7 +99,7 @@ pub fn restored_all(ctx: &Ctx, plan: &RestorePlan, report: &RestoreAllReport) {
 }
 
 /// One restored snapshot: its problems on stderr, then a line (or its JSON).
-pub fn restored(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &Report) {
+pub fn restored(ctx: &Ctx, id: &Id, snap: &Snapshot, to: &str, report: &restore::dir::Report) {
     for p in &report.problems {
         cbsnap::warn_stderr!("cbsnap: error: {p}");
     }
