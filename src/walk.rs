@@ -46,12 +46,14 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Read the directory `id` with `read`. A split tree's parts for which `skip` is
-    /// true are not read (a [`Walker::once`] has read them before).
+    /// Read the directory `id` with `read`. Never fails: what cannot be read is in
+    /// [`Listing::unreadable`].
     pub fn read(read: &dyn Fn(&Id) -> Result<Vec<u8>>, id: &Id) -> Listing {
         Listing::read_skipping(read, id, &mut |_| false)
     }
 
+    /// [`Listing::read`], leaving out a split tree's parts for which `skip` is true
+    /// (a [`Walker::once`] has read them before).
     fn read_skipping(
         read: &dyn Fn(&Id) -> Result<Vec<u8>>,
         id: &Id,
