@@ -85,7 +85,7 @@ pub struct Settings {
     pub hooks: crate::run::hooks::Hooks,
     /// `[notify]`: where to report each `snapshot --all` run.
     #[serde(default)]
-    pub notify: crate::run::notify::NotifyConfig,
+    pub notify: crate::run::notify::NotifySettings,
     /// Packs uploaded (and pack trailers read) at once on an S3 or SFTP repository
     /// (default [`crate::repo::DEFAULT_TRANSFERS`]).
     pub transfers: Option<usize>,

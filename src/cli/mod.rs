@@ -21,6 +21,7 @@ mod list;
 mod maint;
 mod mirror;
 mod mount;
+mod prompt;
 mod render;
 mod repo;
 mod restore;
@@ -99,7 +100,7 @@ impl Ctx {
             self.storage()?,
             access,
             &self.open_options(),
-            &key::Prompt::current(),
+            &prompt::Prompt::current(),
         )?;
         match cbsnap::volume::recover(&repo.root, false) {
             Ok(rec) => render::resumed(&rec),
