@@ -5,6 +5,7 @@
 //! walk the trees in name order and verify every chunk against its BLAKE3 id.
 
 pub mod dir;
+mod plan;
 pub mod tar;
 
 use std::io::{self, Read};
