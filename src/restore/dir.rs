@@ -691,7 +691,7 @@ fn write_file(
         // All-zero chunks become holes: sparse files stay sparse, and the bytes read
         // back are the same.
         if !data.iter().all(|&b| b == 0) {
-            f.write_all_at(&data, off)
+            f.write_all_at(data, off)
                 .ctx(|| format!("write {}", j.path.display()))?;
         }
         off += data.len() as u64;
