@@ -14,9 +14,9 @@
 //! content list keeps its order. A file of one chunk (most small files) is hashed by
 //! its reader, which saves the round trip; its compression still runs on the
 //! workers. Several files are read at once, by a few reader threads, and applied to
-//! the trees in walk order ([`read`]); tar streams are read on the source thread. Fsync of a full
-//! pack runs on the flusher thread while the next pack fills; the commit waits for
-//! it (packs durable, then indexed, then the snapshot file).
+//! the trees in walk order ([`read`]); tar streams are read on the source thread.
+//! Fsync of a full pack runs on the flusher thread while the next pack fills; the
+//! commit waits for it (packs durable, then indexed, then the snapshot file).
 //!
 //! Memory is bounded: the channels hold at most a few dozen chunks, the open pack is
 //! streamed to disk, and the "pending" set only holds ids that are queued but not yet

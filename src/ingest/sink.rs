@@ -1,5 +1,7 @@
-//! The [`Sink`] a source pushes entries into: names are checked against the format's
-//! limits, hard links are grouped, and each entry goes to the tree being assembled.
+//! What becomes of the entries a source pushes into the [`Sink`] (which queues them
+//! in walk order while files are read ahead, [`super::read`]): names are checked
+//! against the format's limits, hard links are grouped, and each entry goes to the
+//! tree being assembled.
 
 use super::read::Body;
 use super::tree::{split_last, Child, DirBuild};

@@ -712,6 +712,9 @@ mod tests {
         };
         let (_, at_open) = file.open().unwrap();
         assert!(at_open.unchanged(&seen));
+        // A reader thread's copy, taken before the swap, is checked the same way.
+        let detached = file.detach().unwrap();
+        assert!(detached.open().unwrap().1.unchanged(&seen));
 
         // The original stays alive under another name, so no new file can reuse
         // its inode number.
@@ -719,6 +722,7 @@ mod tests {
         std::fs::remove_file(d.path().join("f")).unwrap();
         std::os::unix::fs::symlink(d.path().join("host"), d.path().join("f")).unwrap();
         assert!(matches!(file.open(), Err(OpenError::Replaced)));
+        assert!(matches!(detached.open(), Err(OpenError::Replaced)));
 
         std::fs::remove_file(d.path().join("f")).unwrap();
         std::fs::write(d.path().join("other"), b"another file").unwrap();
