@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: cbsnap, restic and borg on the same generated corpus
+# Side-by-side benchmark: cbsnap, restic, rustic and borg on the same generated corpus
 # (benches/gen_corpus.py), optionally with the `tar czf` backups cbsnap
 # replaces. Steps, one tool after the other with a cold page cache:
 # initial snapshot, unchanged snapshot, changed snapshot after a seeded
 # mutation, full restore of the latest snapshot verified against the corpus.
-# Records wall time and peak RSS (GNU time) and the repository size.
+# Records wall time and peak RSS (GNU time) and the repository size. With
+# cbsnap and `taskset`, the big-file part of the corpus (the random blobs) is
+# also snapshotted pinned to one core and to two, warm cache, to show the
+# scaling with cores (and the compute limit the same way, with LIMIT).
 #
 # Usage: benches/compare.sh [--write-docs]
 #   stdout: a Markdown report; progress goes to stderr.
@@ -14,8 +17,11 @@
 #   BENCH_DIR=/tmp/cbsnap-bench   work dir: corpus, repositories, logs
 #   BENCH_SCALE=1                 corpus size, 1 is ~1 GiB
 #   BENCH_SEED=1                  corpus seed
-#   BENCH_TOOLS="cbsnap restic borg"   add "tar" for the tar czf baseline
+#   BENCH_TOOLS="cbsnap restic rustic borg"   add "tar" for the tar czf baseline
 #   CBSNAP=target/release/cbsnap  skipped with a note if missing
+#   RUSTIC=rustic                 rustic 0.11 (`cargo install rustic-rs
+#                                 --no-default-features`); /work/tools/rustic/bin/rustic
+#                                 when that exists and rustic is not on PATH
 #   LIMIT=                        the compute-limit program of benches/limit.rs
 #                                 (cargo bench --bench limit --no-run prints its
 #                                 path); with it, the report adds the floors:
@@ -26,8 +32,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH_DIR=${BENCH_DIR:-/tmp/cbsnap-bench}
 BENCH_SCALE=${BENCH_SCALE:-1}
 BENCH_SEED=${BENCH_SEED:-1}
-BENCH_TOOLS=${BENCH_TOOLS:-cbsnap restic borg}
+BENCH_TOOLS=${BENCH_TOOLS:-cbsnap restic rustic borg}
 CBSNAP=${CBSNAP:-target/release/cbsnap}
+if [[ -z ${RUSTIC:-} ]]; then
+    RUSTIC=rustic
+    if ! command -v rustic >/dev/null && [[ -x /work/tools/rustic/bin/rustic ]]; then
+        RUSTIC=/work/tools/rustic/bin/rustic
+    fi
+fi
 LIMIT=${LIMIT:-}
 DOCS=$ROOT/docs/BENCHMARKS.md
 HOST=cbsnap-bench   # restic picks the parent snapshot by host and paths
@@ -78,7 +90,11 @@ for tool in $BENCH_TOOLS; do
             if command -v "$tool" >/dev/null; then TOOLS+=("$tool")
             else NOTES+=("$tool skipped: not installed.")
             fi ;;
-        *) die "unknown tool '$tool' in BENCH_TOOLS (cbsnap, restic, borg, tar)" ;;
+        rustic)
+            if command -v "$RUSTIC" >/dev/null; then TOOLS+=(rustic)
+            else NOTES+=("rustic skipped: no \`$RUSTIC\` (\`cargo install rustic-rs --no-default-features\` or set RUSTIC).")
+            fi ;;
+        *) die "unknown tool '$tool' in BENCH_TOOLS (cbsnap, restic, rustic, borg, tar)" ;;
     esac
 done
 ((${#TOOLS[@]})) || die "no tool to run: ${NOTES[*]}"
@@ -96,6 +112,9 @@ CORPUS=$BENCH_DIR/corpus
 LOGS=$BENCH_DIR/logs
 
 export RESTIC_PASSWORD=cbsnap-bench RESTIC_CACHE_DIR=$BENCH_DIR/home/restic-cache
+# rustic reads the same password, keeps its cache here and no config profile.
+export RUSTIC_PASSWORD=cbsnap-bench RUSTIC_CACHE_DIR=$BENCH_DIR/home/rustic-cache
+export XDG_CONFIG_HOME=$BENCH_DIR/home/config
 export BORG_BASE_DIR=$BENCH_DIR/home/borg BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes
 
 CAN_DROP=0
@@ -108,6 +127,7 @@ drop_caches() {
 }
 
 declare -A WALL RSS SIZE VERIFY
+WARM=0   # 1: measure keeps the page cache (the core-scaling runs)
 
 # run_logged TOOL STEP CMD...: an untimed command (repository init), logged.
 run_logged() {
@@ -125,7 +145,7 @@ run_logged() {
 measure() {
     local tool=$1 step=$2 dir=$3; shift 3
     local log=$LOGS/$tool-$step.log tf=$LOGS/$tool-$step.time wall rss
-    drop_caches
+    if ((WARM)); then sync; else drop_caches; fi
     say "$step: $tool"
     if ! (cd "$dir" && /usr/bin/time -f '%e %M' -o "$tf" sh -c '"$@" && sync' sh "$@") >"$log" 2>&1; then
         tail -n 20 "$log" >&2
@@ -144,6 +164,7 @@ init_repo() {
     case $tool in
         cbsnap) run_logged "$tool" init "$CBSNAP" --repo "$repo" init ;;
         restic) run_logged "$tool" init restic -r "$repo" init --repository-version 2 ;;
+        rustic) run_logged "$tool" init "$RUSTIC" -r "$repo" --no-progress init ;;
         borg) run_logged "$tool" init borg init -e none "$repo" ;;
         tar) mkdir -p "$repo" ;;
     esac
@@ -155,6 +176,7 @@ snapshot() {
     case $tool in
         cbsnap) measure "$tool" "$step" "$BENCH_DIR" "$CBSNAP" --repo "$repo" -q snapshot --path "$CORPUS" --name corpus ;;
         restic) measure "$tool" "$step" "$BENCH_DIR" restic -r "$repo" backup --host "$HOST" "$CORPUS" ;;
+        rustic) measure "$tool" "$step" "$BENCH_DIR" "$RUSTIC" -r "$repo" --no-progress backup --host "$HOST" "$CORPUS" ;;
         borg) measure "$tool" "$step" "$BENCH_DIR" borg create --compression zstd,3 "$repo::$step" "$CORPUS" ;;
         tar) measure "$tool" "$step" "$BENCH_DIR" tar czf "$repo/$step.tar.gz" -C "$CORPUS" . ;;
     esac
@@ -177,6 +199,8 @@ restore() {
             RESTORED=$dir ;;
         restic) measure "$tool" restore "$dir" restic -r "$repo" restore latest --host "$HOST" --target "$dir"
             RESTORED=$dir$CORPUS ;;
+        rustic) measure "$tool" restore "$dir" "$RUSTIC" -r "$repo" --no-progress restore "latest:$CORPUS" "$dir"
+            RESTORED=$dir ;;
         borg) measure "$tool" restore "$dir" borg extract "$repo::${STEPS[-1]}"
             RESTORED=$dir/${CORPUS#/} ;;
         tar) measure "$tool" restore "$dir" tar xzf "$repo/${STEPS[-1]}.tar.gz" -C "$dir"
@@ -249,6 +273,39 @@ for tool in "${TOOLS[@]}"; do
     verify "$tool" "$RESTORED"
     rm -rf "$dir"   # kept on failure (die above) for inspection
 done
+
+# Scaling with cores: the random blobs (the big-file part of the corpus) into a
+# new repository each run, warm cache, pinned with taskset to one core and to
+# two; one, two, one, two, the faster of each kept. The compute limit likewise.
+CORE_SETS=()
+BIG=$CORPUS/ollama/models/blobs
+if [[ " ${TOOLS[*]} " != *" cbsnap "* ]]; then :
+elif ! command -v taskset >/dev/null || (($(nproc) < 2)); then
+    NOTES+=("Scaling with cores not measured: it needs \`taskset\` (util-linux) and 2 CPUs.")
+else
+    CORE_SETS=(0 0,1)
+    cat "$BIG"/* >/dev/null
+    WARM=1
+    for round in 1 2; do
+        for cores in "${CORE_SETS[@]}"; do
+            repo=$BENCH_DIR/repo/cbsnap-cores
+            rm -rf "$repo"
+            run_logged cbsnap "init-cores" "$CBSNAP" --repo "$repo" init
+            measure big-cbsnap "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$repo" -q snapshot --path "$BIG" --name big
+            if [[ -n $LIMIT ]]; then
+                measure big-limit "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$LIMIT" "$BIG"
+            fi
+        done
+    done
+    rm -rf "$BENCH_DIR/repo/cbsnap-cores"
+    WARM=0
+    for what in big-cbsnap big-limit; do
+        for cores in "${CORE_SETS[@]}"; do
+            [[ -n ${WALL[$what:$cores.1]:-} ]] || continue
+            WALL[$what:$cores]=$(awk -v a="${WALL[$what:$cores.1]}" -v b="${WALL[$what:$cores.2]}" 'BEGIN { print (a < b ? a : b) }')
+        done
+    done
+fi
 RUN_SECONDS=$SECONDS
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -256,6 +313,7 @@ version() {
     case $1 in
         cbsnap) "$CBSNAP" --version 2>/dev/null | head -n 1 || echo "cbsnap (no --version)" ;;
         restic) restic version | cut -d' ' -f1-2 ;;
+        rustic) "$RUSTIC" --version | head -n 1 ;;
         borg) borg --version ;;
         tar) echo "$(tar --version | head -n 1), $(gzip --version | head -n 1)" ;;
     esac
@@ -264,6 +322,7 @@ settings() {
     case $1 in
         cbsnap) echo "defaults" ;;
         restic) echo "repository v2, compression auto (zstd), password set" ;;
+        rustic) echo "defaults (repository v2, zstd 3), password set" ;;
         borg) echo "\`init -e none\`, \`create --compression zstd,3\`, default chunker" ;;
         tar) echo "\`tar czf\` per snapshot, as the current backup script" ;;
     esac
@@ -271,7 +330,7 @@ settings() {
 
 report() {
     local cmd="benches/compare.sh --write-docs"
-    [[ $BENCH_TOOLS == "cbsnap restic borg" ]] || cmd="BENCH_TOOLS=\"$BENCH_TOOLS\" $cmd"
+    [[ $BENCH_TOOLS == "cbsnap restic rustic borg" ]] || cmd="BENCH_TOOLS=\"$BENCH_TOOLS\" $cmd"
     cmd="BENCH_SCALE=$BENCH_SCALE BENCH_SEED=$BENCH_SEED $cmd"
     echo "## Side by side: ${TOOLS[*]} (\`benches/compare.sh\`)"
     echo
@@ -322,6 +381,25 @@ report() {
         done
     done
     ratios
+    cores_table
+}
+
+# The core-scaling runs, if any.
+cores_table() {
+    ((${#CORE_SETS[@]})) || return 0
+    echo
+    echo "Scaling with cores: a snapshot of the $BLOB_COUNT random blobs ($(mib "$BLOB_BYTES") MiB) into a new"
+    echo "repository, warm page cache, pinned with \`taskset -c 0\` (1 core) and \`taskset -c 0,1\`"
+    echo "(2 cores); the faster of two runs each, wall seconds including \`sync\`:"
+    echo
+    echo "| what | 1 core (s) | 2 cores (s) | 2 cores ÷ 1 core speed-up |"
+    echo "|---|--:|--:|--:|"
+    local what
+    for what in big-cbsnap big-limit; do
+        [[ -n ${WALL[$what:0]:-} ]] || continue
+        printf '| %s | %s | %s | %s |\n' "${what#big-}" "${WALL[$what:0]}" "${WALL[$what:0,1]}" \
+            "$(ratio "${WALL[$what:0]}" "${WALL[$what:0,1]}")"
+    done
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }

@@ -9,16 +9,29 @@
 //! The `chunk_params` group compares FastCDC parameter sets in throughput; their
 //! effect on deduplication is measured end to end by `benches/chunk_params.sh`.
 //!
+//! The later stages, each alone: `pack` (appending the compressed chunks to a
+//! [`cbsnap::pack::PackWriter`] and sealing it, into the page cache, no fsync),
+//! `index_lookup` (dedup checks against a RocksDB index of 200,000 chunks: hits,
+//! misses, and one batched multi-get), `tree` (encoding and decoding a directory of
+//! 10,000 file nodes) and `restore_write` (decoding and verifying each stored chunk
+//! and writing it at its offset with `pwrite`, all-zero chunks left as holes, as
+//! `restore::dir` does).
+//!
 //! Run: `cargo bench --bench pipeline` (about three minutes on two cores); a filter
 //! selects groups, e.g. `cargo bench --bench pipeline -- chunk_params`. Sample counts
 //! are kept small on purpose: each iteration already processes 64 MiB.
 
 use std::time::Duration;
 
+use std::os::unix::fs::FileExt;
+
 use cbsnap::chunker::chunk_stream;
 use cbsnap::config::ChunkerParams;
+use cbsnap::crypto::Crypt;
 use cbsnap::id::Id;
-use cbsnap::pack::compress;
+use cbsnap::index::Index;
+use cbsnap::pack::{compress, decode_blob, BlobEntry, BlobKind, PackWriter};
+use cbsnap::tree::{Node, NodeKind};
 use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -174,6 +187,166 @@ fn bench_serial(c: &mut Criterion, inputs: &[(&str, Vec<u8>)]) {
     g.finish();
 }
 
+/// A stored chunk: its id, raw length and bytes as compressed.
+struct Stored {
+    id: Id,
+    raw_len: u32,
+    bytes: Vec<u8>,
+    compression: cbsnap::pack::Compression,
+}
+
+fn stored(cs: &[Vec<u8>]) -> Vec<Stored> {
+    cs.iter()
+        .map(|c| {
+            let (bytes, compression) = compress(c, 3);
+            Stored {
+                id: Id::hash(c),
+                raw_len: c.len() as u32,
+                bytes,
+                compression,
+            }
+        })
+        .collect()
+}
+
+/// Appending compressed chunks to a pack and sealing it (the writer thread's work,
+/// fsync left out).
+fn bench_pack(c: &mut Criterion, stored: &[(&str, Vec<Stored>)]) {
+    let mut g = c.benchmark_group("pack");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, cs) in stored {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut w = PackWriter::create(dir.path(), &Crypt::Plain).expect("create pack");
+                for s in cs {
+                    w.add(s.id, BlobKind::Data, s.raw_len, &s.bytes, s.compression)
+                        .expect("add blob");
+                }
+                black_box(w.seal().expect("seal pack").id())
+            })
+        });
+    }
+    g.finish();
+}
+
+/// The dedup check: `contains` of 10,000 ids that are in an index of 200,000
+/// chunks, of 10,000 that are not, and one `contains_all` of the 10,000 present.
+fn bench_index_lookup(c: &mut Criterion) {
+    const CHUNKS: u64 = 200_000;
+    const LOOKUPS: u64 = 10_000;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let index = Index::open(&dir.path().join("index")).expect("open index");
+    let id = |i: u64| Id::hash(&i.to_le_bytes());
+    for pack in 0..CHUNKS / 10_000 {
+        let entries: Vec<BlobEntry> = (pack * 10_000..(pack + 1) * 10_000)
+            .map(|i| BlobEntry {
+                id: id(i),
+                offset: (i % 10_000) * 65_536,
+                stored_len: 65_536,
+                raw_len: 65_536,
+                kind: BlobKind::Data,
+                compression: cbsnap::pack::Compression::Zstd,
+            })
+            .collect();
+        index
+            .add_pack(&id(u64::MAX - pack), 10_000 * 65_536, &entries)
+            .expect("add pack");
+    }
+    index.flush().expect("flush index");
+    let hits: Vec<Id> = (0..LOOKUPS).map(|i| id(i * (CHUNKS / LOOKUPS))).collect();
+    let misses: Vec<Id> = (0..LOOKUPS).map(|i| id(CHUNKS + i)).collect();
+    let mut g = c.benchmark_group("index_lookup");
+    g.throughput(Throughput::Elements(LOOKUPS));
+    g.bench_function("contains_hit", |b| {
+        b.iter(|| {
+            hits.iter()
+                .filter(|i| index.contains(i).expect("lookup"))
+                .count()
+        })
+    });
+    g.bench_function("contains_miss", |b| {
+        b.iter(|| {
+            misses
+                .iter()
+                .filter(|i| index.contains(i).expect("lookup"))
+                .count()
+        })
+    });
+    g.bench_function("contains_all_hit", |b| {
+        b.iter(|| index.contains_all(&hits).expect("multi-get"))
+    });
+    g.finish();
+}
+
+/// Encoding and decoding one directory of 10,000 files of four chunks each.
+fn bench_tree(c: &mut Criterion) {
+    const NODES: u64 = 10_000;
+    let nodes: Vec<Node> = (0..NODES)
+        .map(|i| {
+            let mut n = Node::new(format!("file-{i:06}.rs").into_bytes(), NodeKind::File);
+            n.mode = 0o644;
+            n.size = 4 * 65_536;
+            n.mtime = 1_700_000_000 + i as i64;
+            n.user = b"root".to_vec();
+            n.group = b"root".to_vec();
+            n.content = (0..4)
+                .map(|k| Id::hash(&(i * 4 + k).to_le_bytes()))
+                .collect();
+            n
+        })
+        .collect();
+    let encoded = cbsnap::tree::encode(&nodes);
+    let mut g = c.benchmark_group("tree");
+    g.throughput(Throughput::Elements(NODES));
+    g.bench_function("encode", |b| {
+        b.iter(|| cbsnap::tree::encode(black_box(&nodes)).len())
+    });
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            cbsnap::tree::decode(black_box(&encoded))
+                .expect("decode")
+                .len()
+        })
+    });
+    g.finish();
+}
+
+/// Decode, verify and write each chunk at its offset; an all-zero chunk is skipped
+/// (a hole), as `restore::dir::write_file` does.
+fn bench_restore_write(c: &mut Criterion, stored: &[(&str, Vec<Stored>)]) {
+    let mut g = c.benchmark_group("restore_write");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("out");
+    for (name, cs) in stored {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let f = std::fs::File::create(&path).expect("create");
+                let mut off = 0u64;
+                for s in cs {
+                    let entry = BlobEntry {
+                        id: s.id,
+                        offset: 0,
+                        stored_len: s.bytes.len() as u32,
+                        raw_len: s.raw_len,
+                        kind: BlobKind::Data,
+                        compression: s.compression,
+                    };
+                    let data = decode_blob(&entry, &s.bytes, &Crypt::Plain).expect("decode");
+                    if !data.iter().all(|&b| b == 0) {
+                        f.write_all_at(&data, off).expect("write");
+                    }
+                    off += data.len() as u64;
+                }
+                f.set_len(off).expect("truncate");
+                off
+            })
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     let inputs = [("random", random_input(1)), ("text", text_input(2))];
     let chunked: Vec<(&str, Vec<Vec<u8>>)> = inputs
@@ -211,5 +384,10 @@ fn main() {
     bench_hash(&mut c, &chunked);
     bench_compress(&mut c, &chunked);
     bench_serial(&mut c, &inputs);
+    let stored: Vec<(&str, Vec<Stored>)> = chunked.iter().map(|(n, cs)| (*n, stored(cs))).collect();
+    bench_pack(&mut c, &stored);
+    bench_index_lookup(&mut c);
+    bench_tree(&mut c);
+    bench_restore_write(&mut c, &stored);
     c.final_summary();
 }

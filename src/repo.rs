@@ -152,6 +152,8 @@ pub struct Repository {
     index: Index,
     index_writable: bool,
     open_packs: Mutex<HashMap<Id, Arc<File>>>,
+    /// Reads of pack ranges so far ([`Repository::pack_reads`]).
+    pack_reads: std::sync::atomic::AtomicU64,
     crypt: Crypt,
     /// The key file that opened an encrypted repository.
     key_id: Option<String>,
@@ -500,6 +502,7 @@ impl Repository {
             index_writable,
             open_packs: Mutex::new(HashMap::new()),
             windows: Mutex::new(Default::default()),
+            pack_reads: std::sync::atomic::AtomicU64::new(0),
             crypt,
             key_id,
             transfers: opts.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1),
@@ -687,6 +690,7 @@ impl Repository {
             index_writable: true,
             open_packs: Mutex::new(HashMap::new()),
             windows: Mutex::new(Default::default()),
+            pack_reads: std::sync::atomic::AtomicU64::new(0),
             crypt,
             key_id,
             transfers: DEFAULT_TRANSFERS,
@@ -730,27 +734,62 @@ impl Repository {
 
     /// The stored bytes at `loc`: `pread` of the pack file, or one ranged read.
     fn read_stored(&self, loc: &Location) -> Result<Vec<u8>> {
+        self.read_pack_range(&loc.pack, loc.entry.offset, loc.entry.stored_len as u64)
+    }
+
+    /// `len` bytes of pack `pack` from `offset`, as stored (compressed, sealed): one
+    /// `pread` of the pack file, or one ranged read of a remote one. Errors:
+    /// [`Error::Corrupt`] when the pack is missing or shorter; a storage error.
+    pub fn read_pack_range(&self, pack: &Id, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.pack_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let short = |got: u64| {
+            Error::Corrupt(format!(
+                "pack {pack} cannot be read at offset {offset}: {got} bytes where {len} were asked"
+            ))
+        };
         if self.local_root().is_some() {
-            let f = self.pack_file(&loc.pack)?;
-            return pack::read_stored(&f, loc.entry.offset, loc.entry.stored_len).map_err(|e| {
+            let f = self.pack_file(pack)?;
+            let len = u32::try_from(len).map_err(|_| short(0))?;
+            return pack::read_stored(&f, offset, len).map_err(|e| {
                 Error::Corrupt(format!(
-                    "pack {} cannot be read at offset {}: {e}",
-                    loc.pack, loc.entry.offset
+                    "pack {pack} cannot be read at offset {offset}: {e}"
                 ))
             });
         }
-        let key = pack_key(&loc.pack);
-        let (offset, len) = (loc.entry.offset, loc.entry.stored_len as u64);
-        if let Some(b) = self.from_window(&loc.pack, offset, len) {
-            return Ok(b);
+        let key = pack_key(pack);
+        let fetched = match self.from_window(pack, offset, len) {
+            Some(b) => Ok(b),
+            None => self.read_remote(pack, &key, offset, len)?,
+        };
+        match fetched {
+            Ok(b) if b.len() as u64 == len => Ok(b),
+            Ok(b) => Err(short(b.len() as u64)),
+            Err(e @ (StorageError::Transient { .. } | StorageError::Other { .. })) => {
+                Err(self.storage_error("read pack", e))
+            }
+            Err(e) => Err(Error::Corrupt(format!(
+                "pack {pack} cannot be read at offset {offset}: {e}"
+            ))),
         }
-        let size = self.index.pack_size(&loc.pack)?;
-        let fetched = match size {
-            // A small blob: fetch the window it starts, up to the end of the pack.
+    }
+
+    /// `len` bytes at `offset` of the remote pack `pack` (key `key`): for a small
+    /// read, the window it starts (up to [`WINDOW`] bytes, to the end of the pack),
+    /// kept for the reads after it. The outer error is the index's.
+    fn read_remote(
+        &self,
+        pack: &Id,
+        key: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<std::result::Result<Vec<u8>, StorageError>> {
+        let size = self.index.pack_size(pack)?;
+        Ok(match size {
             Some(size) if len < WINDOW && offset + len <= size => {
                 let end = size.min(offset + WINDOW);
                 self.storage
-                    .read_range(&key, offset, end - offset)
+                    .read_range(key, offset, end - offset)
                     .map(|bytes| {
                         let bytes = Arc::new(bytes);
                         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -758,32 +797,15 @@ impl Repository {
                             w.pop_front();
                         }
                         w.push_back(Window {
-                            pack: loc.pack,
+                            pack: *pack,
                             start: offset,
                             bytes: bytes.clone(),
                         });
                         bytes[..len as usize].to_vec()
                     })
             }
-            _ => self.storage.read_range(&key, offset, len),
-        };
-        match fetched {
-            Ok(b) if b.len() == loc.entry.stored_len as usize => Ok(b),
-            Ok(b) => Err(Error::Corrupt(format!(
-                "pack {} cannot be read at offset {}: {} bytes where {} were asked",
-                loc.pack,
-                loc.entry.offset,
-                b.len(),
-                loc.entry.stored_len
-            ))),
-            Err(e @ (StorageError::Transient { .. } | StorageError::Other { .. })) => {
-                Err(self.storage_error("read pack", e))
-            }
-            Err(e) => Err(Error::Corrupt(format!(
-                "pack {} cannot be read at offset {}: {e}",
-                loc.pack, loc.entry.offset
-            ))),
-        }
+            _ => self.storage.read_range(key, offset, len),
+        })
     }
 
     /// Blob bytes `offset..offset + len` of `pack` from a window read before.
@@ -796,9 +818,22 @@ impl Repository {
         Some(hit.bytes[from..from + len as usize].to_vec())
     }
 
+    /// How many pack ranges this handle has read ([`Repository::read_pack_range`],
+    /// which every blob read goes through): what a restore plan saves shows here.
+    pub fn pack_reads(&self) -> u64 {
+        self.pack_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn read_located(&self, loc: &Location) -> Result<Vec<u8>> {
         let stored = self.read_stored(loc)?;
-        pack::decode_blob(&loc.entry, &stored, &self.crypt).map_err(|e| match e {
+        self.decode_stored(loc, &stored)
+    }
+
+    /// Decrypt, decompress and verify against its id the blob at `loc`, given its
+    /// stored bytes (read by [`Repository::read_pack_range`]). Errors:
+    /// [`Error::Authentication`], or [`Error::Corrupt`] naming the blob and pack.
+    pub fn decode_stored(&self, loc: &Location, stored: &[u8]) -> Result<Vec<u8>> {
+        pack::decode_blob(&loc.entry, stored, &self.crypt).map_err(|e| match e {
             pack::BlobError::Authentication(source) => Error::Authentication {
                 pack: loc.pack,
                 blob: loc.entry.id,

@@ -2,22 +2,21 @@
 //! snapshot commit.
 //!
 //! ```text
-//!  source thread          workers (one per core)     writer thread       flusher thread
-//!  read, FastCDC ───────► BLAKE3, dedup, zstd ─────► append to pack ───► fsync, rename,
-//!  (small files: BLAKE3   (bounded channel)          seal at target      index the pack
-//!   and dedup here too)                              size
+//!  source thread   reader threads        workers (one per core)   writer thread     flusher thread
+//!  walk, tree ───► read, FastCDC ──────► BLAKE3, dedup, zstd ───► append to pack ─► fsync, rename,
+//!  builder (in     (small files: BLAKE3  (bounded channel)        seal at target    index the pack
+//!  walk order)      and dedup here too)                           size
 //! ```
 //!
-//! One big file keeps every core busy: the source thread only reads and finds the
-//! FastCDC cut points, and the workers hash, deduplicate and compress its chunks in
+//! One big file keeps every core busy: its reader only reads and finds the FastCDC
+//! cut points, and the workers hash, deduplicate and compress its chunks in
 //! parallel; their ids come back tagged with the chunk's position, so the file's
-//! content list keeps its order. A file of one chunk (most small files) is hashed on
-//! the source thread, which saves the round trip; its compression still runs on the
-//! workers, overlapping with reading the next files. This scales with the number of
-//! cores as long as one thread can read and chunk (FastCDC runs at ~1.3 GiB/s per
-//! core, BLAKE3 and zstd are the expensive stages and are spread). Fsync of a full
-//! pack runs on the flusher thread while the next pack fills; the commit waits for
-//! it (packs durable, then indexed, then the snapshot file).
+//! content list keeps its order. A file of one chunk (most small files) is hashed by
+//! its reader, which saves the round trip; its compression still runs on the
+//! workers. Several files are read at once, by a few reader threads, and applied to
+//! the trees in walk order ([`read`]); tar streams are read on the source thread.
+//! Fsync of a full pack runs on the flusher thread while the next pack fills; the
+//! commit waits for it (packs durable, then indexed, then the snapshot file).
 //!
 //! Memory is bounded: the channels hold at most a few dozen chunks, the open pack is
 //! streamed to disk, and the "pending" set only holds ids that are queued but not yet
@@ -122,6 +121,8 @@ struct Ingest<'a> {
     progress: Progress,
     /// The newest mtime of any entry (for [`SnapshotTime::NewestEntry`]).
     newest_mtime: Option<i64>,
+    /// Files being read by the reader threads, and what waits for them.
+    ahead: read::ReadAhead,
 }
 
 /// Take a snapshot: run `source`, which pushes entries into the sink it is given,
@@ -131,6 +132,18 @@ pub fn snapshot(
     repo: &Repository,
     spec: SnapshotSpec,
     progress: &Progress,
+    source: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<(Id, Snapshot)> {
+    snapshot_with_readers(repo, spec, progress, read::default_readers(), source)
+}
+
+/// [`snapshot`] with `readers` reader threads for the files of a directory walk (0:
+/// they are read on the source thread). The snapshot is the same for every count.
+fn snapshot_with_readers(
+    repo: &Repository,
+    spec: SnapshotSpec,
+    progress: &Progress,
+    readers: usize,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<(Id, Snapshot)> {
     let started = Instant::now();
@@ -165,9 +178,17 @@ pub fn snapshot(
             write_packs(repo, st_rx, &pending, &abort, &stopped)
         });
 
+        let feed = pipeline::Feed {
+            repo,
+            tx: job_tx,
+            pending: &pending,
+            stopped: &stopped,
+            progress: progress.clone(),
+        };
+        let ahead = read::ReadAhead::start(s, readers, &feed, &abort);
         let mut ing = Ingest {
             repo,
-            tx: Some(job_tx),
+            tx: Some(feed.tx),
             pending: &pending,
             stopped: &stopped,
             root: DirBuild::new(Node::new(Vec::new(), NodeKind::Dir)),
@@ -178,13 +199,17 @@ pub fn snapshot(
             errors: Vec::new(),
             progress: progress.clone(),
             newest_mtime: None,
+            ahead,
         };
-        let ran = source(&mut ing).and_then(|_| ing.finish_root());
+        let ran = source(&mut ing)
+            .and_then(|_| ing.apply_ready(true))
+            .and_then(|_| ing.finish_root());
         if ran.is_err() {
             abort.store(true, Ordering::SeqCst);
         }
         // Closing the job channel lets the workers and then the writer drain and stop.
         ing.tx = None;
+        ing.ahead.stop();
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(Error::Source("pack writer panicked".into())));

@@ -217,10 +217,20 @@ fn flush_packs(
     }
 }
 
-impl Ingest<'_> {
+/// The way into the compress workers, for the source thread and the reader threads
+/// alike ([`super::read`]): clones share the queue.
+#[derive(Clone)]
+pub(super) struct Feed<'a> {
+    pub(super) repo: &'a Repository,
+    pub(super) tx: Sender<Job>,
+    pub(super) pending: &'a Mutex<HashSet<Id>>,
+    pub(super) stopped: &'a AtomicBool,
+    pub(super) progress: crate::progress::Progress,
+}
+
+impl Feed<'_> {
     pub(super) fn send(&self, job: Job) -> Result<()> {
-        let tx = self.tx.as_ref().expect("pipeline is open");
-        if self.stopped.load(Ordering::Relaxed) || tx.send(job).is_err() {
+        if self.stopped.load(Ordering::Relaxed) || self.tx.send(job).is_err() {
             // The writer stopped (disk full, I/O error); its error is reported by `snapshot`.
             return Err(writer_stopped());
         }
@@ -228,14 +238,32 @@ impl Ingest<'_> {
     }
 
     /// Queue a blob unless the repository has it or it is already queued.
-    /// A blob beyond the format's limit is refused here, on the source thread, before
-    /// it is claimed ([`pack::check_blob`]; the packer would refuse it too).
-    pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+    /// A blob beyond the format's limit is refused here, before it is claimed
+    /// ([`pack::check_blob`]; the packer would refuse it too).
+    pub(super) fn put_blob(&self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
         let id = self.repo.blob_id(&raw);
         pack::check_blob(&id, raw.len() as u64, 0, Compression::Zstd)?;
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
         }
         Ok(id)
+    }
+}
+
+impl Ingest<'_> {
+    /// The source thread's [`Feed`].
+    pub(super) fn feed(&self) -> Feed<'_> {
+        Feed {
+            repo: self.repo,
+            tx: self.tx.clone().expect("pipeline is open"),
+            pending: self.pending,
+            stopped: self.stopped,
+            progress: self.progress.clone(),
+        }
+    }
+
+    /// [`Feed::put_blob`] from the source thread.
+    pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+        self.feed().put_blob(kind, raw)
     }
 }

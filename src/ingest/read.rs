@@ -1,166 +1,538 @@
 //! Reading file content into chunks: a stream is cut by FastCDC and its chunks go to
 //! the workers; a file of a live tree is read under `fstat` checks so that a file
 //! changing while read is read again or named in the snapshot's errors.
+//!
+//! **Several files at once.** Reading and cutting one file is serial work (about a
+//! third of the CPU of a big-file snapshot), so the files of a directory walk are read
+//! by a few reader threads ([`ReadAhead`]), each reading and cutting a whole file and
+//! sending its chunks to the compress workers. The source thread goes on walking; what
+//! it yields waits in a queue *in walk order* (entries, directory ends, warnings) and
+//! is applied to the tree builder from the front as each file's read finishes, so the
+//! trees, the stats and the snapshot's error list are the ones a single reader makes.
+//! Memory stays bounded: at most [`MAX_FILES_AHEAD`] files are read ahead and
+//! [`MAX_QUEUED`] entries wait; a reader streams its file (one chunk at a time into
+//! the workers' bounded queue), so the bytes in flight are at most one FastCDC buffer
+//! per reader plus that queue, whatever the files' sizes. Hard links, tar streams and
+//! files whose directory descriptor cannot be duplicated are read on the source
+//! thread, after the queue is drained (a link's content is that of the first name).
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::unbounded;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
-use super::pipeline::{ChunkReply, Job};
-use super::Ingest;
+use super::pipeline::{ChunkReply, Feed, Job};
+use super::{named, Ingest};
 use crate::chunker;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::BlobKind;
-use crate::source::dir::{FileStat, LiveFile, OpenError};
+use crate::source::dir::{DetachedFile, FileStat, OpenError};
 use crate::source::{Content, Entry, Sink};
+use crate::tree::NodeKind;
+
+/// Files read ahead of the one the tree builder waits for, at most.
+pub(super) const MAX_FILES_AHEAD: usize = 64;
+/// Entries, directory ends and warnings waiting in walk order, at most.
+pub(super) const MAX_QUEUED: usize = 4096;
+
+/// Reader threads for a snapshot on this machine: one per core, at least two (a
+/// read waiting on the disk leaves the core to another), at most eight.
+pub(super) fn default_readers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+/// Where a regular file's content comes from when it is applied to the tree.
+pub(super) enum Body<'a> {
+    /// From the source, now (read on the source thread if needed).
+    Source(Content<'a>),
+    /// Read by a reader thread.
+    Read(LiveRead),
+    /// Unchanged since the parent snapshot: its chunk ids.
+    Reused(Vec<Id>),
+}
+
+/// What reading a live file gave.
+pub(super) struct LiveRead {
+    /// Chunk ids, bytes and the `stat` at open of the read that is stored; `None`
+    /// when nothing is stored.
+    stored: Option<(Vec<Id>, u64, FileStat)>,
+    /// Why it is not stored, or why what is stored may be mixed.
+    warning: Option<String>,
+    /// Bytes read, every attempt counted.
+    bytes_read: u64,
+}
+
+/// A file for a reader thread; its result goes back on `reply`.
+struct ReadJob {
+    path: Vec<u8>,
+    file: DetachedFile,
+    reply: Sender<Result<LiveRead>>,
+}
+
+/// What the source yielded, waiting to be applied in walk order.
+enum Op {
+    /// An entry whose content, if any, is known.
+    Entry(Entry, Body<'static>),
+    /// A file being read by a reader thread.
+    File(Entry, Receiver<Result<LiveRead>>),
+    DirDone(Vec<u8>),
+    Warn(Vec<u8>, String),
+}
+
+/// The reader threads' queue and the entries waiting for them, in walk order.
+pub(super) struct ReadAhead {
+    /// `None` with no reader threads: every file is read on the source thread.
+    jobs: Option<Sender<ReadJob>>,
+    queue: VecDeque<Op>,
+    files: usize,
+    /// Set while queued entries are applied: their warnings are not queued again.
+    applying: bool,
+}
+
+impl ReadAhead {
+    /// Start `readers` reader threads in `s` (none: files are read on the source
+    /// thread). They stop when [`ReadAhead::stop`] is called and their jobs are done;
+    /// after `abort` is set they skip the jobs left.
+    pub(super) fn start<'scope>(
+        s: &'scope std::thread::Scope<'scope, '_>,
+        readers: usize,
+        feed: &Feed<'scope>,
+        abort: &'scope AtomicBool,
+    ) -> ReadAhead {
+        let jobs = (readers > 0).then(|| {
+            let (tx, rx) = unbounded::<ReadJob>();
+            for _ in 0..readers {
+                let (rx, feed) = (rx.clone(), feed.clone());
+                named("cbsnap-reader", s, move || {
+                    for job in rx {
+                        if abort.load(Ordering::Relaxed) {
+                            continue;
+                        }
+                        let r = read_live(&feed, &job.path, &|| job.file.open());
+                        let _ = job.reply.send(r);
+                    }
+                });
+            }
+            tx
+        });
+        ReadAhead {
+            jobs,
+            queue: VecDeque::new(),
+            files: 0,
+            applying: false,
+        }
+    }
+
+    /// Let the reader threads end once their jobs are done.
+    pub(super) fn stop(&mut self) {
+        self.jobs = None;
+    }
+
+    /// Whether what the source yields now must wait behind queued entries.
+    fn behind(&self) -> bool {
+        !self.applying && !self.queue.is_empty()
+    }
+}
+
+impl Sink for Ingest<'_> {
+    fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
+        self.apply_ready(false)?;
+        match content {
+            Content::File(f)
+                if self.ahead.jobs.is_some()
+                    && e.node.kind == NodeKind::File
+                    && e.link_key.is_none()
+                    && e.hardlink_to.is_none() =>
+            {
+                self.progress.set_path(&e.path);
+                if let Some(ids) = self.unchanged_in_parent(&e)? {
+                    return self.queue(Op::Entry(e, Body::Reused(ids)));
+                }
+                let Ok(file) = f.detach() else {
+                    self.apply_ready(true)?;
+                    return self.apply_entry(e, Body::Source(content));
+                };
+                let (reply, rx) = bounded(1);
+                let job = ReadJob {
+                    path: e.path.clone(),
+                    file,
+                    reply,
+                };
+                let jobs = self.ahead.jobs.as_ref().expect("readers are running");
+                if jobs.send(job).is_err() {
+                    return Err(Error::Source("the file readers stopped".into()));
+                }
+                self.ahead.files += 1;
+                self.queue(Op::File(e, rx))
+            }
+            Content::None if self.ahead.behind() => {
+                self.queue(Op::Entry(e, Body::Source(Content::None)))
+            }
+            content => {
+                // Read now, on this thread: everything before it must be in the tree.
+                self.apply_ready(true)?;
+                self.apply_entry(e, Body::Source(content))
+            }
+        }
+    }
+
+    fn dir_done(&mut self, path: &[u8]) -> Result<()> {
+        if self.ahead.behind() {
+            return self.queue(Op::DirDone(path.to_vec()));
+        }
+        self.apply_dir_done(path)
+    }
+
+    fn warn(&mut self, path: &[u8], error: String) {
+        if self.ahead.behind() {
+            self.ahead.queue.push_back(Op::Warn(path.to_vec(), error));
+        } else {
+            self.apply_warn(path, error);
+        }
+    }
+}
 
 impl Ingest<'_> {
-    /// Chunk a file's bytes and store the chunks; returns their ids in file order and
-    /// the number of bytes read. The first chunk is held back: if it is the only one
-    /// it is hashed here ([`Ingest::put_blob`]); once a second one arrives, every
-    /// chunk goes to the workers to be hashed in parallel, and this waits for their
-    /// ids at the end of the file.
-    fn store_stream(&mut self, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<Id>, u64)> {
-        let params = self.repo.config.chunker.clone();
-        let mut first: Option<Vec<u8>> = None;
-        let (reply_tx, reply_rx) = unbounded::<ChunkReply>();
-        let mut count = 0usize;
-        let mut failed: Option<Error> = None;
-        let n = chunker::chunk_stream(
-            r,
-            &params,
-            |c| {
-                let len = c.len() as u64;
-                let sent = match count {
-                    0 => {
-                        first = Some(c);
-                        Ok(())
-                    }
-                    _ => {
-                        let send = |seq, raw| {
-                            let reply = reply_tx.clone();
-                            self.send(Job::Chunk { seq, raw, reply })
-                        };
-                        match first.take() {
-                            Some(head) => send(0, head).and_then(|_| send(count, c)),
-                            None => send(count, c),
-                        }
+    /// Queue `op` behind the entries still waiting, then wait for the oldest files
+    /// while more than the limits are in flight.
+    fn queue(&mut self, op: Op) -> Result<()> {
+        self.ahead.queue.push_back(op);
+        while self.ahead.files > MAX_FILES_AHEAD || self.ahead.queue.len() > MAX_QUEUED {
+            self.apply_front(true)?;
+        }
+        Ok(())
+    }
+
+    /// Apply queued entries from the front: those whose files are read, or with
+    /// `all`, every one (waiting for their reads).
+    pub(super) fn apply_ready(&mut self, all: bool) -> Result<()> {
+        while !self.ahead.queue.is_empty() {
+            if !self.apply_front(all)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the oldest queued entry; with `wait`, wait for its read. Returns whether
+    /// one was applied.
+    fn apply_front(&mut self, wait: bool) -> Result<bool> {
+        let read = match self.ahead.queue.front() {
+            None => return Ok(false),
+            Some(Op::File(_, rx)) => {
+                let r = if wait {
+                    rx.recv().ok()
+                } else {
+                    match rx.try_recv() {
+                        Ok(r) => Some(r),
+                        Err(crossbeam_channel::TryRecvError::Empty) => return Ok(false),
+                        Err(crossbeam_channel::TryRecvError::Disconnected) => None,
                     }
                 };
-                match sent {
-                    Ok(()) => {
-                        count += 1;
-                        self.stats.bytes_read += len;
-                        self.progress.inc(len);
-                        Ok(())
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        Err(None)
-                    }
-                }
-            },
-            Some,
-        );
-        drop(reply_tx);
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        let n = match n {
-            Ok(n) => n,
-            Err(Some(io)) => {
-                return Err(Error::io(
-                    format!("read {}", String::from_utf8_lossy(path)),
-                    io,
-                ))
+                Some(r.ok_or_else(|| Error::Source("a file reader stopped".into()))??)
             }
-            Err(None) => unreachable!("pipeline errors are returned above"),
+            Some(_) => None,
         };
-        if let Some(only) = first {
-            return Ok((vec![self.put_blob(BlobKind::Data, only)?], n));
-        }
-        let mut ids: Vec<Option<Id>> = vec![None; count];
-        // Ends when every job of this file has been answered (their senders dropped).
-        for (seq, id) in reply_rx.iter() {
-            ids[seq] = Some(id?);
-        }
-        let ids = ids
-            .into_iter()
-            .collect::<Option<Vec<Id>>>()
-            .ok_or_else(|| Error::Source("a compress worker stopped".into()))?;
-        Ok((ids, n))
+        let op = self.ahead.queue.pop_front().expect("the queue has a front");
+        self.ahead.applying = true;
+        let applied = match (op, read) {
+            (Op::File(e, _), Some(r)) => {
+                self.ahead.files -= 1;
+                self.apply_entry(e, Body::Read(r))
+            }
+            (Op::Entry(e, body), _) => self.apply_entry(e, body),
+            (Op::DirDone(path), _) => self.apply_dir_done(&path),
+            (Op::Warn(path, error), _) => {
+                self.apply_warn(&path, error);
+                Ok(())
+            }
+            (Op::File(..), None) => unreachable!("a file is applied with its read"),
+        };
+        self.ahead.applying = false;
+        applied.map(|_| true)
     }
 
     pub(super) fn file_content(
         &mut self,
         e: &mut Entry,
-        content: Content<'_>,
+        content: Body<'_>,
     ) -> Result<Option<(Vec<Id>, u64)>> {
-        match content {
-            Content::None => Ok(Some((Vec::new(), 0))),
-            Content::Stream(r) => self.store_stream(r, &e.path).map(Some),
-            Content::File(f) => {
-                if let Some(ids) = self.unchanged_in_parent(e)? {
-                    self.stats.files_unchanged += 1;
-                    self.progress.inc(e.node.size);
-                    return Ok(Some((ids, e.node.size)));
-                }
-                self.read_live(e, f)
+        let read = match content {
+            Body::Source(Content::None) => return Ok(Some((Vec::new(), 0))),
+            Body::Source(Content::Stream(r)) => {
+                let (ids, n) = store_stream(&self.feed(), r, &e.path)?;
+                self.stats.bytes_read += n;
+                return Ok(Some((ids, n)));
             }
+            Body::Reused(ids) => {
+                self.stats.files_unchanged += 1;
+                self.progress.inc(e.node.size);
+                return Ok(Some((ids, e.node.size)));
+            }
+            Body::Source(Content::File(f)) => {
+                if let Some(ids) = self.unchanged_in_parent(e)? {
+                    return self.file_content(e, Body::Reused(ids));
+                }
+                read_live(&self.feed(), &e.path, &|| f.open())?
+            }
+            Body::Read(r) => r,
+        };
+        self.stats.bytes_read += read.bytes_read;
+        if let Some(w) = read.warning {
+            self.warn(&e.path, w);
         }
-    }
-
-    /// Read a file of a live tree. Its `fstat` at open and after reading must agree
-    /// (device, inode, type, size, mtime, ctime) and match the bytes read; a file
-    /// that changed is read once more, and if it changed again it is stored as read
-    /// and named in the snapshot's errors, as GNU tar and restic do. A name that no
-    /// longer is the file the walk listed (swapped for a symlink, say) is never read.
-    fn read_live(&mut self, e: &mut Entry, f: &LiveFile<'_>) -> Result<Option<(Vec<Id>, u64)>> {
-        let mut last = None;
-        for _ in 0..2 {
-            let (mut file, before) = match f.open() {
-                Ok(x) => x,
-                Err(OpenError::Replaced) if last.is_none() => continue,
-                Err(err) => {
-                    self.warn(&e.path, err.to_string());
-                    return Ok(None);
-                }
-            };
-            let (ids, n) = match self.store_stream(&mut file, &e.path) {
-                Ok(r) => r,
-                Err(Error::Io { source, .. }) => {
-                    self.warn(&e.path, format!("read failed: {source}"));
-                    return Ok(None);
-                }
-                Err(other) => return Err(other),
-            };
-            let after = FileStat::of(&file).map_err(|err| {
-                Error::io(format!("stat {}", String::from_utf8_lossy(&e.path)), err)
-            })?;
+        Ok(read.stored.map(|(ids, n, before)| {
             // What is stored is described by the `stat` taken when it was read.
             e.node.mtime = before.mtime;
             e.node.mtime_nsec = before.mtime_nsec;
             e.node.ctime = before.ctime;
             e.node.ctime_nsec = before.ctime_nsec;
-            if before.unchanged(&after) && n == before.size {
-                return Ok(Some((ids, n)));
+            (ids, n)
+        }))
+    }
+}
+
+/// Chunk a file's bytes and store the chunks; returns their ids in file order and
+/// the number of bytes read. The first chunk is held back: if it is the only one
+/// it is hashed here ([`Feed::put_blob`]); once a second one arrives, every chunk
+/// goes to the workers to be hashed in parallel, and this waits for their ids at the
+/// end of the file. Errors: [`Error::Io`] when reading fails; the pipeline's errors.
+fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<Id>, u64)> {
+    let params = feed.repo.config.chunker.clone();
+    let mut first: Option<Vec<u8>> = None;
+    let (reply_tx, reply_rx) = unbounded::<ChunkReply>();
+    let mut count = 0usize;
+    let mut failed: Option<Error> = None;
+    let n = chunker::chunk_stream(
+        r,
+        &params,
+        |c| {
+            let len = c.len() as u64;
+            let sent = match count {
+                0 => {
+                    first = Some(c);
+                    Ok(())
+                }
+                _ => {
+                    let send = |seq, raw| {
+                        let reply = reply_tx.clone();
+                        feed.send(Job::Chunk { seq, raw, reply })
+                    };
+                    match first.take() {
+                        Some(head) => send(0, head).and_then(|_| send(count, c)),
+                        None => send(count, c),
+                    }
+                }
+            };
+            match sent {
+                Ok(()) => {
+                    count += 1;
+                    feed.progress.inc(len);
+                    Ok(())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    Err(None)
+                }
             }
-            last = Some((ids, n));
+        },
+        Some,
+    );
+    drop(reply_tx);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let n = match n {
+        Ok(n) => n,
+        Err(Some(io)) => {
+            return Err(Error::io(
+                format!("read {}", String::from_utf8_lossy(path)),
+                io,
+            ))
         }
-        match last {
-            Some(read) => {
-                self.warn(
-                    &e.path,
-                    "changed while read (twice); stored as read, which may mix old and new content"
-                        .into(),
-                );
-                Ok(Some(read))
+        Err(None) => unreachable!("pipeline errors are returned above"),
+    };
+    if let Some(only) = first {
+        return Ok((vec![feed.put_blob(BlobKind::Data, only)?], n));
+    }
+    let mut ids: Vec<Option<Id>> = vec![None; count];
+    // Ends when every job of this file has been answered (their senders dropped).
+    for (seq, id) in reply_rx.iter() {
+        ids[seq] = Some(id?);
+    }
+    let ids = ids
+        .into_iter()
+        .collect::<Option<Vec<Id>>>()
+        .ok_or_else(|| Error::Source("a compress worker stopped".into()))?;
+    Ok((ids, n))
+}
+
+/// Read a file of a live tree, opened by `open`. Its `fstat` at open and after
+/// reading must agree (device, inode, type, size, mtime, ctime) and match the bytes
+/// read; a file that changed is read once more, and if it changed again it is stored
+/// as read and named in the snapshot's errors, as GNU tar and restic do. A name that
+/// no longer is the file the walk listed (swapped for a symlink, say) is never read.
+/// Runs on the source thread or a reader thread.
+fn read_live(
+    feed: &Feed<'_>,
+    path: &[u8],
+    open: &dyn Fn() -> std::result::Result<(File, FileStat), OpenError>,
+) -> Result<LiveRead> {
+    let mut last = None;
+    let mut bytes_read = 0;
+    let not_stored = |warning: String, bytes_read| LiveRead {
+        stored: None,
+        warning: Some(warning),
+        bytes_read,
+    };
+    for _ in 0..2 {
+        let (mut file, before) = match open() {
+            Ok(x) => x,
+            Err(OpenError::Replaced) if last.is_none() => continue,
+            Err(err) => return Ok(not_stored(err.to_string(), bytes_read)),
+        };
+        let (ids, n) = match store_stream(feed, &mut file, path) {
+            Ok(r) => r,
+            Err(Error::Io { source, .. }) => {
+                return Ok(not_stored(format!("read failed: {source}"), bytes_read))
             }
-            None => {
-                self.warn(&e.path, OpenError::Replaced.to_string());
-                Ok(None)
-            }
+            Err(other) => return Err(other),
+        };
+        bytes_read += n;
+        let after = FileStat::of(&file)
+            .map_err(|err| Error::io(format!("stat {}", String::from_utf8_lossy(path)), err))?;
+        if before.unchanged(&after) && n == before.size {
+            return Ok(LiveRead {
+                stored: Some((ids, n, before)),
+                warning: None,
+                bytes_read,
+            });
         }
+        last = Some((ids, n, before));
+    }
+    Ok(match last {
+        Some(read) => LiveRead {
+            stored: Some(read),
+            warning: Some(
+                "changed while read (twice); stored as read, which may mix old and new content"
+                    .into(),
+            ),
+            bytes_read,
+        },
+        None => not_stored(OpenError::Replaced.to_string(), bytes_read),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{snapshot_with_readers, SnapshotSpec};
+    use crate::progress::Progress;
+    use crate::repo::{Access, Repository};
+    use crate::snapshot::{Snapshot, SourceKind};
+    use rand::{RngCore, SeedableRng};
+    use std::path::Path;
+
+    fn seeded(len: usize, seed: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut v);
+        v
+    }
+
+    /// Nested directories of small, empty, identical and multi-chunk files, symlinks
+    /// and a hard link pair: everything whose order the tree builder depends on.
+    fn build(root: &Path) {
+        for d in ["a", "a/b", "a/b/c", "d", "e/f"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for i in 0..240u64 {
+            let dir = ["", "a", "a/b", "a/b/c", "d", "e/f"][i as usize % 6];
+            let data = match i % 7 {
+                0 => Vec::new(),
+                1 => b"same everywhere".to_vec(),
+                _ => seeded(100 + (i as usize * 997) % 20_000, i),
+            };
+            std::fs::write(root.join(dir).join(format!("f{i:03}")), data).unwrap();
+        }
+        for (i, dir) in ["a", "d", "e"].iter().enumerate() {
+            let big = seeded((3 << 20) + i * 4096, 1000 + i as u64);
+            std::fs::write(root.join(dir).join("big"), big).unwrap();
+        }
+        std::os::unix::fs::symlink("../f001", root.join("a/link")).unwrap();
+        std::fs::hard_link(root.join("a/big"), root.join("e/f/hard")).unwrap();
+    }
+
+    fn take(
+        repo: &Repository,
+        root: &Path,
+        readers: usize,
+        parent: Option<(crate::id::Id, Snapshot)>,
+    ) -> (crate::id::Id, Snapshot) {
+        let spec = SnapshotSpec {
+            parent,
+            ..SnapshotSpec::new("t", SourceKind::Path)
+        };
+        let progress = Progress::new(true, "test");
+        snapshot_with_readers(repo, spec, &progress, readers, |sink| {
+            crate::source::dir::walk(root, sink)
+        })
+        .unwrap()
+    }
+
+    fn new_repo(at: &Path) -> Repository {
+        Repository::init(at).unwrap();
+        Repository::open(at, Access::Append).unwrap()
+    }
+
+    /// Files read by several reader threads at once give the snapshot that one
+    /// reader on the source thread gives: the same root tree (every tree below it,
+    /// every file's chunk list), the same stats and errors, the same new blobs; and
+    /// so does a second run against that parent, where most files are reused and one
+    /// changed file is read again.
+    #[test]
+    fn several_readers_make_the_snapshot_one_reader_makes() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        build(&src);
+        let (one, many) = (
+            new_repo(&d.path().join("one")),
+            new_repo(&d.path().join("many")),
+        );
+
+        let (id1, s1) = take(&one, &src, 0, None);
+        let (idn, sn) = take(&many, &src, 4, None);
+        assert_eq!(s1.tree, sn.tree, "root tree differs with 4 readers");
+        assert_eq!(s1.stats.files, 243 + 1);
+        assert_eq!(
+            (s1.stats.files, s1.stats.dirs, s1.stats.bytes),
+            (sn.stats.files, sn.stats.dirs, sn.stats.bytes)
+        );
+        assert_eq!(s1.stats.new_blobs, sn.stats.new_blobs);
+        assert_eq!(s1.stats.bytes_read, sn.stats.bytes_read);
+        assert!(
+            s1.errors.is_empty() && sn.errors.is_empty(),
+            "{:?} {:?}",
+            s1.errors,
+            sn.errors
+        );
+
+        std::fs::write(src.join("a/b/f002"), b"changed").unwrap();
+        let (_, r1) = take(&one, &src, 0, Some((id1, s1.clone())));
+        let (_, rn) = take(&many, &src, 4, Some((idn, sn)));
+        assert_ne!(r1.tree, s1.tree);
+        assert_eq!(
+            r1.tree, rn.tree,
+            "second run's root tree differs with 4 readers"
+        );
+        // All but the changed file and the second name of the hard link (which takes
+        // the first name's content).
+        assert_eq!(r1.stats.files_unchanged, s1.stats.files - 2);
+        assert_eq!(rn.stats.files_unchanged, r1.stats.files_unchanged);
+        assert_eq!(rn.stats.bytes_read, r1.stats.bytes_read);
     }
 }

@@ -1,15 +1,20 @@
-//! The [`Sink`] a source pushes entries into: names are checked against the format's
-//! limits, hard links are grouped, and each entry goes to the tree being assembled.
+//! What becomes of the entries a source pushes into the [`Sink`] (which queues them
+//! in walk order while files are read ahead, [`super::read`]): names are checked
+//! against the format's limits, hard links are grouped, and each entry goes to the
+//! tree being assembled.
 
+use super::read::Body;
 use super::tree::{split_last, Child, DirBuild};
 use super::Ingest;
 use crate::error::Result;
 use crate::snapshot::FileError;
-use crate::source::{Content, Entry, Sink};
+use crate::source::{Entry, Sink};
 use crate::tree::{self, NodeKind};
 
-impl Sink for Ingest<'_> {
-    fn entry(&mut self, mut e: Entry, content: Content<'_>) -> Result<()> {
+impl Ingest<'_> {
+    /// Add an entry to the tree, its content read if needed ([`Ingest::file_content`]).
+    /// The [`Sink`] calls this in walk order ([`super::read`]).
+    pub(super) fn apply_entry(&mut self, mut e: Entry, content: Body<'_>) -> Result<()> {
         self.progress.set_path(&e.path);
         self.newest_mtime = Some(
             self.newest_mtime
@@ -131,7 +136,8 @@ impl Sink for Ingest<'_> {
         }
     }
 
-    fn dir_done(&mut self, path: &[u8]) -> Result<()> {
+    /// The source will yield nothing more below `path`: write its tree.
+    pub(super) fn apply_dir_done(&mut self, path: &[u8]) -> Result<()> {
         if let Some(p) = self.parent.as_mut() {
             p.forget(path);
         }
@@ -152,7 +158,8 @@ impl Sink for Ingest<'_> {
         Ok(())
     }
 
-    fn warn(&mut self, path: &[u8], error: String) {
+    /// Record that the entry at `path` is left out of the snapshot, or why.
+    pub(super) fn apply_warn(&mut self, path: &[u8], error: String) {
         let p = String::from_utf8_lossy(path).into_owned();
         self.progress
             .println(&format!("cbsnap: warning: {p}: {error}"));

@@ -2,7 +2,9 @@
 //!
 //! The walk creates directories, links and special files in name order; file
 //! contents are written in parallel batches (rayon), skipping all-zero chunks so
-//! sparse files stay sparse. Trees are walked with an explicit stack: a snapshot's
+//! sparse files stay sparse. The chunks of a batch's small files are read first,
+//! each distinct chunk once and each pack's needed range in one read ([`plan`]);
+//! every chunk is verified against its id. Trees are walked with an explicit stack: a snapshot's
 //! depth is untrusted input, and a path deeper than the kernel accepts becomes one
 //! listed failure, not a stack overflow.
 //!
@@ -40,6 +42,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore::plan;
 use crate::snapshot::Snapshot;
 use crate::tree::{valid_name, Node, NodeKind};
 use crate::walk::load as load_tree;
@@ -233,6 +236,8 @@ struct State<'r> {
     pending_links: HashSet<u64>,
     jobs: Vec<FileJob>,
     job_bytes: u64,
+    /// Bytes of the queued files whose chunks are read by a plan ([`plan`]).
+    plan_bytes: u64,
     dirs: Vec<(PathBuf, Node)>,
     report: Report,
     progress: Progress,
@@ -292,6 +297,7 @@ pub fn restore(
         pending_links: HashSet::new(),
         jobs: Vec::new(),
         job_bytes: 0,
+        plan_bytes: 0,
         dirs: Vec::new(),
         report: Report::default(),
         progress: progress.clone(),
@@ -467,8 +473,12 @@ fn restore_entry(
                 }
             };
             st.job_bytes += node.size;
+            if node.size <= plan::MAX_FILE {
+                st.plan_bytes += node.size;
+            }
             st.jobs.push(FileJob { tmp, path, node });
-            if st.jobs.len() >= 256 || st.job_bytes >= 64 << 20 {
+            if st.jobs.len() >= 256 || st.job_bytes >= 64 << 20 || st.plan_bytes >= plan::MAX_BATCH
+            {
                 flush_jobs(st)?;
             }
             Ok(None)
@@ -599,12 +609,20 @@ fn remove_extraneous(dir: &Path, nodes: &[Node], rel: &[u8], filter: &Filter) ->
 fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     let jobs = std::mem::take(&mut st.jobs);
     st.job_bytes = 0;
+    st.plan_bytes = 0;
     let repo = st.repo;
     let progress = st.progress.clone();
     let is_root = st.is_root;
+    // The small files' chunks, each read once, pack range by pack range.
+    let chunks = plan::read_chunks(
+        repo,
+        jobs.iter()
+            .filter(|j| j.node.size <= plan::MAX_FILE)
+            .flat_map(|j| &j.node.content),
+    );
     let results: Vec<Result<Vec<String>>> = jobs
         .par_iter()
-        .map(|j| write_file(repo, j, is_root, &progress))
+        .map(|j| write_file(repo, &chunks, j, is_root, &progress))
         .collect();
     // The first fatal error (in the order of the snapshot) stops the restore; the
     // temporaries of the whole batch are removed either way.
@@ -648,9 +666,11 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
 }
 
 /// Write one file's content into its temporary and apply its metadata; returns the
-/// metadata that could not be applied.
+/// metadata that could not be applied. Chunks are taken from `chunks` (read by the
+/// batch's plan), else read here.
 fn write_file(
     repo: &Repository,
+    chunks: &plan::Chunks,
     j: &FileJob,
     is_root: bool,
     progress: &Progress,
@@ -661,11 +681,18 @@ fn write_file(
         .ctx(|| format!("open {}", j.tmp.display()))?;
     let mut off = 0u64;
     for id in &j.node.content {
-        let data = read_chunk(repo, id, &j.path)?;
+        let read;
+        let data = match chunks.get(id) {
+            Some(d) => d,
+            None => {
+                read = read_chunk(repo, id, &j.path)?;
+                &read
+            }
+        };
         // All-zero chunks become holes: sparse files stay sparse, and the bytes read
         // back are the same.
         if !data.iter().all(|&b| b == 0) {
-            f.write_all_at(&data, off)
+            f.write_all_at(data, off)
                 .ctx(|| format!("write {}", j.path.display()))?;
         }
         off += data.len() as u64;

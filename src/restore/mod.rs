@@ -6,6 +6,7 @@
 //! BLAKE3 id.
 
 pub mod dir;
+mod plan;
 pub mod tar;
 
 use std::io::{self, Read};

@@ -190,21 +190,59 @@ impl LiveFile<'_> {
     /// `fstat` at open, which the reader compares with an `fstat` after reading.
     /// `O_NONBLOCK` keeps a fifo swapped in from blocking the open.
     pub fn open(&self) -> Result<(File, FileStat), OpenError> {
-        let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
-        let fd = match open_beneath(self.dir, self.name, flags) {
-            Ok(fd) => fd,
-            // The name is a symlink now (or a socket): it was replaced.
-            Err(e) if e == Errno::LOOP || e == Errno::NXIO => return Err(OpenError::Replaced),
-            Err(e) => return Err(OpenError::Io(e.into())),
-        };
-        let now = FileStat::of(&fd)?;
-        if !now.same_object(&self.seen) {
-            return Err(OpenError::Replaced);
-        }
-        // Reads are plain blocking reads from here on.
-        rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(std::io::Error::from)?;
-        Ok((File::from(fd), now))
+        open_live(self.dir, self.name, &self.seen)
     }
+
+    /// The same file for another thread, valid after the walk moved on: it holds its
+    /// own duplicate of the directory's descriptor (one descriptor per detached file,
+    /// closed when it is dropped). Errors: `dup` failed (the descriptor limit).
+    pub fn detach(&self) -> std::io::Result<DetachedFile> {
+        Ok(DetachedFile {
+            dir: rustix::io::fcntl_dupfd_cloexec(self.dir, 0).map_err(std::io::Error::from)?,
+            name: self.name.to_owned(),
+            seen: self.seen,
+        })
+    }
+}
+
+/// A [`LiveFile`] that owns its directory's descriptor ([`LiveFile::detach`]), so a
+/// reader thread can open it while the walk goes on. It is opened with the same
+/// checks as a [`LiveFile`].
+pub struct DetachedFile {
+    dir: OwnedFd,
+    name: CString,
+    /// What the walk recorded (`fstatat` without following symlinks).
+    pub seen: FileStat,
+}
+
+impl DetachedFile {
+    /// As [`LiveFile::open`].
+    pub fn open(&self) -> Result<(File, FileStat), OpenError> {
+        open_live(self.dir.as_fd(), &self.name, &self.seen)
+    }
+}
+
+/// Open `name` in `dir` for reading (see [`LiveFile::open`]) and check that it is
+/// still the object `seen` describes.
+fn open_live(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    seen: &FileStat,
+) -> Result<(File, FileStat), OpenError> {
+    let flags = OFlags::RDONLY | OFlags::NOCTTY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match open_beneath(dir, name, flags) {
+        Ok(fd) => fd,
+        // The name is a symlink now (or a socket): it was replaced.
+        Err(e) if e == Errno::LOOP || e == Errno::NXIO => return Err(OpenError::Replaced),
+        Err(e) => return Err(OpenError::Io(e.into())),
+    };
+    let now = FileStat::of(&fd)?;
+    if !now.same_object(seen) {
+        return Err(OpenError::Replaced);
+    }
+    // Reads are plain blocking reads from here on.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(std::io::Error::from)?;
+    Ok((File::from(fd), now))
 }
 
 /// Open one name below `dir`, never following a symlink and never leaving `dir`.
@@ -674,6 +712,9 @@ mod tests {
         };
         let (_, at_open) = file.open().unwrap();
         assert!(at_open.unchanged(&seen));
+        // A reader thread's copy, taken before the swap, is checked the same way.
+        let detached = file.detach().unwrap();
+        assert!(detached.open().unwrap().1.unchanged(&seen));
 
         // The original stays alive under another name, so no new file can reuse
         // its inode number.
@@ -681,6 +722,7 @@ mod tests {
         std::fs::remove_file(d.path().join("f")).unwrap();
         std::os::unix::fs::symlink(d.path().join("host"), d.path().join("f")).unwrap();
         assert!(matches!(file.open(), Err(OpenError::Replaced)));
+        assert!(matches!(detached.open(), Err(OpenError::Replaced)));
 
         std::fs::remove_file(d.path().join("f")).unwrap();
         std::fs::write(d.path().join("other"), b"another file").unwrap();
