@@ -36,6 +36,7 @@ mod parent;
 mod pipeline;
 mod read;
 mod sink;
+mod spill;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
@@ -47,7 +48,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use self::parent::ParentTrees;
 use self::pipeline::{compress_worker, write_packs, Job};
-use self::tree::DirBuild;
+use self::tree::{DirBuild, Leaves};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::packer::Blob;
@@ -114,6 +115,8 @@ struct Ingest<'a> {
     pending: &'a Mutex<HashSet<Id>>,
     stopped: &'a AtomicBool,
     root: DirBuild,
+    /// The leaves of `root` written to disk (a tar import's, see [`tree`]).
+    leaves: Leaves,
     parent: Option<ParentTrees>,
     links_by_key: HashMap<(u64, u64), (u64, Vec<Id>, u64)>,
     next_group: u64,
@@ -133,6 +136,19 @@ pub fn snapshot(
     progress: &Progress,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<(Id, Snapshot)> {
+    snapshot_spilling(repo, spec, progress, tree::SPILL_AFTER, source)
+        .map(|(id, snap, _)| (id, snap))
+}
+
+/// [`snapshot`], writing leaves to disk once more than `spill_after` are held; also
+/// returns the number of runs written.
+fn snapshot_spilling(
+    repo: &Repository,
+    spec: SnapshotSpec,
+    progress: &Progress,
+    spill_after: usize,
+    source: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<(Id, Snapshot, usize)> {
     let started = Instant::now();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -171,6 +187,7 @@ pub fn snapshot(
             pending: &pending,
             stopped: &stopped,
             root: DirBuild::new(Node::new(Vec::new(), NodeKind::Dir)),
+            leaves: Leaves::new(spill_after),
             parent: spec.parent.as_ref().map(|(_, p)| ParentTrees::new(p.tree)),
             links_by_key: HashMap::new(),
             next_group: 1,
@@ -224,7 +241,7 @@ pub fn snapshot(
         };
         repo.check_lock()?;
         let id = snap.save(repo.storage(), repo.crypt())?;
-        Ok((id, snap))
+        Ok((id, snap, ing.leaves.runs()))
     })
 }
 
