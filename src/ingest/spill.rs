@@ -30,8 +30,10 @@ use crate::tree::{self, Node};
 
 /// Records between two keys of a run's sparse index.
 const SPARSE: usize = 64;
-/// Bytes a run cursor reads at a time.
+/// Bytes a run cursor reads at a time while merging.
 const READ_BUF: usize = 32 << 10;
+/// Bytes read at a time to look up one key (about [`SPARSE`] small records).
+const LOOKUP_BUF: usize = 8 << 10;
 
 /// The key of `name` in the directory whose key prefix is `dir` (see [`dir_prefix`]).
 pub(super) fn key(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -58,6 +60,8 @@ struct Run {
     start: u64,
     end: u64,
     sparse: Vec<(Vec<u8>, u64)>,
+    /// Its largest key (the smallest is the first sparse key).
+    last: Vec<u8>,
 }
 
 /// The spilled leaves of one import.
@@ -116,16 +120,18 @@ impl Spill {
         w.flush().map_err(spill_error)?;
         drop(w);
         self.len = pos;
+        let last = records.last().map(|(k, _)| k.clone()).unwrap_or_default();
         self.runs.push(Run {
             start,
             end: pos,
             sparse,
+            last,
         });
         Ok(())
     }
 
     /// A cursor on run `r` at its first record whose key is at least `from`.
-    fn seek(&self, r: usize, from: &[u8]) -> Result<Cursor<'_>> {
+    fn seek(&self, r: usize, from: &[u8], chunk: usize) -> Result<Cursor<'_>> {
         let run = &self.runs[r];
         // The last sparse key not above `from`: the record sought is at or after it.
         let i = run.sparse.partition_point(|(k, _)| k.as_slice() <= from);
@@ -141,6 +147,7 @@ impl Spill {
             end: run.end,
             buf: Vec::new(),
             at: 0,
+            chunk,
             head: None,
         };
         c.advance()?;
@@ -153,7 +160,16 @@ impl Spill {
     /// The newest spilled record of `key`: its run and encoded node.
     pub(super) fn find(&self, key: &[u8]) -> Result<Option<(usize, Vec<u8>)>> {
         for r in (0..self.runs.len()).rev() {
-            let c = self.seek(r, key)?;
+            let run = &self.runs[r];
+            if run
+                .sparse
+                .first()
+                .is_none_or(|(first, _)| key < first.as_slice())
+                || key > run.last.as_slice()
+            {
+                continue;
+            }
+            let c = self.seek(r, key, LOOKUP_BUF)?;
             if let Some((k, node)) = c.head {
                 if k == key {
                     return Ok(Some((r, node)));
@@ -168,7 +184,7 @@ impl Spill {
     pub(super) fn merge(&self, from: &[u8]) -> Result<Merge<'_>> {
         let mut heap = BinaryHeap::with_capacity(self.runs.len());
         for r in 0..self.runs.len() {
-            let c = self.seek(r, from)?;
+            let c = self.seek(r, from, READ_BUF)?;
             if c.head.is_some() {
                 heap.push(Reverse(c));
             }
@@ -202,6 +218,8 @@ struct Cursor<'a> {
     buf: Vec<u8>,
     /// Read position in `buf`.
     at: usize,
+    /// Bytes to read from the file at a time.
+    chunk: usize,
     /// The current record.
     head: Option<(Vec<u8>, Vec<u8>)>,
 }
@@ -214,7 +232,7 @@ impl Cursor<'_> {
         }
         self.buf.drain(..self.at);
         self.at = 0;
-        let want = (n - self.buf.len()).max(READ_BUF) as u64;
+        let want = (n - self.buf.len()).max(self.chunk) as u64;
         let take = want.min(self.end - self.pos) as usize;
         let old = self.buf.len();
         self.buf.resize(old + take, 0);

@@ -5,3 +5,4 @@ mod mount;
 mod restore_safety;
 mod roundtrip;
 mod tar_import;
+mod tar_spill;
