@@ -13,9 +13,9 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::restore::load_tree;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+use crate::walk;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -172,7 +172,7 @@ impl Differ<'_> {
                         continue;
                     }
                     let load =
-                        |t: Option<Id>| t.map_or(Ok(Vec::new()), |t| load_tree(self.repo, &t));
+                        |t: Option<Id>| t.map_or(Ok(Vec::new()), |t| walk::load(self.repo, &t));
                     stack.push(Work::Level {
                         old: load(a)?,
                         new: load(b)?,

@@ -81,6 +81,15 @@ pub enum Error {
     )]
     Index(String),
 
+    /// The index was written by a newer cbsnap (its layout version is above the one
+    /// this build reads). Nothing was read from it or written to it.
+    #[error("the index {} has layout version {found}, newer than this cbsnap reads ({supported}): it was written by a newer cbsnap.\nUpgrade cbsnap, or run `cbsnap index rebuild` to recreate the index from the packs in version {supported} (the index is a cache: nothing is lost; a newer cbsnap rebuilds its own again).", .dir.display())]
+    IndexTooNew {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
     #[error("{0}")]
     Locked(String),
 

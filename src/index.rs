@@ -132,13 +132,38 @@ impl Index {
         Ok(Index { db })
     }
 
+    /// The layout version (`"v"`), `None` while none is written.
+    ///
+    /// Errors: [`Error::Index`] for a value that is not 4 bytes (damage).
     pub fn version(&self) -> Result<Option<u32>> {
-        Ok(self
-            .db
-            .get(b"v")
-            .map_err(db_err)?
-            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-            .map(u32::from_le_bytes))
+        match self.db.get(b"v").map_err(db_err)? {
+            None => Ok(None),
+            Some(v) => <[u8; 4]>::try_from(v.as_slice())
+                .map(|b| Some(u32::from_le_bytes(b)))
+                .map_err(|_| {
+                    Error::Index(format!(
+                        "its layout version is {} bytes long, not 4",
+                        v.len()
+                    ))
+                }),
+        }
+    }
+
+    /// Refuse an index of a layout newer than [`INDEX_VERSION`]: written by a newer
+    /// cbsnap, its keys may mean what this build cannot tell, and writing our version
+    /// over it would hide that from the newer one. `dir` is its directory, for the
+    /// message.
+    ///
+    /// Errors: [`Error::IndexTooNew`], and those of [`Index::version`].
+    pub fn check_version(&self, dir: &Path) -> Result<()> {
+        match self.version()? {
+            Some(found) if found > INDEX_VERSION => Err(Error::IndexTooNew {
+                dir: dir.to_path_buf(),
+                found,
+                supported: INDEX_VERSION,
+            }),
+            _ => Ok(()),
+        }
     }
 
     pub fn set_version(&self) -> Result<()> {
@@ -271,5 +296,37 @@ impl Index {
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush_wal(true).map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_layout_version_is_refused_and_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let i = Index::open(d.path()).unwrap();
+        assert_eq!(i.version().unwrap(), None);
+        i.check_version(d.path()).unwrap();
+        i.set_version().unwrap();
+        i.check_version(d.path()).unwrap();
+        i.db.put(b"v", (INDEX_VERSION + 1).to_le_bytes()).unwrap();
+        let e = i.check_version(d.path()).unwrap_err();
+        assert!(
+            matches!(e, Error::IndexTooNew { found, supported, .. }
+                if found == INDEX_VERSION + 1 && supported == INDEX_VERSION),
+            "{e}"
+        );
+        assert!(e.to_string().contains("Upgrade cbsnap"), "{e}");
+        assert_eq!(i.version().unwrap(), Some(INDEX_VERSION + 1));
+    }
+
+    #[test]
+    fn a_malformed_layout_version_is_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let i = Index::open(d.path()).unwrap();
+        i.db.put(b"v", [1u8, 0]).unwrap();
+        assert!(matches!(i.version(), Err(Error::Index(_))));
     }
 }

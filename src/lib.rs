@@ -50,6 +50,7 @@ pub mod stats;
 pub mod storage;
 pub mod tree;
 pub mod volume;
+pub mod walk;
 pub mod warn;
 
 pub use error::{Error, Result};

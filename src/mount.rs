@@ -37,9 +37,9 @@ use fuser::{
 use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::restore::load_tree;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+use crate::walk;
 
 /// Nothing in a repository changes under a mount except new snapshots; a short TTL
 /// lets those appear.
@@ -187,7 +187,7 @@ impl SnapshotFs {
             }
         };
         // Read the tree without holding the lock: it may take a pack read.
-        let nodes = load_tree(&self.repo, &tree).map_err(|_| Errno::EIO)?;
+        let nodes = walk::load(&self.repo, &tree).map_err(|_| Errno::EIO)?;
         let mut inodes = self.inodes();
         if let Some(c) = &inodes[ino as usize].children {
             return Ok(c.clone()); // listed by another thread meanwhile

@@ -156,6 +156,9 @@ pub struct Repository {
     /// The key file that opened an encrypted repository.
     key_id: Option<String>,
     transfers: usize,
+    /// The keys under `snapshots/` listed before the index was opened (`None`: list
+    /// when asked), see [`Repository::snapshots`].
+    listed: Option<Vec<String>>,
     _lock: Option<Lock>,
 }
 
@@ -178,6 +181,35 @@ impl Repository {
     }
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The snapshots as listed when the repository was opened, before its index
+    /// (FORMAT.md, "Reading order"): each is fully indexed in this handle's view,
+    /// even when the index is a read-only copy taken while another process writes.
+    /// Snapshots committed since, by anyone (this handle too), are not included: open
+    /// the repository again to see them; files removed since are skipped. Readers use
+    /// this; a command that writes snapshots and reads them back, and `prune` (under
+    /// the exclusive lock, which must keep what this handle committed), list anew
+    /// ([`crate::snapshot::scan`]).
+    ///
+    /// Errors: a failure to list `snapshots/` (only for a handle that did not list
+    /// at open).
+    pub fn snapshots(&self) -> Result<crate::snapshot::SnapshotSet> {
+        let listed = match &self.listed {
+            Some(l) => std::borrow::Cow::Borrowed(l),
+            None => std::borrow::Cow::Owned(crate::snapshot::list(self.storage())?),
+        };
+        Ok(crate::snapshot::read_listed(
+            self.storage(),
+            &self.crypt,
+            &listed,
+        ))
+    }
+
+    /// The readable snapshots of [`Repository::snapshots`], oldest first; damaged
+    /// files are skipped with a warning ([`crate::snapshot::readable`]).
+    pub fn readable_snapshots(&self) -> Result<Vec<(Id, crate::snapshot::Snapshot)>> {
+        Ok(crate::snapshot::readable(self.snapshots()?))
     }
 
     /// How this repository names and seals its data: plain BLAKE3 and bytes as they
@@ -431,6 +463,9 @@ impl Repository {
             _ => LockKind::Shared,
         };
         let lock = lock::acquire(&storage, kind, lock_wait())?;
+        // Snapshots first, the index after (FORMAT.md, "Reading order"): every pack a
+        // listed snapshot references was indexed before that snapshot was written.
+        let listed = crate::snapshot::list(&*storage)?;
         let (index, index_writable) = open_index(&root.join("index"), access)?;
         let repo = Repository {
             storage,
@@ -442,6 +477,7 @@ impl Repository {
             crypt,
             key_id,
             transfers: opts.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1),
+            listed: Some(listed),
             _lock: Some(lock),
         };
         if repo.index_writable {
@@ -627,6 +663,7 @@ impl Repository {
             crypt,
             key_id,
             transfers: DEFAULT_TRANSFERS,
+            listed: None,
             _lock: None,
         };
         let r = repo.sync_index()?;
@@ -766,7 +803,10 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
     loop {
         let e = match Index::open(dir) {
             Ok(i) => match i.packs() {
-                Ok(_) => return Ok((i, true)),
+                Ok(_) => {
+                    i.check_version(dir)?;
+                    return Ok((i, true));
+                }
                 Err(e) => e.to_string(),
             },
             Err(e) => {
@@ -777,6 +817,7 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                 if busy {
                     if access == Access::Read {
                         if let Ok(i) = Index::open_read_only(dir) {
+                            i.check_version(dir)?;
                             return Ok((i, false));
                         }
                     }

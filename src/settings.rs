@@ -85,7 +85,7 @@ pub struct Settings {
     pub hooks: crate::run::hooks::Hooks,
     /// `[notify]`: where to report each `snapshot --all` run.
     #[serde(default)]
-    pub notify: crate::run::notify::NotifyConfig,
+    pub notify: crate::run::notify::NotifySettings,
     /// A Prometheus textfile (node_exporter textfile collector) rewritten after
     /// each run.
     pub metrics_file: Option<PathBuf>,

@@ -293,19 +293,33 @@ pub struct SnapshotSet {
 /// Errors: only a failure to list `snapshots/`; a file that cannot be read or
 /// verified is recorded in [`SnapshotSet::damaged`].
 pub fn scan(storage: &dyn Storage, crypt: &Crypt) -> Result<SnapshotSet> {
-    let mut set = SnapshotSet::default();
+    Ok(read_listed(storage, crypt, &list(storage)?))
+}
+
+/// The keys under `snapshots/`, as listed now: what a reader lists before it opens
+/// the index (FORMAT.md, "Reading order"), to read later with [`read_listed`].
+///
+/// Errors: a failure to list `snapshots/`.
+pub fn list(storage: &dyn Storage) -> Result<Vec<String>> {
     let listed = storage
         .list("snapshots/")
         .map_err(|e| crate::error::engine_error(storage, "list", e))?;
-    for l in listed {
-        let Some(id) = l
-            .key
+    Ok(listed.into_iter().map(|l| l.key).collect())
+}
+
+/// Read and verify the snapshot files `keys` (from [`list`]), as [`scan`] does. A
+/// file removed since the listing (a `forget` running alongside) is skipped: it is
+/// not damage.
+pub fn read_listed(storage: &dyn Storage, crypt: &Crypt, keys: &[String]) -> SnapshotSet {
+    let mut set = SnapshotSet::default();
+    for key in keys {
+        let Some(id) = key
             .strip_prefix("snapshots/")
             .and_then(|s| s.parse::<Id>().ok())
         else {
             continue;
         };
-        let verdict = match storage.read(&l.key) {
+        let verdict = match storage.read(key) {
             // Removed since the listing (a `forget` running alongside): not damage.
             Err(StorageError::NotFound { .. }) => continue,
             Err(err) => Err(SnapshotFileError::Unreadable(unreadable_reason(err))),
@@ -316,7 +330,7 @@ pub fn scan(storage: &dyn Storage, crypt: &Crypt) -> Result<SnapshotSet> {
             Ok(s) => set.snapshots.push((id, s)),
             Err(reason) => set.damaged.push(DamagedSnapshot {
                 id,
-                path: storage::display_path(storage, &l.key),
+                path: storage::display_path(storage, key),
                 reason,
             }),
         }
@@ -324,7 +338,7 @@ pub fn scan(storage: &dyn Storage, crypt: &Crypt) -> Result<SnapshotSet> {
     set.snapshots
         .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     set.damaged.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(set)
+    set
 }
 
 /// Why a snapshot file could not be read, as `check` words it: the error of the
@@ -342,14 +356,19 @@ fn unreadable_reason(e: StorageError) -> String {
 /// [`Warning::SnapshotSkipped`](crate::warn::Warning::SnapshotSkipped); commands that
 /// pick a snapshot use [`scan`] and [`resolve_in`] instead.
 pub fn load_all(storage: &dyn Storage, crypt: &Crypt) -> Result<Vec<(Id, Snapshot)>> {
-    let set = scan(storage, crypt)?;
+    Ok(readable(scan(storage, crypt)?))
+}
+
+/// The readable snapshots of `set`, each damaged file skipped with a
+/// [`Warning::SnapshotSkipped`](crate::warn::Warning::SnapshotSkipped).
+pub fn readable(set: SnapshotSet) -> Vec<(Id, Snapshot)> {
     for d in set.damaged {
         crate::warn::emit(crate::warn::Warning::SnapshotSkipped {
             path: d.path,
             reason: d.reason.to_string(),
         });
     }
-    Ok(set.snapshots)
+    set.snapshots
 }
 
 /// Resolve `spec` as [`resolve`] does, over every snapshot file: when a snapshot file

@@ -14,9 +14,10 @@ use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::id::Id;
-use crate::prune::reach::{key, BlobKey, KeySet, Visit, Walker};
+use crate::prune::reach::{self, key, BlobKey, KeySet};
 use crate::repo::Repository;
 use crate::snapshot::{self, Snapshot};
+use crate::walk::Walker;
 
 #[derive(Debug, Default, Serialize)]
 pub struct RepoTotals {
@@ -99,7 +100,7 @@ impl FirstUse {
 }
 
 pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Result<Stats> {
-    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let all = repo.readable_snapshots()?;
     let selected: Vec<bool> = match name {
         None => vec![true; all.len()],
         Some(n) => {
@@ -116,7 +117,7 @@ pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Re
 
     // Oldest first (load_all's order): the first snapshot to reference a blob pays.
     let mut first = FirstUse::default();
-    let mut walker = Walker::new(repo);
+    let mut walker = Walker::new(repo).once();
     for (i, (_, s)) in all.iter().enumerate() {
         walker_collect(&mut walker, s, &mut |k| first.insert(k, i as u32))?;
     }
@@ -124,7 +125,7 @@ pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Re
     let sel_keys = match name {
         None => None,
         Some(_) => {
-            let mut w = Walker::new(repo);
+            let mut w = Walker::new(repo).once();
             let mut set = KeySet::new();
             for (s, _) in all.iter().zip(&selected).filter(|(_, sel)| **sel) {
                 walker_collect(&mut w, &s.1, &mut |k| set.insert(k))?;
@@ -211,18 +212,12 @@ pub fn stats(repo: &Repository, name: Option<&str>, project: Option<&str>) -> Re
 /// Feed the key of every blob `s` references (below trees not seen before) to `f`.
 /// An unreadable tree is an error: the numbers would silently be wrong.
 fn walker_collect(w: &mut Walker<'_>, s: &Snapshot, f: &mut dyn FnMut(BlobKey)) -> Result<()> {
-    let mut failed = None;
-    w.walk(&s.tree, &mut |v| match v {
-        Visit::Tree(id) => f(key(id)),
-        Visit::File(n) => n.content.iter().for_each(|c| f(key(c))),
-        Visit::Unreadable(id, e) => {
-            failed.get_or_insert(crate::Error::Corrupt(format!(
-                "tree {id} of {} cannot be read: {e}",
-                s.name
-            )));
-        }
-    });
-    failed.map_or(Ok(()), Err)
+    reach::mark(w, &s.tree, f, &mut |id, path, e| {
+        Err(crate::Error::Corrupt(format!(
+            "tree {id} (/{path}) of {} cannot be read: {e}",
+            s.name
+        )))
+    })
 }
 
 #[cfg(test)]

@@ -10,10 +10,9 @@
 //! (version 2): a list of part ids, each part an ordinary version-1 tree holding a
 //! run of the sorted entries. Small directories keep the version-1 form, so their ids
 //! are the same as before split trees existed. [`write`] is the only encoder callers
-//! use; [`load`] reads either form.
+//! use; [`decode_blob`] reads either form (`crate::walk` loads a whole directory).
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::MAX_BLOB;
 
@@ -387,24 +386,6 @@ pub fn check_part_order(last: Option<&Node>, next: &[Node]) -> Result<(), Decode
     }
 }
 
-/// Read and decode the tree `id` of either version, with `read` fetching one blob.
-/// A split tree's parts must be version-1 trees whose names continue the order.
-pub fn load(read: &dyn Fn(&Id) -> Result<Vec<u8>>, id: &Id) -> Result<Vec<Node>> {
-    let bad = |at: &Id, e: DecodeError| Error::Corrupt(format!("tree {at}: {e}"));
-    match decode_blob(&read(id)?).map_err(|e| bad(id, e))? {
-        TreeBlob::Nodes(n) => Ok(n),
-        TreeBlob::Split(parts) => {
-            let mut out: Vec<Node> = Vec::new();
-            for p in &parts {
-                let nodes = decode(&read(p)?).map_err(|e| bad(p, e))?;
-                check_part_order(out.last(), &nodes).map_err(|e| bad(p, e))?;
-                out.extend(nodes);
-            }
-            Ok(out)
-        }
-    }
-}
-
 /// Encode a version-1 tree. Callers store trees through [`write`], which splits a
 /// list too large for one blob.
 pub fn encode(nodes: &[Node]) -> Vec<u8> {
@@ -615,23 +596,17 @@ mod tests {
         };
         assert!(parts.len() >= 2);
         assert!(parts.iter().all(|p| b[p].len() <= PART_LIMIT));
-        let read = |id: &Id| {
-            b.get(id)
-                .cloned()
-                .ok_or_else(|| Error::Corrupt("missing".into()))
-        };
-        assert_eq!(load(&read, &id).unwrap(), nodes);
-        // Parts out of order are damage, not a directory.
-        let swapped = encode_split(&[parts[1], parts[0]]);
-        drop(b);
-        let bad = store(&blobs, swapped);
-        let b = blobs.borrow();
-        let read = |id: &Id| {
-            b.get(id)
-                .cloned()
-                .ok_or_else(|| Error::Corrupt("missing".into()))
-        };
-        assert!(load(&read, &bad).is_err());
+        let mut back: Vec<Node> = Vec::new();
+        for p in &parts {
+            let n = decode(&b[p]).unwrap();
+            check_part_order(back.last(), &n).unwrap();
+            back.extend(n);
+        }
+        assert_eq!(back, nodes);
+        // Parts out of order are damage, not a directory (`walk::Listing` reads so).
+        let first = decode(&b[&parts[0]]).unwrap();
+        let second = decode(&b[&parts[1]]).unwrap();
+        assert!(check_part_order(second.last(), &first).is_err());
     }
 
     #[test]

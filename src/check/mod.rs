@@ -40,9 +40,10 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::index::Location;
 use crate::progress::Progress;
-use crate::prune::reach::{key, BlobKey, KeySet, Visit, Walker};
+use crate::prune::reach::{key, mark, BlobKey, KeySet};
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
+use crate::walk::Walker;
 
 /// How much pack data to read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -185,15 +186,20 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     };
 
     // Mark: every blob the snapshots reference; an unreadable tree is a fault.
-    let mut walker = Walker::with_reader(Box::new(read_blob));
+    let mut walker = Walker::with_reader(Box::new(read_blob)).once();
     let mut set = KeySet::new();
     let mut tree_faults: Vec<(Id, String)> = Vec::new();
     for (_, snap) in &snapshots {
-        walker.walk(&snap.tree, &mut |v| match v {
-            Visit::Tree(id) => set.insert(key(id)),
-            Visit::File(n) => n.content.iter().for_each(|c| set.insert(key(c))),
-            Visit::Unreadable(id, e) => tree_faults.push((*id, e.to_string())),
-        });
+        let noted = mark(
+            &mut walker,
+            &snap.tree,
+            &mut |k| set.insert(k),
+            &mut |id, _, e| {
+                tree_faults.push((id, e.to_string()));
+                Ok::<(), std::convert::Infallible>(())
+            },
+        );
+        let Ok(()) = noted;
     }
     r.trees = walker.trees();
     drop(walker);
@@ -254,7 +260,7 @@ const NO_PACK: &str =
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {
-    let set = crate::snapshot::scan(repo.storage(), repo.crypt())?;
+    let set = repo.snapshots()?;
     for d in &set.damaged {
         f.note(
             None,

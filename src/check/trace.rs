@@ -1,5 +1,7 @@
 //! Tracing damage to what it breaks: each snapshot's trees are walked (each tree once,
-//! memoised) to name the snapshots and paths that need a faulty blob.
+//! memoised) to name the snapshots and paths that need a faulty blob. Directories are
+//! read by [`Listing::read`]; the walk itself is bottom-up (a tree's result is the sum
+//! of its subtrees'), which the pre-order [`crate::walk::Walker`] cannot give.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
@@ -8,6 +10,7 @@ use super::{Broken, Faults, Findings, Problem, Report};
 use crate::error::Result;
 use crate::id::Id;
 use crate::snapshot::Snapshot;
+use crate::walk::Listing;
 
 /// Walk every snapshot again and attribute each fault to the snapshots and paths it
 /// breaks, grouped by the pack at fault.
@@ -74,34 +77,7 @@ struct Tracer<'a> {
     memo: HashMap<Id, Hits>,
 }
 
-/// One directory's nodes, and the blobs of its own tree that cannot be read.
-struct Listing {
-    unreadable: Vec<Id>,
-    nodes: Vec<crate::tree::Node>,
-}
-
 impl Tracer<'_> {
-    fn list(&self, id: &Id) -> Listing {
-        use crate::tree::{decode, decode_blob, TreeBlob};
-        let mut l = Listing {
-            unreadable: Vec::new(),
-            nodes: Vec::new(),
-        };
-        match (self.read)(id).map(|raw| decode_blob(&raw)) {
-            Ok(Ok(TreeBlob::Nodes(n))) => l.nodes = n,
-            Ok(Ok(TreeBlob::Split(parts))) => {
-                for p in parts {
-                    match (self.read)(&p).map(|raw| decode(&raw)) {
-                        Ok(Ok(n)) => l.nodes.extend(n),
-                        _ => l.unreadable.push(p),
-                    }
-                }
-            }
-            _ => l.unreadable.push(*id),
-        }
-        l
-    }
-
     /// The faulty blobs below `root`, with the path (relative to `root`) that needs
     /// each. Depth-first with an explicit stack: a tree's result is built once all
     /// its subtrees have theirs, and untrusted depth never touches the thread's stack.
@@ -114,7 +90,7 @@ impl Tracer<'_> {
                 continue;
             }
             if !open.contains_key(&id) {
-                let l = self.list(&id);
+                let l = Listing::read(self.read, &id);
                 // A subtree already open is an ancestor (a cycle only damage can
                 // make); it contributes nothing.
                 let subs: Vec<Id> = l
@@ -131,8 +107,11 @@ impl Tracer<'_> {
             }
             stack.pop();
             let l = open.remove(&id).expect("listed above");
-            let mut out: Vec<(String, Id)> =
-                l.unreadable.iter().map(|b| (String::new(), *b)).collect();
+            let mut out: Vec<(String, Id)> = l
+                .unreadable
+                .iter()
+                .map(|(b, _)| (String::new(), *b))
+                .collect();
             for n in &l.nodes {
                 let name = n.name_lossy();
                 if let Some(sub) = n.subtree() {

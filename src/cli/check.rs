@@ -1,6 +1,6 @@
 //! `cbsnap check`.
 
-use cbsnap::check::{self, ReadData, Report};
+use cbsnap::check::{self, ReadData};
 use cbsnap::progress::Progress;
 use cbsnap::repo::Access;
 use cbsnap::Error;
@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     Ok(EXIT_DAMAGE)
 }
 
-fn print(ctx: &Ctx, r: &Report) {
+fn print(ctx: &Ctx, r: &check::Report) {
     let read = if r.packs_read > 0 {
         format!(
             "; read {} packs ({})",

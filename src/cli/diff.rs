@@ -2,7 +2,6 @@
 
 use cbsnap::diff;
 use cbsnap::repo::Access;
-use cbsnap::snapshot;
 use indicatif::HumanBytes;
 
 use super::{print_json, Ctx};
@@ -17,7 +16,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(repo.storage(), repo.crypt())?;
+    let set = repo.snapshots()?;
     let (_, old) = super::resolve_in(ctx, &set, &a.from)?;
     let (_, new) = super::resolve_in(ctx, &set, &a.to)?;
     let size = |s: Option<u64>| s.map_or("-".to_string(), |s| s.to_string());

@@ -3,7 +3,6 @@
 use cbsnap::forget::{self, Keep, Policy};
 use cbsnap::prune::{self, PlanOptions};
 use cbsnap::repo::Access;
-use cbsnap::snapshot;
 use cbsnap::Id;
 
 use super::render;
@@ -86,7 +85,7 @@ pub fn forget(ctx: &Ctx, a: ForgetArgs) -> anyhow::Result<()> {
         Access::Read
     };
     let repo = ctx.open(access)?;
-    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let all = repo.readable_snapshots()?;
     let groups = forget::plan(&all, &a.names, Some(&ctx.settings.project(None)), &policy)?;
     render::future_dated(&groups);
     let remove: Vec<Id> = groups

@@ -1,9 +1,9 @@
 //! `cbsnap snapshots` and `cbsnap ls`.
 
 use cbsnap::repo::Access;
-use cbsnap::restore::{lookup, Entries};
 use cbsnap::snapshot;
 use cbsnap::tree::Node;
+use cbsnap::walk::{lookup, Entries};
 use cbsnap::Id;
 
 use super::render::{self, print_json};
@@ -25,7 +25,7 @@ pub struct LsArgs {
 
 pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let mut all = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let mut all = repo.readable_snapshots()?;
     if let Some(n) = &a.name {
         let project = ctx.settings.project(None);
         if !all
@@ -57,7 +57,7 @@ pub fn snapshots(ctx: &Ctx, a: SnapshotsArgs) -> anyhow::Result<()> {
 /// `{path, type, mode, uid, gid, size, mtime, target}` objects, in tree order.
 pub fn ls(ctx: &Ctx, a: LsArgs) -> anyhow::Result<()> {
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(repo.storage(), repo.crypt())?;
+    let set = repo.snapshots()?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let prefix = a
         .path

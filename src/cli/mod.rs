@@ -21,6 +21,7 @@ mod list;
 mod maint;
 mod mirror;
 mod mount;
+mod prompt;
 mod render;
 mod repo;
 mod restore;
@@ -75,7 +76,7 @@ impl Ctx {
             self.storage()?,
             access,
             &cbsnap::repo::OpenOptions::default(),
-            &key::Prompt::current(),
+            &prompt::Prompt::current(),
         )?;
         match cbsnap::volume::recover(&repo.root, false) {
             Ok(rec) => render::resumed(&rec),

@@ -10,7 +10,6 @@ use std::time::Duration;
 use anyhow::Context;
 use cbsnap::mount::SnapshotFs;
 use cbsnap::repo::Access;
-use cbsnap::snapshot;
 
 use super::Ctx;
 
@@ -31,7 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .into());
     }
     let repo = ctx.open(Access::Read)?;
-    let all = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let all = repo.readable_snapshots()?;
     let count = all.len();
     let fs = SnapshotFs::new(repo, &all);
     let mut config = fuser::Config::default();

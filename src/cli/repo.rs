@@ -4,7 +4,7 @@ use cbsnap::storage::Location;
 use cbsnap::Error;
 
 use super::args::{InitArgs, OnOff};
-use super::key;
+use super::prompt;
 use super::render::print_json;
 use super::Ctx;
 
@@ -23,7 +23,7 @@ pub fn init(ctx: &Ctx, a: InitArgs) -> anyhow::Result<i32> {
         .map_or_else(|| default_encryption(&ctx.location), |e| e == OnOff::On);
     let cfg = if encrypt {
         use cbsnap::crypto::passphrase::PassphraseSource;
-        let pass = key::Prompt::for_init()
+        let pass = prompt::Prompt::for_init()
             .passphrase()
             .map_err(Error::Crypto)?;
         let kdf = cbsnap::crypto::keys::KdfParams::default();
@@ -56,7 +56,7 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
         ctx.storage()?,
         cbsnap::repo::Access::Read,
         &cbsnap::repo::OpenOptions::default(),
-        &key::Prompt::current(),
+        &prompt::Prompt::current(),
     )?;
     let rec = cbsnap::volume::recover(&repo.root, true)?;
     super::render::resumed(&rec);
@@ -66,7 +66,7 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
 }
 
 pub fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?, &key::Prompt::current())?;
+    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?, &prompt::Prompt::current())?;
     if ctx.json {
         print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
     } else {

@@ -6,7 +6,6 @@ use cbsnap::repo::Access;
 use cbsnap::restore;
 use cbsnap::run::restore::{self as run_restore, RestoreAllOptions};
 use cbsnap::run::RunSelect;
-use cbsnap::snapshot;
 use cbsnap::volume::restore::{restore_snapshot, VolumeRestore};
 use cbsnap::volume::Via;
 
@@ -82,7 +81,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         .snapshot
         .as_deref()
         .expect("clap requires a snapshot without --all");
-    let set = snapshot::scan(repo.storage(), repo.crypt())?;
+    let set = repo.snapshots()?;
     let (id, snap) = super::resolve_in(ctx, &set, spec)?;
     let progress = render::progress(ctx, "restore");
     let restored = match &a.to {
@@ -144,7 +143,7 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
         anyhow::bail!("dump writes a tar stream; redirect it to a file or a pipe (`cbsnap dump NAME@latest > out.tar`)");
     }
     let repo = ctx.open(Access::Read)?;
-    let set = snapshot::scan(repo.storage(), repo.crypt())?;
+    let set = repo.snapshots()?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {

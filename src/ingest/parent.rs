@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::source::Entry;
-use crate::tree::{self, Node, NodeKind};
+use crate::tree::{Node, NodeKind};
 
 /// Trees of the parent snapshot, loaded lazily along the current path.
 pub(super) struct ParentTrees {
@@ -41,7 +41,7 @@ impl ParentTrees {
                 .and_then(|i| p[i].subtree())
         };
         let t = id
-            .and_then(|id| tree::load(&|id| repo.read_blob(id), &id).ok())
+            .and_then(|id| crate::walk::load(repo, &id).ok())
             .map(Rc::new);
         self.cache.insert(path.to_vec(), t.clone());
         t

@@ -22,5 +22,5 @@ pub mod reach;
 pub mod sweep;
 
 pub use plan::{plan, PackUse, Plan, PlanOptions};
-pub use reach::{key, BlobKey, KeySet, SortedKeys, Walker};
+pub use reach::{key, BlobKey, KeySet, SortedKeys};
 pub use sweep::{prune, sweep, PruneReport};

@@ -131,6 +131,8 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
             opts.repack_threshold * 100.0
         )));
     }
+    // Listed now, not at open: under the exclusive lock no other process commits, and
+    // a snapshot this handle committed since it opened must keep its blobs.
     let snapshots = snapshot::load_all(repo.storage(), repo.crypt())?;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 

@@ -1,8 +1,9 @@
 //! Reachability: which blobs the snapshots reference.
 //!
-//! A [`Walker`] reads each tree once however many snapshots share it (an unchanged
-//! directory keeps its tree id from one snapshot to the next), so walking a hundred
-//! snapshots of a mostly unchanged source costs little more than walking one.
+//! The trees are walked by one [`Walker::once`], which reads each tree once however
+//! many snapshots share it (an unchanged directory keeps its tree id from one
+//! snapshot to the next), so walking a hundred snapshots of a mostly unchanged source
+//! costs little more than walking one.
 //!
 //! Referenced blobs are collected as [`BlobKey`]s, the first 8 bytes of the id, into a
 //! [`KeySet`]: a plain vector that is sorted and deduplicated whenever it has doubled,
@@ -16,13 +17,12 @@
 //! For `check`, a blob missing from every pack could hide behind another blob's key,
 //! with probability (missing × indexed)/2⁶⁴, about 10⁻¹³ for a million-blob index.
 
-use std::collections::HashSet;
-
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{self, Node, TreeBlob};
+use crate::tree::Node;
+use crate::walk::{Step, Walker};
 
 /// The first 8 bytes of a blob id, big-endian, so keys sort like ids.
 pub type BlobKey = u64;
@@ -145,119 +145,66 @@ impl Join<'_> {
     }
 }
 
-/// What a [`Walker`] reports.
-pub enum Visit<'a> {
-    /// A tree seen for the first time (its blob is referenced too).
-    Tree(&'a Id),
-    /// A file node and its chunk ids (the chunks may repeat across nodes).
-    File(&'a Node),
-    /// A tree that could not be read or decoded; what lies below it is unknown.
-    Unreadable(&'a Id, Error),
-}
-
-type ReadFn<'r> = Box<dyn Fn(&Id) -> Result<Vec<u8>> + 'r>;
-
-/// Walks trees, each at most once over the walker's life.
-pub struct Walker<'r> {
-    read: ReadFn<'r>,
-    visited: HashSet<Id>,
-}
-
-impl<'r> Walker<'r> {
-    /// A walker that reads trees through the repository's index.
-    pub fn new(repo: &'r Repository) -> Walker<'r> {
-        Walker::with_reader(Box::new(move |id| repo.read_blob(id)))
-    }
-
-    /// A walker with its own way to read a blob (`check` also looks in packs the
-    /// index does not know yet).
-    pub fn with_reader(read: ReadFn<'r>) -> Walker<'r> {
-        Walker {
-            read,
-            visited: HashSet::new(),
-        }
-    }
-
-    /// Distinct trees visited so far.
-    pub fn trees(&self) -> usize {
-        self.visited.len()
-    }
-
-    /// Read and decode one tree blob (for a split tree: the list of its parts).
-    pub fn load(&self, id: &Id) -> Result<TreeBlob> {
-        let raw = (self.read)(id)?;
-        tree::decode_blob(&raw).map_err(|e| Error::Corrupt(format!("tree {id}: {e}")))
-    }
-
-    /// Visit every tree below and including `root` that this walker has not visited
-    /// before (a split tree's parts too), and every file node in them. The walk keeps
-    /// its own stack, so untrusted depth costs heap, not the thread's stack.
-    pub fn walk(&mut self, root: &Id, visit: &mut dyn FnMut(Visit<'_>)) {
-        let mut stack = vec![(*root, true)];
-        while let Some((id, may_split)) = stack.pop() {
-            if !self.visited.insert(id) {
-                continue;
-            }
-            visit(Visit::Tree(&id));
-            let nodes = match self.load(&id) {
-                Ok(TreeBlob::Nodes(n)) => n,
-                Ok(TreeBlob::Split(parts)) if may_split => {
-                    // Parts are plain trees; a part that is itself split is damage.
-                    stack.extend(parts.into_iter().rev().map(|p| (p, false)));
-                    continue;
-                }
-                Ok(TreeBlob::Split(_)) => {
-                    let e = Error::Corrupt(format!("tree {id}: a split tree's part is split"));
-                    visit(Visit::Unreadable(&id, e));
-                    continue;
-                }
-                Err(e) => {
-                    visit(Visit::Unreadable(&id, e));
-                    continue;
-                }
-            };
-            for n in &nodes {
-                if let Some(sub) = n.subtree() {
-                    stack.push((sub, true));
-                } else if !n.content.is_empty() {
-                    visit(Visit::File(n));
-                }
-            }
-        }
-    }
-}
-
 /// Every blob the given snapshots reference, trees included. Fails on the first tree
 /// that cannot be read: below it, referenced blobs are unknown, and treating them as
 /// unreferenced would delete them.
 pub fn referenced(repo: &Repository, snapshots: &[(Id, Snapshot)]) -> Result<(SortedKeys, usize)> {
-    let mut walker = Walker::new(repo);
+    let mut walker = Walker::new(repo).once();
     let mut set = KeySet::new();
-    let mut failure: Option<Error> = None;
     for (sid, snap) in snapshots {
-        walker.walk(&snap.tree, &mut |v| match v {
-            Visit::Tree(id) => set.insert(key(id)),
-            Visit::File(n) => n.content.iter().for_each(|c| set.insert(key(c))),
-            Visit::Unreadable(id, e) => {
-                if failure.is_none() {
-                    let why = match e {
-                        Error::Corrupt(s) => s,
-                        other => other.to_string(),
-                    };
-                    failure = Some(Error::Corrupt(format!(
-                        "tree {id} of snapshot {}@{} cannot be read ({why}), so nothing was removed: forget or repair the broken snapshots first",
-                        snap.name,
-                        sid.short()
-                    )));
-                }
-            }
-        });
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
+        // Below a tree that cannot be read, referenced blobs are unknown: stop.
+        mark(
+            &mut walker,
+            &snap.tree,
+            &mut |k| set.insert(k),
+            &mut |id, path, e| {
+                let why = match e {
+                    Error::Corrupt(s) => s,
+                    other => other.to_string(),
+                };
+                Err(Error::Corrupt(format!(
+                "tree {id} (/{path}) of snapshot {}@{} cannot be read ({why}), so nothing was removed: forget or repair the broken snapshots first",
+                snap.name,
+                sid.short()
+            )))
+            },
+        )?;
     }
     let trees = walker.trees();
     Ok((set.finish(), trees))
+}
+
+/// Feed the key of every blob below `root` to `f`: the tree blobs, and the chunks of
+/// every file, below trees `walker` (a [`Walker::once`]) has not walked before. Each
+/// tree that cannot be read goes to `unreadable` with its directory's path; the walk
+/// goes on past it unless `unreadable` returns an error, which `mark` returns.
+pub fn mark<E>(
+    walker: &mut Walker<'_>,
+    root: &Id,
+    f: &mut dyn FnMut(BlobKey),
+    unreadable: &mut dyn FnMut(Id, String, Error) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
+    walker.push(root, b"");
+    while let Some(step) = walker.next() {
+        match step {
+            Step::Tree(id) => f(key(&id)),
+            Step::Node(n) => file_chunks(&n).for_each(|c| f(key(c))),
+            Step::Unreadable(id, e) => {
+                let path = String::from_utf8_lossy(walker.path()).into_owned();
+                if let Err(e) = unreadable(id, path, e) {
+                    walker.clear();
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file node's chunks (none for other kinds: a directory's content is its tree,
+/// which the walk reports itself).
+fn file_chunks(n: &Node) -> impl Iterator<Item = &Id> {
+    n.content.iter().filter(move |_| n.subtree().is_none())
 }
 
 #[cfg(test)]

@@ -40,9 +40,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::load_tree;
 use crate::snapshot::Snapshot;
 use crate::tree::{valid_name, Node, NodeKind};
+use crate::walk::load as load_tree;
 
 /// How to treat an existing target.
 #[derive(Clone, Default)]
@@ -302,7 +302,7 @@ pub fn restore(
     };
     for inc in opts.filter.includes() {
         let p = String::from_utf8_lossy(inc);
-        crate::restore::lookup(repo, &snap.tree, &p)?;
+        crate::walk::lookup(repo, &snap.tree, &p)?;
     }
     if opts.filter.is_all() {
         progress.set_total(snap.stats.bytes);

@@ -14,9 +14,10 @@ use ::tar::{Builder, EntryType, Header};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::restore::{lookup, ChunkReader, Entries};
+use crate::restore::ChunkReader;
 use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+use crate::walk::{lookup, Entries};
 
 fn tar_err(e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

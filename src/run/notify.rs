@@ -14,7 +14,7 @@ use super::backup::{RunReport, SourceStatus};
 /// `[notify]` of the config file.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
+pub struct NotifySettings {
     /// URLs that get an HTTP POST of the run's JSON summary (`--notify URL` adds one).
     #[serde(default)]
     pub webhook: Vec<String>,
@@ -26,7 +26,7 @@ pub struct NotifyConfig {
     pub timeout_secs: Option<u64>,
 }
 
-impl NotifyConfig {
+impl NotifySettings {
     /// Whether anything is configured.
     pub fn is_empty(&self) -> bool {
         self.webhook.is_empty() && self.healthcheck.is_none() && self.ntfy.is_none()
@@ -71,7 +71,7 @@ pub fn summary_line(r: &RunReport) -> String {
     )
 }
 
-fn agent(cfg: &NotifyConfig) -> ureq::Agent {
+fn agent(cfg: &NotifySettings) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(cfg.timeout_secs.unwrap_or(10))))
         .http_status_as_error(true)
@@ -81,7 +81,7 @@ fn agent(cfg: &NotifyConfig) -> ureq::Agent {
 
 /// Tell the healthcheck URL that a run starts (`URL/start`), so the service measures
 /// its duration and notices a run that never ends. Returns the failure, if any.
-pub fn start(cfg: &NotifyConfig) -> Option<NotifyError> {
+pub fn start(cfg: &NotifySettings) -> Option<NotifyError> {
     let hc = cfg.healthcheck.as_ref()?;
     let url = format!("{}/start", hc.trim_end_matches('/'));
     agent(cfg)
@@ -96,7 +96,7 @@ pub fn start(cfg: &NotifyConfig) -> Option<NotifyError> {
 }
 
 /// Deliver `report` to every notifier of `cfg`; returns what failed.
-pub fn send(cfg: &NotifyConfig, report: &RunReport) -> Vec<NotifyError> {
+pub fn send(cfg: &NotifySettings, report: &RunReport) -> Vec<NotifyError> {
     let agent = agent(cfg);
     let ok = report.status == SourceStatus::Ok;
     let line = summary_line(report);

@@ -154,7 +154,7 @@ pub struct RunOutputs {
     /// Rewritten with [`prometheus_text`] after the run.
     pub metrics_file: Option<std::path::PathBuf>,
     /// Webhooks, pings and ntfy topics told about the run.
-    pub notify: crate::run::notify::NotifyConfig,
+    pub notify: crate::run::notify::NotifySettings,
 }
 
 /// Write the metrics file and send the notifications of a finished run. Their

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::dir::{self, Report};
+use crate::restore::dir;
 use crate::snapshot::{Snapshot, SourceKind};
 use crate::volume::restore::VolumeRestore;
 use crate::volume::{quiesce_state_file, recorded_volume, Via};
@@ -250,7 +250,7 @@ pub struct RestoredSource {
     /// Where it went.
     pub target: Target,
     /// What was written, or why not.
-    pub result: crate::Result<Report>,
+    pub result: crate::Result<dir::Report>,
 }
 
 /// What [`execute`] did.
@@ -363,7 +363,7 @@ fn restore_one(
     item: &PlanItem,
     opts: &RestoreAllOptions,
     progress: &Progress,
-) -> crate::Result<Report> {
+) -> crate::Result<dir::Report> {
     match &item.target {
         Target::Volume(name) => {
             let engine = engine.ok_or_else(|| {

@@ -13,7 +13,7 @@ use crate::docker::{ContainerState, Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::restore::dir::{self, Report};
+use crate::restore::dir;
 use crate::snapshot::{Snapshot, SourceKind};
 
 use super::{quiesce_state_file, recorded_volume, volume_is_empty, Via};
@@ -37,7 +37,7 @@ pub fn restore_snapshot(
     snap: &Snapshot,
     opts: &VolumeRestore,
     progress: &Progress,
-) -> Result<(String, Report)> {
+) -> Result<(String, dir::Report)> {
     if opts.target.is_none() && snap.kind != SourceKind::Volume {
         return Err(Error::Usage(format!(
             "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME)",
@@ -57,7 +57,7 @@ pub fn restore_volume(
     snap: &Snapshot,
     opts: &VolumeRestore,
     progress: &Progress,
-) -> Result<(String, Report)> {
+) -> Result<(String, dir::Report)> {
     let recorded = recorded_volume(snap);
     let name = match (&opts.target, &recorded) {
         (Some(t), _) => t.clone(),
@@ -139,7 +139,7 @@ pub fn restore_volume(
             info = engine.create_volume(&info)?;
         }
         upload(repo, engine, snap, &info.name)?;
-        Report {
+        dir::Report {
             files: snap.stats.files,
             dirs: snap.stats.dirs,
             bytes: snap.stats.bytes,

@@ -13,14 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cbsnap::ingest::{self, SnapshotSpec};
 use cbsnap::lock::LockKind;
 use cbsnap::progress::Progress;
 use cbsnap::repo::{Access, OpenOptions};
-use cbsnap::snapshot::SourceKind;
-use cbsnap::source::{Content, Entry};
 use cbsnap::storage::{Listed, Local, Storage, StorageError};
-use cbsnap::tree::{Node, NodeKind};
 use cbsnap::{Error, Repository};
 
 mod encrypted;
@@ -108,35 +104,13 @@ pub fn backends() -> Vec<Backend> {
     ]
 }
 
-fn spec(name: &str) -> SnapshotSpec {
-    SnapshotSpec::new(name, SourceKind::Path)
-}
-
-/// Snapshot `files` (name, bytes) as `name`.
-fn snapshot(
-    repo: &Repository,
-    name: &str,
-    files: &[(&str, Vec<u8>)],
-) -> cbsnap::Result<cbsnap::Id> {
-    let progress = Progress::new(true, "test");
-    ingest::snapshot(repo, spec(name), &progress, |sink| {
-        for (file, data) in files {
-            let mut n = Node::new(Vec::new(), NodeKind::File);
-            n.mode = 0o644;
-            n.size = data.len() as u64;
-            let e = Entry::new(file.as_bytes().to_vec(), n);
-            sink.entry(e, Content::Stream(&mut &data[..]))?;
-        }
-        Ok(())
-    })
-    .map(|(id, _)| id)
-}
+use crate::util::snapshot_files as snapshot;
 
 /// The content of `file` in the newest snapshot named `name`.
 fn read_back(repo: &Repository, name: &str, file: &str) -> Vec<u8> {
     let all = cbsnap::snapshot::load_all(repo.storage(), repo.crypt()).unwrap();
     let (_, snap) = all.iter().rev().find(|(_, s)| s.name == name).unwrap();
-    let node = cbsnap::restore::lookup(repo, &snap.tree, file)
+    let node = cbsnap::walk::lookup(repo, &snap.tree, file)
         .unwrap()
         .unwrap();
     let mut out = Vec::new();

@@ -521,3 +521,27 @@ pub fn wait_for_lock(repo: &Path) {
     }
     panic!("no lock appeared in {}", repo.display());
 }
+
+/// Snapshot `files` (path, bytes; parent directories are implied) through the
+/// library as `name`, a path source taken now. Returns the snapshot's id.
+pub fn snapshot_files(
+    repo: &cbsnap::Repository,
+    name: &str,
+    files: &[(&str, Vec<u8>)],
+) -> cbsnap::Result<cbsnap::Id> {
+    use cbsnap::source::{Content, Entry};
+    use cbsnap::tree::{Node, NodeKind};
+    let spec = cbsnap::ingest::SnapshotSpec::new(name, cbsnap::snapshot::SourceKind::Path);
+    let progress = cbsnap::progress::Progress::new(true, "test");
+    cbsnap::ingest::snapshot(repo, spec, &progress, |sink| {
+        for (file, data) in files {
+            let mut n = Node::new(Vec::new(), NodeKind::File);
+            n.mode = 0o644;
+            n.size = data.len() as u64;
+            let e = Entry::new(file.as_bytes().to_vec(), n);
+            sink.entry(e, Content::Stream(&mut &data[..]))?;
+        }
+        Ok(())
+    })
+    .map(|(id, _)| id)
+}

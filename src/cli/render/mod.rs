@@ -1,0 +1,91 @@
+//! How the commands show their results: tables and lines on stdout, `--json`
+//! documents, warnings and notes on stderr, progress bars. Every message goes
+//! through here without panicking on a closed pipe (`outln!`, `warn_stderr!`).
+//! One file per command's results ([`snapshot`], [`restore`], [`forget`], [`list`]);
+//! this one holds what they share.
+
+mod forget;
+mod list;
+mod restore;
+mod snapshot;
+
+pub use forget::{forget_groups, future_dated, prune};
+pub use list::{node_json, node_line, snapshot_table};
+pub use restore::{restore_plan, restored, restored_all};
+pub use snapshot::{run_report, snapshot};
+
+use cbsnap::progress::Progress;
+use cbsnap::run::Observer;
+
+use super::Ctx;
+
+/// One value as pretty JSON on stdout.
+pub fn print_json(v: &impl serde::Serialize) {
+    out(&serde_json::to_string_pretty(v).expect("value serializes"));
+}
+
+/// One line on stdout. A closed stdout (`cbsnap snapshot --all --json | head -1`)
+/// is ignored: what was committed stays committed, and the run still writes its
+/// metrics and notifies, instead of a panic ending it half-way.
+pub fn out(s: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+/// `cbsnap: warning: …` on stderr.
+pub fn warn(message: &str) {
+    cbsnap::warn_stderr!("cbsnap: warning: {message}");
+}
+
+/// `cbsnap: …` on stderr: what the command is doing, or a note about its result.
+pub fn note(message: &str) {
+    cbsnap::warn_stderr!("cbsnap: {message}");
+}
+
+/// Each container an interrupted cbsnap had left paused or stopped, now resumed.
+pub fn resumed(rec: &cbsnap::docker::Recovery) {
+    for r in &rec.resumed {
+        note(&format!(
+            "resumed container {} left {} by an interrupted cbsnap (pid {} on {}, since {})",
+            r.name,
+            match r.action {
+                cbsnap::docker::QuiesceAction::Pause => "paused",
+                cbsnap::docker::QuiesceAction::Stop => "stopped",
+            },
+            r.pid,
+            r.host,
+            r.since
+        ));
+    }
+}
+
+/// The progress display of one command; hidden under `-q` and `--json`.
+pub fn progress(ctx: &Ctx, what: &str) -> Progress {
+    Progress::new(ctx.quiet || ctx.json, what)
+}
+
+/// Draws `[i/n] name` progress bars and says what the run waits for, on a terminal.
+pub struct CliObserver {
+    quiet: bool,
+}
+
+impl CliObserver {
+    /// Hidden under `-q`, `--json`, or when stderr is not a terminal.
+    pub fn new(ctx: &Ctx) -> CliObserver {
+        use std::io::IsTerminal;
+        CliObserver {
+            quiet: ctx.quiet || ctx.json || !std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Observer for CliObserver {
+    fn progress(&self, index: usize, count: usize, name: &str) -> Progress {
+        Progress::new(self.quiet, &format!("[{index}/{count}] {name}"))
+    }
+    fn note(&self, message: &str) {
+        if !self.quiet {
+            note(message);
+        }
+    }
+}
