@@ -761,7 +761,7 @@ mod tests {
         let mut out = Vec::new();
         let mut todo = vec![(String::new(), *id)];
         while let Some((p, id)) = todo.pop() {
-            for n in crate::tree::load(&|i: &Id| repo.read_blob(i), &id).unwrap() {
+            for n in crate::walk::load(repo, &id).unwrap() {
                 let path = format!("{p}/{}", n.name_lossy());
                 if let Some(sub) = n.subtree() {
                     todo.push((path.clone(), sub));
@@ -854,7 +854,7 @@ mod tests {
             assert_eq!(errors, want_errors, "limit {limit}");
         }
         // The nodes themselves, as read back.
-        let nodes = |id: &Id| crate::tree::load(&|i: &Id| repo.read_blob(i), id).unwrap();
+        let nodes = |id: &Id| crate::walk::load(&repo, id).unwrap();
         let root = nodes(&want);
         let top = root.iter().find(|n| n.name == b"top").unwrap();
         let top = nodes(&top.content[0]);
@@ -890,7 +890,7 @@ mod tests {
         let (got, _, runs) = import(&repo, &tar, 1000);
         assert!(runs >= 15, "{runs} runs");
         assert_eq!(got, want);
-        let root = crate::tree::load(&|i: &Id| repo.read_blob(i), &want).unwrap();
+        let root = crate::walk::load(&repo, &want).unwrap();
         let blob = repo.read_blob(&root[0].content[0]).unwrap();
         assert!(
             matches!(crate::tree::decode_blob(&blob), Ok(crate::tree::TreeBlob::Split(p)) if p.len() >= 2),
