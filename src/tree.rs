@@ -234,24 +234,103 @@ pub fn encoded_len(n: &Node) -> usize {
 /// most [`PART_LIMIT`] bytes is one version-1 tree; a larger one is stored as
 /// version-1 parts and a split tree listing them, which `put` receives last.
 pub fn write<E>(nodes: &[Node], mut put: impl FnMut(Vec<u8>) -> Result<Id, E>) -> Result<Id, E> {
-    let total: usize = 5 + nodes.iter().map(encoded_len).sum::<usize>();
-    if total <= PART_LIMIT {
-        return put(encode(nodes));
+    let mut w = TreeWriter::new();
+    for n in nodes {
+        w.push(n, &mut put)?;
     }
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut size = 5;
-    for (i, n) in nodes.iter().enumerate() {
-        let len = encoded_len(n);
-        if i > start && size + len > PART_LIMIT {
-            parts.push(put(encode(&nodes[start..i]))?);
-            start = i;
-            size = 5;
+    w.finish(&mut put)
+}
+
+/// [`write`] for nodes that arrive one at a time, in name order: it holds at most one
+/// part's encoded nodes ([`PART_LIMIT`] bytes), so a directory of millions of entries
+/// (a tar import's) is written without its node list in memory. The blobs and the
+/// resulting id are those [`write`] makes of the same nodes.
+pub struct TreeWriter {
+    /// The encoded nodes of the part being filled, without its 5-byte header.
+    part: Vec<u8>,
+    count: u32,
+    /// Ids of the parts already stored.
+    parts: Vec<Id>,
+}
+
+impl Default for TreeWriter {
+    fn default() -> Self {
+        TreeWriter::new()
+    }
+}
+
+impl TreeWriter {
+    pub fn new() -> TreeWriter {
+        TreeWriter {
+            part: Vec::new(),
+            count: 0,
+            parts: Vec::new(),
         }
-        size += len;
     }
-    parts.push(put(encode(&nodes[start..]))?);
-    put(encode_split(&parts))
+
+    /// Add the next node (its name after every earlier one's; it [`fits`]).
+    pub fn push<E>(
+        &mut self,
+        n: &Node,
+        put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
+    ) -> Result<(), E> {
+        self.make_room(encoded_len(n), put)?;
+        let mut w = Writer {
+            buf: std::mem::take(&mut self.part),
+        };
+        encode_node(&mut w, n);
+        self.part = w.buf;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Add the next node given in its tree encoding ([`encode_node`]'s bytes).
+    pub fn push_encoded<E>(
+        &mut self,
+        node: &[u8],
+        put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
+    ) -> Result<(), E> {
+        self.make_room(node.len(), put)?;
+        self.part.extend_from_slice(node);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Store the part being filled if a node of `len` bytes would take it past
+    /// [`PART_LIMIT`] (a part is never empty: a larger node gets one of its own).
+    fn make_room<E>(
+        &mut self,
+        len: usize,
+        put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
+    ) -> Result<(), E> {
+        if self.count > 0 && 5 + self.part.len() + len > PART_LIMIT {
+            let blob = self.take_part();
+            self.parts.push(put(blob)?);
+        }
+        Ok(())
+    }
+
+    fn take_part(&mut self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(5 + self.part.len());
+        w.u8(TREE_VERSION);
+        w.u32(self.count);
+        w.raw(&self.part);
+        self.part = Vec::new();
+        self.count = 0;
+        w.buf
+    }
+
+    /// Store the last part (or the whole tree, when it fits one blob) and return the
+    /// directory's tree id.
+    pub fn finish<E>(mut self, put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>) -> Result<Id, E> {
+        let whole = self.parts.is_empty() && 5 + self.part.len() <= PART_LIMIT;
+        let last = self.take_part();
+        if whole {
+            return put(last);
+        }
+        self.parts.push(put(last)?);
+        put(encode_split(&self.parts))
+    }
 }
 
 /// A split tree: `version u8 (=2) || count u32 || part id[32] * count`.
@@ -314,34 +393,40 @@ pub fn encode(nodes: &[Node]) -> Vec<u8> {
     w.u8(TREE_VERSION);
     w.u32(nodes.len() as u32);
     for n in nodes {
-        w.bytes16(&n.name);
-        w.u8(n.kind as u8);
-        w.u32(n.mode);
-        w.u32(n.uid);
-        w.u32(n.gid);
-        w.bytes8(&n.user[..n.user.len().min(MAX_OWNER_NAME)]);
-        w.bytes8(&n.group[..n.group.len().min(MAX_OWNER_NAME)]);
-        w.i64(n.mtime);
-        w.u32(n.mtime_nsec);
-        w.u64(n.size);
-        w.u32(n.rdev_major);
-        w.u32(n.rdev_minor);
-        w.u64(n.inode);
-        w.i64(n.ctime);
-        w.u32(n.ctime_nsec);
-        w.u64(n.link_group);
-        w.bytes16(&n.target);
-        w.u16(n.xattrs.len() as u16);
-        for (k, v) in &n.xattrs {
-            w.bytes16(k);
-            w.bytes32(v);
-        }
-        w.u32(n.content.len() as u32);
-        for id in &n.content {
-            w.id(id);
-        }
+        encode_node(&mut w, n);
     }
     w.buf
+}
+
+/// Append one node's tree encoding (`docs/FORMAT.md`, "Tree blobs"): the bytes a
+/// version-1 tree holds per entry, [`encoded_len`] of them.
+pub fn encode_node(w: &mut Writer, n: &Node) {
+    w.bytes16(&n.name);
+    w.u8(n.kind as u8);
+    w.u32(n.mode);
+    w.u32(n.uid);
+    w.u32(n.gid);
+    w.bytes8(&n.user[..n.user.len().min(MAX_OWNER_NAME)]);
+    w.bytes8(&n.group[..n.group.len().min(MAX_OWNER_NAME)]);
+    w.i64(n.mtime);
+    w.u32(n.mtime_nsec);
+    w.u64(n.size);
+    w.u32(n.rdev_major);
+    w.u32(n.rdev_minor);
+    w.u64(n.inode);
+    w.i64(n.ctime);
+    w.u32(n.ctime_nsec);
+    w.u64(n.link_group);
+    w.bytes16(&n.target);
+    w.u16(n.xattrs.len() as u16);
+    for (k, v) in &n.xattrs {
+        w.bytes16(k);
+        w.bytes32(v);
+    }
+    w.u32(n.content.len() as u32);
+    for id in &n.content {
+        w.id(id);
+    }
 }
 
 /// Decode a version-1 tree (a split tree's part). See [`decode_blob`] for both.

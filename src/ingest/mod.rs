@@ -35,6 +35,7 @@ mod parent;
 mod pipeline;
 mod read;
 mod sink;
+mod spill;
 mod tree;
 
 use std::collections::{HashMap, HashSet};
@@ -46,7 +47,7 @@ use crossbeam_channel::{bounded, Sender};
 
 use self::parent::ParentTrees;
 use self::pipeline::{compress_worker, write_packs, Job};
-use self::tree::DirBuild;
+use self::tree::{DirBuild, Leaves};
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::packer::Blob;
@@ -113,6 +114,8 @@ struct Ingest<'a> {
     pending: &'a Mutex<HashSet<Id>>,
     stopped: &'a AtomicBool,
     root: DirBuild,
+    /// The leaves of `root` written to disk (a tar import's, see [`tree`]).
+    leaves: Leaves,
     parent: Option<ParentTrees>,
     links_by_key: HashMap<(u64, u64), (u64, Vec<Id>, u64)>,
     next_group: u64,
@@ -134,11 +137,22 @@ pub fn snapshot(
     progress: &Progress,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<(Id, Snapshot)> {
-    snapshot_with_readers(repo, spec, progress, read::default_readers(), source)
+    snapshot_with(
+        repo,
+        spec,
+        progress,
+        read::default_readers(),
+        tree::SPILL_AFTER,
+        source,
+    )
+    .map(|(id, snap, _)| (id, snap))
 }
 
 /// [`snapshot`] with `readers` reader threads for the files of a directory walk (0:
-/// they are read on the source thread). The snapshot is the same for every count.
+/// they are read on the source thread), writing leaves to disk once more than
+/// `spill_after` are held; also returns the number of runs written. The snapshot is
+/// the same for every count of either.
+#[cfg(test)]
 fn snapshot_with_readers(
     repo: &Repository,
     spec: SnapshotSpec,
@@ -146,6 +160,40 @@ fn snapshot_with_readers(
     readers: usize,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
 ) -> Result<(Id, Snapshot)> {
+    snapshot_with(repo, spec, progress, readers, tree::SPILL_AFTER, source)
+        .map(|(id, snap, _)| (id, snap))
+}
+
+/// [`snapshot`], writing leaves to disk once more than `spill_after` are held; also
+/// returns the number of runs written.
+#[cfg(test)]
+fn snapshot_spilling(
+    repo: &Repository,
+    spec: SnapshotSpec,
+    progress: &Progress,
+    spill_after: usize,
+    source: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<(Id, Snapshot, usize)> {
+    snapshot_with(
+        repo,
+        spec,
+        progress,
+        read::default_readers(),
+        spill_after,
+        source,
+    )
+}
+
+/// The one implementation of [`snapshot`]: see [`snapshot_with_readers`] and
+/// [`snapshot_spilling`] for `readers` and `spill_after`.
+fn snapshot_with(
+    repo: &Repository,
+    spec: SnapshotSpec,
+    progress: &Progress,
+    readers: usize,
+    spill_after: usize,
+    source: impl FnOnce(&mut dyn Sink) -> Result<()>,
+) -> Result<(Id, Snapshot, usize)> {
     let started = Instant::now();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -192,6 +240,7 @@ fn snapshot_with_readers(
             pending: &pending,
             stopped: &stopped,
             root: DirBuild::new(Node::new(Vec::new(), NodeKind::Dir)),
+            leaves: Leaves::new(spill_after),
             parent: spec.parent.as_ref().map(|(_, p)| ParentTrees::new(p.tree)),
             links_by_key: HashMap::new(),
             next_group: 1,
@@ -249,7 +298,7 @@ fn snapshot_with_readers(
         };
         repo.check_lock()?;
         let id = snap.save(repo.storage(), repo.crypt())?;
-        Ok((id, snap))
+        Ok((id, snap, ing.leaves.runs()))
     })
 }
 

@@ -4,7 +4,7 @@
 //! tree being assembled.
 
 use super::read::Body;
-use super::tree::{split_last, Child, DirBuild};
+use super::tree::split_last;
 use super::Ingest;
 use crate::error::Result;
 use crate::snapshot::FileError;
@@ -22,11 +22,7 @@ impl Ingest<'_> {
         );
         if e.path.is_empty() {
             if e.node.kind == NodeKind::Dir {
-                let children = std::mem::take(&mut self.root.children);
-                self.root = DirBuild {
-                    node: e.node,
-                    children,
-                };
+                self.root.node = e.node;
             }
             return Ok(());
         }
@@ -67,7 +63,7 @@ impl Ingest<'_> {
             NodeKind::File => {
                 if let Some(target) = e.hardlink_to.take() {
                     let group = self.next_group;
-                    let Some(t) = self.find_leaf(&target) else {
+                    let Some(t) = self.link_target(&target, group)? else {
                         self.warn(
                             &e.path,
                             format!(
@@ -77,17 +73,14 @@ impl Ingest<'_> {
                         );
                         return Ok(());
                     };
-                    if t.link_group == 0 {
-                        t.link_group = group;
-                    }
                     // One inode: `tar -x` gives the link the target's metadata, and
                     // restore creates whichever name comes first in the tree.
-                    let name = std::mem::take(&mut e.node.name);
-                    e.node = t.clone();
-                    e.node.name = name;
                     if t.link_group == group {
                         self.next_group += 1;
                     }
+                    let name = std::mem::take(&mut e.node.name);
+                    e.node = t;
+                    e.node.name = name;
                     if self.insert(&e.path.clone(), e.node)? {
                         self.stats.files += 1;
                     }
@@ -144,18 +137,7 @@ impl Ingest<'_> {
         if path.is_empty() {
             return Ok(());
         }
-        let (dir, name) = split_last(path);
-        let Some(parent) = self.open_dir(dir, false, path)? else {
-            return Ok(());
-        };
-        let Some(Child::Open(d)) = parent.children.remove(name) else {
-            return Ok(());
-        };
-        let node = self.seal_dir(*d)?;
-        if let Some(parent) = self.open_dir(dir, false, path)? {
-            parent.children.insert(name.to_vec(), Child::Done(node));
-        }
-        Ok(())
+        self.seal_at(path)
     }
 
     /// Record that the entry at `path` is left out of the snapshot, or why.

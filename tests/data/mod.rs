@@ -6,3 +6,4 @@ mod restore_reads;
 mod restore_safety;
 mod roundtrip;
 mod tar_import;
+mod tar_spill;

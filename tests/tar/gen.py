@@ -2,6 +2,7 @@
 """Write the hostile and odd tars of tests/data/tar_import.rs.
 
 gen.py many N OUT     one directory `big/` holding N empty files (raw ustar headers: fast)
+gen.py nested N OUT   N empty files, 100 to a directory, in `n/DDD/DDDD/` (directory entries first)
 gen.py deep N OUT     one file below N nested directories `a/a/.../a/f` (a PAX path)
 gen.py case NAME OUT  one of the replace/symlink cases below
 """
@@ -32,6 +33,18 @@ def many(n: int, out: str) -> None:
         f.write(header(b"big/", b"5"))
         for i in range(n):
             f.write(header(b"big/f%07d" % i))
+        f.write(b"\0" * 1024)
+
+
+def nested(n: int, out: str) -> None:
+    with open(out, "wb") as f:
+        f.write(header(b"n/", b"5"))
+        for i in range(n):
+            if i % 10000 == 0:
+                f.write(header(b"n/%03d/" % (i // 10000), b"5"))
+            if i % 100 == 0:
+                f.write(header(b"n/%03d/%04d/" % (i // 10000, i // 100), b"5"))
+            f.write(header(b"n/%03d/%04d/f%07d" % (i // 10000, i // 100, i)))
         f.write(b"\0" * 1024)
 
 
@@ -83,6 +96,8 @@ if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "many":
         many(int(sys.argv[2]), sys.argv[3])
+    elif cmd == "nested":
+        nested(int(sys.argv[2]), sys.argv[3])
     elif cmd == "deep":
         deep(int(sys.argv[2]), sys.argv[3])
     elif cmd == "case":
