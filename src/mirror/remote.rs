@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::lock::{self, LockKind};
 use crate::repo::{self, Repository};
 use crate::storage::{Storage, StorageError};
@@ -69,6 +69,13 @@ pub fn mirror(
         Err(e) => return Err(on(&**dest, "read", e)),
     };
     let (src, dst) = (&**source, &**dest);
+    if let Some(root) = dst.local_root() {
+        // A path repository has these directories even when they are empty.
+        for d in ["packs", "snapshots", "locks"] {
+            let p = root.join(d);
+            crate::fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+        }
+    }
     let mut report = Report::default();
 
     // 1. The snapshots that exist now; only these reach the mirror in this run.

@@ -404,7 +404,7 @@ fn s3_two_hosts_and_a_racing_prune() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["host"].as_str().unwrap_or_default().to_string())
+        .map(|s| s["hostname"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(
         hosts_seen.iter().any(|h| h == "host-a") && hosts_seen.iter().any(|h| h == "host-b"),

@@ -4,9 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::docker::{
-    self as fx, fill_volume, mountpoint, project_volume, TestContainer, TestVolume,
-};
+use crate::util::docker::{self as fx, fill_volume, mountpoint, project_volume, TestContainer};
 use crate::util::*;
 
 /// A repository whose commands see no config file and no ~/.ollama.
