@@ -21,25 +21,7 @@ export CBSNAP_PASSWORD=bench-passphrase XDG_CONFIG_HOME=$BENCH_DIR/no-config
 unset CBSNAP_REPO
 
 rm -rf "$BENCH_DIR"
-mkdir -p "$BENCH_DIR/tree/text" "$BENCH_DIR/tree/random"
-half=$((BENCH_MIB / 2))
-# Incompressible "model" files of 16 MiB, and text files of 256 KiB.
-for i in $(seq 1 $((half / 16))); do
-    head -c $((16 << 20)) /dev/urandom >"$BENCH_DIR/tree/random/blob$i"
-done
-python3 - "$BENCH_DIR/tree/text" "$half" <<'PY'
-import random, sys, os
-d, mib = sys.argv[1], int(sys.argv[2])
-rng = random.Random(1)
-words = "fn let mut impl struct return self match Some None Vec String usize".split()
-for i in range(mib * 4):
-    with open(os.path.join(d, f"f{i:05}.rs"), "w") as f:
-        n = 0
-        while n < 256 * 1024:
-            line = " ".join(rng.choice(words) for _ in range(12)) + f" // {rng.randrange(10**9)}\n"
-            f.write(line)
-            n += len(line)
-PY
+"$(dirname "$0")/make_tree.sh" "$BENCH_DIR/tree" "$BENCH_MIB"
 
 timed() { # timed LOG cmd… : wall seconds of cmd and a sync
     /usr/bin/time -f '%e' -o "$1.t" bash -c "\"\${@:2}\" && sync" _ "$@" >/dev/null
