@@ -758,7 +758,7 @@ impl Repository {
             });
         }
         let key = pack_key(pack);
-        let fetched = match self.from_window(pack, offset, len) {
+        let fetched = match self.windowed(pack, offset, len) {
             Some(b) => Ok(b),
             None => self.read_remote(pack, &key, offset, len)?,
         };
@@ -809,7 +809,7 @@ impl Repository {
     }
 
     /// Blob bytes `offset..offset + len` of `pack` from a window read before.
-    fn from_window(&self, pack: &Id, offset: u64, len: u64) -> Option<Vec<u8>> {
+    fn windowed(&self, pack: &Id, offset: u64, len: u64) -> Option<Vec<u8>> {
         let w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         let hit = w.iter().rev().find(|w| {
             w.pack == *pack && w.start <= offset && offset + len <= w.start + w.bytes.len() as u64
