@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what building cbsnap needs on Debian, and with --test what testing it needs
-# (as root; a no-op when everything is present). Sourced by scripts/test.sh and scripts/backup.sh.
+# (as root; a no-op when everything is present). Run by scripts/test.sh and scripts/install.sh.
 set -euo pipefail
 
 need=()

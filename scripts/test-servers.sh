@@ -53,7 +53,7 @@ running() {
 start_s3() {
   running s3 && return 0
   if [ ! -x "$venv/bin/moto_server" ]; then
-    echo "cbsnap: moto is not installed in $venv; run scripts/deps.sh" >&2
+    echo "cbsnap: moto is not installed in $venv; run scripts/deps.sh --test" >&2
     return 1
   fi
   local port
