@@ -9,7 +9,11 @@
 # three methods go one after the other, each with a cold page cache when root.
 # Records wall time and peak RSS (GNU time) and the bytes stored so far: `du -sb`
 # of the repository, or the sum of all tar.gz files written so far (the old
-# procedure keeps a full copy per run).
+# procedure keeps a full copy per run). Each run also measures the two floors
+# issue 9 compares with: a bare `docker cp` of every volume to /dev/null (the
+# archive API `--via archive` reads through, from containers made beforehand) and
+# a `find` stat walk of the volumes' directories (what an unchanged `--via mount`
+# run must at least do), and reports archive ÷ docker cp and mount ÷ stat walk.
 #
 # Usage: benches/docker.sh
 #   stdout: a Markdown report; progress goes to stderr. Needs root (the mount
@@ -32,7 +36,7 @@ IMAGE=cbsnap-bench-busybox:1
 LABEL=cbsnap-bench=1     # on everything this script creates, for the cleanup
 MARKER=.cbsnap-bench-docker
 RUNS=4
-METHODS=(mount archive tar)
+METHODS=(mount archive tar cp stat)
 
 die() { echo "docker.sh: error: $*" >&2; exit 1; }
 say() { echo "docker.sh: $*" >&2; }
@@ -136,6 +140,18 @@ tar_backup() {
 export -f tar_backup
 export IMAGE LABEL
 
+# The docker cp floor reads each volume from a container made once, before the runs.
+declare -A CP_FROM
+for v in "${VOLUMES[@]}"; do
+    CP_FROM[$v]=$(docker create --label "$LABEL" -v "${PROJECT}_$v:/data:ro" "$IMAGE" true)
+done
+# cp_floor: every volume's files through the archive API, to /dev/null.
+cp_floor() {
+    local c
+    for c in "$@"; do docker cp "$c:/data" - >/dev/null; done
+}
+export -f cp_floor
+
 declare -A WALL RSS STORED
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T0=$SECONDS
@@ -153,6 +169,8 @@ for ((run = 1; run <= RUNS; run++)); do
             tar)
                 cmd=(tar_backup "$BENCH_DIR/tar/run$run" "${VOLUMES[@]/#/${PROJECT}_}")
                 where=$BENCH_DIR/tar ;;
+            cp) cmd=(cp_floor "${CP_FROM[@]}") ;;
+            stat) cmd=(find "${MP[@]}" -printf '%s %T@ %C@ %i\n') ;;
         esac
         sync
         if ((CAN_DROP)); then echo 3 >/proc/sys/vm/drop_caches; fi
@@ -164,7 +182,9 @@ for ((run = 1; run <= RUNS; run++)); do
         fi
         read -r wall rss < <(tail -n 1 "$tf")
         WALL[$m:$run]=$wall RSS[$m:$run]=$rss
-        if [[ $m = tar ]]; then
+        if [[ $m = cp || $m = stat ]]; then
+            STORED[$m:$run]=
+        elif [[ $m = tar ]]; then
             STORED[$m:$run]=$(find "$where" -name '*.tar.gz' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
         else
             STORED[$m:$run]=$(du -sb "$where" | cut -f1)
@@ -191,6 +211,8 @@ label() {
         mount) echo 'cbsnap `--via mount`' ;;
         archive) echo 'cbsnap `--via archive`' ;;
         tar) echo '`docker run … tar czf` per volume' ;;
+        cp) echo 'floor: `docker cp` of each volume to /dev/null' ;;
+        stat) echo 'floor: `find` stat walk of the volumes' ;;
     esac
 }
 
@@ -207,12 +229,28 @@ echo "| run | method | wall s | peak RSS MiB | stored so far MiB | added by this
 echo "|---|---|---:|---:|---:|---:|"
 for ((run = 1; run <= RUNS; run++)); do
     for m in "${METHODS[@]}"; do
+        if [[ -z ${STORED[$m:$run]} ]]; then
+            printf '| %d | %s | %s | %s | | |\n' "$run" "$(label "$m")" "${WALL[$m:$run]}" \
+                "$(mib $((RSS[$m:$run] * 1024)))"
+            continue
+        fi
         prev=0
         ((run == 1)) || prev=${STORED[$m:$((run - 1))]}
         printf '| %d | %s | %s | %s | %s | %s |\n' "$run" "$(label "$m")" "${WALL[$m:$run]}" \
             "$(mib $((RSS[$m:$run] * 1024)))" "$(mib "${STORED[$m:$run]}")" \
             "$(mib $((STORED[$m:$run] - prev)))"
     done
+done
+echo
+echo "Against the floors of issue 9 (same run, same cold cache): \`--via archive\` ÷ \`docker cp\`"
+echo "(target ≤ 1.5), \`--via mount\` ÷ the stat walk (target ≤ 2 on the unchanged runs 2–4):"
+echo
+echo "| run | archive ÷ docker cp | mount ÷ stat walk |"
+echo "|---|--:|--:|"
+for ((run = 1; run <= RUNS; run++)); do
+    printf '| %d | %s | %s |\n' "$run" \
+        "$(awk -v a="${WALL[archive:$run]}" -v b="${WALL[cp:$run]}" 'BEGIN { printf "%.2f", a / b }')" \
+        "$(awk -v a="${WALL[mount:$run]}" -v b="${WALL[stat:$run]}" 'BEGIN { printf "%.2f", a / b }')"
 done
 echo
 echo "Peak RSS is that of the measured process tree on the host: cbsnap itself, or the"

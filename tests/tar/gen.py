@@ -5,10 +5,21 @@ gen.py many N OUT     one directory `big/` holding N empty files (raw ustar head
 gen.py nested N OUT   N empty files, 100 to a directory, in `n/DDD/DDDD/` (directory entries first)
 gen.py deep N OUT     one file below N nested directories `a/a/.../a/f` (a PAX path)
 gen.py case NAME OUT  one of the replace/symlink cases below
+
+OUT `-` writes the tar to standard output (many and nested), so a tar of millions
+of entries can be piped into `cbsnap snapshot --tar -` without a file on disk.
 """
+import contextlib
 import io
 import sys
 import tarfile
+
+
+def output(out: str):
+    """The file to write: `out`, or standard output (not closed) for `-`."""
+    if out == "-":
+        return contextlib.nullcontext(sys.stdout.buffer)
+    return open(out, "wb")
 
 
 def header(name: bytes, typ: bytes = b"0", size: int = 0) -> bytes:
@@ -29,7 +40,7 @@ def header(name: bytes, typ: bytes = b"0", size: int = 0) -> bytes:
 
 
 def many(n: int, out: str) -> None:
-    with open(out, "wb") as f:
+    with output(out) as f:
         f.write(header(b"big/", b"5"))
         for i in range(n):
             f.write(header(b"big/f%07d" % i))
@@ -37,7 +48,7 @@ def many(n: int, out: str) -> None:
 
 
 def nested(n: int, out: str) -> None:
-    with open(out, "wb") as f:
+    with output(out) as f:
         f.write(header(b"n/", b"5"))
         for i in range(n):
             if i % 10000 == 0:
