@@ -15,7 +15,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    BlockBasedIndexType, BlockBasedOptions, Cache, Direction, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
 };
 
 use crate::codec::{Reader, Writer};
@@ -89,6 +90,16 @@ fn options() -> Options {
     t.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE));
     t.set_cache_index_and_filter_blocks(true);
     t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    // Partitioned: a table's filter and index are cut into 4 KiB partitions under a
+    // small top level, which stays pinned. A lookup then reads one partition of each,
+    // not the table's whole filter: with whole-table filters, an index of millions of
+    // chunks had more filter bytes than the cache holds, and every miss re-read and
+    // re-checksummed about a megabyte of filter (RocksDB's "partitioned index/filters"
+    // for large databases under a small cache; docs/BENCHMARKS.md, "index growth").
+    t.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+    t.set_partition_filters(true);
+    t.set_metadata_block_size(4096);
+    t.set_pin_top_level_index_and_filter(true);
     o.set_block_based_table_factory(&t);
     o.set_max_open_files(256);
     o.set_write_buffer_size(8 << 20);
