@@ -12,11 +12,21 @@
 # makes ~4 million chunks: the index is as large as a 250 TiB repository's with
 # the default 64 KiB chunks. Every chunk of the measured snapshot is new, so every
 # lookup is a miss: the case a bloom filter in front of RocksDB is for.
-# Environment: CBSNAP (binary, default target/release/cbsnap), WORK (scratch
-# directory; default a new temporary one, removed afterwards), CHUNKS, NEW_MIB.
+# Environment: CBSNAP (binary, default target/release/cbsnap), TINY_CHUNKS (the
+# program of benches/tiny_chunks.rs; default: built and found by cargo), WORK
+# (scratch directory; default a new temporary one, removed afterwards), CHUNKS, NEW_MIB.
 set -euo pipefail
 
+ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CBSNAP=${CBSNAP:-target/release/cbsnap}
+# The chunker of a new repository set to 64/256/1024 bytes with the engine's own code
+# (benches/tiny_chunks.rs): the config carries a checksum, so it cannot be edited
+# by hand. TINY_CHUNKS is that program; by default the newest one cargo built.
+if [[ -z "${TINY_CHUNKS:-}" ]]; then
+    (cd "$ROOT_DIR" && cargo bench --quiet --bench tiny_chunks --no-run 2>/dev/null) || true
+    TINY_CHUNKS=$(ls -t "${CARGO_TARGET_DIR:-$ROOT_DIR/target}"/release/deps/tiny_chunks-* 2>/dev/null | grep -v '\.d$' | head -n 1 || true)
+fi
+[[ -n $TINY_CHUNKS && -x $TINY_CHUNKS ]] || { echo "$(basename "$0"): no tiny_chunks program (cargo bench --bench tiny_chunks --no-run, or set TINY_CHUNKS)" >&2; exit 1; }
 CHUNKS=${CHUNKS:-5000000}
 NEW_MIB=${NEW_MIB:-64}
 [[ -x $CBSNAP ]] || { echo "index_scale.sh: no cbsnap binary at $CBSNAP (cargo build --release, or set CBSNAP)" >&2; exit 1; }
@@ -42,8 +52,7 @@ random_tree() {
 tiny_repo() {
     local repo=$WORK/$1 mib=$(( ($2 * 256 + 1048575) / 1048576 ))
     "$CBSNAP" --repo "$repo" -q init
-    sed -i -e 's/"min_size": [0-9]*/"min_size": 64/' -e 's/"avg_size": [0-9]*/"avg_size": 256/' \
-        -e 's/"max_size": [0-9]*/"max_size": 1024/' "$repo/config"
+    "$TINY_CHUNKS" "$repo"
     grep -q '"avg_size": 256' "$repo/config"
     random_tree "$WORK/fill-$1" "$mib"
     "$CBSNAP" --repo "$repo" -q snapshot --path "$WORK/fill-$1" --name fill
