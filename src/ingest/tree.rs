@@ -76,12 +76,14 @@ pub(super) struct DirBuild {
     spilled: bool,
 }
 
-// Leaves are by far the most common children; boxing them would allocate per file.
-#[allow(clippy::large_enum_variant)]
+/// A directory's entry. Both variants are boxed, so a map slot is two words: with the
+/// node inline, every slot took a whole `Node` (~250 bytes) even for an open directory,
+/// whose node is in its `DirBuild`, and a tar of 3 million files in 30,000 directories
+/// peaked at 70 MiB (`docs/BENCHMARKS.md`, "Memory").
 pub(super) enum Child {
     Open(Box<DirBuild>),
     /// A leaf, or a directory whose tree is already written.
-    Done(Node),
+    Done(Box<Node>),
 }
 
 impl DirBuild {
@@ -390,7 +392,7 @@ impl Ingest<'_> {
                 if n.link_group == 0 {
                     n.link_group = group;
                 }
-                return Ok(Some(n.clone()));
+                return Ok(Some(Node::clone(n)));
             }
             Some(_) => return Ok(None),
             None if !cur.spilled => return Ok(None),
@@ -441,7 +443,8 @@ impl Ingest<'_> {
             }
         }
         let leaf = spillable(&node);
-        d.children.insert(name.to_vec(), Child::Done(node));
+        d.children
+            .insert(name.to_vec(), Child::Done(Box::new(node)));
         if leaf {
             self.leaves.held += 1;
             if self.leaves.held > self.leaves.limit {
@@ -666,7 +669,9 @@ impl Ingest<'_> {
         comps.push(name.to_vec());
         let node = self.seal_dir(*d, &comps)?;
         if let Some(parent) = self.open_dir(dir, false, path)? {
-            parent.children.insert(name.to_vec(), Child::Done(node));
+            parent
+                .children
+                .insert(name.to_vec(), Child::Done(Box::new(node)));
         }
         Ok(())
     }
