@@ -93,9 +93,10 @@ fn options() -> Options {
     // Partitioned: a table's filter and index are cut into 4 KiB partitions under a
     // small top level, which stays pinned. A lookup then reads one partition of each,
     // not the table's whole filter: with whole-table filters, an index of millions of
-    // chunks had more filter bytes than the cache holds, and every miss re-read and
-    // re-checksummed about a megabyte of filter (RocksDB's "partitioned index/filters"
-    // for large databases under a small cache; docs/BENCHMARKS.md, "index growth").
+    // chunks had more filter bytes than the cache holds, and a lookup re-read and
+    // re-checksummed whole filters (RocksDB's "partitioned index/filters" for large
+    // databases under a small cache; docs/BENCHMARKS.md, "Index growth: partitioned
+    // filters").
     t.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
     t.set_partition_filters(true);
     t.set_metadata_block_size(4096);

@@ -15,9 +15,9 @@ const MALLOC_ARENAS: i32 = 2;
 
 /// glibc gives each thread that allocates an arena of its own, up to eight per core,
 /// and memory freed in one arena is not reused by another: with the pipeline's dozen
-/// threads a snapshot's peak RSS was twice its peak heap (97.6 MiB against 42.8 MiB,
-/// heaptrack, 216,000 new blobs). [`MALLOC_ARENAS`] arenas measured 74 MiB and no
-/// slower (`docs/BENCHMARKS.md`, "Memory"). Runs first, while no other thread exists; an
+/// threads a snapshot's peak RSS was twice its peak heap (90–93 MiB against 42.8 MiB,
+/// heaptrack, 216,000 new blobs). [`MALLOC_ARENAS`] arenas measured 70–75 MiB and no
+/// slower (`docs/BENCHMARKS.md`, "Memory (E)"). Runs first, while no other thread exists; an
 /// operator's `MALLOC_ARENA_MAX` is left to glibc.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

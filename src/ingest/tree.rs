@@ -79,7 +79,7 @@ pub(super) struct DirBuild {
 /// A directory's entry. Both variants are boxed, so a map slot is two words: with the
 /// node inline, every slot took a whole `Node` (~250 bytes) even for an open directory,
 /// whose node is in its `DirBuild`, and a tar of 3 million files in 30,000 directories
-/// peaked at 70 MiB (`docs/BENCHMARKS.md`, "Memory").
+/// peaked at 68.5–71.6 MiB, 61.5 boxed (`docs/BENCHMARKS.md`, "Memory (E)").
 pub(super) enum Child {
     Open(Box<DirBuild>),
     /// A leaf, or a directory whose tree is already written.
