@@ -95,11 +95,12 @@ fn snapshot_all_takes_the_project_pauses_each_writer_only_for_its_volume() {
         .map(str::to_string)
         .filter(|a| a == "pause" || a == "unpause")
         .collect();
-    // Paused, then resumed. Under load dockerd 20.10 can log one pause twice: its own
-    // event, then containerd's late "paused" event once the container already runs
-    // again (`daemon/monitor.go` sees `Paused == false` and logs it anew), followed by
-    // the matching "unpause" (seen once in CI: pause, unpause, pause, unpause). What
-    // must hold is that every pause is followed by an unpause and the last word is one.
+    // Paused, then resumed. Once, in CI under load, the events read pause, unpause,
+    // pause, unpause for a run that quiesced the writer once (one snapshot of its
+    // volume; the test passes alone and beside CPU hogs). The likely cause, not proven,
+    // is dockerd 20.10 logging containerd's late "paused" event again after the
+    // unpause (`daemon/monitor.go`). What must hold: at least one pause, every pause
+    // followed by an unpause, so the last word is an unpause.
     assert!(
         !actions.is_empty()
             && actions
