@@ -10,6 +10,8 @@
 //! - `"v"` → u32 LE index layout version ([`INDEX_VERSION`]).
 //! - `'c' || blob id[32]` → pack id[32] || offset u64 || stored_len u32 || raw_len u32 || kind u8 || compression u8
 //! - `'p' || pack id[32]` → pack file size u64 || blob count u32
+//! - `'s' || snapshot id[32]` → empty: every blob the snapshot references was in the
+//!   index when it was committed (layout 2; see [`Index::snapshot_indexed`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -24,7 +26,10 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::BlobEntry;
 
-pub const INDEX_VERSION: u32 = 1;
+/// The index layout this build writes and reads. 2 added the `'s'` keys: a build of
+/// layout 1 would keep them while forgetting vanished packs, so it must not open a
+/// layout 2 index (it is refused with [`Error::IndexTooNew`]).
+pub const INDEX_VERSION: u32 = 2;
 
 /// Where a blob lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +52,13 @@ fn chunk_key(id: &Id) -> [u8; 33] {
 fn pack_key(id: &Id) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = b'p';
+    k[1..].copy_from_slice(&id.0);
+    k
+}
+
+fn snapshot_key(id: &Id) -> [u8; 33] {
+    let mut k = [0u8; 33];
+    k[0] = b's';
     k[1..].copy_from_slice(&id.0);
     k
 }
@@ -265,7 +277,9 @@ impl Index {
 
     /// Forget packs: their `p` keys and every blob entry that points into them. This
     /// scans all blob entries (rare: only after packs vanished, e.g. a mirror updated
-    /// with `rsync --delete` after a prune).
+    /// with `rsync --delete` after a prune). Packs that vanished rather than being
+    /// pruned may have held referenced blobs: call [`Index::forget_indexed_snapshots`]
+    /// first.
     pub fn remove_packs(&self, gone: &HashSet<Id>) -> Result<()> {
         if gone.is_empty() {
             return Ok(());
@@ -301,6 +315,60 @@ impl Index {
             }
         }
         b.delete(pack_key(pack));
+        self.db.write(b).map_err(db_err)
+    }
+
+    /// Record that every blob snapshot `id` references is in the index (called right
+    /// after the snapshot is committed). Not fsynced: a lost record only costs the
+    /// next snapshot the lookups it saves.
+    pub fn mark_snapshot_indexed(&self, id: &Id) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.put_opt(snapshot_key(id), [], &wo).map_err(db_err)
+    }
+
+    /// Whether every blob snapshot `id` references is still in the index: it was when
+    /// the snapshot was committed ([`Index::mark_snapshot_indexed`]), and since then
+    /// the index has forgotten only blobs no snapshot referenced (prune, which keeps
+    /// this snapshot's while it exists). Forgetting vanished packs clears every such
+    /// record ([`Index::forget_indexed_snapshots`]). An unchanged file of such a parent is reused
+    /// without looking its blobs up: what makes an unchanged snapshot a stat walk
+    /// (issue 9).
+    pub fn snapshot_indexed(&self, id: &Id) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned(snapshot_key(id))
+            .map_err(db_err)?
+            .is_some())
+    }
+
+    /// Drop every [`Index::snapshot_indexed`] record: packs vanished from storage, so
+    /// any snapshot may now reference blobs the index lacks.
+    pub fn forget_indexed_snapshots(&self) -> Result<()> {
+        self.delete_snapshot_records(|_| true)
+    }
+
+    /// Drop the records of snapshots that no longer exist (after prune); `keep` are
+    /// the snapshots that do.
+    pub fn retain_indexed_snapshots(&self, keep: &HashSet<Id>) -> Result<()> {
+        self.delete_snapshot_records(|id| !keep.contains(id))
+    }
+
+    fn delete_snapshot_records(&self, drop: impl Fn(&Id) -> bool) -> Result<()> {
+        let mut b = WriteBatch::default();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"s", Direction::Forward))
+        {
+            let (k, _) = item.map_err(db_err)?;
+            if k.first() != Some(&b's') {
+                break;
+            }
+            match Id::from_slice(&k[1..]) {
+                Some(id) if !drop(&id) => {}
+                _ => b.delete(&k),
+            }
+        }
         self.db.write(b).map_err(db_err)
     }
 
@@ -353,5 +421,43 @@ mod tests {
         let i = Index::open(d.path()).unwrap();
         i.db.put(b"v", [1u8, 0]).unwrap();
         assert!(matches!(i.version(), Err(Error::Index(_))));
+    }
+
+    /// Records of wholly indexed snapshots sit beside the blob and pack keys without
+    /// showing in their scans, survive a prune for the snapshots that remain, and are
+    /// all dropped when packs vanish.
+    #[test]
+    fn indexed_snapshot_records_are_kept_and_forgotten_as_the_index_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let i = Index::open(d.path()).unwrap();
+        let (a, b, c) = (Id::hash(b"a"), Id::hash(b"b"), Id::hash(b"c"));
+        let pack = Id::hash(b"pack");
+        let blob = BlobEntry {
+            id: Id::hash(b"blob"),
+            offset: 0,
+            stored_len: 10,
+            raw_len: 10,
+            kind: crate::pack::BlobKind::Data,
+            compression: crate::pack::Compression::None,
+        };
+        i.add_pack(&pack, 100, std::slice::from_ref(&blob)).unwrap();
+        for s in [a, b, c] {
+            assert!(!i.snapshot_indexed(&s).unwrap());
+            i.mark_snapshot_indexed(&s).unwrap();
+            assert!(i.snapshot_indexed(&s).unwrap());
+        }
+        assert_eq!(i.chunks().count(), 1);
+        assert_eq!(i.packs().unwrap().len(), 1);
+
+        i.retain_indexed_snapshots(&[a, c].into_iter().collect())
+            .unwrap();
+        assert!(i.snapshot_indexed(&a).unwrap());
+        assert!(!i.snapshot_indexed(&b).unwrap());
+        assert!(i.snapshot_indexed(&c).unwrap());
+
+        i.forget_indexed_snapshots().unwrap();
+        assert!(!i.snapshot_indexed(&a).unwrap());
+        assert!(!i.snapshot_indexed(&c).unwrap());
+        assert_eq!(i.chunks().count(), 1);
     }
 }

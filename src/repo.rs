@@ -604,6 +604,9 @@ impl Repository {
             if !self.index_writable {
                 return Ok(report);
             }
+            // Packs that vanished (not pruned) may have held blobs a snapshot
+            // references: no snapshot is known complete in the index any more.
+            self.index.forget_indexed_snapshots()?;
             self.index.remove_packs(&gone)?;
             report.removed_packs = gone.len();
         }

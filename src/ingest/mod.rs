@@ -211,6 +211,12 @@ fn snapshot_with(
         progress.set_total(p.stats.bytes);
     }
 
+    let (ahead_tx, ahead_rx) = bounded(parent::AHEAD_BATCHES);
+    let parent = match &spec.parent {
+        Some((id, p)) => Some(ParentTrees::new(repo, id, p.tree, Some(ahead_rx))?),
+        None => None,
+    };
+
     std::thread::scope(|s| {
         for _ in 0..workers {
             let rx = job_rx.clone();
@@ -222,6 +228,16 @@ fn snapshot_with(
         }
         drop(job_rx);
         drop(st_tx);
+        // Stops when `ing`, which holds the receiving end, is dropped at the end.
+        match &spec.parent {
+            Some((_, p)) => {
+                let root = p.tree;
+                named("cbsnap-parent", s, move || {
+                    parent::read_ahead(repo, root, ahead_tx)
+                });
+            }
+            None => drop(ahead_tx),
+        }
         let writer = named("cbsnap-writer", s, || {
             write_packs(repo, st_rx, &pending, &abort, &stopped)
         });
@@ -241,7 +257,7 @@ fn snapshot_with(
             stopped: &stopped,
             root: DirBuild::new(Node::new(Vec::new(), NodeKind::Dir)),
             leaves: Leaves::new(spill_after),
-            parent: spec.parent.as_ref().map(|(_, p)| ParentTrees::new(p.tree)),
+            parent,
             links_by_key: HashMap::new(),
             next_group: 1,
             stats: SnapshotStats::default(),
@@ -298,6 +314,10 @@ fn snapshot_with(
         };
         repo.check_lock()?;
         let id = snap.save(repo.storage(), repo.crypt())?;
+        // Every blob it references was found in the index or written to it above. The
+        // record only spares the next snapshot lookups: failing to write it must not
+        // turn a committed snapshot into a reported failure.
+        let _ = repo.index().mark_snapshot_indexed(&id);
         Ok((id, snap, ing.leaves.runs()))
     })
 }

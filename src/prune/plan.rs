@@ -87,6 +87,9 @@ impl PackUse {
 #[derive(Debug, Default, Serialize)]
 pub struct Plan {
     pub snapshots: usize,
+    /// The snapshots the plan keeps the blobs of (all there are).
+    #[serde(skip)]
+    pub snapshot_ids: Vec<Id>,
     pub trees: usize,
     pub referenced_blobs: usize,
     /// Heap bytes of the referenced set (the largest allocation of a prune).
@@ -152,6 +155,7 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
         .collect();
     let mut p = Plan {
         snapshots: snapshots.len(),
+        snapshot_ids: snapshots.iter().map(|(id, _)| *id).collect(),
         trees,
         referenced_blobs: referenced.len(),
         referenced_set_bytes: referenced.heap_bytes(),

@@ -107,6 +107,10 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
     repo.index().flush()?;
     repo.check_lock()?;
     retire_packs(repo, p, &retire)?;
+    // What was retired held no blob of a remaining snapshot, so their records in the
+    // index stay true; those of forgotten snapshots go.
+    repo.index()
+        .retain_indexed_snapshots(&p.snapshot_ids.iter().copied().collect())?;
     r.packs_deleted = retire.len();
     r.bytes_after = repo.list_packs()?.values().sum();
     Ok(r)

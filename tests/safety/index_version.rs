@@ -24,8 +24,10 @@ fn an_index_of_a_newer_layout_is_refused_and_left_alone() {
     write(&src, "f", b"kept");
     repo.snapshot_dir(&src, "s");
     let index = repo.path().join("index");
-    assert_eq!(version(&index), Some(1));
-    set_version(&index, 2);
+    let now = cbsnap::index::INDEX_VERSION;
+    let newer = now + 1;
+    assert_eq!(version(&index), Some(now));
+    set_version(&index, newer);
     let src_arg = src.to_str().unwrap();
     for args in [
         &["snapshots"][..],
@@ -35,14 +37,32 @@ fn an_index_of_a_newer_layout_is_refused_and_left_alone() {
         let o = repo.run(args);
         assert_eq!(o.status.code(), Some(1), "{args:?} must fail: {o:?}");
         let err = stderr(&o);
-        for want in ["layout version 2", "Upgrade cbsnap", "cbsnap index rebuild"] {
+        let layout = format!("layout version {newer}");
+        for want in [&layout[..], "Upgrade cbsnap", "cbsnap index rebuild"] {
             assert!(err.contains(want), "{args:?}: {err}");
         }
-        assert_eq!(version(&index), Some(2), "{args:?} changed the index");
+        assert_eq!(version(&index), Some(newer), "{args:?} changed the index");
     }
     // The remedy the message names works, and loses nothing.
     repo.ok(&["index", "rebuild"]);
-    assert_eq!(version(&index), Some(1));
+    assert_eq!(version(&index), Some(now));
     assert_eq!(repo.snapshots_json().len(), 1);
     repo.ok(&["check"]);
+}
+
+/// An index of layout 1 (before the `'s'` records of wholly indexed snapshots) is
+/// brought to the current layout by the first command that writes, and keeps working.
+#[test]
+fn an_index_of_layout_1_is_upgraded_in_place() {
+    let repo = Repo::new();
+    let src = repo.dir.path().join("src");
+    write(&src, "f", b"kept");
+    repo.snapshot_dir(&src, "s");
+    let index = repo.path().join("index");
+    set_version(&index, 1);
+    write(&src, "g", b"new");
+    repo.snapshot_dir(&src, "s");
+    assert_eq!(version(&index), Some(cbsnap::index::INDEX_VERSION));
+    assert_eq!(repo.snapshots_json().len(), 2);
+    repo.ok(&["check", "--read-data"]);
 }

@@ -117,3 +117,33 @@ fn lost_snapshot_file_is_detected() {
         assert!(!out.path().join("t").exists());
     }
 }
+
+/// A snapshot whose blobs were all indexed lets the next one reuse its unchanged
+/// files without looking their blobs up (`Index::snapshot_indexed`). Once packs
+/// vanish, that no longer holds: a file whose blobs went with them is read again, not
+/// referenced, though its parent says it is unchanged.
+#[test]
+fn vanished_packs_make_unchanged_files_be_read_again() {
+    let src = tempfile::tempdir().unwrap();
+    fs::write(src.path().join("a.bin"), random_bytes(1 << 20, 21)).unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "vol");
+    let first = packs(&repo);
+    // The second snapshot reuses a.bin from the first and writes b.bin and its own
+    // root tree into new packs.
+    fs::write(src.path().join("b.bin"), random_bytes(1 << 20, 22)).unwrap();
+    repo.snapshot_dir(src.path(), "vol");
+    let second: Vec<PathBuf> = packs(&repo)
+        .into_iter()
+        .filter(|p| !first.contains(p))
+        .collect();
+    assert!(!second.is_empty());
+    // a.bin's blobs vanish with the first snapshot's packs.
+    for p in &first {
+        fs::remove_file(p).unwrap();
+    }
+    repo.snapshot_dir(src.path(), "vol");
+    let out = tempfile::tempdir().unwrap();
+    repo.restore("vol@latest", &out.path().join("t"));
+    compare_trees(src.path(), &out.path().join("t"));
+}
