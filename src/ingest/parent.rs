@@ -28,9 +28,15 @@ use crate::tree::{Node, NodeKind};
 /// unchanged snapshot a quarter of its CPU time.
 const BATCH: usize = 16;
 
-/// Batches the channel from [`read_ahead`] holds: with the batch being filled, at
-/// most `(AHEAD_BATCHES + 1) × 16` trees are held decoded before the walk asks for them.
-pub(super) const AHEAD_BATCHES: usize = 2;
+/// Nodes after which a batch goes even if it holds fewer than [`BATCH`] trees: what
+/// is read ahead is bounded by nodes, not by trees, since one tree may list a
+/// hundred thousand files.
+const BATCH_NODES: usize = 4096;
+
+/// Batches the channel from [`read_ahead`] holds. With the one being filled, at most
+/// two batches are held decoded before the walk asks for them: each of at most
+/// [`BATCH_NODES`] nodes plus the tree that passed that mark.
+pub(super) const AHEAD_BATCHES: usize = 1;
 
 /// One tree read ahead: its directory's path, its id, its nodes.
 pub(super) type AheadTree = (Vec<u8>, Id, Arc<Vec<Node>>);
@@ -144,12 +150,13 @@ fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
 
 /// Read the trees below `root` depth first, each directory's subdirectories in name
 /// order, and send them to `tx` with their paths (the root's is empty), in batches
-/// of up to [`BATCH`]: a batch goes at once when the channel is empty (the walk may be
-/// waiting), else when full. Stops at the first tree it cannot read (the walk then
+/// of up to [`BATCH`] trees or [`BATCH_NODES`] nodes: a batch goes at once when the
+/// channel is empty (the walk may be waiting), else when full. Stops at the first tree it cannot read (the walk then
 /// reads that one itself and reports as it always did) or when the receiver is gone.
 pub(super) fn read_ahead(repo: &Repository, root: Id, tx: Sender<Vec<AheadTree>>) {
     let mut stack = vec![(Vec::new(), root)];
     let mut batch = Vec::with_capacity(BATCH);
+    let mut nodes_held = 0;
     while let Some((path, id)) = stack.pop() {
         let Ok(nodes) = crate::walk::load(repo, &id) else {
             break;
@@ -164,9 +171,13 @@ pub(super) fn read_ahead(repo: &Repository, root: Id, tx: Sender<Vec<AheadTree>>
                 stack.push((p, sub));
             }
         }
+        nodes_held += nodes.len();
         batch.push((path, id, Arc::new(nodes)));
-        if (batch.len() >= BATCH || tx.is_empty()) && tx.send(std::mem::take(&mut batch)).is_err() {
-            return;
+        if batch.len() >= BATCH || nodes_held >= BATCH_NODES || tx.is_empty() {
+            if tx.send(std::mem::take(&mut batch)).is_err() {
+                return;
+            }
+            nodes_held = 0;
         }
     }
     if !batch.is_empty() {
