@@ -650,6 +650,11 @@ impl Repository {
             }
         }
         if self.index.version()? != Some(crate::index::INDEX_VERSION) && self.index_writable {
+            // Any other layout was last written by another build. Builds before layout
+            // 2 write their own version over a newer one and forget vanished packs
+            // without dropping the records of wholly indexed snapshots, so none of
+            // those records can be trusted any more.
+            self.index.forget_indexed_snapshots()?;
             self.index.set_version()?;
         }
         for (p, e) in &report.unreadable {

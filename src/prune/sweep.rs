@@ -106,11 +106,11 @@ pub fn sweep(repo: &Repository, p: &Plan) -> Result<PruneReport> {
     // Every referenced blob of a retired pack now has a durable, indexed copy.
     repo.index().flush()?;
     repo.check_lock()?;
-    retire_packs(repo, p, &retire)?;
-    // What was retired held no blob of a remaining snapshot, so their records in the
-    // index stay true; those of forgotten snapshots go.
+    // What is retired holds no blob of a remaining snapshot, so their records in the
+    // index stay true; those of forgotten snapshots go, before any pack does.
     repo.index()
         .retain_indexed_snapshots(&p.snapshot_ids.iter().copied().collect())?;
+    retire_packs(repo, p, &retire)?;
     r.packs_deleted = retire.len();
     r.bytes_after = repo.list_packs()?.values().sum();
     Ok(r)
