@@ -118,34 +118,41 @@ fn lost_snapshot_file_is_detected() {
     }
 }
 
-/// A snapshot whose blobs were all indexed lets the next one reuse its unchanged
-/// files without looking their blobs up (`Index::snapshot_indexed`). Once packs
-/// vanish, that no longer holds: a file whose blobs went with them is read again, not
-/// referenced, though its parent says it is unchanged.
-#[test]
-fn vanished_packs_make_unchanged_files_be_read_again() {
+/// Two snapshots of `vol`: the first of a.bin alone, the second reusing a.bin (so
+/// it is recorded as wholly indexed, `Index::snapshot_indexed`) and writing b.bin and
+/// its own root tree into new packs; then the first snapshot's packs, which hold
+/// a.bin's blobs, vanish. Returns the source, the repository and the vanished packs.
+fn reused_file_whose_packs_vanished() -> (tempfile::TempDir, Repo, Vec<PathBuf>) {
     let src = tempfile::tempdir().unwrap();
     fs::write(src.path().join("a.bin"), random_bytes(1 << 20, 21)).unwrap();
     let repo = Repo::new();
     repo.snapshot_dir(src.path(), "vol");
     let first = packs(&repo);
-    // The second snapshot reuses a.bin from the first and writes b.bin and its own
-    // root tree into new packs.
     fs::write(src.path().join("b.bin"), random_bytes(1 << 20, 22)).unwrap();
     repo.snapshot_dir(src.path(), "vol");
-    let second: Vec<PathBuf> = packs(&repo)
-        .into_iter()
-        .filter(|p| !first.contains(p))
-        .collect();
-    assert!(!second.is_empty());
-    // a.bin's blobs vanish with the first snapshot's packs.
+    assert!(packs(&repo).iter().any(|p| !first.contains(p)));
     for p in &first {
         fs::remove_file(p).unwrap();
     }
-    repo.snapshot_dir(src.path(), "vol");
+    (src, repo, first)
+}
+
+/// The next snapshot restores byte-exact: a.bin was read again, not referenced.
+fn next_snapshot_restores(src: &Path, repo: &Repo) {
+    repo.snapshot_dir(src, "vol");
     let out = tempfile::tempdir().unwrap();
     repo.restore("vol@latest", &out.path().join("t"));
-    compare_trees(src.path(), &out.path().join("t"));
+    compare_trees(src, &out.path().join("t"));
+}
+
+/// A snapshot whose blobs were all indexed lets the next one reuse its unchanged
+/// files without looking their blobs up. Once packs vanish, that no longer holds: a
+/// file whose blobs went with them is read again, not referenced, though its parent
+/// says it is unchanged.
+#[test]
+fn vanished_packs_make_unchanged_files_be_read_again() {
+    let (src, repo, _) = reused_file_whose_packs_vanished();
+    next_snapshot_restores(src.path(), &repo);
 }
 
 /// Builds before index layout 2 write their layout version over a newer one and,
@@ -158,31 +165,16 @@ fn records_left_by_an_older_build_are_not_trusted() {
     use cbsnap::index::Index;
     use cbsnap::Id;
     use std::collections::HashSet;
-    let src = tempfile::tempdir().unwrap();
-    fs::write(src.path().join("a.bin"), random_bytes(1 << 20, 21)).unwrap();
-    let repo = Repo::new();
-    repo.snapshot_dir(src.path(), "vol");
-    let first = packs(&repo);
-    fs::write(src.path().join("b.bin"), random_bytes(1 << 20, 22)).unwrap();
-    // Reuses a.bin, and is recorded as wholly indexed.
-    repo.snapshot_dir(src.path(), "vol");
-    for p in &first {
-        fs::remove_file(p).unwrap();
-    }
+    let (src, repo, vanished) = reused_file_whose_packs_vanished();
     let index = repo.path().join("index");
-    {
-        let gone: HashSet<Id> = first
-            .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
-            .collect();
-        Index::open(&index).unwrap().remove_packs(&gone).unwrap();
-    }
+    let gone: HashSet<Id> = vanished
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    Index::open(&index).unwrap().remove_packs(&gone).unwrap();
     rocksdb::DB::open_default(&index)
         .unwrap()
         .put(b"v", 1u32.to_le_bytes())
         .unwrap();
-    repo.snapshot_dir(src.path(), "vol");
-    let out = tempfile::tempdir().unwrap();
-    repo.restore("vol@latest", &out.path().join("t"));
-    compare_trees(src.path(), &out.path().join("t"));
+    next_snapshot_restores(src.path(), &repo);
 }
