@@ -213,7 +213,7 @@ fn snapshot_with(
 
     let (ahead_tx, ahead_rx) = bounded(parent::AHEAD_BATCHES);
     let parent = match &spec.parent {
-        Some((id, p)) => Some(ParentTrees::new(repo, id, p.tree, Some(ahead_rx))?),
+        Some((id, p)) => Some(ParentTrees::new(repo, id, p.tree, ahead_rx)?),
         None => None,
     };
 
@@ -228,15 +228,17 @@ fn snapshot_with(
         }
         drop(job_rx);
         drop(st_tx);
-        // Stops when `ing`, which holds the receiving end, is dropped at the end.
+        // Stops when `ing`, which holds the receiving end, is dropped at the end. A tar
+        // stream has no inodes, so nothing in it is taken from the parent
+        // (`unchanged_in_parent`) and no tree is read ahead for it.
         match &spec.parent {
-            Some((_, p)) => {
+            Some((_, p)) if spec.kind != SourceKind::Tar => {
                 let root = p.tree;
                 named("cbsnap-parent", s, move || {
                     parent::read_ahead(repo, root, ahead_tx)
                 });
             }
-            None => drop(ahead_tx),
+            _ => drop(ahead_tx),
         }
         let writer = named("cbsnap-writer", s, || {
             write_packs(repo, st_rx, &pending, &abort, &stopped)

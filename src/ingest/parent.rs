@@ -59,20 +59,20 @@ pub(super) struct ParentTrees {
 
 impl ParentTrees {
     /// The trees of snapshot `id`, whose root tree is `root`, read ahead from `ahead`
-    /// when given (the receiving end of [`read_ahead`]).
+    /// (the receiving end of [`read_ahead`]; a closed channel when none runs).
     ///
     /// Errors: those of [`crate::index::Index::snapshot_indexed`].
     pub(super) fn new(
         repo: &Repository,
         id: &Id,
         root: Id,
-        ahead: Option<Receiver<Vec<AheadTree>>>,
+        ahead: Receiver<Vec<AheadTree>>,
     ) -> Result<ParentTrees> {
         Ok(ParentTrees {
             root,
             indexed: repo.index().snapshot_indexed(id)?,
             cache: HashMap::new(),
-            ahead,
+            ahead: Some(ahead),
             received: Default::default(),
             loaded_here: 0,
         })
@@ -290,7 +290,7 @@ mod tests {
             .collect();
         let ask = |skip: &str| {
             let (tx, rx) = crossbeam_channel::bounded(2);
-            let mut trees = ParentTrees::new(&repo, &id, first.tree, Some(rx)).unwrap();
+            let mut trees = ParentTrees::new(&repo, &id, first.tree, rx).unwrap();
             std::thread::scope(|s| {
                 s.spawn(|| read_ahead(&repo, first.tree, tx));
                 for f in files.iter().filter(|f| !f.starts_with(skip)) {
