@@ -25,7 +25,8 @@ use crate::tree::{Node, NodeKind};
 
 /// Trees [`read_ahead`] sends at once when the walk is not waiting for one: a send
 /// that finds the walk waiting wakes it, and one wake-up per tree cost a warm
-/// unchanged snapshot a quarter of its CPU time.
+/// unchanged snapshot about an eighth more CPU time (`docs/BENCHMARKS.md`, "Issue 9,
+/// third pass").
 const BATCH: usize = 16;
 
 /// Nodes after which a batch goes even if it holds fewer than [`BATCH`] trees: what
