@@ -26,9 +26,11 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::BlobEntry;
 
-/// The index layout this build writes and reads. 2 added the `'s'` keys: a build of
-/// layout 1 would keep them while forgetting vanished packs, so it must not open a
-/// layout 2 index (it is refused with [`Error::IndexTooNew`]).
+/// The index layout this build writes and reads. 2 added the `'s'` keys, which a
+/// build of layout 1 keeps while it forgets vanished packs: builds from `4ea085b`
+/// refuse a layout 2 index ([`Error::IndexTooNew`]); older ones write their version
+/// over it, and [`crate::repo::Repository::sync_index`] drops every `'s'` key of an
+/// index found at another version.
 pub const INDEX_VERSION: u32 = 2;
 
 /// Where a blob lives.
@@ -42,25 +44,27 @@ pub struct Index {
     db: DB,
 }
 
-fn chunk_key(id: &Id) -> [u8; 33] {
+/// A key and its value, as RocksDB's iterator yields them.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// The key of `id` under `prefix` (`b'c'`, `b'p'` or `b's'`, see the module docs).
+fn key(prefix: u8, id: &Id) -> [u8; 33] {
     let mut k = [0u8; 33];
-    k[0] = b'c';
+    k[0] = prefix;
     k[1..].copy_from_slice(&id.0);
     k
+}
+
+fn chunk_key(id: &Id) -> [u8; 33] {
+    key(b'c', id)
 }
 
 fn pack_key(id: &Id) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = b'p';
-    k[1..].copy_from_slice(&id.0);
-    k
+    key(b'p', id)
 }
 
 fn snapshot_key(id: &Id) -> [u8; 33] {
-    let mut k = [0u8; 33];
-    k[0] = b's';
-    k[1..].copy_from_slice(&id.0);
-    k
+    key(b's', id)
 }
 
 fn encode_location(pack: &Id, e: &BlobEntry) -> Vec<u8> {
@@ -118,7 +122,8 @@ fn options() -> Options {
     // Two memtables of 4 MiB at most (one filling while one is written out), in arena
     // blocks of an eighth of that: 512 KiB, above the process's malloc map threshold
     // (`src/main.rs`), so a flushed memtable's memory goes back to the system. 8 MiB
-    // memtables cost a snapshot of 216,000 new blobs 2–4 MiB more peak RSS.
+    // memtables cost a snapshot of 216,000 new blobs about 2 MiB more peak RSS
+    // (docs/BENCHMARKS.md, "Memory (Q)": L with a 128 KiB threshold against N).
     o.set_write_buffer_size(4 << 20);
     o.set_max_write_buffer_number(2);
     o.set_keep_log_file_num(2);
@@ -260,14 +265,8 @@ impl Index {
     /// The packs the index has recorded, with their sizes.
     pub fn packs(&self) -> Result<HashMap<Id, u64>> {
         let mut out = HashMap::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"p", Direction::Forward))
-        {
-            let (k, v) = item.map_err(db_err)?;
-            if k.first() != Some(&b'p') {
-                break;
-            }
+        for item in self.scan(b'p') {
+            let (k, v) = item?;
             let id = Id::from_slice(&k[1..]).ok_or_else(|| Error::Index("bad pack key".into()))?;
             let size = v
                 .get(..8)
@@ -335,9 +334,9 @@ impl Index {
     /// the snapshot was committed ([`Index::mark_snapshot_indexed`]), and since then
     /// the index has forgotten only blobs no snapshot referenced (prune, which keeps
     /// this snapshot's while it exists). Forgetting vanished packs clears every such
-    /// record ([`Index::forget_indexed_snapshots`]). An unchanged file of such a parent is reused
-    /// without looking its blobs up: what makes an unchanged snapshot a stat walk
-    /// (issue 9).
+    /// record ([`Index::forget_indexed_snapshots`]). An unchanged file of such a
+    /// parent is reused without looking its blobs up: what makes an unchanged
+    /// snapshot a stat walk (issue 9).
     pub fn snapshot_indexed(&self, id: &Id) -> Result<bool> {
         Ok(self
             .db
@@ -360,14 +359,8 @@ impl Index {
 
     fn delete_snapshot_records(&self, drop: impl Fn(&Id) -> bool) -> Result<()> {
         let mut b = WriteBatch::default();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"s", Direction::Forward))
-        {
-            let (k, _) = item.map_err(db_err)?;
-            if k.first() != Some(&b's') {
-                break;
-            }
+        for item in self.scan(b's') {
+            let (k, _) = item?;
             match Id::from_slice(&k[1..]) {
                 Some(id) if !drop(&id) => {}
                 _ => b.delete(&k),
@@ -378,15 +371,23 @@ impl Index {
 
     /// Stream every blob entry in id order, without loading the index into memory.
     pub fn chunks(&self) -> impl Iterator<Item = Result<Location>> + '_ {
+        self.scan(b'c').map(|item| {
+            let (k, v) = item?;
+            match Id::from_slice(&k[1..]) {
+                Some(id) => decode_location(id, &v),
+                None => Err(Error::Index("bad blob key".into())),
+            }
+        })
+    }
+
+    /// Every key under `prefix` with its value, in key order.
+    fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<KeyValue>> + '_ {
         self.db
-            .iterator(IteratorMode::From(b"c", Direction::Forward))
-            .map_while(|item| match item {
-                Err(e) => Some(Err(db_err(e))),
-                Ok((k, v)) if k.first() == Some(&b'c') => match Id::from_slice(&k[1..]) {
-                    Some(id) => Some(decode_location(id, &v)),
-                    None => Some(Err(Error::Index("bad blob key".into()))),
-                },
-                Ok(_) => None,
+            .iterator(IteratorMode::From(&[prefix], Direction::Forward))
+            .map(|item| item.map_err(db_err))
+            .take_while(move |item| match item {
+                Ok((k, _)) => k.first() == Some(&prefix),
+                Err(_) => true,
             })
     }
 
