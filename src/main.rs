@@ -36,7 +36,7 @@ const MALLOC_TRIM_THRESHOLD: i32 = 4 << 20;
 ///   bound, so chunks stay in the arenas (128 KiB cost a big-file snapshot a third
 ///   more system time), below the index's 512 KiB memtable blocks
 ///   ([`cbsnap::index`]), which are mapped and given back. With it, 216,000 new blobs
-///   in one snapshot peak at 60–64 MiB instead of 71–84 (`docs/BENCHMARKS.md`,
+///   in one snapshot peak at 61.0–62.6 MiB instead of 70.8–80.5 (`docs/BENCHMARKS.md`,
 ///   "Memory (Q)").
 /// - Trim threshold: fixing the map threshold also stops glibc from raising the trim
 ///   threshold with it, which then stays at 128 KiB: a 300,000-entry tar import

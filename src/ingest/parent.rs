@@ -152,8 +152,9 @@ fn walk_order(a: &[u8], b: &[u8]) -> Ordering {
 /// Read the trees below `root` depth first, each directory's subdirectories in name
 /// order, and send them to `tx` with their paths (the root's is empty), in batches
 /// of up to [`BATCH`] trees or [`BATCH_NODES`] nodes: a batch goes at once when the
-/// channel is empty (the walk may be waiting), else when full. Stops at the first tree it cannot read (the walk then
-/// reads that one itself and reports as it always did) or when the receiver is gone.
+/// channel is empty (the walk may be waiting), else when full. Stops at the first
+/// tree it cannot read (the walk then reads that one itself and reports as it always
+/// did) or when the receiver is gone.
 pub(super) fn read_ahead(repo: &Repository, root: Id, tx: Sender<Vec<AheadTree>>) {
     let mut stack = vec![(Vec::new(), root)];
     let mut batch = Vec::with_capacity(BATCH);
