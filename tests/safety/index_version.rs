@@ -2,7 +2,7 @@
 //! written by a newer cbsnap is refused with what to do, and left as it is, so the
 //! newer cbsnap still finds its own (issue 8).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::util::{stderr, write, Repo};
 
@@ -17,13 +17,20 @@ fn version(index: &Path) -> Option<u32> {
     Some(u32::from_le_bytes(v.as_slice().try_into().unwrap()))
 }
 
-#[test]
-fn an_index_of_a_newer_layout_is_refused_and_left_alone() {
+/// A repository with one snapshot `s` of a directory holding `f`; returns it, that
+/// directory and the index's path.
+fn one_snapshot() -> (Repo, PathBuf, PathBuf) {
     let repo = Repo::new();
     let src = repo.dir.path().join("src");
     write(&src, "f", b"kept");
     repo.snapshot_dir(&src, "s");
     let index = repo.path().join("index");
+    (repo, src, index)
+}
+
+#[test]
+fn an_index_of_a_newer_layout_is_refused_and_left_alone() {
+    let (repo, src, index) = one_snapshot();
     let now = cbsnap::index::INDEX_VERSION;
     let newer = now + 1;
     assert_eq!(version(&index), Some(now));
@@ -54,11 +61,7 @@ fn an_index_of_a_newer_layout_is_refused_and_left_alone() {
 /// brought to the current layout by the first command that writes, and keeps working.
 #[test]
 fn an_index_of_layout_1_is_upgraded_in_place() {
-    let repo = Repo::new();
-    let src = repo.dir.path().join("src");
-    write(&src, "f", b"kept");
-    repo.snapshot_dir(&src, "s");
-    let index = repo.path().join("index");
+    let (repo, src, index) = one_snapshot();
     set_version(&index, 1);
     write(&src, "g", b"new");
     repo.snapshot_dir(&src, "s");
