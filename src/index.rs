@@ -42,6 +42,10 @@ pub struct Location {
 
 pub struct Index {
     db: DB,
+    /// Blob ids checked so far by [`Index::contains`] and [`Index::contains_all`]
+    /// (dedup and reuse checks, not the reads of [`Index::get`]): what an unchanged
+    /// snapshot should not need.
+    checks: std::sync::atomic::AtomicU64,
 }
 
 /// A key and its value, as RocksDB's iterator yields them.
@@ -136,7 +140,10 @@ impl Index {
     /// process holds it or it is damaged; the repository decides what to do.
     pub fn open(path: &Path) -> std::result::Result<Index, rocksdb::Error> {
         let db = DB::open(&options(), path)?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            checks: Default::default(),
+        })
     }
 
     /// Whether another process holds RocksDB's lock on the index in `path` (a POSIX
@@ -162,7 +169,10 @@ impl Index {
     /// Open without taking RocksDB's lock (another process may be writing).
     pub fn open_read_only(path: &Path) -> std::result::Result<Index, rocksdb::Error> {
         let db = DB::open_for_read_only(&options(), path, false)?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            checks: Default::default(),
+        })
     }
 
     /// The layout version (`"v"`), `None` while none is written.
@@ -205,6 +215,17 @@ impl Index {
             .map_err(db_err)
     }
 
+    /// Blob ids checked by [`Index::contains`] and [`Index::contains_all`] since the
+    /// index was opened.
+    pub fn checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_checks(&self, n: usize) {
+        self.checks
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn get(&self, id: &Id) -> Result<Option<Location>> {
         match self.db.get_pinned(chunk_key(id)).map_err(db_err)? {
             Some(v) => Ok(Some(decode_location(*id, &v)?)),
@@ -213,6 +234,7 @@ impl Index {
     }
 
     pub fn contains(&self, id: &Id) -> Result<bool> {
+        self.count_checks(1);
         Ok(self.db.get_pinned(chunk_key(id)).map_err(db_err)?.is_some())
     }
 
@@ -223,6 +245,7 @@ impl Index {
         if ids.is_empty() {
             return Ok(true);
         }
+        self.count_checks(ids.len());
         let mut keys: Vec<[u8; 33]> = ids.iter().map(chunk_key).collect();
         keys.sort_unstable();
         for v in self.db.multi_get(&keys) {

@@ -42,6 +42,9 @@ pub(super) const AHEAD_BATCHES: usize = 1;
 /// One tree read ahead: its directory's path, its id, its nodes.
 pub(super) type AheadTree = (Vec<u8>, Id, Arc<Vec<Node>>);
 
+/// A tree of the parent snapshot as read: its id and its nodes.
+type ReadTree = (Id, Arc<Vec<Node>>);
+
 /// Trees of the parent snapshot, loaded lazily along the current path.
 pub(super) struct ParentTrees {
     root: Id,
@@ -49,7 +52,8 @@ pub(super) struct ParentTrees {
     /// ([`crate::index::Index::snapshot_indexed`]): then an unchanged file's blobs are
     /// not looked up.
     indexed: bool,
-    cache: HashMap<Vec<u8>, Option<Arc<Vec<Node>>>>,
+    /// The trees read so far along the walk, by directory path, with their ids.
+    cache: HashMap<Vec<u8>, Option<ReadTree>>,
     /// Trees from [`read_ahead`], in walk order; `None` once it stopped.
     ahead: Option<Receiver<Vec<AheadTree>>>,
     /// Trees received from `ahead` and not yet asked for, in walk order.
@@ -81,7 +85,7 @@ impl ParentTrees {
 
     fn dir(&mut self, repo: &Repository, path: &[u8]) -> Option<Arc<Vec<Node>>> {
         if let Some(c) = self.cache.get(path) {
-            return c.clone();
+            return c.as_ref().map(|(_, t)| t.clone());
         }
         let id = if path.is_empty() {
             Some(self.root)
@@ -93,13 +97,16 @@ impl ParentTrees {
                 .and_then(|i| p[i].subtree())
         };
         let t = id.and_then(|id| {
-            self.take_ahead(path, &id).or_else(|| {
-                self.loaded_here += 1;
-                crate::walk::load(repo, &id).ok().map(Arc::new)
-            })
+            self.take_ahead(path, &id)
+                .or_else(|| {
+                    self.loaded_here += 1;
+                    crate::walk::load(repo, &id).ok().map(Arc::new)
+                })
+                .map(|t| (id, t))
         });
-        self.cache.insert(path.to_vec(), t.clone());
-        t
+        let nodes = t.as_ref().map(|(_, t)| t.clone());
+        self.cache.insert(path.to_vec(), t);
+        nodes
     }
 
     /// The tree of directory `path` (id `id`) if [`read_ahead`] read it. Trees it read
@@ -138,8 +145,24 @@ impl ParentTrees {
             .map(|i| t[i].clone())
     }
 
-    pub(super) fn forget(&mut self, path: &[u8]) {
-        self.cache.remove(path);
+    /// Drop the tree of directory `path`: the walk is done with it. Returns its id
+    /// if it was read: it was found through the index a moment ago (and nothing
+    /// prunes while a snapshot holds its lock), so the directory's new tree, if
+    /// unchanged, has that id and needs no lookup ([`Ingest::seal_at`]).
+    pub(super) fn forget(&mut self, path: &[u8]) -> Option<Id> {
+        if path.is_empty() {
+            // Kept for `read_root`: the root is sealed after the walk says it is done.
+            return self.read_root();
+        }
+        self.cache.remove(path).flatten().map(|(id, _)| id)
+    }
+
+    /// The root tree's id if it was read, as [`ParentTrees::forget`] for the root.
+    pub(super) fn read_root(&self) -> Option<Id> {
+        match self.cache.get(&b""[..]) {
+            Some(Some((id, _))) => Some(*id),
+            _ => None,
+        }
     }
 }
 
@@ -229,6 +252,53 @@ mod tests {
     use crate::progress::Progress;
     use crate::repo::Access;
     use crate::snapshot::SourceKind;
+
+    /// The snapshot of an unchanged source, with its parent, checks nothing in the
+    /// index: its files are the parent's (a wholly indexed snapshot), its directories'
+    /// trees those just read from the parent. A changed file checks its blob and the
+    /// trees on its path, no more.
+    #[test]
+    fn an_unchanged_snapshot_checks_nothing_in_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        for dir in ["a/x", "a/y", "b"] {
+            std::fs::create_dir_all(src.join(dir)).unwrap();
+            std::fs::write(src.join(dir).join("f"), dir.as_bytes()).unwrap();
+        }
+        std::fs::write(src.join("top"), b"top").unwrap();
+        let at = d.path().join("repo");
+        Repository::init(&at).unwrap();
+        let repo = Repository::open(&at, Access::Append).unwrap();
+        let take = |parent: Option<(Id, crate::snapshot::Snapshot)>| {
+            let spec = super::super::SnapshotSpec {
+                parent,
+                ..super::super::SnapshotSpec::new("t", SourceKind::Path)
+            };
+            let before = repo.index().checks();
+            let (id, snap) =
+                super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
+                    crate::source::dir::walk(&src, sink)
+                })
+                .unwrap();
+            (id, snap, repo.index().checks() - before)
+        };
+        let (id, first, _) = take(None);
+        let (id, second, checks) = take(Some((id, first.clone())));
+        assert_eq!(second.tree, first.tree);
+        assert_eq!(second.stats.files_unchanged, 4);
+        assert_eq!(
+            checks, 0,
+            "an unchanged snapshot checked blobs in the index"
+        );
+
+        std::fs::write(src.join("a/x/f"), b"changed").unwrap();
+        let (_, third, checks) = take(Some((id, second)));
+        assert_eq!(third.stats.files_unchanged, 3);
+        assert_eq!(
+            checks, 4,
+            "a/x/f's blob and the trees of a/x, a and the root"
+        );
+    }
 
     #[test]
     fn walk_order_is_component_by_component() {

@@ -1,6 +1,6 @@
 //! The pack stage of the ingest pipeline: compress workers, the writer thread that
 //! feeds the one [`Packer`], and the flusher thread that saves its sealed packs
-//! ([`packer::save`]); and the source side's way into them ([`Ingest::put_blob`]).
+//! ([`packer::save`]); and the source side's way into them ([`Ingest::put_tree`], [`Feed`]).
 //!
 //! Dedup is decided here, by [`claim`], before a blob is compressed (the packer leaves
 //! it to its caller): an id is either indexed or in the `pending` set until its pack
@@ -242,6 +242,11 @@ impl Feed<'_> {
     /// ([`pack::check_blob`]; the packer would refuse it too).
     pub(super) fn put_blob(&self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
         let id = self.repo.blob_id(&raw);
+        self.put_hashed(id, kind, raw)
+    }
+
+    /// [`Feed::put_blob`] of a blob already hashed to `id`.
+    fn put_hashed(&self, id: Id, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
         pack::check_blob(&id, raw.len() as u64, 0, Compression::Zstd)?;
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;
@@ -262,8 +267,15 @@ impl Ingest<'_> {
         }
     }
 
-    /// [`Feed::put_blob`] from the source thread.
-    pub(super) fn put_blob(&mut self, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
-        self.feed().put_blob(kind, raw)
+    /// [`Feed::put_blob`] of a tree blob from the source thread, without the index lookup when its id is
+    /// `indexed`, a tree the index is known to hold (the parent snapshot's tree of
+    /// the same directory, read through the index): an unchanged snapshot then looks
+    /// up no tree at all.
+    pub(super) fn put_tree(&mut self, raw: Vec<u8>, indexed: Option<Id>) -> Result<Id> {
+        let id = self.repo.blob_id(&raw);
+        if indexed == Some(id) {
+            return Ok(id);
+        }
+        self.feed().put_hashed(id, BlobKind::Tree, raw)
     }
 }

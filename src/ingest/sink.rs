@@ -131,13 +131,11 @@ impl Ingest<'_> {
 
     /// The source will yield nothing more below `path`: write its tree.
     pub(super) fn apply_dir_done(&mut self, path: &[u8]) -> Result<()> {
-        if let Some(p) = self.parent.as_mut() {
-            p.forget(path);
-        }
+        let indexed = self.parent.as_mut().and_then(|p| p.forget(path));
         if path.is_empty() {
             return Ok(());
         }
-        self.seal_at(path)
+        self.seal_at(path, indexed)
     }
 
     /// Record that the entry at `path` is left out of the snapshot, or why.

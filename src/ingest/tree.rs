@@ -16,7 +16,6 @@ use super::Ingest;
 use crate::codec::Writer;
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::BlobKind;
 use crate::snapshot::RootMeta;
 use crate::source::Sink;
 use crate::tree::{self, Node, NodeKind, TreeWriter};
@@ -532,18 +531,28 @@ impl Ingest<'_> {
     }
 
     /// Write the tree of an open directory at `comps` (children first) and return
-    /// its node: the entries in memory merged with those written to runs.
-    pub(super) fn seal_dir(&mut self, d: DirBuild, comps: &[Vec<u8>]) -> Result<Node> {
+    /// its node: the entries in memory merged with those written to runs. `indexed`
+    /// is a tree id the index is known to hold (the parent snapshot's tree of this
+    /// directory, read through the index: [`ParentTrees::forget`]): a blob of that id
+    /// is not looked up.
+    ///
+    /// [`ParentTrees::forget`]: super::parent::ParentTrees::forget
+    pub(super) fn seal_dir(
+        &mut self,
+        d: DirBuild,
+        comps: &[Vec<u8>],
+        indexed: Option<Id>,
+    ) -> Result<Node> {
         let prefix = spill::dir_prefix(comps);
         // Taken out while the trees are written (`put_blob` needs `self`); sealing
         // spills nothing.
         let Some(s) = self.leaves.spill.take() else {
-            return self.seal_merged(d, prefix, None, &HashMap::new());
+            return self.seal_merged(d, prefix, None, &HashMap::new(), indexed);
         };
         let links = std::mem::take(&mut self.leaves.links);
         let sealed = s
             .merge(&prefix)
-            .and_then(|mut m| self.seal_merged(d, prefix, Some(&mut m), &links));
+            .and_then(|mut m| self.seal_merged(d, prefix, Some(&mut m), &links, indexed));
         self.leaves.spill = Some(s);
         self.leaves.links = links;
         sealed
@@ -561,6 +570,7 @@ impl Ingest<'_> {
         prefix: Vec<u8>,
         mut spilled: Option<&mut Merge<'_>>,
         links: &HashMap<Vec<u8>, (usize, u64)>,
+        indexed: Option<Id>,
     ) -> Result<Node> {
         struct Frame {
             node: Node,
@@ -586,7 +596,7 @@ impl Ingest<'_> {
             Close,
         }
         let mut stack = vec![frame(&mut d, prefix)];
-        let mut put = |raw: Vec<u8>| self.put_blob(BlobKind::Tree, raw);
+        let mut put = |raw: Vec<u8>| self.put_tree(raw, indexed);
         loop {
             let top = stack
                 .last_mut()
@@ -654,8 +664,8 @@ impl Ingest<'_> {
     }
 
     /// Seal the open directory at `path` (a source said it is complete) and keep its
-    /// node in its parent.
-    pub(super) fn seal_at(&mut self, path: &[u8]) -> Result<()> {
+    /// node in its parent; `indexed` as for [`Ingest::seal_dir`].
+    pub(super) fn seal_at(&mut self, path: &[u8], indexed: Option<Id>) -> Result<()> {
         let (dir, name) = split_last(path);
         let Ok(mut comps) = self.resolved(dir, false)? else {
             return Ok(());
@@ -667,7 +677,7 @@ impl Ingest<'_> {
             return Ok(());
         };
         comps.push(name.to_vec());
-        let node = self.seal_dir(*d, &comps)?;
+        let node = self.seal_dir(*d, &comps, indexed)?;
         if let Some(parent) = self.open_dir(dir, false, path)? {
             parent
                 .children
@@ -688,7 +698,8 @@ impl Ingest<'_> {
             mtime: root.node.mtime,
             mtime_nsec: root.node.mtime_nsec,
         };
-        let node = self.seal_dir(root, &[])?;
+        let indexed = self.parent.as_ref().and_then(|p| p.read_root());
+        let node = self.seal_dir(root, &[], indexed)?;
         Ok((node.content[0], meta))
     }
 }

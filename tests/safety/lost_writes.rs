@@ -118,13 +118,15 @@ fn lost_snapshot_file_is_detected() {
     }
 }
 
-/// Two snapshots of `vol`: the first of a.bin alone, the second reusing a.bin (so
-/// it is recorded as wholly indexed, `Index::snapshot_indexed`) and writing b.bin and
-/// its own root tree into new packs; then the first snapshot's packs, which hold
-/// a.bin's blobs, vanish. Returns the source, the repository and the vanished packs.
+/// Two snapshots of `vol`: the first of d/a.bin alone, the second reusing d/a.bin
+/// and the tree of `d` (so it is recorded as wholly indexed,
+/// `Index::snapshot_indexed`) and writing b.bin and its own root tree into new packs;
+/// then the first snapshot's packs, which hold a.bin's blobs and d's tree, vanish.
+/// Returns the source, the repository and the vanished packs.
 fn reused_file_whose_packs_vanished() -> (tempfile::TempDir, Repo, Vec<PathBuf>) {
     let src = tempfile::tempdir().unwrap();
-    fs::write(src.path().join("a.bin"), random_bytes(1 << 20, 21)).unwrap();
+    fs::create_dir(src.path().join("d")).unwrap();
+    fs::write(src.path().join("d/a.bin"), random_bytes(1 << 20, 21)).unwrap();
     let repo = Repo::new();
     repo.snapshot_dir(src.path(), "vol");
     let first = packs(&repo);
@@ -137,7 +139,8 @@ fn reused_file_whose_packs_vanished() -> (tempfile::TempDir, Repo, Vec<PathBuf>)
     (src, repo, first)
 }
 
-/// The next snapshot restores byte-exact: a.bin was read again, not referenced.
+/// The next snapshot restores byte-exact: a.bin was read again and d's tree stored
+/// again, not referenced.
 fn next_snapshot_restores(src: &Path, repo: &Repo) {
     repo.snapshot_dir(src, "vol");
     let out = tempfile::tempdir().unwrap();
