@@ -93,8 +93,8 @@ pub use volume::{ContainerInfo, ContainerState, VolumeInfo, COMPOSE_PROJECT_LABE
 /// Where Docker listens when `DOCKER_HOST` is not set.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
-/// How long connecting (negotiate + ping) may take: a daemon that does not
-/// answer within this is as good as down for a backup tool.
+/// How long connecting (one `/_ping`) and the `/info` asked with it may take: a
+/// daemon that does not answer within this is as good as down for a backup tool.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Per-request timeout of ordinary calls (bollard's default).
@@ -260,40 +260,54 @@ pub struct Engine {
     host: String,
     /// The daemon's host name from `/info`, to tell a local engine from a
     /// forwarded one (see [`Engine::volume_mountpoint_readable`]).
-    daemon_name: Option<String>,
-    api_version: String,
+    daemon_name: Arc<DaemonName>,
+}
+
+/// The daemon's host name: asked in the background from the moment we connect
+/// (`/info` makes Docker 20.10 run `runc --version`: 8–94 ms, measured), answered
+/// once when first needed.
+#[derive(Default)]
+struct DaemonName {
+    asked: std::sync::Mutex<Option<tokio::task::JoinHandle<Option<String>>>>,
+    name: std::sync::OnceLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("host", &self.host)
-            .field("api_version", &self.api_version)
-            .field("daemon_name", &self.daemon_name)
+            .field("daemon_name", &self.daemon_name.name.get())
             .finish()
     }
 }
 
 impl Engine {
     /// Connects to the engine named by `DOCKER_HOST` (default
-    /// `unix:///var/run/docker.sock`), negotiates the API version and pings it.
+    /// `unix:///var/run/docker.sock`) as [`Engine::connect_to`] does.
     pub fn connect() -> Result<Engine, DockerError> {
         match std::env::var("DOCKER_HOST") {
             // The docker CLI treats an empty DOCKER_HOST as unset; so do we.
-            Ok(host) if !host.is_empty() => {
-                let rt = runtime()?;
-                let docker = Docker::connect_with_defaults()
-                    .map_err(|e| classify(&host, "connecting", e))?;
-                finish_connect(rt, docker, host)
-            }
+            Ok(host) if !host.is_empty() => Engine::connect_to(&host),
             _ => Engine::connect_to(DEFAULT_DOCKER_HOST),
         }
     }
 
     /// Connects to an explicit address, `unix:///path` or `tcp://host:port`,
-    /// ignoring `DOCKER_HOST`.
+    /// ignoring `DOCKER_HOST`, and pings it: one `GET /_ping`, the cheapest
+    /// request an engine answers.
+    ///
+    /// No API version is negotiated: bollard 0.19 sends every request without a
+    /// `/vX.Y` prefix (its `Uri::parse` joins the absolute path over the prefix),
+    /// so the engine answers each at its own API version whatever the client
+    /// says. Asking `/version` first, as `negotiate_version` does, changed nothing
+    /// on the wire and cost 6–70 ms (Docker 20.10 runs `runc --version` for it;
+    /// docs/BENCHMARKS.md).
+    ///
+    /// Errors: [`DockerError::UnsupportedHost`] for another scheme;
+    /// [`DockerError::Unreachable`], [`DockerError::PermissionDenied`] or
+    /// [`DockerError::Timeout`] (after [`CONNECT_TIMEOUT`]) when the daemon does
+    /// not answer; [`DockerError::Api`] for an error answer.
     pub fn connect_to(host: &str) -> Result<Engine, DockerError> {
-        let rt = runtime()?;
         let timeout = REQUEST_TIMEOUT.as_secs();
         let version = bollard::API_DEFAULT_VERSION;
         let docker = if host.starts_with("unix://") {
@@ -306,17 +320,45 @@ impl Engine {
             });
         };
         let docker = docker.map_err(|e| classify(host, "connecting", e))?;
-        finish_connect(rt, docker, host.to_string())
+        let rt = runtime()?;
+        rt.block_on(docker.clone().with_timeout(CONNECT_TIMEOUT).ping())
+            .map_err(|e| match classify(host, "pinging the engine", e) {
+                DockerError::Timeout { host, action, .. } => DockerError::Timeout {
+                    host,
+                    action,
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                },
+                other => other,
+            })?;
+        let info = docker.clone().with_timeout(CONNECT_TIMEOUT);
+        let asked = rt.spawn(async move { info.info().await.ok().and_then(|i| i.name) });
+        Ok(Engine {
+            rt,
+            docker,
+            host: host.to_string(),
+            daemon_name: Arc::new(DaemonName {
+                asked: std::sync::Mutex::new(Some(asked)),
+                name: Default::default(),
+            }),
+        })
+    }
+
+    /// The daemon's host name from its `/info` (asked when we connected); `None`
+    /// when `/info` failed or did not parse (an old daemon: only the `--via mount`
+    /// shortcut is lost, see [`Engine::volume_mountpoint_readable`]).
+    fn daemon_name(&self) -> Option<&str> {
+        let d = &self.daemon_name;
+        d.name
+            .get_or_init(|| {
+                let asked = d.asked.lock().unwrap_or_else(|e| e.into_inner()).take();
+                asked.and_then(|h| self.block_on(h).ok().flatten())
+            })
+            .as_deref()
     }
 
     /// The address this engine was reached at, e.g. `unix:///var/run/docker.sock`.
     pub fn host(&self) -> &str {
         &self.host
-    }
-
-    /// The API version agreed with the daemon, e.g. `1.41`.
-    pub fn api_version(&self) -> &str {
-        &self.api_version
     }
 
     /// Runs a future to completion on the engine's runtime.
@@ -345,44 +387,6 @@ fn runtime() -> Result<Arc<tokio::runtime::Runtime>, DockerError> {
         .build()
         .map(Arc::new)
         .map_err(DockerError::Runtime)
-}
-
-fn finish_connect(
-    rt: Arc<tokio::runtime::Runtime>,
-    docker: Docker,
-    host: String,
-) -> Result<Engine, DockerError> {
-    let quick = docker.with_timeout(CONNECT_TIMEOUT);
-    let connect_err = |action: &str, e: BollardError| match classify(&host, action, e) {
-        DockerError::Timeout { host, action, .. } => DockerError::Timeout {
-            host,
-            action,
-            secs: CONNECT_TIMEOUT.as_secs(),
-        },
-        other => other,
-    };
-    let (docker, daemon_name) = rt.block_on(async {
-        let docker = quick
-            .negotiate_version()
-            .await
-            .map_err(|e| connect_err("negotiating the API version", e))?;
-        docker
-            .ping()
-            .await
-            .map_err(|e| connect_err("pinging the engine", e))?;
-        // Only used to recognise a local engine; an old daemon whose /info
-        // does not parse just disables the `--via mount` shortcut.
-        let name = docker.info().await.ok().and_then(|info| info.name);
-        Ok::<_, DockerError>((docker, name))
-    })?;
-    let version = docker.client_version();
-    Ok(Engine {
-        rt,
-        docker: docker.with_timeout(REQUEST_TIMEOUT),
-        host,
-        daemon_name,
-        api_version: format!("{}.{}", version.major_version, version.minor_version),
-    })
 }
 
 /// Turns a bollard error into a [`DockerError`], recognising the failures an

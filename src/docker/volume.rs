@@ -331,13 +331,14 @@ impl Engine {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let local_socket = self.host.starts_with("unix://");
-        let same_host = self.daemon_name.as_deref() == Some(&crate::host::hostname());
         let path = Path::new(&volume.mountpoint);
+        // The host name last: its `/info` may still be on its way.
+        let same_host = || self.daemon_name() == Some(crate::host::hostname().as_str());
         root && local_socket
-            && same_host
             && path.is_absolute()
             && path.is_dir()
             && std::fs::read_dir(path).is_ok()
+            && same_host()
     }
 }
 

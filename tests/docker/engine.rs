@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::util::docker::{
@@ -129,22 +130,84 @@ fn containers_using_a_volume_include_stopped_ones() {
     );
 }
 
+/// A fake engine on a unix socket, for what connecting asks: `/_ping` gets `OK`,
+/// `/info` gets `{"Name": name}`, anything else 404. Returns the socket's
+/// directory (keep it), its `unix://` address and the request lines it saw.
+fn fake_engine(name: &str) -> (tempfile::TempDir, String, Arc<Mutex<Vec<String>>>) {
+    use std::io::Write;
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (log, info) = (seen.clone(), format!(r#"{{"Name":"{name}"}}"#));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let (log, info) = (log.clone(), info.clone());
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut lines = BufReader::new(conn).lines();
+                // GET requests only: a head, no body, maybe several per connection.
+                while let Some(Ok(request)) = lines.next() {
+                    while let Some(Ok(header)) = lines.next() {
+                        if header.is_empty() {
+                            break;
+                        }
+                    }
+                    let path = request.split(' ').nth(1).unwrap_or("").to_string();
+                    log.lock().unwrap().push(format!("GET {path}"));
+                    let (status, body) = match path.as_str() {
+                        "/_ping" => ("200 OK", "OK".to_string()),
+                        "/info" => ("200 OK", info.clone()),
+                        _ => (
+                            "404 Not Found",
+                            r#"{"message":"no such route"}"#.to_string(),
+                        ),
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if out.write_all(head.as_bytes()).is_err()
+                        || out.write_all(body.as_bytes()).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let host = format!("unix://{}", sock.display());
+    (dir, host, seen)
+}
+
 #[test]
-fn connecting_negotiates_an_api_version_the_daemon_speaks() {
-    let engine = engine();
-    let (major, minor) = engine.api_version().split_once('.').unwrap();
-    let version = (major.parse::<u32>().unwrap(), minor.parse::<u32>().unwrap());
-    let daemon = docker(&["version", "-f", "{{.Server.APIVersion}}"]);
-    let (dmajor, dminor) = daemon.split_once('.').unwrap();
-    let daemon = (
-        dmajor.parse::<u32>().unwrap(),
-        dminor.parse::<u32>().unwrap(),
-    );
-    assert!(
-        version <= daemon,
-        "we speak {version:?}, the daemon {daemon:?}"
-    );
-    assert!(version >= (1, 24));
+fn connecting_costs_a_ping_and_one_info_no_version_request() {
+    // Docker 20.10 runs `runc --version` for each `/version` and `/info`: connecting
+    // asks `/_ping` only, and `/info` (for the `--via mount` check) once, in the
+    // background.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the mount check needs root");
+    let here = cbsnap::host::hostname();
+    let (_dir, host, seen) = fake_engine(&here);
+    let engine = Engine::connect_to(&host).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let volume = VolumeInfo {
+        name: "v".into(),
+        driver: "local".into(),
+        driver_opts: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        mountpoint: data.path().display().to_string(),
+    };
+    assert!(engine.volume_mountpoint_readable(&volume));
+    assert!(engine.volume_mountpoint_readable(&volume));
+    assert_eq!(*seen.lock().unwrap(), ["GET /_ping", "GET /info"]);
+
+    // An engine on another host (a forwarded socket): its paths are not ours.
+    let (_dir, host, seen) = fake_engine(&format!("not-{here}"));
+    let engine = Engine::connect_to(&host).unwrap();
+    assert!(!engine.volume_mountpoint_readable(&volume));
+    assert_eq!(*seen.lock().unwrap(), ["GET /_ping", "GET /info"]);
 }
 
 #[test]
