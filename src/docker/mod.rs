@@ -264,8 +264,8 @@ pub struct Engine {
 }
 
 /// The daemon's host name: asked in the background from the moment we connect
-/// (`/info` makes Docker 20.10 run `runc --version`: 8–94 ms, measured), answered
-/// once when first needed.
+/// (for `/info` Docker 20.10 runs `runc --version` and `docker-init --version`:
+/// 8 ms warm, up to 94 ms cold, measured), answered once when first needed.
 #[derive(Default)]
 struct DaemonName {
     asked: std::sync::Mutex<Option<tokio::task::JoinHandle<Option<String>>>>,
@@ -300,8 +300,8 @@ impl Engine {
     /// `/vX.Y` prefix (its `Uri::parse` joins the absolute path over the prefix),
     /// so the engine answers each at its own API version whatever the client
     /// says. Asking `/version` first, as `negotiate_version` does, changed nothing
-    /// on the wire and cost 6–70 ms (Docker 20.10 runs `runc --version` for it;
-    /// docs/BENCHMARKS.md).
+    /// on the wire and cost 6–70 ms (Docker 20.10 runs `runc --version` and
+    /// `docker-init --version` for it; docs/BENCHMARKS.md).
     ///
     /// Errors: [`DockerError::UnsupportedHost`] for another scheme;
     /// [`DockerError::Unreachable`], [`DockerError::PermissionDenied`] or
