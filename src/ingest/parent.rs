@@ -257,33 +257,47 @@ mod tests {
     /// index: its files are the parent's (a wholly indexed snapshot), its directories'
     /// trees those just read from the parent. A changed file checks its blob and the
     /// trees on its path, no more.
-    #[test]
-    fn an_unchanged_snapshot_checks_nothing_in_the_index() {
-        let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("src");
-        for dir in ["a/x", "a/y", "b"] {
+    /// A source below `d` of the directories `dirs`, each holding a file `f`, and a
+    /// file `top`; and a new repository below `d`.
+    fn source_and_repo(d: &std::path::Path, dirs: &[&str]) -> (std::path::PathBuf, Repository) {
+        let src = d.join("src");
+        for dir in dirs {
             std::fs::create_dir_all(src.join(dir)).unwrap();
             std::fs::write(src.join(dir).join("f"), dir.as_bytes()).unwrap();
         }
         std::fs::write(src.join("top"), b"top").unwrap();
-        let at = d.path().join("repo");
+        let at = d.join("repo");
         Repository::init(&at).unwrap();
-        let repo = Repository::open(&at, Access::Append).unwrap();
-        let take = |parent: Option<(Id, crate::snapshot::Snapshot)>| {
-            let spec = super::super::SnapshotSpec {
-                parent,
-                ..super::super::SnapshotSpec::new("t", SourceKind::Path)
-            };
+        (src, Repository::open(&at, Access::Append).unwrap())
+    }
+
+    /// A snapshot of the directory `src` with `parent`.
+    fn take(
+        repo: &Repository,
+        src: &std::path::Path,
+        parent: Option<(Id, crate::snapshot::Snapshot)>,
+    ) -> (Id, crate::snapshot::Snapshot) {
+        let spec = super::super::SnapshotSpec {
+            parent,
+            ..super::super::SnapshotSpec::new("t", SourceKind::Path)
+        };
+        super::super::snapshot(repo, spec, &Progress::new(true, "test"), |sink| {
+            crate::source::dir::walk(src, sink)
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn an_unchanged_snapshot_checks_nothing_in_the_index() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, repo) = source_and_repo(d.path(), &["a/x", "a/y", "b"]);
+        let counted = |parent| {
             let before = repo.index().checks();
-            let (id, snap) =
-                super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
-                    crate::source::dir::walk(&src, sink)
-                })
-                .unwrap();
+            let (id, snap) = take(&repo, &src, parent);
             (id, snap, repo.index().checks() - before)
         };
-        let (id, first, _) = take(None);
-        let (id, second, checks) = take(Some((id, first.clone())));
+        let (id, first, _) = counted(None);
+        let (id, second, checks) = counted(Some((id, first.clone())));
         assert_eq!(second.tree, first.tree);
         assert_eq!(second.stats.files_unchanged, 4);
         assert_eq!(
@@ -292,7 +306,7 @@ mod tests {
         );
 
         std::fs::write(src.join("a/x/f"), b"changed").unwrap();
-        let (_, third, checks) = take(Some((id, second)));
+        let (_, third, checks) = counted(Some((id, second)));
         assert_eq!(third.stats.files_unchanged, 3);
         assert_eq!(
             checks, 4,
@@ -315,7 +329,6 @@ mod tests {
     #[test]
     fn trees_read_ahead_are_the_ones_the_walk_asks_for() {
         let d = tempfile::tempdir().unwrap();
-        let src = d.path().join("src");
         let dirs = [
             "",
             "a",
@@ -329,25 +342,8 @@ mod tests {
             "gone",
             "gone/deep",
         ];
-        for dir in &dirs[1..] {
-            std::fs::create_dir_all(src.join(dir)).unwrap();
-            std::fs::write(src.join(dir).join("f"), dir.as_bytes()).unwrap();
-        }
-        std::fs::write(src.join("top"), b"top").unwrap();
-        let at = d.path().join("repo");
-        Repository::init(&at).unwrap();
-        let repo = Repository::open(&at, Access::Append).unwrap();
-        let take = |parent: Option<(Id, crate::snapshot::Snapshot)>| {
-            let spec = super::super::SnapshotSpec {
-                parent,
-                ..super::super::SnapshotSpec::new("t", SourceKind::Path)
-            };
-            super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
-                crate::source::dir::walk(&src, sink)
-            })
-            .unwrap()
-        };
-        let (id, first) = take(None);
+        let (src, repo) = source_and_repo(d.path(), &dirs[1..]);
+        let (id, first) = take(&repo, &src, None);
 
         let (tx, rx) = crossbeam_channel::unbounded();
         read_ahead(&repo, first.tree, tx);
