@@ -269,8 +269,9 @@ impl Ingest<'_> {
 
     /// [`Feed::put_blob`] of a tree blob from the source thread, without the index lookup when its id is
     /// `indexed`, a tree the index is known to hold (the parent snapshot's tree of
-    /// the same directory, read through the index): an unchanged snapshot then looks
-    /// up no tree at all.
+    /// the same directory, read through the index): an unchanged snapshot then checks
+    /// no tree, except the parts of a directory too large for one tree blob (over
+    /// `tree::PART_LIMIT` bytes of nodes), which are checked as before.
     pub(super) fn put_tree(&mut self, raw: Vec<u8>, indexed: Option<Id>) -> Result<Id> {
         let id = self.repo.blob_id(&raw);
         if indexed == Some(id) {
