@@ -307,30 +307,41 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<String>> {
     Ok(listed.into_iter().map(|l| l.key).collect())
 }
 
-/// Read and verify the snapshot files `keys` (from [`list`]), as [`scan`] does. A
-/// file removed since the listing (a `forget` running alongside) is skipped: it is
-/// not damage.
+/// How many snapshot files [`read_listed`] reads at once. The reads wait on the disk
+/// or the network, not on a core: a cold disk and an object store both serve several
+/// at once, and every command that picks a snapshot reads them all (a year of nightly
+/// snapshots of thirty volumes, kept daily, weekly and monthly, is ~700 files).
+const SNAPSHOT_READERS: usize = 8;
+
+/// Read and verify the snapshot files `keys` (from [`list`]), as [`scan`] does,
+/// [`SNAPSHOT_READERS`] at a time. A file removed since the listing (a `forget`
+/// running alongside) is skipped: it is not damage.
 pub fn read_listed(storage: &dyn Storage, crypt: &Crypt, keys: &[String]) -> SnapshotSet {
+    use rayon::prelude::*;
+    let ids: Vec<(Id, &String)> = keys
+        .iter()
+        .filter_map(|key| Some((key.strip_prefix("snapshots/")?.parse().ok()?, key)))
+        .collect();
+    let read = |&(id, key): &(Id, &String)| {
+        read_one(storage, crypt, id, key).map(|v| (id, key.clone(), v))
+    };
+    let serially = || ids.iter().filter_map(read).collect::<Vec<_>>();
+    let verdicts = if ids.len() < 2 {
+        serially()
+    } else {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(SNAPSHOT_READERS.min(ids.len()))
+            .build()
+            .map(|pool| pool.install(|| ids.par_iter().filter_map(read).collect()))
+            .unwrap_or_else(|_| serially())
+    };
     let mut set = SnapshotSet::default();
-    for key in keys {
-        let Some(id) = key
-            .strip_prefix("snapshots/")
-            .and_then(|s| s.parse::<Id>().ok())
-        else {
-            continue;
-        };
-        let verdict = match storage.read(key) {
-            // Removed since the listing (a `forget` running alongside): not damage.
-            Err(StorageError::NotFound { .. }) => continue,
-            Err(err) => Err(SnapshotFileError::Unreadable(unreadable_reason(err))),
-            Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
-            Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::from),
-        };
+    for (id, key, verdict) in verdicts {
         match verdict {
             Ok(s) => set.snapshots.push((id, s)),
             Err(reason) => set.damaged.push(DamagedSnapshot {
                 id,
-                path: storage::display_path(storage, key),
+                path: storage::display_path(storage, &key),
                 reason,
             }),
         }
@@ -339,6 +350,22 @@ pub fn read_listed(storage: &dyn Storage, crypt: &Crypt, keys: &[String]) -> Sna
         .sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
     set.damaged.sort_by(|a, b| a.path.cmp(&b.path));
     set
+}
+
+/// The snapshot file `key` of id `id`, read and verified; `None` when it was removed
+/// since the listing (a `forget` running alongside): not damage.
+fn read_one(
+    storage: &dyn Storage,
+    crypt: &Crypt,
+    id: Id,
+    key: &str,
+) -> Option<std::result::Result<Snapshot, SnapshotFileError>> {
+    Some(match storage.read(key) {
+        Err(StorageError::NotFound { .. }) => return None,
+        Err(err) => Err(SnapshotFileError::Unreadable(unreadable_reason(err))),
+        Ok(b) if Id::hash(&b) != id => Err(SnapshotFileError::NameMismatch),
+        Ok(b) => Snapshot::decode_file(&b, crypt).map_err(SnapshotFileError::from),
+    })
 }
 
 /// Why a snapshot file could not be read, as `check` words it: the error of the
