@@ -544,7 +544,7 @@ impl Ingest<'_> {
         indexed: Option<Id>,
     ) -> Result<Node> {
         let prefix = spill::dir_prefix(comps);
-        // Taken out while the trees are written (`put_blob` needs `self`); sealing
+        // Taken out while the trees are written (`put_tree` needs `self`); sealing
         // spills nothing.
         let Some(s) = self.leaves.spill.take() else {
             return self.seal_merged(d, prefix, None, &HashMap::new(), indexed);
