@@ -633,11 +633,7 @@ impl Repository {
             // uploads are allowed, whatever the core count.
             let read = match self.local_root() {
                 Some(_) => read_all(),
-                None => rayon::ThreadPoolBuilder::new()
-                    .num_threads(self.transfers)
-                    .build()
-                    .map(|pool| pool.install(read_all))
-                    .unwrap_or_else(|_| read_all()),
+                None => crate::storage::in_flight(self.transfers, read_all),
             };
             for (id, size, r) in read {
                 match r {

@@ -309,8 +309,9 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<String>> {
 
 /// How many snapshot files [`read_listed`] reads at once. The reads wait on the disk
 /// or the network, not on a core: a cold disk and an object store both serve several
-/// at once, and every command that picks a snapshot reads them all (a year of nightly
-/// snapshots of thirty volumes, kept daily, weekly and monthly, is ~700 files).
+/// at once, and every command that picks a snapshot reads them all (thirty volumes
+/// kept 7 daily, 4 weekly and 12 monthly are ~690 files; 60 through a 20 ms delay:
+/// 2.35–3.08 s one at a time, 1.08–1.36 s eight at a time, docs/BENCHMARKS.md).
 const SNAPSHOT_READERS: usize = 8;
 
 /// Read and verify the snapshot files `keys` (from [`list`]), as [`scan`] does,
@@ -325,15 +326,12 @@ pub fn read_listed(storage: &dyn Storage, crypt: &Crypt, keys: &[String]) -> Sna
     let read = |&(id, key): &(Id, &String)| {
         read_one(storage, crypt, id, key).map(|v| (id, key.clone(), v))
     };
-    let serially = || ids.iter().filter_map(read).collect::<Vec<_>>();
-    let verdicts = if ids.len() < 2 {
-        serially()
+    let verdicts: Vec<_> = if ids.len() < 2 {
+        ids.iter().filter_map(read).collect()
     } else {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(SNAPSHOT_READERS.min(ids.len()))
-            .build()
-            .map(|pool| pool.install(|| ids.par_iter().filter_map(read).collect()))
-            .unwrap_or_else(|_| serially())
+        storage::in_flight(SNAPSHOT_READERS.min(ids.len()), || {
+            ids.par_iter().filter_map(read).collect()
+        })
     };
     let mut set = SnapshotSet::default();
     for (id, key, verdict) in verdicts {

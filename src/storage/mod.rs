@@ -19,6 +19,17 @@ pub use self::opendal::Remote;
 pub use location::{Location, LocationError};
 pub use remote::{Retry, S3Settings};
 
+/// Run `f` on a pool of `threads` threads, for work that waits on storage (a cold
+/// disk, a network round trip) rather than on a core: `f`'s parallel iterators then
+/// keep `threads` requests in flight whatever the core count. When no pool can be
+/// built (out of threads), `f` runs on the current one, just slower.
+pub fn in_flight<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
 /// Errors of a storage backend. `NotFound` is the only one callers branch on besides `Transient`.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
