@@ -150,14 +150,11 @@ impl ParentTrees {
     /// prunes while a snapshot holds its lock), so the directory's new tree, if
     /// unchanged, has that id and needs no lookup ([`Ingest::seal_at`]).
     pub(super) fn forget(&mut self, path: &[u8]) -> Option<Id> {
-        if path.is_empty() {
-            // Kept for `read_root`: the root is sealed after the walk says it is done.
-            return self.read_root();
-        }
         self.cache.remove(path).flatten().map(|(id, _)| id)
     }
 
-    /// The root tree's id if it was read, as [`ParentTrees::forget`] for the root.
+    /// The root tree's id if it was read, as [`ParentTrees::forget`] for the root
+    /// (which is not forgotten: it is sealed after the walk ends).
     pub(super) fn read_root(&self) -> Option<Id> {
         match self.cache.get(&b""[..]) {
             Some(Some((id, _))) => Some(*id),

@@ -130,11 +130,13 @@ impl Ingest<'_> {
     }
 
     /// The source will yield nothing more below `path`: write its tree.
+    /// The root is sealed by [`Ingest::finish_root`], with the parent's root tree kept
+    /// for it.
     pub(super) fn apply_dir_done(&mut self, path: &[u8]) -> Result<()> {
-        let indexed = self.parent.as_mut().and_then(|p| p.forget(path));
         if path.is_empty() {
             return Ok(());
         }
+        let indexed = self.parent.as_mut().and_then(|p| p.forget(path));
         self.seal_at(path, indexed)
     }
 
