@@ -19,6 +19,11 @@
 //! Depth is untrusted: the walk keeps an explicit stack, holds descriptors for the
 //! top [`FD_BUDGET`] levels only, and below that returns to a parent through its
 //! child's `..`, checked against the parent's recorded identity.
+//!
+//! The walk is one thread; on a cold cache a few threads list and `stat` the same
+//! tree a little ahead of it ([`super::prefetch`]) so that the disk serves several
+//! requests at once. They only warm the kernel's caches: nothing they read reaches
+//! the snapshot.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -30,6 +35,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+use super::prefetch::Prefetch;
 use crate::error::{Error, Result};
 use crate::source::{Content, Entry, Sink};
 use crate::tree::{Node, NodeKind};
@@ -285,19 +291,26 @@ pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
         )),
     })?;
     let st = FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
-    let mut w = Walker {
-        sink,
-        names: Names::default(),
-        proc_fd: Path::new("/proc/self/fd").is_dir(),
-        root: root.to_path_buf(),
-        rel: Vec::new(),
-        stack: Vec::new(),
-    };
-    let xattrs = w.xattrs_of_dir(&fd);
-    let node = w.node(&st, Vec::new(), xattrs);
-    w.sink.entry(Entry::new(Vec::new(), node), Content::None)?;
-    w.push_dir(fd, st)?;
-    w.run()
+    // The read-ahead's own descriptor of the root: the walk's may be closed while deep.
+    let ahead = fd
+        .try_clone()
+        .map_err(|e| Error::io(format!("open {}", root.display()), e))?;
+    super::prefetch::around(ahead.as_fd(), |prefetch| {
+        let mut w = Walker {
+            sink,
+            names: Names::default(),
+            proc_fd: Path::new("/proc/self/fd").is_dir(),
+            root: root.to_path_buf(),
+            rel: Vec::new(),
+            stack: Vec::new(),
+            prefetch,
+        };
+        let xattrs = w.xattrs_of_dir(&fd);
+        let node = w.node(&st, Vec::new(), xattrs);
+        w.sink.entry(Entry::new(Vec::new(), node), Content::None)?;
+        w.push_dir(fd, st)?;
+        w.run()
+    })
 }
 
 /// One directory being walked.
@@ -322,6 +335,8 @@ struct Walker<'s> {
     /// Path of the current entry relative to the root.
     rel: Vec<u8>,
     stack: Vec<Frame>,
+    /// Threads listing and `stat`ing the tree a little ahead of this walk.
+    prefetch: &'s Prefetch<'s>,
 }
 
 impl Walker<'_> {
@@ -331,6 +346,7 @@ impl Walker<'_> {
                 self.pop_dir()?;
                 continue;
             }
+            self.prefetch.walked();
             let name = std::mem::take(&mut top.names[top.next]);
             top.next += 1;
             let rel_len = top.rel_len;

@@ -7,6 +7,7 @@
 //! sink may skip when the parent snapshot already has it unchanged.
 
 pub mod dir;
+pub mod prefetch;
 pub mod sparse;
 pub mod tar;
 
