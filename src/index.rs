@@ -92,8 +92,11 @@ fn db_err(e: rocksdb::Error) -> Error {
 
 /// Bytes of RocksDB block cache. Data, index and filter blocks all live in it, so
 /// the index's memory stays at this size whatever the number of chunks (the 64 MB
-/// RSS budget covers the whole process).
-const BLOCK_CACHE: usize = 16 << 20;
+/// RSS budget covers the whole process). 8 MiB holds the filter and index partitions
+/// a snapshot into 3.4 million chunks needs: against 16 MiB it took as long (all
+/// lookups missing, or all hitting) at 6 MiB less peak RSS (docs/BENCHMARKS.md,
+/// "Issue 9, fifth pass").
+const BLOCK_CACHE: usize = 8 << 20;
 
 fn options() -> Options {
     let mut o = Options::default();
@@ -132,6 +135,10 @@ fn options() -> Options {
     o.set_max_write_buffer_number(2);
     o.set_keep_log_file_num(2);
     o.set_max_log_file_size(1 << 20);
+    // Each file RocksDB writes (the log, a table being flushed or compacted, the
+    // MANIFEST) buffers up to this much before a write; the default, 1 MiB each, held
+    // ~3 MiB at the peak of a snapshot into millions of chunks (heaptrack).
+    o.set_writable_file_max_buffer_size(256 << 10);
     o
 }
 
