@@ -309,6 +309,10 @@ fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<I
     let (reply_tx, reply_rx) = unbounded::<ChunkReply>();
     let mut count = 0usize;
     let mut failed: Option<Error> = None;
+    // The chunk ids by position, taken from the workers' replies as they come in, while
+    // the file is still being cut: left in the channel until the end, the replies of a
+    // 40 GB model file (640,000 chunks of 64 KiB) would hold some 30 MiB.
+    let mut ids = Replies::default();
     let n = chunker::chunk_stream(
         r,
         &params,
@@ -330,7 +334,7 @@ fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<I
                     }
                 }
             };
-            match sent {
+            match sent.and_then(|()| ids.take(reply_rx.try_iter())) {
                 Ok(()) => {
                     count += 1;
                     feed.progress.inc(len);
@@ -361,16 +365,45 @@ fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<I
     if let Some(only) = first {
         return Ok((vec![feed.put_blob(BlobKind::Data, only)?], n));
     }
-    let mut ids: Vec<Option<Id>> = vec![None; count];
     // Ends when every job of this file has been answered (their senders dropped).
-    for (seq, id) in reply_rx.iter() {
-        ids[seq] = Some(id?);
+    ids.take(reply_rx.iter())?;
+    Ok((ids.all(count)?, n))
+}
+
+/// The chunk ids of one file, put in place as the workers' replies arrive (in any
+/// order, each position once).
+#[derive(Default)]
+struct Replies {
+    ids: Vec<Id>,
+    taken: usize,
+}
+
+impl Replies {
+    /// Put each reply's id at its position.
+    ///
+    /// Errors: the first reply that carries one (a worker failed to store the chunk).
+    fn take(&mut self, replies: impl Iterator<Item = ChunkReply>) -> Result<()> {
+        for (seq, id) in replies {
+            if self.ids.len() <= seq {
+                self.ids.resize(seq + 1, Id::default());
+            }
+            self.ids[seq] = id?;
+            self.taken += 1;
+        }
+        Ok(())
     }
-    let ids = ids
-        .into_iter()
-        .collect::<Option<Vec<Id>>>()
-        .ok_or_else(|| Error::Source("a compress worker stopped".into()))?;
-    Ok((ids, n))
+
+    /// The ids of a file of `count` chunks, in order, using no more memory than they
+    /// need while the file waits for its turn to be applied.
+    ///
+    /// Errors: a reply is missing (a worker stopped without answering).
+    fn all(mut self, count: usize) -> Result<Vec<Id>> {
+        if self.taken != count || self.ids.len() != count {
+            return Err(Error::Source("a compress worker stopped".into()));
+        }
+        self.ids.shrink_to_fit();
+        Ok(self.ids)
+    }
 }
 
 /// Read a file of a live tree, opened by `open`. Its `fstat` at open and after
@@ -427,6 +460,41 @@ fn read_live(
         },
         None => not_stored(OpenError::Replaced.to_string(), bytes_read),
     })
+}
+
+#[cfg(test)]
+mod replies {
+    use super::Replies;
+    use crate::error::Error;
+    use crate::id::Id;
+
+    fn id(n: u8) -> Id {
+        Id([n; 32])
+    }
+
+    #[test]
+    fn replies_in_any_order_and_in_several_takes_give_the_ids_in_order() {
+        let mut r = Replies::default();
+        r.take([(2, Ok(id(2))), (0, Ok(id(0)))].into_iter())
+            .unwrap();
+        r.take([(1, Ok(id(1))), (3, Ok(id(3)))].into_iter())
+            .unwrap();
+        assert_eq!(r.all(4).unwrap(), vec![id(0), id(1), id(2), id(3)]);
+    }
+
+    #[test]
+    fn a_missing_or_failed_reply_is_an_error_not_a_hole() {
+        // The last reply missing, and one in the middle missing.
+        for seqs in [&[0usize, 1][..], &[0, 2]] {
+            let mut r = Replies::default();
+            r.take(seqs.iter().map(|&s| (s, Ok(id(s as u8))))).unwrap();
+            assert!(r.all(3).is_err(), "replies {seqs:?} of 3");
+        }
+        let mut r = Replies::default();
+        let failed =
+            r.take([(0, Ok(id(0))), (1, Err(Error::Index("disk full".into())))].into_iter());
+        assert!(failed.unwrap_err().to_string().contains("disk full"));
+    }
 }
 
 #[cfg(test)]
