@@ -375,18 +375,27 @@ fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<I
 #[derive(Default)]
 struct Replies {
     ids: Vec<Id>,
+    /// One bit per position: answered.
+    answered: Vec<u64>,
     taken: usize,
 }
 
 impl Replies {
     /// Put each reply's id at its position.
     ///
-    /// Errors: the first reply that carries one (a worker failed to store the chunk).
+    /// Errors: the first reply that carries one (a worker failed to store the chunk),
+    /// and a second reply for one position (which could hide a missing one).
     fn take(&mut self, replies: impl Iterator<Item = ChunkReply>) -> Result<()> {
         for (seq, id) in replies {
             if self.ids.len() <= seq {
                 self.ids.resize(seq + 1, Id::default());
+                self.answered.resize(seq / 64 + 1, 0);
             }
+            let bit = 1u64 << (seq % 64);
+            if self.answered[seq / 64] & bit != 0 {
+                return Err(Error::Source(format!("chunk {seq} was answered twice")));
+            }
+            self.answered[seq / 64] |= bit;
             self.ids[seq] = id?;
             self.taken += 1;
         }
@@ -396,8 +405,10 @@ impl Replies {
     /// The ids of a file of `count` chunks, in order, using no more memory than they
     /// need while the file waits for its turn to be applied.
     ///
-    /// Errors: a reply is missing (a worker stopped without answering).
+    /// Errors: a reply is missing (a worker stopped without answering), or one came
+    /// for a position past `count`.
     fn all(mut self, count: usize) -> Result<Vec<Id>> {
+        // Each position answered at most once: `count` answers below `count` are all.
         if self.taken != count || self.ids.len() != count {
             return Err(Error::Source("a compress worker stopped".into()));
         }
@@ -490,6 +501,15 @@ mod replies {
             r.take(seqs.iter().map(|&s| (s, Ok(id(s as u8))))).unwrap();
             assert!(r.all(3).is_err(), "replies {seqs:?} of 3");
         }
+        // A position past the file's chunks, with as many answers as chunks.
+        let mut r = Replies::default();
+        r.take([(0, Ok(id(0))), (5, Ok(id(5)))].into_iter())
+            .unwrap();
+        assert!(r.all(2).is_err());
+        // A position answered twice, with another missing.
+        let mut r = Replies::default();
+        let twice = r.take([(0, Ok(id(0))), (0, Ok(id(0))), (2, Ok(id(2)))].into_iter());
+        assert!(twice.unwrap_err().to_string().contains("twice"));
         let mut r = Replies::default();
         let failed =
             r.take([(0, Ok(id(0))), (1, Err(Error::Index("disk full".into())))].into_iter());

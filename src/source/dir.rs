@@ -291,26 +291,39 @@ pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
         )),
     })?;
     let st = FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
-    // The read-ahead's own descriptor of the root: the walk's may be closed while deep.
-    let ahead = fd
-        .try_clone()
-        .map_err(|e| Error::io(format!("open {}", root.display()), e))?;
-    super::prefetch::around(ahead.as_fd(), |prefetch| {
-        let mut w = Walker {
-            sink,
-            names: Names::default(),
-            proc_fd: Path::new("/proc/self/fd").is_dir(),
-            root: root.to_path_buf(),
-            rel: Vec::new(),
-            stack: Vec::new(),
-            prefetch,
-        };
-        let xattrs = w.xattrs_of_dir(&fd);
-        let node = w.node(&st, Vec::new(), xattrs);
-        w.sink.entry(Entry::new(Vec::new(), node), Content::None)?;
-        w.push_dir(fd, st)?;
-        w.run()
-    })
+    // The read-ahead's own descriptor of the root (the walk's may be closed while
+    // deep); without one, the walk goes alone.
+    match fd.try_clone() {
+        Ok(ahead) => {
+            super::prefetch::around(ahead.as_fd(), |p| walk_from(root, fd, st, sink, Some(p)))
+        }
+        Err(_) => walk_from(root, fd, st, sink, None),
+    }
+}
+
+/// [`walk`] from the open root `fd` (whose `stat` is `st`), with `prefetch` told of
+/// each entry reached.
+fn walk_from(
+    root: &Path,
+    fd: OwnedFd,
+    st: FileStat,
+    sink: &mut dyn Sink,
+    prefetch: Option<&Prefetch<'_>>,
+) -> Result<()> {
+    let mut w = Walker {
+        sink,
+        names: Names::default(),
+        proc_fd: Path::new("/proc/self/fd").is_dir(),
+        root: root.to_path_buf(),
+        rel: Vec::new(),
+        stack: Vec::new(),
+        prefetch,
+    };
+    let xattrs = w.xattrs_of_dir(&fd);
+    let node = w.node(&st, Vec::new(), xattrs);
+    w.sink.entry(Entry::new(Vec::new(), node), Content::None)?;
+    w.push_dir(fd, st)?;
+    w.run()
 }
 
 /// One directory being walked.
@@ -336,7 +349,7 @@ struct Walker<'s> {
     rel: Vec<u8>,
     stack: Vec<Frame>,
     /// Threads listing and `stat`ing the tree a little ahead of this walk.
-    prefetch: &'s Prefetch<'s>,
+    prefetch: Option<&'s Prefetch<'s>>,
 }
 
 impl Walker<'_> {
@@ -346,7 +359,9 @@ impl Walker<'_> {
                 self.pop_dir()?;
                 continue;
             }
-            self.prefetch.walked();
+            if let Some(p) = self.prefetch {
+                p.walked();
+            }
             let name = std::mem::take(&mut top.names[top.next]);
             top.next += 1;
             let rel_len = top.rel_len;

@@ -3,16 +3,21 @@
 //! [`super::dir::walk`] is one thread, and on a cold cache each `getdents` and each
 //! `stat` of it waits for one read from the disk: the walk runs at one request at a
 //! time, where a disk (or a virtual one) serves several at once. A few threads list
-//! and `stat` the same tree a little ahead of the walk, in the same order (depth
-//! first, names in byte order), and throw away what they learn: the kernel keeps
+//! and `stat` the same tree a little ahead of the walk, in about its order (depth
+//! first, names in byte order; the threads share one stack of directories, so only
+//! about), and throw away what they learn: the kernel keeps
 //! the directories and inodes they read, and the walk finds them there. The walk's
 //! own checks (every entry opened beneath its parent, never through a symlink) are
 //! untouched; what runs here only ever reads metadata, opens directories with
 //! `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` below the walk's root
 //! descriptor, and does nothing where the kernel lacks `openat2`.
 //!
-//! How far ahead is bounded by entries, [`LEAD`]: a tree larger than the kernel's
-//! caches must not have its first inodes pushed out before the walk gets to them.
+//! How far ahead is bounded by entries, [`LEAD`], also within one directory: a tree
+//! larger than the kernel's caches must not have its first inodes pushed out before
+//! the walk gets to them. What the threads hold is bounded too, for a hostile tree
+//! of long names and wide directories: [`QUEUE_BYTES`] of queued paths and
+//! [`MAX_NAMES`] names per thread. Stopping takes effect between system calls: the
+//! end of a walk waits for a `getdents` or `stat` in flight.
 //! On a warm cache the threads only repeat the walk's `stat`s on the other core (an
 //! unchanged snapshot of 24,559 files took 0.38–0.43 s instead of 0.31–0.36 s): they
 //! stop once [`WARM_STREAK`] directories in a row were listed at cache speed.
@@ -34,9 +39,14 @@ pub const THREADS: usize = 4;
 /// Entries the threads may `stat` beyond the ones the walk has reached.
 pub const LEAD: u64 = 16384;
 
-/// Directories waiting to be listed at most; deeper or wider than that, the rest of
-/// the tree is left to the walk alone (the queue holds a path per directory).
-const QUEUE_LIMIT: usize = 65536;
+/// Bytes of directory paths waiting to be listed, at most: past that, the rest of the
+/// tree is left to the walk alone. A path is up to `PATH_MAX` bytes (a hostile tree
+/// can make every one that long), so the bound is on bytes, not on directories.
+const QUEUE_BYTES: usize = 1 << 20;
+
+/// Entries of one directory a thread lists at most (the walk lists them all): each
+/// thread holds the names of the directory it lists, at most 255 bytes each.
+const MAX_NAMES: usize = 4096;
 
 /// Directories in a row listed at cache speed after which the threads stop: the
 /// tree is in the kernel's caches and reading ahead would only cost a core.
@@ -60,13 +70,23 @@ pub struct Prefetch<'fd> {
     walked: AtomicU64,
     /// Entries the threads have `stat`ed.
     statted: AtomicU64,
+    /// Directories the threads have listed.
+    listed: AtomicU64,
     stop: AtomicBool,
     /// Directories listed at cache speed since the last one that was not.
     warm: AtomicUsize,
-    /// Directories to list, as paths relative to `root` (empty for the root), the
-    /// next one last; and how many threads are listing one now.
-    queue: Mutex<(Vec<CString>, usize)>,
+    queue: Mutex<Queue>,
     more: Condvar,
+}
+
+/// Directories waiting to be listed.
+struct Queue {
+    /// Paths relative to the root (empty for the root), the next one last.
+    dirs: Vec<CString>,
+    /// Bytes of the paths in `dirs`.
+    bytes: usize,
+    /// Threads listing a directory now (which may queue more).
+    busy: usize,
 }
 
 impl<'fd> Prefetch<'fd> {
@@ -80,9 +100,14 @@ impl<'fd> Prefetch<'fd> {
             warm_streak,
             walked: AtomicU64::new(0),
             statted: AtomicU64::new(0),
+            listed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             warm: AtomicUsize::new(0),
-            queue: Mutex::new((vec![CString::default()], 0)),
+            queue: Mutex::new(Queue {
+                dirs: vec![CString::default()],
+                bytes: 0,
+                busy: 0,
+            }),
             more: Condvar::new(),
         }
     }
@@ -103,6 +128,11 @@ impl<'fd> Prefetch<'fd> {
         self.statted.load(Ordering::Relaxed)
     }
 
+    /// Directories listed so far by all threads.
+    pub fn listed(&self) -> u64 {
+        self.listed.load(Ordering::Relaxed)
+    }
+
     /// One thread's work: take the next directory, list it, `stat` its entries in
     /// name order, queue its subdirectories; until the tree is done, [`stop`], or
     /// [`WARM_STREAK`] directories in a row came from the cache.
@@ -111,21 +141,47 @@ impl<'fd> Prefetch<'fd> {
     pub fn run(&self) {
         while let Some(dir) = self.next() {
             let start = Instant::now();
-            let (entries, subdirs) = self.list(&dir);
-            if start.elapsed() <= WARM_PER_ENTRY * (entries as u32 + 1) {
-                if self.warm.fetch_add(1, Ordering::Relaxed) + 1 >= self.warm_streak {
-                    self.stop();
+            let listed = self.list(&dir);
+            // A directory that could not be listed says nothing about the cache.
+            if let Some((entries, _)) = &listed {
+                if start.elapsed() <= WARM_PER_ENTRY * (*entries as u32 + 1) {
+                    if self.warm.fetch_add(1, Ordering::Relaxed) + 1 >= self.warm_streak {
+                        self.stop();
+                    }
+                } else {
+                    self.warm.store(0, Ordering::Relaxed);
                 }
-            } else {
-                self.warm.store(0, Ordering::Relaxed);
             }
+            let subdirs = listed.map(|(_, s)| s).unwrap_or_default();
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            // Reversed: the queue is a stack, and the first name is walked first.
-            let room = QUEUE_LIMIT.saturating_sub(q.0.len());
-            q.0.extend(subdirs.into_iter().take(room).rev());
-            q.1 -= 1;
+            // The first names are walked first: keep those that fit the budget, and
+            // push them reversed, the queue being a stack.
+            let mut fit = 0;
+            for d in &subdirs {
+                if q.bytes + d.as_bytes().len() > QUEUE_BYTES {
+                    break;
+                }
+                q.bytes += d.as_bytes().len();
+                fit += 1;
+            }
+            q.dirs.extend(subdirs.into_iter().take(fit).rev());
+            q.busy -= 1;
             drop(q);
             self.more.notify_all();
+        }
+    }
+
+    /// Wait while the threads are `lead` entries ahead of the walk; false once
+    /// stopped.
+    fn within_lead(&self) -> bool {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            if self.statted() < self.walked.load(Ordering::Relaxed) + self.lead {
+                return true;
+            }
+            std::thread::sleep(PAUSE);
         }
     }
 
@@ -134,19 +190,16 @@ impl<'fd> Prefetch<'fd> {
     /// listed (which could queue more).
     fn next(&self) -> Option<CString> {
         loop {
-            if self.stop.load(Ordering::Relaxed) {
+            if !self.within_lead() {
                 return None;
             }
-            if self.statted() >= self.walked.load(Ordering::Relaxed) + self.lead {
-                std::thread::sleep(PAUSE);
-                continue;
-            }
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(dir) = q.0.pop() {
-                q.1 += 1;
+            if let Some(dir) = q.dirs.pop() {
+                q.bytes -= dir.as_bytes().len();
+                q.busy += 1;
                 return Some(dir);
             }
-            if q.1 == 0 {
+            if q.busy == 0 {
                 return None;
             }
             // Another thread is listing and may queue more; wake on its news, or look
@@ -159,40 +212,46 @@ impl<'fd> Prefetch<'fd> {
         }
     }
 
-    /// List the directory `rel` and `stat` each entry: how many it has, and its
-    /// subdirectories' paths in name order. A directory that cannot be opened or
-    /// listed is left alone: the walk reports it.
-    fn list(&self, rel: &CString) -> (usize, Vec<CString>) {
-        let Some(fd) = self.open(rel) else {
-            return (0, Vec::new());
-        };
-        let Ok(dir) = rustix::fs::Dir::read_from(&fd) else {
-            return (0, Vec::new());
-        };
+    /// List the directory `rel` (its first [`MAX_NAMES`] entries) and `stat` each
+    /// entry in name order, never more than `lead` past the walk: how many entries it
+    /// listed, and the paths of its subdirectories (those shorter than `PATH_MAX`, at
+    /// most [`QUEUE_BYTES`] of them), in name order. `None` for a directory that cannot
+    /// be opened or listed: the walk reports it.
+    fn list(&self, rel: &CString) -> Option<(usize, Vec<CString>)> {
+        let fd = self.open(rel)?;
+        let dir = rustix::fs::Dir::read_from(&fd).ok()?;
+        self.listed.fetch_add(1, Ordering::Relaxed);
         let mut names: Vec<CString> = dir
             .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != c"." && e.file_name() != c"..")
+            .take(MAX_NAMES)
             .map(|e| e.file_name().to_owned())
-            .filter(|n| n.as_bytes() != b"." && n.as_bytes() != b"..")
             .collect();
         names.sort();
         let entries = names.len();
         let mut subdirs = Vec::new();
+        let mut bytes = 0;
         for name in names {
-            if self.stop.load(Ordering::Relaxed) {
+            if !self.within_lead() {
                 break;
             }
             let st = rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW);
             self.statted.fetch_add(1, Ordering::Relaxed);
-            if st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory) {
-                let mut path = rel.as_bytes().to_vec();
-                if !path.is_empty() {
+            let is_dir =
+                st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            let len = rel.as_bytes().len() + 1 + name.as_bytes().len();
+            if is_dir && len < libc::PATH_MAX as usize && bytes + len <= QUEUE_BYTES {
+                let mut path = Vec::with_capacity(len);
+                if !rel.as_bytes().is_empty() {
+                    path.extend_from_slice(rel.as_bytes());
                     path.push(b'/');
                 }
                 path.extend_from_slice(name.as_bytes());
+                bytes += path.len();
                 subdirs.push(CString::new(path).expect("names hold no NUL"));
             }
         }
-        (entries, subdirs)
+        Some((entries, subdirs))
     }
 
     /// Open `rel` below the root, never through a symlink and never outside it;
@@ -230,10 +289,13 @@ fn run_around<'fd, T>(prefetch: &Prefetch<'fd>, walk: impl FnOnce(&Prefetch<'fd>
     std::thread::scope(|s| {
         for i in 0..THREADS {
             let p = prefetch;
-            // A thread that cannot be started is read-ahead lost, not an error.
+            // A thread that cannot be started, or that fails, is read-ahead lost, not
+            // an error of the walk (the scope would pass a thread's panic on to it).
             let _ = std::thread::Builder::new()
                 .name(format!("prefetch-{i}"))
-                .spawn_scoped(s, move || p.run());
+                .spawn_scoped(s, move || {
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.run()));
+                });
         }
         /// Stops the threads also when `walk` unwinds, so the scope can join them.
         struct Stop<'a, 'fd>(&'a Prefetch<'fd>);
@@ -283,6 +345,49 @@ mod tests {
         });
         // 4 directories, 20 files, 2 symlinks: the 30 entries outside are not reached.
         assert_eq!(p.statted(), 26);
+        assert_eq!(p.listed(), 5);
+    }
+
+    #[test]
+    fn opens_nothing_through_a_symlink_or_outside_the_root() {
+        // What keeps a directory swapped for a symlink during the walk from taking
+        // the threads elsewhere: the open itself, not the `stat` before it.
+        let outside = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        tree(t.path(), 1, 0);
+        std::os::unix::fs::symlink(outside.path(), t.path().join("away")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("d000/away")).unwrap();
+        std::os::unix::fs::symlink("..", t.path().join("d000/up")).unwrap();
+        let fd = open(t.path());
+        let p = Prefetch::new(fd.as_fd(), u64::MAX / 2, usize::MAX);
+        let opens = |rel: &str| p.open(&CString::new(rel).unwrap()).is_some();
+        assert!(opens("") && opens("d000"));
+        for rel in ["away", "d000/away", "d000/up", "..", "d000/../..", "/tmp"] {
+            assert!(!opens(rel), "{rel} was opened");
+        }
+    }
+
+    #[test]
+    fn holds_a_bounded_number_of_long_paths_whatever_the_tree() {
+        // A chain of directories with 250-byte names, ~3 KB of path, then 1,000
+        // directories in the deepest: 3 MB of paths to queue, against a 1 MiB budget.
+        let t = tempfile::tempdir().unwrap();
+        let mut deep = t.path().to_path_buf();
+        for i in 0..12 {
+            deep.push(format!("{i:x}").repeat(250));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        for i in 0..1000 {
+            std::fs::create_dir(deep.join(format!("s{i:04}"))).unwrap();
+        }
+        let fd = open(t.path());
+        let p = Prefetch::new(fd.as_fd(), u64::MAX / 2, usize::MAX);
+        p.run();
+        let path = 12 * 251 + 5;
+        let queued = (QUEUE_BYTES / path) as u64;
+        assert_eq!(p.statted(), 12 + 1000);
+        // The root, the chain, and as many of the 1,000 as fit the budget.
+        assert_eq!(p.listed(), 1 + 12 + queued, "a path is {path} bytes");
     }
 
     #[test]
@@ -293,17 +398,15 @@ mod tests {
         let p = Prefetch::new(fd.as_fd(), 100, usize::MAX);
         std::thread::scope(|s| {
             s.spawn(|| p.run());
-            // Until the walk moves, the thread stops within one directory past the
-            // lead (it finishes the directory it is listing).
+            // Until the walk moves, the thread stops at the lead, also in the middle
+            // of a directory.
             std::thread::sleep(Duration::from_millis(200));
-            let ahead = p.statted();
-            assert!((100..=100 + 50).contains(&ahead), "statted {ahead}");
+            assert_eq!(p.statted(), 100);
             for _ in 0..300 {
                 p.walked();
             }
             std::thread::sleep(Duration::from_millis(200));
-            let ahead = p.statted();
-            assert!((400..=400 + 50).contains(&ahead), "statted {ahead}");
+            assert_eq!(p.statted(), 400);
             p.stop();
         });
         assert!(p.statted() < 20 * 50 + 20);
@@ -320,9 +423,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
             p.statted()
         });
-        // The root's 50 entries, then at most one directory per thread.
+        // The lead, and at most one more per thread that passed its check at once.
         assert!(
-            (10..=50 + 20 * THREADS as u64).contains(&ended),
+            (10..=10 + THREADS as u64).contains(&ended),
             "statted {ended}"
         );
         let panicked = std::panic::catch_unwind(|| {
