@@ -212,10 +212,11 @@ impl<'fd> Prefetch<'fd> {
         }
     }
 
-    /// List the directory `rel` (its first [`MAX_NAMES`] entries) and `stat` each
+    /// List the directory `rel` (the first [`MAX_NAMES`] entries `getdents` returns,
+    /// which in a larger directory need not be the first the walk visits) and `stat` each
     /// entry in name order, never more than `lead` past the walk: how many entries it
-    /// listed, and the paths of its subdirectories (those shorter than `PATH_MAX`, at
-    /// most [`QUEUE_BYTES`] of them), in name order. `None` for a directory that cannot
+    /// listed, and the paths of its subdirectories (those shorter than `PATH_MAX`,
+    /// up to [`QUEUE_BYTES`] of paths), in name order. `None` for a directory that cannot
     /// be opened or listed: the walk reports it.
     fn list(&self, rel: &CString) -> Option<(usize, Vec<CString>)> {
         let fd = self.open(rel)?;
