@@ -108,14 +108,27 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     let outputs = ctx
         .settings
         .run_outputs(a.metrics_file.as_deref(), &a.notify);
+    // The engine is reached while the repository opens: both wait on disks and
+    // daemons (a cold start spends ~0.07 s on each; docs/BENCHMARKS.md, sixth pass),
+    // neither needs the other, and connecting only pings and asks `/info`. The
+    // repository's error comes first and does not wait for a slow engine.
+    let connecting = std::thread::Builder::new()
+        .name("docker-connect".into())
+        .spawn(Engine::connect);
     let repo = ctx.open(Access::Append)?;
+    let engine = match connecting {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        Err(_) => Engine::connect(),
+    };
     if a.all {
         if let Some(e) = cbsnap::run::notify::start(&outputs.notify) {
             render::warn(&e.to_string());
         }
     }
     let observer = CliObserver::new(ctx);
-    let report = match Engine::connect() {
+    let report = match engine {
         Ok(engine) => backup::snapshot_all(&repo, Ok(&engine), &opts, &observer)?,
         Err(e) => backup::snapshot_all(&repo, Err(e), &opts, &observer)?,
     };
