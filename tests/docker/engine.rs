@@ -210,6 +210,52 @@ fn connecting_costs_a_ping_and_one_info_no_version_request() {
     assert_eq!(*seen.lock().unwrap(), ["GET /_ping", "GET /info"]);
 }
 
+/// `snapshot --all` reaches the engine while the repository opens (a cold start spends
+/// ~0.07 s on each). A repository that cannot be opened is still the error shown, and
+/// at once: not after an engine that accepts and never answers has timed out (15 s).
+#[test]
+fn a_bad_repository_is_reported_without_waiting_for_a_silent_engine() {
+    use std::os::unix::net::UnixListener;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    // Accept and hold every connection, never answer.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut child = crate::util::cbsnap(dir.path(), &dir.path().join("no-repo"))
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .args(["-q", "snapshot", "--all"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("cbsnap waited for the silent engine instead of reporting the repository");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("no-repo") && !err.contains("Docker"), "{err}");
+}
+
 #[test]
 fn mountpoint_is_readable_only_when_it_really_is() {
     let engine = engine();
