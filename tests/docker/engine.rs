@@ -245,13 +245,7 @@ fn a_bad_repository_is_reported_without_waiting_for_a_silent_engine() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = rest_of_stderr(&mut child);
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("no-repo") && !err.contains("Docker"), "{err}");
 }
@@ -755,6 +749,12 @@ fn wait_for_line(child: &mut Child, prefix: &str) -> String {
             return line[at..].to_string();
         }
     }
+    let err = rest_of_stderr(child);
+    panic!("child ended without printing {prefix}: {err}");
+}
+
+/// Everything the child writes to its (piped) stderr from here to its end.
+fn rest_of_stderr(child: &mut Child) -> String {
     let mut err = String::new();
     child
         .stderr
@@ -762,7 +762,7 @@ fn wait_for_line(child: &mut Child, prefix: &str) -> String {
         .unwrap()
         .read_to_string(&mut err)
         .unwrap();
-    panic!("child ended without printing {prefix}: {err}");
+    err
 }
 
 fn signal_child(child: &Child, sig: i32) {
