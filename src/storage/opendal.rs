@@ -324,11 +324,18 @@ impl Storage for Remote {
             return Ok(Vec::new());
         }
         let (op, k) = (self.op.clone(), key.to_string());
+        // The body is copied into one buffer as it arrives, each piece freed once
+        // copied: collecting it first (`read_with`) held the range twice at the end
+        // (docs/BENCHMARKS.md, "Issue 9, sixth pass"). The capacity trusts `len` only
+        // up to 64 MiB; a longer answer grows the buffer as it comes.
+        let capacity = usize::try_from(len).unwrap_or(usize::MAX).min(64 << 20);
         let buf = self.run(key, async move {
-            op.read_with(&k)
-                .range(offset..offset + len)
-                .await
-                .map(|b| b.to_vec())
+            let mut buf = Vec::with_capacity(capacity);
+            op.reader_with(&k)
+                .await?
+                .read_into(&mut buf, offset..offset + len)
+                .await?;
+            Ok(buf)
         })?;
         if buf.len() as u64 != len {
             return Err(StorageError::Other {
