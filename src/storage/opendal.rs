@@ -331,20 +331,12 @@ impl Storage for Remote {
         // The capacity trusts `len` only up to 64 MiB; a longer range grows the buffer.
         let capacity = usize::try_from(len).unwrap_or(usize::MAX).min(64 << 20);
         let (buf, overlong) = self.run(key, async move {
-            use futures_util::TryStreamExt;
-            let mut buf = Vec::with_capacity(capacity);
-            let mut pieces = op
+            let pieces = op
                 .reader_with(&k)
                 .await?
                 .into_stream(offset..offset + len)
                 .await?;
-            while let Some(piece) = pieces.try_next().await? {
-                if (buf.len() + piece.len()) as u64 > len {
-                    return Ok((buf, true));
-                }
-                bytes::BufMut::put(&mut buf, piece);
-            }
-            Ok((buf, false))
+            at_most(pieces, len, capacity).await
         })?;
         if overlong || buf.len() as u64 != len {
             let sent = if overlong {
@@ -476,5 +468,65 @@ fn map_error(key: &str, e: opendal::Error) -> StorageError {
             key,
             source: Box::new(e),
         },
+    }
+}
+
+/// The pieces of a body copied into one buffer (first allocated with `capacity`), each
+/// dropped once copied: `(bytes, false)` at the end of the stream, `(the bytes so far,
+/// true)` at the first piece that would take it past `len`, so an answer longer than
+/// asked is never held whole. Errors: the stream's.
+async fn at_most<S, B>(mut pieces: S, len: u64, capacity: usize) -> opendal::Result<(Vec<u8>, bool)>
+where
+    S: futures_util::Stream<Item = opendal::Result<B>> + Unpin,
+    B: bytes::Buf,
+{
+    use futures_util::TryStreamExt;
+    let mut buf = Vec::with_capacity(capacity);
+    while let Some(piece) = pieces.try_next().await? {
+        if (buf.len() + piece.remaining()) as u64 > len {
+            return Ok((buf, true));
+        }
+        bytes::BufMut::put(&mut buf, piece);
+    }
+    Ok((buf, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn pieces(sizes: &[usize]) -> impl futures_util::Stream<Item = opendal::Result<Bytes>> + Unpin {
+        let v: Vec<_> = sizes
+            .iter()
+            .map(|&n| Ok(Bytes::from(vec![7u8; n])))
+            .collect();
+        futures_util::stream::iter(v)
+    }
+
+    #[test]
+    fn a_body_is_copied_whole_up_to_its_length_and_cut_off_past_it() {
+        let (buf, over) = run(at_most(pieces(&[3, 4, 5]), 12, 12)).unwrap();
+        assert_eq!((buf.len(), over), (12, false));
+        // Short: all of it, not over (the caller's length check names it).
+        let (buf, over) = run(at_most(pieces(&[3, 4]), 12, 12)).unwrap();
+        assert_eq!((buf.len(), over), (7, false));
+        // A server that ignores the range: stopped at the piece that passes it, with
+        // nothing of that piece or after it held.
+        let (buf, over) = run(at_most(pieces(&[3, 4, 5, 1 << 20]), 10, 0)).unwrap();
+        assert_eq!((buf.len(), over), (7, true));
+        // An error of the stream is the result.
+        let failing = futures_util::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(opendal::Error::new(ErrorKind::Unexpected, "cut")),
+        ]);
+        assert!(run(at_most(failing, 10, 10)).is_err());
     }
 }
