@@ -140,11 +140,10 @@ impl<'fd> Prefetch<'fd> {
     /// [`stop`]: Prefetch::stop
     pub fn run(&self) {
         while let Some(dir) = self.next() {
-            let start = Instant::now();
             let listed = self.list(&dir);
             // A directory that could not be listed says nothing about the cache.
-            if let Some((entries, _)) = &listed {
-                if start.elapsed() <= WARM_PER_ENTRY * (*entries as u32 + 1) {
+            if let Some((entries, _, spent)) = &listed {
+                if *spent <= WARM_PER_ENTRY * (*entries as u32 + 1) {
                     if self.warm.fetch_add(1, Ordering::Relaxed) + 1 >= self.warm_streak {
                         self.stop();
                     }
@@ -152,7 +151,7 @@ impl<'fd> Prefetch<'fd> {
                     self.warm.store(0, Ordering::Relaxed);
                 }
             }
-            let subdirs = listed.map(|(_, s)| s).unwrap_or_default();
+            let subdirs = listed.map(|(_, s, _)| s).unwrap_or_default();
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             // The first names are walked first: keep those that fit the budget, and
             // push them reversed, the queue being a stack.
@@ -172,17 +171,20 @@ impl<'fd> Prefetch<'fd> {
     }
 
     /// Wait while the threads are `lead` entries ahead of the walk; false once
-    /// stopped.
-    fn within_lead(&self) -> bool {
-        loop {
+    /// stopped. Adds the time waited to `waited`.
+    fn within_lead(&self, waited: &mut Duration) -> bool {
+        let start = Instant::now();
+        let within = loop {
             if self.stop.load(Ordering::Relaxed) {
-                return false;
+                break false;
             }
             if self.statted() < self.walked.load(Ordering::Relaxed) + self.lead {
-                return true;
+                break true;
             }
             std::thread::sleep(PAUSE);
-        }
+        };
+        *waited += start.elapsed();
+        within
     }
 
     /// The next directory to list, once the threads are less than `lead` entries
@@ -190,7 +192,8 @@ impl<'fd> Prefetch<'fd> {
     /// listed (which could queue more).
     fn next(&self) -> Option<CString> {
         loop {
-            if !self.within_lead() {
+            // Waiting here, between directories, is not part of any listing's time.
+            if !self.within_lead(&mut Duration::default()) {
                 return None;
             }
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,10 +218,13 @@ impl<'fd> Prefetch<'fd> {
     /// List the directory `rel` (the first [`MAX_NAMES`] entries `getdents` returns,
     /// which in a larger directory need not be the first the walk visits) and `stat` each
     /// entry in name order, never more than `lead` past the walk: how many entries it
-    /// listed, and the paths of its subdirectories (those shorter than `PATH_MAX`,
-    /// up to [`QUEUE_BYTES`] of paths), in name order. `None` for a directory that cannot
-    /// be opened or listed: the walk reports it.
-    fn list(&self, rel: &CString) -> Option<(usize, Vec<CString>)> {
+    /// listed, the paths of its subdirectories (those shorter than `PATH_MAX`, up to
+    /// [`QUEUE_BYTES`] of paths) in name order, and the time the system calls took
+    /// (not the time held at the lead, which says nothing about the cache). `None` for
+    /// a directory that cannot be opened or listed: the walk reports it.
+    fn list(&self, rel: &CString) -> Option<(usize, Vec<CString>, Duration)> {
+        let start = Instant::now();
+        let mut waited = Duration::ZERO;
         let fd = self.open(rel)?;
         let dir = rustix::fs::Dir::read_from(&fd).ok()?;
         self.listed.fetch_add(1, Ordering::Relaxed);
@@ -233,7 +239,7 @@ impl<'fd> Prefetch<'fd> {
         let mut subdirs = Vec::new();
         let mut bytes = 0;
         for name in names {
-            if !self.within_lead() {
+            if !self.within_lead(&mut waited) {
                 break;
             }
             let st = rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW);
@@ -252,7 +258,7 @@ impl<'fd> Prefetch<'fd> {
                 subdirs.push(CString::new(path).expect("names hold no NUL"));
             }
         }
-        Some((entries, subdirs))
+        Some((entries, subdirs, start.elapsed().saturating_sub(waited)))
     }
 
     /// Open `rel` below the root, never through a symlink and never outside it;
