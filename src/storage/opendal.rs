@@ -36,8 +36,16 @@ use super::location::Location;
 use super::remote::{Retry, S3Settings};
 use super::{Listed, Storage, StorageError};
 
-/// Part size of a multipart upload (and of the chunks a local file is read in).
-const PART: usize = 8 << 20;
+/// Part size of a multipart upload (and of the pieces a local file is read in): S3's
+/// smallest part but the last (also Backblaze B2's and Cloudflare R2's), so that a
+/// given memory holds as many parts in flight as it can (docs/BENCHMARKS.md, "Issue 9,
+/// seventh pass").
+const PART: usize = 5 << 20;
+
+/// Parts in memory at once across all uploads of one [`Remote`], by default: 6 × 5 MiB
+/// = 30 MiB, whatever the number of `transfers` (issue 9: peak RSS ≤ 64 MB on every
+/// step). S3's `concurrency` sets it; never fewer than 2 (see [`Remote::upload`]).
+const DEFAULT_PARTS: usize = 6;
 
 /// A repository on S3 or SFTP. Cheap to share across threads (`Sync`); every call
 /// blocks the calling thread until OpenDAL is done, retries included.
@@ -46,7 +54,20 @@ pub struct Remote {
     rt: Arc<tokio::runtime::Runtime>,
     location: Location,
     sftp: bool,
-    concurrency: usize,
+    /// The parts of [`PART`] bytes that uploads may hold at once, shared by all of them
+    /// (at least 2 permits).
+    parts: Arc<tokio::sync::Semaphore>,
+    /// The number of permits of `parts`.
+    budget: usize,
+    /// The parts held now and at most so far ([`Remote::parts_peak`]).
+    held: Arc<Held>,
+}
+
+/// A count of the upload parts alive now, and the most at once.
+#[derive(Debug, Default)]
+struct Held {
+    now: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Remote {
@@ -88,7 +109,7 @@ impl Remote {
         // aws-lc-rs (a long C build that needs cmake). A second install is refused,
         // harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut concurrency = 1;
+        let mut budget = DEFAULT_PARTS;
         let op = match location {
             Location::S3 { bucket, prefix } => {
                 let mut b = opendal::services::S3::default()
@@ -115,7 +136,7 @@ impl Remote {
                 if s3.path_style == Some(false) {
                     b = b.enable_virtual_host_style();
                 }
-                concurrency = s3.concurrency.unwrap_or(4).max(1);
+                budget = s3.concurrency.unwrap_or(DEFAULT_PARTS).max(2);
                 Operator::new(b).map_err(|e| config_error(location, e))?
             }
             Location::Sftp {
@@ -173,8 +194,17 @@ impl Remote {
             rt: Arc::new(rt),
             location: location.clone(),
             sftp: matches!(location, Location::Sftp { .. }),
-            concurrency,
+            parts: Arc::new(tokio::sync::Semaphore::new(budget)),
+            budget,
+            held: Arc::default(),
         })
+    }
+
+    /// The most upload parts (of 5 MiB) that were in memory at once since this handle
+    /// was opened, counted from each part read until OpenDAL dropped it: at most the
+    /// budget (`concurrency`, default 6). For tests and benchmarks.
+    pub fn parts_peak(&self) -> usize {
+        self.held.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `f` on the private runtime and waits for it.
@@ -183,18 +213,40 @@ impl Remote {
         T: Send + 'static,
         F: std::future::Future<Output = opendal::Result<T>> + Send + 'static,
     {
+        self.wait(key, f)?.map_err(|e| map_error(key, e))
+    }
+
+    /// Runs `f` on the private runtime and waits for its output; an error only if the
+    /// task panicked (the runtime drops the sender).
+    fn wait<T, F>(&self, key: &str, f: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
             let _ = tx.send(f.await);
         });
-        match rx.recv() {
-            Ok(r) => r.map_err(|e| map_error(key, e)),
-            // The task panicked (the runtime drops the sender).
-            Err(e) => Err(StorageError::Other {
+        rx.recv().map_err(|e| StorageError::Other {
+            key: key.to_string(),
+            source: Box::new(e),
+        })
+    }
+
+    /// `n` permits of `semaphore`, waited for on the runtime. Never closed: an error
+    /// only if the waiting task panicked.
+    fn permits(
+        &self,
+        key: &str,
+        semaphore: &Arc<tokio::sync::Semaphore>,
+        n: u32,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, StorageError> {
+        let s = Arc::clone(semaphore);
+        self.wait(key, async move { s.acquire_many_owned(n).await })?
+            .map_err(|e| StorageError::Other {
                 key: key.to_string(),
                 source: Box::new(e),
-            }),
-        }
+            })
     }
 
     /// Where an atomic SFTP write goes first: a unique name in the key's directory.
@@ -226,28 +278,43 @@ impl Remote {
         r
     }
 
-    /// Uploads `local` to `key` in parts, several in flight; the object appears when
-    /// the upload completes (S3's multipart completion), or not at all. The file is
-    /// read on the calling thread (not inside a tokio runtime: `blocking_send`), one
-    /// part at a time, while OpenDAL sends up to `concurrency` parts.
+    /// Uploads `local` to `key` in parts of [`PART`] bytes, several in flight; the object
+    /// appears when the upload completes (S3's multipart completion), or not at all. The
+    /// file is read on the calling thread (not inside a tokio runtime: `blocking_send`),
+    /// one part at a time, while OpenDAL sends the parts read before it.
+    ///
+    /// Memory: an upload first reserves `min(parts of the file, budget)` permits of the
+    /// shared `parts` semaphore, all at once (so two uploads never each hold a part and
+    /// wait for the other's), and holds them until it ends. Each part read takes one of
+    /// those permits and gives it back when OpenDAL frees the part's bytes (the last
+    /// clone dropped, a retry's included), so all uploads together hold at most `budget`
+    /// parts, 6 × 5 MiB by default, however many run. An upload of two parts or more
+    /// needs 2 of them: OpenDAL keeps the last part written until the next one arrives
+    /// (or the upload is closed), and only then sends it.
+    ///
+    /// Errors: the file unreadable, or a different length at the end than at the start
+    /// (a short or long object is never completed); otherwise OpenDAL's error.
     fn upload(&self, key: &str, local: &Path) -> Result<(), StorageError> {
         let io_err = |e: std::io::Error| StorageError::Other {
             key: key.to_string(),
             source: format!("read {}: {e}", local.display()).into(),
         };
         let mut file = std::fs::File::open(local).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let parts = len.div_ceil(PART as u64).max(1);
+        let reserve = parts.min(self.budget as u64) as u32;
+        let _reservation = self.permits(key, &self.parts, reserve)?;
+        let own = Arc::new(tokio::sync::Semaphore::new(reserve as usize));
         // `None` aborts the upload: a file that could not be read to its end must not
         // become a short object.
-        let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(2);
+        let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(1);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-        let (op, k, concurrency) = (self.op.clone(), key.to_string(), self.concurrency);
+        let (op, k) = (self.op.clone(), key.to_string());
         self.rt.spawn(async move {
             let r = async {
-                let mut w = op
-                    .writer_with(&k)
-                    .chunk(PART)
-                    .concurrent(concurrency)
-                    .await?;
+                // No `chunk`: each write is one part. With `chunk` OpenDAL would also
+                // keep a full part in its own buffer until the next write.
+                let mut w = op.writer_with(&k).concurrent(reserve as usize).await?;
                 while let Some(part) = part_rx.recv().await {
                     let res = match part {
                         Some(bytes) => w.write(bytes).await,
@@ -267,32 +334,41 @@ impl Remote {
             let _ = done_tx.send(r);
         });
         let mut read_error = None;
-        loop {
-            let mut buf = vec![0u8; PART];
-            let mut filled = 0;
-            while filled < PART {
-                match file.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        read_error = Some(e);
-                        break;
-                    }
+        let mut left = len;
+        while left > 0 {
+            let permit = match self.permits(key, &own, 1) {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = part_tx.blocking_send(None);
+                    return Err(e);
                 }
-            }
-            if read_error.is_some() {
-                let _ = part_tx.blocking_send(None);
+            };
+            let mut buf = vec![0u8; left.min(PART as u64) as usize];
+            if let Err(e) = file.read_exact(&mut buf) {
+                read_error = Some(e);
                 break;
             }
-            if filled == 0 {
-                break;
-            }
-            buf.truncate(filled);
+            left -= buf.len() as u64;
+            let part = bytes::Bytes::from_owner(Part::new(buf, permit, &self.held));
             // A closed channel: the upload failed; its error comes below.
-            if part_tx.blocking_send(Some(buf)).is_err() || filled < PART {
+            if part_tx.blocking_send(Some(part)).is_err() {
                 break;
             }
+        }
+        if read_error.is_none() && left == 0 {
+            // The file must end where its length said.
+            match file.read(&mut [0u8; 1]) {
+                Ok(0) => {}
+                Ok(_) => {
+                    read_error = Some(std::io::Error::other(
+                        "the file grew while it was being uploaded",
+                    ))
+                }
+                Err(e) => read_error = Some(e),
+            }
+        }
+        if read_error.is_some() {
+            let _ = part_tx.blocking_send(None);
         }
         drop(part_tx);
         let result = match done_rx.recv() {
@@ -306,6 +382,41 @@ impl Remote {
             Some(e) => Err(io_err(e)),
             None => result,
         }
+    }
+}
+
+/// One part of an upload: its bytes and the permit it holds until OpenDAL drops them
+/// ([`Remote::upload`]), counted in `held` while alive.
+struct Part {
+    bytes: Vec<u8>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    held: Arc<Held>,
+}
+
+impl Part {
+    fn new(bytes: Vec<u8>, permit: tokio::sync::OwnedSemaphorePermit, held: &Arc<Held>) -> Part {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = held.now.fetch_add(1, SeqCst) + 1;
+        held.peak.fetch_max(now, SeqCst);
+        Part {
+            bytes,
+            _permit: permit,
+            held: Arc::clone(held),
+        }
+    }
+}
+
+impl Drop for Part {
+    fn drop(&mut self) {
+        self.held
+            .now
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl AsRef<[u8]> for Part {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 

@@ -27,7 +27,8 @@ pub struct S3Settings {
     /// S3-compatible servers want; `false` for virtual-host style
     /// (`bucket.endpoint/key`). Default `true`.
     pub path_style: Option<bool>,
-    /// Parts uploaded at once for a large file (default 4).
+    /// Upload parts (5 MiB each) held in memory at once, all uploads to the repository
+    /// together (default 6, at least 2); an SFTP repository has the default.
     pub concurrency: Option<usize>,
 }
 
