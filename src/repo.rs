@@ -168,10 +168,17 @@ pub struct Repository {
     _lock: Option<Lock>,
 }
 
-/// Bytes of a remote pack fetched at once for a blob smaller than this (4 MiB), and
-/// how many such windows a repository keeps ([`WINDOWS`], 16 MiB in all).
+/// Bytes of a remote pack fetched at once for a blob smaller than this (4 MiB); a
+/// repository keeps [`windows_kept`] of them.
 const WINDOW: u64 = 4 << 20;
-const WINDOWS: usize = 4;
+
+/// How many [`WINDOW`]s a repository keeps: one per thread that reads blobs (rayon's
+/// pool: the restore's writers), at least 2. It was 4 whatever the cores, 16 MiB held
+/// through a whole restore on 2 cores; 2 windows cost no time on moto on localhost and
+/// took 8 MiB off the restore's peak (docs/BENCHMARKS.md, "Issue 9, seventh pass").
+fn windows_kept() -> usize {
+    rayon::current_num_threads().max(2)
+}
 
 /// `bytes` of pack `pack` from offset `start`.
 struct Window {
@@ -797,7 +804,7 @@ impl Repository {
                     .map(|bytes| {
                         let bytes = Arc::new(bytes);
                         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-                        if w.len() == WINDOWS {
+                        while w.len() >= windows_kept() {
                             w.pop_front();
                         }
                         w.push_back(Window {
