@@ -174,8 +174,10 @@ const WINDOW: u64 = 4 << 20;
 
 /// How many [`WINDOW`]s a repository keeps: one per thread that reads blobs (rayon's
 /// pool: the restore's writers), at least 2. It was 4 whatever the cores, 16 MiB held
-/// through a whole restore on 2 cores; 2 windows cost no time on moto on localhost and
-/// took 8 MiB off the restore's peak (docs/BENCHMARKS.md, "Issue 9, seventh pass").
+/// through a whole restore on 2 cores; 2 windows took 8 MiB off the restore's peak, at
+/// no cost on moto on localhost and ~10% through a proxy adding a round trip per
+/// request, where a window is sometimes fetched again (docs/BENCHMARKS.md, "Issue 9,
+/// seventh pass").
 fn windows_kept() -> usize {
     rayon::current_num_threads().max(2)
 }
