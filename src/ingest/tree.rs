@@ -23,6 +23,12 @@ use crate::tree::{self, Node, NodeKind, TreeWriter};
 /// Leaves held in memory before they are written to a run: a few MB of nodes.
 pub(super) const SPILL_AFTER: usize = 20_000;
 
+/// Encoded bytes of leaves held in memory before they are written to a run, however
+/// few: a file's node lists its chunk ids (32 bytes per chunk, 0.5 MB per GiB with the
+/// default chunker), so 25 files of a directory of model blobs can hold more than
+/// 20,000 small files do (docs/BENCHMARKS.md, "Issue 9, seventh pass").
+pub(super) const SPILL_BYTES: usize = 8 << 20;
+
 /// The leaves of the tree being assembled that are not in memory (see the module
 /// documentation).
 pub(super) struct Leaves {
@@ -30,6 +36,10 @@ pub(super) struct Leaves {
     limit: usize,
     /// Leaves added to the in-memory tree since the last run (an upper bound).
     held: usize,
+    /// Spill once their encoded bytes pass this ([`SPILL_BYTES`], or never).
+    byte_limit: usize,
+    /// The encoded bytes of the leaves counted in `held` (an upper bound).
+    held_bytes: usize,
     /// Made at the first run.
     spill: Option<Spill>,
     /// Link groups given to spilled files after they were spilled (a hard link to
@@ -38,11 +48,16 @@ pub(super) struct Leaves {
 }
 
 impl Leaves {
-    /// Spill after `limit` leaves (`usize::MAX`: never).
+    /// Spill after `limit` leaves or, for the default [`SPILL_AFTER`], [`SPILL_BYTES`]
+    /// of them (in proportion for another limit), whichever comes first (`usize::MAX`:
+    /// never).
     pub(super) fn new(limit: usize) -> Leaves {
         Leaves {
             limit,
             held: 0,
+            // SPILL_BYTES at SPILL_AFTER leaves, in proportion for other limits.
+            byte_limit: limit.saturating_mul(SPILL_BYTES / SPILL_AFTER),
+            held_bytes: 0,
             spill: None,
             links: HashMap::new(),
         }
@@ -441,12 +456,15 @@ impl Ingest<'_> {
                 return Ok(false);
             }
         }
-        let leaf = spillable(&node);
+        let leaf = spillable(&node).then(|| tree::encoded_len(&node));
         d.children
             .insert(name.to_vec(), Child::Done(Box::new(node)));
-        if leaf {
+        if let Some(bytes) = leaf {
             self.leaves.held += 1;
-            if self.leaves.held > self.leaves.limit {
+            self.leaves.held_bytes = self.leaves.held_bytes.saturating_add(bytes);
+            if self.leaves.held > self.leaves.limit
+                || self.leaves.held_bytes > self.leaves.byte_limit
+            {
                 self.spill_leaves()?;
             }
         }
@@ -517,6 +535,7 @@ impl Ingest<'_> {
             }
         }
         self.leaves.held = 0;
+        self.leaves.held_bytes = 0;
         if records.is_empty() {
             return Ok(());
         }
@@ -884,6 +903,42 @@ mod tests {
         assert_eq!(get("n02").link_group, get("hl-n02-new").link_group);
         assert_ne!(get("n02").link_group, get("hl-n02").link_group);
         assert!(top.iter().all(|n| n.name != b"hl-missing"));
+    }
+
+    /// Two files whose nodes list many chunk ids: they go to a run once their encoded
+    /// bytes pass the limit, though far fewer than the limit's count of leaves, and
+    /// the tree is the same as when nothing is spilled.
+    #[test]
+    fn leaves_with_long_chunk_lists_are_spilled_by_their_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = repo(&d);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        let (a, b) = (noise(2 << 20), noise(2 << 20));
+        let mut t = Tar::new();
+        t.dir("models/", 1)
+            .file("models/a", &a)
+            .file("models/b", &b);
+        let tar = t.bytes();
+        let (want, _, none) = import(&repo, &tar, usize::MAX);
+        // A limit of 2 leaves is ~840 bytes of them: one node of 2 MiB in ~64 KiB
+        // chunks (some 32 ids of 32 bytes) passes it, two leaves do not pass the count.
+        let (got, _, runs) = import(&repo, &tar, 2);
+        assert_eq!(none, 0);
+        assert!(
+            runs >= 1,
+            "{runs} runs: the bytes of the leaves were not counted"
+        );
+        assert_eq!(got, want);
     }
 
     /// A directory of more entries than one tree part holds is written as parts, the
