@@ -44,8 +44,15 @@ const PART: usize = 5 << 20;
 
 /// Parts in memory at once across all uploads of one [`Remote`], by default: 6 × 5 MiB
 /// = 30 MiB, whatever the number of `transfers` (issue 9: peak RSS ≤ 64 MB on every
-/// step). S3's `concurrency` sets it; never fewer than 2 (see [`Remote::upload`]).
+/// step). S3's `concurrency` sets it, from [`MIN_PARTS`] to [`MAX_PARTS`].
 const DEFAULT_PARTS: usize = 6;
+
+/// The smallest budget: an upload of more parts than it holds permits must leave one
+/// free beyond those OpenDAL can keep, see [`Remote::upload`].
+const MIN_PARTS: usize = 3;
+
+/// The largest budget (5 GiB of parts).
+const MAX_PARTS: usize = 1024;
 
 /// A repository on S3 or SFTP. Cheap to share across threads (`Sync`); every call
 /// blocks the calling thread until OpenDAL is done, retries included.
@@ -55,7 +62,7 @@ pub struct Remote {
     location: Location,
     sftp: bool,
     /// The parts of [`PART`] bytes that uploads may hold at once, shared by all of them
-    /// (at least 2 permits).
+    /// ([`MIN_PARTS`] to [`MAX_PARTS`] permits).
     parts: Arc<tokio::sync::Semaphore>,
     /// The number of permits of `parts`.
     budget: usize,
@@ -136,7 +143,10 @@ impl Remote {
                 if s3.path_style == Some(false) {
                     b = b.enable_virtual_host_style();
                 }
-                budget = s3.concurrency.unwrap_or(DEFAULT_PARTS).max(2);
+                budget = s3
+                    .concurrency
+                    .unwrap_or(DEFAULT_PARTS)
+                    .clamp(MIN_PARTS, MAX_PARTS);
                 Operator::new(b).map_err(|e| config_error(location, e))?
             }
             Location::Sftp {
@@ -284,13 +294,21 @@ impl Remote {
     /// one part at a time, while OpenDAL sends the parts read before it.
     ///
     /// Memory: an upload first reserves `min(parts of the file, budget)` permits of the
-    /// shared `parts` semaphore, all at once (so two uploads never each hold a part and
-    /// wait for the other's), and holds them until it ends. Each part read takes one of
-    /// those permits and gives it back when OpenDAL frees the part's bytes (the last
-    /// clone dropped, a retry's included), so all uploads together hold at most `budget`
-    /// parts, 6 × 5 MiB by default, however many run. An upload of two parts or more
-    /// needs 2 of them: OpenDAL keeps the last part written until the next one arrives
-    /// (or the upload is closed), and only then sends it.
+    /// shared `parts` semaphore (SFTP: at most 2), all at once (so two uploads never
+    /// each hold a part and wait for the other's), and holds them until it ends. Each
+    /// part read takes one of those permits and gives it back when OpenDAL frees the
+    /// part's bytes (the last clone dropped, a retry's included), so all uploads
+    /// together hold at most `budget` parts, 6 × 5 MiB by default, however many run.
+    ///
+    /// No wait without end: S3's multipart writer keeps the last part written until the
+    /// next arrives (or the upload closes), and keeps a part whose upload failed until
+    /// the next write finds every slot busy, or the upload closes. While the reading
+    /// thread waits for a permit the writer is idle, so OpenDAL must never hold all of
+    /// them: an upload of more parts than permits (`budget` ≥ [`MIN_PARTS`] then) lets
+    /// OpenDAL send `permits - 2` parts at once, so with those and the one it keeps a
+    /// permit is always left for the next part, whose write finds the slots busy and
+    /// sees a failure. An upload holding a permit per part never waits for one. SFTP's
+    /// writer sends each part before it returns and keeps none.
     ///
     /// Errors: the file unreadable, or a different length at the end than at the start
     /// (a short or long object is never completed); otherwise OpenDAL's error.
@@ -302,9 +320,15 @@ impl Remote {
         let mut file = std::fs::File::open(local).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         let parts = len.div_ceil(PART as u64).max(1);
-        let reserve = parts.min(self.budget as u64) as u32;
+        let most = if self.sftp { 2 } else { self.budget as u64 };
+        let reserve = parts.min(most) as u32;
         let _reservation = self.permits(key, &self.parts, reserve)?;
         let own = Arc::new(tokio::sync::Semaphore::new(reserve as usize));
+        let sending = if parts > u64::from(reserve) && !self.sftp {
+            (reserve as usize).saturating_sub(2).max(1)
+        } else {
+            reserve as usize
+        };
         // `None` aborts the upload: a file that could not be read to its end must not
         // become a short object.
         let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(1);
@@ -314,7 +338,7 @@ impl Remote {
             let r = async {
                 // No `chunk`: each write is one part. With `chunk` OpenDAL would also
                 // keep a full part in its own buffer until the next write.
-                let mut w = op.writer_with(&k).concurrent(reserve as usize).await?;
+                let mut w = op.writer_with(&k).concurrent(sending).await?;
                 while let Some(part) = part_rx.recv().await {
                     let res = match part {
                         Some(bytes) => w.write(bytes).await,

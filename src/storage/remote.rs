@@ -28,7 +28,7 @@ pub struct S3Settings {
     /// (`bucket.endpoint/key`). Default `true`.
     pub path_style: Option<bool>,
     /// Upload parts (5 MiB each) held in memory at once, all uploads to the repository
-    /// together (default 6, at least 2); an SFTP repository has the default.
+    /// together (default 6; from 3 to 1024); an SFTP repository has the default.
     pub concurrency: Option<usize>,
 }
 

@@ -236,10 +236,15 @@ fn through(server: Server, proxy: &Proxy) -> (String, Vec<(String, String)>) {
 
 /// The server goes away mid-upload: a clear error, nothing committed, and the next
 /// run succeeds once it is back.
-fn server_gone_mid_upload(server: Server) {
+fn server_gone_mid_upload(server: Server, config: Option<&str>) {
     let proxy = Proxy::new(&server.addr());
     let (location, env) = through(server, &proxy);
     let h = Host::new(&location);
+    if let Some(c) = config {
+        let dir = h.home.path().join("no-config/cbsnap");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), c).unwrap();
+    }
     let cmd = |args: &[&str]| {
         let mut c = h.cmd(args);
         c.envs(env.clone());
@@ -271,6 +276,16 @@ fn server_gone_mid_upload(server: Server) {
         "the snapshot ended before the server went away"
     );
     proxy.stop();
+    // Bounded: a failed part must end the upload, not leave it waiting for memory
+    // that only the failed part holds.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the snapshot still ran 180 s after the server went away: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
@@ -314,12 +329,20 @@ fn server_location(server: Server, through_proxy: &str) -> String {
 
 #[test]
 fn s3_server_gone_mid_upload_commits_nothing_and_the_next_run_succeeds() {
-    server_gone_mid_upload(Server::S3);
+    server_gone_mid_upload(Server::S3, None);
 }
 
 #[test]
 fn sftp_server_gone_mid_upload_commits_nothing_and_the_next_run_succeeds() {
-    server_gone_mid_upload(Server::Sftp);
+    server_gone_mid_upload(Server::Sftp, None);
+}
+
+/// The smallest upload budget (3 parts of 5 MiB) with packs of 4 parts: the reading
+/// thread waits for memory that the parts in OpenDAL's hands hold, one of them failed.
+/// It must fail (exit 1), not wait for ever (helper-25 found it hanging with 2).
+#[test]
+fn s3_server_gone_mid_upload_with_the_smallest_upload_budget_fails_and_does_not_hang() {
+    server_gone_mid_upload(Server::S3, Some("[s3]\nconcurrency = 3\n"));
 }
 
 /// Two hosts (other host names, other caches) snapshot into one S3 repository at the

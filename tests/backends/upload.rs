@@ -14,6 +14,11 @@ use crate::util::servers::{quick_retry, Server};
 /// each object reads back exactly, and the parts in memory never exceeded the budget,
 /// nor stayed at one (a part is read while the one before it is sent).
 fn uploads_stay_within_the_budget(server: Server, budget: usize) {
+    uploads_stay_within_the_budget_with(server, budget, 12 << 20);
+}
+
+/// [`uploads_stay_within_the_budget`] with files of about `len` bytes.
+fn uploads_stay_within_the_budget_with(server: Server, budget: usize, len: usize) {
     let dir = tempfile::tempdir().unwrap();
     let location = Location::parse(&server.location()).unwrap();
     let settings = S3Settings {
@@ -23,7 +28,7 @@ fn uploads_stay_within_the_budget(server: Server, budget: usize) {
     let remote = Arc::new(Remote::open(&location, &settings, quick_retry()).unwrap());
     let files: Vec<(String, Vec<u8>)> = (0..4u8)
         .map(|i| {
-            let len = (12 << 20) + usize::from(i) * 4097;
+            let len = len + usize::from(i) * 4097;
             let bytes: Vec<u8> = (0..len).map(|j| (j as u8) ^ i.wrapping_mul(37)).collect();
             (format!("packs/0{i}/upload-{i}"), bytes)
         })
@@ -58,14 +63,22 @@ fn uploads_stay_within_the_budget(server: Server, budget: usize) {
 
 #[test]
 fn s3_uploads_at_once_hold_at_most_the_budget_and_arrive_whole() {
+    uploads_stay_within_the_budget(Server::S3, 5);
+}
+
+/// The smallest budget, 3: each upload of three parts takes all of it (OpenDAL sends
+/// a part only when the next one arrives), so they take turns instead of waiting
+/// for ever.
+#[test]
+fn s3_uploads_take_turns_in_the_smallest_budget() {
     uploads_stay_within_the_budget(Server::S3, 3);
 }
 
-/// The smallest budget: each upload of several parts needs both (OpenDAL sends a part
-/// only when the next one arrives), so they take turns instead of waiting forever.
+/// Files of more parts than the budget: the reading thread waits for the parts sent
+/// before, and the budget still holds.
 #[test]
-fn s3_uploads_take_turns_in_the_smallest_budget() {
-    uploads_stay_within_the_budget(Server::S3, 2);
+fn s3_uploads_of_more_parts_than_the_budget_wait_for_their_own() {
+    uploads_stay_within_the_budget_with(Server::S3, 3, 22 << 20);
 }
 
 /// SFTP has no settings of its own: the default budget, 6 parts.
