@@ -912,18 +912,16 @@ mod tests {
     fn leaves_with_long_chunk_lists_are_spilled_by_their_bytes() {
         let d = tempfile::tempdir().unwrap();
         let repo = repo(&d);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut noise = |n: usize| -> Vec<u8> {
-            (0..n)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect()
+        // Incompressible, distinct bytes from BLAKE3's extendable output.
+        let noise = |seed: &[u8], n: usize| -> Vec<u8> {
+            let mut v = vec![0u8; n];
+            blake3::Hasher::new()
+                .update(seed)
+                .finalize_xof()
+                .fill(&mut v);
+            v
         };
-        let (a, b) = (noise(2 << 20), noise(2 << 20));
+        let (a, b) = (noise(b"a", 2 << 20), noise(b"b", 2 << 20));
         let mut t = Tar::new();
         t.dir("models/", 1)
             .file("models/a", &a)
