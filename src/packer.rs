@@ -3,7 +3,7 @@
 //! `blob/packer.rs` `Packer` and its `Repacker` share it.
 //!
 //! A [`Packer`] appends compressed blobs ([`compress`]) to one open pack and seals it
-//! when it reaches the repository's target size; [`save`] then makes a sealed pack a
+//! when it reaches the repository's target size or [`PACK_MAX_BLOBS`] blobs; [`save`] then makes a sealed pack a
 //! repository file (fsync, rename, fsync the directory) and indexes its blobs. The
 //! two halves are apart so that the ingest pipeline can fsync one pack on its flusher
 //! thread while the next one fills; prune calls them one after the other.
@@ -24,6 +24,18 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{self, BlobEntry, BlobKind, Compression, PackWriter, SealedPack};
 use crate::repo::Repository;
+
+/// Blobs after which the packer seals a pack whatever its size (a writer's rule; a
+/// reader takes up to [`pack::MAX_PACK_ENTRIES`]). Everything the pipeline holds per
+/// pack in flight grows with its blob count: the trailer's entries, the index's
+/// write batch (one atomic batch per pack), RocksDB's memtable that takes it, and
+/// the ids claimed until the pack is indexed, ~400 bytes per blob in all. At 16 MiB
+/// a pack of tiny blobs (FastCDC at 64/256/1024 bytes, or small files of under
+/// 1 KiB stored) held ~65,000 and took ~26 MB of that; 16,384 keeps it near 6 MB and
+/// leaves packs of blobs of 1 KiB and more (the default chunks, most files) at the
+/// target size (`docs/BENCHMARKS.md`, "Issue 9, eighth pass").
+pub const PACK_MAX_BLOBS: usize = 16_384;
+const _: () = assert!(PACK_MAX_BLOBS <= pack::MAX_PACK_ENTRIES);
 
 /// A blob ready to be added to a pack: its id, kind and raw length, and its bytes as
 /// stored.
@@ -117,8 +129,9 @@ impl<'r> Packer<'r> {
         self.stats.blobs += 1;
         self.stats.raw_bytes += raw_len as u64;
         self.stats.stored_bytes += stored.len() as u64;
-        // A full pack is sealed before the footer's `u32` count could overflow.
-        if w.size() >= self.target || w.len() >= pack::MAX_PACK_ENTRIES {
+        // A full pack is sealed at the target size, or at the blob count that bounds
+        // its memory in flight (well before the footer's `u32` count could overflow).
+        if w.size() >= self.target || w.len() >= PACK_MAX_BLOBS {
             return self.flush();
         }
         Ok(None)
@@ -237,6 +250,36 @@ mod tests {
         assert_eq!(on_disk.len(), 4);
         assert!(saved.iter().all(|p| on_disk.get(&p.id) == Some(&p.size)));
         assert!(temps(&repo).is_empty(), "{:?}", temps(&repo));
+    }
+
+    /// Tiny blobs seal a pack at [`PACK_MAX_BLOBS`], long before the target size, and
+    /// every one of them is indexed and reads back.
+    #[test]
+    fn seals_at_the_blob_count_when_blobs_are_tiny() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = repo(&d);
+        let n = PACK_MAX_BLOBS * 2 + 10;
+        let mut packer = Packer::new(&repo);
+        let mut saved = Vec::new();
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let b = blob(i as u64, 16);
+            ids.push(b.id);
+            if let Some(s) = packer.add_blob(&b).unwrap() {
+                saved.push(save(&repo, s).unwrap());
+            }
+        }
+        assert_eq!(saved.len(), 2);
+        assert!(saved.iter().all(|p| p.entries.len() == PACK_MAX_BLOBS));
+        assert!(saved.iter().all(|p| p.size < repo.config.pack_target_size));
+        let last = save(&repo, packer.flush().unwrap().unwrap()).unwrap();
+        assert_eq!(last.entries.len(), 10);
+        repo.index().flush().unwrap();
+        for (i, id) in ids.iter().enumerate().step_by(997) {
+            let raw = repo.read_blob(id).unwrap();
+            assert_eq!(Id::hash(&raw), *id, "blob {i}");
+        }
+        assert_eq!(repo.list_packs().unwrap().len(), 3);
     }
 
     /// What a reader would reject is refused before a byte of it is written.
