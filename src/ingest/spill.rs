@@ -170,9 +170,9 @@ impl Spill {
                 continue;
             }
             let c = self.seek(r, key, LOOKUP_BUF)?;
-            if let Some((k, node)) = c.head {
-                if k == key {
-                    return Ok(Some((r, node)));
+            if let Some((k, node)) = &c.head {
+                if k.as_slice() == key {
+                    return Ok(Some((r, node.read(&self.file)?)));
                 }
             }
         }
@@ -189,7 +189,11 @@ impl Spill {
                 heap.push(Reverse(c));
             }
         }
-        let mut m = Merge { heap, next: None };
+        let mut m = Merge {
+            file: &self.file,
+            heap,
+            next: None,
+        };
         m.step()?;
         Ok(m)
     }
@@ -220,8 +224,41 @@ struct Cursor<'a> {
     at: usize,
     /// Bytes to read from the file at a time.
     chunk: usize,
-    /// The current record.
-    head: Option<(Vec<u8>, Vec<u8>)>,
+    /// The current record: its key, and where its node is. A node larger than
+    /// `chunk` stays in the file until the merge takes it, so a merge of many runs
+    /// holds their keys, not their nodes (a file's node lists its chunk ids: 19 MB
+    /// for a 40 GB model file, and a run may hold one such file).
+    head: Option<(Vec<u8>, NodeAt)>,
+}
+
+/// Where a record's encoded node is.
+enum NodeAt {
+    /// Copied out of the cursor's buffer (at most its `chunk` bytes).
+    Read(Vec<u8>),
+    /// Still in the file: `len` bytes at offset `pos`.
+    File { pos: u64, len: usize },
+}
+
+impl NodeAt {
+    /// The node's bytes, read from `file` if they are still there.
+    fn read(&self, file: &File) -> Result<Vec<u8>> {
+        match self {
+            NodeAt::Read(node) => Ok(node.clone()),
+            NodeAt::File { pos, len } => {
+                let mut node = vec![0; *len];
+                file.read_exact_at(&mut node, *pos)
+                    .map_err(|e| Error::io("read tar entries back from the temporary file", e))?;
+                Ok(node)
+            }
+        }
+    }
+
+    fn take(self, file: &File) -> Result<Vec<u8>> {
+        match self {
+            NodeAt::Read(node) => Ok(node),
+            at => at.read(file),
+        }
+    }
 }
 
 impl Cursor<'_> {
@@ -263,6 +300,34 @@ impl Cursor<'_> {
         Ok(v)
     }
 
+    /// The next length-prefixed field as a [`NodeAt`]: copied when it is at most
+    /// `chunk` bytes, else passed over and left in the file.
+    fn node(&mut self) -> Result<NodeAt> {
+        let n = self.u32()?;
+        if n <= self.chunk {
+            self.fill(n)?;
+            let v = self.buf[self.at..self.at + n].to_vec();
+            self.at += n;
+            return Ok(NodeAt::Read(v));
+        }
+        let buffered = self.buf.len() - self.at;
+        let pos = self.pos - buffered as u64;
+        if buffered >= n {
+            self.at += n;
+        } else {
+            let past = pos + n as u64;
+            if past > self.end {
+                return Err(Error::Corrupt(
+                    "a spilled tar entry runs past its run in the temporary file".into(),
+                ));
+            }
+            self.buf.clear();
+            self.at = 0;
+            self.pos = past;
+        }
+        Ok(NodeAt::File { pos, len: n })
+    }
+
     /// Move to the next record (`head` is `None` at the end of the run).
     fn advance(&mut self) -> Result<()> {
         if self.at == self.buf.len() && self.pos == self.end {
@@ -270,7 +335,7 @@ impl Cursor<'_> {
             return Ok(());
         }
         let k = self.bytes()?;
-        let node = self.bytes()?;
+        let node = self.node()?;
         self.head = Some((k, node));
         Ok(())
     }
@@ -300,23 +365,36 @@ impl Ord for Cursor<'_> {
 /// A record as merged: key, the run it is from, encoded node.
 pub(super) type Record = (Vec<u8>, usize, Vec<u8>);
 
-/// The runs merged in key order, one record per key: the newest run's.
+/// The runs merged in key order, one record per key: the newest run's. It holds
+/// each run's next key and at most one node larger than a cursor's read buffer
+/// (the one [`Merge::pop`] returns), whatever the number of runs.
 pub(super) struct Merge<'a> {
+    file: &'a File,
     heap: BinaryHeap<Reverse<Cursor<'a>>>,
-    next: Option<Record>,
+    next: Option<(Vec<u8>, usize, NodeAt)>,
 }
 
 impl Merge<'_> {
-    /// The next record, not consumed.
-    pub(super) fn peek(&self) -> Option<&Record> {
-        self.next.as_ref()
+    /// The next record's key, not consumed.
+    pub(super) fn peek(&self) -> Option<&[u8]> {
+        self.next.as_ref().map(|(k, _, _)| k.as_slice())
     }
 
-    /// Consume the next record and read the one after it.
+    /// Consume the next record (its node read from the file if it was left there)
+    /// and find the one after it.
     pub(super) fn pop(&mut self) -> Result<Option<Record>> {
-        let out = self.next.take();
+        let Some((k, run, node)) = self.next.take() else {
+            return Ok(None);
+        };
+        let node = node.take(self.file)?;
         self.step()?;
-        Ok(out)
+        Ok(Some((k, run, node)))
+    }
+
+    /// Consume the next record without reading its node.
+    pub(super) fn skip(&mut self) -> Result<()> {
+        self.next = None;
+        self.step()
     }
 
     fn step(&mut self) -> Result<()> {
@@ -328,6 +406,8 @@ impl Merge<'_> {
             .head
             .take()
             .expect("only cursors with a record are queued");
+        // The cursor moves on below: a node it passed over stays in the file, where
+        // `pop` reads it; one it copied moves here.
         let run = c.run;
         c.advance()?;
         if c.head.is_some() {
@@ -347,5 +427,83 @@ impl Merge<'_> {
         }
         self.next = Some((k, run, node));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `len` bytes of a node, distinct per `seed` (the merge does not decode nodes).
+    fn node(seed: u8, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut v);
+        v
+    }
+
+    fn run(records: &[(&str, Vec<u8>)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        records
+            .iter()
+            .map(|(k, n)| (k.as_bytes().to_vec(), n.clone()))
+            .collect()
+    }
+
+    /// Nodes larger than a cursor's buffer (left in the file until taken) and small
+    /// ones (copied) merge in key order, the newest run's copy of a key winning, and
+    /// each reads back byte for byte, whether taken, skipped or looked up.
+    #[test]
+    fn nodes_larger_than_the_read_buffer_merge_and_read_back() {
+        let mut s = Spill::new().unwrap();
+        let old = run(&[
+            ("a", node(1, 10)),
+            ("b", node(2, READ_BUF + 1)),
+            ("c", node(3, 100)),
+            ("d", node(4, 200_000)),
+            ("f", node(5, 7)),
+        ]);
+        let new = run(&[
+            ("b", node(6, 50_000)),
+            ("c", node(7, 5)),
+            ("e", node(8, 1 << 20)),
+        ]);
+        s.write_run(&old).unwrap();
+        s.write_run(&new).unwrap();
+        let want: Vec<(&str, usize, Vec<u8>)> = vec![
+            ("a", 0, node(1, 10)),
+            ("b", 1, node(6, 50_000)),
+            ("c", 1, node(7, 5)),
+            ("d", 0, node(4, 200_000)),
+            ("e", 1, node(8, 1 << 20)),
+            ("f", 0, node(5, 7)),
+        ];
+        let mut m = s.merge(b"").unwrap();
+        for (k, run, n) in &want {
+            assert_eq!(m.peek(), Some(k.as_bytes()));
+            let (gk, grun, gn) = m.pop().unwrap().unwrap();
+            assert_eq!((gk.as_slice(), grun), (k.as_bytes(), *run));
+            assert!(
+                gn == *n,
+                "node of {k}: {} bytes, want {}",
+                gn.len(),
+                n.len()
+            );
+        }
+        assert!(m.pop().unwrap().is_none());
+        // Skipping a large node leaves the next record intact.
+        let mut m = s.merge(b"c").unwrap();
+        m.skip().unwrap();
+        m.skip().unwrap();
+        let (gk, _, gn) = m.pop().unwrap().unwrap();
+        assert_eq!(gk, b"e");
+        assert!(gn == node(8, 1 << 20));
+        for (k, run, n) in &want {
+            let (grun, gn) = s.find(k.as_bytes()).unwrap().unwrap();
+            assert_eq!(grun, *run, "{k}");
+            assert!(gn == *n, "lookup of {k}");
+        }
+        assert!(s.find(b"g").unwrap().is_none());
     }
 }

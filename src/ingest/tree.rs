@@ -624,7 +624,7 @@ impl Ingest<'_> {
             let record = spilled
                 .as_ref()
                 .and_then(|m| m.peek())
-                .and_then(|(k, _, _)| k.strip_prefix(top.prefix.as_slice()));
+                .and_then(|k| k.strip_prefix(top.prefix.as_slice()));
             let step = match (record, mem) {
                 (None, None) => Step::Close,
                 (None, Some(_)) => Step::Memory,
@@ -657,7 +657,7 @@ impl Ingest<'_> {
                     }
                 }
                 Step::Skip => {
-                    spilled.as_mut().expect("a record was peeked").pop()?;
+                    spilled.as_mut().expect("a record was peeked").skip()?;
                 }
                 Step::Memory => match top.rest.next().expect("peeked") {
                     (_, Child::Done(n)) => top.tree.push(&n, &mut put)?,
