@@ -110,7 +110,8 @@ pub enum SnapshotTime {
 
 struct Ingest<'a> {
     repo: &'a Repository,
-    tx: Option<Sender<Job>>,
+    tx: Option<Sender<(Job, pipeline::Held)>>,
+    in_flight: std::sync::Arc<pipeline::InFlight>,
     pending: &'a Mutex<HashSet<Id>>,
     stopped: &'a AtomicBool,
     root: DirBuild,
@@ -198,8 +199,8 @@ fn snapshot_with(
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let (job_tx, job_rx) = bounded::<Job>(workers * 8);
-    let (st_tx, st_rx) = bounded::<Blob>(workers * 8);
+    let (job_tx, job_rx) = bounded::<(Job, pipeline::Held)>(workers * 8);
+    let (st_tx, st_rx) = bounded::<(Blob, pipeline::Held)>(workers * 8);
     let pending: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
     // Set by the source on its own failure, to stop the writer without committing.
     let abort = AtomicBool::new(false);
@@ -247,6 +248,7 @@ fn snapshot_with(
         let feed = pipeline::Feed {
             repo,
             tx: job_tx,
+            in_flight: Default::default(),
             pending: &pending,
             stopped: &stopped,
             progress: progress.clone(),
@@ -254,6 +256,7 @@ fn snapshot_with(
         let ahead = read::ReadAhead::start(s, readers, &feed, &abort);
         let mut ing = Ingest {
             repo,
+            in_flight: std::sync::Arc::clone(&feed.in_flight),
             tx: Some(feed.tx),
             pending: &pending,
             stopped: &stopped,

@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
@@ -57,6 +58,70 @@ fn writer_stopped() -> Error {
     Error::PipelineStopped
 }
 
+/// Raw bytes of blobs the pipeline may hold between their producer (the source
+/// thread, a reader) and the packer: queued for the compress workers, being
+/// compressed, or waiting for the writer. The queues are bounded in jobs, which is
+/// ~2 MiB of chunks (34 at 64 KiB) but was ~22 MB of a directory's 4 MiB tree
+/// parts at the end of a snapshot of a directory of 3.4 million chunk ids, and
+/// would be more for the single-node parts of huge files (a 40 GB model file's
+/// node is 19 MB). 8 MiB holds two tree parts, and 32 chunks of FastCDC's largest
+/// size (256 KiB), so it never waits behind the job queues' own bound on chunks
+/// (`docs/BENCHMARKS.md`, "Issue 9, eighth pass").
+const IN_FLIGHT_BYTES: usize = 8 << 20;
+
+/// The count of raw bytes in flight against [`IN_FLIGHT_BYTES`].
+#[derive(Default)]
+pub(super) struct InFlight {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// Raw bytes of one blob counted in [`InFlight`] until this is dropped: after the
+/// packer has taken the blob, or wherever the blob is given up on (a duplicate, an
+/// error, a pipeline stopping), so every path out gives them back.
+pub(super) struct Held {
+    in_flight: Arc<InFlight>,
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Count `bytes` as in flight, waiting while they would pass [`IN_FLIGHT_BYTES`]
+    /// (a blob larger than that waits until nothing else is in flight). Only the
+    /// writer and the workers give bytes back, and neither waits for a producer, so
+    /// this ends; it returns [`Error::PipelineStopped`] if the writer stops meanwhile.
+    fn hold(self: &Arc<Self>, bytes: usize, stopped: &AtomicBool) -> Result<Held> {
+        let mut used = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + bytes > IN_FLIGHT_BYTES {
+            if stopped.load(Ordering::Relaxed) {
+                return Err(writer_stopped());
+            }
+            used = self
+                .freed
+                .wait_timeout(used, Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *used += bytes;
+        Ok(Held {
+            in_flight: Arc::clone(self),
+            bytes,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut used = self
+            .in_flight
+            .bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *used -= self.bytes;
+        drop(used);
+        self.in_flight.freed.notify_all();
+    }
+}
+
 /// Hash (for [`Job::Chunk`]), deduplicate, compress, hand to the writer. A worker
 /// keeps draining its jobs after the writer stopped, so that every chunk of a file
 /// gets a reply and the source never waits for one that will not come.
@@ -64,11 +129,11 @@ pub(super) fn compress_worker(
     repo: &Repository,
     pending: &Mutex<HashSet<Id>>,
     stopped: &AtomicBool,
-    rx: Receiver<Job>,
-    tx: Sender<Blob>,
+    rx: Receiver<(Job, Held)>,
+    tx: Sender<(Blob, Held)>,
     level: i32,
 ) {
-    for job in rx {
+    for (job, held) in rx {
         let (id, kind, raw, reply) = match job {
             Job::Store { id, kind, raw } => (id, kind, raw, None),
             Job::Chunk { seq, raw, reply } => {
@@ -91,7 +156,7 @@ pub(super) fn compress_worker(
             Err(writer_stopped())
         } else {
             packer::compress(repo.crypt(), id, kind, raw, level).and_then(|b| {
-                if tx.send(b).is_ok() {
+                if tx.send((b, held)).is_ok() {
                     Ok(())
                 } else {
                     Err(writer_stopped())
@@ -115,7 +180,7 @@ pub(super) fn compress_worker(
 /// sealed packs not yet saved are dropped, which removes their temporary files.
 pub(super) fn write_packs(
     repo: &Repository,
-    rx: Receiver<Blob>,
+    rx: Receiver<(Blob, Held)>,
     pending: &Mutex<HashSet<Id>>,
     abort: &AtomicBool,
     stopped: &AtomicBool,
@@ -145,11 +210,14 @@ pub(super) fn write_packs(
             _ => Ok(()),
         };
         let filled = (|| {
-            for b in rx.iter() {
+            for (b, held) in rx.iter() {
                 if abort.load(Ordering::Relaxed) {
                     break;
                 }
-                hand_over(packer.add_blob(&b)?)?;
+                let sealed = packer.add_blob(&b)?;
+                // In the pack file now: its bytes leave the pipeline's count.
+                drop((b, held));
+                hand_over(sealed)?;
             }
             if abort.load(Ordering::Relaxed) {
                 return Err(Error::Interrupted);
@@ -222,15 +290,21 @@ fn flush_packs(
 #[derive(Clone)]
 pub(super) struct Feed<'a> {
     pub(super) repo: &'a Repository,
-    pub(super) tx: Sender<Job>,
+    pub(super) tx: Sender<(Job, Held)>,
+    pub(super) in_flight: Arc<InFlight>,
     pub(super) pending: &'a Mutex<HashSet<Id>>,
     pub(super) stopped: &'a AtomicBool,
     pub(super) progress: crate::progress::Progress,
 }
 
 impl Feed<'_> {
+    /// Queue `job` for the compress workers once its raw bytes fit [`InFlight`].
     pub(super) fn send(&self, job: Job) -> Result<()> {
-        if self.stopped.load(Ordering::Relaxed) || self.tx.send(job).is_err() {
+        let bytes = match &job {
+            Job::Store { raw, .. } | Job::Chunk { raw, .. } => raw.len(),
+        };
+        let held = self.in_flight.hold(bytes, self.stopped)?;
+        if self.stopped.load(Ordering::Relaxed) || self.tx.send((job, held)).is_err() {
             // The writer stopped (disk full, I/O error); its error is reported by `snapshot`.
             return Err(writer_stopped());
         }
@@ -261,6 +335,7 @@ impl Ingest<'_> {
         Feed {
             repo: self.repo,
             tx: self.tx.clone().expect("pipeline is open"),
+            in_flight: Arc::clone(&self.in_flight),
             pending: self.pending,
             stopped: self.stopped,
             progress: self.progress.clone(),
@@ -278,5 +353,37 @@ impl Ingest<'_> {
             return Ok(id);
         }
         self.feed().put_hashed(id, BlobKind::Tree, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hold that would pass the budget waits until bytes are given back; one larger
+    /// than the budget goes through alone; a stopped pipeline ends a wait.
+    #[test]
+    fn in_flight_bytes_wait_for_room() {
+        let f = Arc::new(InFlight::default());
+        let stopped = AtomicBool::new(false);
+        let big = f.hold(IN_FLIGHT_BYTES * 3, &stopped).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let h = f.hold(1, &stopped).unwrap();
+                tx.send(h.bytes).unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(rx.try_recv().is_err(), "held past the budget");
+            drop(big);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
+        });
+        assert_eq!(*f.bytes.lock().unwrap(), 0);
+        let half = f.hold(IN_FLIGHT_BYTES / 2, &stopped).unwrap();
+        let _other = f.hold(IN_FLIGHT_BYTES / 2, &stopped).unwrap();
+        stopped.store(true, Ordering::Relaxed);
+        assert!(matches!(f.hold(1, &stopped), Err(Error::PipelineStopped)));
+        drop(half);
+        assert_eq!(*f.bytes.lock().unwrap(), IN_FLIGHT_BYTES / 2);
     }
 }
