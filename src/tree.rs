@@ -246,7 +246,9 @@ pub fn write<E>(nodes: &[Node], mut put: impl FnMut(Vec<u8>) -> Result<Id, E>) -
 /// (a tar import's) is written without its node list in memory. The blobs and the
 /// resulting id are those [`write`] makes of the same nodes.
 pub struct TreeWriter {
-    /// The encoded nodes of the part being filled, without its 5-byte header.
+    /// The part being filled: its 5-byte header (the count is written when the part
+    /// is taken), then its encoded nodes; empty before its first node. Taken as it
+    /// is, so a 4 MiB part is never copied to be stored.
     part: Vec<u8>,
     count: u32,
     /// Ids of the parts already stored.
@@ -275,6 +277,7 @@ impl TreeWriter {
         put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
     ) -> Result<(), E> {
         self.make_room(encoded_len(n), put)?;
+        self.start_part();
         let mut w = Writer {
             buf: std::mem::take(&mut self.part),
         };
@@ -291,6 +294,7 @@ impl TreeWriter {
         put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
     ) -> Result<(), E> {
         self.make_room(node.len(), put)?;
+        self.start_part();
         self.part.extend_from_slice(node);
         self.count += 1;
         Ok(())
@@ -303,27 +307,32 @@ impl TreeWriter {
         len: usize,
         put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>,
     ) -> Result<(), E> {
-        if self.count > 0 && 5 + self.part.len() + len > PART_LIMIT {
+        if self.count > 0 && self.part.len() + len > PART_LIMIT {
             let blob = self.take_part();
             self.parts.push(put(blob)?);
         }
         Ok(())
     }
 
+    /// Give an empty part its header.
+    fn start_part(&mut self) {
+        if self.part.is_empty() {
+            self.part.extend_from_slice(&[TREE_VERSION, 0, 0, 0, 0]);
+        }
+    }
+
+    /// The part as a version-1 tree blob (`version u8 || count u32 || nodes`).
     fn take_part(&mut self) -> Vec<u8> {
-        let mut w = Writer::with_capacity(5 + self.part.len());
-        w.u8(TREE_VERSION);
-        w.u32(self.count);
-        w.raw(&self.part);
-        self.part = Vec::new();
+        self.start_part();
+        self.part[1..5].copy_from_slice(&self.count.to_le_bytes());
         self.count = 0;
-        w.buf
+        std::mem::take(&mut self.part)
     }
 
     /// Store the last part (or the whole tree, when it fits one blob) and return the
     /// directory's tree id.
     pub fn finish<E>(mut self, put: &mut impl FnMut(Vec<u8>) -> Result<Id, E>) -> Result<Id, E> {
-        let whole = self.parts.is_empty() && 5 + self.part.len() <= PART_LIMIT;
+        let whole = self.parts.is_empty() && self.part.len().max(5) <= PART_LIMIT;
         let last = self.take_part();
         if whole {
             return put(last);
@@ -580,6 +589,8 @@ mod tests {
         let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
         assert_eq!(blobs.borrow().len(), 1);
         assert_eq!(blobs.borrow()[&id], encode(&nodes));
+        let empty = write(&[], |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        assert_eq!(blobs.borrow()[&empty], encode(&[]));
     }
 
     #[test]
@@ -596,6 +607,12 @@ mod tests {
         };
         assert!(parts.len() >= 2);
         assert!(parts.iter().all(|p| b[p].len() <= PART_LIMIT));
+        // Each part but the last is as full as it can be: the next node did not fit
+        // (the split points, and so the tree ids, are the format's).
+        for w in parts.windows(2) {
+            let next = decode(&b[&w[1]]).unwrap();
+            assert!(b[&w[0]].len() + encoded_len(&next[0]) > PART_LIMIT);
+        }
         let mut back: Vec<Node> = Vec::new();
         for p in &parts {
             let n = decode(&b[p]).unwrap();
@@ -607,6 +624,32 @@ mod tests {
         let first = decode(&b[&parts[0]]).unwrap();
         let second = decode(&b[&parts[1]]).unwrap();
         assert!(check_part_order(second.last(), &first).is_err());
+    }
+
+    /// A part takes nodes up to exactly [`PART_LIMIT`] bytes, its header included:
+    /// the split points decide the tree ids, so they must not move between versions.
+    #[test]
+    fn a_part_is_filled_to_the_byte() {
+        // 4 MiB - 5 = 1769 * 2371: nodes of 1769 bytes fill a part exactly.
+        let base = encoded_len(&Node::new(Vec::new(), NodeKind::File));
+        let nodes: Vec<Node> = (0..5000)
+            .map(|i| {
+                let mut name = format!("f{i:08}").into_bytes();
+                name.resize(1769 - base, b'x');
+                Node::new(name, NodeKind::File)
+            })
+            .collect();
+        assert!(nodes.iter().all(|n| encoded_len(n) == 1769));
+        let blobs = Default::default();
+        let id = write(&nodes, |raw| Ok::<_, ()>(store(&blobs, raw))).unwrap();
+        let b = blobs.borrow();
+        let TreeBlob::Split(parts) = decode_blob(&b[&id]).unwrap() else {
+            panic!("not split");
+        };
+        let counts: Vec<usize> = parts.iter().map(|p| decode(&b[p]).unwrap().len()).collect();
+        assert_eq!(counts, [2371, 2371, 258]);
+        assert_eq!(b[&parts[0]].len(), PART_LIMIT);
+        assert_eq!(b[&parts[0]], encode(&nodes[..2371]));
     }
 
     #[test]
