@@ -248,7 +248,7 @@ fn snapshot_with(
         let feed = pipeline::Feed {
             repo,
             tx: job_tx,
-            in_flight: Default::default(),
+            in_flight: std::sync::Arc::new(pipeline::InFlight::new(workers)),
             pending: &pending,
             stopped: &stopped,
             progress: progress.clone(),

@@ -59,19 +59,22 @@ fn writer_stopped() -> Error {
 }
 
 /// Raw bytes of blobs the pipeline may hold between their producer (the source
-/// thread, a reader) and the packer: queued for the compress workers, being
-/// compressed, or waiting for the writer. The queues are bounded in jobs, which is
-/// ~2 MiB of chunks (34 at 64 KiB) but was ~22 MB of a directory's 4 MiB tree
-/// parts at the end of a snapshot of a directory of 3.4 million chunk ids, and
-/// would be more for the single-node parts of huge files (a 40 GB model file's
-/// node is 19 MB). 8 MiB holds two tree parts, and 32 chunks of FastCDC's largest
-/// size (256 KiB), so it never waits behind the job queues' own bound on chunks
-/// (`docs/BENCHMARKS.md`, "Issue 9, eighth pass").
-const IN_FLIGHT_BYTES: usize = 8 << 20;
+/// thread, a reader) and the packer, per compress worker, and at least
+/// [`IN_FLIGHT_MIN`]: queued for the workers, being compressed, or waiting for the
+/// writer. The queues are bounded in jobs (8 per worker each way), which is ~1 MiB
+/// of chunks per worker at 64 KiB, but was ~22 MB of a directory's 4 MiB tree parts
+/// at the end of a snapshot of a directory of 3.4 million chunk ids, and would be
+/// more for the single-node parts of huge files (a 40 GB model file's node is
+/// 19 MB). 1 MiB per worker is 4 chunks of FastCDC's largest size (256 KiB) each,
+/// and 16 of the average (`docs/BENCHMARKS.md`, "Issue 9, eighth pass").
+const IN_FLIGHT_PER_WORKER: usize = 1 << 20;
 
-/// The count of raw bytes in flight against [`IN_FLIGHT_BYTES`].
-#[derive(Default)]
+/// The least of the budget: one 4 MiB tree part (`tree::PART_LIMIT`) in flight.
+const IN_FLIGHT_MIN: usize = 4 << 20;
+
+/// The count of raw bytes in flight against its budget (see [`IN_FLIGHT_PER_WORKER`]).
 pub(super) struct InFlight {
+    limit: usize,
     bytes: Mutex<usize>,
     freed: Condvar,
 }
@@ -85,13 +88,22 @@ pub(super) struct Held {
 }
 
 impl InFlight {
-    /// Count `bytes` as in flight, waiting while they would pass [`IN_FLIGHT_BYTES`]
-    /// (a blob larger than that waits until nothing else is in flight). Only the
+    /// The budget of a pipeline of `workers` compress workers.
+    pub(super) fn new(workers: usize) -> InFlight {
+        InFlight {
+            limit: IN_FLIGHT_MIN.max(workers.saturating_mul(IN_FLIGHT_PER_WORKER)),
+            bytes: Mutex::new(0),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Count `bytes` as in flight, waiting while they would pass the budget (a blob
+    /// larger than that waits until nothing else is in flight). Only the
     /// writer and the workers give bytes back, and neither waits for a producer, so
     /// this ends; it returns [`Error::PipelineStopped`] if the writer stops meanwhile.
     fn hold(self: &Arc<Self>, bytes: usize, stopped: &AtomicBool) -> Result<Held> {
         let mut used = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        while *used > 0 && *used + bytes > IN_FLIGHT_BYTES {
+        while *used > 0 && *used + bytes > self.limit {
             if stopped.load(Ordering::Relaxed) {
                 return Err(writer_stopped());
             }
@@ -364,9 +376,11 @@ mod tests {
     /// than the budget goes through alone; a stopped pipeline ends a wait.
     #[test]
     fn in_flight_bytes_wait_for_room() {
-        let f = Arc::new(InFlight::default());
+        let f = Arc::new(InFlight::new(1));
+        let limit = IN_FLIGHT_MIN;
+        assert_eq!(f.limit, limit);
         let stopped = AtomicBool::new(false);
-        let big = f.hold(IN_FLIGHT_BYTES * 3, &stopped).unwrap();
+        let big = f.hold(limit * 3, &stopped).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -379,11 +393,11 @@ mod tests {
             assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
         });
         assert_eq!(*f.bytes.lock().unwrap(), 0);
-        let half = f.hold(IN_FLIGHT_BYTES / 2, &stopped).unwrap();
-        let _other = f.hold(IN_FLIGHT_BYTES / 2, &stopped).unwrap();
+        let half = f.hold(limit / 2, &stopped).unwrap();
+        let _other = f.hold(limit / 2, &stopped).unwrap();
         stopped.store(true, Ordering::Relaxed);
         assert!(matches!(f.hold(1, &stopped), Err(Error::PipelineStopped)));
         drop(half);
-        assert_eq!(*f.bytes.lock().unwrap(), IN_FLIGHT_BYTES / 2);
+        assert_eq!(*f.bytes.lock().unwrap(), limit / 2);
     }
 }

@@ -25,9 +25,10 @@ pub(super) const SPILL_AFTER: usize = 20_000;
 
 /// Encoded bytes of leaves held in memory before they are written to a run, however
 /// few: a file's node lists its chunk ids (32 bytes per chunk, 0.5 MB per GiB with the
-/// default chunker), so 25 files of a directory of model blobs can hold more than
-/// 20,000 small files do (docs/BENCHMARKS.md, "Issue 9, seventh pass").
-pub(super) const SPILL_BYTES: usize = 8 << 20;
+/// default chunker), so 13 files of a directory of model blobs can hold more than
+/// 20,000 small files do (docs/BENCHMARKS.md, "Issue 9, seventh pass"; 8 MiB then,
+/// 4 MiB since the eighth pass).
+pub(super) const SPILL_BYTES: usize = 4 << 20;
 
 /// The leaves of the tree being assembled that are not in memory (see the module
 /// documentation).
