@@ -86,8 +86,25 @@ fn decode_location(id: Id, v: &[u8]) -> Result<Location> {
     Ok(Location { pack, entry })
 }
 
+/// A RocksDB error as ours. RocksDB gives a message, not an errno; a full disk or
+/// quota (`IOError` with the system's own text, naming the index file) becomes an
+/// [`Error::Io`] of that errno, so the operator is told to free space, not to rebuild
+/// an index that is not damaged.
 fn db_err(e: rocksdb::Error) -> Error {
-    Error::Index(e.into_string())
+    let msg = e.into_string();
+    let errno = [
+        (libc::ENOSPC, "No space left on device"),
+        (libc::EDQUOT, "Disk quota exceeded"),
+    ]
+    .into_iter()
+    .find(|(_, text)| msg.contains(text));
+    match errno {
+        Some((code, _)) => Error::io(
+            format!("write the index ({msg})"),
+            std::io::Error::from_raw_os_error(code),
+        ),
+        None => Error::Index(msg),
+    }
 }
 
 /// Bytes of RocksDB block cache. Data, index and filter blocks all live in it, so
@@ -133,6 +150,13 @@ fn options() -> Options {
     // (docs/BENCHMARKS.md, "Memory (Q)": L with a 128 KiB threshold against N).
     o.set_write_buffer_size(4 << 20);
     o.set_max_write_buffer_number(2);
+    // RocksDB's own info log (`index/LOG`) gets only fatal messages. It lives on the
+    // repository's disk; once a write to it failed for a full disk, the next message
+    // (the full disk's own report from the index write that failed) trips an
+    // assertion in Debian's librocksdb 7.8 (`WritableFileWriter` after an error) and
+    // aborts the process (exit 134) instead of returning the error. Our errors carry
+    // what an operator needs; its routine messages were never read.
+    o.set_log_level(rocksdb::LogLevel::Fatal);
     o.set_keep_log_file_num(2);
     o.set_max_log_file_size(1 << 20);
     // Each file RocksDB writes (the log, a table being flushed or compacted, the

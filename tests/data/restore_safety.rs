@@ -286,6 +286,59 @@ fn disk_full_names_the_cause_and_gives_safe_advice() {
     assert_disk_full_with_safe_advice(&o);
 }
 
+/// A full disk met by the index's write rather than a pack's (many tiny files: packs
+/// sealed at 16,384 blobs carry a large index batch each) is the same clean error with
+/// the same advice. RocksDB used to log the failure to its own log on the full disk
+/// and abort on an assertion (exit 134); now it exits 1 and says the disk is full, not
+/// that the index should be rebuilt. The sizes are tried until one fails in the index.
+#[test]
+fn disk_full_in_the_index_write_is_a_clean_error() {
+    let src = tempfile::tempdir().unwrap();
+    let dir = src.path().join("m");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..40_000 {
+        fs::write(dir.join(format!("{i:06}")), format!("y{i}")).unwrap();
+    }
+    let mut in_the_index = 0;
+    for size in ["4m", "6m", "8m", "10m"] {
+        let small = Tmpfs::new(size);
+        let repo_path = small.path().join("repo");
+        let run = |args: &[&str]| {
+            Command::new(BIN)
+                .arg("--repo")
+                .arg(&repo_path)
+                .arg("-q")
+                .args(args)
+                .env("XDG_CONFIG_HOME", src.path().join("no-config"))
+                .output()
+                .unwrap()
+        };
+        let o = run(&["init"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = run(&[
+            "snapshot",
+            "--path",
+            src.path().to_str().unwrap(),
+            "--name",
+            "m",
+        ]);
+        assert_disk_full_with_safe_advice(&o);
+        let e = stderr(&o);
+        assert!(!e.contains("index rebuild"), "wrong advice at {size}: {e}");
+        if e.contains("write the index") {
+            in_the_index += 1;
+        }
+        assert!(fs::read_dir(repo_path.join("snapshots"))
+            .unwrap()
+            .next()
+            .is_none());
+    }
+    assert!(
+        in_the_index > 0,
+        "no size made the index's write meet the full disk"
+    );
+}
+
 fn loose_modes(root: &Path) -> Vec<(PathBuf, u32)> {
     let mut bad = Vec::new();
     let mut stack = vec![root.to_path_buf()];
