@@ -226,6 +226,25 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `init` a repository at `repo` (which must succeed), then snapshot `src` into it
+/// as `name`; the snapshot's output. No user configuration is read.
+fn snapshot_into_new_repo(repo: &Path, src: &Path, name: &str) -> std::process::Output {
+    let no_config = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(repo)
+            .arg("-q")
+            .args(args)
+            .env("XDG_CONFIG_HOME", no_config.path())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["init"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    run(&["snapshot", "--path", src.to_str().unwrap(), "--name", name])
+}
+
 fn assert_disk_full_with_safe_advice(o: &std::process::Output) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(1), "{e}");
@@ -249,25 +268,7 @@ fn disk_full_names_the_cause_and_gives_safe_advice() {
 
     let small = Tmpfs::new("24m");
     let repo_path = small.path().join("repo");
-    let run = |args: &[&str]| {
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(&repo_path)
-            .arg("-q")
-            .args(args)
-            .env("XDG_CONFIG_HOME", small.path().join("no-config"))
-            .output()
-            .unwrap()
-    };
-    let o = run(&["init"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&[
-        "snapshot",
-        "--path",
-        src.path().to_str().unwrap(),
-        "--name",
-        "big",
-    ]);
+    let o = snapshot_into_new_repo(&repo_path, src.path(), "big");
     assert_disk_full_with_safe_advice(&o);
     assert!(fs::read_dir(repo_path.join("snapshots"))
         .unwrap()
@@ -303,25 +304,7 @@ fn disk_full_in_the_index_write_is_a_clean_error() {
     for size in ["4m", "6m", "8m", "10m"] {
         let small = Tmpfs::new(size);
         let repo_path = small.path().join("repo");
-        let run = |args: &[&str]| {
-            Command::new(BIN)
-                .arg("--repo")
-                .arg(&repo_path)
-                .arg("-q")
-                .args(args)
-                .env("XDG_CONFIG_HOME", src.path().join("no-config"))
-                .output()
-                .unwrap()
-        };
-        let o = run(&["init"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let o = run(&[
-            "snapshot",
-            "--path",
-            src.path().to_str().unwrap(),
-            "--name",
-            "m",
-        ]);
+        let o = snapshot_into_new_repo(&repo_path, src.path(), "m");
         assert_disk_full_with_safe_advice(&o);
         let e = stderr(&o);
         assert!(!e.contains("index rebuild"), "wrong advice at {size}: {e}");
