@@ -38,7 +38,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Xattrs};
 use crate::walk;
 
 /// Nothing in a repository changes under a mount except new snapshots; a short TTL
@@ -61,9 +61,6 @@ enum Kind {
     /// An entry inside a snapshot.
     Entry(Node),
 }
-
-/// Extended attributes as recorded: (name, value), sorted by name.
-type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A directory's entries in name order: (name, inode).
 type Listing = Arc<Vec<(Vec<u8>, u64)>>;

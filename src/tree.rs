@@ -70,6 +70,9 @@ impl NodeKind {
     }
 }
 
+/// Extended attributes as a node records them: (name, value) pairs sorted by name.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
@@ -99,7 +102,7 @@ pub struct Node {
     /// Symlink target.
     pub target: Vec<u8>,
     /// Extended attributes, sorted by name.
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    pub xattrs: Xattrs,
     /// File: chunk ids in order. Directory: exactly one id, its tree. Others: empty.
     pub content: Vec<Id>,
 }

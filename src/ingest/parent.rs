@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::source::Entry;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Xattrs};
 
 /// Trees [`read_ahead`] sends at once when the walk is not waiting for one: a send
 /// that finds the walk waiting wakes it, and one wake-up per tree cost a warm
@@ -137,12 +137,22 @@ impl ParentTrees {
         }
     }
 
-    pub(super) fn node(&mut self, repo: &Repository, path: &[u8]) -> Option<Node> {
+    /// `f` of the parent's node at `path`, if the parent has one there.
+    fn with_node<R>(
+        &mut self,
+        repo: &Repository,
+        path: &[u8],
+        f: impl FnOnce(&Node) -> R,
+    ) -> Option<R> {
         let (dir, name) = split_last(path);
         let t = self.dir(repo, dir)?;
         t.binary_search_by(|n| n.name.as_slice().cmp(name))
             .ok()
-            .map(|i| t[i].clone())
+            .map(|i| f(&t[i]))
+    }
+
+    pub(super) fn node(&mut self, repo: &Repository, path: &[u8]) -> Option<Node> {
+        self.with_node(repo, path, Node::clone)
     }
 
     /// Drop the tree of directory `path`: the walk is done with it. Returns its id
@@ -241,6 +251,28 @@ impl Ingest<'_> {
         }
         Ok(Some(old.content))
     }
+
+    /// The parent's xattrs of the entry at `path` if `node` is the same object with
+    /// the same ctime there ([`crate::source::Sink::unchanged_xattrs`]).
+    pub(super) fn unchanged_xattrs_in_parent(
+        &mut self,
+        path: &[u8],
+        node: &Node,
+    ) -> Option<Xattrs> {
+        let parent = self.parent.as_mut()?;
+        if node.inode == 0 || path.is_empty() {
+            return None;
+        }
+        parent
+            .with_node(self.repo, path, |old| {
+                let same = old.kind == node.kind
+                    && old.inode == node.inode
+                    && old.ctime == node.ctime
+                    && old.ctime_nsec == node.ctime_nsec;
+                same.then(|| old.xattrs.clone())
+            })
+            .flatten()
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +341,49 @@ mod tests {
             checks, 4,
             "a/x/f's blob and the trees of a/x, a and the root"
         );
+    }
+
+    /// An unchanged snapshot takes the xattrs of an object whose inode and ctime are
+    /// the parent's from the parent (the walk lists none); setting or removing an
+    /// xattr changes the ctime, so the next snapshot reads the new ones.
+    #[test]
+    fn xattrs_of_unchanged_objects_come_from_the_parent() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, repo) = source_and_repo(d.path(), &["a"]);
+        let xattrs = |root: &Id, path: &str| {
+            crate::walk::lookup(&repo, root, path)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{path} is in the snapshot"))
+                .xattrs
+        };
+        let value = |v: &[u8]| vec![(b"user.k".to_vec(), v.to_vec())];
+        xattr::set(src.join("top"), "user.k", b"1").unwrap();
+        xattr::set(src.join("a"), "user.k", b"d").unwrap();
+        let (id, first) = take(&repo, &src, None);
+        assert_eq!(xattrs(&first.tree, "top"), value(b"1"));
+
+        let (id, second) = take(&repo, &src, Some((id, first.clone())));
+        assert_eq!(second.tree, first.tree, "an unchanged source changed");
+        assert_eq!(xattrs(&second.tree, "top"), value(b"1"));
+        assert_eq!(xattrs(&second.tree, "a"), value(b"d"));
+
+        xattr::set(src.join("top"), "user.k", b"2").unwrap();
+        xattr::remove(src.join("a"), "user.k").unwrap();
+        let (id, third) = take(&repo, &src, Some((id, second)));
+        assert_eq!(
+            xattrs(&third.tree, "top"),
+            value(b"2"),
+            "a new xattr value was missed"
+        );
+        assert_eq!(
+            xattrs(&third.tree, "a"),
+            Vec::new(),
+            "a removed xattr was kept"
+        );
+        assert_eq!(xattrs(&third.tree, "a/f"), Vec::new());
+
+        let (_, fourth) = take(&repo, &src, Some((id, third.clone())));
+        assert_eq!(fourth.tree, third.tree);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::id::Id;
 use crate::pack::BlobKind;
 use crate::source::dir::{DetachedFile, FileStat, OpenError};
 use crate::source::{Content, Entry, Sink};
-use crate::tree::NodeKind;
+use crate::tree::{Node, NodeKind, Xattrs};
 
 /// Files read ahead of the one the tree builder waits for, at most.
 pub(super) const MAX_FILES_AHEAD: usize = 64;
@@ -195,6 +195,10 @@ impl Sink for Ingest<'_> {
         } else {
             self.apply_warn(path, error);
         }
+    }
+
+    fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
+        self.unchanged_xattrs_in_parent(path, node)
     }
 }
 

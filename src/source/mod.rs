@@ -14,7 +14,7 @@ pub mod tar;
 use std::io::Read;
 
 use crate::error::Result;
-use crate::tree::Node;
+use crate::tree::{Node, Xattrs};
 
 /// One filesystem object, as a source sees it.
 pub struct Entry {
@@ -60,6 +60,16 @@ pub trait Sink {
     }
     /// An entry could not be read; it is left out of the snapshot and recorded.
     fn warn(&mut self, path: &[u8], error: String);
+    /// The extended attributes of the entry at `path`, if the sink already has them
+    /// for the object `node` describes unchanged: the same kind, inode and ctime
+    /// (seconds and nanoseconds) as in the parent snapshot. Setting or removing an
+    /// xattr changes the ctime (`setxattr(2)`, `removexattr(2)`; `stat(2)`: "changed
+    /// by writing or by setting inode information"), the same proof an unchanged
+    /// file's content rests on. A source asks before it reads them; `None` (the
+    /// default) means read them.
+    fn unchanged_xattrs(&mut self, _path: &[u8], _node: &Node) -> Option<Xattrs> {
+        None
+    }
 }
 
 /// Normalize a path from an untrusted source. Leading `/` and `./` and empty or `.`
@@ -113,6 +123,9 @@ impl Sink for NewestMtime<'_> {
     }
     fn warn(&mut self, path: &[u8], error: String) {
         self.inner.warn(path, error)
+    }
+    fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
+        self.inner.unchanged_xattrs(path, node)
     }
 }
 

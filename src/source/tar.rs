@@ -13,7 +13,7 @@ use ::tar::{Archive, EntryType};
 use crate::error::{Error, Result};
 use crate::source::sparse::{SparseError, SparseInfo};
 use crate::source::{normalize_path, Content, Entry, Sink};
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Xattrs};
 
 /// Remembers whether the last 512-byte block read was all zeros: the tar crate stops
 /// at the first zero block, and a stream that ends without one was cut short.
@@ -268,7 +268,7 @@ struct Pax {
     gid: Option<u64>,
     uname: Option<Vec<u8>>,
     gname: Option<Vec<u8>>,
-    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    xattrs: Xattrs,
     bad: Option<PaxError>,
     /// Records `tar -x` would apply that cbsnap does not store (POSIX ACLs as text,
     /// whose user and group names only resolve on the host that extracts them).
