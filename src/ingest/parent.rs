@@ -252,8 +252,9 @@ impl Ingest<'_> {
         Ok(Some(old.content))
     }
 
-    /// The parent's xattrs of the entry at `path` if `node` is the same object with
-    /// the same ctime there ([`crate::source::Sink::unchanged_xattrs`]).
+    /// The parent's xattrs of the entry at `path` if `node` is the same object there
+    /// (kind and inode) with the same size, mtime and ctime
+    /// ([`crate::source::Sink::unchanged_xattrs`]).
     pub(super) fn unchanged_xattrs_in_parent(
         &mut self,
         path: &[u8],
@@ -265,8 +266,14 @@ impl Ingest<'_> {
         }
         parent
             .with_node(self.repo, path, |old| {
+                // The ctime alone proves it on this filesystem; size and mtime make a
+                // parent from another host or filesystem, whose inode numbers may
+                // coincide, much less likely to pass for this object.
                 let same = old.kind == node.kind
                     && old.inode == node.inode
+                    && old.size == node.size
+                    && old.mtime == node.mtime
+                    && old.mtime_nsec == node.mtime_nsec
                     && old.ctime == node.ctime
                     && old.ctime_nsec == node.ctime_nsec;
                 same.then(|| old.xattrs.clone())

@@ -61,8 +61,8 @@ pub trait Sink {
     /// An entry could not be read; it is left out of the snapshot and recorded.
     fn warn(&mut self, path: &[u8], error: String);
     /// The extended attributes of the entry at `path`, if the sink already has them
-    /// for the object `node` describes unchanged: the same kind, inode and ctime
-    /// (seconds and nanoseconds) as in the parent snapshot. Setting or removing an
+    /// for the object `node` describes unchanged: the same kind, inode, size, mtime and
+    /// ctime (seconds and nanoseconds) as in the parent snapshot. Setting or removing an
     /// xattr changes the ctime (`setxattr(2)`, `removexattr(2)`; `stat(2)`: "changed
     /// by writing or by setting inode information"), the same proof an unchanged
     /// file's content rests on. A source asks before it reads them; `None` (the
