@@ -214,7 +214,13 @@ fn snapshot_with(
 
     let (ahead_tx, ahead_rx) = bounded(parent::AHEAD_BATCHES);
     let parent = match &spec.parent {
-        Some((id, p)) => Some(ParentTrees::new(repo, id, p.tree, ahead_rx)?),
+        Some((id, p)) => Some(ParentTrees::new(
+            repo,
+            id,
+            p.tree,
+            parent::started_ns(p),
+            ahead_rx,
+        )?),
         None => None,
     };
 

@@ -45,9 +45,55 @@ pub(super) type AheadTree = (Vec<u8>, Id, Arc<Vec<Node>>);
 /// A tree of the parent snapshot as read: its id and its nodes.
 type ReadTree = (Id, Arc<Vec<Node>>);
 
+/// How long before the parent snapshot started an object's ctime must be for the
+/// object to count as unchanged when its ctime still matches, in nanoseconds, on a
+/// filesystem with sub-second timestamps: a change in the same timestamp tick as the
+/// parent's `stat` of it, just after, leaves the ctime as it was. Linux stamps
+/// files from a clock that advances every jiffy (1–10 ms) before 6.13's fine-grained
+/// timestamps; the margin is ten times that. Git's "racily clean" entries are the same
+/// problem (`Documentation/technical/racy-git.txt`).
+const SETTLED_NS: i128 = 100_000_000;
+
+/// The same on a filesystem that keeps whole seconds (a ctime without nanoseconds):
+/// two seconds, FAT's tick.
+const SETTLED_COARSE_NS: i128 = 2_000_000_000;
+
+/// When the snapshot `p` started, in nanoseconds since the epoch: its time (taken at
+/// the commit) less its duration (measured from before its walk began).
+pub(super) fn started_ns(p: &crate::snapshot::Snapshot) -> i128 {
+    let at = i128::from(p.time.timestamp()) * 1_000_000_000
+        + i128::from(p.time.timestamp_subsec_nanos());
+    let took = (p.stats.duration_secs.max(0.0) * 1e9) as i128;
+    at - took
+}
+
+/// Wait until what was just written counts as settled for a snapshot started after
+/// this returns ([`SETTLED_NS`] and a little): for tests of unchanged snapshots.
+#[cfg(test)]
+pub(super) fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(
+        (SETTLED_NS / 1_000_000) as u64 + 50,
+    ));
+}
+
+/// Whether `old`'s ctime is older than `started_ns` by more than a timestamp tick
+/// (see [`ParentTrees::settled`]).
+fn settled(old: &Node, started_ns: i128) -> bool {
+    let margin = if old.ctime_nsec == 0 {
+        SETTLED_COARSE_NS
+    } else {
+        SETTLED_NS
+    };
+    let ctime = i128::from(old.ctime) * 1_000_000_000 + i128::from(old.ctime_nsec);
+    ctime + margin < started_ns
+}
+
 /// Trees of the parent snapshot, loaded lazily along the current path.
 pub(super) struct ParentTrees {
     root: Id,
+    /// When the parent started ([`started_ns`]): its nodes whose ctime is not older
+    /// by [`SETTLED_NS`] are not taken as unchanged.
+    started_ns: i128,
     /// Whether the index has every blob of the parent
     /// ([`crate::index::Index::snapshot_indexed`]): then an unchanged file's blobs are
     /// not looked up.
@@ -71,10 +117,12 @@ impl ParentTrees {
         repo: &Repository,
         id: &Id,
         root: Id,
+        started_ns: i128,
         ahead: Receiver<Vec<AheadTree>>,
     ) -> Result<ParentTrees> {
         Ok(ParentTrees {
             root,
+            started_ns,
             indexed: repo.index().snapshot_indexed(id)?,
             cache: HashMap::new(),
             ahead: Some(ahead),
@@ -135,6 +183,14 @@ impl ParentTrees {
                 Ordering::Greater => return None,
             }
         }
+    }
+
+    /// Whether a change after the parent's walk saw `old` must have moved its ctime:
+    /// the ctime is older than the parent's start by more than a timestamp tick
+    /// ([`SETTLED_NS`]). A node that is not settled proves nothing unchanged; the
+    /// next snapshot, which has this one as its parent, will find it settled.
+    fn settled(&self, old: &Node) -> bool {
+        settled(old, self.started_ns)
     }
 
     /// `f` of the parent's node at `path`, if the parent has one there.
@@ -237,7 +293,8 @@ impl Ingest<'_> {
             && old.mtime == n.mtime
             && old.mtime_nsec == n.mtime_nsec
             && old.ctime == n.ctime
-            && old.ctime_nsec == n.ctime_nsec;
+            && old.ctime_nsec == n.ctime_nsec
+            && parent.settled(&old);
         if !same {
             return Ok(None);
         }
@@ -264,6 +321,7 @@ impl Ingest<'_> {
         if node.inode == 0 || path.is_empty() {
             return None;
         }
+        let started_ns = parent.started_ns;
         parent
             .with_node(self.repo, path, |old| {
                 // The ctime alone proves it on this filesystem; size and mtime make a
@@ -275,7 +333,8 @@ impl Ingest<'_> {
                     && old.mtime == node.mtime
                     && old.mtime_nsec == node.mtime_nsec
                     && old.ctime == node.ctime
-                    && old.ctime_nsec == node.ctime_nsec;
+                    && old.ctime_nsec == node.ctime_nsec
+                    && settled(old, started_ns);
                 same.then(|| old.xattrs.clone())
             })
             .flatten()
@@ -304,6 +363,7 @@ mod tests {
         std::fs::write(src.join("top"), b"top").unwrap();
         let at = d.join("repo");
         Repository::init(&at).unwrap();
+        settle();
         (src, Repository::open(&at, Access::Append).unwrap())
     }
 
@@ -393,6 +453,124 @@ mod tests {
         assert_eq!(fourth.tree, third.tree);
     }
 
+    /// A file changed just before its parent snapshot started proves nothing by an
+    /// equal ctime (a change in the same timestamp tick after the parent's `stat`
+    /// would not move it): it is read again, its xattrs listed again, until a parent
+    /// started well after the change.
+    #[test]
+    fn an_object_changed_just_before_its_parent_is_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, repo) = source_and_repo(d.path(), &["a"]);
+        let (id, first) = take(&repo, &src, None);
+        let (id, second) = take(&repo, &src, Some((id, first)));
+        assert_eq!(second.stats.files_unchanged, 2, "settled files were read");
+
+        std::fs::write(src.join("top"), b"changed").unwrap();
+        xattr::set(src.join("top"), "user.k", b"1").unwrap();
+        let (id, third) = take(&repo, &src, Some((id, second)));
+        let (id, fourth) = take(&repo, &src, Some((id, third)));
+        assert_eq!(
+            fourth.stats.files_unchanged, 1,
+            "top, changed just before its parent started, was taken as unchanged"
+        );
+        // What the source's sink answers for top, given the parent's own node of it.
+        let ask = |parent: (Id, crate::snapshot::Snapshot)| {
+            let node = crate::walk::lookup(&repo, &parent.1.tree, "top")
+                .unwrap()
+                .unwrap();
+            let spec = super::super::SnapshotSpec {
+                parent: Some(parent),
+                ..super::super::SnapshotSpec::new("asked", SourceKind::Path)
+            };
+            let mut got = None;
+            super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
+                got = Some(sink.unchanged_xattrs(b"top", &node));
+                Ok(())
+            })
+            .unwrap();
+            got.unwrap()
+        };
+        assert_eq!(ask((id, fourth.clone())), None);
+
+        settle();
+        let (id, fifth) = take(&repo, &src, Some((id, fourth)));
+        let (id, sixth) = take(&repo, &src, Some((id, fifth.clone())));
+        assert_eq!(sixth.stats.files_unchanged, 2);
+        assert_eq!(
+            ask((id, sixth)),
+            Some(vec![(b"user.k".to_vec(), b"1".to_vec())])
+        );
+    }
+
+    /// Passes entries on to `inner`, setting `user.k` to `2` on the file `top` (below
+    /// `src`) as its entry goes by: after the walk listed its xattrs, before the file
+    /// is read.
+    struct SetOnTheWay<'s> {
+        inner: &'s mut dyn crate::source::Sink,
+        src: std::path::PathBuf,
+    }
+
+    impl crate::source::Sink for SetOnTheWay<'_> {
+        fn entry(
+            &mut self,
+            e: crate::source::Entry,
+            content: crate::source::Content<'_>,
+        ) -> Result<()> {
+            if e.path == b"top" {
+                xattr::set(self.src.join("top"), "user.k", b"2").unwrap();
+            }
+            self.inner.entry(e, content)
+        }
+        fn dir_done(&mut self, path: &[u8]) -> Result<()> {
+            self.inner.dir_done(path)
+        }
+        fn warn(&mut self, path: &[u8], error: String) {
+            self.inner.warn(path, error)
+        }
+        fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
+            self.inner.unchanged_xattrs(path, node)
+        }
+    }
+
+    /// An xattr set between the walk's listing and the read of the file: the node
+    /// keeps the walk's ctime (not the later one of the read's `stat`), so the next
+    /// snapshot does not take the older xattrs for current.
+    #[test]
+    fn an_xattr_set_while_the_file_is_read_is_in_the_next_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, repo) = source_and_repo(d.path(), &["a"]);
+        xattr::set(src.join("top"), "user.k", b"1").unwrap();
+        settle();
+        let spec = super::super::SnapshotSpec::new("t", SourceKind::Path);
+        let (id, first) =
+            super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
+                let mut on_the_way = SetOnTheWay {
+                    inner: sink,
+                    src: src.clone(),
+                };
+                crate::source::dir::walk(&src, &mut on_the_way)
+            })
+            .unwrap();
+        let node = crate::walk::lookup(&repo, &first.tree, "top")
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.xattrs, vec![(b"user.k".to_vec(), b"1".to_vec())]);
+        let now = std::fs::symlink_metadata(src.join("top")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(
+            (node.ctime, i64::from(node.ctime_nsec)),
+            (now.ctime(), now.ctime_nsec()),
+            "the node has the ctime of after the xattr was set, with the xattrs of before"
+        );
+
+        settle();
+        let (_, second) = take(&repo, &src, Some((id, first)));
+        let node = crate::walk::lookup(&repo, &second.tree, "top")
+            .unwrap()
+            .unwrap();
+        assert_eq!(node.xattrs, vec![(b"user.k".to_vec(), b"2".to_vec())]);
+    }
+
     #[test]
     fn walk_order_is_component_by_component() {
         let mut paths: Vec<&[u8]> = vec![b"b", b"a-c", b"a/x/y", b"", b"a", b"a/x", b"a.b", b"a/z"];
@@ -437,7 +615,8 @@ mod tests {
             .collect();
         let ask = |skip: &str| {
             let (tx, rx) = crossbeam_channel::bounded(2);
-            let mut trees = ParentTrees::new(&repo, &id, first.tree, rx).unwrap();
+            let mut trees =
+                ParentTrees::new(&repo, &id, first.tree, started_ns(&first), rx).unwrap();
             std::thread::scope(|s| {
                 s.spawn(|| read_ahead(&repo, first.tree, tx));
                 for f in files.iter().filter(|f| !f.starts_with(skip)) {

@@ -292,11 +292,13 @@ impl Ingest<'_> {
             self.warn(&e.path, w);
         }
         Ok(read.stored.map(|(ids, n, before)| {
-            // What is stored is described by the `stat` taken when it was read.
+            // What is stored is described by the `stat` taken when it was read; but
+            // the ctime stays the walk's, whose stat came before the xattrs were
+            // listed: had it moved by the read (an xattr set in between), a node with
+            // the later ctime would pass its older xattrs off as current to the next
+            // snapshot. A ctime older than the file's makes that one read it again.
             e.node.mtime = before.mtime;
             e.node.mtime_nsec = before.mtime_nsec;
-            e.node.ctime = before.ctime;
-            e.node.ctime_nsec = before.ctime_nsec;
             (ids, n)
         }))
     }
@@ -591,6 +593,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let src = d.path().join("src");
         build(&src);
+        super::super::parent::settle();
         let (one, many) = (
             new_repo(&d.path().join("one")),
             new_repo(&d.path().join("many")),
