@@ -11,6 +11,14 @@ pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
 
+/// The effective uid this process reads sources as (`geteuid(2)`), recorded in a
+/// snapshot's `origin` as `uid`: what it may list of a file's xattrs depends on it
+/// (`trusted.*` is for root only, and left out of the list silently otherwise).
+pub fn reader_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Whether a process with this pid exists on this host. `kill(pid, 0)`: `EPERM`
 /// means it exists but belongs to another user, so it counts as alive. Pid 0 and
 /// pids beyond `pid_t` are never alive (signal 0 to pid 0 would ask about our own

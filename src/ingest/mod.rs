@@ -219,6 +219,7 @@ fn snapshot_with(
             id,
             p.tree,
             parent::started_ns(p),
+            parent::same_reader(&spec.origin, &p.origin),
             ahead_rx,
         )?),
         None => None,

@@ -58,6 +58,17 @@ const SETTLED_NS: i128 = 100_000_000;
 /// two seconds, FAT's tick.
 const SETTLED_COARSE_NS: i128 = 2_000_000_000;
 
+/// Whether a snapshot of `origin` may take xattrs from a parent of `parent_origin`:
+/// both record the same `uid` they were read as ([`crate::host::reader_uid`]). What a
+/// process may list depends on it (`trusted.*` only for root), so a parent read as
+/// another user, or recorded before the uid was, may lack xattrs this one would see.
+pub(super) fn same_reader(origin: &serde_json::Value, parent_origin: &serde_json::Value) -> bool {
+    match (origin.get("uid"), parent_origin.get("uid")) {
+        (Some(a), Some(b)) => a.is_u64() && a == b,
+        _ => false,
+    }
+}
+
 /// When the snapshot `p` started, in nanoseconds since the epoch: its time (taken at
 /// the commit) less its duration (measured from before its walk began).
 pub(super) fn started_ns(p: &crate::snapshot::Snapshot) -> i128 {
@@ -94,6 +105,9 @@ pub(super) struct ParentTrees {
     /// When the parent started ([`started_ns`]): its nodes whose ctime is not older
     /// by [`SETTLED_NS`] are not taken as unchanged.
     started_ns: i128,
+    /// Whether the parent was read as the same user ([`same_reader`]): else no
+    /// xattrs are taken from it.
+    xattrs: bool,
     /// Whether the index has every blob of the parent
     /// ([`crate::index::Index::snapshot_indexed`]): then an unchanged file's blobs are
     /// not looked up.
@@ -118,11 +132,13 @@ impl ParentTrees {
         id: &Id,
         root: Id,
         started_ns: i128,
+        xattrs: bool,
         ahead: Receiver<Vec<AheadTree>>,
     ) -> Result<ParentTrees> {
         Ok(ParentTrees {
             root,
             started_ns,
+            xattrs,
             indexed: repo.index().snapshot_indexed(id)?,
             cache: HashMap::new(),
             ahead: Some(ahead),
@@ -318,7 +334,7 @@ impl Ingest<'_> {
         node: &Node,
     ) -> Option<Xattrs> {
         let parent = self.parent.as_mut()?;
-        if node.inode == 0 || path.is_empty() {
+        if node.inode == 0 || path.is_empty() || !parent.xattrs {
             return None;
         }
         let started_ns = parent.started_ns;
@@ -367,16 +383,26 @@ mod tests {
         (src, Repository::open(&at, Access::Append).unwrap())
     }
 
+    /// A snapshot named `name` with `parent`, read as this process's user, as the CLI
+    /// records it.
+    fn spec(
+        name: &str,
+        parent: Option<(Id, crate::snapshot::Snapshot)>,
+    ) -> super::super::SnapshotSpec {
+        super::super::SnapshotSpec {
+            parent,
+            origin: serde_json::json!({ "path": "/src", "uid": crate::host::reader_uid() }),
+            ..super::super::SnapshotSpec::new(name, SourceKind::Path)
+        }
+    }
+
     /// A snapshot of the directory `src` with `parent`.
     fn take(
         repo: &Repository,
         src: &std::path::Path,
         parent: Option<(Id, crate::snapshot::Snapshot)>,
     ) -> (Id, crate::snapshot::Snapshot) {
-        let spec = super::super::SnapshotSpec {
-            parent,
-            ..super::super::SnapshotSpec::new("t", SourceKind::Path)
-        };
+        let spec = spec("t", parent);
         super::super::snapshot(repo, spec, &Progress::new(true, "test"), |sink| {
             crate::source::dir::walk(src, sink)
         })
@@ -478,10 +504,7 @@ mod tests {
             let node = crate::walk::lookup(&repo, &parent.1.tree, "top")
                 .unwrap()
                 .unwrap();
-            let spec = super::super::SnapshotSpec {
-                parent: Some(parent),
-                ..super::super::SnapshotSpec::new("asked", SourceKind::Path)
-            };
+            let spec = spec("asked", Some(parent));
             let mut got = None;
             super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
                 got = Some(sink.unchanged_xattrs(b"top", &node));
@@ -497,9 +520,21 @@ mod tests {
         let (id, sixth) = take(&repo, &src, Some((id, fifth.clone())));
         assert_eq!(sixth.stats.files_unchanged, 2);
         assert_eq!(
-            ask((id, sixth)),
+            ask((id, sixth.clone())),
             Some(vec![(b"user.k".to_vec(), b"1".to_vec())])
         );
+        // A parent read as another user (or before the uid was recorded) may lack
+        // xattrs this user can list: none are taken from it.
+        for origin in [
+            serde_json::json!({ "path": "/src", "uid": crate::host::reader_uid() + 1 }),
+            serde_json::json!({ "path": "/src" }),
+        ] {
+            let other = crate::snapshot::Snapshot {
+                origin,
+                ..sixth.clone()
+            };
+            assert_eq!(ask((id, other)), None);
+        }
     }
 
     /// Passes entries on to `inner`, setting `user.k` to `2` on the file `top` (below
@@ -541,7 +576,7 @@ mod tests {
         let (src, repo) = source_and_repo(d.path(), &["a"]);
         xattr::set(src.join("top"), "user.k", b"1").unwrap();
         settle();
-        let spec = super::super::SnapshotSpec::new("t", SourceKind::Path);
+        let spec = spec("t", None);
         let (id, first) =
             super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
                 let mut on_the_way = SetOnTheWay {
@@ -616,7 +651,7 @@ mod tests {
         let ask = |skip: &str| {
             let (tx, rx) = crossbeam_channel::bounded(2);
             let mut trees =
-                ParentTrees::new(&repo, &id, first.tree, started_ns(&first), rx).unwrap();
+                ParentTrees::new(&repo, &id, first.tree, started_ns(&first), true, rx).unwrap();
             std::thread::scope(|s| {
                 s.spawn(|| read_ahead(&repo, first.tree, tx));
                 for f in files.iter().filter(|f| !f.starts_with(skip)) {

@@ -577,7 +577,7 @@ fn path_source(ctx: &SourceCtx<'_>, name: &str, abs: &Path) -> SourceResult {
         parent: ctx.parent.clone(),
         name: name.to_string(),
         kind: SourceKind::Path,
-        origin: serde_json::json!({ "path": abs }),
+        origin: serde_json::json!({ "path": abs, "uid": crate::host::reader_uid() }),
         tags: ctx.opts.tags.clone(),
         run_id: ctx.run_id.clone(),
         run: ctx.plan.clone(),

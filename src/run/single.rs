@@ -69,7 +69,7 @@ pub fn snapshot_dir(
     };
     let spec = SnapshotSpec {
         parent: latest(repo, &name)?,
-        origin: serde_json::json!({ "path": abs }),
+        origin: serde_json::json!({ "path": abs, "uid": crate::host::reader_uid() }),
         tags: opts.tags.clone(),
         ..SnapshotSpec::new(name, SourceKind::Path)
     };

@@ -69,6 +69,7 @@ pub fn snapshot_volume(
         origin: serde_json::json!({
             "volume": vol,
             "via": if mount { "mount" } else { "archive" },
+            "uid": crate::host::reader_uid(),
         }),
         tags: opts.tags.clone(),
         run_id: opts.run_id.clone(),
