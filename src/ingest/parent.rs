@@ -87,8 +87,26 @@ pub(super) fn settle() {
     ));
 }
 
-/// Whether `old`'s ctime is older than `started_ns` by more than a timestamp tick
-/// (see [`ParentTrees::settled`]).
+/// Whether `now` is the object the parent recorded as `old`, unchanged since: the same
+/// kind, inode, size, mtime and ctime, and a ctime settled before the parent started
+/// ([`settled`]). For xattrs the ctime alone proves it on one filesystem; size and
+/// mtime keep a parent from another host, whose inode numbers may coincide, from
+/// passing for this object.
+fn unchanged(old: &Node, now: &Node, started_ns: i128) -> bool {
+    old.kind == now.kind
+        && old.inode == now.inode
+        && old.size == now.size
+        && old.mtime == now.mtime
+        && old.mtime_nsec == now.mtime_nsec
+        && old.ctime == now.ctime
+        && old.ctime_nsec == now.ctime_nsec
+        && settled(old, started_ns)
+}
+
+/// Whether a change after the parent's walk saw `old` must have moved its ctime: the
+/// ctime is older than the parent's start (`started_ns`) by more than a timestamp tick
+/// ([`SETTLED_NS`]). A node that is not settled proves nothing unchanged; the next
+/// snapshot, which has this one as its parent, will find it settled.
 fn settled(old: &Node, started_ns: i128) -> bool {
     let margin = if old.ctime_nsec == 0 {
         SETTLED_COARSE_NS
@@ -201,14 +219,6 @@ impl ParentTrees {
         }
     }
 
-    /// Whether a change after the parent's walk saw `old` must have moved its ctime:
-    /// the ctime is older than the parent's start by more than a timestamp tick
-    /// ([`SETTLED_NS`]). A node that is not settled proves nothing unchanged; the
-    /// next snapshot, which has this one as its parent, will find it settled.
-    fn settled(&self, old: &Node) -> bool {
-        settled(old, self.started_ns)
-    }
-
     /// `f` of the parent's node at `path`, if the parent has one there.
     fn with_node<R>(
         &mut self,
@@ -302,16 +312,7 @@ impl Ingest<'_> {
         let Some(old) = parent.node(self.repo, &e.path) else {
             return Ok(None);
         };
-        let n = &e.node;
-        let same = old.kind == NodeKind::File
-            && old.inode == n.inode
-            && old.size == n.size
-            && old.mtime == n.mtime
-            && old.mtime_nsec == n.mtime_nsec
-            && old.ctime == n.ctime
-            && old.ctime_nsec == n.ctime_nsec
-            && parent.settled(&old);
-        if !same {
+        if old.kind != NodeKind::File || !unchanged(&old, &e.node, parent.started_ns) {
             return Ok(None);
         }
         // The parent's blobs cannot be pruned while this snapshot holds its shared
@@ -340,18 +341,7 @@ impl Ingest<'_> {
         let started_ns = parent.started_ns;
         parent
             .with_node(self.repo, path, |old| {
-                // The ctime alone proves it on this filesystem; size and mtime make a
-                // parent from another host or filesystem, whose inode numbers may
-                // coincide, much less likely to pass for this object.
-                let same = old.kind == node.kind
-                    && old.inode == node.inode
-                    && old.size == node.size
-                    && old.mtime == node.mtime
-                    && old.mtime_nsec == node.mtime_nsec
-                    && old.ctime == node.ctime
-                    && old.ctime_nsec == node.ctime_nsec
-                    && settled(old, started_ns);
-                same.then(|| old.xattrs.clone())
+                unchanged(old, node, started_ns).then(|| old.xattrs.clone())
             })
             .flatten()
     }
