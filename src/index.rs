@@ -92,19 +92,29 @@ fn decode_location(id: Id, v: &[u8]) -> Result<Location> {
 /// an index that is not damaged.
 fn db_err(e: rocksdb::Error) -> Error {
     let msg = e.into_string();
-    let errno = [
-        (libc::ENOSPC, "No space left on device"),
-        (libc::EDQUOT, "Disk quota exceeded"),
-    ]
-    .into_iter()
-    .find(|(_, text)| msg.contains(text));
-    match errno {
-        Some((code, _)) => Error::io(
+    match errno_of(&msg) {
+        Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => Error::io(
             format!("write the index ({msg})"),
             std::io::Error::from_raw_os_error(code),
         ),
-        None => Error::Index(msg),
+        _ => Error::Index(msg),
     }
+}
+
+/// The errno a RocksDB I/O error's message names, by the system's own text
+/// (`strerror`, which RocksDB appends after the file's path): a full disk or quota, or
+/// no permission to open or write the index's files, none of which is damage.
+pub fn errno_of(msg: &str) -> Option<i32> {
+    [
+        (libc::ENOSPC, "No space left on device"),
+        (libc::EDQUOT, "Disk quota exceeded"),
+        (libc::EACCES, "Permission denied"),
+        (libc::EPERM, "Operation not permitted"),
+        (libc::EROFS, "Read-only file system"),
+    ]
+    .into_iter()
+    .find(|(_, text)| msg.contains(text))
+    .map(|(code, _)| code)
 }
 
 /// Bytes of RocksDB block cache. Data, index and filter blocks all live in it, so

@@ -890,8 +890,40 @@ pub fn lock_wait() -> Duration {
 /// reason (a half-copied rsync, a damaged file), or whose pack records cannot be read,
 /// is discarded and rebuilt from the packs. Busy and damaged are told apart by the
 /// error's kind and by asking the kernel who holds the lock, never by the text of
-/// the message ("block checksum mismatch" contains "lock").
+/// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
+/// full disk, a missing permission or a read-only filesystem (the system's own text,
+/// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
 fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
+    // Another user's index (its lock file not writable here) or a read-only mount:
+    // read it read-only, or say so, before RocksDB opens it for writing (which would
+    // already rotate its info log there).
+    let lock = dir.join("LOCK");
+    let writable = rustix::fs::accessat(
+        rustix::fs::CWD,
+        &lock,
+        rustix::fs::Access::WRITE_OK,
+        rustix::fs::AtFlags::EACCESS,
+    );
+    if let Err(e) = writable {
+        if [
+            rustix::io::Errno::ACCESS,
+            rustix::io::Errno::PERM,
+            rustix::io::Errno::ROFS,
+        ]
+        .contains(&e)
+        {
+            if access == Access::Read {
+                if let Ok(i) = Index::open_read_only(dir) {
+                    i.check_version(dir)?;
+                    return Ok((i, false));
+                }
+            }
+            return Err(Error::io(
+                format!("open the index {} for writing", dir.display()),
+                e.into(),
+            ));
+        }
+    }
     let deadline = std::time::Instant::now() + lock_wait();
     let mut announced = false;
     let mut retried = false;
@@ -929,6 +961,17 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                     }
                     std::thread::sleep(Duration::from_millis(250));
                     continue;
+                }
+                // No permission to open its files (another user's repository) or a
+                // read-only mount is not damage: discarding the index would leave the
+                // repository worse for its owner.
+                if e.kind() == rocksdb::ErrorKind::IOError {
+                    if let Some(code) = crate::index::errno_of(e.as_ref()) {
+                        return Err(Error::io(
+                            format!("open the index {} ({})", dir.display(), e.as_ref()),
+                            std::io::Error::from_raw_os_error(code),
+                        ));
+                    }
                 }
                 if !retried {
                     // The holder may have let go between the failed open and the

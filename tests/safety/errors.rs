@@ -297,3 +297,67 @@ fn fuzzer_found_tar_inputs_are_refused_cleanly() {
         stderr(&o)
     );
 }
+
+/// A user without write permission on a repository's index files (root's repository,
+/// its directories open to all) reads it through a read-only index and is told why a
+/// write cannot be done; the index is not taken for damaged, discarded and rebuilt,
+/// which would leave the repository worse for its owner.
+#[test]
+fn another_users_index_is_not_taken_for_damage() {
+    if !is_root() {
+        eprintln!("skipped: needs root to make a repository another user cannot write");
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"data").unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "s");
+    let index = repo.path().join("index");
+    let listing = |dir: &std::path::Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing(&index);
+    // Everything readable, every directory writable; the files stay root's.
+    let chmod = |args: &[&str]| {
+        assert!(Command::new(args[0])
+            .args(&args[1..])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let root = repo.dir.path().to_str().unwrap();
+    chmod(&["chmod", "-R", "a+rX", root]);
+    chmod(&[
+        "find", root, "-type", "d", "-exec", "chmod", "a+rwx", "{}", "+",
+    ]);
+
+    // Reading needs no write: the index is opened read-only.
+    let o = repo.cmd_as_nobody().arg("snapshots").output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains('s'));
+    // Writing does: refused, with the cause.
+    let o = repo
+        .cmd_as_nobody()
+        .args([
+            "snapshot",
+            "--path",
+            src.path().to_str().unwrap(),
+            "--name",
+            "s",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("damaged"), "{}", stderr(&o));
+    assert_eq!(listing(&index), before, "the index was touched");
+
+    let o = repo.cmd().args(["check"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("rebuild"), "{}", stderr(&o));
+}
