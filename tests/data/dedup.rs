@@ -21,6 +21,7 @@ fn same_tree_again_adds_under_half_a_percent() {
     std::fs::write(src.path().join("model.bin"), random_bytes(24 << 20, 9)).unwrap();
     let size = dir_size(src.path());
     let repo = Repo::new();
+    settle();
     repo.snapshot_dir(src.path(), "tree");
     let after_first = repo.size();
     repo.snapshot_dir(src.path(), "tree");

@@ -128,6 +128,7 @@ fn reused_file_whose_packs_vanished() -> (tempfile::TempDir, Repo, Vec<PathBuf>)
     fs::create_dir(src.path().join("d")).unwrap();
     fs::write(src.path().join("d/a.bin"), random_bytes(1 << 20, 21)).unwrap();
     let repo = Repo::new();
+    settle();
     repo.snapshot_dir(src.path(), "vol");
     let first = packs(&repo);
     fs::write(src.path().join("b.bin"), random_bytes(1 << 20, 22)).unwrap();

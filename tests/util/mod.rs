@@ -125,6 +125,14 @@ impl Repo {
     }
 }
 
+/// Wait until files just written count as settled for a snapshot started after this
+/// returns: cbsnap reads a file again, though its ctime matches the parent's, while
+/// that ctime is within 100 ms of the parent's start (`ingest::parent::SETTLED_NS`).
+/// For tests that assert a second snapshot reuses what the first one read.
+pub fn settle() {
+    std::thread::sleep(std::time::Duration::from_millis(200));
+}
+
 pub fn dir_size(p: &Path) -> u64 {
     let mut total = 0;
     for e in walk(p) {
