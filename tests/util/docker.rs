@@ -385,3 +385,80 @@ pub fn fill_volume(volume: &str, src: &std::path::Path) {
         .unwrap();
     assert!(st.success());
 }
+
+/// A Unix-socket proxy in front of the real engine that runs `before` once, just
+/// before it forwards the first request whose head contains `marker` (for
+/// example `/containers/create`). It makes a race with the code under test happen
+/// every time, at the point the test names, instead of by luck of timing.
+///
+/// Point cbsnap at it with `DOCKER_HOST=`[`EngineProxy::host`]. Each connection is
+/// forwarded byte for byte to `/var/run/docker.sock`, on two threads; a request
+/// head is found within one read, which holds for the small heads bollard writes.
+pub struct EngineProxy {
+    dir: tempfile::TempDir,
+    fired: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl EngineProxy {
+    /// Starts the proxy; `before` returns a note of what it did, kept for [`EngineProxy::fired`].
+    pub fn new(
+        marker: &'static str,
+        before: impl Fn() -> String + Send + Sync + 'static,
+    ) -> EngineProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listener =
+            UnixListener::bind(dir.path().join("docker.sock")).expect("bind the proxy socket");
+        let fired: Arc<Mutex<Option<String>>> = Arc::default();
+        let before = Arc::new(before);
+        let state = fired.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
+                    return;
+                };
+                let (mut from_client, mut to_engine) =
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap());
+                let (mut from_engine, mut to_client) = (engine, client);
+                let (before, state) = (before.clone(), state.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match from_client.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buf[..n];
+                        if chunk.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                            let mut state = state.lock().unwrap();
+                            if state.is_none() {
+                                *state = Some(before());
+                            }
+                        }
+                        if to_engine.write_all(chunk).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_engine.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_engine, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        EngineProxy { dir, fired }
+    }
+
+    /// The value for `DOCKER_HOST`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    /// What `before` returned, if a request with the marker came through.
+    pub fn fired(&self) -> Option<String> {
+        self.fired.lock().unwrap().clone()
+    }
+}
