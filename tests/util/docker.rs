@@ -419,34 +419,20 @@ impl EngineProxy {
                 let Ok(engine) = UnixStream::connect("/var/run/docker.sock") else {
                     return;
                 };
-                let (mut from_client, mut to_engine) =
-                    (client.try_clone().unwrap(), engine.try_clone().unwrap());
-                let (mut from_engine, mut to_client) = (engine, client);
                 let (before, state) = (before.clone(), state.clone());
-                std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let n = match from_client.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        let chunk = &buf[..n];
-                        if chunk.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                super::servers::pipe(
+                    client.try_clone().unwrap(),
+                    engine.try_clone().unwrap(),
+                    move |piece| {
+                        if piece.windows(marker.len()).any(|w| w == marker.as_bytes()) {
                             let mut state = state.lock().unwrap();
                             if state.is_none() {
                                 *state = Some(before());
                             }
                         }
-                        if to_engine.write_all(chunk).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = to_engine.shutdown(std::net::Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_engine, &mut to_client);
-                    let _ = to_client.shutdown(std::net::Shutdown::Write);
-                });
+                    },
+                );
+                super::servers::pipe(engine, client, |_| {});
             }
         });
         EngineProxy { dir, fired }

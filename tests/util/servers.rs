@@ -160,12 +160,15 @@ impl Proxy {
                     c.push(client.try_clone().unwrap());
                     c.push(server.try_clone().unwrap());
                 }
+                let sent = sent.clone();
                 pipe(
                     client.try_clone().unwrap(),
                     server.try_clone().unwrap(),
-                    Some(sent.clone()),
+                    move |piece| {
+                        sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    },
                 );
-                pipe(server, client, None);
+                pipe(server, client, |_| {});
             }
             // The listener is dropped here: new connections are refused.
         });
@@ -188,8 +191,28 @@ impl Drop for Proxy {
     }
 }
 
-/// Copy `from` to `to` on a thread until either side closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
+/// A connection a test proxy forwards: TCP or a Unix socket.
+pub trait Stream: Read + Write + Send + 'static {
+    /// Closes both directions.
+    fn close(&self);
+}
+
+impl Stream for TcpStream {
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for std::os::unix::net::UnixStream {
+    fn close(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+/// Copy `from` to `to` on a thread until either side closes, showing each piece read
+/// to `seen` before it is forwarded (to count bytes, or to act before a request
+/// goes on).
+pub fn pipe<S: Stream>(mut from: S, mut to: S, mut seen: impl FnMut(&[u8]) + Send + 'static) {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -197,14 +220,12 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, count: Option<Arc<AtomicU64>>) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            seen(&buf[..n]);
             if to.write_all(&buf[..n]).is_err() {
                 break;
             }
-            if let Some(c) = &count {
-                c.fetch_add(n as u64, Ordering::Relaxed);
-            }
         }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
+        to.close();
+        from.close();
     });
 }
