@@ -447,7 +447,7 @@ ratios() {
     if ((${#FLOORS[@]})); then
         echo
         echo "Floors, cold cache, each ending with \`sync\`: **limit** = \`benches/limit.rs\` (read every"
-        echo "file, FastCDC, BLAKE3, zstd 3 as cbsnap does it, on all cores, write nothing), **stat** = \`find -printf\`"
+        echo "file, FastCDC, BLAKE3, zstd 3 on all cores, write nothing), **stat** = \`find -printf\`"
         echo "of size, mtime, ctime and inode of every entry, **cp** = \`cp -a\` of the corpus."
     fi
 }

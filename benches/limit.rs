@@ -5,8 +5,7 @@
 //!
 //! Every stage is the engine's: FastCDC 2020 (`StreamCDC`, as in
 //! `cbsnap::chunker::chunk_stream`), [`Id::hash`], [`compress`], with the repository
-//! defaults (16/64/256 KiB, zstd level 3; like the engine, [`compress`] does not try
-//! zstd on a blob whose sampled bytes look random). Files are processed in parallel (rayon),
+//! defaults (16/64/256 KiB, zstd level 3). Files are processed in parallel (rayon),
 //! and the chunks of one file are hashed and compressed on every core, so one big
 //! file keeps all cores busy too.
 //!

@@ -200,53 +200,6 @@ thread_local! {
         const { RefCell::new(None) };
 }
 
-/// Slices the incompressibility probe takes, evenly spread over the blob.
-const PROBE_SLICES: usize = 256;
-/// Bytes in each slice.
-const PROBE_SLICE: usize = 16;
-/// Blobs shorter than this (bytes) are always compressed: the probe would read a
-/// quarter of the blob or more.
-pub const PROBE_MIN_LEN: usize = 4 * PROBE_SLICES * PROBE_SLICE;
-/// Shannon entropy (bits per byte) of the sampled bytes at or above which a blob is
-/// taken for incompressible. 4096 bytes of random data measure 7.955 ± 0.01 (the
-/// estimate of a finite sample falls short of 8); text measures 4–5, float vectors
-/// about 7.3, random data with a quarter of text 7.6.
-const PROBE_ENTROPY: f64 = 7.9;
-
-/// Does `raw` look like it will not compress (model weights, media, archives,
-/// encrypted files)? The probe is btrfs's compression heuristic cut down
-/// (`btrfs_compress_heuristic`, fs/btrfs/compression.c): 256 slices of 16 bytes,
-/// evenly spread over the blob, and the Shannon entropy of their byte histogram.
-/// It reads 4 KiB of the blob and costs 3–5 µs (64 KiB blobs in cache, this
-/// machine), where zstd at level 3 spends ~25 µs on 64 KiB of random data to gain
-/// nothing (and ~200 µs on 64 KiB of text); borg's `auto` compression asks lz4 the
-/// same question of the whole chunk. A blob whose compressible part
-/// is a small share (a sixteenth or so), or which repeats a random block (byte
-/// entropy does not see repetition), may then be stored as it is: that costs
-/// space, never data. Blobs under [`PROBE_MIN_LEN`] are never probed.
-pub fn looks_incompressible(raw: &[u8]) -> bool {
-    if raw.len() < PROBE_MIN_LEN {
-        return false;
-    }
-    let mut counts = [0u32; 256];
-    let step = raw.len() / PROBE_SLICES;
-    for i in 0..PROBE_SLICES {
-        for &b in &raw[i * step..i * step + PROBE_SLICE] {
-            counts[b as usize] += 1;
-        }
-    }
-    let n = (PROBE_SLICES * PROBE_SLICE) as f64;
-    let sum: f64 = counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let c = f64::from(c);
-            c * c.log2()
-        })
-        .sum();
-    n.log2() - sum / n >= PROBE_ENTROPY
-}
-
 /// zstd of `raw` at `level` with this thread's context.
 fn zstd_compress(raw: &[u8], level: i32) -> io::Result<Vec<u8>> {
     COMPRESSOR.with(|cell| {
@@ -271,32 +224,21 @@ fn zstd_decompress(stored: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
     })
 }
 
-/// Compress a blob if that makes it smaller; returns the stored bytes and how. A
-/// blob that [`looks_incompressible`] is stored as it is without a full attempt.
+/// Compress a blob if that makes it smaller; returns the stored bytes and how.
 pub fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Compression) {
-    match try_compress(raw, level) {
-        Some(c) => (c, Compression::Zstd),
-        None => (raw.to_vec(), Compression::None),
+    match zstd_compress(raw, level) {
+        Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
+        _ => (raw.to_vec(), Compression::None),
     }
 }
 
 /// [`compress`] of an owned blob: an incompressible blob (model weights, media,
 /// archives) is stored as it is, without a copy.
 pub fn compress_vec(raw: Vec<u8>, level: i32) -> (Vec<u8>, Compression) {
-    match try_compress(&raw, level) {
-        Some(c) => (c, Compression::Zstd),
-        None => (raw, Compression::None),
+    match zstd_compress(&raw, level) {
+        Ok(c) if c.len() < raw.len() => (c, Compression::Zstd),
+        _ => (raw, Compression::None),
     }
-}
-
-/// The zstd frame of `raw` when the probe lets it be tried and it is smaller.
-fn try_compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
-    if looks_incompressible(raw) {
-        return None;
-    }
-    zstd_compress(raw, level)
-        .ok()
-        .filter(|c| c.len() < raw.len())
 }
 
 /// Why the stored bytes of a blob are not the blob its entry names: the blob is
@@ -809,66 +751,6 @@ mod tests {
         );
         let (stored, how) = compress_vec(random.clone(), 3);
         assert_eq!((how, stored), (Compression::None, random));
-    }
-
-    fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut v = vec![0u8; len];
-        rand::RngCore::fill_bytes(
-            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed),
-            &mut v,
-        );
-        v
-    }
-
-    /// The probe says "incompressible" of random bytes, and never of data that zstd
-    /// at level 3 shrinks by 5% or more: text, float vectors (embeddings), bytes of
-    /// 4 bits of entropy, and random data with a quarter of text at its start, its
-    /// end or in its middle.
-    #[test]
-    fn probe_skips_only_what_would_not_compress() {
-        for len in [PROBE_MIN_LEN, 64 << 10, 256 << 10] {
-            assert!(looks_incompressible(&random(len, len as u64)), "{len}");
-        }
-        // Short blobs always get the full attempt (and are then stored as they are).
-        let short = random(PROBE_MIN_LEN - 1, 1);
-        assert!(!looks_incompressible(&short));
-        assert_eq!(compress(&short, 3), (short.clone(), Compression::None));
-
-        let text: Vec<u8> = (0..20_000u32)
-            .flat_map(|i| format!("fn item_{i}() -> u32 {{ {} }}\n", i * 7 % 1013).into_bytes())
-            .take(128 << 10)
-            .collect();
-        let floats: Vec<u8> = random(128 << 10, 2)
-            .chunks(4)
-            .flat_map(|b| {
-                let x = (u32::from_le_bytes(b.try_into().unwrap()) as f32 / u32::MAX as f32) - 0.5;
-                (x * 0.1).to_le_bytes()
-            })
-            .collect();
-        let nibbles: Vec<u8> = random(128 << 10, 3).iter().map(|b| b & 0x0f).collect();
-        let mut text_head = random(128 << 10, 4);
-        text_head[..32 << 10].copy_from_slice(&text[..32 << 10]);
-        let mut text_tail = random(128 << 10, 5);
-        text_tail[96 << 10..].copy_from_slice(&text[..32 << 10]);
-        let mut text_middle = random(128 << 10, 6);
-        text_middle[56 << 10..88 << 10].copy_from_slice(&text[..32 << 10]);
-        for (what, data) in [
-            ("text", &text),
-            ("floats", &floats),
-            ("nibbles", &nibbles),
-            ("text head", &text_head),
-            ("text tail", &text_tail),
-            ("text in the middle", &text_middle),
-        ] {
-            let full = zstd::bulk::compress(data, 3).unwrap();
-            assert!(
-                full.len() * 100 <= data.len() * 95,
-                "{what} should compress"
-            );
-            assert!(!looks_incompressible(data), "{what}");
-            let (stored, how) = compress(data, 3);
-            assert_eq!((how, stored), (Compression::Zstd, full), "{what}");
-        }
     }
 
     #[test]
