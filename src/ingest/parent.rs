@@ -527,36 +527,6 @@ mod tests {
         }
     }
 
-    /// Passes entries on to `inner`, setting `user.k` to `2` on the file `top` (below
-    /// `src`) as its entry goes by: after the walk listed its xattrs, before the file
-    /// is read.
-    struct SetOnTheWay<'s> {
-        inner: &'s mut dyn crate::source::Sink,
-        src: std::path::PathBuf,
-    }
-
-    impl crate::source::Sink for SetOnTheWay<'_> {
-        fn entry(
-            &mut self,
-            e: crate::source::Entry,
-            content: crate::source::Content<'_>,
-        ) -> Result<()> {
-            if e.path == b"top" {
-                xattr::set(self.src.join("top"), "user.k", b"2").unwrap();
-            }
-            self.inner.entry(e, content)
-        }
-        fn dir_done(&mut self, path: &[u8]) -> Result<()> {
-            self.inner.dir_done(path)
-        }
-        fn warn(&mut self, path: &[u8], error: String) {
-            self.inner.warn(path, error)
-        }
-        fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
-            self.inner.unchanged_xattrs(path, node)
-        }
-    }
-
     /// An xattr set between the walk's listing and the read of the file: the node
     /// keeps the walk's ctime (not the later one of the read's `stat`), so the next
     /// snapshot does not take the older xattrs for current.
@@ -569,10 +539,13 @@ mod tests {
         let spec = spec("t", None);
         let (id, first) =
             super::super::snapshot(&repo, spec, &Progress::new(true, "test"), |sink| {
-                let mut on_the_way = SetOnTheWay {
-                    inner: sink,
-                    src: src.clone(),
-                };
+                // `user.k` becomes 2 as `top`'s entry goes by: after the walk listed
+                // its xattrs, before the file is read.
+                let mut on_the_way = crate::source::Tap::new(sink, |e| {
+                    if e.path == b"top" {
+                        xattr::set(src.join("top"), "user.k", b"2").unwrap();
+                    }
+                });
                 crate::source::dir::walk(&src, &mut on_the_way)
             })
             .unwrap();

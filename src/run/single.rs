@@ -14,7 +14,7 @@ use crate::ingest::{self, SnapshotSpec, SnapshotTime};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::{self, Snapshot, SourceKind};
-use crate::source::NewestMtime;
+use crate::source::Tap;
 use crate::Id;
 
 use super::backup::path_source_name;
@@ -115,12 +115,13 @@ pub fn snapshot_tar(
         time,
         ..SnapshotSpec::new(name, SourceKind::Tar)
     };
-    let mut newest = None;
+    // The newest mtime of any entry: the date of the imported backup's content.
+    let mut newest: Option<i64> = None;
     let mut read = |r: &mut dyn std::io::Read, sink: &mut dyn crate::source::Sink| {
-        let mut sink = NewestMtime::new(sink);
-        let res = crate::source::tar::read_tar(r, b"", &mut sink);
-        newest = sink.newest;
-        res
+        let mut sink = Tap::new(sink, |e| {
+            newest = Some(newest.map_or(e.node.mtime, |n| n.max(e.node.mtime)));
+        });
+        crate::source::tar::read_tar(r, b"", &mut sink)
     };
     let (id, snapshot) = if stdin {
         let mut input = std::io::stdin().lock();

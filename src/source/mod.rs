@@ -94,28 +94,24 @@ pub fn normalize_path(raw: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A sink that passes everything on and remembers the newest modification time it
-/// saw (seconds since the epoch): the date of an imported backup's content, offered
-/// as `snapshot --tar FILE --time` hint.
-pub struct NewestMtime<'s> {
+/// A sink that passes everything on to `inner`, showing each entry to `on_entry`
+/// first: the newest mtime of an imported tar (the `snapshot --tar FILE --time`
+/// hint), or a test's action at a point of the walk.
+pub struct Tap<'s, F: FnMut(&Entry)> {
     inner: &'s mut dyn Sink,
-    /// The newest mtime of any entry so far; `None` before the first entry.
-    pub newest: Option<i64>,
+    on_entry: F,
 }
 
-impl<'s> NewestMtime<'s> {
+impl<'s, F: FnMut(&Entry)> Tap<'s, F> {
     /// Wrap `inner`.
-    pub fn new(inner: &'s mut dyn Sink) -> NewestMtime<'s> {
-        NewestMtime {
-            inner,
-            newest: None,
-        }
+    pub fn new(inner: &'s mut dyn Sink, on_entry: F) -> Tap<'s, F> {
+        Tap { inner, on_entry }
     }
 }
 
-impl Sink for NewestMtime<'_> {
+impl<F: FnMut(&Entry)> Sink for Tap<'_, F> {
     fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
-        self.newest = Some(self.newest.map_or(e.node.mtime, |n| n.max(e.node.mtime)));
+        (self.on_entry)(&e);
         self.inner.entry(e, content)
     }
     fn dir_done(&mut self, path: &[u8]) -> Result<()> {
