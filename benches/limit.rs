@@ -3,7 +3,7 @@
 //! A snapshot cannot be faster than this on the same machine; `docs/BENCHMARKS.md`
 //! reports the initial snapshot as a percentage of it.
 //!
-//! Every stage is the engine's: FastCDC 2020 (`StreamCDC`, as in
+//! Every stage is the engine's: FastCDC 2020 ([`Chunker`], as in
 //! `cbsnap::chunker::chunk_stream`), [`Id::hash`], [`compress`], with the repository
 //! defaults (16/64/256 KiB, zstd level 3). Files are processed in parallel (rayon),
 //! and the chunks of one file are hashed and compressed on every core, so one big
@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use cbsnap::chunker::Chunker;
 use cbsnap::config::ChunkerParams;
 use cbsnap::id::Id;
 use cbsnap::pack::compress;
-use fastcdc::v2020::StreamCDC;
 
 /// Regular files under `root`, symlinks not followed, with an explicit stack.
 fn files(root: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -87,11 +87,11 @@ fn main() {
     // and its chunks are hashed and compressed by all of them: one big file uses
     // every core, and only a few chunks per core are in memory.
     let failed = list.par_iter().try_for_each(|path| {
-        let f = File::open(path)?;
-        StreamCDC::new(f, params.min_size, params.avg_size, params.max_size)
+        let mut cdc = Chunker::new(File::open(path)?, &params);
+        std::iter::from_fn(|| cdc.next_chunk().map(|c| c.map(<[u8]>::to_vec)).transpose())
             .par_bridge()
             .try_for_each(|c| {
-                let c = c.map_err(|e| std::io::Error::other(e.to_string()))?.data;
+                let c = c?;
                 std::hint::black_box(Id::hash(&c));
                 let (stored, _) = compress(&c, level);
                 t.bytes.fetch_add(c.len() as u64, Ordering::Relaxed);

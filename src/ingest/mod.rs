@@ -127,6 +127,8 @@ struct Ingest<'a> {
     newest_mtime: Option<i64>,
     /// Files being read by the reader threads, and what waits for them.
     ahead: read::ReadAhead,
+    /// Chunks of changed files taken at their parent's cuts (tests check it).
+    known_chunks: usize,
 }
 
 /// Take a snapshot: run `source`, which pushes entries into the sink it is given,
@@ -149,10 +151,19 @@ pub fn snapshot(
     .map(|(id, snap, _)| (id, snap))
 }
 
+/// What a snapshot did that its result does not show; tests check it.
+#[derive(Clone, Copy, Debug, Default)]
+#[cfg_attr(not(test), allow(dead_code))]
+struct Counts {
+    /// Runs of leaves written to disk ([`tree::SPILL_AFTER`]).
+    spill_runs: usize,
+    /// Chunks of changed files taken at their parent's cuts
+    /// ([`crate::chunker::Chunker::next_known`]).
+    known_chunks: usize,
+}
+
 /// [`snapshot`] with `readers` reader threads for the files of a directory walk (0:
-/// they are read on the source thread), writing leaves to disk once more than
-/// `spill_after` are held; also returns the number of runs written. The snapshot is
-/// the same for every count of either.
+/// they are read on the source thread). The snapshot is the same for every count.
 #[cfg(test)]
 fn snapshot_with_readers(
     repo: &Repository,
@@ -160,13 +171,11 @@ fn snapshot_with_readers(
     progress: &Progress,
     readers: usize,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
-) -> Result<(Id, Snapshot)> {
+) -> Result<(Id, Snapshot, Counts)> {
     snapshot_with(repo, spec, progress, readers, tree::SPILL_AFTER, source)
-        .map(|(id, snap, _)| (id, snap))
 }
 
-/// [`snapshot`], writing leaves to disk once more than `spill_after` are held; also
-/// returns the number of runs written.
+/// [`snapshot`], writing leaves to disk once more than `spill_after` are held.
 #[cfg(test)]
 fn snapshot_spilling(
     repo: &Repository,
@@ -174,7 +183,7 @@ fn snapshot_spilling(
     progress: &Progress,
     spill_after: usize,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
-) -> Result<(Id, Snapshot, usize)> {
+) -> Result<(Id, Snapshot, Counts)> {
     snapshot_with(
         repo,
         spec,
@@ -194,7 +203,7 @@ fn snapshot_with(
     readers: usize,
     spill_after: usize,
     source: impl FnOnce(&mut dyn Sink) -> Result<()>,
-) -> Result<(Id, Snapshot, usize)> {
+) -> Result<(Id, Snapshot, Counts)> {
     let started = Instant::now();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -238,7 +247,7 @@ fn snapshot_with(
         drop(st_tx);
         // Stops when `ing`, which holds the receiving end, is dropped at the end. A tar
         // stream has no inodes, so nothing in it is taken from the parent
-        // (`unchanged_in_parent`) and no tree is read ahead for it.
+        // (`parent_says`) and no tree is read ahead for it.
         match &spec.parent {
             Some((_, p)) if spec.kind != SourceKind::Tar => {
                 let root = p.tree;
@@ -277,6 +286,7 @@ fn snapshot_with(
             progress: progress.clone(),
             newest_mtime: None,
             ahead,
+            known_chunks: 0,
         };
         let ran = source(&mut ing)
             .and_then(|_| ing.apply_ready(true))
@@ -330,7 +340,11 @@ fn snapshot_with(
         // record only spares the next snapshot lookups: failing to write it must not
         // turn a committed snapshot into a reported failure.
         let _ = repo.index().mark_snapshot_indexed(&id);
-        Ok((id, snap, ing.leaves.runs()))
+        let counts = Counts {
+            spill_runs: ing.leaves.runs(),
+            known_chunks: ing.known_chunks,
+        };
+        Ok((id, snap, counts))
     })
 }
 

@@ -299,21 +299,55 @@ pub(super) fn read_ahead(repo: &Repository, root: Id, tx: Sender<Vec<AheadTree>>
     }
 }
 
+/// What the parent snapshot says of a regular file's content.
+pub(super) enum FromParent {
+    /// Nothing to go by: no parent, no file at this path there, or one too small to
+    /// be cut in more than one place.
+    Nothing,
+    /// The same object, unchanged since the parent: its chunk ids.
+    Unchanged(Vec<Id>),
+    /// A file that changed since the parent: its chunks there, the cuts to try first
+    /// when it is read ([`crate::chunker::Chunker::next_known`]).
+    Changed(OldChunks),
+}
+
+/// A file's chunk ids and size in the parent snapshot.
+pub(super) struct OldChunks {
+    pub(super) ids: Vec<Id>,
+    pub(super) size: u64,
+}
+
 impl Ingest<'_> {
-    pub(super) fn unchanged_in_parent(&mut self, e: &Entry) -> Result<Option<Vec<Id>>> {
+    /// What the parent says of the regular file `e`: unchanged (its chunks are
+    /// reused), changed (its old chunks guide the read), or nothing.
+    pub(super) fn parent_says(&mut self, e: &Entry) -> Result<FromParent> {
         let Some(parent) = self.parent.as_mut() else {
-            return Ok(None);
+            return Ok(FromParent::Nothing);
         };
         // Without an inode (a tar entry) nothing proves a file unchanged: the
         // parent's trees are not even read.
         if e.node.inode == 0 {
-            return Ok(None);
+            return Ok(FromParent::Nothing);
         }
         let Some(old) = parent.node(self.repo, &e.path) else {
-            return Ok(None);
+            return Ok(FromParent::Nothing);
         };
-        if old.kind != NodeKind::File || !unchanged(&old, &e.node, parent.started_ns) {
-            return Ok(None);
+        if old.kind != NodeKind::File {
+            return Ok(FromParent::Nothing);
+        }
+        if !unchanged(&old, &e.node, parent.started_ns) {
+            // Only a file of more than one largest chunk, then and now, has cuts to
+            // take from the parent (`next_known` needs more than `max` bytes after
+            // each); each old chunk is looked up in the index when it is tried.
+            let max = u64::from(self.repo.config.chunker.max_size);
+            return Ok(if old.size > max && e.node.size > max {
+                FromParent::Changed(OldChunks {
+                    ids: old.content,
+                    size: old.size,
+                })
+            } else {
+                FromParent::Nothing
+            });
         }
         // The parent's blobs cannot be pruned while this snapshot holds its shared
         // lock, but the index may have lost them (a pack deleted by hand, then
@@ -321,9 +355,9 @@ impl Ingest<'_> {
         // known to be wholly indexed needs no lookup: `sync_index` drops that record
         // before it forgets any pack.
         if !parent.indexed && !self.repo.index().contains_all(&old.content)? {
-            return Ok(None);
+            return Ok(FromParent::Nothing);
         }
-        Ok(Some(old.content))
+        Ok(FromParent::Unchanged(old.content))
     }
 
     /// The parent's xattrs of the entry at `path` if `node` is the same object there

@@ -19,13 +19,15 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 
+use super::parent::{FromParent, OldChunks};
 use super::pipeline::{ChunkReply, Feed, Job};
 use super::{named, Ingest};
-use crate::chunker;
+use crate::chunker::Chunker;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::BlobKind;
@@ -66,13 +68,48 @@ pub(super) struct LiveRead {
     warning: Option<String>,
     /// Bytes read, every attempt counted.
     bytes_read: u64,
+    /// Chunks taken at the parent's cuts, every attempt counted.
+    known: usize,
 }
 
 /// A file for a reader thread; its result goes back on `reply`.
 struct ReadJob {
     path: Vec<u8>,
     file: DetachedFile,
+    /// Its chunks in the parent snapshot, if it changed since.
+    old: Option<Guidance>,
     reply: Sender<Result<LiveRead>>,
+}
+
+/// Bytes of old chunk ids the queued read jobs may hold, at most: past this a changed
+/// file is read without its parent's cuts (a 40 GB model file's list is 19 MB).
+const GUIDANCE_BUDGET: usize = 8 << 20;
+
+/// A changed file's [`OldChunks`], counted in the budget the jobs share until the
+/// read that uses them is done.
+struct Guidance {
+    old: OldChunks,
+    held: Arc<AtomicUsize>,
+}
+
+impl Guidance {
+    /// `old`, if it fits in the budget `held` counts.
+    fn hold(old: OldChunks, held: &Arc<AtomicUsize>) -> Option<Guidance> {
+        let bytes = old.ids.len() * std::mem::size_of::<Id>();
+        let before = held.fetch_add(bytes, Ordering::Relaxed);
+        let g = Guidance {
+            old,
+            held: Arc::clone(held),
+        };
+        (before + bytes <= GUIDANCE_BUDGET).then_some(g)
+    }
+}
+
+impl Drop for Guidance {
+    fn drop(&mut self) {
+        let bytes = self.old.ids.len() * std::mem::size_of::<Id>();
+        self.held.fetch_sub(bytes, Ordering::Relaxed);
+    }
 }
 
 /// What the source yielded, waiting to be applied in walk order.
@@ -93,6 +130,8 @@ pub(super) struct ReadAhead {
     files: usize,
     /// Set while queued entries are applied: their warnings are not queued again.
     applying: bool,
+    /// Bytes of old chunk ids held by queued jobs ([`GUIDANCE_BUDGET`]).
+    guidance: Arc<AtomicUsize>,
 }
 
 impl ReadAhead {
@@ -114,7 +153,8 @@ impl ReadAhead {
                         if abort.load(Ordering::Relaxed) {
                             continue;
                         }
-                        let r = read_live(&feed, &job.path, &|| job.file.open());
+                        let old = job.old.as_ref().map(|g| &g.old);
+                        let r = read_live(&feed, &job.path, &|| job.file.open(), old);
                         let _ = job.reply.send(r);
                     }
                 });
@@ -126,6 +166,7 @@ impl ReadAhead {
             queue: VecDeque::new(),
             files: 0,
             applying: false,
+            guidance: Arc::default(),
         }
     }
 
@@ -151,9 +192,13 @@ impl Sink for Ingest<'_> {
                     && e.hardlink_to.is_none() =>
             {
                 self.progress.set_path(&e.path);
-                if let Some(ids) = self.unchanged_in_parent(&e)? {
-                    return self.queue(Op::Entry(e, Body::Reused(ids)));
-                }
+                let old = match self.parent_says(&e)? {
+                    FromParent::Unchanged(ids) => {
+                        return self.queue(Op::Entry(e, Body::Reused(ids)))
+                    }
+                    FromParent::Changed(old) => Guidance::hold(old, &self.ahead.guidance),
+                    FromParent::Nothing => None,
+                };
                 let Ok(file) = f.detach() else {
                     self.apply_ready(true)?;
                     return self.apply_entry(e, Body::Source(content));
@@ -162,6 +207,7 @@ impl Sink for Ingest<'_> {
                 let job = ReadJob {
                     path: e.path.clone(),
                     file,
+                    old,
                     reply,
                 };
                 let jobs = self.ahead.jobs.as_ref().expect("readers are running");
@@ -270,7 +316,7 @@ impl Ingest<'_> {
         let read = match content {
             Body::Source(Content::None) => return Ok(Some((Vec::new(), 0))),
             Body::Source(Content::Stream(r)) => {
-                let (ids, n) = store_stream(&self.feed(), r, &e.path)?;
+                let (ids, n, _) = store_stream(&self.feed(), r, &e.path, None)?;
                 self.stats.bytes_read += n;
                 return Ok(Some((ids, n)));
             }
@@ -280,14 +326,17 @@ impl Ingest<'_> {
                 return Ok(Some((ids, e.node.size)));
             }
             Body::Source(Content::File(f)) => {
-                if let Some(ids) = self.unchanged_in_parent(e)? {
-                    return self.file_content(e, Body::Reused(ids));
-                }
-                read_live(&self.feed(), &e.path, &|| f.open())?
+                let old = match self.parent_says(e)? {
+                    FromParent::Unchanged(ids) => return self.file_content(e, Body::Reused(ids)),
+                    FromParent::Changed(old) => Some(old),
+                    FromParent::Nothing => None,
+                };
+                read_live(&self.feed(), &e.path, &|| f.open(), old.as_ref())?
             }
             Body::Read(r) => r,
         };
         self.stats.bytes_read += read.bytes_read;
+        self.known_chunks += read.known;
         if let Some(w) = read.warning {
             self.warn(&e.path, w);
         }
@@ -304,76 +353,142 @@ impl Ingest<'_> {
     }
 }
 
-/// Chunk a file's bytes and store the chunks; returns their ids in file order and
-/// the number of bytes read. The first chunk is held back: if it is the only one
-/// it is hashed here ([`Feed::put_blob`]); once a second one arrives, every chunk
-/// goes to the workers to be hashed in parallel, and this waits for their ids at the
-/// end of the file. Errors: [`Error::Io`] when reading fails; the pipeline's errors.
-fn store_stream(feed: &Feed<'_>, r: &mut dyn Read, path: &[u8]) -> Result<(Vec<Id>, u64)> {
-    let params = feed.repo.config.chunker.clone();
+/// Chunk a file's bytes and store the chunks; returns their ids in file order, the
+/// number of bytes read and how many chunks were taken at `old`'s cuts. The first
+/// chunk is held back: if it is the only one it is hashed here
+/// ([`Feed::put_blob`]); once a second one arrives, every chunk goes to the workers to
+/// be hashed in parallel, and this waits for their ids at the end of the file.
+///
+/// With `old`, the file's chunks in the parent snapshot, a cut the parent made where
+/// this read stands is tried first ([`Chunker::next_known`]): its bytes are hashed
+/// here and, if they are that chunk, it is referenced (it is in the index) without the
+/// gear hash, a worker or a dedup check. A file overwritten in place is so cut at its
+/// old cuts up to the first change, by FastCDC from there until a cut falls on an old
+/// one again, then at old cuts again: the chunks FastCDC alone makes, at the cost of
+/// hashing one chunk in vain per changed stretch. Errors: [`Error::Io`] when reading
+/// fails; the index's and the pipeline's errors.
+fn store_stream(
+    feed: &Feed<'_>,
+    r: &mut dyn Read,
+    path: &[u8],
+    old: Option<&OldChunks>,
+) -> Result<(Vec<Id>, u64, usize)> {
+    let params = &feed.repo.config.chunker;
+    let mut cdc = Chunker::new(r, params);
+    let mut guide = old.map(Guide::new);
+    let io = |e| Error::io(format!("read {}", String::from_utf8_lossy(path)), e);
     let mut first: Option<Vec<u8>> = None;
     let (reply_tx, reply_rx) = unbounded::<ChunkReply>();
-    let mut count = 0usize;
-    let mut failed: Option<Error> = None;
+    let (mut count, mut known, mut n) = (0usize, 0usize, 0u64);
     // The chunk ids by position, taken from the workers' replies as they come in, while
     // the file is still being cut: left in the channel until the end, the replies of a
     // 40 GB model file (640,000 chunks of 64 KiB) would hold some 30 MiB.
     let mut ids = Replies::default();
-    let n = chunker::chunk_stream(
-        r,
-        &params,
-        |c| {
-            let len = c.len() as u64;
-            let sent = match count {
-                0 => {
-                    first = Some(c);
-                    Ok(())
-                }
-                _ => {
-                    let send = |seq, raw| {
-                        let reply = reply_tx.clone();
-                        feed.send(Job::Chunk { seq, raw, reply })
-                    };
-                    match first.take() {
-                        Some(head) => send(0, head).and_then(|_| send(count, c)),
-                        None => send(count, c),
-                    }
-                }
-            };
-            match sent.and_then(|()| ids.take(reply_rx.try_iter())) {
-                Ok(()) => {
-                    count += 1;
-                    feed.progress.inc(len);
-                    Ok(())
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    Err(None)
-                }
-            }
-        },
-        Some,
-    );
-    drop(reply_tx);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let n = match n {
-        Ok(n) => n,
-        Err(Some(io)) => {
-            return Err(Error::io(
-                format!("read {}", String::from_utf8_lossy(path)),
-                io,
-            ))
-        }
-        Err(None) => unreachable!("pipeline errors are returned above"),
+    let send = |seq, raw| {
+        let reply = reply_tx.clone();
+        feed.send(Job::Chunk { seq, raw, reply })
     };
+    loop {
+        let tried = match guide.as_mut() {
+            Some(g) => g.at(n, params.max_size, feed.repo)?,
+            None => None,
+        };
+        let len = match tried {
+            Some((id, len))
+                if cdc
+                    .next_known(len, |b| feed.repo.blob_id(b) == id)
+                    .map_err(io)? =>
+            {
+                if let Some(head) = first.take() {
+                    send(0, head)?;
+                }
+                ids.take(std::iter::once((count, Ok(id))))?;
+                known += 1;
+                len
+            }
+            _ => {
+                let Some(c) = cdc.next_chunk().map_err(io)? else {
+                    break;
+                };
+                let c = c.to_vec();
+                let len = c.len();
+                match (count, first.take()) {
+                    (0, _) => first = Some(c),
+                    (_, Some(head)) => send(0, head).and_then(|_| send(count, c))?,
+                    (_, None) => send(count, c)?,
+                }
+                len
+            }
+        };
+        count += 1;
+        n += len as u64;
+        feed.progress.inc(len as u64);
+        ids.take(reply_rx.try_iter())?;
+    }
+    drop(reply_tx);
     if let Some(only) = first {
-        return Ok((vec![feed.put_blob(BlobKind::Data, only)?], n));
+        return Ok((vec![feed.put_blob(BlobKind::Data, only)?], n, known));
     }
     // Ends when every job of this file has been answered (their senders dropped).
     ids.take(reply_rx.iter())?;
-    Ok((ids.all(count)?, n))
+    Ok((ids.all(count)?, n, known))
+}
+
+/// Where a changed file's parent chunks were cut, walked along a read of it.
+struct Guide<'o> {
+    old: &'o OldChunks,
+    /// The old chunk that starts at `at`, and its length once looked up.
+    next: usize,
+    at: u64,
+    len: Option<u32>,
+    /// An old chunk was not in the index: no cut is tried after it.
+    lost: bool,
+}
+
+impl<'o> Guide<'o> {
+    fn new(old: &'o OldChunks) -> Guide<'o> {
+        Guide {
+            old,
+            next: 0,
+            at: 0,
+            len: None,
+            lost: false,
+        }
+    }
+
+    /// The id and length of the old chunk that starts at byte `pos` of the file, if
+    /// one does and more than `max` bytes of the old file followed its start (the
+    /// condition of [`Chunker::next_known`]). `pos` never goes back. Old chunks are
+    /// looked up in the index (their raw length) as the read passes them.
+    fn at(
+        &mut self,
+        pos: u64,
+        max: u32,
+        repo: &crate::repo::Repository,
+    ) -> Result<Option<(Id, usize)>> {
+        while !self.lost && self.next < self.old.ids.len() && self.at <= pos {
+            let len = match self.len {
+                Some(len) => len,
+                None => match repo.index().get(&self.old.ids[self.next])? {
+                    Some(loc) => *self.len.insert(loc.entry.raw_len),
+                    None => {
+                        self.lost = true;
+                        break;
+                    }
+                },
+            };
+            if self.at == pos {
+                let after = self.old.size.saturating_sub(pos);
+                return Ok(
+                    (after > u64::from(max)).then(|| (self.old.ids[self.next], len as usize))
+                );
+            }
+            self.at += u64::from(len);
+            self.next += 1;
+            self.len = None;
+        }
+        Ok(None)
+    }
 }
 
 /// The chunk ids of one file, put in place as the workers' replies arrive (in any
@@ -433,28 +548,35 @@ fn read_live(
     feed: &Feed<'_>,
     path: &[u8],
     open: &dyn Fn() -> std::result::Result<(File, FileStat), OpenError>,
+    old: Option<&OldChunks>,
 ) -> Result<LiveRead> {
     let mut last = None;
-    let mut bytes_read = 0;
-    let not_stored = |warning: String, bytes_read| LiveRead {
+    let (mut bytes_read, mut known) = (0, 0);
+    let not_stored = |warning: String, bytes_read, known| LiveRead {
         stored: None,
         warning: Some(warning),
         bytes_read,
+        known,
     };
     for _ in 0..2 {
         let (mut file, before) = match open() {
             Ok(x) => x,
             Err(OpenError::Replaced) if last.is_none() => continue,
-            Err(err) => return Ok(not_stored(err.to_string(), bytes_read)),
+            Err(err) => return Ok(not_stored(err.to_string(), bytes_read, known)),
         };
-        let (ids, n) = match store_stream(feed, &mut file, path) {
+        let (ids, n, k) = match store_stream(feed, &mut file, path, old) {
             Ok(r) => r,
             Err(Error::Io { source, .. }) => {
-                return Ok(not_stored(format!("read failed: {source}"), bytes_read))
+                return Ok(not_stored(
+                    format!("read failed: {source}"),
+                    bytes_read,
+                    known,
+                ))
             }
             Err(other) => return Err(other),
         };
         bytes_read += n;
+        known += k;
         let after = FileStat::of(&file)
             .map_err(|err| Error::io(format!("stat {}", String::from_utf8_lossy(path)), err))?;
         if before.unchanged(&after) && n == before.size {
@@ -462,6 +584,7 @@ fn read_live(
                 stored: Some((ids, n, before)),
                 warning: None,
                 bytes_read,
+                known,
             });
         }
         last = Some((ids, n, before));
@@ -474,8 +597,9 @@ fn read_live(
                     .into(),
             ),
             bytes_read,
+            known,
         },
-        None => not_stored(OpenError::Replaced.to_string(), bytes_read),
+        None => not_stored(OpenError::Replaced.to_string(), bytes_read, known),
     })
 }
 
@@ -567,6 +691,16 @@ mod tests {
         readers: usize,
         parent: Option<(crate::id::Id, Snapshot)>,
     ) -> (crate::id::Id, Snapshot) {
+        let (id, snap, _) = take_counted(repo, root, readers, parent);
+        (id, snap)
+    }
+
+    fn take_counted(
+        repo: &Repository,
+        root: &Path,
+        readers: usize,
+        parent: Option<(crate::id::Id, Snapshot)>,
+    ) -> (crate::id::Id, Snapshot, super::super::Counts) {
         let spec = SnapshotSpec {
             parent,
             ..SnapshotSpec::new("t", SourceKind::Path)
@@ -629,5 +763,81 @@ mod tests {
         assert_eq!(r1.stats.files_unchanged, s1.stats.files - 2);
         assert_eq!(rn.stats.files_unchanged, r1.stats.files_unchanged);
         assert_eq!(rn.stats.bytes_read, r1.stats.bytes_read);
+    }
+
+    /// The chunks' ends of `data` as FastCDC alone cuts it (default parameters).
+    fn cuts(data: &[u8]) -> Vec<usize> {
+        let mut ends = Vec::new();
+        crate::chunker::chunk_stream(
+            data,
+            &crate::config::ChunkerParams::default(),
+            |c| {
+                ends.push(ends.last().copied().unwrap_or(0) + c.len());
+                Ok::<(), std::io::Error>(())
+            },
+            |e| e,
+        )
+        .unwrap();
+        ends
+    }
+
+    /// A big file changed in place (bytes overwritten, among them the byte that decided
+    /// a cut, a stretch of zeros that FastCDC cuts at its largest size, bytes appended),
+    /// or changed by an insertion that moves every later byte, is cut exactly as
+    /// FastCDC alone cuts it when its parent's cuts are tried first, by the reader
+    /// threads and on the source thread: the snapshot's tree is that of a snapshot
+    /// without a parent in another repository. And the parent's cuts were taken: most
+    /// chunks of the file changed in place (fails if none are tried or if they are
+    /// taken where FastCDC would not cut).
+    #[test]
+    fn a_changed_file_is_cut_at_its_parents_cuts_where_fastcdc_cuts_it() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let mut data = seeded(8 << 20, 77);
+        data[(5 << 20)..(5 << 20) + (1 << 20)].fill(0);
+        std::fs::write(src.join("small"), b"small").unwrap();
+        std::fs::write(src.join("big"), &data).unwrap();
+        let old_cuts = cuts(&data);
+        super::super::parent::settle();
+        let repo = new_repo(&d.path().join("repo"));
+        let parent = take(&repo, &src, 2, None);
+
+        // In place: 1 KiB at 1 MiB, the first byte of the 20th chunk (it decided the
+        // 19th chunk's cut), a byte in the zeros, and 100 KiB appended.
+        let mut edited = data.clone();
+        edited[(1 << 20)..(1 << 20) + 1024].copy_from_slice(&seeded(1024, 78));
+        edited[old_cuts[18]] ^= 0x5a;
+        edited[(5 << 20) + 4000] = 1;
+        edited.extend_from_slice(&seeded(100 << 10, 79));
+        // An insertion of 3 bytes at 2 MiB into that.
+        let mut inserted = edited.clone();
+        inserted.splice(2 << 20..2 << 20, *b"ins");
+        for (what, content) in [("in place", &edited), ("inserted", &inserted)] {
+            std::fs::write(src.join("big"), content).unwrap();
+            super::super::parent::settle();
+            let alone = new_repo(&d.path().join(format!("alone {what}")));
+            let (_, want) = take(&alone, &src, 2, None);
+            for readers in [0, 4] {
+                let (_, got, counts) = take_counted(&repo, &src, readers, Some(parent.clone()));
+                assert_eq!(
+                    got.tree, want.tree,
+                    "{what}, {readers} readers: other chunks"
+                );
+                assert!(got.errors.is_empty(), "{:?}", got.errors);
+                if what == "in place" {
+                    // 8 MiB in ~130 chunks, a few of them around each change cut anew.
+                    assert!(
+                        counts.known_chunks + 12 >= old_cuts.len(),
+                        "{readers} readers: {} of {} chunks taken at old cuts",
+                        counts.known_chunks,
+                        old_cuts.len()
+                    );
+                } else {
+                    // Up to the insertion, at old cuts; after it, no cut is where it was.
+                    assert!(counts.known_chunks >= 10, "{counts:?}");
+                }
+            }
+        }
     }
 }

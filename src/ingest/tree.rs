@@ -784,11 +784,11 @@ mod tests {
     fn import(repo: &Repository, tar: &[u8], spill_after: usize) -> (Id, Vec<FileError>, usize) {
         let spec = SnapshotSpec::new("t", SourceKind::Tar);
         let progress = Progress::new(true, "test");
-        let (_, snap, runs) = snapshot_spilling(repo, spec, &progress, spill_after, |sink| {
+        let (_, snap, counts) = snapshot_spilling(repo, spec, &progress, spill_after, |sink| {
             crate::source::tar::read_tar(tar, b"", sink)
         })
         .unwrap();
-        (snap.tree, snap.errors, runs)
+        (snap.tree, snap.errors, counts.spill_runs)
     }
 
     /// Every path of the tree `id` with the node fields that differ when an entry is
