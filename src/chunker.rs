@@ -20,7 +20,9 @@ use fastcdc::v2020::{cut_gear, get_gear_with_seed, logarithm2, Normalization, MA
 use crate::config::ChunkerParams;
 
 /// Bytes the buffer holds at least: four chunks of the default largest size. A refill
-/// moves at most one largest chunk's bytes to the front.
+/// moves at most one largest chunk's bytes to the front. It is never zeroed (a file
+/// of a few bytes costs no megabyte of `memset`): bytes are read into its spare
+/// capacity.
 const BUFFER_MIN: usize = 1 << 20;
 
 /// A FastCDC 2020 chunker over a stream, with normalization level 1 and the crate's
@@ -34,10 +36,9 @@ const BUFFER_MIN: usize = 1 << 20;
 /// `remaining` when that is less); without a match the chunk is `r` bytes.
 pub struct Chunker<R> {
     reader: R,
+    /// `buf[start..]` is read and not yet cut; its capacity is the buffer's size.
     buf: Vec<u8>,
-    /// `buf[start..end]` is read and not yet cut.
     start: usize,
-    end: usize,
     eof: bool,
     min: usize,
     avg: usize,
@@ -58,9 +59,8 @@ impl<R: Read> Chunker<R> {
         let max = params.max_size as usize;
         Chunker {
             reader,
-            buf: vec![0; BUFFER_MIN.max(2 * max + 2)],
+            buf: Vec::with_capacity(BUFFER_MIN.max(2 * max + 2)),
             start: 0,
-            end: 0,
             eof: false,
             min: params.min_size as usize,
             avg: params.avg_size as usize,
@@ -74,20 +74,18 @@ impl<R: Read> Chunker<R> {
 
     /// Read until more than `max` bytes are buffered past the cut, or the stream ends.
     fn fill(&mut self) -> std::io::Result<()> {
-        if self.eof || self.end - self.start > self.max {
+        if self.eof || self.buf.len() - self.start > self.max {
             return Ok(());
         }
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
+        self.buf.drain(..self.start);
         self.start = 0;
-        while !self.eof && self.end < self.buf.len() {
-            match self.reader.read(&mut self.buf[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // `read_to_end` reads into the spare capacity without zeroing it, and the
+        // limit keeps it from growing the buffer: fewer bytes than asked is the end.
+        let want = self.buf.capacity() - self.buf.len();
+        let got = (&mut self.reader)
+            .take(want as u64)
+            .read_to_end(&mut self.buf)?;
+        self.eof = got < want;
         Ok(())
     }
 
@@ -95,7 +93,7 @@ impl<R: Read> Chunker<R> {
     /// lives until the next call. Errors: the reader's.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<&[u8]>> {
         self.fill()?;
-        let left = &self.buf[self.start..self.end];
+        let left = &self.buf[self.start..];
         if left.is_empty() {
             return Ok(None);
         }
@@ -131,7 +129,7 @@ impl<R: Read> Chunker<R> {
         same: impl FnOnce(&[u8]) -> bool,
     ) -> std::io::Result<bool> {
         self.fill()?;
-        let left = &self.buf[self.start..self.end];
+        let left = &self.buf[self.start..];
         if left.len() <= self.max || len == 0 || len > self.max {
             return Ok(false);
         }
