@@ -9,9 +9,9 @@
 # or the script stops.
 #
 # Usage: benches/ab_changed.sh A_BINARY B_BINARY     stdout: a Markdown table
-# Environment: BENCH_DIR=/tmp/cbsnap-bench-abc (work dir; the corpus is made in
-# $BENCH_DIR/corpus unless CORPUS names one), BENCH_RUNS=5, BENCH_SEED=1,
-# BENCH_SCALE=1.
+# Environment: BENCH_DIR=/tmp/cbsnap-bench-abc (work dir; the corpus is made anew in
+# $BENCH_DIR/corpus, or in CORPUS, which is removed first), BENCH_RUNS=5,
+# BENCH_SEED=1, BENCH_SCALE=1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 a=$(realpath "$1") b=$(realpath "$2")
@@ -27,6 +27,7 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tree_of() { "$1" --repo "$2" snapshots --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["tree"])'; }
 
+rm -rf "$CORPUS"
 python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "${BENCH_SEED:-1}" \
     --scale "${BENCH_SCALE:-1}" >&2
 "$a" --repo "$BENCH_DIR/parent" -q init >/dev/null
