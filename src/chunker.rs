@@ -488,6 +488,34 @@ mod tests {
         assert!(!cdc.next_known(first, |_| true).unwrap());
     }
 
+    /// The gear hash of 64 bytes at a chunk's end is the crate's running hash there:
+    /// every cut FastCDC makes below `max` (with more than `max` bytes after the
+    /// chunk's start) meets the mask at its end, and no byte before it does.
+    #[test]
+    fn the_deciding_bytes_hash_is_the_crates() {
+        for set in 0..4 {
+            let p = params(set);
+            let data = mixed(2 << 20, 40 + set as u64);
+            let cdc = Chunker::new(&data[..], &p);
+            let (mut at, mut checked) = (0, 0);
+            for len in chunker_lengths(&data[..], &p) {
+                let chunk = &data[at..];
+                if chunk.len() > p.max_size as usize && len < p.max_size as usize {
+                    assert!(
+                        cdc.matches_at(chunk, len),
+                        "params {set}: cut at {at}+{len}"
+                    );
+                    for i in (0..len).step_by(7) {
+                        assert!(!cdc.matches_at(chunk, i), "params {set}: {at}+{i} < {len}");
+                    }
+                    checked += 1;
+                }
+                at += len;
+            }
+            assert!(checked > 5, "params {set}: {checked} cuts checked");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn cuts_as_the_crates_stream_cdc_does(
