@@ -332,7 +332,7 @@ impl Feed<'_> {
     }
 
     /// [`Feed::put_blob`] of a blob already hashed to `id`.
-    fn put_hashed(&self, id: Id, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
+    pub(super) fn put_hashed(&self, id: Id, kind: BlobKind, raw: Vec<u8>) -> Result<Id> {
         pack::check_blob(&id, raw.len() as u64, 0, Compression::Zstd)?;
         if claim(self.repo, self.pending, &id)? {
             self.send(Job::Store { id, kind, raw })?;

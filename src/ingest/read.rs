@@ -82,7 +82,8 @@ struct ReadJob {
 }
 
 /// Bytes of old chunk ids the queued read jobs may hold, at most: past this a changed
-/// file is read without its parent's cuts (a 40 GB model file's list is 19 MB).
+/// file is read without its parent's cuts (a 40 GB model file's list is 19 MB), unless
+/// no other list is held.
 const GUIDANCE_BUDGET: usize = 8 << 20;
 
 /// A changed file's [`OldChunks`], counted in the budget the jobs share until the
@@ -101,7 +102,8 @@ impl Guidance {
             old,
             held: Arc::clone(held),
         };
-        (before + bytes <= GUIDANCE_BUDGET).then_some(g)
+        // One file's list is always taken when no other is held.
+        (before == 0 || before + bytes <= GUIDANCE_BUDGET).then_some(g)
     }
 }
 
@@ -364,9 +366,10 @@ impl Ingest<'_> {
 /// here and, if they are that chunk, it is referenced (it is in the index) without the
 /// gear hash, a worker or a dedup check. A file overwritten in place is so cut at its
 /// old cuts up to the first change, by FastCDC from there until a cut falls on an old
-/// one again, then at old cuts again: the chunks FastCDC alone makes, at the cost of
-/// hashing one chunk in vain per changed stretch. Errors: [`Error::Io`] when reading
-/// fails; the index's and the pipeline's errors.
+/// one again, then at old cuts again: the chunks FastCDC alone makes. Bytes hashed in
+/// vain are not hashed again when FastCDC then cuts them at the same place (a file
+/// rewritten within every chunk): their id goes with them. Errors: [`Error::Io`] when
+/// reading fails; the pipeline's errors.
 fn store_stream(
     feed: &Feed<'_>,
     r: &mut dyn Read,
@@ -389,37 +392,50 @@ fn store_stream(
         feed.send(Job::Chunk { seq, raw, reply })
     };
     loop {
-        let tried = match guide.as_mut() {
-            Some(g) => g.at(n, params.max_size, feed.repo)?,
-            None => None,
-        };
-        let len = match tried {
-            Some((id, len))
-                if cdc
-                    .next_known(len, |b| feed.repo.blob_id(b) == id)
-                    .map_err(io)? =>
-            {
+        // The id of the bytes an old cut was tried on, if they were hashed in vain: a
+        // file rewritten within every chunk (scattered page writes) keeps its cuts,
+        // and the chunk then cut there is those bytes.
+        let mut hashed: Option<(usize, Id)> = None;
+        if let Some((id, len)) = guide
+            .as_mut()
+            .and_then(|g| g.at(n, params.max_size, feed.repo))
+        {
+            let taken = cdc
+                .next_known(len, |b| {
+                    let got = feed.repo.blob_id(b);
+                    hashed = Some((len, got));
+                    got == id
+                })
+                .map_err(io)?;
+            if taken {
                 if let Some(head) = first.take() {
                     send(0, head)?;
                 }
                 ids.take(std::iter::once((count, Ok(id))))?;
                 known += 1;
-                len
+                count += 1;
+                n += len as u64;
+                feed.progress.inc(len as u64);
+                continue;
             }
-            _ => {
-                let Some(c) = cdc.next_chunk().map_err(io)? else {
-                    break;
-                };
-                let c = c.to_vec();
-                let len = c.len();
-                match (count, first.take()) {
-                    (0, _) => first = Some(c),
-                    (_, Some(head)) => send(0, head).and_then(|_| send(count, c))?,
-                    (_, None) => send(count, c)?,
-                }
-                len
-            }
+        }
+        let Some(c) = cdc.next_chunk().map_err(io)? else {
+            break;
         };
+        let c = c.to_vec();
+        let len = c.len();
+        match (hashed, count, first.take()) {
+            (Some((l, id)), _, head) if l == len => {
+                if let Some(head) = head {
+                    send(0, head)?;
+                }
+                feed.put_hashed(id, BlobKind::Data, c)?;
+                ids.take(std::iter::once((count, Ok(id))))?;
+            }
+            (_, 0, _) => first = Some(c),
+            (_, _, Some(head)) => send(0, head).and_then(|_| send(count, c))?,
+            (_, _, None) => send(count, c)?,
+        }
         count += 1;
         n += len as u64;
         feed.progress.inc(len as u64);
@@ -459,19 +475,16 @@ impl<'o> Guide<'o> {
     /// The id and length of the old chunk that starts at byte `pos` of the file, if
     /// one does and more than `max` bytes of the old file followed its start (the
     /// condition of [`Chunker::next_known`]). `pos` never goes back. Old chunks are
-    /// looked up in the index (their raw length) as the read passes them.
-    fn at(
-        &mut self,
-        pos: u64,
-        max: u32,
-        repo: &crate::repo::Repository,
-    ) -> Result<Option<(Id, usize)>> {
+    /// looked up in the index (their raw length) as the read passes them; one that is
+    /// not there, or an index that cannot be read, ends the guidance (it only spares
+    /// work: the compress workers meet an index error themselves).
+    fn at(&mut self, pos: u64, max: u32, repo: &crate::repo::Repository) -> Option<(Id, usize)> {
         while !self.lost && self.next < self.old.ids.len() && self.at <= pos {
             let len = match self.len {
                 Some(len) => len,
-                None => match repo.index().get(&self.old.ids[self.next])? {
-                    Some(loc) => *self.len.insert(loc.entry.raw_len),
-                    None => {
+                None => match repo.index().get(&self.old.ids[self.next]) {
+                    Ok(Some(loc)) => *self.len.insert(loc.entry.raw_len),
+                    Ok(None) | Err(_) => {
                         self.lost = true;
                         break;
                     }
@@ -479,15 +492,13 @@ impl<'o> Guide<'o> {
             };
             if self.at == pos {
                 let after = self.old.size.saturating_sub(pos);
-                return Ok(
-                    (after > u64::from(max)).then(|| (self.old.ids[self.next], len as usize))
-                );
+                return (after > u64::from(max)).then(|| (self.old.ids[self.next], len as usize));
             }
             self.at += u64::from(len);
             self.next += 1;
             self.len = None;
         }
-        Ok(None)
+        None
     }
 }
 
@@ -813,7 +824,19 @@ mod tests {
         // An insertion of 3 bytes at 2 MiB into that.
         let mut inserted = edited.clone();
         inserted.splice(2 << 20..2 << 20, *b"ins");
-        for (what, content) in [("in place", &edited), ("inserted", &inserted)] {
+        // A byte changed in the middle of every chunk: every old cut is tried in vain,
+        // and most of those bytes are then cut at the same place (their id reused).
+        let mut everywhere = data.clone();
+        let mut start = 0;
+        for &end in &old_cuts {
+            everywhere[(start + end) / 2] ^= 0x33;
+            start = end;
+        }
+        for (what, content) in [
+            ("in place", &edited),
+            ("inserted", &inserted),
+            ("everywhere", &everywhere),
+        ] {
             std::fs::write(src.join("big"), content).unwrap();
             super::super::parent::settle();
             let alone = new_repo(&d.path().join(format!("alone {what}")));
@@ -833,9 +856,11 @@ mod tests {
                         counts.known_chunks,
                         old_cuts.len()
                     );
-                } else {
+                } else if what == "inserted" {
                     // Up to the insertion, at old cuts; after it, no cut is where it was.
                     assert!(counts.known_chunks >= 10, "{counts:?}");
+                } else {
+                    assert_eq!(counts.known_chunks, 0, "{counts:?}");
                 }
             }
         }
