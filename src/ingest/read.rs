@@ -457,7 +457,8 @@ struct Guide<'o> {
     next: usize,
     at: u64,
     len: Option<u32>,
-    /// An old chunk was not in the index: no cut is tried after it.
+    /// An old chunk was not in the index, or the index could not be read: no cut is
+    /// tried after it.
     lost: bool,
 }
 
