@@ -39,6 +39,8 @@ pub struct Chunker<R> {
     /// `buf[start..]` is read and not yet cut; its capacity is the buffer's size.
     buf: Vec<u8>,
     start: usize,
+    /// Bytes of the stream before `buf[start]`: those of the chunks handed out.
+    offset: u64,
     eof: bool,
     min: usize,
     avg: usize,
@@ -61,6 +63,7 @@ impl<R: Read> Chunker<R> {
             reader,
             buf: Vec::with_capacity(BUFFER_MIN.max(2 * max + 2)),
             start: 0,
+            offset: 0,
             eof: false,
             min: params.min_size as usize,
             avg: params.avg_size as usize,
@@ -110,7 +113,7 @@ impl<R: Read> Chunker<R> {
             &self.gear_ls,
         );
         let at = self.start;
-        self.start += len;
+        self.consume(len);
         Ok(Some(&self.buf[at..at + len]))
     }
 
@@ -139,8 +142,18 @@ impl<R: Read> Chunker<R> {
         if !same(&left[..len]) {
             return Ok(false);
         }
-        self.start += len;
+        self.consume(len);
         Ok(true)
+    }
+
+    /// The stream's bytes handed out in chunks so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    fn consume(&mut self, len: usize) {
+        self.start += len;
+        self.offset += len as u64;
     }
 
     /// Whether the gear hash at byte `i` of `chunk` (more than `max` bytes long) meets
@@ -172,13 +185,11 @@ pub fn chunk_stream<R: Read, E>(
     mut sink: impl FnMut(Vec<u8>) -> Result<(), E>,
     io_err: impl Fn(std::io::Error) -> E,
 ) -> Result<u64, E> {
-    let mut total = 0u64;
     let mut cdc = Chunker::new(reader, params);
     while let Some(c) = cdc.next_chunk().map_err(&io_err)? {
-        total += c.len() as u64;
         sink(c.to_vec())?;
     }
-    Ok(total)
+    Ok(cdc.offset())
 }
 
 #[cfg(test)]
@@ -369,13 +380,12 @@ mod tests {
             },
             p,
         );
-        let (mut out, mut taken, mut pos) = (Vec::new(), 0, 0);
+        let (mut out, mut taken) = (Vec::new(), 0);
         loop {
-            if let Some(&(len, hash)) = starts.get(&pos) {
+            if let Some(&(len, hash)) = starts.get(&(cdc.offset() as usize)) {
                 if cdc.next_known(len, |b| blake3::hash(b) == hash).unwrap() {
                     out.push(len);
                     taken += 1;
-                    pos += len;
                     continue;
                 }
             }
@@ -383,8 +393,8 @@ mod tests {
                 break;
             };
             out.push(c.len());
-            pos += c.len();
         }
+        assert_eq!(cdc.offset(), data.len() as u64);
         (out, taken)
     }
 

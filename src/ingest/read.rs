@@ -369,20 +369,20 @@ impl Ingest<'_> {
 /// one again, then at old cuts again: the chunks FastCDC alone makes. Bytes hashed in
 /// vain are not hashed again when FastCDC then cuts them at the same place (a file
 /// rewritten within every chunk): their id goes with them. Errors: [`Error::Io`] when
-/// reading fails; the pipeline's errors.
+/// reading fails; the index's (the dedup check of such a chunk) and the pipeline's
+/// errors.
 fn store_stream(
     feed: &Feed<'_>,
     r: &mut dyn Read,
     path: &[u8],
     old: Option<&OldChunks>,
 ) -> Result<(Vec<Id>, u64, usize)> {
-    let params = &feed.repo.config.chunker;
-    let mut cdc = Chunker::new(r, params);
+    let mut cdc = Chunker::new(r, &feed.repo.config.chunker);
     let mut guide = old.map(Guide::new);
     let io = |e| Error::io(format!("read {}", String::from_utf8_lossy(path)), e);
     let mut first: Option<Vec<u8>> = None;
     let (reply_tx, reply_rx) = unbounded::<ChunkReply>();
-    let (mut count, mut known, mut n) = (0usize, 0usize, 0u64);
+    let (mut count, mut known) = (0usize, 0usize);
     // The chunk ids by position, taken from the workers' replies as they come in, while
     // the file is still being cut: left in the channel until the end, the replies of a
     // 40 GB model file (640,000 chunks of 64 KiB) would hold some 30 MiB.
@@ -392,62 +392,83 @@ fn store_stream(
         feed.send(Job::Chunk { seq, raw, reply })
     };
     loop {
-        // The id of the bytes an old cut was tried on, if they were hashed in vain: a
-        // file rewritten within every chunk (scattered page writes) keeps its cuts,
-        // and the chunk then cut there is those bytes.
-        let mut hashed: Option<(usize, Id)> = None;
-        if let Some((id, len)) = guide
-            .as_mut()
-            .and_then(|g| g.at(n, params.max_size, feed.repo))
-        {
-            let taken = cdc
-                .next_known(len, |b| {
-                    let got = feed.repo.blob_id(b);
-                    hashed = Some((len, got));
-                    got == id
-                })
-                .map_err(io)?;
-            if taken {
-                if let Some(head) = first.take() {
-                    send(0, head)?;
-                }
-                ids.take(std::iter::once((count, Ok(id))))?;
-                known += 1;
-                count += 1;
-                n += len as u64;
-                feed.progress.inc(len as u64);
-                continue;
-            }
-        }
-        let Some(c) = cdc.next_chunk().map_err(io)? else {
-            break;
+        let (len, next) = match next_chunk(&mut cdc, guide.as_mut(), feed).map_err(io)? {
+            Some(next) => next,
+            None => break,
         };
-        let c = c.to_vec();
-        let len = c.len();
-        match (hashed, count, first.take()) {
-            (Some((l, id)), _, head) if l == len => {
-                if let Some(head) = head {
-                    send(0, head)?;
-                }
-                feed.put_hashed(id, BlobKind::Data, c)?;
-                ids.take(std::iter::once((count, Ok(id))))?;
+        let id = match next {
+            Next::Known(id) => {
+                known += 1;
+                Some(id)
             }
-            (_, 0, _) => first = Some(c),
-            (_, _, Some(head)) => send(0, head).and_then(|_| send(count, c))?,
-            (_, _, None) => send(count, c)?,
+            Next::Hashed(id, raw) => Some(feed.put_hashed(id, BlobKind::Data, raw)?),
+            Next::Cut(c) => {
+                match (count, first.take()) {
+                    (0, _) => first = Some(c),
+                    (_, Some(head)) => send(0, head).and_then(|_| send(count, c))?,
+                    (_, None) => send(count, c)?,
+                }
+                None
+            }
+        };
+        if let Some(id) = id {
+            if let Some(head) = first.take() {
+                send(0, head)?;
+            }
+            ids.take(std::iter::once((count, Ok(id))))?;
         }
         count += 1;
-        n += len as u64;
         feed.progress.inc(len as u64);
         ids.take(reply_rx.try_iter())?;
     }
     drop(reply_tx);
+    let n = cdc.offset();
     if let Some(only) = first {
         return Ok((vec![feed.put_blob(BlobKind::Data, only)?], n, known));
     }
     // Ends when every job of this file has been answered (their senders dropped).
     ids.take(reply_rx.iter())?;
     Ok((ids.all(count)?, n, known))
+}
+
+/// The next chunk of a file, and whether its id is known here.
+enum Next {
+    /// Taken at an old cut: the parent's chunk, in the repository.
+    Known(Id),
+    /// Cut by FastCDC where its bytes had been hashed in vain: stored under that id.
+    Hashed(Id, Vec<u8>),
+    /// Cut by FastCDC: a compress worker hashes it.
+    Cut(Vec<u8>),
+}
+
+/// The length and the [`Next`] of the chunk after the bytes already taken from
+/// `cdc`; `None` at the end. An old cut where the read stands is tried first: a file
+/// rewritten within every chunk (scattered page writes) keeps its cuts, and the
+/// chunk then cut there is the bytes just hashed. Errors: the reader's.
+fn next_chunk<R: Read>(
+    cdc: &mut Chunker<R>,
+    guide: Option<&mut Guide<'_>>,
+    feed: &Feed<'_>,
+) -> std::io::Result<Option<(usize, Next)>> {
+    let at = cdc.offset();
+    let mut hashed = None;
+    if let Some((id, len)) = guide.and_then(|g| g.at(at, feed.repo)) {
+        let same = |b: &[u8]| {
+            let got = feed.repo.blob_id(b);
+            hashed = Some((len, got));
+            got == id
+        };
+        if cdc.next_known(len, same)? {
+            return Ok(Some((len, Next::Known(id))));
+        }
+    }
+    Ok(cdc.next_chunk()?.map(|c| {
+        let next = match hashed {
+            Some((len, id)) if len == c.len() => Next::Hashed(id, c.to_vec()),
+            _ => Next::Cut(c.to_vec()),
+        };
+        (c.len(), next)
+    }))
 }
 
 /// Where a changed file's parent chunks were cut, walked along a read of it.
@@ -479,7 +500,8 @@ impl<'o> Guide<'o> {
     /// looked up in the index (their raw length) as the read passes them; one that is
     /// not there, or an index that cannot be read, ends the guidance (it only spares
     /// work: the compress workers meet an index error themselves).
-    fn at(&mut self, pos: u64, max: u32, repo: &crate::repo::Repository) -> Option<(Id, usize)> {
+    fn at(&mut self, pos: u64, repo: &crate::repo::Repository) -> Option<(Id, usize)> {
+        let max = repo.config.chunker.max_size;
         while !self.lost && self.next < self.old.ids.len() && self.at <= pos {
             let len = match self.len {
                 Some(len) => len,
