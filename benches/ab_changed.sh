@@ -31,10 +31,12 @@ rm -rf "$CORPUS"
 python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "${BENCH_SEED:-1}" \
     --scale "${BENCH_SCALE:-1}" >&2
 "$a" --repo "$BENCH_DIR/parent" -q init >/dev/null
+# A file written within 100 ms of a snapshot's start proves nothing to the next one
+# (racy-git): let the generated files settle, so that the changed snapshots read only
+# what the mutation changed.
+sleep 1
 "$a" --repo "$BENCH_DIR/parent" -q snapshot --path "$CORPUS" --name corpus
 python3 "$ROOT/benches/gen_corpus.py" --out "$CORPUS" --seed "${BENCH_SEED:-1}" --mutate >&2
-# What the parent's timestamps need to tell the mutated files from the others.
-sleep 1
 
 declare -A W U S
 want=
