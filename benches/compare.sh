@@ -7,7 +7,9 @@
 # Records wall time and peak RSS (GNU time) and the repository size. With
 # cbsnap and `taskset`, the big-file part of the corpus (the random blobs) is
 # also snapshotted pinned to one core and to two, warm cache, to show the
-# scaling with cores (and the compute limit the same way, with LIMIT).
+# scaling with cores (and the compute limit the same way, with LIMIT), once
+# into a repository on the disk and once, when /dev/shm is a tmpfs with room,
+# into one in memory: the engine's scaling without the disk's floor.
 #
 # Usage: benches/compare.sh [--write-docs]
 #   stdout: a Markdown report; progress goes to stderr.
@@ -277,8 +279,16 @@ done
 # Scaling with cores: the random blobs (the big-file part of the corpus) into a
 # new repository each run, warm cache, pinned with taskset to one core and to
 # two; one, two, one, two, the faster of each kept. The compute limit likewise.
+# The same snapshot into a repository on tmpfs (/dev/shm, if it is one and has
+# room for two copies of the blobs) is the engine's scaling without the disk.
 CORE_SETS=()
 BIG=$CORPUS/ollama/models/blobs
+SHM_REPO=
+if [[ $(stat -f -c %T /dev/shm 2>/dev/null) == tmpfs ]] &&
+    (($(df --output=avail -B1 /dev/shm | tail -n 1) > 2 * BLOB_BYTES)); then
+    SHM_REPO=/dev/shm/cbsnap-bench-cores.$$
+    trap 'rm -rf "$SHM_REPO"' EXIT
+fi
 if [[ " ${TOOLS[*]} " != *" cbsnap "* ]]; then :
 elif ! command -v taskset >/dev/null || (($(nproc) < 2)); then
     NOTES+=("Scaling with cores not measured: it needs \`taskset\` (util-linux) and 2 CPUs.")
@@ -292,6 +302,12 @@ else
             rm -rf "$repo"
             run_logged cbsnap "init-cores" "$CBSNAP" --repo "$repo" init
             measure big-cbsnap "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$repo" -q snapshot --path "$BIG" --name big
+            if [[ -n $SHM_REPO ]]; then
+                rm -rf "$SHM_REPO"
+                run_logged cbsnap "init-cores-tmpfs" "$CBSNAP" --repo "$SHM_REPO" init
+                measure big-tmpfs "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$SHM_REPO" -q snapshot --path "$BIG" --name big
+                rm -rf "$SHM_REPO"
+            fi
             if [[ -n $LIMIT ]]; then
                 measure big-limit "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$LIMIT" "$BIG"
             fi
@@ -303,7 +319,7 @@ else
     done
     rm -rf "$BENCH_DIR/repo/cbsnap-cores"
     WARM=0
-    for what in big-cbsnap big-limit big-cp; do
+    for what in big-cbsnap big-tmpfs big-limit big-cp; do
         for cores in "${CORE_SETS[@]}"; do
             [[ -n ${WALL[$what:$cores.1]:-} ]] || continue
             WALL[$what:$cores]=$(awk -v a="${WALL[$what:$cores.1]}" -v b="${WALL[$what:$cores.2]}" 'BEGIN { print (a < b ? a : b) }')
@@ -399,15 +415,26 @@ cores_table() {
     echo "| what | 1 core (s) | 2 cores (s) | 2 cores ÷ 1 core speed-up |"
     echo "|---|--:|--:|--:|"
     local what
-    for what in big-cbsnap big-limit big-cp; do
+    for what in big-cbsnap big-tmpfs big-limit big-cp; do
         [[ -n ${WALL[$what:0]:-} ]] || continue
-        printf '| %s | %s | %s | %s |\n' "${what#big-}" "${WALL[$what:0]}" "${WALL[$what:0,1]}" \
+        printf '| %s | %s | %s | %s |\n' "$(core_row "$what")" "${WALL[$what:0]}" "${WALL[$what:0,1]}" \
             "$(ratio "${WALL[$what:0]}" "${WALL[$what:0,1]}")"
     done
     echo
     echo "**cp** is \`cp -r\` of the blobs + \`sync\`: it writes the bytes a snapshot of them stores"
     echo "(they do not compress), so its time is the disk's floor for cbsnap's 2-core run:"
     echo "cbsnap ÷ cp on 2 cores $(ratio "${WALL[big-cbsnap:0,1]}" "${WALL[big-cp:0,1]}")."
+    if [[ -n ${WALL[big-tmpfs:0]:-} ]]; then
+        echo "**cbsnap, repository on tmpfs** is the same snapshot into a repository in \`/dev/shm\`:"
+        echo "no disk writes, so it shows how the engine itself scales."
+    fi
+}
+
+core_row() {
+    case $1 in
+        big-tmpfs) echo "cbsnap, repository on tmpfs" ;;
+        *) echo "${1#big-}" ;;
+    esac
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
