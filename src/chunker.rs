@@ -11,7 +11,13 @@
 //! its one-chunk buffer and zero-fills it after every chunk. It can also *take* a cut
 //! it is told about ([`Chunker::next_known`]): a file changed in place is cut where its
 //! parent snapshot's chunks were, chunk by chunk, as long as each one's content is
-//! the same, without the gear hash over its bytes.
+//! the same, without the gear hash over its bytes. This is close to RapidCDC's
+//! fast-forward with its rolling-window and fingerprint tests (Ni and Jiang,
+//! "RapidCDC: Leveraging Duplicate Locality to Accelerate Chunking in CDC-based
+//! Deduplication Systems", SoCC 2019). Here the hints are the parent's chunks of the
+//! same file, and one is taken only where sequential FastCDC cuts too (the conditions
+//! are on [`Chunker::next_known`]), so the chunks are the ones a read without hints
+//! makes.
 
 use std::io::Read;
 
