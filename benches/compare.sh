@@ -294,20 +294,19 @@ elif ! command -v taskset >/dev/null || (($(nproc) < 2)); then
     NOTES+=("Scaling with cores not measured: it needs \`taskset\` (util-linux) and 2 CPUs.")
 else
     CORE_SETS=(0 0,1)
+    # big_snapshot WHAT REPO: the blobs into a new repository at REPO, on $cores.
+    big_snapshot() {
+        rm -rf "$2"
+        run_logged cbsnap "init-$1" "$CBSNAP" --repo "$2" init
+        measure "$1" "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$2" -q snapshot --path "$BIG" --name big
+        rm -rf "$2"
+    }
     cat "$BIG"/* >/dev/null
     WARM=1
     for round in 1 2; do
         for cores in "${CORE_SETS[@]}"; do
-            repo=$BENCH_DIR/repo/cbsnap-cores
-            rm -rf "$repo"
-            run_logged cbsnap "init-cores" "$CBSNAP" --repo "$repo" init
-            measure big-cbsnap "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$repo" -q snapshot --path "$BIG" --name big
-            if [[ -n $SHM_REPO ]]; then
-                rm -rf "$SHM_REPO"
-                run_logged cbsnap "init-cores-tmpfs" "$CBSNAP" --repo "$SHM_REPO" init
-                measure big-tmpfs "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$CBSNAP" --repo "$SHM_REPO" -q snapshot --path "$BIG" --name big
-                rm -rf "$SHM_REPO"
-            fi
+            big_snapshot big-cbsnap "$BENCH_DIR/repo/cbsnap-cores"
+            if [[ -n $SHM_REPO ]]; then big_snapshot big-tmpfs "$SHM_REPO"; fi
             if [[ -n $LIMIT ]]; then
                 measure big-limit "$cores.$round" "$BENCH_DIR" taskset -c "$cores" "$LIMIT" "$BIG"
             fi
@@ -317,7 +316,6 @@ else
             rm -rf "$BENCH_DIR/cores-cp"
         done
     done
-    rm -rf "$BENCH_DIR/repo/cbsnap-cores"
     WARM=0
     for what in big-cbsnap big-tmpfs big-limit big-cp; do
         for cores in "${CORE_SETS[@]}"; do
