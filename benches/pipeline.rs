@@ -9,6 +9,12 @@
 //! The `chunk_params` group compares FastCDC parameter sets in throughput; their
 //! effect on deduplication is measured end to end by `benches/chunk_params.sh`.
 //!
+//! The `chunk_guided` group reads a file changed in place (four 1 MiB regions of the
+//! 64 MiB overwritten) again with its parent's cuts and ids
+//! ([`cbsnap::chunker::Chunker::next_known`], as a changed file of a snapshot with a
+//! parent is read), against FastCDC alone followed by BLAKE3 of every chunk: both
+//! give every chunk's id, and the same ids.
+//!
 //! The later stages, each alone: `pack` (appending the compressed chunks to a
 //! [`cbsnap::pack::PackWriter`] and sealing it, into the page cache, no fsync),
 //! `index_lookup` (dedup checks against a RocksDB index of 200,000 chunks: hits,
@@ -25,7 +31,7 @@ use std::time::Duration;
 
 use std::os::unix::fs::FileExt;
 
-use cbsnap::chunker::chunk_stream;
+use cbsnap::chunker::{chunk_stream, Chunker};
 use cbsnap::config::ChunkerParams;
 use cbsnap::crypto::Crypt;
 use cbsnap::id::Id;
@@ -182,6 +188,89 @@ fn bench_serial(c: &mut Criterion, inputs: &[(&str, Vec<u8>)]) {
                 .expect("in-memory read");
                 stored
             })
+        });
+    }
+    g.finish();
+}
+
+/// `data` with four 1 MiB regions overwritten (seeded), as `gen_corpus.py --mutate`
+/// does to the largest model blob of the compare corpus.
+fn edited(data: &[u8], seed: u64) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for k in 0..4 {
+        let at = (k * LEN / 4 + (1 << 20)).min(LEN - (1 << 20));
+        rng.fill_bytes(&mut out[at..at + (1 << 20)]);
+    }
+    out
+}
+
+/// The ids of `data`'s chunks, cut by FastCDC alone and hashed one by one: what a
+/// changed file costs the reader and the workers without its parent's cuts.
+fn fastcdc_ids(data: &[u8], p: &ChunkerParams) -> Vec<Id> {
+    let mut ids = Vec::new();
+    let mut cdc = Chunker::new(data, p);
+    while let Some(c) = cdc.next_chunk().expect("in-memory read") {
+        ids.push(Id::hash(c));
+    }
+    ids
+}
+
+/// The ids of `data`'s chunks, cut at the parent's cuts where FastCDC cuts too
+/// ([`Chunker::next_known`], as `ingest::read` walks them): an old chunk that starts
+/// where the read stands, with more than `max` bytes of the old file after it, is
+/// tried first; FastCDC cuts the rest. `old` is the parent's chunks: id and length.
+fn guided_ids(data: &[u8], old: &[(Id, usize)], p: &ChunkerParams) -> Vec<Id> {
+    let old_len: usize = old.iter().map(|&(_, len)| len).sum();
+    let (mut next, mut old_at) = (0, 0);
+    let mut ids = Vec::new();
+    let mut cdc = Chunker::new(data, p);
+    loop {
+        let at = cdc.offset() as usize;
+        while next < old.len() && old_at < at {
+            old_at += old[next].1;
+            next += 1;
+        }
+        if next < old.len() && old_at == at && old_len - at > p.max_size as usize {
+            let (id, len) = old[next];
+            if cdc
+                .next_known(len, |b| Id::hash(b) == id)
+                .expect("in-memory read")
+            {
+                ids.push(id);
+                continue;
+            }
+        }
+        match cdc.next_chunk().expect("in-memory read") {
+            Some(c) => ids.push(Id::hash(c)),
+            None => return ids,
+        }
+    }
+}
+
+/// A file changed in place (four 1 MiB regions of 64 MiB overwritten) read again
+/// with its parent's cuts, against FastCDC alone; both give every chunk's id, and
+/// the same ids (checked before measuring).
+fn bench_guided(c: &mut Criterion, inputs: &[(&str, Vec<u8>)]) {
+    let mut g = c.benchmark_group("chunk_guided");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    let p = ChunkerParams::default();
+    for (name, data) in inputs {
+        let old: Vec<(Id, usize)> = chunks(data, &p)
+            .iter()
+            .map(|c| (Id::hash(c), c.len()))
+            .collect();
+        let new = edited(data, 3);
+        assert_eq!(
+            guided_ids(&new, &old, &p),
+            fastcdc_ids(&new, &p),
+            "{name}: the parent's cuts gave other chunks than FastCDC alone"
+        );
+        g.bench_with_input(BenchmarkId::new("fastcdc_then_hash", name), &new, |b, d| {
+            b.iter(|| fastcdc_ids(d, &p))
+        });
+        g.bench_with_input(BenchmarkId::new("parent_cuts", name), &new, |b, d| {
+            b.iter(|| guided_ids(d, &old, &p))
         });
     }
     g.finish();
@@ -384,6 +473,7 @@ fn main() {
     bench_hash(&mut c, &chunked);
     bench_compress(&mut c, &chunked);
     bench_serial(&mut c, &inputs);
+    bench_guided(&mut c, &inputs);
     let stored: Vec<(&str, Vec<Stored>)> = chunked.iter().map(|(n, cs)| (*n, stored(cs))).collect();
     bench_pack(&mut c, &stored);
     bench_index_lookup(&mut c);
