@@ -193,7 +193,7 @@ fn bench_serial(c: &mut Criterion, inputs: &[(&str, Vec<u8>)]) {
     g.finish();
 }
 
-/// `data` with four 1 MiB regions overwritten (seeded), as `gen_corpus.py --mutate`
+/// `data` with four 1 MiB regions overwritten (seeded), like what `gen_corpus.py --mutate`
 /// does to the largest model blob of the compare corpus.
 fn edited(data: &[u8], seed: u64) -> Vec<u8> {
     let mut out = data.to_vec();
