@@ -125,6 +125,25 @@ impl Plan {
     }
 }
 
+/// Refuse to plan while any snapshot file cannot be read: the blobs only it references
+/// would look unreferenced and be deleted. A flipped byte, a lost write, or a file a
+/// newer cbsnap wrote must not cost the data of that snapshot (as an unreadable tree
+/// stops [`reach::referenced`]). [`Error::Corrupt`] names every such file and what to do.
+fn refuse_damaged(damaged: &[snapshot::DamagedSnapshot]) -> Result<()> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let files: Vec<String> = damaged
+        .iter()
+        .map(|d| format!("  {} {}", d.path.display(), d.reason))
+        .collect();
+    Err(Error::Corrupt(format!(
+        "{} snapshot file(s) cannot be read, so nothing was removed: the data only they reference would look unused.\n{}\nCopy each back from a mirror or backup, or prune with the cbsnap that wrote it (a newer version); to give one up, move it out of snapshots/ and run prune again.",
+        damaged.len(),
+        files.join("\n")
+    )))
+}
+
 /// Make the plan. The caller holds the exclusive lock (or accepts that the plan is
 /// stale by the time it is printed, as `prune --dry-run` may).
 pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
@@ -136,7 +155,9 @@ pub fn plan(repo: &Repository, opts: &PlanOptions) -> Result<Plan> {
     }
     // Listed now, not at open: under the exclusive lock no other process commits, and
     // a snapshot this handle committed since it opened must keep its blobs.
-    let snapshots = snapshot::load_all(repo.storage(), repo.crypt())?;
+    let set = snapshot::scan(repo.storage(), repo.crypt())?;
+    refuse_damaged(&set.damaged)?;
+    let snapshots = set.snapshots;
     let (referenced, trees) = reach::referenced(repo, &snapshots)?;
 
     let mut uses: HashMap<Id, PackUse> = repo

@@ -304,3 +304,53 @@ fn retiring_a_pack_keeps_entries_that_point_elsewhere() {
     let packs = idx.packs().unwrap();
     assert!(!packs.contains_key(&old) && packs.contains_key(&new));
 }
+
+/// A snapshot file prune cannot read (a flipped byte, or written by a newer cbsnap)
+/// may be the only one that references some data: prune removes nothing, names the
+/// file and says what to do, and the data is still there once the file is good again.
+#[test]
+fn prune_refuses_while_a_snapshot_file_cannot_be_read() {
+    let env = Env::new();
+    let (x, y) = (env.path("x"), env.path("y"));
+    write(&x, "x.bin", &random_bytes(2 << 20, 11));
+    write(&y, "y.bin", &random_bytes(2 << 20, 12));
+    env.snapshot(&x, "x");
+    let yid = env.snapshot(&y, "y");
+    let file = env.repo().join("snapshots").join(&yid);
+    let good = fs::read(&file).unwrap();
+    let before = packs(&env.repo());
+
+    // A flipped byte: the file no longer matches its name.
+    let mut flipped = good.clone();
+    let at = flipped.len() - 3;
+    flipped[at] ^= 1;
+    fs::write(&file, &flipped).unwrap();
+    // A file a newer cbsnap wrote: named by its BLAKE3, version 3 in the header.
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let newer_name = blake3::hash(&newer).to_hex().to_string();
+    let newer_file = env.repo().join("snapshots").join(&newer_name);
+    fs::write(&newer_file, &newer).unwrap();
+
+    for args in [
+        &["prune"][..],
+        &["prune", "--dry-run"],
+        &["forget", "x", "--keep-last", "1", "--prune"],
+    ] {
+        let out = env.run(&env.repo(), args);
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {text}");
+        assert!(text.contains("nothing was removed"), "{text}");
+        assert!(text.contains(&yid), "{text}");
+        assert!(text.contains(&newer_name), "{text}");
+        assert!(text.contains("upgrade cbsnap"), "{text}");
+        assert_eq!(packs(&env.repo()), before, "{args:?} removed packs");
+    }
+
+    // With the good file back and the newer one moved out, y restores whole.
+    fs::write(&file, &good).unwrap();
+    fs::remove_file(&newer_file).unwrap();
+    env.ok(&["prune"]);
+    let to = env.restore(&env.repo(), "y@latest", "ry");
+    assert_same_files(&to, &y);
+}
