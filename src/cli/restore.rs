@@ -25,11 +25,13 @@ pub struct Args {
     #[arg(long, value_name = "VOLUME")]
     pub to_volume: Option<String>,
     /// Restore into a non-empty directory, replacing entries of the same name (other
-    /// entries are kept; see --delete)
+    /// entries are kept, also a non-empty directory where the snapshot has a file;
+    /// see --delete)
     #[arg(long)]
     pub force: bool,
     /// Restore into a non-empty directory and remove what the snapshot does not have,
-    /// so the directory equals the snapshot (volumes are always made equal)
+    /// so the directory equals the snapshot (volumes are always made equal); nothing
+    /// inside a filesystem mounted below it is removed
     #[arg(long)]
     pub delete: bool,
     /// Only this path of the snapshot, e.g. `models/manifests` (repeatable; needs --to)

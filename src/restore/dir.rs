@@ -26,13 +26,16 @@
 //! is checked to be one path component, nothing is created by following a symlink
 //! (an existing entry of another type is removed first, files are created with
 //! `O_EXCL` and renamed into place), and with `delete` entries absent from the
-//! snapshot are removed.
+//! snapshot are removed, but never inside another filesystem mounted below the
+//! target. Without `delete`, a non-empty directory in the way of a file is kept
+//! (it holds what the snapshot does not have). A target that holds the local
+//! repository, or lies inside it, is refused before anything is written.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use filetime::FileTime;
@@ -266,6 +269,7 @@ pub fn restore(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Report> {
+    refuse_repository_inside(repo, target)?;
     if target.exists() {
         let md = fs::symlink_metadata(target).ctx(|| format!("stat {}", target.display()))?;
         if !md.is_dir() {
@@ -320,7 +324,7 @@ pub fn restore(
     };
     let nodes = load_tree(repo, &snap.tree)?;
     if st.delete && top == Take::Whole {
-        remove_extraneous(target, &nodes, b"", &st.filter)?;
+        remove_extraneous(&mut st, target, &nodes, b"")?;
     }
     let mut stack = vec![Frame {
         dir: target.to_path_buf(),
@@ -358,6 +362,48 @@ pub fn restore(
     }
     progress.finish();
     Ok(st.report)
+}
+
+/// Refuse a target that holds the repository, or lies inside it: with `--delete` the
+/// restore would remove the repository, and with `--force` a snapshot that holds an
+/// older copy of it would write that copy over it. [`Error::Usage`] names both paths.
+/// Only a local repository can be in the way; a path that does not exist yet is taken
+/// from its nearest existing ancestor, so a symlink on the way is followed as the
+/// restore would follow it.
+fn refuse_repository_inside(repo: &Repository, target: &Path) -> Result<()> {
+    let Some(root) = repo.local_root() else {
+        return Ok(());
+    };
+    let Ok(root) = fs::canonicalize(root) else {
+        return Ok(());
+    };
+    let mut existing = target.to_path_buf();
+    let mut rest = Vec::new();
+    let base = loop {
+        if let Ok(c) = fs::canonicalize(&existing) {
+            break c;
+        }
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = if parent.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    parent.to_path_buf()
+                };
+            }
+            _ => return Ok(()),
+        }
+    };
+    let resolved = rest.iter().rev().fold(base, |p, n| p.join(n));
+    if root.starts_with(&resolved) || resolved.starts_with(&root) {
+        return Err(Error::Usage(format!(
+            "the repository {} is inside {} or holds it: restoring there could overwrite or remove the repository. Restore into a directory outside it (then move what you need), or move the repository elsewhere first",
+            root.display(),
+            resolved.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether an I/O error would fail every later entry too, so the restore stops on
@@ -402,13 +448,13 @@ fn restore_entry(
     match node.kind {
         NodeKind::Dir => {
             let created =
-                clear_conflict(&path, node.kind).and_then(|_| {
-                    match fs::DirBuilder::new().mode(0o700).create(&path) {
+                clear_conflict(&path, node.kind, st.delete).and_then(
+                    |_| match fs::DirBuilder::new().mode(0o700).create(&path) {
                         Ok(()) => Ok(()),
                         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
                         Err(e) => Err(Error::io_path("create directory", &path, e)),
-                    }
-                });
+                    },
+                );
             if let Err(e) = created {
                 let detail = classify(e)?;
                 st.not_restored(&path, detail);
@@ -429,10 +475,7 @@ fn restore_entry(
                 }
             };
             if st.delete && take == Take::Whole {
-                if let Err(e) = remove_extraneous(&path, &nodes, &rel, &st.filter) {
-                    let detail = classify(e)?;
-                    st.not_restored(&path, format!("extra entries not removed: {detail}"));
-                }
+                remove_extraneous(st, &path, &nodes, &rel)?;
             }
             st.dirs.push((path.clone(), node));
             Ok(Some(Frame {
@@ -449,7 +492,7 @@ fn restore_entry(
                     flush_jobs(st)?;
                 }
                 if let Some(first) = st.links.get(&node.link_group).cloned() {
-                    if let Err(e) = link_into_place(&first, &path) {
+                    if let Err(e) = link_into_place(&first, &path, st.delete) {
                         let detail = classify(e)?;
                         st.not_restored(&path, detail);
                     } else {
@@ -484,8 +527,8 @@ fn restore_entry(
             Ok(None)
         }
         _ => {
-            if let Err(e) =
-                clear_conflict(&path, node.kind).and_then(|_| create_special(&path, &node))
+            if let Err(e) = clear_conflict(&path, node.kind, st.delete)
+                .and_then(|_| create_special(&path, &node))
             {
                 let detail = classify(e)?;
                 st.not_restored(&path, detail);
@@ -533,32 +576,33 @@ fn create_special(path: &Path, node: &Node) -> Result<()> {
 }
 
 /// Make `path` a hard link to `first`, replacing what is there atomically.
-fn link_into_place(first: &Path, path: &Path) -> Result<()> {
+fn link_into_place(first: &Path, path: &Path, delete: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = crate::fsutil::temp_made_by(dir, |p| fs::hard_link(first, p))
         .ctx(|| format!("link {} to {}", path.display(), first.display()))?
         .into_temp_path();
     // On error, dropping `tmp` removes the link.
-    rename_into_place(&tmp, path)?;
+    rename_into_place(&tmp, path, delete)?;
     tmp.disable_cleanup(true);
     Ok(())
 }
 
 /// Rename a finished temporary file over `path`; a directory in the way is removed
-/// (the snapshot has a file there).
-fn rename_into_place(tmp: &Path, path: &Path) -> Result<()> {
+/// as [`remove_in_the_way`] allows (the snapshot has a file there).
+fn rename_into_place(tmp: &Path, path: &Path, delete: bool) -> Result<()> {
     match fs::rename(tmp, path) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::ENOTEMPTY)) => {
-            fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))?;
+            remove_in_the_way(path, delete)?;
             fs::rename(tmp, path).ctx(|| format!("rename into {}", path.display()))
         }
         Err(e) => Err(Error::io_path("rename into", path, e)),
     }
 }
 
-/// Remove whatever is at `path` unless it is a directory and a directory is wanted.
-fn clear_conflict(path: &Path, kind: NodeKind) -> Result<()> {
+/// Remove whatever is at `path` unless it is a directory and a directory is wanted;
+/// a directory is removed as [`remove_in_the_way`] allows.
+fn clear_conflict(path: &Path, kind: NodeKind, delete: bool) -> Result<()> {
     let md = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -568,36 +612,112 @@ fn clear_conflict(path: &Path, kind: NodeKind) -> Result<()> {
         if kind == NodeKind::Dir {
             return Ok(());
         }
-        fs::remove_dir_all(path).ctx(|| format!("remove {}", path.display()))
+        remove_in_the_way(path, delete)
     } else {
         fs::remove_file(path).ctx(|| format!("remove {}", path.display()))
     }
 }
 
+/// Remove the directory `path`, where the snapshot has an entry of another type. An
+/// empty one always goes. A non-empty one goes only with `delete`: `--force` keeps
+/// what the snapshot does not have, and what is inside is not in the snapshot; the
+/// entry is then not restored, and the error says why (for [`classify`] to list).
+fn remove_in_the_way(path: &Path, delete: bool) -> Result<()> {
+    match fs::remove_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) && !delete => Err(Error::Usage(
+            "a non-empty directory is in the way, and --force keeps what the snapshot does not have; move it aside, or restore with --delete to make the target equal the snapshot".into(),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => remove_tree(path),
+        Err(e) => Err(Error::io_path("remove", path, e)),
+    }
+}
+
+/// Remove the directory `path` and everything below it, without leaving its
+/// filesystem: a mount point inside (or `path` itself, when it is one) is an error
+/// naming it, and nothing of the other filesystem is touched. `remove_dir_all` would
+/// go into a mounted volume or a bind mount and empty it.
+fn remove_tree(path: &Path) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let dev = fs::symlink_metadata(parent)
+        .ctx(|| format!("stat {}", parent.display()))?
+        .dev();
+    // Depth first, with an explicit stack: the target's depth is not ours to trust.
+    let mut stack = vec![(path.to_path_buf(), false)];
+    while let Some((dir, listed)) = stack.pop() {
+        if listed {
+            fs::remove_dir(&dir).ctx(|| format!("remove {}", dir.display()))?;
+            continue;
+        }
+        let md = fs::symlink_metadata(&dir).ctx(|| format!("stat {}", dir.display()))?;
+        if md.dev() != dev {
+            return Err(Error::Usage(format!(
+                "{} is a mount point (another filesystem), and a restore never removes what is mounted there; unmount it, or restore elsewhere",
+                dir.display()
+            )));
+        }
+        stack.push((dir.clone(), true));
+        for e in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+            let e = e.ctx(|| format!("read {}", dir.display()))?;
+            let p = e.path();
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                stack.push((p, false));
+            } else {
+                fs::remove_file(&p).ctx(|| format!("remove {}", p.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Remove the entries of `dir` (which is `rel` in the snapshot) that `nodes` lacks,
 /// except those the filter excludes: an excluded entry is left alone either way.
-fn remove_extraneous(dir: &Path, nodes: &[Node], rel: &[u8], filter: &Filter) -> Result<()> {
-    for e in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
-        let e = e.ctx(|| format!("read {}", dir.display()))?;
+/// An entry that cannot be removed is listed in `st`'s report and the rest go on;
+/// the error is for what stops the restore ([`classify`]).
+fn remove_extraneous(st: &mut State<'_>, dir: &Path, nodes: &[Node], rel: &[u8]) -> Result<()> {
+    let listed = match fs::read_dir(dir).ctx(|| format!("read {}", dir.display())) {
+        Ok(l) => l,
+        Err(e) => {
+            let detail = classify(e)?;
+            st.not_restored(dir, format!("extra entries not removed: {detail}"));
+            return Ok(());
+        }
+    };
+    for e in listed {
+        let e = match e.ctx(|| format!("read {}", dir.display())) {
+            Ok(e) => e,
+            Err(e) => {
+                let detail = classify(e)?;
+                st.not_restored(dir, format!("extra entries not removed: {detail}"));
+                return Ok(());
+            }
+        };
         let name = e.file_name();
         let mut child_rel = rel.to_vec();
         if !child_rel.is_empty() {
             child_rel.push(b'/');
         }
         child_rel.extend_from_slice(name.as_bytes());
-        let excluded = filter.take(&child_rel, name.as_bytes(), Take::Whole) == Take::Skip;
-        if !excluded
-            && nodes
+        let excluded = st.filter.take(&child_rel, name.as_bytes(), Take::Whole) == Take::Skip;
+        if excluded
+            || nodes
                 .binary_search_by(|n| n.name.as_slice().cmp(name.as_bytes()))
-                .is_err()
+                .is_ok()
         {
-            let p = e.path();
-            let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if is_dir {
-                fs::remove_dir_all(&p).ctx(|| format!("remove {}", p.display()))?;
-            } else {
-                fs::remove_file(&p).ctx(|| format!("remove {}", p.display()))?;
-            }
+            continue;
+        }
+        let p = e.path();
+        let removed = if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            remove_tree(&p)
+        } else {
+            fs::remove_file(&p).ctx(|| format!("remove {}", p.display()))
+        };
+        if let Err(e) = removed {
+            let detail = classify(e)?;
+            st.not_restored(
+                &p,
+                format!("not in the snapshot, but not removed: {detail}"),
+            );
         }
     }
     Ok(())
@@ -629,7 +749,7 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     let mut fatal_err = None;
     for (mut j, r) in jobs.into_iter().zip(results) {
         st.pending_links.remove(&j.node.link_group);
-        let r = r.and_then(|meta| rename_into_place(&j.tmp, &j.path).map(|_| meta));
+        let r = r.and_then(|meta| rename_into_place(&j.tmp, &j.path, st.delete).map(|_| meta));
         match r {
             Ok(meta) => {
                 // Renamed: nothing is left under the temporary name to remove.

@@ -4,6 +4,7 @@ mod live;
 mod mount;
 mod restore_reads;
 mod restore_safety;
+mod restore_target;
 mod roundtrip;
 mod tar_import;
 mod tar_spill;

@@ -1,0 +1,147 @@
+//! A restore harms nothing it does not restore: the repository when it lies inside
+//! the target, a non-empty directory `--force` must keep, what is mounted below the
+//! target. Each is refused or listed (exit 2 or 3), and the rest is restored.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::util::*;
+
+fn text(o: &Output) -> String {
+    format!("{}{}", stdout(o), stderr(o))
+}
+
+/// A snapshot `s` of `top` (a file) and `sub/f`.
+fn snapshot_top_and_sub(env: &Env) -> PathBuf {
+    let src = env.path("src");
+    write(&src, "top", b"top file");
+    write(&src, "sub/f", b"inner");
+    env.snapshot(&src, "s");
+    src
+}
+
+fn restore(env: &Env, to: &Path, flags: &[&str]) -> Output {
+    let mut args = vec!["restore", "s@latest", "--to", to.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    env.run(&env.repo(), &args)
+}
+
+/// The repository inside `--to` (or `--to` inside the repository) is refused before
+/// anything is written or removed, whatever the flags: with `--delete` the restore
+/// removed the repository, and exited 0 when the snapshot held an older copy of it.
+#[test]
+fn a_target_that_holds_the_repository_is_refused() {
+    let env = Env::new();
+    snapshot_top_and_sub(&env);
+    let home = env.path("");
+    std::os::unix::fs::symlink(&home, env.path("alias")).unwrap();
+    let inside = env.repo().join("restored");
+    let cases: Vec<(PathBuf, &[&str])> = vec![
+        (home.clone(), &["--delete"]),
+        (home.clone(), &["--force"]),
+        (env.path("alias"), &["--delete"]),
+        (inside.clone(), &[]),
+    ];
+    for (to, flags) in cases {
+        let o = restore(&env, &to, flags);
+        assert_eq!(o.status.code(), Some(2), "{to:?} {flags:?}: {}", text(&o));
+        assert!(text(&o).contains("repository"), "{}", text(&o));
+    }
+    assert!(!inside.exists(), "a refused restore created its target");
+    assert!(!home.join("top").exists());
+    env.ok(&["check", "--read-data"]);
+    assert_eq!(
+        env.json(&env.repo(), &["snapshots"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// `--force` keeps the entries the snapshot does not have: a non-empty directory
+/// where the snapshot has a file stays, listed (exit 3), and the rest is restored.
+/// An empty one is replaced; `--delete` replaces a non-empty one.
+#[test]
+fn force_keeps_a_non_empty_directory_where_the_snapshot_has_a_file() {
+    let env = Env::new();
+    snapshot_top_and_sub(&env);
+
+    let kept = env.path("kept");
+    write(&kept, "top/precious/data", b"mine");
+    let o = restore(&env, &kept, &["--force"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("top"), "{}", text(&o));
+    assert!(text(&o).contains("--delete"), "{}", text(&o));
+    assert_eq!(fs::read(kept.join("top/precious/data")).unwrap(), b"mine");
+    assert_eq!(fs::read(kept.join("sub/f")).unwrap(), b"inner");
+
+    let empty = env.path("empty");
+    fs::create_dir_all(empty.join("top")).unwrap();
+    let o = restore(&env, &empty, &["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(fs::read(empty.join("top")).unwrap(), b"top file");
+
+    let equal = env.path("equal");
+    write(&equal, "top/precious/data", b"mine");
+    let o = restore(&env, &equal, &["--delete"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(fs::read(equal.join("top")).unwrap(), b"top file");
+}
+
+/// Unmounts on drop, so a failed assertion leaves no mount behind.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs at {at:?} (this test runs as root)");
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `--delete` removes what the snapshot lacks, but never inside another filesystem
+/// mounted below the target (it emptied a mounted tmpfs, then stopped with exit 1
+/// before restoring anything). What it cannot remove is listed, exit 3, and the
+/// restore goes on.
+#[test]
+fn delete_never_crosses_a_mount_point_and_goes_on_past_it() {
+    assert!(is_root(), "this test mounts a tmpfs: run it as root");
+    let env = Env::new();
+    snapshot_top_and_sub(&env);
+    let to = env.path("to");
+    write(&to, "a-extra", b"not in the snapshot");
+    write(&to, "top", b"old");
+    let mounted = Mount::tmpfs(&to.join("mnt"));
+    write(&mounted.0, "data", b"on another filesystem");
+    write(&mounted.0, "deeper/more", b"also");
+    // A directory of this filesystem that holds a mount point deeper down.
+    let nested = Mount::tmpfs(&to.join("z-dir/inner"));
+    write(&nested.0, "kept", b"nested mount");
+
+    let o = restore(&env, &to, &["--delete"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("mount point"), "{}", text(&o));
+    assert_eq!(
+        fs::read(mounted.0.join("data")).unwrap(),
+        b"on another filesystem"
+    );
+    assert_eq!(fs::read(mounted.0.join("deeper/more")).unwrap(), b"also");
+    assert_eq!(fs::read(nested.0.join("kept")).unwrap(), b"nested mount");
+    assert!(!to.join("a-extra").exists(), "the extra file was kept");
+    assert_eq!(fs::read(to.join("top")).unwrap(), b"top file");
+    assert_eq!(fs::read(to.join("sub/f")).unwrap(), b"inner");
+}
