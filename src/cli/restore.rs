@@ -1,6 +1,8 @@
 //! `cbsnap restore` and `cbsnap dump`.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use cbsnap::repo::Access;
 use cbsnap::restore;
@@ -92,9 +94,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 force: a.force,
                 delete: a.delete,
                 filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
+                stop: stop_on_signals()?,
             };
-            restore::dir::restore(&repo, &snap, to, &opts, &progress)
-                .map(|r| (to.display().to_string(), r))
+            match restore::dir::restore(&repo, &snap, to, &opts, &progress) {
+                Err(cbsnap::Error::Interrupted) => {
+                    progress.finish();
+                    drop(repo);
+                    interrupted(to, opts.stop.load(Ordering::Relaxed) as i32)
+                }
+                r => r.map(|r| (to.display().to_string(), r)),
+            }
         }
         None => {
             let opts = VolumeRestore {
@@ -110,6 +119,39 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
     let (target, report) = restored?;
     render::restored(ctx, &id, &snap, &target, &report);
     Ok(report.outcome(&target)?)
+}
+
+/// Stop a restore into a directory on SIGINT, SIGTERM or SIGHUP rather than die in
+/// the middle of a file: the first signal sets the returned flag to its number and
+/// the restore stops, removing its temporary files; a second ends the process at once
+/// (exit 128 + signal), as an operator who presses Ctrl-C twice expects.
+fn stop_on_signals() -> anyhow::Result<Arc<AtomicUsize>> {
+    use anyhow::Context;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        // Registered first, so it sees `seen` as the previous signal left it.
+        signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, seen.clone())
+            .and_then(|_| signal_hook::flag::register(sig, seen.clone()))
+            .and_then(|_| signal_hook::flag::register_usize(sig, stop.clone(), sig as usize))
+            .context("install signal handlers")?;
+    }
+    Ok(stop)
+}
+
+/// Say what an interrupted restore into `to` left, and end with 128 + `signal`.
+fn interrupted(to: &std::path::Path, signal: i32) -> ! {
+    let name = match signal {
+        signal_hook::consts::SIGINT => "SIGINT",
+        signal_hook::consts::SIGTERM => "SIGTERM",
+        _ => "SIGHUP",
+    };
+    eprintln!(
+        "cbsnap: restore into {} stopped by {name}: the entries restored so far are in place and no partial file is left; run the same restore with --force to finish it",
+        to.display()
+    );
+    std::process::exit(128 + signal)
 }
 
 /// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then

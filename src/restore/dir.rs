@@ -37,6 +37,8 @@ use std::fs::{self, File, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use filetime::FileTime;
 use rayon::prelude::*;
@@ -61,6 +63,11 @@ pub struct Options {
     pub delete: bool,
     /// Which part of the snapshot to restore (everything by default).
     pub filter: Filter,
+    /// Set (to a signal's number, or any non-zero value) from outside, such as a
+    /// signal handler, to stop the restore: it stops between entries and between
+    /// chunks, removes its temporary files and returns [`Error::Interrupted`]. What
+    /// was renamed into place stays; nothing half-written does.
+    pub stop: Arc<AtomicUsize>,
 }
 
 /// Which entries of a snapshot a partial restore takes: the subtrees at the
@@ -247,6 +254,7 @@ struct State<'r> {
     is_root: bool,
     delete: bool,
     filter: Filter,
+    stop: Arc<AtomicUsize>,
 }
 
 impl State<'_> {
@@ -309,6 +317,7 @@ pub fn restore(
         is_root: unsafe { libc::geteuid() } == 0,
         delete: opts.delete,
         filter: opts.filter.clone(),
+        stop: opts.stop.clone(),
     };
     for inc in opts.filter.includes() {
         let p = String::from_utf8_lossy(inc);
@@ -333,6 +342,10 @@ pub fn restore(
         nodes: nodes.into_iter(),
     }];
     while let Some(top) = stack.last_mut() {
+        if st.stop.load(Ordering::Relaxed) != 0 {
+            // Dropping the queued jobs removes their temporary files.
+            return Err(Error::Interrupted);
+        }
         let Some(node) = top.nodes.next() else {
             stack.pop();
             continue;
@@ -419,6 +432,7 @@ fn fatal(e: &std::io::Error) -> bool {
 /// for this entry (`Ok(detail)`).
 fn classify(e: Error) -> Result<String> {
     match e {
+        Error::Interrupted => Err(e),
         Error::Io { ref source, .. } if fatal(source) => Err(e),
         Error::Io { context, source } => Ok(format!("{context}: {source}")),
         other => Ok(other.to_string()),
@@ -733,6 +747,7 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     let repo = st.repo;
     let progress = st.progress.clone();
     let is_root = st.is_root;
+    let stop = &*st.stop;
     // The small files' chunks, each read once, pack range by pack range.
     let chunks = plan::read_chunks(
         repo,
@@ -742,7 +757,7 @@ fn flush_jobs(st: &mut State<'_>) -> Result<()> {
     );
     let results: Vec<Result<Vec<String>>> = jobs
         .par_iter()
-        .map(|j| write_file(repo, &chunks, j, is_root, &progress))
+        .map(|j| write_file(repo, &chunks, j, is_root, &progress, stop))
         .collect();
     // The first fatal error (in the order of the snapshot) stops the restore; the
     // temporaries of the whole batch are removed either way.
@@ -794,6 +809,7 @@ fn write_file(
     j: &FileJob,
     is_root: bool,
     progress: &Progress,
+    stop: &AtomicUsize,
 ) -> Result<Vec<String>> {
     let f = OpenOptions::new()
         .write(true)
@@ -801,6 +817,9 @@ fn write_file(
         .ctx(|| format!("open {}", j.tmp.display()))?;
     let mut off = 0u64;
     for id in &j.node.content {
+        if stop.load(Ordering::Relaxed) != 0 {
+            return Err(Error::Interrupted);
+        }
         let read;
         let data = match chunks.get(id) {
             Some(d) => d,

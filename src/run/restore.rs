@@ -384,6 +384,7 @@ fn restore_one(
                 force: opts.force,
                 delete: opts.delete,
                 filter: dir::Filter::default(),
+                ..dir::Options::default()
             };
             dir::restore(repo, &item.snapshot, p, &o, progress)
         }

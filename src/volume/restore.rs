@@ -119,6 +119,7 @@ pub fn restore_volume(
             force: true,
             delete: true,
             filter: dir::Filter::default(),
+            ..dir::Options::default()
         };
         dir::restore(
             repo,

@@ -145,3 +145,72 @@ fn delete_never_crosses_a_mount_point_and_goes_on_past_it() {
     assert_eq!(fs::read(to.join("top")).unwrap(), b"top file");
     assert_eq!(fs::read(to.join("sub/f")).unwrap(), b"inner");
 }
+
+/// Every entry of `dir`, at any depth, whose name starts with `.tmp-`.
+fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"))
+        })
+        .collect()
+}
+
+/// SIGTERM in the middle of a restore into a directory: the restore stops, removes
+/// its partial file (it left a `.tmp-*` file of tens of MB in the target, which a
+/// later `--force` restore kept), says so, and exits 143; the same restore with
+/// `--force` then finishes it.
+#[test]
+fn an_interrupted_restore_leaves_no_partial_file() {
+    let env = Env::new();
+    let src = env.path("src");
+    for i in 0..4u64 {
+        write(
+            &src,
+            &format!("big{i}.bin"),
+            &random_bytes(48 << 20, 40 + i),
+        );
+    }
+    env.snapshot(&src, "s");
+    let to = env.path("to");
+    let mut child = env
+        .cmd(
+            &env.repo(),
+            &["restore", "s@latest", "--to", to.to_str().unwrap()],
+        )
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The signal counts only once a file is being written: then it lands mid-restore.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before any file was being written"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no file written in 60 s"
+        );
+        if to.exists() && !temporaries(&to).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    // SAFETY: kill(2) with a valid signal on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", text(&o));
+    assert!(text(&o).contains("stopped by SIGTERM"), "{}", text(&o));
+    assert!(temporaries(&to).is_empty(), "{:?}", temporaries(&to));
+    let restored = files(&to).len();
+    assert!(
+        restored < 4,
+        "the restore finished before the signal ({restored} files)"
+    );
+
+    let o = restore(&env, &to, &["--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_same_files(&to, &src);
+}
