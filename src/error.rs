@@ -50,6 +50,11 @@ pub enum Error {
         occupied: bool,
     },
 
+    /// The location holds packs but no `config`: a repository that lost its config.
+    /// `init` there (or elsewhere) is the wrong advice; the config must come back.
+    #[error("{} has packs but no `config`: this is a repository that lost its config file. Copy `config` back from a mirror or backup of this same repository (a `cbsnap mirror` copy has it); do not run `init` here. Nothing was changed.", .0.display())]
+    ConfigLost(PathBuf),
+
     /// The `config` file exists but cannot be trusted (damaged, or too new).
     #[error("{}: {reason}", .path.display())]
     Config {

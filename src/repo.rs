@@ -402,6 +402,11 @@ impl Repository {
             Err(StorageError::NotFound { .. }) => {
                 let here = storage::display_path(storage, "");
                 let here = here.components().collect::<PathBuf>();
+                // Packs without a config: a repository that lost its config, where
+                // `init` elsewhere is the wrong advice.
+                if storage.list("packs/").is_ok_and(|l| !l.is_empty()) {
+                    return Err(Error::ConfigLost(here));
+                }
                 let (detail, occupied) = match storage.local_root() {
                     Some(root) if !root.exists() => {
                         ("the directory does not exist".to_string(), false)

@@ -35,7 +35,9 @@ pub struct Args {
     /// With --tar: the date the snapshot records, e.g. 2026-11-01, "2026-11-01 03:15"
     /// (local time), an RFC 3339 time, or `tar` for the newest file in the tar
     /// [default: now]
-    #[arg(long, value_name = "TIME", requires = "tar")]
+    // `requires` alone let `--path DIR --time T` through (clap does not enforce it
+    // when the required argument conflicts with a present one): the conflicts say it.
+    #[arg(long, value_name = "TIME", requires = "tar", conflicts_with_all = ["path", "volumes", "all"])]
     pub time: Option<String>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag", value_name = "T")]

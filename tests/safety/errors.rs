@@ -361,3 +361,36 @@ fn another_users_index_is_not_taken_for_damage() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("rebuild"), "{}", stderr(&o));
 }
+
+/// A repository whose `config` was lost is named as that, with the advice to copy
+/// the config back: not "not a repository, init one" (init elsewhere would start an
+/// empty repository beside the data). `--path DIR --time T` is refused: the date is
+/// only for `--tar`, and it was ignored without a word.
+#[test]
+fn a_lost_config_and_a_stray_time_are_named() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "s");
+    let o = repo.run(&[
+        "snapshot",
+        "--path",
+        src.path().to_str().unwrap(),
+        "--time",
+        "2020-01-01",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--time"), "{}", stderr(&o));
+    assert_eq!(repo.snapshots_json().len(), 1);
+
+    let config = repo.path().join("config");
+    let saved = std::fs::read(&config).unwrap();
+    std::fs::remove_file(&config).unwrap();
+    let o = repo.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("lost its config"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("do not run `init`"), "{}", stderr(&o));
+    assert!(!config.exists());
+    std::fs::write(&config, saved).unwrap();
+    assert_eq!(repo.snapshots_json().len(), 1);
+}
