@@ -859,6 +859,19 @@ fn read_chunk(repo: &Repository, id: &Id, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
+/// The owner of `n` as `chown(2)` takes it. An id of 4294967295 (a tar may carry
+/// one) is `-1` to `chown`, which means "leave unchanged": the entry would keep
+/// root's owner without a word, so it is an error to list instead.
+fn settable_owner(n: &Node) -> std::io::Result<(Option<u32>, Option<u32>)> {
+    if n.uid == u32::MAX || n.gid == u32::MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the id 4294967295 means \"leave unchanged\" to chown(2) and cannot be set",
+        ));
+    }
+    Ok((Some(n.uid), Some(n.gid)))
+}
+
 /// Metadata of a regular file, through its descriptor, in the order that keeps it:
 /// owner, mode, xattrs, times. Returns what could not be applied.
 fn file_meta(f: &File, n: &Node, is_root: bool) -> Vec<String> {
@@ -866,7 +879,8 @@ fn file_meta(f: &File, n: &Node, is_root: bool) -> Vec<String> {
     use xattr::FileExt as _;
     let mut failed = Vec::new();
     if is_root {
-        if let Err(e) = std::os::unix::fs::fchown(f, Some(n.uid), Some(n.gid)) {
+        let owned = settable_owner(n).and_then(|(u, g)| std::os::unix::fs::fchown(f, u, g));
+        if let Err(e) = owned {
             failed.push(format!("owner {}:{} not restored: {e}", n.uid, n.gid));
         }
     }
@@ -895,7 +909,7 @@ fn apply_meta(st: &mut State<'_>, path: &Path, n: &Node) -> Result<()> {
     let mut what: Vec<String> = Vec::new();
     if st.is_root {
         what.push(format!("owner {}:{}", n.uid, n.gid));
-        failed.push(std::os::unix::fs::lchown(path, Some(n.uid), Some(n.gid)));
+        failed.push(settable_owner(n).and_then(|(u, g)| std::os::unix::fs::lchown(path, u, g)));
     }
     if n.kind != NodeKind::Symlink {
         use std::os::unix::fs::PermissionsExt;

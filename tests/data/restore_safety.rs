@@ -366,3 +366,32 @@ fn repository_is_private_and_check_warns_when_it_is_not() {
         stderr(&o)
     );
 }
+
+/// An owner id of 4294967295 (a tar may carry one) is `-1` to chown(2), "leave
+/// unchanged": the file kept root's owner and the restore exited 0. It is listed
+/// now (exit 3); the other entries keep their owners.
+#[test]
+fn an_owner_chown_cannot_set_is_listed() {
+    assert!(is_root(), "this test restores owners: run it as root");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("t.tar");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import tarfile,io\nt=tarfile.open({:?},'w',format=tarfile.PAX_FORMAT)\nfor n,u in [('minus-one',4294967295),('normal',1234)]:\n  i=tarfile.TarInfo(n); i.size=1; i.uid=u; i.gid=u; t.addfile(i,io.BytesIO(b'x'))\nt.close()\n",
+            tar
+        ))
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let repo = Repo::new();
+    let o = repo.run(&["snapshot", "--tar", tar.to_str().unwrap(), "--name", "t"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let to = dir.path().join("r");
+    let o = repo.run(&["restore", "t@latest", "--to", to.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("minus-one"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("4294967295"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("normal"), "{}", stderr(&o));
+    assert_eq!(fs::metadata(to.join("normal")).unwrap().uid(), 1234);
+}
