@@ -190,8 +190,19 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
     let set = repo.snapshots()?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-    match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {
-        Err(cbsnap::Error::Interrupted) => Ok(()),
-        r => Ok(r?),
+    let inexact = match restore::tar::dump(&repo, &snap, a.path.as_deref(), out) {
+        Err(cbsnap::Error::Interrupted) => return Ok(()),
+        r => r?,
+    };
+    for what in &inexact {
+        render::warn(what);
     }
+    if inexact.is_empty() {
+        return Ok(());
+    }
+    Err(cbsnap::Error::RestoreIncomplete {
+        target: "the tar stream".into(),
+        problems: inexact.len(),
+    }
+    .into())
 }

@@ -27,16 +27,25 @@ fn tar_err(e: std::io::Error) -> Error {
     }
 }
 
+/// What a tar stream could not carry of one entry: `path: what`, for the operator.
+pub type Inexact = String;
+
 /// Write the snapshot (or the subtree at `subpath`) as a tar stream to `out`.
+/// Returns the entries the stream carries inexactly or not at all (a socket, which
+/// tar has no type for; device numbers past the header's range), each named once;
+/// the caller shows them and exits 3, as a restore that was not exact does.
 pub fn dump(
     repo: &Repository,
     snap: &Snapshot,
     subpath: Option<&str>,
     out: impl Write,
-) -> Result<()> {
+) -> Result<Vec<Inexact>> {
     let mut b = Builder::new(out);
     b.follow_symlinks(false);
-    let mut links = std::collections::HashMap::new();
+    let mut links = Links {
+        first: std::collections::HashMap::new(),
+        inexact: Vec::new(),
+    };
     match subpath.filter(|p| !p.trim_matches('/').is_empty()) {
         None => {
             let root = snap.root_node();
@@ -53,7 +62,15 @@ pub fn dump(
             }
         }
     }
-    b.into_inner().map_err(tar_err)?.flush().map_err(tar_err)
+    b.into_inner().map_err(tar_err)?.flush().map_err(tar_err)?;
+    Ok(links.inexact)
+}
+
+/// What [`append`] keeps across entries: the first path of each hard-link group,
+/// and what could not be written exactly.
+struct Links {
+    first: std::collections::HashMap<u64, PathBuf>,
+    inexact: Vec<Inexact>,
 }
 
 fn write_tree(
@@ -61,7 +78,7 @@ fn write_tree(
     repo: &Repository,
     tree: &Id,
     prefix: &Path,
-    links: &mut std::collections::HashMap<u64, PathBuf>,
+    links: &mut Links,
 ) -> Result<()> {
     for e in Entries::new(repo, tree, prefix.as_os_str().as_bytes())? {
         let (path, node) = e?;
@@ -86,21 +103,30 @@ fn append(
     repo: &Repository,
     path: &Path,
     n: &Node,
-    links: &mut std::collections::HashMap<u64, PathBuf>,
+    links: &mut Links,
 ) -> Result<()> {
     if n.kind == NodeKind::Socket {
-        // Tar cannot carry sockets; the services that own them recreate them.
+        // Tar has no type for a socket; the service that owns it makes it again.
+        links.inexact.push(format!(
+            "{}: a socket, which a tar stream cannot carry; left out",
+            path.display()
+        ));
         return Ok(());
     }
     let mut h = Header::new_gnu();
     h.set_mode(n.mode);
     h.set_uid(n.uid as u64);
     h.set_gid(n.gid as u64);
-    let _ = h.set_username(&String::from_utf8_lossy(&n.user));
-    let _ = h.set_groupname(&String::from_utf8_lossy(&n.group));
     h.set_mtime(n.mtime.max(0) as u64);
     h.set_size(0);
     let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    // Names longer than the header's 32 bytes go in PAX records (POSIX.1-2001).
+    if h.set_username(&String::from_utf8_lossy(&n.user)).is_err() {
+        pax.push(("uname".into(), n.user.clone()));
+    }
+    if h.set_groupname(&String::from_utf8_lossy(&n.group)).is_err() {
+        pax.push(("gname".into(), n.group.clone()));
+    }
     for (k, v) in &n.xattrs {
         pax.push((
             format!("SCHILY.xattr.{}", String::from_utf8_lossy(k)),
@@ -126,11 +152,11 @@ fn append(
         }
         NodeKind::File => {
             if n.link_group != 0 {
-                if let Some(first) = links.get(&n.link_group) {
+                if let Some(first) = links.first.get(&n.link_group) {
                     h.set_entry_type(EntryType::Link);
                     return b.append_link(&mut h, path, first).map_err(tar_err);
                 }
-                links.insert(n.link_group, path.to_path_buf());
+                links.first.insert(n.link_group, path.to_path_buf());
             }
             h.set_entry_type(EntryType::Regular);
             h.set_size(n.size);
@@ -148,8 +174,16 @@ fn append(
                 NodeKind::CharDev => EntryType::Char,
                 _ => EntryType::Block,
             });
-            let _ = h.set_device_major(n.rdev_major);
-            let _ = h.set_device_minor(n.rdev_minor);
+            if h.set_device_major(n.rdev_major).is_err()
+                || h.set_device_minor(n.rdev_minor).is_err()
+            {
+                links.inexact.push(format!(
+                    "{}: device {}:{} does not fit a tar header; written without its numbers",
+                    path.display(),
+                    n.rdev_major,
+                    n.rdev_minor
+                ));
+            }
             b.append_data(&mut h, path, std::io::empty())
                 .map_err(tar_err)
         }

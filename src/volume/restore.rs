@@ -139,12 +139,19 @@ pub fn restore_volume(
             engine.remove_volume(&name)?;
             info = engine.create_volume(&info)?;
         }
-        upload(repo, engine, snap, &info.name)?;
+        let inexact = upload(repo, engine, snap, &info.name)?;
         dir::Report {
             files: snap.stats.files,
             dirs: snap.stats.dirs,
             bytes: snap.stats.bytes,
-            problems: Vec::new(),
+            problems: inexact
+                .into_iter()
+                .map(|detail| dir::Problem {
+                    path: std::path::PathBuf::from(&info.name),
+                    kind: dir::ProblemKind::NotRestored,
+                    detail,
+                })
+                .collect(),
         }
     };
     guard.resume()?;
@@ -152,8 +159,14 @@ pub fn restore_volume(
 }
 
 /// Stream the snapshot as tar into the volume: a thread dumps into a pipe that the
-/// upload reads.
-fn upload(repo: &Repository, engine: &Engine, snap: &Snapshot, volume: &str) -> Result<()> {
+/// upload reads. Returns what the tar stream could not carry
+/// ([`crate::restore::tar::dump`]).
+fn upload(
+    repo: &Repository,
+    engine: &Engine,
+    snap: &Snapshot,
+    volume: &str,
+) -> Result<Vec<crate::restore::tar::Inexact>> {
     let (reader, writer) = std::io::pipe().map_err(|e| Error::io("create pipe", e))?;
     std::thread::scope(|s| {
         let dumper = s.spawn(move || crate::restore::tar::dump(repo, snap, None, writer));

@@ -141,3 +141,51 @@ fn ls_and_dump_of_a_subpath() {
     }
     assert_eq!(names, ["dir/sub/code.rs"]);
 }
+
+/// `dump` names what a tar stream cannot carry and exits 3: a socket was left out
+/// with exit 0. An owner name past the header's 32 bytes goes in a PAX record (it
+/// was dropped without a word).
+#[test]
+fn dump_names_what_tar_cannot_carry_and_keeps_long_owner_names() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("file"), b"data").unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(src.path().join("sock")).unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "s");
+    let o = repo.cmd().args(["dump", "s@latest"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("sock"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("socket"), "{}", stderr(&o));
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&o.stdout[..]).entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(names.iter().any(|n| n == "file"), "{names:?}");
+
+    let work = tempfile::tempdir().unwrap();
+    let t = work.path().join("long.tar");
+    let long = "u".repeat(40);
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import tarfile,io\nt=tarfile.open({t:?},'w',format=tarfile.PAX_FORMAT)\ni=tarfile.TarInfo('f'); i.size=1; i.uname={long:?}; i.gname={long:?}\nt.addfile(i,io.BytesIO(b'x'))\nt.close()\n"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo.ok(&["snapshot", "--tar", t.to_str().unwrap(), "--name", "long"]);
+    let o = repo.cmd().args(["dump", "long@latest"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // GNU tar reads the PAX records back as the owner names.
+    let mut tv = Command::new("tar")
+        .args(["-tvf", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(tv.stdin.as_mut().unwrap(), &o.stdout).unwrap();
+    let tv = tv.wait_with_output().unwrap();
+    assert!(tv.status.success(), "{}", stderr(&tv));
+    let listing = stdout(&tv);
+    assert!(listing.contains(&format!("{long}/{long}")), "{listing}");
+}
