@@ -140,8 +140,19 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
         };
         let mut n = Node::new(Vec::new(), kind);
         n.mode = h.mode().map_err(bad)? & 0o7777;
-        n.uid = h.uid().map_err(bad)? as u32;
-        n.gid = h.gid().map_err(bad)? as u32;
+        // Linux ids are 32 bits; a larger one must not wrap into another owner.
+        let (Ok(uid), Ok(gid)) = (
+            u32::try_from(h.uid().map_err(bad)?),
+            u32::try_from(h.gid().map_err(bad)?),
+        ) else {
+            sink.warn(
+                &path,
+                "owner id past 32 bits, which no Linux file can have; entry skipped".into(),
+            );
+            continue;
+        };
+        n.uid = uid;
+        n.gid = gid;
         n.user = h.username_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.group = h.groupname_bytes().map(|b| b.to_vec()).unwrap_or_default();
         n.mtime = h.mtime().map_err(bad)? as i64;
@@ -160,8 +171,20 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             );
         }
         if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
-            n.rdev_major = h.device_major().ok().flatten().unwrap_or(0);
-            n.rdev_minor = h.device_minor().ok().flatten().unwrap_or(0);
+            // Read as device 0:0 they would restore as another device.
+            match (h.device_major(), h.device_minor()) {
+                (Ok(major), Ok(minor)) => {
+                    n.rdev_major = major.unwrap_or(0);
+                    n.rdev_minor = minor.unwrap_or(0);
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    sink.warn(
+                        &path,
+                        format!("device numbers cannot be read ({e}); entry skipped"),
+                    );
+                    continue;
+                }
+            }
         }
         if kind == NodeKind::Symlink {
             n.target = entry
