@@ -280,6 +280,15 @@ pub fn restore(
     refuse_repository_inside(repo, target)?;
     if target.exists() {
         let md = fs::symlink_metadata(target).ctx(|| format!("stat {}", target.display()))?;
+        if md.file_type().is_symlink() {
+            // Never followed: a restore creates nothing through a symlink.
+            let to = fs::read_link(target).unwrap_or_default();
+            return Err(Error::Usage(format!(
+                "{} is a symlink (to {}); a restore does not follow it: give the directory itself as --to",
+                target.display(),
+                to.display()
+            )));
+        }
         if !md.is_dir() {
             return Err(Error::Usage(format!(
                 "{} exists and is not a directory; choose a new path for --to",

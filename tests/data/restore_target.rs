@@ -214,3 +214,22 @@ fn an_interrupted_restore_leaves_no_partial_file() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_same_files(&to, &src);
 }
+
+/// A `--to` that is a symlink is refused with what it is and what to give instead
+/// (it said "exists and is not a directory", which a link to one seems to be).
+#[test]
+fn a_symlink_target_is_named_as_one() {
+    let env = Env::new();
+    snapshot_top_and_sub(&env);
+    let real = env.path("real");
+    fs::create_dir(&real).unwrap();
+    let link = env.path("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = restore(&env, &link, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is a symlink"), "{}", text(&o));
+    assert!(text(&o).contains("real"), "{}", text(&o));
+    assert!(fs::read_dir(&real).unwrap().next().is_none());
+    let o = restore(&env, &real, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
