@@ -55,10 +55,70 @@ pub struct Report {
     pub rsync_runs: usize,
 }
 
-/// Mirror the repository at `root` to `dest` (a path or rsync's `host:path`).
+/// The top-level names a repository (and so a mirror, even one cut short) holds.
+const REPOSITORY_NAMES: [&str; 7] = [
+    "config",
+    "README.md",
+    "keys",
+    "packs",
+    "snapshots",
+    "locks",
+    "index",
+];
+
+/// Refuse a destination that is not a mirror of the repository in `source`: one that
+/// holds another repository (its `config` has another id), or files no repository
+/// has. Mirroring writes the source's `config` over the destination's, and
+/// `--delete` removes what the source lacks, so such a destination (a typo, another
+/// repository) would be emptied or replaced. A missing or empty destination, or one
+/// that holds only a repository's names (a first mirror cut short), is taken.
+///
+/// Errors: [`Error::Usage`] naming what is there; the storages' errors.
+pub fn check_destination(source: &dyn Storage, dest: &dyn Storage) -> Result<()> {
+    let ours = Repository::read_config_in(source)?.id;
+    let place = dest.location();
+    match dest.read("config") {
+        Ok(bytes) => match crate::config::RepoConfig::decode(&bytes) {
+            Ok(c) if c.id == ours => Ok(()),
+            Ok(c) => Err(Error::Usage(format!(
+                "{place} holds another cbsnap repository (id {}), not a mirror of this one ({}): mirroring would replace its config and, with --delete, its snapshots. Mirror into a new or empty directory, or into this repository's own mirror",
+                c.id.short(),
+                ours.short()
+            ))),
+            Err(e) => Err(Error::Usage(format!(
+                "{place} has a `config` that is not this repository's ({e}); mirroring would replace it. Mirror into a new or empty directory, or into this repository's own mirror"
+            ))),
+        },
+        Err(crate::storage::StorageError::NotFound { .. }) => {
+            let listed = dest
+                .list("")
+                .map_err(|e| crate::error::engine_error(dest, "list", e))?;
+            let foreign: Vec<String> = listed
+                .into_iter()
+                .map(|l| l.key)
+                .filter(|k| !REPOSITORY_NAMES.contains(&k.split('/').next().unwrap_or("")))
+                .take(3)
+                .collect();
+            if foreign.is_empty() {
+                return Ok(());
+            }
+            Err(Error::Usage(format!(
+                "{place} is not empty and is not a cbsnap repository (it holds {}): mirroring would write over it, and --delete would empty it. Mirror into a new or empty directory, or into this repository's own mirror",
+                foreign.join(", ")
+            )))
+        }
+        Err(e) => Err(crate::error::engine_error(dest, "read", e)),
+    }
+}
+
+/// Mirror the repository at `root` to `dest` (a path or rsync's `host:path`). A path
+/// is checked first ([`check_destination`]); rsync's `host:path` cannot be.
 pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     let source: Arc<dyn Storage> = Arc::new(Local::new(root));
     Repository::read_config_in(&*source)?;
+    if !dest.contains(':') {
+        check_destination(&*source, &Local::new(Path::new(dest)))?;
+    }
     let _lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
     // A local mirror that is already a repository is locked too: a prune there would
     // delete packs whose snapshots arrive only in step 4.

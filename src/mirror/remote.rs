@@ -52,7 +52,9 @@ pub struct Report {
 /// Mirror the repository in `source` to `dest`, `jobs` copies at a time. `delete`:
 /// also remove what the source no longer has.
 ///
-/// Errors: the source's (not a repository, locked exclusively, unreadable) and the
+/// Errors: a destination that is not this repository's mirror
+/// ([`super::check_destination`]), the source's (not a repository, locked
+/// exclusively, unreadable) and the
 /// destination's [`Error::Storage`], the first one to happen; nothing after it is
 /// copied, and no snapshot file is sent before its packs.
 pub fn mirror(
@@ -62,6 +64,7 @@ pub fn mirror(
     jobs: usize,
 ) -> Result<Report> {
     Repository::read_config_in(&**source)?;
+    super::check_destination(&**source, &**dest)?;
     let _lock = lock::acquire(source, LockKind::Shared, repo::lock_wait())?;
     let _dest_lock = match dest.size("config") {
         Ok(_) => Some(lock::acquire(dest, LockKind::Shared, repo::lock_wait())?),

@@ -107,6 +107,18 @@ fn every_command(server: Server) {
     assert!(r["report"]["uploaded_files"].as_u64().unwrap() > 0, "{r}");
     let r = other.json(&["mirror", &second]);
     assert_eq!(r["report"]["uploaded_files"], 0, "{r}");
+    // Another repository is never mirrored over this mirror: it would replace its
+    // config and, with --delete, its snapshots (it did, with exit 0).
+    let stranger_dir = other.home.path().join("stranger");
+    let stranger = Host::new(stranger_dir.to_str().unwrap());
+    stranger.ok(&["init"]);
+    let o = stranger.run(&["mirror", &second, "--delete"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another cbsnap repository"),
+        "{}",
+        stderr(&o)
+    );
     let m = Host::new(&second);
     let to = m.home.path().join("from-mirror");
     m.ok(&["restore", "app@latest", "--to", to.to_str().unwrap()]);

@@ -199,3 +199,67 @@ fn mirror_waits_for_a_prune_on_the_mirror() {
     assert!(holder.wait_with_output().unwrap().status.success());
     env.ok(&["mirror", m]);
 }
+
+/// A mirror goes only where it cannot harm: a new or empty directory, or this
+/// repository's own mirror. A directory of other files (a typo) or another
+/// repository is refused before anything is written (`--delete` emptied the one and
+/// replaced the other, with exit 0); each keeps what it had.
+#[test]
+fn a_mirror_never_writes_over_other_files_or_another_repository() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src, "f.bin", &random_bytes(1 << 20, 60));
+    env.snapshot(&src, "data");
+
+    let victim = env.path("victim");
+    write(&victim, "docs/thesis.txt", b"important");
+    let other = env.path("other");
+    env.ok_in(&other, &["init"]);
+    let theirs = env.path("theirs");
+    write(&theirs, "t.bin", &random_bytes(1 << 20, 61));
+    let other_id = env.json(
+        &other,
+        &[
+            "snapshot",
+            "--path",
+            theirs.to_str().unwrap(),
+            "--name",
+            "theirs",
+        ],
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_config = fs::read(other.join("config")).unwrap();
+
+    for (dest, what) in [
+        (&victim, "not a cbsnap repository"),
+        (&other, "another cbsnap repository"),
+    ] {
+        for flags in [&[][..], &["--delete"]] {
+            let mut args = vec!["mirror", dest.to_str().unwrap()];
+            args.extend_from_slice(flags);
+            let o = env.run(&env.repo(), &args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(what), "{}", stderr(&o));
+        }
+    }
+    assert_eq!(
+        fs::read(victim.join("docs/thesis.txt")).unwrap(),
+        b"important"
+    );
+    assert_eq!(fs::read(other.join("config")).unwrap(), other_config);
+    let snaps = env.json(&other, &["snapshots"]);
+    assert_eq!(snaps[0]["id"].as_str().unwrap(), other_id, "{snaps}");
+
+    // An empty directory, and a first mirror cut short (only a repository's names,
+    // no config yet), are taken.
+    let empty = env.path("empty");
+    fs::create_dir(&empty).unwrap();
+    env.ok(&["mirror", empty.to_str().unwrap()]);
+    let cut = env.path("cut");
+    fs::create_dir(&cut).unwrap();
+    copy_dir(&env.repo().join("packs"), &cut.join("packs"));
+    env.ok(&["mirror", cut.to_str().unwrap(), "--delete"]);
+    env.ok_in(&cut, &["check", "--read-data"]);
+}
