@@ -400,8 +400,14 @@ impl Repository {
         let bytes = match storage.read("config") {
             Ok(b) => b,
             Err(StorageError::NotFound { .. }) => {
-                let here = storage::display_path(storage, "");
-                let here = here.components().collect::<PathBuf>();
+                // A path's trailing `/` dropped; a URL kept whole (a path's
+                // components would make `s3://b/p` the unusable `s3:/b/p`).
+                let here = match storage.local_root() {
+                    Some(_) => storage::display_path(storage, "")
+                        .components()
+                        .collect::<PathBuf>(),
+                    None => PathBuf::from(storage.location()),
+                };
                 // Packs without a config: a repository that lost its config, where
                 // `init` elsewhere is the wrong advice.
                 if storage.list("packs/").is_ok_and(|l| !l.is_empty()) {

@@ -77,6 +77,18 @@ impl Location {
             return Err(LocationError::Empty);
         }
         match split_remote(s) {
+            // `s3//bucket/x`, a colon short: an off-host repository meant, never the
+            // local directory `./s3` it would otherwise create.
+            None if ["s3//", "sftp//"].iter().any(|w| {
+                s.len() > w.len() && s.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w))
+            }) =>
+            {
+                let word = &s[..s.find('/').unwrap_or(0)];
+                Err(LocationError::NotALocation {
+                    location: s.to_string(),
+                    hint: format!(" (did you mean `{word}:{}`?)", &s[word.len()..]),
+                })
+            }
             None => Ok(Location::Local(PathBuf::from(s))),
             Some(Remote::Url { scheme }) => parse_url(s, scheme),
             Some(Remote::Colon { word }) => {
@@ -426,6 +438,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("s3://"));
+        // A colon short of a URL is not a local directory named `s3`.
+        for (s, meant) in [
+            ("s3//cbsnap-test/x", "s3://cbsnap-test/x"),
+            ("SFTP//host/srv/repo", "SFTP://host/srv/repo"),
+        ] {
+            let e = Location::parse(s).unwrap_err();
+            assert!(e.to_string().contains(meant), "{e}");
+        }
+        assert!(Location::parse("./s3//x").is_ok());
         assert_eq!(Location::parse(""), Err(LocationError::Empty));
     }
 

@@ -56,6 +56,15 @@ impl Host {
 /// repository from a second host with an empty cache.
 fn every_command(server: Server) {
     let h = Host::new(&server.location());
+    // Before init: "not a repository", naming the location as written, and an init
+    // command that works (it said `s3:/…`, a location cbsnap does not take).
+    let o = h.run(&["snapshots"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("--repo {} init", h.location)),
+        "{}",
+        stderr(&o)
+    );
     let v = h.json(&["init"]);
     assert_eq!(
         v["encrypted"], true,
