@@ -374,6 +374,8 @@ fn restore_one(
                 // Stopped above; a container started since is refused, not stopped
                 // a second time.
                 stop: false,
+                // The run's own volumes: always made equal to their snapshots.
+                delete: false,
                 via: opts.via,
             };
             crate::volume::restore::restore_volume(repo, engine, &item.snapshot, &o, progress)

@@ -2,7 +2,9 @@
 //! no stale files — and the containers that use it are as they were.
 //!
 //! The volume is created with its recorded driver, options and labels if it is
-//! missing. Running containers that use it make the restore refuse unless `stop` is
+//! missing. Another volume than the snapshot's own (`--to-volume`) that already holds
+//! files is refused unless `delete` is set, before anything is touched: making it equal
+//! to the snapshot deletes what it holds, as `--to DIR --delete` does. Running containers that use it make the restore refuse unless `stop` is
 //! set; then they are stopped for the restore and started again. As root on the
 //! engine's host the volume's directory is synchronised directly (extra entries
 //! removed); otherwise the snapshot is uploaded as a tar stream through a helper
@@ -24,6 +26,10 @@ pub struct VolumeRestore {
     pub target: Option<String>,
     /// Stop running containers that use the volume, restore, start them again.
     pub stop: bool,
+    /// Allow restoring into an existing, non-empty volume other than the one the
+    /// snapshot was taken from (`--delete`): its contents are replaced by the
+    /// snapshot's. The snapshot's own volume is always made equal to the snapshot.
+    pub delete: bool,
     /// How to write the volume.
     pub via: Via,
 }
@@ -70,7 +76,31 @@ pub fn restore_volume(
         )))
         }
     };
-    let mut info = match engine.inspect_volume(&name)? {
+    // The snapshot's own volume is made equal to it; any other volume that holds
+    // files belongs to someone else until the operator says it may be replaced.
+    let own = recorded.as_ref().is_some_and(|r| r.name == name);
+    let existing = engine.inspect_volume(&name)?;
+    let mount = match &existing {
+        Some(info) => writes_through_mountpoint(engine, info, opts.via)?,
+        None => opts.via != Via::Archive,
+    };
+    if let Some(info) = existing.as_ref().filter(|_| !own && !opts.delete) {
+        let holds_files = if mount {
+            std::fs::read_dir(&info.mountpoint)
+                .map_err(|e| Error::io(format!("read volume {name} at {}", info.mountpoint), e))?
+                .next()
+                .is_some()
+        } else {
+            !volume_is_empty(engine, &name)?
+        };
+        if holds_files {
+            return Err(Error::Usage(format!(
+                "volume {name} is not empty and is not the volume {} was taken from; restoring into it would delete everything it holds. Pass --delete to replace its contents with the snapshot's, or restore into a new or empty volume (--to-volume NEW)",
+                snap.name
+            )));
+        }
+    }
+    let mut info = match existing {
         Some(v) => v,
         None => {
             let mut v = recorded.clone().unwrap_or(VolumeInfo {
@@ -109,11 +139,8 @@ pub fn restore_volume(
     // read a volume; writing one under a paused or live container is never safe.
     let each: Vec<_> = running.iter().map(|c| (c, QuiesceMode::Stop)).collect();
     let guard = engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?;
-    let mount = match opts.via {
-        Via::Archive => false,
-        Via::Auto => engine.volume_mountpoint_readable(&info),
-        Via::Mount => true,
-    };
+    // A volume created just now has a new mountpoint: ask again.
+    let mount = mount && writes_through_mountpoint(engine, &info, opts.via)?;
     let report = if mount {
         let o = dir::Options {
             force: true,
@@ -148,6 +175,25 @@ pub fn restore_volume(
     };
     guard.resume()?;
     Ok((name, report))
+}
+
+/// Whether the volume is written through its mountpoint on this host (`--via mount`)
+/// rather than through a helper container. [`Error::Usage`] when `--via mount` was
+/// asked for and the mountpoint cannot be used.
+fn writes_through_mountpoint(engine: &Engine, info: &VolumeInfo, via: Via) -> Result<bool> {
+    match via {
+        Via::Archive => Ok(false),
+        Via::Auto => Ok(engine.volume_mountpoint_readable(info)),
+        Via::Mount => {
+            if !engine.volume_mountpoint_readable(info) {
+                return Err(Error::Usage(format!(
+                    "--via mount: cannot write {} directly (run as root on the Docker host, or use --via archive)",
+                    info.mountpoint
+                )));
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// Stream the snapshot as tar into the volume: a thread dumps into a pipe that the
