@@ -41,7 +41,8 @@ pub struct Args {
     /// '*.log' (repeatable; needs --to)
     #[arg(long, value_name = "GLOB", requires = "to")]
     pub exclude: Vec<String>,
-    /// Stop the running containers that use the volume, restore, start them again
+    /// Stop the containers that use the volume (running, paused or restarting), restore,
+    /// and return each to its state (start them; a paused one is paused again)
     #[arg(long)]
     pub stop: bool,
     /// Restore every source of the newest complete `snapshot --all` run (or of --run)

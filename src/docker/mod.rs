@@ -196,13 +196,11 @@ pub enum DockerError {
 
     /// Unpausing or restarting a container failed. Its entry stays in the state
     /// file, so the next run retries.
-    #[error(
-        "could not resume container {container}: {source}; run `docker {command} \
-         {container}` by hand"
-    )]
+    #[error("could not resume container {container}: {source}; run `{hint}` by hand")]
     Resume {
         container: String,
-        command: &'static str,
+        /// The command line that does it ([`QuiesceAction::undo_hint`]).
+        hint: String,
         source: BollardError,
     },
 

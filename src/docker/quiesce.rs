@@ -10,8 +10,10 @@
 //! [`Engine::quiesce`] returns a [`Quiesce`] guard. It resumes what it changed,
 //! in reverse order, on [`Quiesce::resume`], on drop (also during a panic), on
 //! SIGINT/SIGTERM/SIGHUP (`signals.rs`), and after a SIGKILL through the state
-//! file and [`Engine::recover_quiesced`]. Only containers that were running are
-//! touched, so a container the operator had paused or stopped stays so.
+//! file and [`Engine::recover_quiesced`]. A container the operator had stopped
+//! stays so; one found paused is left paused, or, when it must be stopped (a
+//! restore, `--quiesce stop`), stopped and paused again afterwards; one found
+//! restarting (a crash loop) is stopped and started again afterwards ([`decide`]).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -154,6 +156,38 @@ impl Drop for Quiesce {
     }
 }
 
+/// What quiescing a container found in `state` (`None`: gone) with `mode` gives:
+/// the consistency of the copy, and the action to take, if any.
+///
+/// Every state in which the container's processes may write, or may start writing
+/// during the copy, gets an action unless the mode is `none`: a running container
+/// is paused or stopped; a paused one is frozen already, and `stop` stops it (it is
+/// paused again afterwards); a restarting one (a crash loop) cannot be paused and
+/// its restart policy may start it at any moment, so it is stopped, and started
+/// again afterwards, back into its loop.
+fn decide(
+    state: Option<ContainerState>,
+    mode: QuiesceMode,
+) -> (Consistency, Option<QuiesceAction>) {
+    use ContainerState as S;
+    match (state, mode) {
+        (None, _) => (Consistency::Stopped, None),
+        (Some(S::Running), QuiesceMode::None) => (Consistency::Live, None),
+        (Some(S::Running), QuiesceMode::Pause) => (Consistency::Paused, Some(QuiesceAction::Pause)),
+        (Some(S::Running), QuiesceMode::Stop) => (Consistency::Stopped, Some(QuiesceAction::Stop)),
+        (Some(S::Paused), QuiesceMode::None | QuiesceMode::Pause) => (Consistency::Paused, None),
+        (Some(S::Paused), QuiesceMode::Stop) => {
+            (Consistency::Stopped, Some(QuiesceAction::StopPaused))
+        }
+        (Some(S::Restarting), QuiesceMode::None) => (Consistency::Live, None),
+        (Some(S::Restarting), QuiesceMode::Pause | QuiesceMode::Stop) => {
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        }
+        (Some(s), _) if s.may_write() => (Consistency::Live, None),
+        (Some(_), _) => (Consistency::Stopped, None),
+    }
+}
+
 impl Engine {
     /// Pauses or stops the running containers among `containers` (normally
     /// [`Engine::containers_using_volume`]) according to `default` and their
@@ -163,6 +197,8 @@ impl Engine {
     /// if needed) before it is touched. If one cannot be quiesced, those
     /// already quiesced are resumed and the error is returned. Labels are all
     /// checked before anything is touched.
+    ///
+    /// What each state gets is [`decide`]'s table.
     pub fn quiesce(
         &self,
         containers: &[ContainerInfo],
@@ -192,8 +228,18 @@ impl Engine {
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
     ) -> Result<Quiesce, DockerError> {
-        signals::install()?;
+        // Look at every container first, so that nothing is touched when one of
+        // them may not be. The listing may be stale; what matters is the state now.
+        let mut steps = Vec::with_capacity(plan.len());
+        for &(c, mode) in plan {
+            let state = self
+                .block_on(current_state(&self.docker, &c.id))
+                .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
+            let (level, action) = decide(state, mode);
+            steps.push((c, level, action));
+        }
 
+        signals::install()?;
         let mut consistency = Consistency::Stopped;
         let token = {
             let mut reg = signals::registry();
@@ -220,24 +266,7 @@ impl Engine {
         // guard's drop resumes what was done (the lock is not reentrant).
         let mut reg = signals::registry();
 
-        for &(c, mode) in plan {
-            // The listing may be stale; what matters is the state now.
-            let state = self
-                .block_on(current_state(&self.docker, &c.id))
-                .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
-            let (level, action) = match (state, mode) {
-                (None, _) => (Consistency::Stopped, None),
-                (Some(ContainerState::Running), QuiesceMode::None) => (Consistency::Live, None),
-                (Some(ContainerState::Running), QuiesceMode::Pause) => {
-                    (Consistency::Paused, Some(QuiesceAction::Pause))
-                }
-                (Some(ContainerState::Running), QuiesceMode::Stop) => {
-                    (Consistency::Stopped, Some(QuiesceAction::Stop))
-                }
-                (Some(ContainerState::Paused), _) => (Consistency::Paused, None),
-                (Some(s), _) if s.may_write() => (Consistency::Live, None),
-                (Some(_), _) => (Consistency::Stopped, None),
-            };
+        for (c, level, action) in steps {
             consistency = consistency.min(level);
             let Some(action) = action else { continue };
 
@@ -255,8 +284,10 @@ impl Engine {
             let result = match action {
                 QuiesceAction::Pause => self.block_on(self.docker.pause_container(&c.id)),
                 // Docker's own grace period (the container's StopTimeout, 10 s
-                // by default), then SIGKILL.
-                QuiesceAction::Stop => self.block_on(
+                // by default), then SIGKILL. A paused container is stopped the
+                // same way (Docker thaws it to deliver the signal), and a
+                // restarting one stays down (its restart policy is held off).
+                QuiesceAction::Stop | QuiesceAction::StopPaused => self.block_on(
                     self.docker
                         .stop_container(&c.id, None::<StopContainerOptions>),
                 ),
@@ -268,7 +299,7 @@ impl Engine {
                     container: c.name.clone(),
                     action: match action {
                         QuiesceAction::Pause => "pause",
-                        QuiesceAction::Stop => "stop",
+                        QuiesceAction::Stop | QuiesceAction::StopPaused => "stop",
                     },
                     source,
                 });
@@ -357,7 +388,7 @@ impl Engine {
                 Err(source) => {
                     first_err.get_or_insert(DockerError::Resume {
                         container: r.name.clone(),
-                        command: r.action.undo_command(),
+                        hint: r.action.undo_hint(&r.name),
                         source,
                     });
                     keep.push(r);
@@ -383,6 +414,43 @@ mod tests {
         assert_eq!(" Pause ".parse(), Ok(QuiesceMode::Pause));
         assert_eq!("none".parse(), Ok(QuiesceMode::None));
         assert!("freeze".parse::<QuiesceMode>().is_err());
+    }
+
+    /// Issue: a paused or restarting container was left alone by `restore --stop`
+    /// and `--quiesce stop`, and the volume was written or read under it.
+    #[test]
+    fn paused_and_restarting_containers_are_stopped_when_stop_is_asked() {
+        use ContainerState as S;
+        let stop = |s| decide(Some(s), QuiesceMode::Stop);
+        assert_eq!(
+            stop(S::Running),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(
+            stop(S::Paused),
+            (Consistency::Stopped, Some(QuiesceAction::StopPaused))
+        );
+        assert_eq!(
+            stop(S::Restarting),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(stop(S::Exited), (Consistency::Stopped, None));
+        assert_eq!(
+            decide(Some(S::Paused), QuiesceMode::Pause),
+            (Consistency::Paused, None)
+        );
+        assert_eq!(
+            decide(Some(S::Restarting), QuiesceMode::Pause),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(
+            decide(Some(S::Restarting), QuiesceMode::None),
+            (Consistency::Live, None)
+        );
+        assert_eq!(
+            decide(None, QuiesceMode::Stop),
+            (Consistency::Stopped, None)
+        );
     }
 
     #[test]

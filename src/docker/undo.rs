@@ -18,8 +18,11 @@ use super::{status_of, ContainerState, DockerError};
 /// A container a [`Quiesce`](super::Quiesce) guard paused or stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuiescedContainer {
+    /// Full id.
     pub id: String,
+    /// Name, for messages.
     pub name: String,
+    /// What was done to it, and so how it is undone.
     pub action: QuiesceAction,
 }
 
@@ -87,6 +90,15 @@ pub(super) async fn undo(
                 .await?;
             Ok(true)
         }
+        // It was paused when it was stopped: paused again, as found. It runs for the
+        // moment between the two calls, as a new process.
+        (QuiesceAction::StopPaused, ContainerState::Exited | ContainerState::Created) => {
+            docker
+                .start_container(id, None::<StartContainerOptions>)
+                .await?;
+            docker.pause_container(id).await?;
+            Ok(true)
+        }
         _ => Ok(false),
     }
 }
@@ -111,7 +123,7 @@ pub(super) fn undo_all(
             Err(source) => {
                 first_err.get_or_insert(DockerError::Resume {
                     container: c.name.clone(),
-                    command: c.action.undo_command(),
+                    hint: c.action.undo_hint(&c.name),
                     source,
                 });
             }

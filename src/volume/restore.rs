@@ -24,7 +24,8 @@ use super::{quiesce_state_file, recorded_volume, volume_is_empty, Via};
 pub struct VolumeRestore {
     /// Target volume name (default: the recorded one).
     pub target: Option<String>,
-    /// Stop running containers that use the volume, restore, start them again.
+    /// Stop the containers that use the volume (running, paused or restarting),
+    /// restore, and return each to its state (a paused one is paused again).
     pub stop: bool,
     /// Allow restoring into an existing, non-empty volume other than the one the
     /// snapshot was taken from (`--delete`): its contents are replaced by the

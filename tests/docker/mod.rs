@@ -1,5 +1,6 @@
 mod engine;
 mod exit_codes;
+mod quiesce_states;
 mod restore_target;
 mod stack;
 mod trust;
