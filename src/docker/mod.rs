@@ -204,6 +204,17 @@ pub enum DockerError {
         source: BollardError,
     },
 
+    /// A container that must be stopped was started with `docker run --rm`
+    /// (`HostConfig.AutoRemove`): Docker would delete it when it stops. Nothing was
+    /// paused or stopped.
+    #[error(
+        "container {container} was started with `docker run --rm`: stopping it would make \
+         Docker delete it, so cbsnap changed nothing. Stop it yourself (`docker stop \
+         {container}`, which removes it) and run it again afterwards, or run it without \
+         --rm (with a restart policy, or through `docker compose up`)"
+    )]
+    AutoRemove { container: String },
+
     /// Importing the empty helper image failed.
     #[error(
         "could not create the helper image cbsnap-helper:1: {detail}; check \

@@ -14,6 +14,8 @@
 //! stays so; one found paused is left paused, or, when it must be stopped (a
 //! restore, `--quiesce stop`), stopped and paused again afterwards; one found
 //! restarting (a crash loop) is stopped and started again afterwards ([`decide`]).
+//! A container started with `docker run --rm` is never stopped: Docker would
+//! delete it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::signals::{self, ActiveQuiesce};
 use super::state::{self, QuiesceAction, QuiesceRecord};
-use super::undo::{current_state, undo, undo_all, QuiescedContainer};
+use super::undo::{current_state, inspect_now, undo, undo_all, QuiescedContainer};
 use super::{ContainerInfo, ContainerState, DockerError, Engine};
+use crate::warn::Warning;
 
 /// The container label that overrides the default mode for one container.
 pub const QUIESCE_LABEL: &str = "cbsnap.quiesce";
@@ -156,6 +159,16 @@ impl Drop for Quiesce {
     }
 }
 
+/// What to do with a container that its mode says to stop but that Docker
+/// deletes when it stops (`docker run --rm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnAutoRemove {
+    /// Refuse before anything is touched: a restore must not write under it.
+    Refuse,
+    /// Pause it instead, and warn: a snapshot is then crash-consistent.
+    Pause,
+}
+
 /// What quiescing a container found in `state` (`None`: gone) with `mode` gives:
 /// the consistency of the copy, and the action to take, if any.
 ///
@@ -198,7 +211,10 @@ impl Engine {
     /// already quiesced are resumed and the error is returned. Labels are all
     /// checked before anything is touched.
     ///
-    /// What each state gets is [`decide`]'s table.
+    /// What each state gets is [`decide`]'s table. A container to be stopped that
+    /// was started with `docker run --rm` is paused instead (stopping it would
+    /// make Docker delete it), with a [`Warning::AutoRemoveNotStopped`]: the copy
+    /// is then crash-consistent (`paused`) rather than clean.
     pub fn quiesce(
         &self,
         containers: &[ContainerInfo],
@@ -216,26 +232,68 @@ impl Engine {
             };
             plan.push((c, mode));
         }
-        self.quiesce_each(&plan, state_file)
+        self.quiesce_plan(&plan, state_file, OnAutoRemove::Pause)
     }
 
     /// Like [`Engine::quiesce`], with each container's mode given (labels are not
     /// read), in the order given; the guard resumes them in reverse order. A
     /// whole-stack restore stops every container this way, dependents first, so
     /// they start again dependencies first.
+    ///
+    /// A container that must be stopped and was started with `docker run --rm`
+    /// makes it fail with [`DockerError::AutoRemove`] before anything is touched:
+    /// Docker would delete it.
     pub fn quiesce_each(
         &self,
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
     ) -> Result<Quiesce, DockerError> {
+        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse)
+    }
+
+    /// Whether Docker deletes the container when it stops (`docker run --rm`,
+    /// `HostConfig.AutoRemove`); `false` for a container that is gone.
+    pub fn auto_removes(&self, container: &ContainerInfo) -> Result<bool, DockerError> {
+        let now = self
+            .block_on(inspect_now(&self.docker, &container.id))
+            .map_err(|e| self.err(format!("inspecting container {}", container.name), e))?;
+        Ok(now.is_some_and(|n| n.auto_remove))
+    }
+
+    fn quiesce_plan(
+        &self,
+        plan: &[(&ContainerInfo, QuiesceMode)],
+        state_file: &Path,
+        on_auto_remove: OnAutoRemove,
+    ) -> Result<Quiesce, DockerError> {
         // Look at every container first, so that nothing is touched when one of
         // them may not be. The listing may be stale; what matters is the state now.
         let mut steps = Vec::with_capacity(plan.len());
         for &(c, mode) in plan {
-            let state = self
-                .block_on(current_state(&self.docker, &c.id))
+            let now = self
+                .block_on(inspect_now(&self.docker, &c.id))
                 .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
-            let (level, action) = decide(state, mode);
+            let state = now.map(|n| n.state);
+            let (mut level, mut action) = decide(state, mode);
+            if action.is_some_and(QuiesceAction::stops) && now.is_some_and(|n| n.auto_remove) {
+                match on_auto_remove {
+                    OnAutoRemove::Refuse => {
+                        return Err(DockerError::AutoRemove {
+                            container: c.name.clone(),
+                        })
+                    }
+                    OnAutoRemove::Pause => {
+                        (level, action) = match decide(state, QuiesceMode::Pause) {
+                            (_, Some(a)) if a.stops() => (Consistency::Live, None),
+                            other => other,
+                        };
+                        crate::warn::emit(Warning::AutoRemoveNotStopped {
+                            container: c.name.clone(),
+                            consistency: level.to_string(),
+                        });
+                    }
+                }
+            }
             steps.push((c, level, action));
         }
 

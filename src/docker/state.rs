@@ -58,6 +58,12 @@ impl QuiesceAction {
             }
         }
     }
+
+    /// Whether it stops the container (which Docker deletes if it was started with
+    /// `--rm`).
+    pub fn stops(self) -> bool {
+        matches!(self, QuiesceAction::Stop | QuiesceAction::StopPaused)
+    }
 }
 
 /// One entry of the state file.

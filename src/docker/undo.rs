@@ -41,18 +41,27 @@ pub(super) async fn remove_helper(docker: &Docker, id: &str) -> Result<(), Bolla
     }
 }
 
-/// The state of a container now, `None` if it no longer exists.
-pub(super) async fn current_state(
+/// What a container is now, as far as quiescing it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ContainerNow {
+    pub state: ContainerState,
+    /// Started with `docker run --rm` (`HostConfig.AutoRemove`): Docker deletes it
+    /// when it stops.
+    pub auto_remove: bool,
+}
+
+/// The container now, `None` if it no longer exists.
+pub(super) async fn inspect_now(
     docker: &Docker,
     id: &str,
-) -> Result<Option<ContainerState>, BollardError> {
+) -> Result<Option<ContainerNow>, BollardError> {
     match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
     {
         Ok(c) => {
             let status = c.state.and_then(|s| s.status);
-            Ok(Some(match status {
+            let state = match status {
                 Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
                 Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
                 Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
@@ -61,11 +70,21 @@ pub(super) async fn current_state(
                 Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
                 Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
                 Some(ContainerStateStatusEnum::EMPTY) | None => ContainerState::Unknown,
-            }))
+            };
+            let auto_remove = c.host_config.and_then(|h| h.auto_remove).unwrap_or(false);
+            Ok(Some(ContainerNow { state, auto_remove }))
         }
         Err(e) if status_of(&e) == Some(404) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The state of a container now, `None` if it no longer exists.
+pub(super) async fn current_state(
+    docker: &Docker,
+    id: &str,
+) -> Result<Option<ContainerState>, BollardError> {
+    Ok(inspect_now(docker, id).await?.map(|c| c.state))
 }
 
 /// Undoes one pause or stop if it is still in effect. Returns whether it

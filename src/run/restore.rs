@@ -151,6 +151,17 @@ pub fn plan(
                                 | ContainerState::Restarting
                         );
                         if live && !running.iter().any(|r| r.id == c.id) {
+                            // Stopping it would make Docker delete it: refused here,
+                            // before anything is stopped, not halfway through.
+                            if engine.auto_removes(c)? {
+                                problems.push(format!(
+                                    "{}: {}",
+                                    snap.name,
+                                    crate::docker::DockerError::AutoRemove {
+                                        container: c.name.clone()
+                                    }
+                                ));
+                            }
                             running.push(c.clone());
                         }
                     }

@@ -1,11 +1,12 @@
 //! Containers in every state a volume's users can be in, when a restore or a
 //! snapshot must hold them still: a paused container and a restarting one (a crash
-//! loop) are stopped too and returned to their state afterwards.
+//! loop) are stopped too and returned to their state afterwards; a container started
+//! with `docker run --rm`, which Docker deletes when it stops, is never stopped.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::util::docker::{self as fx, TestContainer, TestVolume, BUSYBOX_IMAGE};
+use crate::util::docker::{self as fx, project_volume, TestContainer, TestVolume, BUSYBOX_IMAGE};
 use crate::util::*;
 
 fn cmd(repo: &Repo) -> Command {
@@ -166,4 +167,103 @@ fn restore_stop_stops_a_restarting_container_and_starts_it_again() {
         count(&c) > before,
         "not back in its loop after the restore (state {state})"
     );
+}
+
+/// A container started with `docker run --rm` using `volume`, running a writer.
+fn auto_remove_writer(volume: &str, labels: &[&str]) -> TestContainer {
+    fx::busybox_image();
+    let name = fx::unique("cbsnap-test-rm");
+    let mount = format!("{volume}:{}", fx::DATA);
+    let mut args = vec![
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        "--stop-timeout",
+        "2",
+    ];
+    for l in labels {
+        args.extend(["--label", l]);
+    }
+    args.extend(["--name", &name, "-v", &mount, BUSYBOX_IMAGE]);
+    args.extend(["/bin/busybox", "sh", "-c", fx::WRITER_SCRIPT]);
+    let id = fx::docker(&args);
+    let c = TestContainer { id, name };
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    c
+}
+
+/// Stopping a `--rm` container deletes it. `restore --stop` (one volume, and the
+/// whole stack) refuses before anything changes, naming it; a snapshot whose mode
+/// says stop (the flag or the container's label) pauses it instead and says so.
+#[test]
+fn a_container_started_with_rm_is_never_stopped() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted_volume(&repo, "cbsnap-t-autorm");
+    let c = auto_remove_writer(&vol.name, &[]);
+    let spec = format!("{}@latest", vol.name);
+
+    let o = cmd(&repo)
+        .args(["restore", &spec, "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&c.name) && e.contains("--rm"), "{e}");
+    assert_eq!(c.state(), "running", "the container was touched");
+    assert_eq!(
+        vol.inspect_with("cat /data/f"),
+        "v2",
+        "the volume was changed"
+    );
+
+    // A snapshot with --quiesce stop: paused instead of deleted, and said so.
+    let o = cmd(&repo)
+        .args(["snapshot", &vol.name, "--quiesce", "stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(e.contains(&c.name) && e.contains("--rm"), "{e}");
+    assert_eq!(
+        c.state(),
+        "running",
+        "the container must survive the snapshot"
+    );
+    let snaps = repo.snapshots_json();
+    assert_eq!(snaps.last().unwrap()["consistency"], "paused", "{snaps:?}");
+
+    // The label says stop: the same.
+    let labelled = TestVolume::new("cbsnap-t-autorm-label", &[("cbsnap.test", "1")]);
+    let l = auto_remove_writer(&labelled.name, &["cbsnap.quiesce=stop"]);
+    let o = cmd(&repo)
+        .args(["snapshot", &labelled.name])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&l.name), "{}", stderr(&o));
+    assert_eq!(l.state(), "running", "the labelled container must survive");
+
+    // The whole stack: refused in the plan, before any container is stopped.
+    let project = fx::unique("cbt-autorm");
+    let pv = project_volume(&project, "data");
+    pv.populate("echo v1 > /data/f");
+    let o = cmd(&repo)
+        .args(["snapshot", "--all", "--project", &project])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other = TestContainer::writer(&pv.name, &[]);
+    let p = auto_remove_writer(&pv.name, &[]);
+    let o = cmd(&repo)
+        .args(["restore", "--all", "--project", &project, "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains(&p.name) && e.contains("--rm"), "{e}");
+    assert_eq!(p.state(), "running");
+    assert_eq!(other.state(), "running", "nothing may be stopped");
 }
