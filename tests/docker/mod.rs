@@ -1,3 +1,4 @@
+mod archive_route;
 mod engine;
 mod exit_codes;
 mod quiesce_states;
