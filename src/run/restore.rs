@@ -171,20 +171,15 @@ pub fn plan(
                     };
                     if opts.via == Via::Mount && !mount {
                         problems.push(format!(
-                            "{}: --via mount cannot write {} directly (run as root on the Docker host, or use --via archive)",
-                            snap.name, info.mountpoint
+                            "{}: {}",
+                            snap.name,
+                            crate::volume::via_mount_refused(&info)
                         ));
                     }
-                    if !mount
-                        && !users.is_empty()
-                        && !crate::volume::volume_is_empty(engine, &vol.name)?
-                    {
-                        problems.push(format!(
-                            "{}: volume {} is not empty and containers reference it ({}), so the archive API can neither clear nor recreate it; run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`)",
-                            snap.name,
-                            vol.name,
-                            users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ));
+                    if !mount && !crate::volume::volume_is_empty(engine, &vol.name)? {
+                        if let Err(e) = crate::volume::restore::clearing(engine, &info, &users) {
+                            problems.push(format!("{}: {e}", snap.name));
+                        }
                     }
                 }
                 Target::Volume(vol.name)

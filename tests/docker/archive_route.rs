@@ -56,3 +56,96 @@ fn archive_restore_keeps_the_owner_and_mode_of_the_volume_root() {
         assert_eq!(vol.inspect_with("ls /data"), "PG_VERSION");
     }
 }
+
+/// A volume bound to a host directory (`--opt type=none --opt o=bind --opt
+/// device=DIR`), the compose project's. Its `_data` is empty while no container uses
+/// it; `snapshot`, `snapshot --all` and `restore` read and write DIR through a helper
+/// container, `--via mount` is refused naming the route to use, and a restore over
+/// changed data makes the volume equal to the snapshot (extra files removed).
+#[test]
+fn a_bind_backed_volume_is_read_and_written_where_its_data_is() {
+    let _e = fx::engine();
+    assert!(is_root(), "the bind device is written as root");
+    let device = tempfile::tempdir().unwrap();
+    let dir = device.path();
+    std::fs::create_dir(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("real.txt"), b"data\n").unwrap();
+    std::fs::write(dir.join("sub/deep"), b"deep\n").unwrap();
+    let project = fx::unique("cbt-bind");
+    let name = format!("{project}_data");
+    fx::docker(&[
+        "volume",
+        "create",
+        "--label",
+        &format!("com.docker.compose.project={project}"),
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", dir.display()),
+        &name,
+    ]);
+    let vol = TestVolume::adopt(&name);
+    let repo = Repo::new();
+    let ls = |spec: &str| {
+        let o = cmd(&repo).args(["ls", spec]).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+
+    let o = cmd(&repo).args(["snapshot", &name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = ls(&format!("{name}@latest"));
+    assert!(
+        listed.contains("real.txt") && listed.contains("sub"),
+        "{listed}"
+    );
+
+    let o = cmd(&repo)
+        .args(["snapshot", &name, "--via", "mount"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    // A volume snapshot is a run of one source: a source that fails is exit 1.
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&name) && e.contains("--via archive"), "{e}");
+
+    let o = cmd(&repo)
+        .args(["snapshot", "--all", "--project", &project])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = ls("data@latest");
+    assert!(listed.contains("real.txt"), "snapshot --all: {listed}");
+
+    // Changed data: a restore makes it equal to the snapshot, by either route.
+    for via in ["auto", "archive"] {
+        std::fs::write(dir.join("real.txt"), b"changed\n").unwrap();
+        std::fs::write(dir.join("added-later"), b"stale\n").unwrap();
+        std::fs::create_dir_all(dir.join("new-dir/deep")).unwrap();
+        let o = cmd(&repo)
+            .args(["restore", &format!("{name}@latest"), "--via", via])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{via}: {}", stderr(&o));
+        assert_eq!(
+            std::fs::read(dir.join("real.txt")).unwrap(),
+            b"data\n",
+            "{via}"
+        );
+        assert_eq!(std::fs::read(dir.join("sub/deep")).unwrap(), b"deep\n");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["real.txt", "sub"], "{via}: extra files left behind");
+        assert_eq!(vol.inspect_with("cat /data/real.txt"), "data");
+    }
+    let o = cmd(&repo)
+        .args(["restore", &format!("{name}@latest"), "--via", "mount"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
