@@ -211,7 +211,10 @@ impl Engine {
     /// already quiesced are resumed and the error is returned. Labels are all
     /// checked before anything is touched.
     ///
-    /// What each state gets is [`decide`]'s table. A container to be stopped that
+    /// What each state gets is the table of `decide` (`docker/quiesce.rs`): a
+    /// paused container is stopped too when its mode is `stop`, a restarting one
+    /// unless it is `none`, and the guard returns each to its state. A container to
+    /// be stopped that
     /// was started with `docker run --rm` is paused instead (stopping it would
     /// make Docker delete it), with a [`Warning::AutoRemoveNotStopped`]: the copy
     /// is then crash-consistent (`paused`) rather than clean.
