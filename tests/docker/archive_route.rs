@@ -149,3 +149,71 @@ fn a_bind_backed_volume_is_read_and_written_where_its_data_is() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
+
+/// A volume with driver options that is no host directory (tmpfs here; NFS is the
+/// same case: removing and recreating the volume leaves its data where it is, and
+/// the archive API cannot delete files) and holds files: `restore --stop` refuses
+/// before anything is touched, saying why, instead of stopping the container.
+#[test]
+fn a_volume_that_cannot_be_cleared_is_refused_before_anything_is_touched() {
+    let _e = fx::engine();
+    let name = fx::unique("cbsnap-t-tmpfs");
+    fx::docker(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        &name,
+    ]);
+    let vol = TestVolume::adopt(&name);
+    // A tmpfs volume holds data only while mounted: a container keeps it mounted.
+    let c = fx::TestContainer::run(
+        &name,
+        &[],
+        "echo v1 > /data/f; trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    );
+    assert_eq!(
+        c.wait_for("running", std::time::Duration::from_secs(10)),
+        "running"
+    );
+    let repo = Repo::new();
+    let o = cmd(&repo).args(["snapshot", &name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    vol.populate("echo v2 > /data/f");
+
+    let since = fx::docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let o = cmd(&repo)
+        .args(["restore", &format!("{name}@latest"), "--stop"])
+        .output()
+        .unwrap();
+    let until = fx::docker(&["system", "info", "-f", "{{.SystemTime}}"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains(&name) && e.contains("type=tmpfs") && e.contains("--to-volume"),
+        "{e}"
+    );
+    let events = fx::docker(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={}", c.id),
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(
+        !events.contains("stop") && !events.contains("die"),
+        "{events}"
+    );
+    assert_eq!(c.state(), "running");
+    assert_eq!(
+        vol.inspect_with("cat /data/f"),
+        "v2",
+        "the data was touched"
+    );
+}
