@@ -51,6 +51,14 @@ pub enum Warning {
     /// `reason` is its [`SnapshotFileError`](crate::snapshot::SnapshotFileError),
     /// rendered (this module is a leaf that every layer may use).
     SnapshotSkipped { path: PathBuf, reason: String },
+    /// `container` was to be stopped while its volume is read, but it was started
+    /// with `docker run --rm` and Docker would delete it: it is paused instead (or
+    /// left running when it cannot be paused); `consistency` is what the snapshot
+    /// records then (`paused`, `live`).
+    AutoRemoveNotStopped {
+        container: String,
+        consistency: String,
+    },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -91,6 +99,10 @@ impl fmt::Display for Warning {
                 f,
                 "cbsnap: warning: snapshot file {} {reason}; skipped. Run `cbsnap check`.",
                 path.display()
+            ),
+            Warning::AutoRemoveNotStopped { container, consistency } => write!(
+                f,
+                "cbsnap: warning: container {container} was started with `docker run --rm`, so stopping it would make Docker delete it: it is not stopped while its volume is read, and the snapshot is {consistency}, not stopped. Run it without --rm (a restart policy, or `docker compose up`) to have it stopped, or label it cbsnap.quiesce=pause to accept this"
             ),
             Warning::Line(line) => f.write_str(line),
         }

@@ -23,7 +23,8 @@ pub struct Args {
     /// Restore into this host directory (must not exist or be empty, unless --force)
     #[arg(long, value_name = "DIR", conflicts_with = "to_volume")]
     pub to: Option<PathBuf>,
-    /// Restore a volume snapshot into another Docker volume (created if missing)
+    /// Restore a volume snapshot into another Docker volume (created if missing; one
+    /// that holds files needs --delete, as it is made equal to the snapshot)
     #[arg(long, value_name = "VOLUME")]
     pub to_volume: Option<String>,
     /// Restore into a non-empty directory, replacing entries of the same name (other
@@ -32,8 +33,9 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
     /// Restore into a non-empty directory and remove what the snapshot does not have,
-    /// so the directory equals the snapshot (volumes are always made equal); nothing
-    /// inside a filesystem mounted below it is removed
+    /// so the directory equals the snapshot (volumes are always made equal; with
+    /// --to-volume, allows replacing the contents of a non-empty other volume);
+    /// nothing inside a filesystem mounted below it is removed
     #[arg(long)]
     pub delete: bool,
     /// Only this path of the snapshot, e.g. `models/manifests` (repeatable; needs --to)
@@ -43,7 +45,8 @@ pub struct Args {
     /// '*.log' (repeatable; needs --to)
     #[arg(long, value_name = "GLOB", requires = "to")]
     pub exclude: Vec<String>,
-    /// Stop the running containers that use the volume, restore, start them again
+    /// Stop the containers that use the volume (running, paused or restarting), restore,
+    /// and return each to its state (start them; a paused one is paused again)
     #[arg(long)]
     pub stop: bool,
     /// Restore every source of the newest complete `snapshot --all` run (or of --run)
@@ -109,6 +112,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
             let opts = VolumeRestore {
                 target: a.to_volume.clone(),
                 stop: a.stop,
+                delete: a.delete,
                 via,
             };
             restore_snapshot(&repo, &snap, &opts, &progress)

@@ -230,9 +230,8 @@ struct RootMeta {
     mtime: u64,
 }
 
-/// The root directory's metadata, if `block` is a valid tar header of the
-/// entry `./` (or `.`).
-fn root_meta(block: &[u8]) -> Option<RootMeta> {
+/// `block` as a tar header, if its checksum is right.
+fn valid_header(block: &[u8]) -> Option<&tar::Header> {
     let block: &[u8; 512] = block.try_into().ok()?;
     // Checksum: the sum of all bytes, with the checksum field read as spaces.
     let sum: u64 = block
@@ -247,7 +246,14 @@ fn root_meta(block: &[u8]) -> Option<RootMeta> {
         })
         .sum();
     let header = tar::Header::from_byte_slice(block);
-    if u64::from(header.cksum().ok()?) != sum || header.entry_type() != tar::EntryType::Directory {
+    (u64::from(header.cksum().ok()?) == sum).then_some(header)
+}
+
+/// The root directory's metadata, if `block` is a valid tar header of the
+/// entry `./` (or `.`).
+fn root_meta(block: &[u8]) -> Option<RootMeta> {
+    let header = valid_header(block)?;
+    if header.entry_type() != tar::EntryType::Directory {
         return None;
     }
     let path = header.path_bytes();
@@ -261,6 +267,36 @@ fn root_meta(block: &[u8]) -> Option<RootMeta> {
         gid: header.gid().ok()?,
         mtime: header.mtime().ok()?,
     })
+}
+
+/// The largest PAX extended header read ahead of the root entry: the root's
+/// records (xattrs, times) are small; past this the root is left as Docker makes it.
+const MAX_ROOT_PAX: u64 = 1 << 20;
+
+/// Reads the stream's first entry: its header and, when a PAX extended header
+/// comes first (`restore::tar::dump` writes one for a root with xattrs or a
+/// sub-second mtime, as every snapshot read through the mountpoint has), that
+/// header and its records too. Returns the bytes read, to be sent on unchanged, and
+/// the root directory's metadata if the entry is the root.
+fn read_first_entry(reader: &mut impl Read) -> io::Result<(Vec<u8>, Option<RootMeta>)> {
+    let mut buf = vec![0u8; 512];
+    let n = read_full(reader, &mut buf)?;
+    buf.truncate(n);
+    let mut at = 0;
+    let pax = valid_header(&buf)
+        .filter(|h| h.entry_type() == tar::EntryType::XHeader)
+        .and_then(|h| h.size().ok())
+        .filter(|&size| size <= MAX_ROOT_PAX);
+    if let Some(size) = pax {
+        let records = usize::try_from(size.div_ceil(512) * 512).unwrap_or(usize::MAX);
+        let mut more = vec![0u8; records + 512];
+        let m = read_full(reader, &mut more)?;
+        more.truncate(m);
+        buf.extend_from_slice(&more);
+        at = 512 + records;
+    }
+    let root = buf.get(at..at + 512).and_then(root_meta);
+    Ok((buf, root))
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -488,10 +524,10 @@ impl Engine {
     /// Ownership is taken from the tar headers.
     ///
     /// If the stream starts with the root directory entry (`./` or `.`, a
-    /// plain ustar/GNU header as [`Engine::read_volume_tar`] produces), its
-    /// mode, owner and mtime are applied to the volume's top directory
-    /// afterwards: Docker skips that entry, and a service running as a non-root
-    /// user needs its volume root to be its own.
+    /// ustar/GNU header as [`Engine::read_volume_tar`] produces, possibly after a
+    /// PAX extended header), its mode, owner and mtime are applied to the
+    /// volume's top directory afterwards: Docker skips that entry, and a service
+    /// running as a non-root user (Postgres) needs its volume root to be its own.
     ///
     /// Files already in the volume are overwritten or kept, never deleted:
     /// restore into an empty volume for an exact copy. On error the volume
@@ -522,14 +558,10 @@ impl Engine {
 
         // Read on this thread: `reader` need not be 'static.
         let mut read_err = None;
-        let mut first = vec![0u8; 512];
         let mut root = None;
-        match read_full(&mut reader, &mut first) {
-            Ok(n) => {
-                if n == first.len() {
-                    root = root_meta(&first);
-                }
-                first.truncate(n);
+        match read_first_entry(&mut reader) {
+            Ok((first, meta)) => {
+                root = meta;
                 // A failure means the upload already ended; its answer says why.
                 let _ = tx.blocking_send(Ok(Bytes::from(first)));
             }
@@ -683,6 +715,39 @@ mod tests {
         assert_eq!(root_meta(&corrupt), None, "bad checksum");
         assert_eq!(root_meta(&[0u8; 512]), None);
         assert_eq!(root_meta(b"short"), None);
+    }
+
+    /// Issue: a snapshot read through the mountpoint has a sub-second mtime on its
+    /// root, so its dump starts with a PAX header; the root's owner and mode were
+    /// lost on the archive restore (999:999 0770 came back 0:0 0755).
+    #[test]
+    fn the_root_entry_is_found_after_a_pax_header() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("mtime", b"1700000000.5".as_slice())])
+            .unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o770);
+        h.set_uid(999);
+        h.set_gid(999);
+        h.set_mtime(1_700_000_000);
+        h.set_size(0);
+        b.append_data(&mut h, "./", io::empty()).unwrap();
+        b.append_data(&mut tar::Header::new_gnu(), "f", io::empty())
+            .unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut reader = bytes.as_slice();
+        let (read, root) = read_first_entry(&mut reader).unwrap();
+        let root = root.expect("the root entry after the PAX header");
+        assert_eq!((root.mode, root.uid, root.gid), (0o770, 999, 999));
+        // Everything read is passed on, in order.
+        assert_eq!([read.as_slice(), reader].concat(), bytes);
+        // No PAX header: the first block is the root, as before.
+        let (_, plain) = read_first_entry(&mut dir_header(".", 0o750).as_slice()).unwrap();
+        assert_eq!(plain.map(|r| r.mode), Some(0o750));
+        // A stream shorter than a block is passed on whole.
+        let (short, none) = read_first_entry(&mut b"abc".as_slice()).unwrap();
+        assert_eq!((short.as_slice(), none), (b"abc".as_slice(), None));
     }
 
     #[test]

@@ -13,13 +13,18 @@
 //!   whose messages say what the operator should do next.
 //! - `volume.rs`: [`VolumeInfo`] (recorded in snapshots), [`Engine::list_project_volumes`],
 //!   [`Engine::inspect_volume`], [`Engine::create_volume`], [`Engine::remove_volume`],
-//!   [`Engine::containers_using_volume`] and [`Engine::volume_mountpoint_readable`]
-//!   (may `--via mount` read `/var/lib/docker/volumes/<v>/_data` directly?).
+//!   [`Engine::containers_using_volume`], [`Engine::volume_mountpoint_readable`]
+//!   (may `--via mount` read `/var/lib/docker/volumes/<v>/_data` directly? never
+//!   for a volume with driver options, [`VolumeInfo::data_outside_mountpoint`]) and
+//!   [`Engine::runs_on_engine_host`].
 //! - `quiesce.rs`: [`Engine::quiesce`] returns a [`Quiesce`] guard that pauses or
 //!   stops the running containers of a volume and resumes them in reverse order on
 //!   [`Quiesce::resume`] or drop; [`Engine::with_quiesced`] wraps a closure in one;
 //!   [`Engine::recover_quiesced`] undoes what a SIGKILLed run left behind. The
-//!   snapshot records the [`Consistency`] obtained.
+//!   snapshot records the [`Consistency`] obtained. Paused and restarting
+//!   containers are stopped too when stopping is asked for, and returned to their
+//!   state; a `docker run --rm` container is never stopped
+//!   ([`Engine::auto_removes`], [`DockerError::AutoRemove`]).
 //! - `state.rs`: the quiesce state file (`<repo>/locks/quiesced.json`), written
 //!   atomically before any container is touched.
 //! - `signals.rs`: the process-wide registry of paused containers and helper
@@ -196,15 +201,24 @@ pub enum DockerError {
 
     /// Unpausing or restarting a container failed. Its entry stays in the state
     /// file, so the next run retries.
-    #[error(
-        "could not resume container {container}: {source}; run `docker {command} \
-         {container}` by hand"
-    )]
+    #[error("could not resume container {container}: {source}; run `{hint}` by hand")]
     Resume {
         container: String,
-        command: &'static str,
+        /// The command line that does it ([`QuiesceAction::undo_hint`]).
+        hint: String,
         source: BollardError,
     },
+
+    /// A container that must be stopped was started with `docker run --rm`
+    /// (`HostConfig.AutoRemove`): Docker would delete it when it stops. Nothing was
+    /// paused or stopped.
+    #[error(
+        "container {container} was started with `docker run --rm`: stopping it would make \
+         Docker delete it, so cbsnap changed nothing. Stop it yourself (`docker stop \
+         {container}`, which removes it) and run it again afterwards, or run it without \
+         --rm (with a restart policy, or through `docker compose up`)"
+    )]
+    AutoRemove { container: String },
 
     /// Importing the empty helper image failed.
     #[error(

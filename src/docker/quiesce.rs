@@ -10,8 +10,12 @@
 //! [`Engine::quiesce`] returns a [`Quiesce`] guard. It resumes what it changed,
 //! in reverse order, on [`Quiesce::resume`], on drop (also during a panic), on
 //! SIGINT/SIGTERM/SIGHUP (`signals.rs`), and after a SIGKILL through the state
-//! file and [`Engine::recover_quiesced`]. Only containers that were running are
-//! touched, so a container the operator had paused or stopped stays so.
+//! file and [`Engine::recover_quiesced`]. A container the operator had stopped
+//! stays so; one found paused is left paused, or, when it must be stopped (a
+//! restore, `--quiesce stop`), stopped and paused again afterwards; one found
+//! restarting (a crash loop) is stopped and started again afterwards ([`decide`]).
+//! A container started with `docker run --rm` is never stopped: Docker would
+//! delete it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -23,8 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use super::signals::{self, ActiveQuiesce};
 use super::state::{self, QuiesceAction, QuiesceRecord};
-use super::undo::{current_state, undo, undo_all, QuiescedContainer};
+use super::undo::{current_state, inspect_now, undo, undo_all, QuiescedContainer};
 use super::{ContainerInfo, ContainerState, DockerError, Engine};
+use crate::warn::Warning;
 
 /// The container label that overrides the default mode for one container.
 pub const QUIESCE_LABEL: &str = "cbsnap.quiesce";
@@ -154,6 +159,48 @@ impl Drop for Quiesce {
     }
 }
 
+/// What to do with a container that its mode says to stop but that Docker
+/// deletes when it stops (`docker run --rm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnAutoRemove {
+    /// Refuse before anything is touched: a restore must not write under it.
+    Refuse,
+    /// Pause it instead, and warn: a snapshot is then crash-consistent.
+    Pause,
+}
+
+/// What quiescing a container found in `state` (`None`: gone) with `mode` gives:
+/// the consistency of the copy, and the action to take, if any.
+///
+/// Every state in which the container's processes may write, or may start writing
+/// during the copy, gets an action unless the mode is `none`: a running container
+/// is paused or stopped; a paused one is frozen already, and `stop` stops it (it is
+/// paused again afterwards); a restarting one (a crash loop) cannot be paused and
+/// its restart policy may start it at any moment, so it is stopped, and started
+/// again afterwards, back into its loop.
+fn decide(
+    state: Option<ContainerState>,
+    mode: QuiesceMode,
+) -> (Consistency, Option<QuiesceAction>) {
+    use ContainerState as S;
+    match (state, mode) {
+        (None, _) => (Consistency::Stopped, None),
+        (Some(S::Running), QuiesceMode::None) => (Consistency::Live, None),
+        (Some(S::Running), QuiesceMode::Pause) => (Consistency::Paused, Some(QuiesceAction::Pause)),
+        (Some(S::Running), QuiesceMode::Stop) => (Consistency::Stopped, Some(QuiesceAction::Stop)),
+        (Some(S::Paused), QuiesceMode::None | QuiesceMode::Pause) => (Consistency::Paused, None),
+        (Some(S::Paused), QuiesceMode::Stop) => {
+            (Consistency::Stopped, Some(QuiesceAction::StopPaused))
+        }
+        (Some(S::Restarting), QuiesceMode::None) => (Consistency::Live, None),
+        (Some(S::Restarting), QuiesceMode::Pause | QuiesceMode::Stop) => {
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        }
+        (Some(s), _) if s.may_write() => (Consistency::Live, None),
+        (Some(_), _) => (Consistency::Stopped, None),
+    }
+}
+
 impl Engine {
     /// Pauses or stops the running containers among `containers` (normally
     /// [`Engine::containers_using_volume`]) according to `default` and their
@@ -163,6 +210,14 @@ impl Engine {
     /// if needed) before it is touched. If one cannot be quiesced, those
     /// already quiesced are resumed and the error is returned. Labels are all
     /// checked before anything is touched.
+    ///
+    /// What each state gets is the table of `decide` (`docker/quiesce.rs`): a
+    /// paused container is stopped too when its mode is `stop`, a restarting one
+    /// unless it is `none`, and the guard returns each to its state. A container to
+    /// be stopped that
+    /// was started with `docker run --rm` is paused instead (stopping it would
+    /// make Docker delete it), with a [`Warning::AutoRemoveNotStopped`]: the copy
+    /// is then crash-consistent (`paused`) rather than clean.
     pub fn quiesce(
         &self,
         containers: &[ContainerInfo],
@@ -180,20 +235,72 @@ impl Engine {
             };
             plan.push((c, mode));
         }
-        self.quiesce_each(&plan, state_file)
+        self.quiesce_plan(&plan, state_file, OnAutoRemove::Pause)
     }
 
     /// Like [`Engine::quiesce`], with each container's mode given (labels are not
     /// read), in the order given; the guard resumes them in reverse order. A
     /// whole-stack restore stops every container this way, dependents first, so
     /// they start again dependencies first.
+    ///
+    /// A container that must be stopped and was started with `docker run --rm`
+    /// makes it fail with [`DockerError::AutoRemove`] before anything is touched:
+    /// Docker would delete it.
     pub fn quiesce_each(
         &self,
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
     ) -> Result<Quiesce, DockerError> {
-        signals::install()?;
+        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse)
+    }
 
+    /// Whether Docker deletes the container when it stops (`docker run --rm`,
+    /// `HostConfig.AutoRemove`); `false` for a container that is gone.
+    pub fn auto_removes(&self, container: &ContainerInfo) -> Result<bool, DockerError> {
+        let now = self
+            .block_on(inspect_now(&self.docker, &container.id))
+            .map_err(|e| self.err(format!("inspecting container {}", container.name), e))?;
+        Ok(now.is_some_and(|n| n.auto_remove))
+    }
+
+    fn quiesce_plan(
+        &self,
+        plan: &[(&ContainerInfo, QuiesceMode)],
+        state_file: &Path,
+        on_auto_remove: OnAutoRemove,
+    ) -> Result<Quiesce, DockerError> {
+        // Look at every container first, so that nothing is touched when one of
+        // them may not be. The listing may be stale; what matters is the state now.
+        let mut steps = Vec::with_capacity(plan.len());
+        for &(c, mode) in plan {
+            let now = self
+                .block_on(inspect_now(&self.docker, &c.id))
+                .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
+            let state = now.map(|n| n.state);
+            let (mut level, mut action) = decide(state, mode);
+            if action.is_some_and(QuiesceAction::stops) && now.is_some_and(|n| n.auto_remove) {
+                match on_auto_remove {
+                    OnAutoRemove::Refuse => {
+                        return Err(DockerError::AutoRemove {
+                            container: c.name.clone(),
+                        })
+                    }
+                    OnAutoRemove::Pause => {
+                        (level, action) = match decide(state, QuiesceMode::Pause) {
+                            (_, Some(a)) if a.stops() => (Consistency::Live, None),
+                            other => other,
+                        };
+                        crate::warn::emit(Warning::AutoRemoveNotStopped {
+                            container: c.name.clone(),
+                            consistency: level.to_string(),
+                        });
+                    }
+                }
+            }
+            steps.push((c, level, action));
+        }
+
+        signals::install()?;
         let mut consistency = Consistency::Stopped;
         let token = {
             let mut reg = signals::registry();
@@ -220,24 +327,7 @@ impl Engine {
         // guard's drop resumes what was done (the lock is not reentrant).
         let mut reg = signals::registry();
 
-        for &(c, mode) in plan {
-            // The listing may be stale; what matters is the state now.
-            let state = self
-                .block_on(current_state(&self.docker, &c.id))
-                .map_err(|e| self.err(format!("inspecting container {}", c.name), e))?;
-            let (level, action) = match (state, mode) {
-                (None, _) => (Consistency::Stopped, None),
-                (Some(ContainerState::Running), QuiesceMode::None) => (Consistency::Live, None),
-                (Some(ContainerState::Running), QuiesceMode::Pause) => {
-                    (Consistency::Paused, Some(QuiesceAction::Pause))
-                }
-                (Some(ContainerState::Running), QuiesceMode::Stop) => {
-                    (Consistency::Stopped, Some(QuiesceAction::Stop))
-                }
-                (Some(ContainerState::Paused), _) => (Consistency::Paused, None),
-                (Some(s), _) if s.may_write() => (Consistency::Live, None),
-                (Some(_), _) => (Consistency::Stopped, None),
-            };
+        for (c, level, action) in steps {
             consistency = consistency.min(level);
             let Some(action) = action else { continue };
 
@@ -255,8 +345,10 @@ impl Engine {
             let result = match action {
                 QuiesceAction::Pause => self.block_on(self.docker.pause_container(&c.id)),
                 // Docker's own grace period (the container's StopTimeout, 10 s
-                // by default), then SIGKILL.
-                QuiesceAction::Stop => self.block_on(
+                // by default), then SIGKILL. A paused container is stopped the
+                // same way (Docker thaws it to deliver the signal), and a
+                // restarting one stays down (its restart policy is held off).
+                QuiesceAction::Stop | QuiesceAction::StopPaused => self.block_on(
                     self.docker
                         .stop_container(&c.id, None::<StopContainerOptions>),
                 ),
@@ -268,7 +360,7 @@ impl Engine {
                     container: c.name.clone(),
                     action: match action {
                         QuiesceAction::Pause => "pause",
-                        QuiesceAction::Stop => "stop",
+                        QuiesceAction::Stop | QuiesceAction::StopPaused => "stop",
                     },
                     source,
                 });
@@ -357,7 +449,7 @@ impl Engine {
                 Err(source) => {
                     first_err.get_or_insert(DockerError::Resume {
                         container: r.name.clone(),
-                        command: r.action.undo_command(),
+                        hint: r.action.undo_hint(&r.name),
                         source,
                     });
                     keep.push(r);
@@ -383,6 +475,43 @@ mod tests {
         assert_eq!(" Pause ".parse(), Ok(QuiesceMode::Pause));
         assert_eq!("none".parse(), Ok(QuiesceMode::None));
         assert!("freeze".parse::<QuiesceMode>().is_err());
+    }
+
+    /// Issue: a paused or restarting container was left alone by `restore --stop`
+    /// and `--quiesce stop`, and the volume was written or read under it.
+    #[test]
+    fn paused_and_restarting_containers_are_stopped_when_stop_is_asked() {
+        use ContainerState as S;
+        let stop = |s| decide(Some(s), QuiesceMode::Stop);
+        assert_eq!(
+            stop(S::Running),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(
+            stop(S::Paused),
+            (Consistency::Stopped, Some(QuiesceAction::StopPaused))
+        );
+        assert_eq!(
+            stop(S::Restarting),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(stop(S::Exited), (Consistency::Stopped, None));
+        assert_eq!(
+            decide(Some(S::Paused), QuiesceMode::Pause),
+            (Consistency::Paused, None)
+        );
+        assert_eq!(
+            decide(Some(S::Restarting), QuiesceMode::Pause),
+            (Consistency::Stopped, Some(QuiesceAction::Stop))
+        );
+        assert_eq!(
+            decide(Some(S::Restarting), QuiesceMode::None),
+            (Consistency::Live, None)
+        );
+        assert_eq!(
+            decide(None, QuiesceMode::Stop),
+            (Consistency::Stopped, None)
+        );
     }
 
     #[test]

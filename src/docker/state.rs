@@ -16,7 +16,8 @@
 //!    "pid": 4242, "host": "buildbox", "since": "2026-11-26T13:00:00Z"}]}
 //! ```
 //!
-//! `action` is `pause` or `stop`; `pid` and `host` name the cbsnap process that
+//! `action` is `pause`, `stop` or `stop-paused` (stopped while paused: started and
+//! paused again to undo; a cbsnap older than that variant refuses the file); `pid` and `host` name the cbsnap process that
 //! did it, so that a run does not undo the work of another one that is still
 //! alive. No file means nothing is quiesced.
 
@@ -39,15 +40,29 @@ pub enum QuiesceAction {
     /// Stopped (SIGTERM, then SIGKILL after the grace period); undone by
     /// `docker start`.
     Stop,
+    /// Stopped while it was paused (`docker stop` ends a paused container too:
+    /// Docker thaws it to deliver the signal); undone by `docker start`, then
+    /// `docker pause`, so that it is paused again, as it was found.
+    #[serde(rename = "stop-paused")]
+    StopPaused,
 }
 
 impl QuiesceAction {
-    /// The docker CLI command that undoes it.
-    pub fn undo_command(self) -> &'static str {
+    /// The docker CLI command line that undoes it for `container`.
+    pub fn undo_hint(self, container: &str) -> String {
         match self {
-            QuiesceAction::Pause => "unpause",
-            QuiesceAction::Stop => "start",
+            QuiesceAction::Pause => format!("docker unpause {container}"),
+            QuiesceAction::Stop => format!("docker start {container}"),
+            QuiesceAction::StopPaused => {
+                format!("docker start {container} && docker pause {container}")
+            }
         }
+    }
+
+    /// Whether it stops the container (which Docker deletes if it was started with
+    /// `--rm`).
+    pub fn stops(self) -> bool {
+        matches!(self, QuiesceAction::Stop | QuiesceAction::StopPaused)
     }
 }
 

@@ -18,8 +18,11 @@ use super::{status_of, ContainerState, DockerError};
 /// A container a [`Quiesce`](super::Quiesce) guard paused or stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuiescedContainer {
+    /// Full id.
     pub id: String,
+    /// Name, for messages.
     pub name: String,
+    /// What was done to it, and so how it is undone.
     pub action: QuiesceAction,
 }
 
@@ -38,18 +41,27 @@ pub(super) async fn remove_helper(docker: &Docker, id: &str) -> Result<(), Bolla
     }
 }
 
-/// The state of a container now, `None` if it no longer exists.
-pub(super) async fn current_state(
+/// What a container is now, as far as quiescing it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ContainerNow {
+    pub state: ContainerState,
+    /// Started with `docker run --rm` (`HostConfig.AutoRemove`): Docker deletes it
+    /// when it stops.
+    pub auto_remove: bool,
+}
+
+/// The container now, `None` if it no longer exists.
+pub(super) async fn inspect_now(
     docker: &Docker,
     id: &str,
-) -> Result<Option<ContainerState>, BollardError> {
+) -> Result<Option<ContainerNow>, BollardError> {
     match docker
         .inspect_container(id, None::<InspectContainerOptions>)
         .await
     {
         Ok(c) => {
             let status = c.state.and_then(|s| s.status);
-            Ok(Some(match status {
+            let state = match status {
                 Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
                 Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
                 Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
@@ -58,11 +70,21 @@ pub(super) async fn current_state(
                 Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
                 Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
                 Some(ContainerStateStatusEnum::EMPTY) | None => ContainerState::Unknown,
-            }))
+            };
+            let auto_remove = c.host_config.and_then(|h| h.auto_remove).unwrap_or(false);
+            Ok(Some(ContainerNow { state, auto_remove }))
         }
         Err(e) if status_of(&e) == Some(404) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The state of a container now, `None` if it no longer exists.
+pub(super) async fn current_state(
+    docker: &Docker,
+    id: &str,
+) -> Result<Option<ContainerState>, BollardError> {
+    Ok(inspect_now(docker, id).await?.map(|c| c.state))
 }
 
 /// Undoes one pause or stop if it is still in effect. Returns whether it
@@ -85,6 +107,15 @@ pub(super) async fn undo(
             docker
                 .start_container(id, None::<StartContainerOptions>)
                 .await?;
+            Ok(true)
+        }
+        // It was paused when it was stopped: paused again, as found. It runs for the
+        // moment between the two calls, as a new process.
+        (QuiesceAction::StopPaused, ContainerState::Exited | ContainerState::Created) => {
+            docker
+                .start_container(id, None::<StartContainerOptions>)
+                .await?;
+            docker.pause_container(id).await?;
             Ok(true)
         }
         _ => Ok(false),
@@ -111,7 +142,7 @@ pub(super) fn undo_all(
             Err(source) => {
                 first_err.get_or_insert(DockerError::Resume {
                     container: c.name.clone(),
-                    command: c.action.undo_command(),
+                    hint: c.action.undo_hint(&c.name),
                     source,
                 });
             }

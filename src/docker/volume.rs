@@ -38,6 +38,39 @@ pub struct VolumeInfo {
     pub mountpoint: String,
 }
 
+impl VolumeInfo {
+    /// Whether the volume's data may be elsewhere than at its mountpoint on the
+    /// engine's host: a volume of another driver than `local`, or a `local` one
+    /// with driver options (`--opt type=none --opt o=bind --opt device=DIR`, NFS,
+    /// tmpfs). Docker mounts such a volume on its mountpoint only while a
+    /// container uses it; otherwise the directory there is empty or stale. Only a
+    /// helper container, which mounts it, sees its data.
+    pub fn data_outside_mountpoint(&self) -> bool {
+        self.driver != "local" || !self.driver_opts.is_empty()
+    }
+
+    /// The host directory a bind-backed `local` volume shows (`o` lists `bind`,
+    /// `device` is an absolute path), if it is one.
+    pub fn bind_device(&self) -> Option<&Path> {
+        let bind = self
+            .driver_opts
+            .get("o")
+            .is_some_and(|o| o.split(',').any(|opt| opt.trim() == "bind"));
+        let device = Path::new(self.driver_opts.get("device")?);
+        (self.driver == "local" && bind && device.is_absolute()).then_some(device)
+    }
+
+    /// `driver local, type=none, o=bind, device=/srv/x`: how the volume keeps its
+    /// data, for messages.
+    pub fn describe_driver(&self) -> String {
+        let mut s = format!("driver {}", self.driver);
+        for (k, v) in &self.driver_opts {
+            s.push_str(&format!(", {k}={v}"));
+        }
+        s
+    }
+}
+
 impl From<Volume> for VolumeInfo {
     fn from(v: Volume) -> Self {
         VolumeInfo {
@@ -322,23 +355,31 @@ impl Engine {
     /// May cbsnap read the volume's files straight from its mountpoint
     /// (`--via mount`) instead of streaming a tar through the engine?
     ///
-    /// Only if all of these hold: the engine is reached over a unix socket and
-    /// reports our host name (so its paths are our paths: not a remote engine,
-    /// not a socket mounted into a container, not Docker Desktop's VM); we are
-    /// root (volume files belong to arbitrary uids); and the mountpoint is an
-    /// absolute path to a directory we can list.
+    /// Only if all of these hold: the volume keeps its data at its mountpoint
+    /// (not [`VolumeInfo::data_outside_mountpoint`]: no driver options, driver
+    /// `local`); cbsnap runs as root on the engine's host
+    /// ([`Engine::runs_on_engine_host`]); and the mountpoint is an absolute path
+    /// to a directory we can list.
     pub fn volume_mountpoint_readable(&self, volume: &VolumeInfo) -> bool {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let root = unsafe { libc::geteuid() } == 0;
-        let local_socket = self.host.starts_with("unix://");
         let path = Path::new(&volume.mountpoint);
-        // The host name last: its `/info` may still be on its way.
-        let same_host = || self.daemon_name() == Some(crate::host::hostname().as_str());
-        root && local_socket
+        !volume.data_outside_mountpoint()
             && path.is_absolute()
             && path.is_dir()
             && std::fs::read_dir(path).is_ok()
-            && same_host()
+            && self.runs_on_engine_host()
+    }
+
+    /// Whether this process is root on the engine's host, so that the engine's
+    /// paths are ours and every file is readable: the engine is reached over a unix
+    /// socket and reports our host name (not a remote engine, not a socket mounted
+    /// into a container, not Docker Desktop's VM), and we are root (volume files
+    /// belong to arbitrary uids).
+    pub fn runs_on_engine_host(&self) -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let local_socket = self.host.starts_with("unix://");
+        // The host name last: its `/info` may still be on its way.
+        root && local_socket && self.daemon_name() == Some(crate::host::hostname().as_str())
     }
 }
 
@@ -397,6 +438,41 @@ mod tests {
         assert!(json.contains(r#""driver_opts":{"o":"bind","type":"none"}"#));
         let back: VolumeInfo = serde_json::from_str(&json).unwrap();
         assert_eq!(back, info);
+    }
+
+    /// Issue: a bind-backed volume was walked at its empty `_data` directory.
+    #[test]
+    fn volumes_with_driver_options_keep_their_data_elsewhere() {
+        let mut v = VolumeInfo {
+            name: "v".into(),
+            driver: "local".into(),
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            mountpoint: "/var/lib/docker/volumes/v/_data".into(),
+        };
+        assert!(!v.data_outside_mountpoint());
+        assert_eq!(v.bind_device(), None);
+        v.driver_opts = BTreeMap::from([
+            ("type".into(), "none".into()),
+            ("o".into(), "bind".into()),
+            ("device".into(), "/srv/data".into()),
+        ]);
+        assert!(v.data_outside_mountpoint());
+        assert_eq!(v.bind_device(), Some(Path::new("/srv/data")));
+        assert_eq!(
+            v.describe_driver(),
+            "driver local, device=/srv/data, o=bind, type=none"
+        );
+        v.driver_opts = BTreeMap::from([
+            ("type".into(), "nfs".into()),
+            ("o".into(), "addr=10.0.0.1,rw".into()),
+            ("device".into(), ":/export".into()),
+        ]);
+        assert!(v.data_outside_mountpoint());
+        assert_eq!(v.bind_device(), None, "an NFS export is no host directory");
+        v.driver_opts.clear();
+        v.driver = "rexray".into();
+        assert!(v.data_outside_mountpoint());
     }
 
     #[test]

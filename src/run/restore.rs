@@ -151,6 +151,17 @@ pub fn plan(
                                 | ContainerState::Restarting
                         );
                         if live && !running.iter().any(|r| r.id == c.id) {
+                            // Stopping it would make Docker delete it: refused here,
+                            // before anything is stopped, not halfway through.
+                            if engine.auto_removes(c)? {
+                                problems.push(format!(
+                                    "{}: {}",
+                                    snap.name,
+                                    crate::docker::DockerError::AutoRemove {
+                                        container: c.name.clone()
+                                    }
+                                ));
+                            }
                             running.push(c.clone());
                         }
                     }
@@ -160,20 +171,15 @@ pub fn plan(
                     };
                     if opts.via == Via::Mount && !mount {
                         problems.push(format!(
-                            "{}: --via mount cannot write {} directly (run as root on the Docker host, or use --via archive)",
-                            snap.name, info.mountpoint
+                            "{}: {}",
+                            snap.name,
+                            crate::volume::via_mount_refused(&info)
                         ));
                     }
-                    if !mount
-                        && !users.is_empty()
-                        && !crate::volume::volume_is_empty(engine, &vol.name)?
-                    {
-                        problems.push(format!(
-                            "{}: volume {} is not empty and containers reference it ({}), so the archive API can neither clear nor recreate it; run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`)",
-                            snap.name,
-                            vol.name,
-                            users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                        ));
+                    if !mount && !crate::volume::volume_is_empty(engine, &vol.name)? {
+                        if let Err(e) = crate::volume::restore::clearing(engine, &info, &users) {
+                            problems.push(format!("{}: {e}", snap.name));
+                        }
                     }
                 }
                 Target::Volume(vol.name)
@@ -374,6 +380,8 @@ fn restore_one(
                 // Stopped above; a container started since is refused, not stopped
                 // a second time.
                 stop: false,
+                // The run's own volumes: always made equal to their snapshots.
+                delete: false,
                 via: opts.via,
             };
             crate::volume::restore::restore_volume(repo, engine, &item.snapshot, &o, progress)

@@ -37,12 +37,31 @@ pub fn recover(repo_root: &Path, always: bool) -> Result<crate::docker::Recovery
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Via {
-    /// `mount` when possible, else `archive`.
+    /// `mount` when possible, else `archive` (always for a volume with driver
+    /// options, whose data is not at its mountpoint).
     Auto,
     /// Through a helper container and Docker's archive API.
     Archive,
-    /// Walk the volume's directory on this host (root on the engine's host only).
+    /// Walk the volume's directory on this host (root on the engine's host only;
+    /// refused for a volume with driver options).
     Mount,
+}
+
+/// Why `--via mount` cannot be used for `vol` (the mountpoint is not where its data
+/// is, or this process cannot use it), as the [`Error::Usage`] to return.
+pub fn via_mount_refused(vol: &VolumeInfo) -> Error {
+    if vol.data_outside_mountpoint() {
+        return Error::Usage(format!(
+            "--via mount: volume {} keeps its data outside its mountpoint {} ({}): Docker mounts it there only while a container uses it, so that directory may be empty or stale. Use --via archive (or auto), which mounts it in a helper container",
+            vol.name,
+            vol.mountpoint,
+            vol.describe_driver()
+        ));
+    }
+    Error::Usage(format!(
+        "--via mount: cannot use {} directly (run as root on the Docker host, or use --via archive)",
+        vol.mountpoint
+    ))
 }
 
 /// The source name of a volume: its name without the `<project>_` prefix.

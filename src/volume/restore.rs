@@ -2,14 +2,22 @@
 //! no stale files — and the containers that use it are as they were.
 //!
 //! The volume is created with its recorded driver, options and labels if it is
-//! missing. Running containers that use it make the restore refuse unless `stop` is
-//! set; then they are stopped for the restore and started again. As root on the
-//! engine's host the volume's directory is synchronised directly (extra entries
-//! removed); otherwise the snapshot is uploaded as a tar stream through a helper
-//! container, into an empty volume (a non-empty one is recreated first, which Docker
-//! only allows when no container references it).
+//! missing. Another volume than the snapshot's own (`--to-volume`) that already holds
+//! files is refused unless `delete` is set, before anything is touched: making it
+//! equal to the snapshot deletes what it holds, as `--to DIR --delete` does. Running
+//! containers that use it make the restore refuse unless `stop` is set; then they are
+//! stopped for the restore and started again. As root on the engine's host the
+//! volume's directory is synchronised directly (extra entries removed); otherwise the
+//! snapshot is uploaded as a tar stream through a helper container, into an empty
+//! volume. A non-empty one is cleared first ([`clearing`]): recreated, which Docker
+//! only allows when no container references it; or, for a volume whose data is not
+//! at its mountpoint (driver options), emptied in its bind device on this host, since
+//! recreating it would not touch its data. One that can be cleared neither way is
+//! refused before anything is touched.
 
-use crate::docker::{ContainerState, Engine, QuiesceMode, VolumeInfo};
+use std::path::{Path, PathBuf};
+
+use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -22,8 +30,13 @@ use super::{quiesce_state_file, recorded_volume, volume_is_empty, Via};
 pub struct VolumeRestore {
     /// Target volume name (default: the recorded one).
     pub target: Option<String>,
-    /// Stop running containers that use the volume, restore, start them again.
+    /// Stop the containers that use the volume (running, paused or restarting),
+    /// restore, and return each to its state (a paused one is paused again).
     pub stop: bool,
+    /// Allow restoring into an existing, non-empty volume other than the one the
+    /// snapshot was taken from (`--delete`): its contents are replaced by the
+    /// snapshot's. The snapshot's own volume is always made equal to the snapshot.
+    pub delete: bool,
     /// How to write the volume.
     pub via: Via,
 }
@@ -70,7 +83,29 @@ pub fn restore_volume(
         )))
         }
     };
-    let mut info = match engine.inspect_volume(&name)? {
+    // The snapshot's own volume is made equal to it; any other volume that holds
+    // files belongs to someone else until the operator says it may be replaced.
+    let own = recorded.as_ref().is_some_and(|r| r.name == name);
+    let existing = engine.inspect_volume(&name)?;
+    let mount = match &existing {
+        Some(info) => writes_through_mountpoint(engine, info, opts.via)?,
+        None => opts.via != Via::Archive,
+    };
+    let holds_files = match &existing {
+        Some(info) if mount => std::fs::read_dir(&info.mountpoint)
+            .map_err(|e| Error::io(format!("read volume {name} at {}", info.mountpoint), e))?
+            .next()
+            .is_some(),
+        Some(_) => !volume_is_empty(engine, &name)?,
+        None => false,
+    };
+    if holds_files && !own && !opts.delete {
+        return Err(Error::Usage(format!(
+            "volume {name} is not empty and is not the volume {} was taken from; restoring into it would delete everything it holds. Pass --delete to replace its contents with the snapshot's, or restore into a new or empty volume (--to-volume NEW)",
+            snap.name
+        )));
+    }
+    let mut info = match existing {
         Some(v) => v,
         None => {
             let mut v = recorded.clone().unwrap_or(VolumeInfo {
@@ -105,15 +140,16 @@ pub fn restore_volume(
             running.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         )));
     }
+    if holds_files && !mount {
+        // Found out now, before any container is stopped.
+        clearing(engine, &info, &users)?;
+    }
     // Stopped whatever their `cbsnap.quiesce` label says: that label is about how to
     // read a volume; writing one under a paused or live container is never safe.
     let each: Vec<_> = running.iter().map(|c| (c, QuiesceMode::Stop)).collect();
     let guard = engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?;
-    let mount = match opts.via {
-        Via::Archive => false,
-        Via::Auto => engine.volume_mountpoint_readable(&info),
-        Via::Mount => true,
-    };
+    // A volume created just now has a new mountpoint: ask again.
+    let mount = mount && writes_through_mountpoint(engine, &info, opts.via)?;
     let report = if mount {
         let o = dir::Options {
             force: true,
@@ -129,15 +165,15 @@ pub fn restore_volume(
             progress,
         )?
     } else {
+        // Asked again: a container may have written to it until it was stopped.
         if !volume_is_empty(engine, &name)? {
-            if !users.is_empty() {
-                return Err(Error::InUse(format!(
-                    "volume {name} is not empty and containers reference it ({}), so it can be neither cleared through the archive API nor recreated. Run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`) and retry",
-                    users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
-                )));
+            match clearing(engine, &info, &users)? {
+                Clearing::Recreate => {
+                    engine.remove_volume(&name)?;
+                    info = engine.create_volume(&info)?;
+                }
+                Clearing::Device(dir) => empty_dir(&dir)?,
             }
-            engine.remove_volume(&name)?;
-            info = engine.create_volume(&info)?;
         }
         let inexact = upload(repo, engine, snap, &info.name)?;
         dir::Report {
@@ -156,6 +192,84 @@ pub fn restore_volume(
     };
     guard.resume()?;
     Ok((name, report))
+}
+
+/// How a volume that holds files is emptied before the snapshot is uploaded into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clearing {
+    /// Removed and created again with the same driver, options and labels.
+    Recreate,
+    /// Its data is this host directory, its bind device: emptied there (removing
+    /// and recreating the volume would leave it as it is).
+    Device(PathBuf),
+}
+
+/// How the non-empty volume `info`, which `users` reference, can be emptied for an
+/// upload through the archive API (which cannot delete files); the error says why
+/// it cannot be and what to do ([`Error::InUse`]: nothing was changed).
+///
+/// A volume whose data is not at its mountpoint (driver options) keeps that data
+/// when it is removed and recreated: it is emptied in its bind device when it has
+/// one and cbsnap runs as root on the engine's host, and is refused otherwise (an
+/// NFS export, a remote engine). Any other volume is recreated, which Docker allows
+/// only when no container references it.
+pub fn clearing(engine: &Engine, info: &VolumeInfo, users: &[ContainerInfo]) -> Result<Clearing> {
+    let name = &info.name;
+    if info.data_outside_mountpoint() {
+        return match info.bind_device() {
+            Some(dir) if engine.runs_on_engine_host() && dir.is_dir() => {
+                Ok(Clearing::Device(dir.to_path_buf()))
+            }
+            _ => Err(Error::InUse(format!(
+                "volume {name} is not empty and keeps its data outside Docker ({}): removing and recreating it would not clear it, and Docker's archive API cannot delete files, so the restore could not make it equal to the snapshot; nothing was changed. Empty it where its data lives, run cbsnap as root on the Docker host if it is bound to a directory there, or restore into a new volume (--to-volume NEW)",
+                info.describe_driver()
+            ))),
+        };
+    }
+    if !users.is_empty() {
+        return Err(Error::InUse(format!(
+            "volume {name} is not empty and containers reference it ({}), so it can be neither cleared through the archive API nor recreated. Run cbsnap as root on the Docker host (--via mount), or remove those containers (`docker compose down`) and retry",
+            users.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(Clearing::Recreate)
+}
+
+/// Removes every entry of `dir`, never following a symlink out of it.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let what = |e| {
+        Error::io(
+            format!("empty {} (the volume's bind device)", dir.display()),
+            e,
+        )
+    };
+    for entry in std::fs::read_dir(dir).map_err(what)? {
+        let entry = entry.map_err(what)?;
+        let path = entry.path();
+        // `file_type` does not follow symlinks; `remove_dir_all` does not either.
+        if entry.file_type().map_err(what)?.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(what)?;
+        } else {
+            std::fs::remove_file(&path).map_err(what)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the volume is written through its mountpoint on this host (`--via mount`)
+/// rather than through a helper container. [`Error::Usage`] when `--via mount` was
+/// asked for and the mountpoint cannot be used.
+fn writes_through_mountpoint(engine: &Engine, info: &VolumeInfo, via: Via) -> Result<bool> {
+    match via {
+        Via::Archive => Ok(false),
+        Via::Auto => Ok(engine.volume_mountpoint_readable(info)),
+        Via::Mount => {
+            if !engine.volume_mountpoint_readable(info) {
+                return Err(super::via_mount_refused(info));
+            }
+            Ok(true)
+        }
+    }
 }
 
 /// Stream the snapshot as tar into the volume: a thread dumps into a pipe that the

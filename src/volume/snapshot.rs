@@ -2,9 +2,10 @@
 //! containers that use it are held still, and commit it through `ingest`.
 //!
 //! A volume is read in one of two ways. `mount`: when cbsnap runs as root on the
-//! engine's host and the volume's mountpoint is readable, the directory is walked
-//! directly — faster, and unchanged files are skipped by comparing with the parent
-//! snapshot. `archive`: otherwise, through the archive API of a helper container that
+//! engine's host, the volume's mountpoint is readable and the volume keeps its data
+//! there (no driver options: a bind-backed or NFS volume is mounted there only while a
+//! container uses it), the directory is walked directly — faster, and unchanged files
+//! are skipped by comparing with the parent snapshot. `archive`: otherwise, through the archive API of a helper container that
 //! is created but never started ([`crate::docker`]); the tar stream goes straight into
 //! the same pipeline. Containers that mount the volume are paused (or stopped) only
 //! while that one volume is read, and always resumed.
@@ -12,7 +13,7 @@
 use std::path::Path;
 
 use crate::docker::{Engine, QuiesceMode, VolumeInfo};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -53,10 +54,7 @@ pub fn snapshot_volume(
         Via::Auto => engine.volume_mountpoint_readable(vol),
         Via::Mount => {
             if !engine.volume_mountpoint_readable(vol) {
-                return Err(Error::Usage(format!(
-                    "--via mount: cannot read {} directly (run as root on the Docker host, or use --via archive)",
-                    vol.mountpoint
-                )));
+                return Err(super::via_mount_refused(vol));
             }
             true
         }

@@ -51,6 +51,8 @@ pub fn resumed(rec: &cbsnap::docker::Recovery) {
             match r.action {
                 cbsnap::docker::QuiesceAction::Pause => "paused",
                 cbsnap::docker::QuiesceAction::Stop => "stopped",
+                cbsnap::docker::QuiesceAction::StopPaused =>
+                    "stopped (it had been paused: paused again)",
             },
             r.pid,
             r.host,
