@@ -14,7 +14,8 @@
 //! (a damaged chunk, an uncreatable name) leaves the target's entry of that name as
 //! it was; the failure is collected in [`Report::problems`] and the restore goes on.
 //! Only conditions that would fail every later entry as well (disk full, quota,
-//! read-only filesystem, I/O error) stop it.
+//! read-only filesystem, I/O error, a remote repository's server gone after its
+//! retries) stop it.
 //!
 //! Metadata is applied in the order that keeps what the kernel resets: owner first
 //! (`chown` clears setuid/setgid and file capabilities), then mode, then xattrs
@@ -441,7 +442,12 @@ fn fatal(e: &std::io::Error) -> bool {
 /// for this entry (`Ok(detail)`).
 fn classify(e: Error) -> Result<String> {
     match e {
-        Error::Interrupted => Err(e),
+        // The server went away (retries spent): every later read fails the same way.
+        Error::Interrupted
+        | Error::Storage {
+            source: crate::storage::StorageError::Transient { .. },
+            ..
+        } => Err(e),
         Error::Io { ref source, .. } if fatal(source) => Err(e),
         Error::Io { context, source } => Ok(format!("{context}: {source}")),
         other => Ok(other.to_string()),

@@ -256,7 +256,8 @@ fn through(server: Server, proxy: &Proxy) -> (String, Vec<(String, String)>) {
 }
 
 /// The server goes away mid-upload: a clear error, nothing committed, and the next
-/// run succeeds once it is back.
+/// run succeeds once it is back. Then it goes away mid-restore: exit 1 naming it,
+/// not a list of "damaged" files.
 fn server_gone_mid_upload(server: Server, config: Option<&str>) {
     let proxy = Proxy::new(&server.addr());
     let (location, env) = through(server, &proxy);
@@ -332,6 +333,39 @@ fn server_gone_mid_upload(server: Server, config: Option<&str>) {
             .unwrap(),
     );
     compare_trees(src.path(), &to);
+
+    // Gone mid-restore: the restore stops with exit 1 naming the server; it listed
+    // every later file as "not restored exactly" and exited 3, as if the data were
+    // damaged.
+    let gone = h.home.path().join("gone");
+    let start = proxy.received.load(Ordering::SeqCst);
+    let mut child = cmd(&["restore", "t@latest", "--to", gone.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while proxy.received.load(Ordering::SeqCst) - start < 20 << 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended before the server went away"
+        );
+        assert!(Instant::now() < deadline, "nothing was downloaded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    proxy.stop();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the restore still ran 180 s after the server went away: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("server"), "{err}");
 }
 
 /// The location of the server itself for a location through the proxy.

@@ -101,6 +101,8 @@ pub struct Proxy {
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     pub sent: Arc<AtomicU64>,
+    /// Bytes the server sent back through the proxy.
+    pub received: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -114,6 +116,7 @@ impl Proxy {
             up: Arc::new(AtomicBool::new(false)),
             conns: Arc::new(Mutex::new(Vec::new())),
             sent: Arc::new(AtomicU64::new(0)),
+            received: Arc::new(AtomicU64::new(0)),
         };
         p.start();
         p
@@ -136,11 +139,12 @@ impl Proxy {
         };
         listener.set_nonblocking(true).unwrap();
         self.up.store(true, Ordering::SeqCst);
-        let (up, conns, target, sent) = (
+        let (up, conns, target, sent, received) = (
             self.up.clone(),
             self.conns.clone(),
             self.target.clone(),
             self.sent.clone(),
+            self.received.clone(),
         );
         std::thread::spawn(move || {
             while up.load(Ordering::SeqCst) {
@@ -168,7 +172,10 @@ impl Proxy {
                         sent.fetch_add(piece.len() as u64, Ordering::Relaxed);
                     },
                 );
-                pipe(server, client, |_| {});
+                let received = received.clone();
+                pipe(server, client, move |piece| {
+                    received.fetch_add(piece.len() as u64, Ordering::Relaxed);
+                });
             }
             // The listener is dropped here: new connections are refused.
         });
