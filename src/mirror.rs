@@ -119,7 +119,7 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     if !dest.contains(':') {
         check_destination(&*source, &Local::new(Path::new(dest)))?;
     }
-    let _lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
+    let lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
     // A local mirror that is already a repository is locked too: a prune there would
     // delete packs whose snapshots arrive only in step 4.
     let local = Path::new(dest);
@@ -177,7 +177,9 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     rsync(&a, opts, &src, &dst, "copy packs")?;
     report.rsync_runs += 1;
 
-    // 4. The snapshots listed in 1, whose packs are all there now.
+    // 4. The snapshots listed in 1, whose packs are all there now, unless the lock
+    // lapsed meanwhile: a prune may then have removed packs before rsync copied them.
+    lock.check().map_err(Error::LockLost)?;
     let mut a = args_of(&["-a"]);
     let mut from = OsString::from("--files-from=");
     from.push(list.path());

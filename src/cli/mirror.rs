@@ -7,7 +7,7 @@ use cbsnap::storage::location::MirrorDest;
 use cbsnap::storage::Location;
 use cbsnap::{mirror, repo, Error, Repository};
 
-use super::{print_json, Ctx};
+use super::{print_json, render, Ctx};
 
 #[derive(clap::Args, Debug)]
 pub struct MirrorArgs {
@@ -117,7 +117,7 @@ pub fn with_lock(ctx: &Ctx, a: WithLockArgs) -> anyhow::Result<i32> {
     } else {
         LockKind::Shared
     };
-    let _lock = lock::acquire(&storage, kind, repo::lock_wait())?;
+    let lock = lock::acquire(&storage, kind, repo::lock_wait())?;
     let (prog, args) = a.command.split_first().ok_or_else(|| {
         Error::Usage("say which command to run: `cbsnap with-lock -- rsync …`".into())
     })?;
@@ -141,7 +141,17 @@ pub fn with_lock(ctx: &Ctx, a: WithLockArgs) -> anyhow::Result<i32> {
         .status()
         .map_err(|e| Error::io(format!("run {}", std::path::Path::new(prog).display()), e))?;
     use std::os::unix::process::ExitStatusExt;
-    Ok(status
+    let code = status
         .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    // The command ran unprotected from the moment the lock lapsed (an `unlock --all`,
+    // a host asleep past the stale time): what it did may have raced a prune.
+    if let Err(lost) = lock.check() {
+        render::warn(&format!(
+            "the repository lock was lost while `{}` ran ({lost}): a prune may have run meanwhile, so what it did may be incomplete; run it again",
+            std::path::Path::new(prog).display()
+        ));
+        return Ok(if code == 0 { 1 } else { code });
+    }
+    Ok(code)
 }

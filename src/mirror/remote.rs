@@ -65,7 +65,7 @@ pub fn mirror(
 ) -> Result<Report> {
     Repository::read_config_in(&**source)?;
     super::check_destination(&**source, &**dest)?;
-    let _lock = lock::acquire(source, LockKind::Shared, repo::lock_wait())?;
+    let lock = lock::acquire(source, LockKind::Shared, repo::lock_wait())?;
     let _dest_lock = match dest.size("config") {
         Ok(_) => Some(lock::acquire(dest, LockKind::Shared, repo::lock_wait())?),
         Err(StorageError::NotFound { .. }) => None,
@@ -131,7 +131,9 @@ pub fn mirror(
         }
     }
 
-    // 4. The snapshots listed in 1, whose packs are all there now.
+    // 4. The snapshots listed in 1, whose packs are all there now, unless the lock
+    // lapsed meanwhile: a prune may then have removed packs before they were copied.
+    lock.check().map_err(Error::LockLost)?;
     copy_missing(src, dst, &snapshots, &have_snapshots, jobs, &mut report)?;
     Ok(report)
 }

@@ -243,6 +243,13 @@ fn with_lock_keeps_prune_away_and_passes_the_exit_code() {
         ],
     );
     assert_eq!(out.status.code(), Some(7));
+
+    // The lock removed under the command (`unlock --all`): what it did may have
+    // raced a prune, so it is not reported as done (it exited 0).
+    let unlock = format!("{BIN} unlock --all -q");
+    let out = env.run(&env.repo(), &["with-lock", "--", "sh", "-c", &unlock]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock was lost"), "{}", stderr(&out));
 }
 
 /// A snapshot that commits between the mirror's rsync runs — in particular after the
@@ -311,4 +318,54 @@ fn a_snapshot_committed_between_rsync_runs_waits_for_the_next_mirror() {
     );
     let to = env.restore(&mirror, "s@latest", "r");
     assert_same_files(&to, &src);
+}
+
+/// The mirror's lock removed while rsync copies the packs (`unlock --all` in a
+/// wrapper `rsync`): a prune may have removed packs meanwhile, so the snapshot files
+/// are not sent and the mirror exits 1 naming the lost lock (it exited 0). The next
+/// mirror completes it.
+#[test]
+fn a_mirror_whose_lock_was_lost_sends_no_snapshot() {
+    let env = Env::new();
+    let src = env.path("src");
+    write(&src, "f.bin", &random_bytes(500_000, 81));
+    env.snapshot(&src, "s");
+    let bin = env.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("rsync");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n'{bin}' -q --repo '{repo}' unlock --all\n\
+             exec /usr/bin/env PATH=/usr/local/bin:/usr/bin:/bin rsync \"$@\"\n",
+            bin = BIN,
+            repo = env.repo().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mirror = env.path("mirror");
+    let m = mirror.to_str().unwrap();
+    let out = env
+        .cmd(&env.repo(), &["mirror", m])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock was lost"), "{}", stderr(&out));
+    let sent: Vec<_> = std::fs::read_dir(mirror.join("snapshots"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(sent.is_empty(), "snapshot files sent: {sent:?}");
+    env.ok(&["-q", "mirror", m]);
+    env.ok_in(&mirror, &["check", "--read-data"]);
 }
