@@ -19,6 +19,38 @@ pub fn reader_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Who process `pid` is, beyond its number: this boot's id
+/// (`/proc/sys/kernel/random/boot_id`) and the process's start time in clock ticks
+/// since boot (field 22 of `/proc/PID/stat`, proc(5)), as `BOOT:START`. A pid is
+/// reused after a reboot, and a process in another PID namespace has a number that
+/// names someone else here; the pair tells them apart. `None` where `/proc` cannot
+/// say.
+pub fn process_identity(pid: u32) -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or `)`; the
+    // fields after the last `)` start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start = rest.split_whitespace().nth(22 - 3)?;
+    Some(format!("{}:{start}", boot.trim()))
+}
+
+/// Whether the process that recorded `pid` (and `identity`, from
+/// [`process_identity`] when it was recorded) still runs here: [`process_alive`],
+/// and, for a record with an identity, the same boot and start time. A record
+/// without one (older cbsnap) is judged by the pid alone.
+pub fn recorded_process_alive(pid: u32, identity: Option<&str>) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    match identity {
+        None => true,
+        // Unknown now (no /proc): alive, as by the pid, rather than undo a live
+        // process's work.
+        Some(recorded) => process_identity(pid).is_none_or(|now| now == recorded),
+    }
+}
+
 /// Whether a process with this pid exists on this host. `kill(pid, 0)`: `EPERM`
 /// means it exists but belongs to another user, so it counts as alive. Pid 0 and
 /// pids beyond `pid_t` are never alive (signal 0 to pid 0 would ask about our own
@@ -39,6 +71,19 @@ pub fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recorded_process_is_told_from_a_later_one_with_its_pid() {
+        let me = std::process::id();
+        let id = process_identity(me).expect("/proc tells who this process is");
+        assert!(recorded_process_alive(me, Some(&id)));
+        assert!(recorded_process_alive(me, None));
+        // The same pid, another start: a reboot or another PID namespace.
+        let (boot, start) = id.rsplit_once(':').unwrap();
+        let later = format!("{boot}:{}", start.parse::<u64>().unwrap() + 1);
+        assert!(!recorded_process_alive(me, Some(&later)));
+        assert!(!recorded_process_alive(0, Some(&id)));
+    }
 
     #[test]
     fn this_process_is_alive_and_a_reaped_child_is_not() {

@@ -61,9 +61,32 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
         &prompt::Prompt::current(),
     )?;
     let rec = cbsnap::volume::recover(&repo.root, true)?;
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "resumed": rec.resumed,
+            "left_alone": rec.left_alone,
+            "helpers_removed": rec.helpers_removed,
+        }));
+        return Ok(0);
+    }
     super::render::resumed(&rec);
+    let host = cbsnap::host::hostname();
+    for r in &rec.left_alone {
+        let why = if r.host == host {
+            format!("the cbsnap that paused or stopped it (pid {}) still runs here; it resumes it when it ends, or run `cbsnap recover` after that", r.pid)
+        } else {
+            format!("it was recorded by cbsnap on {}, and this host's Docker engine has no such container; run `cbsnap recover` there", r.host)
+        };
+        super::render::note(&format!("left container {} as it is: {why}", r.name));
+    }
     let n = rec.resumed.len();
-    ctx.say(&format!("{n} container(s) resumed"));
+    ctx.say(&format!(
+        "{n} container(s) resumed{}",
+        match rec.left_alone.len() {
+            0 => String::new(),
+            k => format!(", {k} left as they are (above)"),
+        }
+    ));
     Ok(0)
 }
 

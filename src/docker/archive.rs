@@ -46,6 +46,9 @@ pub const HELPER_LABEL: &str = "cbsnap.helper";
 pub const VOLUME_LABEL: &str = "cbsnap.volume";
 const PID_LABEL: &str = "cbsnap.helper.pid";
 const HOST_LABEL: &str = "cbsnap.helper.host";
+/// Label with who the creating process was ([`crate::host::process_identity`]), so
+/// that a later process given the same pid does not keep a dead run's helper.
+const PROCESS_LABEL: &str = "cbsnap.helper.process";
 
 /// Where helpers mount the volume.
 const MOUNT_POINT: &str = "/volume";
@@ -368,12 +371,15 @@ impl Engine {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let name = format!("cbsnap-helper-{pid}-{seq}-{nanos:08x}");
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (HELPER_LABEL.to_string(), "1".to_string()),
             (VOLUME_LABEL.to_string(), volume.to_string()),
             (PID_LABEL.to_string(), pid.to_string()),
             (HOST_LABEL.to_string(), crate::host::hostname()),
         ]);
+        if let Some(who) = crate::host::process_identity(std::process::id()) {
+            labels.insert(PROCESS_LABEL.to_string(), who);
+        }
         let mount = Mount {
             target: Some(MOUNT_POINT.to_string()),
             source: Some(volume.to_string()),
@@ -666,7 +672,10 @@ impl Engine {
             let stale = if pid == me {
                 !reg.holds_helper(&id)
             } else {
-                !crate::host::process_alive(pid)
+                !crate::host::recorded_process_alive(
+                    pid,
+                    labels.get(PROCESS_LABEL).map(String::as_str),
+                )
             };
             if stale {
                 self.block_on(remove_helper(&self.docker, &id))

@@ -417,7 +417,7 @@ impl Engine {
         let mut first_err = None;
         for r in records {
             let same_host = r.host == host;
-            let alive_elsewhere = same_host && r.pid != me && crate::host::process_alive(r.pid);
+            let alive_elsewhere = same_host && r.pid != me && r.recorder_alive();
             let alive_here = same_host && r.pid == me && reg.holds_quiesced(&r.id);
             if alive_elsewhere || alive_here {
                 recovery.left_alone.push(r.clone());

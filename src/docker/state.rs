@@ -13,13 +13,15 @@
 //! ```json
 //! {"format": "cbsnap-quiesced", "version": 1, "containers": [
 //!   {"id": "<64 hex>", "name": "code-buddy-qdrant-1", "action": "pause",
-//!    "pid": 4242, "host": "buildbox", "since": "2026-11-26T13:00:00Z"}]}
+//!    "pid": 4242, "host": "buildbox", "process": "<boot id>:<start>",
+//!    "since": "2026-11-26T13:00:00Z"}]}
 //! ```
 //!
 //! `action` is `pause`, `stop` or `stop-paused` (stopped while paused: started and
 //! paused again to undo; a cbsnap older than that variant refuses the file); `pid` and `host` name the cbsnap process that
 //! did it, so that a run does not undo the work of another one that is still
-//! alive. No file means nothing is quiesced.
+//! alive, and `process` ([`crate::host::process_identity`]) tells that process from
+//! a later one given the same pid (after a reboot, or in another PID namespace). No file means nothing is quiesced.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,11 @@ pub struct QuiesceRecord {
     pub pid: u32,
     /// The host that process ran on.
     pub host: String,
+    /// Who that process was ([`crate::host::process_identity`]): its pid alone names
+    /// another process after a reboot or from another PID namespace. Absent in
+    /// records of older cbsnap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
     /// When (RFC 3339, UTC).
     pub since: String,
 }
@@ -187,7 +194,7 @@ pub fn pending_recovery(path: &Path) -> Result<bool, DockerError> {
     let host = crate::host::hostname();
     Ok(load(path)?
         .iter()
-        .any(|r| r.host != host || !crate::host::process_alive(r.pid)))
+        .any(|r| r.host != host || !r.recorder_alive()))
 }
 
 /// Adds records (replacing any for the same container).
@@ -209,6 +216,14 @@ pub(super) fn remove(path: &Path, ids: &[&str]) -> Result<(), DockerError> {
     store(path, &records)
 }
 
+impl QuiesceRecord {
+    /// Whether the process that made this record still runs on this host (the
+    /// same process: [`crate::host::recorded_process_alive`]).
+    pub fn recorder_alive(&self) -> bool {
+        crate::host::recorded_process_alive(self.pid, self.process.as_deref())
+    }
+}
+
 /// A record for a container this process is about to quiesce.
 pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> QuiesceRecord {
     QuiesceRecord {
@@ -217,6 +232,7 @@ pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> Quiesce
         action,
         pid: std::process::id(),
         host: crate::host::hostname(),
+        process: crate::host::process_identity(std::process::id()),
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     }
 }

@@ -161,3 +161,67 @@ fn volume_exists(name: &str) -> bool {
         .status
         .success()
 }
+
+/// A run in its own PID namespace records pid 1, which here names init, alive for
+/// ever; so does a run before a reboot whose pid a new process took. Killed while a
+/// container is paused, such a run left it paused: `recover` said "0 container(s)
+/// resumed" and exited 0. The record also says who the process was (boot and start
+/// time), so the pid alone no longer keeps the container paused.
+#[test]
+fn a_recorded_pid_that_names_another_process_keeps_nothing_paused() {
+    let _e = fx::engine();
+    let vol = TestVolume::new("cbtn", &[("cbsnap.test", "1")]);
+    vol.populate("for i in 1 2 3 4 5 6 7 8; do head -c 16777216 /dev/urandom > /data/blob$i; done");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let repo = Repo::new();
+    // cbsnap as pid 1 of a new PID namespace; --kill-child: SIGKILL to unshare kills it.
+    let mut child = Command::new("unshare")
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            BIN,
+            "-q",
+            "--repo",
+        ])
+        .arg(repo.path())
+        .args(["snapshot", &vol.name, "--via", "archive"])
+        .env("HOME", repo.dir.path())
+        .env("XDG_CONFIG_HOME", repo.dir.path().join("no-config"))
+        .env_remove("CBSNAP_REPO")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("unshare (util-linux)");
+    let start = Instant::now();
+    while c.state() != "paused" && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(c.state(), "paused", "the container was never paused");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "cbsnap ended by itself"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.state(), "paused", "SIGKILL leaves it paused");
+    let state = std::fs::read_to_string(repo.path().join("locks/quiesced.json")).unwrap();
+    assert!(
+        state.contains("\"pid\":1,") || state.contains("\"pid\": 1,"),
+        "{state}"
+    );
+
+    let o = cmd(&repo).args(["--json", "recover"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["resumed"][0]["name"], c.name.as_str(), "{v}");
+    assert_eq!(v["left_alone"].as_array().unwrap().len(), 0, "{v}");
+    assert_eq!(c.state(), "running");
+    assert!(
+        vol.helper_containers().is_empty(),
+        "the dead run's helper was left"
+    );
+}
