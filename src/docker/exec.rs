@@ -26,14 +26,23 @@ pub struct ExecOutput {
 
 impl Engine {
     /// Runs `/bin/sh -c command` in the running container `container` (id or
-    /// name) and waits for it. A command that runs and fails is an `Ok` with a
-    /// non-zero `exit_code`; an `Err` means Docker could not run it at all
-    /// (the container is not running, has no `/bin/sh`, …).
-    pub fn exec(&self, container: &str, command: &str) -> Result<ExecOutput, DockerError> {
+    /// name) and waits for it, at most `limit`. A command that runs and fails is an
+    /// `Ok` with a non-zero `exit_code`; an `Err` means Docker could not run it at
+    /// all (the container is not running, has no `/bin/sh`, …), or
+    /// [`DockerError::ExecTimeout`] when it did not end within `limit`: the exec API
+    /// cannot stop it, so it may still run in the container.
+    pub fn exec(
+        &self,
+        container: &str,
+        command: &str,
+        limit: std::time::Duration,
+    ) -> Result<ExecOutput, DockerError> {
         let action = format!("running `{command}` in container {container}");
-        // A hook may take long (a database dump): the long timeout of uploads.
+        // A hook may take long (a database dump): the long timeout of uploads, and
+        // `limit` over the whole of it, so that a hook that hangs cannot hold the
+        // run (and the repository's lock) for the uploads' days.
         let docker = self.upload_client();
-        self.block_on(async {
+        let run = async {
             let created = docker
                 .create_exec(
                     container,
@@ -74,6 +83,16 @@ impl Engine {
                 exit_code: inspect.exit_code.unwrap_or(-1),
                 output: String::from_utf8_lossy(&out).trim().to_string(),
             })
+        };
+        self.block_on(async {
+            match tokio::time::timeout(limit, run).await {
+                Ok(r) => r,
+                Err(_) => Err(DockerError::ExecTimeout {
+                    container: container.to_string(),
+                    command: command.to_string(),
+                    secs: limit.as_secs(),
+                }),
+            }
         })
     }
 }

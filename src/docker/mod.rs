@@ -147,6 +147,18 @@ pub enum DockerError {
         secs: u64,
     },
 
+    /// A command run in a container (a hook) did not end within its limit. The exec
+    /// API cannot stop it, so it may still run there.
+    #[error(
+        "`{command}` in container {container} did not end within {secs} s and may still run there; \
+         raise the limit with the container label `cbsnap.exec-timeout` (seconds) if it needs longer"
+    )]
+    ExecTimeout {
+        container: String,
+        command: String,
+        secs: u64,
+    },
+
     /// No volume of that name.
     #[error("no volume named {name}; `docker volume ls` lists them")]
     NoSuchVolume { name: String },

@@ -20,6 +20,13 @@ use crate::docker::{ContainerInfo, DockerError, Engine};
 pub const EXEC_PRE_LABEL: &str = "cbsnap.exec-pre";
 /// The container label whose command runs in the container after its volume is read.
 pub const EXEC_POST_LABEL: &str = "cbsnap.exec-post";
+/// The container label with how long its hooks may run, in seconds
+/// ([`DEFAULT_EXEC_TIMEOUT`] without it).
+pub const EXEC_TIMEOUT_LABEL: &str = "cbsnap.exec-timeout";
+/// How long a container hook may run when its container does not say: long enough
+/// for a database dump, short enough that a hung hook does not hold the nightly run
+/// (and the repository's lock) until morning.
+pub const DEFAULT_EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// How many bytes of a host hook's output are kept for its error message.
 const OUTPUT_KEEP: usize = 2048;
@@ -74,7 +81,10 @@ pub enum HookError {
         code: i64,
         output: String,
     },
-    /// Docker could not run a container hook.
+    /// A container's `cbsnap.exec-timeout` label is not a number of seconds.
+    #[error("container {container}: the label cbsnap.exec-timeout={value:?} is not a number of seconds (such as 900); its hooks did not run")]
+    BadTimeout { container: String, value: String },
+    /// Docker could not run a container hook, or it did not end in time.
     #[error("the {which} hook `{command}` of container {container} could not run: {source}")]
     ContainerExec {
         which: &'static str,
@@ -148,7 +158,29 @@ pub fn run_in_containers(
         let Some(command) = c.labels.get(label) else {
             continue;
         };
-        let r = engine.exec(&c.id, command);
+        let limit = match c.labels.get(EXEC_TIMEOUT_LABEL) {
+            None => Ok(DEFAULT_EXEC_TIMEOUT),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|&s| s > 0)
+                .map(std::time::Duration::from_secs)
+                .ok_or_else(|| HookError::BadTimeout {
+                    container: c.name.clone(),
+                    value: v.clone(),
+                }),
+        };
+        let r = match limit {
+            Ok(limit) => engine.exec(&c.id, command, limit),
+            Err(e) => {
+                errors.push(e);
+                if stop_at_first {
+                    break;
+                }
+                continue;
+            }
+        };
         let e = match r {
             Ok(o) if o.exit_code == 0 => continue,
             Ok(o) => HookError::ContainerFailed {

@@ -710,3 +710,69 @@ fn restore_stop_stops_a_container_whatever_its_quiesce_label_says() {
     assert_eq!(events.lines().collect::<Vec<_>>(), ["stop", "start"]);
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
 }
+
+/// A container hook that hangs ends at its container's `cbsnap.exec-timeout` (an
+/// hour without one): its volume is skipped, naming the hook and the limit, and the
+/// run goes on. It held the run, and the repository's lock, for the exec API's
+/// seven-day timeout. A label that is not a number of seconds skips its volume too.
+#[test]
+fn a_hanging_exec_hook_ends_at_its_limit_and_skips_its_volume() {
+    let _e = fx::engine();
+    let project = fx::unique("cbt-hang");
+    let slow = project_volume(&project, "slow");
+    let odd = project_volume(&project, "odd");
+    let s = TestContainer::run(
+        &slow.name,
+        &[
+            ("cbsnap.exec-pre", "sleep 1000"),
+            ("cbsnap.exec-timeout", "2"),
+        ],
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    );
+    let o = TestContainer::run(
+        &odd.name,
+        &[("cbsnap.exec-pre", "true"), ("cbsnap.exec-timeout", "soon")],
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    );
+    assert_eq!(s.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(o.wait_for("running", Duration::from_secs(10)), "running");
+    let work = tempfile::tempdir().unwrap();
+    let ws = work.path().join("ws");
+    std::fs::create_dir(&ws).unwrap();
+    let stack = Stack::new(&config_for(&project, &ws, ""));
+    let started = std::time::Instant::now();
+    let out = stack.run(&["--json", "snapshot", "--all"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "the run waited {:?} for a hook limited to 2 s",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let r = json(&out);
+    let by_name = |n: &str| {
+        r["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no {n} in {r}"))
+            .clone()
+    };
+    let slow_r = by_name("slow");
+    assert_eq!(slow_r["status"], "skipped", "{r}");
+    let err = slow_r["errors"][0].as_str().unwrap();
+    assert!(
+        err.contains("sleep 1000") && err.contains("within 2 s"),
+        "{err}"
+    );
+    let odd_r = by_name("odd");
+    assert_eq!(odd_r["status"], "skipped", "{r}");
+    assert!(
+        odd_r["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("cbsnap.exec-timeout"),
+        "{r}"
+    );
+    assert_eq!(by_name("ws")["status"], "ok", "{r}");
+}
