@@ -227,6 +227,39 @@ fn lock_keys(storage: &dyn Storage) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// The cbsnap processes of this host, other than this one, that hold a lock on the
+/// repository in `storage`, each as `pid N (its command line)`: who holds the index
+/// when it is busy (a `cbsnap mount` holds it until unmounted). Lock files of other
+/// hosts, of processes gone, or that cannot be read are left out; so is everything
+/// when `locks/` cannot be listed.
+pub fn local_holders(storage: &dyn Storage) -> Vec<String> {
+    let host = hostname();
+    let me = std::process::id();
+    let Ok(keys) = lock_keys(storage) else {
+        return Vec::new();
+    };
+    keys.iter()
+        .filter_map(|k| read_lock(storage, k).ok().flatten())
+        .filter_map(|i| u32::try_from(i.pid).ok().filter(|_| i.host == host))
+        .filter(|&pid| pid != me && crate::host::process_alive(pid))
+        .map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| {
+                    String::from_utf8_lossy(&b)
+                        .replace('\0', " ")
+                        .trim()
+                        .to_string()
+                })
+                .unwrap_or_default();
+            if cmd.is_empty() {
+                format!("pid {pid}")
+            } else {
+                format!("pid {pid} ({cmd})")
+            }
+        })
+        .collect()
+}
+
 /// Other holders that conflict with `kind`, after clearing stale locks. Every lock
 /// conflicts with a lock file that cannot be read.
 fn conflicts(storage: &dyn Storage, kind: LockKind, own: &str) -> Result<Vec<String>> {

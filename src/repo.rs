@@ -513,7 +513,11 @@ impl Repository {
         // Snapshots first, the index after (FORMAT.md, "Reading order"): every pack a
         // listed snapshot references was indexed before that snapshot was written.
         let listed = crate::snapshot::list(&*storage)?;
-        let (index, index_writable) = open_index(&root.join("index"), access)?;
+        let (index, index_writable) =
+            open_index(&root.join("index"), access).map_err(|e| match e {
+                Error::IndexBusy(why) => busy_index(&*storage, why),
+                other => other,
+            })?;
         let repo = Repository {
             storage,
             root,
@@ -904,6 +908,23 @@ pub fn lock_wait() -> Duration {
 /// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
 /// full disk, a missing permission or a read-only filesystem (the system's own text,
 /// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
+/// [`Error::Locked`] for an index another process holds (`why`, from
+/// [`open_index`]), naming the cbsnap processes of this host that hold the
+/// repository's locks and what ends each: a mount holds the index until it is
+/// unmounted, which "wait for it to finish" would never see.
+fn busy_index(storage: &dyn Storage, why: String) -> Error {
+    let holders = lock::local_holders(storage);
+    let who = if holders.is_empty() {
+        "; wait for it to finish".to_string()
+    } else {
+        format!(
+            ". Held by {}: wait for it to finish; a `cbsnap mount` holds it until unmounted (`fusermount3 -u DIR`, or Ctrl-C on it)",
+            holders.join(", ")
+        )
+    };
+    Error::Locked(format!("{why}{who}"))
+}
+
 fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
     // Another user's index (its lock file not writable here) or a read-only mount:
     // read it read-only, or say so, before RocksDB opens it for writing (which would
@@ -960,8 +981,8 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         }
                     }
                     if std::time::Instant::now() > deadline {
-                        return Err(Error::Locked(format!(
-                            "the index {} is in use by another cbsnap process ({}); wait for it to finish",
+                        return Err(Error::IndexBusy(format!(
+                            "the index {} is in use by another cbsnap process ({})",
                             dir.display(),
                             e.into_string()
                         )));

@@ -309,3 +309,32 @@ fn mount_fails_a_read_of_a_damaged_chunk_with_eio() {
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     m.terminate();
 }
+
+/// A mount holds the index while it is up, and a snapshot waits for it, then fails.
+/// The error names the process that holds it and how a mount ends (it said "wait
+/// for it to finish", which a mount left up overnight never does).
+#[test]
+fn a_snapshot_kept_out_by_a_mount_names_the_mount() {
+    let repo = Repo::new();
+    let src = repo.dir.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"one").unwrap();
+    repo.snapshot_dir(&src, "data");
+    let mnt = repo.dir.path().join("mnt");
+    let m = Mounted::start(&repo, &mnt);
+    let o = repo
+        .cmd()
+        .env("CBSNAP_LOCK_WAIT", "2")
+        .args(["snapshot", "--path", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("mount") && err.contains("fusermount3 -u"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pid {}", m.child.id())), "{err}");
+    m.unmount();
+    repo.snapshot_dir(&src, "data");
+}
