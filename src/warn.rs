@@ -51,6 +51,17 @@ pub enum Warning {
     /// `reason` is its [`SnapshotFileError`](crate::snapshot::SnapshotFileError),
     /// rendered (this module is a leaf that every layer may use).
     SnapshotSkipped { path: PathBuf, reason: String },
+    /// A tree blob (`tree`) of the parent snapshot, listing the directory `path` of
+    /// the source (empty: its root), could not be read (`cause`): the snapshot reads
+    /// the files below it again instead of taking them from the parent. When
+    /// `damaged` (its stored copy failed its checks, rather than a read failing), a
+    /// new tree of that id is stored again, not deduplicated against the damaged copy.
+    ParentTreeUnreadable {
+        path: String,
+        tree: crate::id::Id,
+        cause: String,
+        damaged: bool,
+    },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -92,6 +103,27 @@ impl fmt::Display for Warning {
                 "cbsnap: warning: snapshot file {} {reason}; skipped. Run `cbsnap check`.",
                 path.display()
             ),
+            Warning::ParentTreeUnreadable {
+                path,
+                tree,
+                cause,
+                damaged,
+            } => {
+                let dir = if path.is_empty() { "/" } else { path.as_str() };
+                let what = if *damaged {
+                    "is damaged"
+                } else {
+                    "cannot be read"
+                };
+                write!(
+                    f,
+                    "cbsnap: warning: the parent snapshot's tree {tree} of {dir} {what} ({cause}); the files below it are read again"
+                )?;
+                if *damaged {
+                    f.write_str(", and the tree is stored again if this snapshot has it")?;
+                }
+                f.write_str(". Run `cbsnap check`.")
+            }
             Warning::Line(line) => f.write_str(line),
         }
     }
