@@ -715,6 +715,69 @@ impl Repository {
         Ok(r)
     }
 
+    /// Whether this handle may write the index (it holds RocksDB's lock on it).
+    pub fn index_writable(&self) -> bool {
+        self.index_writable
+    }
+
+    /// Rebuild the index of this handle from the pack trailers because it was found
+    /// damaged while in use (`cause`, RocksDB's words: [`Index::damage`]), as an index
+    /// that cannot be opened is at open (FORMAT.md, "Index"). The handle keeps its
+    /// repository lock and its listing of snapshots; the old index is closed first.
+    /// Nothing the old index answered may be used after: call it only once the
+    /// command's own work has stopped, with nothing committed on that word.
+    ///
+    /// Errors: [`Error::Index`] of `cause` when this handle opened the index
+    /// read-only (another process writes it, and will meet the damage itself); those
+    /// of removing the directory and of [`Repository::sync_index`].
+    pub fn rebuild_damaged_index(self, cause: String) -> Result<Repository> {
+        if !self.index_writable {
+            return Err(Error::Index(cause));
+        }
+        let Repository {
+            storage,
+            root,
+            config,
+            index,
+            index_writable: _,
+            open_packs: _,
+            pack_reads: _,
+            crypt,
+            key_id,
+            transfers,
+            windows: _,
+            listed,
+            _lock,
+        } = self;
+        // RocksDB's lock on the directory is released only when the database closes.
+        drop(index);
+        let dir = root.join("index");
+        warn::emit(Warning::IndexRebuilt {
+            dir: dir.clone(),
+            cause,
+        });
+        fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        let (index, index_writable) = open_index(&dir, Access::Append)?;
+        let repo = Repository {
+            storage,
+            root,
+            config,
+            index,
+            index_writable,
+            open_packs: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Default::default()),
+            pack_reads: std::sync::atomic::AtomicU64::new(0),
+            crypt,
+            key_id,
+            transfers,
+            listed,
+            _lock,
+        };
+        repo.sync_index()?;
+        repo.index.flush()?;
+        Ok(repo)
+    }
+
     pub fn locate(&self, id: &Id) -> Result<Location> {
         self.index.get(id)?.ok_or_else(|| {
             Error::Corrupt(format!(

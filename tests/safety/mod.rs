@@ -1,4 +1,5 @@
 mod crash;
+mod damaged_index;
 mod damaged_parent;
 mod errors;
 mod index_version;
