@@ -44,6 +44,14 @@ pub enum Warning {
     /// The index at `dir` could not be opened (`cause`, RocksDB's words) and is
     /// being rebuilt from the packs.
     IndexRebuilt { dir: PathBuf, cause: String },
+    /// The disk of the index at `dir` has `free` bytes free, fewer than opening it
+    /// for writing may write (`needed`): a reading command opened it read-only, so
+    /// packs it lacks are not added to it.
+    IndexReadOnlyNoSpace {
+        dir: PathBuf,
+        free: u64,
+        needed: u64,
+    },
     /// The trailer of the pack at `path` could not be read (`cause`); its blobs
     /// are not indexed.
     PackUnreadable { path: PathBuf, cause: String },
@@ -91,6 +99,11 @@ impl fmt::Display for Warning {
             Warning::IndexRebuilt { dir, cause } => write!(
                 f,
                 "cbsnap: the index at {} is damaged ({cause}); rebuilding it from the packs",
+                dir.display()
+            ),
+            Warning::IndexReadOnlyNoSpace { dir, free, needed } => write!(
+                f,
+                "cbsnap: warning: the disk of the index {} is nearly full ({free} bytes free; opening the index for writing may need {needed}): it is read read-only, and packs it does not list are not added. Free space there before the next snapshot.",
                 dir.display()
             ),
             Warning::PackUnreadable { path, cause } => write!(
