@@ -68,6 +68,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         );
         return Ok(EXIT_DAMAGE);
     }
+    if report
+        .problems
+        .iter()
+        .all(|p| p.pack.is_some() && p.snapshots.is_empty())
+    {
+        // Damaged copies that the index no longer reads (a snapshot that met them
+        // stored the blobs again): moving the packs out or forgetting would only
+        // lose what else they hold.
+        cbsnap::warn_stderr!(
+            "cbsnap: damage found in the packs above, but no snapshot needs the damaged data: every snapshot restores. `cbsnap prune` drops damaged copies the index no longer reads, with the rest of the unused data (a pack is rewritten once more than its repack threshold is unused; `--repack-threshold 0` rewrites each such pack now)."
+        );
+        return Ok(EXIT_DAMAGE);
+    }
     cbsnap::warn_stderr!(
         "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one (`cbsnap mirror` keeps them); otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`."
     );

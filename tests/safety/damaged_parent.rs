@@ -113,6 +113,12 @@ fn a_damaged_parent_tree_is_reported_and_stored_again() {
     for p in problems {
         assert_eq!(p["snapshots"].as_array().unwrap().len(), 0, "{v}");
     }
+    // Nothing to forget, no pack to move out (it holds blobs in use too).
+    let o = env.run(&env.repo(), &["check", "--read-data"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("no snapshot needs the damaged data"), "{e}");
+    assert!(!e.contains("forget") && !e.contains("move each"), "{e}");
 
     // The damaged copies are unused: prune drops them with their packs' used blobs
     // copied out, and nothing is damaged any more.
