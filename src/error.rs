@@ -86,6 +86,12 @@ pub enum Error {
     )]
     Index(String),
 
+    /// A command met a damaged index (RocksDB's words in `cause`), stopped without
+    /// committing anything, and rebuilt the index from the pack trailers; running it
+    /// again works on the rebuilt index.
+    #[error("the index was damaged ({cause}); it has been rebuilt from the packs, and nothing of this command was committed. Run it again.")]
+    IndexRebuilt { cause: String },
+
     /// The index was written by a newer cbsnap (its layout version is above the one
     /// this build reads). Nothing was read from it or written to it.
     #[error("the index {} has layout version {found}, newer than this cbsnap reads ({supported}): it was written by a newer cbsnap.\nUpgrade cbsnap, or run `cbsnap index rebuild` to recreate the index from the packs in version {supported} (the index is a cache: nothing is lost; a newer cbsnap rebuilds its own again).", .dir.display())]

@@ -46,6 +46,9 @@ pub struct Index {
     /// (dedup and reuse checks, not the reads of [`Index::get`]): what an unchanged
     /// snapshot should not need.
     checks: std::sync::atomic::AtomicU64,
+    /// The first error of the index's own data met since it was opened
+    /// ([`Index::damage`]).
+    damage: std::sync::Mutex<Option<String>>,
 }
 
 /// A key and its value, as RocksDB's iterator yields them.
@@ -184,6 +187,7 @@ impl Index {
         Ok(Index {
             db,
             checks: Default::default(),
+            damage: Default::default(),
         })
     }
 
@@ -213,6 +217,7 @@ impl Index {
         Ok(Index {
             db,
             checks: Default::default(),
+            damage: Default::default(),
         })
     }
 
@@ -220,7 +225,7 @@ impl Index {
     ///
     /// Errors: [`Error::Index`] for a value that is not 4 bytes (damage).
     pub fn version(&self) -> Result<Option<u32>> {
-        match self.db.get(b"v").map_err(db_err)? {
+        match self.db.get(b"v").map_err(|e| self.db_err(e))? {
             None => Ok(None),
             Some(v) => <[u8; 4]>::try_from(v.as_slice())
                 .map(|b| Some(u32::from_le_bytes(b)))
@@ -253,7 +258,30 @@ impl Index {
     pub fn set_version(&self) -> Result<()> {
         self.db
             .put(b"v", INDEX_VERSION.to_le_bytes())
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
+    }
+
+    /// [`db_err`], remembering the first error that is not the disk's (a full disk,
+    /// a missing permission) but the index's own: a block that fails its checksum,
+    /// a file RocksDB cannot read.
+    fn db_err(&self, e: rocksdb::Error) -> Error {
+        let e = db_err(e);
+        if let Error::Index(m) = &e {
+            let mut d = self.damage.lock().unwrap_or_else(|p| p.into_inner());
+            d.get_or_insert_with(|| m.clone());
+        }
+        e
+    }
+
+    /// The first error of the index's own data (RocksDB's words) that a read or write
+    /// of this handle met, if any: the index is damaged, and what it answered may be
+    /// untrue. It is a cache, so a writer rebuilds it from the pack trailers
+    /// ([`crate::repo::Repository::rebuild_damaged_index`]).
+    pub fn damage(&self) -> Option<String> {
+        self.damage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Blob ids checked by [`Index::contains`] and [`Index::contains_all`] since the
@@ -268,7 +296,11 @@ impl Index {
     }
 
     pub fn get(&self, id: &Id) -> Result<Option<Location>> {
-        match self.db.get_pinned(chunk_key(id)).map_err(db_err)? {
+        match self
+            .db
+            .get_pinned(chunk_key(id))
+            .map_err(|e| self.db_err(e))?
+        {
             Some(v) => Ok(Some(decode_location(*id, &v)?)),
             None => Ok(None),
         }
@@ -276,7 +308,11 @@ impl Index {
 
     pub fn contains(&self, id: &Id) -> Result<bool> {
         self.count_checks(1);
-        Ok(self.db.get_pinned(chunk_key(id)).map_err(db_err)?.is_some())
+        Ok(self
+            .db
+            .get_pinned(chunk_key(id))
+            .map_err(|e| self.db_err(e))?
+            .is_some())
     }
 
     /// Whether the index has every one of `ids`: one RocksDB multi-get (keys
@@ -290,7 +326,7 @@ impl Index {
         let mut keys: Vec<[u8; 33]> = ids.iter().map(chunk_key).collect();
         keys.sort_unstable();
         for v in self.db.multi_get(&keys) {
-            if v.map_err(db_err)?.is_none() {
+            if v.map_err(|e| self.db_err(e))?.is_none() {
                 return Ok(false);
             }
         }
@@ -310,14 +346,14 @@ impl Index {
         b.put(pack_key(pack), v);
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
-        self.db.write_opt(b, &wo).map_err(db_err)
+        self.db.write_opt(b, &wo).map_err(|e| self.db_err(e))
     }
 
     /// The size in bytes of pack `pack`, if the index has recorded it.
     ///
     /// Errors: [`Error::Index`] for a damaged record.
     pub fn pack_size(&self, pack: &Id) -> Result<Option<u64>> {
-        let Some(v) = self.db.get(pack_key(pack)).map_err(db_err)? else {
+        let Some(v) = self.db.get(pack_key(pack)).map_err(|e| self.db_err(e))? else {
             return Ok(None);
         };
         v.get(..8)
@@ -358,13 +394,15 @@ impl Index {
                 b.delete(chunk_key(&loc.entry.id));
             }
             if b.len() > 100_000 {
-                self.db.write(std::mem::take(&mut b)).map_err(db_err)?;
+                self.db
+                    .write(std::mem::take(&mut b))
+                    .map_err(|e| self.db_err(e))?;
             }
         }
         for p in gone {
             b.delete(pack_key(p));
         }
-        self.db.write(b).map_err(db_err)
+        self.db.write(b).map_err(|e| self.db_err(e))
     }
 
     /// Forget one pack whose trailer is known: delete the entries of its blobs that
@@ -375,14 +413,14 @@ impl Index {
         let mut b = WriteBatch::default();
         for e in entries {
             let k = chunk_key(&e.id);
-            if let Some(v) = self.db.get_pinned(k).map_err(db_err)? {
+            if let Some(v) = self.db.get_pinned(k).map_err(|e| self.db_err(e))? {
                 if v.get(..32) == Some(&pack.0[..]) {
                     b.delete(k);
                 }
             }
         }
         b.delete(pack_key(pack));
-        self.db.write(b).map_err(db_err)
+        self.db.write(b).map_err(|e| self.db_err(e))
     }
 
     /// Record that every blob snapshot `id` references is in the index (called right
@@ -391,7 +429,9 @@ impl Index {
     pub fn mark_snapshot_indexed(&self, id: &Id) -> Result<()> {
         let mut wo = WriteOptions::default();
         wo.set_sync(false);
-        self.db.put_opt(snapshot_key(id), [], &wo).map_err(db_err)
+        self.db
+            .put_opt(snapshot_key(id), [], &wo)
+            .map_err(|e| self.db_err(e))
     }
 
     /// Whether every blob snapshot `id` references is still in the index: it was when
@@ -405,7 +445,7 @@ impl Index {
         Ok(self
             .db
             .get_pinned(snapshot_key(id))
-            .map_err(db_err)?
+            .map_err(|e| self.db_err(e))?
             .is_some())
     }
 
@@ -430,7 +470,7 @@ impl Index {
                 _ => b.delete(&k),
             }
         }
-        self.db.write(b).map_err(db_err)
+        self.db.write(b).map_err(|e| self.db_err(e))
     }
 
     /// Stream every blob entry in id order, without loading the index into memory.
@@ -448,7 +488,7 @@ impl Index {
     fn scan(&self, prefix: u8) -> impl Iterator<Item = Result<KeyValue>> + '_ {
         self.db
             .iterator(IteratorMode::From(&[prefix], Direction::Forward))
-            .map(|item| item.map_err(db_err))
+            .map(move |item| item.map_err(|e| self.db_err(e)))
             .take_while(move |item| match item {
                 Ok((k, _)) => k.first() == Some(&prefix),
                 Err(_) => true,
@@ -457,7 +497,7 @@ impl Index {
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush_wal(true).map_err(db_err)
+        self.db.flush_wal(true).map_err(|e| self.db_err(e))
     }
 }
 

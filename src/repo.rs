@@ -730,6 +730,69 @@ impl Repository {
         Ok(r)
     }
 
+    /// Whether this handle may write the index (it holds RocksDB's lock on it).
+    pub fn index_writable(&self) -> bool {
+        self.index_writable
+    }
+
+    /// Rebuild the index of this handle from the pack trailers because it was found
+    /// damaged while in use (`cause`, RocksDB's words: [`Index::damage`]), as an index
+    /// that cannot be opened is at open (FORMAT.md, "Index"). The handle keeps its
+    /// repository lock and its listing of snapshots; the old index is closed first.
+    /// Nothing the old index answered may be used after: call it only once the
+    /// command's own work has stopped, with nothing committed on that word.
+    ///
+    /// Errors: [`Error::Index`] of `cause` when this handle opened the index
+    /// read-only (another process writes it, and will meet the damage itself); those
+    /// of removing the directory and of [`Repository::sync_index`].
+    pub fn rebuild_damaged_index(self, cause: String) -> Result<Repository> {
+        if !self.index_writable {
+            return Err(Error::Index(cause));
+        }
+        let Repository {
+            storage,
+            root,
+            config,
+            index,
+            index_writable: _,
+            open_packs: _,
+            pack_reads: _,
+            crypt,
+            key_id,
+            transfers,
+            windows: _,
+            listed,
+            _lock,
+        } = self;
+        // RocksDB's lock on the directory is released only when the database closes.
+        drop(index);
+        let dir = root.join("index");
+        warn::emit(Warning::IndexRebuilt {
+            dir: dir.clone(),
+            cause,
+        });
+        fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        let (index, index_writable) = open_index(&dir, Access::Append)?;
+        let repo = Repository {
+            storage,
+            root,
+            config,
+            index,
+            index_writable,
+            open_packs: Mutex::new(HashMap::new()),
+            windows: Mutex::new(Default::default()),
+            pack_reads: std::sync::atomic::AtomicU64::new(0),
+            crypt,
+            key_id,
+            transfers,
+            listed,
+            _lock,
+        };
+        repo.sync_index()?;
+        repo.index.flush()?;
+        Ok(repo)
+    }
+
     pub fn locate(&self, id: &Id) -> Result<Location> {
         self.index.get(id)?.ok_or_else(|| {
             Error::Corrupt(format!(
@@ -956,6 +1019,34 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
             ));
         }
     }
+    // Opened for writing, RocksDB writes at once: its write-ahead log replayed into a
+    // table file, a new MANIFEST, an OPTIONS file, its info log. On a nearly full disk
+    // (a snapshot that just failed for it) one of those writes fails, and Debian's
+    // librocksdb 7.8 may abort on an assertion over the failed writer
+    // (`sync_without_flush_called_`, exit 134) instead of returning the error. A reader
+    // needs none of it: it opens the index read-only, as when another process holds it
+    // (packs not indexed yet are then reported, not added). A writer is told the disk
+    // is full before RocksDB is asked.
+    if let Some((free, needed)) = short_of_space(dir) {
+        if access == Access::Read {
+            if let Ok(i) = Index::open_read_only(dir) {
+                i.check_version(dir)?;
+                warn::emit(Warning::IndexReadOnlyNoSpace {
+                    dir: dir.to_path_buf(),
+                    free,
+                    needed,
+                });
+                return Ok((i, false));
+            }
+        }
+        return Err(Error::io(
+            format!(
+                "open the index {} for writing ({free} bytes free, {needed} needed)",
+                dir.display()
+            ),
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        ));
+    }
     let deadline = std::time::Instant::now() + lock_wait();
     let mut announced = false;
     let mut retried = false;
@@ -1023,6 +1114,38 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
         let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
         return Ok((i, true));
     }
+}
+
+/// Room for RocksDB's own writes when it opens the index, besides the write-ahead
+/// logs it replays: a new MANIFEST and OPTIONS file, its info log (kilobytes each),
+/// with a margin.
+const OPEN_MARGIN: u64 = 64 << 10;
+
+/// `Some((free, needed))` when the filesystem of the index in `dir` has fewer bytes
+/// free for this user than opening it for writing may write: twice its write-ahead
+/// logs (replayed into table files, then a new log), its MANIFEST (rewritten), and
+/// [`OPEN_MARGIN`]. `None` when there is room, or when the free space cannot be
+/// asked (then RocksDB's own error decides).
+fn short_of_space(dir: &Path) -> Option<(u64, u64)> {
+    let at = if dir.exists() { dir } else { dir.parent()? };
+    let st = rustix::fs::statvfs(at).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let mut needed = OPEN_MARGIN;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // One `stat` for each of the few files that count, not for every table.
+        let times = if name.ends_with(".log") {
+            2
+        } else if name.starts_with("MANIFEST-") {
+            1
+        } else {
+            continue;
+        };
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+        needed = needed.saturating_add(len.saturating_mul(times));
+    }
+    (free < needed).then_some((free, needed))
 }
 
 /// Whether `dir` is a directory with at least one entry (where `init` refuses).

@@ -69,11 +69,20 @@ pub struct SnapshotStats {
     pub duration_secs: f64,
 }
 
-/// A file the source could not read; the snapshot was committed without it.
+/// An entry the snapshot does not hold exactly as the source had it: left out (the
+/// source could not read it, or the format cannot hold it), or stored otherwise than
+/// it was (changed while read, POSIX ACLs left out, an owner name cut). `error` says
+/// which, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileError {
     pub path: String,
     pub error: String,
+    /// Whether the entry is in the snapshot nonetheless, not exactly as the source
+    /// had it (`false`: left out, wholly or in part). Known to the run that recorded
+    /// it, for its summary; not written to the snapshot file (FORMAT.md's `errors`
+    /// are `path` and `error`, whose words say the same), so `false` when read back.
+    #[serde(skip)]
+    pub stored: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,14 @@ pub enum Warning {
     /// The index at `dir` could not be opened (`cause`, RocksDB's words) and is
     /// being rebuilt from the packs.
     IndexRebuilt { dir: PathBuf, cause: String },
+    /// The disk of the index at `dir` has `free` bytes free, fewer than opening it
+    /// for writing may write (`needed`): a reading command opened it read-only, so
+    /// packs it lacks are not added to it.
+    IndexReadOnlyNoSpace {
+        dir: PathBuf,
+        free: u64,
+        needed: u64,
+    },
     /// The trailer of the pack at `path` could not be read (`cause`); its blobs
     /// are not indexed.
     PackUnreadable { path: PathBuf, cause: String },
@@ -58,6 +66,17 @@ pub enum Warning {
     AutoRemoveNotStopped {
         container: String,
         consistency: String,
+    },
+    /// A tree blob (`tree`) of the parent snapshot, listing the directory `path` of
+    /// the source (empty: its root), could not be read (`cause`): the snapshot reads
+    /// the files below it again instead of taking them from the parent. When
+    /// `damaged` (its stored copy failed its checks, rather than a read failing), a
+    /// new tree of that id is stored again, not deduplicated against the damaged copy.
+    ParentTreeUnreadable {
+        path: String,
+        tree: crate::id::Id,
+        cause: String,
+        damaged: bool,
     },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
@@ -90,6 +109,11 @@ impl fmt::Display for Warning {
                 "cbsnap: the index at {} is damaged ({cause}); rebuilding it from the packs",
                 dir.display()
             ),
+            Warning::IndexReadOnlyNoSpace { dir, free, needed } => write!(
+                f,
+                "cbsnap: warning: the disk of the index {} is nearly full ({free} bytes free; opening the index for writing may need {needed}): it is read read-only, and packs it does not list are not added. Free space there before the next snapshot.",
+                dir.display()
+            ),
             Warning::PackUnreadable { path, cause } => write!(
                 f,
                 "cbsnap: warning: pack {} is unreadable ({cause}); its blobs are not indexed. Run `cbsnap check`.",
@@ -104,6 +128,27 @@ impl fmt::Display for Warning {
                 f,
                 "cbsnap: warning: container {container} was started with `docker run --rm`, so stopping it would make Docker delete it: it is not stopped while its volume is read, and the snapshot is {consistency}, not stopped. Run it without --rm (a restart policy, or `docker compose up`) to have it stopped, or label it cbsnap.quiesce=pause to accept this"
             ),
+            Warning::ParentTreeUnreadable {
+                path,
+                tree,
+                cause,
+                damaged,
+            } => {
+                let dir = if path.is_empty() { "/" } else { path.as_str() };
+                let what = if *damaged {
+                    "is damaged"
+                } else {
+                    "cannot be read"
+                };
+                write!(
+                    f,
+                    "cbsnap: warning: the parent snapshot's tree {tree} of {dir} {what} ({cause}); the files below it are read again"
+                )?;
+                if *damaged {
+                    f.write_str(", and the tree is stored again if this snapshot has it")?;
+                }
+                f.write_str(". Run `cbsnap check`.")
+            }
             Warning::Line(line) => f.write_str(line),
         }
     }

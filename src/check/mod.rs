@@ -95,6 +95,13 @@ pub struct Orphans {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The index's own data could not be read where the check needed it (RocksDB's
+    /// words, [`crate::index::Index::damage`]): then
+    /// whatever the check would conclude from it (blobs no pack holds, snapshots
+    /// broken, unreferenced packs) is left out, since a damaged index, not the
+    /// repository, may be what lacks them. `problems` holds the index's damage and
+    /// only what the packs and snapshot files show by themselves.
+    pub index_damaged: Option<String>,
     pub snapshots: usize,
     pub trees: usize,
     pub referenced_blobs: usize,
@@ -172,6 +179,9 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
     r.packs = on_disk.len();
     r.pack_bytes = on_disk.values().sum();
     scan_packs(repo, &on_disk, &indexed, read, progress, &mut f, &mut r)?;
+    // What the packs and snapshot files show by themselves, kept apart from what the
+    // index says, which a damaged index makes untrue.
+    let without_index = f.problems.clone();
 
     // A reader that also finds blobs of packs the index does not list yet.
     let extra = std::mem::take(&mut f.extra);
@@ -241,6 +251,13 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
         &mut f,
         &mut r.orphans,
     )?;
+    // Any read of the index's own data that failed (a block that fails its checksum)
+    // makes every answer of the phases above suspect: one that lacks a blob may be
+    // the damage, not the repository. An entry that reads but does not decode is a
+    // finding of its own, above, and leaves the rest of the index to be trusted.
+    if let Some(cause) = repo.index().damage() {
+        return Ok(index_damaged_report(r, cause, without_index));
+    }
     if !f.faults.is_empty() {
         trace(&snapshots, &read_blob, &mut f, &mut r);
     }
@@ -257,6 +274,36 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
 
 const NO_PACK: &str =
     "referenced blobs that no pack holds (a pack file was deleted or lost, or never finished)";
+
+/// The report of a check that met a damaged index (`cause`): the index's damage, and
+/// of the rest only `without_index`, what the packs and snapshot files showed by
+/// themselves, attributed to no snapshot. Counts of unreferenced data are left at
+/// zero: the index is what they were counted from.
+fn index_damaged_report(
+    mut r: Report,
+    cause: String,
+    without_index: BTreeMap<Option<Id>, Vec<String>>,
+) -> Report {
+    r.problems.push(Problem {
+        pack: None,
+        what: vec![format!(
+            "the index is damaged ({cause}); it is a cache of the pack trailers: run `cbsnap index rebuild`, then `cbsnap check` again"
+        )],
+        damaged_blobs: 0,
+        snapshots: Vec::new(),
+    });
+    for (pack, what) in without_index {
+        r.problems.push(Problem {
+            pack,
+            what,
+            damaged_blobs: 0,
+            snapshots: Vec::new(),
+        });
+    }
+    r.orphans = Orphans::default();
+    r.index_damaged = Some(cause);
+    r
+}
 
 /// Snapshot files, verified. A damaged one is a problem, not a reason to stop.
 fn load_snapshots(repo: &Repository, f: &mut Findings) -> Result<Vec<(Id, Snapshot)>> {

@@ -12,7 +12,7 @@ use super::{key, list, maint, mount, restore, shell, snapshot};
     name = "cbsnap",
     version,
     about = "Deduplicating snapshots of Docker volumes and host directories",
-    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some files could not be read (see its `errors`), 4 wrong or no passphrase for an encrypted repository."
+    long_about = "Deduplicating snapshots of Docker volumes and host directories.\n\nExit codes: 0 ok, 1 error, 2 usage error, 3 snapshot committed but some entries could not be read or not stored exactly (see its `errors`), 4 wrong or no passphrase for an encrypted repository."
 )]
 pub struct Cli {
     /// Repository: a path, s3://bucket/prefix or sftp://[user@]host[:port]/path [default: config file `repo`, else ~/.local/share/cbsnap/repo]

@@ -59,6 +59,28 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if report.is_clean() {
         return Ok(0);
     }
+    if report.index_damaged.is_some() {
+        // Missing blobs, broken snapshots and unreferenced packs would be the index's
+        // word: acting on them (moving packs, forgetting, pruning) could destroy data
+        // that a rebuilt index finds whole.
+        cbsnap::warn_stderr!(
+            "cbsnap: the index is damaged, so this check could not tell which blobs are stored, which snapshots are whole or which packs are unused. The index is a cache of the pack trailers: run `cbsnap index rebuild`, then `cbsnap check` again. Move, forget or prune nothing before that."
+        );
+        return Ok(EXIT_DAMAGE);
+    }
+    if report
+        .problems
+        .iter()
+        .all(|p| p.pack.is_some() && p.snapshots.is_empty())
+    {
+        // Damaged copies that the index no longer reads (a snapshot that met them
+        // stored the blobs again): moving the packs out or forgetting would only
+        // lose what else they hold.
+        cbsnap::warn_stderr!(
+            "cbsnap: damage found in the packs above, but no snapshot needs the damaged data: every snapshot restores. `cbsnap prune` drops damaged copies the index no longer reads, with the rest of the unused data (a pack is rewritten once more than its repack threshold is unused; `--repack-threshold 0` rewrites each such pack now)."
+        );
+        return Ok(EXIT_DAMAGE);
+    }
     cbsnap::warn_stderr!(
         "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one (`cbsnap mirror` keeps them); otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`."
     );
@@ -84,7 +106,7 @@ fn print(ctx: &Ctx, r: &check::Report) {
         HumanBytes(r.pack_bytes)
     ));
     let o = &r.orphans;
-    if o.packs > 0 || o.blobs > 0 {
+    if r.index_damaged.is_none() && (o.packs > 0 || o.blobs > 0) {
         ctx.say(&format!(
             "info: {} unreferenced packs ({}), {} unreferenced blobs ({}); `cbsnap prune` removes them",
             o.packs,
@@ -111,7 +133,10 @@ fn print(ctx: &Ctx, r: &check::Report) {
             outln!("  - {w}");
         }
         if p.snapshots.is_empty() {
-            outln!("  breaks no snapshot");
+            // With a damaged index, what a problem breaks is not known.
+            if r.index_damaged.is_none() {
+                outln!("  breaks no snapshot");
+            }
             continue;
         }
         outln!(

@@ -77,13 +77,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     };
     let repo = ctx.open(Access::Append)?;
     let progress = render::progress(ctx, "snapshot");
-    let r = match (&a.path, &a.tar) {
-        (Some(dir), _) => single::snapshot_dir(&repo, dir, &opts, &progress),
-        (None, Some(file)) => single::snapshot_tar(&repo, file, &opts, &progress),
+    // A tar on stdin cannot be read a second time, should the index be found damaged.
+    let again = a.tar.as_ref().is_none_or(|f| f.as_os_str() != "-");
+    let r = single::repairing_index(repo, again, |repo| match (&a.path, &a.tar) {
+        (Some(dir), _) => single::snapshot_dir(repo, dir, &opts, &progress),
+        (None, Some(file)) => single::snapshot_tar(repo, file, &opts, &progress),
         (None, None) => Err(Error::Usage(
             "say what to snapshot: --all, VOLUME..., --path DIR, or --tar FILE".into(),
         )),
-    };
+    });
     progress.finish();
     let done = r?;
     if let Some(note) = &done.note {
@@ -138,6 +140,13 @@ fn run_docker(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if a.all {
         for w in cbsnap::run::report::publish(&repo, &report, &outputs) {
             render::warn(&w);
+        }
+    }
+    // Sources that failed on a damaged index committed nothing: the index is rebuilt
+    // from the packs now, so that the next run stores them.
+    if let Some(cause) = repo.index().damage() {
+        if let Err(e) = repo.rebuild_damaged_index(cause) {
+            render::warn(&format!("the index could not be rebuilt: {e}"));
         }
     }
     Ok(match report.status {

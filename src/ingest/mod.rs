@@ -38,7 +38,7 @@ mod sink;
 mod spill;
 mod tree;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -46,7 +46,7 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Sender};
 
 use self::parent::ParentTrees;
-use self::pipeline::{compress_worker, write_packs, Job};
+use self::pipeline::{compress_worker, write_packs, Job, Pending};
 use self::tree::{DirBuild, Leaves};
 use crate::error::{Error, Result};
 use crate::id::Id;
@@ -112,7 +112,7 @@ struct Ingest<'a> {
     repo: &'a Repository,
     tx: Option<Sender<(Job, pipeline::Held)>>,
     in_flight: std::sync::Arc<pipeline::InFlight>,
-    pending: &'a Mutex<HashSet<Id>>,
+    pending: &'a Mutex<Pending>,
     stopped: &'a AtomicBool,
     root: DirBuild,
     /// The leaves of `root` written to disk (a tar import's, see [`tree`]).
@@ -210,7 +210,7 @@ fn snapshot_with(
         .unwrap_or(2);
     let (job_tx, job_rx) = bounded::<(Job, pipeline::Held)>(workers * 8);
     let (st_tx, st_rx) = bounded::<(Blob, pipeline::Held)>(workers * 8);
-    let pending: Mutex<HashSet<Id>> = Mutex::new(HashSet::new());
+    let pending: Mutex<Pending> = Mutex::new(Pending::default());
     // Set by the source on its own failure, to stop the writer without committing.
     let abort = AtomicBool::new(false);
     // Set when the writer (or a worker's hand-over to it) failed: the source stops early.
@@ -368,6 +368,7 @@ mod tests {
     use crate::repo::Access;
     use crate::source::{Content, Entry};
     use rand::{RngCore, SeedableRng};
+    use std::collections::HashSet;
 
     /// A path snapshot named `t`, taken now, without a parent.
     fn test_spec() -> SnapshotSpec {

@@ -17,11 +17,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::tree::split_last;
 use super::Ingest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::Repository;
 use crate::source::Entry;
 use crate::tree::{Node, NodeKind, Xattrs};
+use crate::warn::Warning;
 
 /// Trees [`read_ahead`] sends at once when the walk is not waiting for one: a send
 /// that finds the walk waiting wakes it, and one wake-up per tree cost a warm
@@ -138,6 +139,17 @@ pub(super) struct ParentTrees {
     received: std::collections::VecDeque<AheadTree>,
     /// Trees read on the walk's thread because `ahead` did not have them.
     loaded_here: u64,
+    /// Tree blobs that could not be read, not yet reported
+    /// ([`Ingest::report_unreadable_parent_trees`]).
+    unreadable: Vec<UnreadableTree>,
+}
+
+/// A tree blob of the parent snapshot that could not be read: the directory it lists
+/// (for a split tree, the directory one of its parts lists), its id and why.
+struct UnreadableTree {
+    path: Vec<u8>,
+    id: Id,
+    error: Error,
 }
 
 impl ParentTrees {
@@ -162,6 +174,7 @@ impl ParentTrees {
             ahead: Some(ahead),
             received: Default::default(),
             loaded_here: 0,
+            unreadable: Vec::new(),
         })
     }
 
@@ -182,7 +195,21 @@ impl ParentTrees {
             self.take_ahead(path, &id)
                 .or_else(|| {
                     self.loaded_here += 1;
-                    crate::walk::load(repo, &id).ok().map(Arc::new)
+                    // A tree that cannot be read proves nothing unchanged below it:
+                    // its files are read again. Each blob that failed is kept to be
+                    // reported, and stored again if the new tree has its id.
+                    let l = crate::walk::Listing::read(&|b| repo.read_blob(b), &id);
+                    if l.unreadable.is_empty() {
+                        return Some(Arc::new(l.nodes));
+                    }
+                    for (blob, error) in l.unreadable {
+                        self.unreadable.push(UnreadableTree {
+                            path: path.to_vec(),
+                            id: blob,
+                            error,
+                        });
+                    }
+                    None
                 })
                 .map(|t| (id, t))
         });
@@ -321,6 +348,14 @@ impl Ingest<'_> {
     /// What the parent says of the regular file `e`: unchanged (its chunks are
     /// reused), changed (its old chunks guide the read), or nothing.
     pub(super) fn parent_says(&mut self, e: &Entry) -> Result<FromParent> {
+        let said = self.parent_says_of(e);
+        self.report_unreadable_parent_trees();
+        said
+    }
+
+    /// [`Ingest::parent_says`], before the parent's trees that could not be read on
+    /// the way are reported.
+    fn parent_says_of(&mut self, e: &Entry) -> Result<FromParent> {
         let Some(parent) = self.parent.as_mut() else {
             return Ok(FromParent::Nothing);
         };
@@ -373,11 +408,47 @@ impl Ingest<'_> {
             return None;
         }
         let started_ns = parent.started_ns;
-        parent
+        let xattrs = parent
             .with_node(self.repo, path, |old| {
                 unchanged(old, node, started_ns).then(|| old.xattrs.clone())
             })
-            .flatten()
+            .flatten();
+        self.report_unreadable_parent_trees();
+        xattrs
+    }
+
+    /// Tell the operator of each tree of the parent that could not be read since the
+    /// last call (the files below it are read again, so the snapshot is still whole),
+    /// and have each damaged one stored again should the new snapshot hold a tree of
+    /// its id, rather than deduplicated against the damaged copy ([`Pending::damaged`]).
+    /// Called on the source thread, which is the one [`crate::warn::capture`] sees.
+    ///
+    /// [`Pending::damaged`]: super::pipeline::Pending::damaged
+    fn report_unreadable_parent_trees(&mut self) {
+        let Some(parent) = self.parent.as_mut() else {
+            return;
+        };
+        for t in std::mem::take(&mut parent.unreadable) {
+            let damaged = matches!(t.error, Error::Corrupt(_) | Error::Authentication { .. });
+            if damaged {
+                super::pipeline::Pending::damaged(self.pending, t.id);
+            }
+            // The damage itself, without the advice its error carries: the warning
+            // gives its own.
+            let cause = match &t.error {
+                Error::Corrupt(what) => what.clone(),
+                Error::Authentication { pack, blob, source } => {
+                    format!("pack {pack}, blob {blob}: {source}")
+                }
+                other => other.to_string(),
+            };
+            crate::warn::emit(Warning::ParentTreeUnreadable {
+                path: String::from_utf8_lossy(&t.path).into_owned(),
+                tree: t.id,
+                cause,
+                damaged,
+            });
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Dedup is decided here, by [`claim`], before a blob is compressed (the packer leaves
 //! it to its caller): an id is either indexed or in the `pending` set until its pack
-//! is indexed, so two copies of a chunk in flight are stored once.
+//! is indexed, so two copies of a chunk in flight are stored once. An indexed blob
+//! whose copy this run read and found damaged ([`Pending::damaged`]) is no copy: it
+//! is stored again, and the index then names the new copy.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,16 +43,42 @@ pub(super) enum Job {
     },
 }
 
-/// Whether the blob `id` must be stored: true when neither the repository nor the
-/// queue has it, and it is now in the queue (`pending`). Checked under the lock: the
-/// flusher indexes a pack before it removes the pack's ids from `pending`, so an id
-/// is always in one or the other.
-fn claim(repo: &Repository, pending: &Mutex<HashSet<Id>>, id: &Id) -> Result<bool> {
+/// What the dedup check ([`claim`]) knows beside the index, under one lock.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Ids queued for a pack, or in a pack not indexed yet.
+    queued: HashSet<Id>,
+    /// Ids the index holds whose indexed copy this run read and found damaged.
+    damaged: HashSet<Id>,
+}
+
+impl Pending {
+    /// Record that the indexed copy of blob `id` is damaged (this run read it): the
+    /// next claim of `id` stores it again instead of deduplicating against the
+    /// damaged copy. Once its new pack is indexed, the index names the new copy
+    /// ([`crate::index::Index::add_pack`] replaces a blob's location), so this and
+    /// every later snapshot, `check`, `prune` and restore use it, and the damaged
+    /// copy is one `prune` drops as unused.
+    pub(super) fn damaged(pending: &Mutex<Pending>, id: Id) {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.damaged.insert(id);
+    }
+}
+
+/// Whether the blob `id` must be stored: true when neither the repository (by a copy
+/// not known to be damaged) nor the queue has it, and it is now in the queue
+/// (`pending`). Checked under the lock: the flusher indexes a pack before it removes
+/// the pack's ids from `pending`, so an id is always in one or the other.
+fn claim(repo: &Repository, pending: &Mutex<Pending>, id: &Id) -> Result<bool> {
     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-    if p.contains(id) || repo.index().contains(id)? {
+    if p.queued.contains(id) {
         return Ok(false);
     }
-    p.insert(*id);
+    // A damaged copy is stored again once: the claim that queues it takes it out.
+    if !p.damaged.remove(id) && repo.index().contains(id)? {
+        return Ok(false);
+    }
+    p.queued.insert(*id);
     Ok(true)
 }
 
@@ -139,7 +167,7 @@ impl Drop for Held {
 /// gets a reply and the source never waits for one that will not come.
 pub(super) fn compress_worker(
     repo: &Repository,
-    pending: &Mutex<HashSet<Id>>,
+    pending: &Mutex<Pending>,
     stopped: &AtomicBool,
     rx: Receiver<(Job, Held)>,
     tx: Sender<(Blob, Held)>,
@@ -193,7 +221,7 @@ pub(super) fn compress_worker(
 pub(super) fn write_packs(
     repo: &Repository,
     rx: Receiver<(Blob, Held)>,
-    pending: &Mutex<HashSet<Id>>,
+    pending: &Mutex<Pending>,
     abort: &AtomicBool,
     stopped: &AtomicBool,
 ) -> Result<PackerStats> {
@@ -273,7 +301,7 @@ fn record_first(first: &Mutex<Option<Error>>, e: Error) {
 fn flush_packs(
     repo: &Repository,
     rx: Receiver<SealedPack>,
-    pending: &Mutex<HashSet<Id>>,
+    pending: &Mutex<Pending>,
     failed: &AtomicBool,
     first: &Mutex<Option<Error>>,
 ) {
@@ -285,7 +313,7 @@ fn flush_packs(
             Ok(saved) => {
                 let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
                 for e in &saved.entries {
-                    p.remove(&e.id);
+                    p.queued.remove(&e.id);
                 }
             }
             Err(e) => {
@@ -304,7 +332,7 @@ pub(super) struct Feed<'a> {
     pub(super) repo: &'a Repository,
     pub(super) tx: Sender<(Job, Held)>,
     pub(super) in_flight: Arc<InFlight>,
-    pub(super) pending: &'a Mutex<HashSet<Id>>,
+    pub(super) pending: &'a Mutex<Pending>,
     pub(super) stopped: &'a AtomicBool,
     pub(super) progress: crate::progress::Progress,
 }

@@ -121,7 +121,8 @@ enum Op {
     /// A file being read by a reader thread.
     File(Entry, Receiver<Result<LiveRead>>),
     DirDone(Vec<u8>),
-    Warn(Vec<u8>, String),
+    /// [`Sink::warn`] (`false`) or [`Sink::stored_inexactly`] (`true`).
+    Warn(Vec<u8>, String, bool),
 }
 
 /// The reader threads' queue and the entries waiting for them, in walk order.
@@ -183,6 +184,20 @@ impl ReadAhead {
     }
 }
 
+impl Ingest<'_> {
+    /// Record an entry not stored exactly ([`Ingest::apply_warn`]), in walk order:
+    /// queued behind the entries still being read.
+    fn record(&mut self, path: &[u8], error: String, stored: bool) {
+        if self.ahead.behind() {
+            self.ahead
+                .queue
+                .push_back(Op::Warn(path.to_vec(), error, stored));
+        } else {
+            self.apply_warn(path, error, stored);
+        }
+    }
+}
+
 impl Sink for Ingest<'_> {
     fn entry(&mut self, e: Entry, content: Content<'_>) -> Result<()> {
         self.apply_ready(false)?;
@@ -238,11 +253,11 @@ impl Sink for Ingest<'_> {
     }
 
     fn warn(&mut self, path: &[u8], error: String) {
-        if self.ahead.behind() {
-            self.ahead.queue.push_back(Op::Warn(path.to_vec(), error));
-        } else {
-            self.apply_warn(path, error);
-        }
+        self.record(path, error, false);
+    }
+
+    fn stored_inexactly(&mut self, path: &[u8], why: String) {
+        self.record(path, why, true);
     }
 
     fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
@@ -300,8 +315,8 @@ impl Ingest<'_> {
             }
             (Op::Entry(e, body), _) => self.apply_entry(e, body),
             (Op::DirDone(path), _) => self.apply_dir_done(&path),
-            (Op::Warn(path, error), _) => {
-                self.apply_warn(&path, error);
+            (Op::Warn(path, error, stored), _) => {
+                self.apply_warn(&path, error, stored);
                 Ok(())
             }
             (Op::File(..), None) => unreachable!("a file is applied with its read"),
@@ -340,7 +355,12 @@ impl Ingest<'_> {
         self.stats.bytes_read += read.bytes_read;
         self.known_chunks += read.known;
         if let Some(w) = read.warning {
-            self.warn(&e.path, w);
+            // A file that changed while read twice is stored as read.
+            if read.stored.is_some() {
+                self.stored_inexactly(&e.path, w);
+            } else {
+                self.warn(&e.path, w);
+            }
         }
         Ok(read.stored.map(|(ids, n, before)| {
             // What is stored is described by the `stat` taken when it was read; but

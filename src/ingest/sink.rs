@@ -38,7 +38,7 @@ impl Ingest<'_> {
             return Ok(());
         }
         if tree::truncate_owner_names(&mut e.node) {
-            self.warn(
+            self.stored_inexactly(
                 &e.path,
                 format!(
                     "owner or group name longer than {} bytes; stored cut to that length",
@@ -140,11 +140,16 @@ impl Ingest<'_> {
         self.seal_at(path, indexed)
     }
 
-    /// Record that the entry at `path` is left out of the snapshot, or why.
-    pub(super) fn apply_warn(&mut self, path: &[u8], error: String) {
+    /// Record why the entry at `path` is not in the snapshot exactly as the source
+    /// has it: left out, or `stored` otherwise than it was ([`FileError::stored`]).
+    pub(super) fn apply_warn(&mut self, path: &[u8], error: String, stored: bool) {
         let p = String::from_utf8_lossy(path).into_owned();
         self.progress
             .println(&format!("cbsnap: warning: {p}: {error}"));
-        self.errors.push(FileError { path: p, error });
+        self.errors.push(FileError {
+            path: p,
+            error,
+            stored,
+        });
     }
 }

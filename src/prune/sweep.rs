@@ -179,7 +179,8 @@ enum Unrepackable {
 /// each verified against its id. Fails with the reason when one of them is damaged:
 /// copying it would only move the damage, and deleting the pack would lose the
 /// evidence. A referenced blob that the index finds in another pack (a rare duplicate)
-/// is copied too: cheaper than a lookup per blob, and harmless.
+/// is copied too: cheaper than a lookup per blob, and harmless; unless this copy is
+/// damaged, which the index then no longer reads (it named the other copy).
 fn live_blobs(
     repo: &Repository,
     p: &Plan,
@@ -197,8 +198,15 @@ fn live_blobs(
         if !p.referenced.contains(reach::key(&e.id)) {
             continue;
         }
-        pack::decode_blob(&e, bytes.stored(&e), repo.crypt())
-            .map_err(|source| Unrepackable::DamagedBlob { id: e.id, source })?;
+        if let Err(source) = pack::decode_blob(&e, bytes.stored(&e), repo.crypt()) {
+            // A damaged copy of a blob the index finds in another pack (a snapshot
+            // that read this copy stored the blob again) is not what anything reads:
+            // it is left behind with the pack, not kept as evidence of lost data.
+            match repo.index().get(&e.id) {
+                Ok(Some(loc)) if loc.pack != u.id => continue,
+                _ => return Err(Unrepackable::DamagedBlob { id: e.id, source }),
+            }
+        }
         live.push(e);
     }
     Ok((bytes, live))

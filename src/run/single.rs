@@ -83,6 +83,33 @@ pub fn snapshot_dir(
     })
 }
 
+/// Take one snapshot with `take` into `repo`, mending the index when it is found
+/// damaged (README: "a damaged index is rebuilt the same way"). A snapshot that met a
+/// damaged index ([`crate::index::Index::damage`]) committed nothing on its word if it
+/// failed, and a lookup never answers wrongly (RocksDB checks every block), so a
+/// snapshot that succeeded stands. Either way the index is then rebuilt from the pack
+/// trailers, and a failed snapshot is taken once more on the rebuilt index when
+/// `again` (its source can be read twice: a directory, a tar file, not stdin).
+///
+/// Errors: those of `take`; [`Error::IndexRebuilt`] when the snapshot failed on the
+/// damage and was not taken again; those of the rebuild.
+pub fn repairing_index<T>(
+    repo: Repository,
+    again: bool,
+    take: impl Fn(&Repository) -> Result<T>,
+) -> Result<T> {
+    let first = take(&repo);
+    let Some(cause) = repo.index().damage() else {
+        return first;
+    };
+    let repo = repo.rebuild_damaged_index(cause.clone())?;
+    match first {
+        Ok(done) => Ok(done),
+        Err(_) if again => take(&repo),
+        Err(_) => Err(Error::IndexRebuilt { cause }),
+    }
+}
+
 /// Snapshot the tar stream in `file` (plain, gzip or zstd; `-` is stdin).
 /// [`Error::Usage`] for a bad `time` or a name that cannot be derived; an
 /// [`Error::Io`] when the file cannot be opened.

@@ -58,8 +58,16 @@ pub trait Sink {
     fn dir_done(&mut self, _path: &[u8]) -> Result<()> {
         Ok(())
     }
-    /// An entry could not be read; it is left out of the snapshot and recorded.
+    /// An entry could not be read (or not all of it: a directory that cannot be
+    /// listed); it is left out of the snapshot and recorded.
     fn warn(&mut self, path: &[u8], error: String);
+    /// An entry is yielded (or was) but cannot be stored exactly as the source has it:
+    /// `why` says how it differs (it changed while read and is stored as read, POSIX
+    /// ACLs are left out). Recorded, and told apart from what is left out. By default
+    /// recorded as [`Sink::warn`] records.
+    fn stored_inexactly(&mut self, path: &[u8], why: String) {
+        self.warn(path, why)
+    }
     /// The extended attributes of the entry at `path`, if the sink already has them
     /// for the object `node` describes unchanged: the same kind, inode, size, mtime and
     /// ctime (seconds and nanoseconds) as in the parent snapshot. Setting or removing an
@@ -119,6 +127,9 @@ impl<F: FnMut(&Entry)> Sink for Tap<'_, F> {
     }
     fn warn(&mut self, path: &[u8], error: String) {
         self.inner.warn(path, error)
+    }
+    fn stored_inexactly(&mut self, path: &[u8], why: String) {
+        self.inner.stored_inexactly(path, why)
     }
     fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
         self.inner.unchanged_xattrs(path, node)

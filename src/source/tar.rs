@@ -162,7 +162,7 @@ pub fn read_tar(r: impl Read, strip: &[u8], sink: &mut dyn Sink) -> Result<()> {
             continue;
         }
         if !unstored.is_empty() {
-            sink.warn(
+            sink.stored_inexactly(
                 &path,
                 format!(
                     "PAX records {} (POSIX ACLs) are not stored; the entry is stored without them",

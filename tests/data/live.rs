@@ -104,6 +104,17 @@ fn file_rewritten_while_read_is_never_committed_torn_silently() {
             flagged += 1;
             assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
             assert!(stderr(&o).contains("db"), "{}", stderr(&o));
+            // Stored as read: the summary must not say it is not in the snapshot.
+            assert!(
+                stderr(&o).contains("but not exactly as the source has them"),
+                "{}",
+                stderr(&o)
+            );
+            assert!(
+                !stderr(&o).contains("are not in snapshot"),
+                "{}",
+                stderr(&o)
+            );
         } else {
             assert!(
                 uniform,

@@ -235,6 +235,63 @@ fn tar_acl_records_that_are_not_stored_are_named() {
     assert!(errors.contains("SCHILY.acl.access"), "{errors}");
 }
 
+/// The exit-3 summary told every recorded entry "could not be read and is not in
+/// snapshot …", also the ones stored (ACLs left out, an owner name cut). Now entries
+/// left out and entries stored inexactly are counted and named apart, each under
+/// words that are true of it.
+#[test]
+fn the_summary_tells_entries_left_out_from_entries_stored_inexactly() {
+    let work = tempfile::tempdir().unwrap();
+    let tar = work.path().join("mixed.tar");
+    let script = r#"
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w", format=tarfile.PAX_FORMAT) as t:
+    def add(name, data, **kw):
+        i = tarfile.TarInfo(name)
+        i.size = len(data)
+        for k, v in kw.items():
+            setattr(i, k, v)
+        t.addfile(i, io.BytesIO(data))
+    add("acl", b"acl", pax_headers={"SCHILY.acl.access": "user::rw-,group::r--,other::r--"})
+    add("long-owner", b"owner", uname="u" * 300)
+    add("../escape", b"out")
+    add("ok", b"fine")
+"#;
+    let st = Command::new("python3")
+        .args(["-c", script])
+        .arg(&tar)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let repo = Repo::new();
+    let o = repo.run(&[
+        "snapshot",
+        "--tar",
+        tar.to_str().unwrap(),
+        "--name",
+        "mixed",
+    ]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(3), "{e}");
+    let id = repo.snapshots_json()[0]["id"].as_str().unwrap()[..8].to_string();
+    let left_out = format!("cbsnap: 1 entries could not be read and are not in snapshot {id}, or only in part (exit code 3):\n  ../escape: ");
+    assert!(e.contains(&left_out), "{e}");
+    let inexact = format!(
+        "cbsnap: 2 entries are in snapshot {id}, but not exactly as the source has them (exit code 3):\n  acl: PAX records SCHILY.acl.access"
+    );
+    assert!(e.contains(&inexact), "{e}");
+    assert!(
+        e.contains("\n  long-owner: owner or group name longer"),
+        "{e}"
+    );
+    // What the summary says is stored is stored.
+    let to = work.path().join("r");
+    repo.restore("mixed@latest", &to);
+    assert_eq!(fs::read(to.join("acl")).unwrap(), b"acl");
+    assert_eq!(fs::read(to.join("long-owner")).unwrap(), b"owner");
+    assert!(!work.path().join("escape").exists());
+}
+
 /// Issue 7 case 1: 600,000 entries in one directory make a node list larger than the
 /// 64 MiB blob limit; it is stored as a split tree that restore and check read.
 #[test]

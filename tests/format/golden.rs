@@ -257,6 +257,7 @@ fn golden_snapshot() -> Snapshot {
         errors: vec![FileError {
             path: "unreadable".into(),
             error: "permission denied".into(),
+            stored: false,
         }],
         cbsnap_version: "0.1.0".into(),
     }

@@ -1,4 +1,6 @@
 mod crash;
+mod damaged_index;
+mod damaged_parent;
 mod errors;
 mod index_version;
 mod lost_writes;

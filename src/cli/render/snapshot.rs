@@ -77,14 +77,29 @@ pub fn snapshot(ctx: &Ctx, id: &Id, s: &Snapshot) {
             .map(|c| format!(", {c}"))
             .unwrap_or_default(),
     ));
-    if !s.errors.is_empty() {
-        cbsnap::warn_stderr!(
-            "cbsnap: {} entries could not be read and are not in snapshot {} (exit code 3):",
-            s.errors.len(),
-            id.short()
-        );
-        for e in s.errors.iter().take(20) {
+    // Entries left out and entries stored otherwise than the source has them are
+    // told apart: "not in snapshot" is untrue of a file stored as read.
+    let (stored, left_out): (Vec<_>, Vec<_>) = s.errors.iter().partition(|e| e.stored);
+    let short = id.short();
+    for (errors, what) in [
+        (
+            left_out,
+            format!("could not be read and are not in snapshot {short}, or only in part"),
+        ),
+        (
+            stored,
+            format!("are in snapshot {short}, but not exactly as the source has them"),
+        ),
+    ] {
+        if errors.is_empty() {
+            continue;
+        }
+        cbsnap::warn_stderr!("cbsnap: {} entries {what} (exit code 3):", errors.len());
+        for e in errors.iter().take(20) {
             cbsnap::warn_stderr!("  {}: {}", e.path, e.error);
+        }
+        if errors.len() > 20 {
+            cbsnap::warn_stderr!("  … and {} more (--json lists all)", errors.len() - 20);
         }
     }
 }
