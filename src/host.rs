@@ -26,29 +26,64 @@ pub fn reader_uid() -> u32 {
 /// names someone else here; the pair tells them apart. `None` where `/proc` cannot
 /// say.
 pub fn process_identity(pid: u32) -> Option<String> {
+    Some(format!("{}:{}", boot_id()?, start_time(pid)?))
+}
+
+/// This boot's id, which changes at every boot.
+fn boot_id() -> Option<String> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(boot.trim().to_string())
+}
+
+/// Field 22 of `/proc/PID/stat`: when `pid` started, in clock ticks since boot.
+fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or `)`; the
     // fields after the last `)` start at field 3.
     let rest = &stat[stat.rfind(')')? + 1..];
-    let start = rest.split_whitespace().nth(22 - 3)?;
-    Some(format!("{}:{start}", boot.trim()))
+    Some(rest.split_whitespace().nth(22 - 3)?.to_string())
 }
 
 /// Whether the process that recorded `pid` (and `identity`, from
-/// [`process_identity`] when it was recorded) still runs here: [`process_alive`],
-/// and, for a record with an identity, the same boot and start time. A record
-/// without one (older cbsnap) is judged by the pid alone.
+/// [`process_identity`] when it was recorded) still runs here. Judged for the
+/// case that matters, never undoing a live process's work:
+///
+/// - the pid is gone: dead;
+/// - no identity recorded (older cbsnap), or none to compare now: alive, by the pid;
+/// - the same identity: alive;
+/// - another boot: dead (the pid was reused after a reboot);
+/// - the same boot, another start: the recorder ran in another PID namespace (its
+///   pid names another process here) or died and its pid was reused. Alive if any
+///   process here started at the recorded tick (a namespaced recorder is visible
+///   here under another pid), else dead.
 pub fn recorded_process_alive(pid: u32, identity: Option<&str>) -> bool {
     if !process_alive(pid) {
         return false;
     }
-    match identity {
-        None => true,
-        // Unknown now (no /proc): alive, as by the pid, rather than undo a live
-        // process's work.
-        Some(recorded) => process_identity(pid).is_none_or(|now| now == recorded),
+    let (Some(recorded), Some(now)) = (identity, process_identity(pid)) else {
+        return true;
+    };
+    if now == recorded {
+        return true;
     }
+    let Some((boot, start)) = recorded.rsplit_once(':') else {
+        return true;
+    };
+    if boot_id().is_some_and(|b| b != boot) {
+        return false;
+    }
+    any_process_started_at(start)
+}
+
+/// Whether a process of this host (any PID namespace below ours is visible in our
+/// `/proc`) started at `start` clock ticks since boot.
+fn any_process_started_at(start: &str) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| start_time(pid).is_some_and(|s| s == start))
 }
 
 /// Whether a process with this pid exists on this host. `kill(pid, 0)`: `EPERM`
@@ -78,11 +113,19 @@ mod tests {
         let id = process_identity(me).expect("/proc tells who this process is");
         assert!(recorded_process_alive(me, Some(&id)));
         assert!(recorded_process_alive(me, None));
-        // The same pid, another start: a reboot or another PID namespace.
+        // The same pid, a start no process here has: it died, the pid was reused.
         let (boot, start) = id.rsplit_once(':').unwrap();
-        let later = format!("{boot}:{}", start.parse::<u64>().unwrap() + 1);
-        assert!(!recorded_process_alive(me, Some(&later)));
+        let never = format!("{boot}:{}", start.parse::<u64>().unwrap() + 1_000_000_000);
+        assert!(!recorded_process_alive(me, Some(&never)));
+        // Another boot: reused after a reboot.
+        assert!(!recorded_process_alive(
+            me,
+            Some(&format!("another-boot:{start}"))
+        ));
         assert!(!recorded_process_alive(0, Some(&id)));
+        // A recorder in another PID namespace: its pid (1 there) names init here, but
+        // a process that started at the recorded tick runs (this one).
+        assert!(recorded_process_alive(1, Some(&id)));
     }
 
     #[test]

@@ -192,11 +192,18 @@ fn a_recorded_pid_that_names_another_process_keeps_nothing_paused() {
         .env("XDG_CONFIG_HOME", repo.dir.path().join("no-config"))
         .env_remove("CBSNAP_REPO")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("unshare (util-linux)");
     let start = Instant::now();
-    while c.state() != "paused" && start.elapsed() < Duration::from_secs(30) {
+    while c.state() != "paused" && start.elapsed() < Duration::from_secs(60) {
+        if child.try_wait().unwrap().is_some() {
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "cbsnap ended before it paused the container: {}",
+                stderr(&o)
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(c.state(), "paused", "the container was never paused");
