@@ -157,6 +157,52 @@ pub fn readable_by_others(root: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The mount points of this process's mount namespace: field 5 of
+/// `/proc/self/mountinfo` (proc(5)), its octal escapes (`\040` for a space) undone.
+/// Empty where `/proc` cannot say.
+pub fn mount_points() -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let Ok(text) = fs::read("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|field| {
+            let mut out = Vec::with_capacity(field.len());
+            let mut i = 0;
+            while i < field.len() {
+                let octal = field
+                    .get(i + 1..i + 4)
+                    .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+                match (field[i], octal) {
+                    (b'\\', Some(d)) => {
+                        out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                        i += 4;
+                    }
+                    (b, _) => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+/// The mount points strictly below the directory `dir` (resolved through its
+/// symlinks): what removing everything in `dir` would reach into. Empty when `dir`
+/// cannot be resolved.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return Vec::new();
+    };
+    mount_points()
+        .into_iter()
+        .filter(|m| m != &dir && m.starts_with(&dir))
+        .collect()
+}
+
 /// Fsync a directory so that a rename or creation inside it is durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -201,6 +247,16 @@ pub fn remove_stale_temps(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_include_the_root_and_nothing_is_below_a_plain_directory() {
+        assert!(mount_points().contains(&PathBuf::from("/")));
+        assert!(mounts_below(Path::new("/"))
+            .iter()
+            .any(|m| m == Path::new("/proc")));
+        let d = tempfile::tempdir().unwrap();
+        assert!(mounts_below(d.path()).is_empty());
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

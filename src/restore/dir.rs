@@ -132,6 +132,29 @@ impl Filter {
         })
     }
 
+    /// Whether the restore reaches the path `rel` (relative to the snapshot root):
+    /// every entry on the way to it is taken.
+    fn reaches(&self, rel: &[u8]) -> bool {
+        let mut parent = if self.include.is_empty() {
+            Take::Whole
+        } else {
+            Take::Partial
+        };
+        let mut end = 0;
+        for name in rel.split(|&b| b == b'/').filter(|n| !n.is_empty()) {
+            end = if end == 0 {
+                name.len()
+            } else {
+                end + 1 + name.len()
+            };
+            parent = self.take(&rel[..end], name, parent);
+            if parent == Take::Skip {
+                return false;
+            }
+        }
+        true
+    }
+
     /// The include paths (normalized), to check that each exists in the snapshot.
     pub fn includes(&self) -> impl Iterator<Item = &[u8]> {
         self.include.iter().map(|p| p.as_slice())
@@ -256,6 +279,9 @@ struct State<'r> {
     delete: bool,
     filter: Filter,
     stop: Arc<AtomicUsize>,
+    /// With `delete`: the mount points below the target (resolved), whose contents
+    /// the restore leaves alone. Usually none.
+    mounts: Vec<PathBuf>,
 }
 
 impl State<'_> {
@@ -278,7 +304,7 @@ pub fn restore(
     opts: &Options,
     progress: &Progress,
 ) -> Result<Report> {
-    refuse_repository_inside(repo, target)?;
+    refuse_repository_inside(repo, snap, target, opts)?;
     if target.exists() {
         let md = fs::symlink_metadata(target).ctx(|| format!("stat {}", target.display()))?;
         if md.file_type().is_symlink() {
@@ -328,6 +354,11 @@ pub fn restore(
         delete: opts.delete,
         filter: opts.filter.clone(),
         stop: opts.stop.clone(),
+        mounts: if opts.delete {
+            crate::fsutil::mounts_below(target)
+        } else {
+            Vec::new()
+        },
     };
     for inc in opts.filter.includes() {
         let p = String::from_utf8_lossy(inc);
@@ -393,33 +424,34 @@ pub fn restore(
 /// Only a local repository can be in the way; a path that does not exist yet is taken
 /// from its nearest existing ancestor, so a symlink on the way is followed as the
 /// restore would follow it.
-fn refuse_repository_inside(repo: &Repository, target: &Path) -> Result<()> {
+fn refuse_repository_inside(
+    repo: &Repository,
+    snap: &Snapshot,
+    target: &Path,
+    opts: &Options,
+) -> Result<()> {
     let Some(root) = repo.local_root() else {
         return Ok(());
     };
     let Ok(root) = fs::canonicalize(root) else {
         return Ok(());
     };
-    let mut existing = target.to_path_buf();
-    let mut rest = Vec::new();
-    let base = loop {
-        if let Ok(c) = fs::canonicalize(&existing) {
-            break c;
+    let resolved = resolve_as_created(target)?;
+    // The repository below the target (a home directory restored with its default
+    // repository in it) is in the way only where the restore reaches it: `--delete`
+    // there, or a snapshot that holds its path.
+    let reached = match root.strip_prefix(&resolved) {
+        Ok(rel) if rel.as_os_str().is_empty() => true,
+        Ok(rel) => {
+            let rel = rel.as_os_str().as_bytes();
+            opts.filter.reaches(rel)
+                && (opts.delete
+                    || crate::walk::lookup(repo, &snap.tree, &String::from_utf8_lossy(rel))
+                        .map_or(true, |n| n.is_some()))
         }
-        match (existing.file_name(), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
-                existing = if parent.as_os_str().is_empty() {
-                    PathBuf::from(".")
-                } else {
-                    parent.to_path_buf()
-                };
-            }
-            _ => return Ok(()),
-        }
+        Err(_) => resolved.starts_with(&root),
     };
-    let resolved = rest.iter().rev().fold(base, |p, n| p.join(n));
-    if root.starts_with(&resolved) || resolved.starts_with(&root) {
+    if reached {
         return Err(Error::Usage(format!(
             "the repository {} is inside {} or holds it: restoring there could overwrite or remove the repository. Restore into a directory outside it (then move what you need), or move the repository elsewhere first",
             root.display(),
@@ -427,6 +459,31 @@ fn refuse_repository_inside(repo: &Repository, target: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// `path` as the kernel will resolve it once the restore has created it: component
+/// by component, each existing prefix through its symlinks (`fs::canonicalize`), a
+/// `..` after a directory still to be created taken as that directory's parent (as
+/// `mkdir -p` and the kernel then take it). `sib/new/..` is `sib`, whatever exists.
+fn resolve_as_created(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let abs = std::path::absolute(path).ctx(|| format!("resolve {}", path.display()))?;
+    let mut p = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) | Component::CurDir => {}
+            Component::ParentDir => {
+                p.pop();
+            }
+            Component::Normal(n) => {
+                p.push(n);
+                if let Ok(real) = fs::canonicalize(&p) {
+                    p = real;
+                }
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// Whether an I/O error would fail every later entry too, so the restore stops on
@@ -504,7 +561,16 @@ fn restore_entry(
                 }
             };
             if st.delete && take == Take::Whole {
-                remove_extraneous(st, &path, &nodes, &rel)?;
+                let mounted = !st.mounts.is_empty()
+                    && fs::canonicalize(&path).is_ok_and(|p| st.mounts.contains(&p));
+                if mounted {
+                    st.not_restored(
+                        &path,
+                        "what the snapshot lacks here was not removed: it is a mount point (another filesystem), and a restore never removes what is mounted there",
+                    );
+                } else {
+                    remove_extraneous(st, &path, &nodes, &rel)?;
+                }
             }
             st.dirs.push((path.clone(), node));
             Ok(Some(Frame {
@@ -671,6 +737,23 @@ fn remove_tree(path: &Path) -> Result<()> {
     let dev = fs::symlink_metadata(parent)
         .ctx(|| format!("stat {}", parent.display()))?
         .dev();
+    // A bind mount of the same filesystem has the same device number: the mount
+    // table names those. Checked before anything is removed.
+    if let Some(m) = crate::fsutil::mounts_below(path)
+        .into_iter()
+        .next()
+        .or_else(|| {
+            crate::fsutil::mount_points()
+                .into_iter()
+                .find(|m| fs::canonicalize(path).is_ok_and(|p| &p == m))
+        })
+    {
+        return Err(Error::Usage(format!(
+            "{} is or holds the mount point {}, and a restore never removes what is mounted there; unmount it, or restore elsewhere",
+            path.display(),
+            m.display()
+        )));
+    }
     // Depth first, with an explicit stack: the target's depth is not ours to trust.
     let mut stack = vec![(path.to_path_buf(), false)];
     while let Some((dir, listed)) = stack.pop() {

@@ -237,6 +237,15 @@ pub fn clearing(engine: &Engine, info: &VolumeInfo, users: &[ContainerInfo]) -> 
 
 /// Removes every entry of `dir`, never following a symlink out of it.
 fn empty_dir(dir: &Path) -> Result<()> {
+    // `remove_dir_all` would go into what is mounted below and empty it: refuse
+    // before anything is removed.
+    if let Some(m) = crate::fsutil::mounts_below(dir).first() {
+        return Err(Error::InUse(format!(
+            "the volume's bind device {} has {} mounted inside it; a restore never removes what is mounted there, and nothing was changed. Unmount it and run the restore again",
+            dir.display(),
+            m.display()
+        )));
+    }
     let what = |e| {
         Error::io(
             format!("empty {} (the volume's bind device)", dir.display()),

@@ -27,11 +27,14 @@ fn restore(env: &Env, to: &Path, flags: &[&str]) -> Output {
     env.run(&env.repo(), &args)
 }
 
-/// The repository inside `--to` (or `--to` inside the repository) is refused before
-/// anything is written or removed, whatever the flags: with `--delete` the restore
-/// removed the repository, and exited 0 when the snapshot held an older copy of it.
+/// The repository inside `--to` (or `--to` inside the repository) is refused where the
+/// restore would reach it, before anything is written or removed: with `--delete` the
+/// restore removed the repository, and exited 0 when the snapshot held an older copy
+/// of it. A `..` after a directory still to be created does not get past it. A
+/// restore that does not reach the repository (`--include` elsewhere, `--force` of a
+/// snapshot without its path) goes on: a home directory holds the default repository.
 #[test]
-fn a_target_that_holds_the_repository_is_refused() {
+fn a_target_that_holds_the_repository_is_refused_where_the_restore_reaches_it() {
     let env = Env::new();
     snapshot_top_and_sub(&env);
     let home = env.path("");
@@ -39,9 +42,11 @@ fn a_target_that_holds_the_repository_is_refused() {
     let inside = env.repo().join("restored");
     let cases: Vec<(PathBuf, &[&str])> = vec![
         (home.clone(), &["--delete"]),
-        (home.clone(), &["--force"]),
         (env.path("alias"), &["--delete"]),
         (inside.clone(), &[]),
+        (env.path("newdir/.."), &["--delete"]),
+        (env.path("nonexist/../repo"), &[]),
+        (env.path("nonexist/../repo"), &["--force"]),
     ];
     for (to, flags) in cases {
         let o = restore(&env, &to, flags);
@@ -58,6 +63,12 @@ fn a_target_that_holds_the_repository_is_refused() {
             .len(),
         1
     );
+
+    let o = restore(&env, &home, &["--force", "--include", "sub"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(fs::read(home.join("sub/f")).unwrap(), b"inner");
+    assert!(!home.join("top").exists());
+    env.ok(&["check", "--read-data"]);
 }
 
 /// `--force` keeps the entries the snapshot does not have: a non-empty directory
@@ -107,6 +118,22 @@ impl Mount {
     }
 }
 
+impl Mount {
+    /// A bind mount of `from` at `at`: the same filesystem, the same device number.
+    fn bind(from: &Path, at: &Path) -> Mount {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "bind-mount {from:?} at {at:?} (this test runs as root)");
+        Mount(at.to_path_buf())
+    }
+}
+
 impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
@@ -131,6 +158,14 @@ fn delete_never_crosses_a_mount_point_and_goes_on_past_it() {
     // A directory of this filesystem that holds a mount point deeper down.
     let nested = Mount::tmpfs(&to.join("z-dir/inner"));
     write(&nested.0, "kept", b"nested mount");
+    // A bind mount of this same filesystem: the device number does not tell.
+    let elsewhere = env.path("elsewhere");
+    write(&elsewhere, "keep.txt", b"bound");
+    let bound = Mount::bind(&elsewhere, &to.join("y-bound"));
+    // A mount point where the snapshot has a directory: its files not in the
+    // snapshot stay.
+    let on_sub = Mount::tmpfs(&to.join("sub"));
+    write(&on_sub.0, "otherfs.txt", b"on the mounted sub");
 
     let o = restore(&env, &to, &["--delete"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -141,6 +176,12 @@ fn delete_never_crosses_a_mount_point_and_goes_on_past_it() {
     );
     assert_eq!(fs::read(mounted.0.join("deeper/more")).unwrap(), b"also");
     assert_eq!(fs::read(nested.0.join("kept")).unwrap(), b"nested mount");
+    assert_eq!(fs::read(elsewhere.join("keep.txt")).unwrap(), b"bound");
+    assert_eq!(
+        fs::read(on_sub.0.join("otherfs.txt")).unwrap(),
+        b"on the mounted sub"
+    );
+    drop(bound);
     assert!(!to.join("a-extra").exists(), "the extra file was kept");
     assert_eq!(fs::read(to.join("top")).unwrap(), b"top file");
     assert_eq!(fs::read(to.join("sub/f")).unwrap(), b"inner");
