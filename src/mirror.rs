@@ -90,15 +90,38 @@ pub fn check_destination(source: &dyn Storage, dest: &dyn Storage) -> Result<()>
             ))),
         },
         Err(crate::storage::StorageError::NotFound { .. }) => {
-            let listed = dest
-                .list("")
-                .map_err(|e| crate::error::engine_error(dest, "list", e))?;
-            let foreign: Vec<String> = listed
-                .into_iter()
-                .map(|l| l.key)
-                .filter(|k| !REPOSITORY_NAMES.contains(&k.split('/').next().unwrap_or("")))
-                .take(3)
-                .collect();
+            let foreign: Vec<String> = match dest.local_root() {
+                // The directory itself, every name: a listing skips names that are
+                // not UTF-8 and temporary-looking ones, which are someone's files
+                // all the same. An empty `lost+found` (a fresh filesystem) is not.
+                Some(root) => match std::fs::read_dir(root) {
+                    Ok(rd) => rd
+                        .flatten()
+                        .map(|e| e.file_name())
+                        .filter(|n| {
+                            let n = n.to_string_lossy();
+                            let empty_lost_found = n == "lost+found"
+                                && std::fs::read_dir(root.join("lost+found"))
+                                    .is_ok_and(|mut d| d.next().is_none());
+                            !REPOSITORY_NAMES.contains(&n.as_ref()) && !empty_lost_found
+                        })
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .take(3)
+                        .collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => {
+                        return Err(Error::io_path("read the mirror destination", root, e))
+                    }
+                },
+                None => dest
+                    .list("")
+                    .map_err(|e| crate::error::engine_error(dest, "list", e))?
+                    .into_iter()
+                    .map(|l| l.key)
+                    .filter(|k| !REPOSITORY_NAMES.contains(&k.split('/').next().unwrap_or("")))
+                    .take(3)
+                    .collect(),
+            };
             if foreign.is_empty() {
                 return Ok(());
             }
@@ -116,14 +139,20 @@ pub fn check_destination(source: &dyn Storage, dest: &dyn Storage) -> Result<()>
 pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     let source: Arc<dyn Storage> = Arc::new(Local::new(root));
     Repository::read_config_in(&*source)?;
-    if !dest.contains(':') {
+    // rsync's rule: a `:` before the first `/` makes a destination remote
+    // (`host:path`), which cannot be looked into; any other is a local path.
+    let local_dest = !dest
+        .split('/')
+        .next()
+        .is_some_and(|first| first.contains(':'));
+    if local_dest {
         check_destination(&*source, &Local::new(Path::new(dest)))?;
     }
     let lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
     // A local mirror that is already a repository is locked too: a prune there would
     // delete packs whose snapshots arrive only in step 4.
     let local = Path::new(dest);
-    let _mirror_lock = if !dest.contains(':') && local.join("config").is_file() {
+    let _mirror_lock = if local_dest && local.join("config").is_file() {
         let locks = local.join("locks");
         crate::fsutil::create_private_dir_all(&locks)
             .ctx(|| format!("create {}", locks.display()))?;

@@ -231,7 +231,36 @@ fn a_mirror_never_writes_over_other_files_or_another_repository() {
         .unwrap()
         .to_string();
     let other_config = fs::read(other.join("config")).unwrap();
+    // Files a listing would skip: a name that is not UTF-8, a temporary-looking
+    // directory; and a path with a `:` after a `/`, which rsync takes as local.
+    let odd = env.path("odd");
+    fs::create_dir_all(&odd).unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    fs::write(
+        odd.join(std::ffi::OsStr::from_bytes(b"caf\xe9.txt")),
+        b"mine",
+    )
+    .unwrap();
+    let tmpish = env.path("tmpish");
+    write(&tmpish, ".tmp-myproject/notes", b"mine");
+    let colon = env.path("mx:1");
+    write(&colon, "notes.txt", b"mine");
 
+    for (dest, what) in [
+        (&odd, "not a cbsnap repository"),
+        (&tmpish, "not a cbsnap repository"),
+        (&colon, "not a cbsnap repository"),
+    ] {
+        let o = env.run(&env.repo(), &["mirror", dest.to_str().unwrap(), "--delete"]);
+        assert_eq!(o.status.code(), Some(2), "{dest:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(what), "{}", stderr(&o));
+    }
+    assert_eq!(fs::read_dir(&odd).unwrap().count(), 1);
+    assert_eq!(
+        fs::read(tmpish.join(".tmp-myproject/notes")).unwrap(),
+        b"mine"
+    );
+    assert_eq!(fs::read(colon.join("notes.txt")).unwrap(), b"mine");
     for (dest, what) in [
         (&victim, "not a cbsnap repository"),
         (&other, "another cbsnap repository"),
