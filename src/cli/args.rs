@@ -48,8 +48,8 @@ pub enum Command {
     Restore(restore::Args),
     /// List the files of a snapshot
     Ls(list::LsArgs),
-    /// Write a snapshot (or a path in it) as a tar stream to stdout (exit 3 names what
-    /// tar cannot carry, such as sockets)
+    /// Write a snapshot (or a path in it) as a tar stream to stdout (sockets, which tar
+    /// cannot carry, are named and left out)
     Dump(restore::DumpArgs),
     /// Browse every snapshot in a read-only FUSE mount, until unmounted
     Mount(mount::Args),

@@ -31,9 +31,10 @@ fn tar_err(e: std::io::Error) -> Error {
 pub type Inexact = String;
 
 /// Write the snapshot (or the subtree at `subpath`) as a tar stream to `out`.
-/// Returns the entries the stream carries inexactly or not at all (a socket, which
-/// tar has no type for; device numbers past the header's range), each named once;
-/// the caller shows them and exits 3, as a restore that was not exact does.
+/// Returns the entries the stream carries inexactly (device numbers past the
+/// header's range), each named once; the caller shows them and exits 3, as a restore
+/// that was not exact does. A socket, which tar has no type for and which holds no
+/// data, is left out with a warning only.
 pub fn dump(
     repo: &Repository,
     snap: &Snapshot,
@@ -106,11 +107,14 @@ fn append(
     links: &mut Links,
 ) -> Result<()> {
     if n.kind == NodeKind::Socket {
-        // Tar has no type for a socket; the service that owns it makes it again.
-        links.inexact.push(format!(
-            "{}: a socket, which a tar stream cannot carry; left out",
+        // Tar has no type for a socket, and a socket holds no data: the service that
+        // owns it makes it again. Named, as GNU tar names it ("socket ignored"), and
+        // not counted against the stream, so a database's socket does not fail every
+        // nightly dump.
+        crate::warn::emit(crate::warn::Warning::Line(format!(
+            "cbsnap: warning: {}: a socket, which a tar stream cannot carry; left out",
             path.display()
-        ));
+        )));
         return Ok(());
     }
     let mut h = Header::new_gnu();

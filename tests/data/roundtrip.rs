@@ -142,9 +142,10 @@ fn ls_and_dump_of_a_subpath() {
     assert_eq!(names, ["dir/sub/code.rs"]);
 }
 
-/// `dump` names what a tar stream cannot carry and exits 3: a socket was left out
-/// with exit 0. An owner name past the header's 32 bytes goes in a PAX record (it
-/// was dropped without a word).
+/// `dump` names a socket it leaves out (tar cannot carry one; it was left out without
+/// a word), and exits 0 as GNU tar does: a socket holds no data, and a database's
+/// socket must not fail every nightly dump. An owner name past the header's 32 bytes
+/// goes in a PAX record (it was dropped without a word).
 #[test]
 fn dump_names_what_tar_cannot_carry_and_keeps_long_owner_names() {
     let src = tempfile::tempdir().unwrap();
@@ -153,7 +154,7 @@ fn dump_names_what_tar_cannot_carry_and_keeps_long_owner_names() {
     let repo = Repo::new();
     repo.snapshot_dir(src.path(), "s");
     let o = repo.cmd().args(["dump", "s@latest"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stderr(&o).contains("sock"), "{}", stderr(&o));
     assert!(stderr(&o).contains("socket"), "{}", stderr(&o));
     let mut names = Vec::new();
