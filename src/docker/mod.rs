@@ -151,7 +151,7 @@ pub enum DockerError {
     /// API cannot stop it, so it may still run there.
     #[error(
         "`{command}` in container {container} did not end within {secs} s and may still run there; \
-         raise the limit with the container label `cbsnap.exec-timeout` (seconds) if it needs longer"
+         raise the limit with the container label `cbsnap.exec-timeout` (such as 2h) if it needs longer"
     )]
     ExecTimeout {
         container: String,

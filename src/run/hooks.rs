@@ -20,8 +20,8 @@ use crate::docker::{ContainerInfo, DockerError, Engine};
 pub const EXEC_PRE_LABEL: &str = "cbsnap.exec-pre";
 /// The container label whose command runs in the container after its volume is read.
 pub const EXEC_POST_LABEL: &str = "cbsnap.exec-post";
-/// The container label with how long its hooks may run, in seconds
-/// ([`DEFAULT_EXEC_TIMEOUT`] without it).
+/// The container label with how long its hooks may run: seconds, or a number with
+/// `s`, `m` or `h` ([`DEFAULT_EXEC_TIMEOUT`] without it).
 pub const EXEC_TIMEOUT_LABEL: &str = "cbsnap.exec-timeout";
 /// How long a container hook may run when its container does not say: long enough
 /// for a database dump, short enough that a hung hook does not hold the nightly run
@@ -82,7 +82,7 @@ pub enum HookError {
         output: String,
     },
     /// A container's `cbsnap.exec-timeout` label is not a number of seconds.
-    #[error("container {container}: the label cbsnap.exec-timeout={value:?} is not a number of seconds (such as 900); its hooks did not run")]
+    #[error("container {container}: the label cbsnap.exec-timeout={value:?} is not a time such as 900, 900s, 15m or 2h; its hooks did not run")]
     BadTimeout { container: String, value: String },
     /// Docker could not run a container hook, or it did not end in time.
     #[error("the {which} hook `{command}` of container {container} could not run: {source}")]
@@ -138,6 +138,24 @@ pub fn run_host(which: &'static str, command: &str, env: &[(&str, &str)]) -> Res
     })
 }
 
+/// A `cbsnap.exec-timeout` value: seconds (`900`), or a number with `s`, `m` or `h`
+/// (`900s`, `15m`, `2h`). `None` for anything else, zero included.
+fn parse_timeout(v: &str) -> Option<std::time::Duration> {
+    let v = v.trim();
+    let (n, unit) = match v.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&v[..i], &v[i..]),
+        None => (v, "s"),
+    };
+    let scale = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    let secs = n.parse::<u64>().ok()?.checked_mul(scale)?;
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
+}
+
 /// Runs the `label` hook (`cbsnap.exec-pre` or `cbsnap.exec-post`) of every running
 /// container in `containers` that has one, in order. With `stop_at_first`, the
 /// first failure ends it (a pre-hook); otherwise every hook runs and all failures
@@ -160,16 +178,10 @@ pub fn run_in_containers(
         };
         let limit = match c.labels.get(EXEC_TIMEOUT_LABEL) {
             None => Ok(DEFAULT_EXEC_TIMEOUT),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|&s| s > 0)
-                .map(std::time::Duration::from_secs)
-                .ok_or_else(|| HookError::BadTimeout {
-                    container: c.name.clone(),
-                    value: v.clone(),
-                }),
+            Some(v) => parse_timeout(v).ok_or_else(|| HookError::BadTimeout {
+                container: c.name.clone(),
+                value: v.clone(),
+            }),
         };
         let r = match limit {
             Ok(limit) => engine.exec(&c.id, command, limit),
@@ -208,6 +220,18 @@ pub fn run_in_containers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_timeouts_are_seconds_or_a_number_with_a_unit() {
+        let secs = |v| parse_timeout(v).map(|d| d.as_secs());
+        assert_eq!(secs("900"), Some(900));
+        assert_eq!(secs("900s"), Some(900));
+        assert_eq!(secs(" 15m "), Some(900));
+        assert_eq!(secs("2h"), Some(7200));
+        for bad in ["", "0", "-1", "soon", "15 min", "1.5h", "m"] {
+            assert_eq!(secs(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_host_hook_that_fails_reports_its_status_and_output() {
