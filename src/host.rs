@@ -36,12 +36,18 @@ fn boot_id() -> Option<String> {
 }
 
 /// Field 22 of `/proc/PID/stat`: when `pid` started, in clock ticks since boot.
+/// `None` for a process that has ended but is not yet reaped (a zombie, state `Z`
+/// or `X`): it is dead.
 fn start_time(pid: u32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or `)`; the
-    // fields after the last `)` start at field 3.
+    // fields after the last `)` start at field 3, the state.
     let rest = &stat[stat.rfind(')')? + 1..];
-    Some(rest.split_whitespace().nth(22 - 3)?.to_string())
+    let mut fields = rest.split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X" | "x")) {
+        return None;
+    }
+    Some(fields.nth(22 - 4)?.to_string())
 }
 
 /// Whether the process that recorded `pid` (and `identity`, from
@@ -75,15 +81,20 @@ pub fn recorded_process_alive(pid: u32, identity: Option<&str>) -> bool {
     any_process_started_at(start)
 }
 
-/// Whether a process of this host (any PID namespace below ours is visible in our
-/// `/proc`) started at `start` clock ticks since boot.
+/// Whether a process in another PID namespace than ours (those below ours are
+/// visible in our `/proc`) started at `start` clock ticks since boot. One in our own
+/// namespace cannot be the recorder: it would have the recorded pid. Leaving those
+/// out keeps a busy host's processes that merely started in the same tick (10 ms)
+/// from passing for it.
 fn any_process_started_at(start: &str) -> bool {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return true;
     };
+    let ours = std::fs::read_link("/proc/self/ns/pid").ok();
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .any(|pid| start_time(pid).is_some_and(|s| s == start))
+        .filter(|&pid| start_time(pid).is_some_and(|s| s == start))
+        .any(|pid| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok() != ours)
 }
 
 /// Whether a process with this pid exists on this host. `kill(pid, 0)`: `EPERM`
@@ -123,9 +134,9 @@ mod tests {
             Some(&format!("another-boot:{start}"))
         ));
         assert!(!recorded_process_alive(0, Some(&id)));
-        // A recorder in another PID namespace: its pid (1 there) names init here, but
-        // a process that started at the recorded tick runs (this one).
-        assert!(recorded_process_alive(1, Some(&id)));
+        // A process of our own namespace that started in the recorded tick is not
+        // the recorder (this one, asked about pid 1): it would have the pid.
+        assert!(!recorded_process_alive(1, Some(&id)));
     }
 
     #[test]

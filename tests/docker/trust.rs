@@ -171,7 +171,7 @@ fn volume_exists(name: &str) -> bool {
 fn a_recorded_pid_that_names_another_process_keeps_nothing_paused() {
     let _e = fx::engine();
     let vol = TestVolume::new("cbtn", &[("cbsnap.test", "1")]);
-    vol.populate("for i in 1 2 3 4 5 6 7 8; do head -c 16777216 /dev/urandom > /data/blob$i; done");
+    vol.populate("for i in $(seq 1 24); do head -c 16777216 /dev/urandom > /data/blob$i; done");
     let c = TestContainer::writer(&vol.name, &[]);
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
     let repo = Repo::new();
@@ -207,10 +207,17 @@ fn a_recorded_pid_that_names_another_process_keeps_nothing_paused() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(c.state(), "paused", "the container was never paused");
+    // While that run lives, `recover` here leaves its container alone: its pid 1
+    // names init here, but a process in another namespace started at its tick.
+    let o = cmd(&repo).args(["--json", "recover"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(
         child.try_wait().unwrap().is_none(),
-        "cbsnap ended by itself"
+        "cbsnap ended by itself (give it more to read)"
     );
+    assert_eq!(v["left_alone"][0]["name"], c.name.as_str(), "{v}");
+    assert_eq!(c.state(), "paused", "a live run's container was resumed");
     child.kill().unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
