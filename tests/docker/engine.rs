@@ -834,19 +834,22 @@ fn after_sigkill_the_next_run_recovers() {
         state_file_lists(&state, &writer.id),
         "but the state file says what to undo"
     );
+    // The killed run's helper is removed by the next cbsnap that looks: this
+    // recovery, or any other cbsnap on this host (the suite runs many at once), which
+    // may come first. So: at most one before, and none after.
     let helpers = vol.helper_containers();
-    assert_eq!(helpers.len(), 1);
+    assert!(helpers.len() <= 1, "{helpers:?}");
 
     let recovery = engine.recover_quiesced(&state).unwrap();
     assert_eq!(recovery.resumed.len(), 1);
     assert_eq!(recovery.resumed[0].id, writer.id);
     assert_eq!(writer.state(), "running");
     assert!(!state.exists());
-    assert!(recovery
-        .helpers_removed
-        .iter()
-        .any(|id| helpers[0].starts_with(&id[..12])));
-    assert!(vol.helper_containers().is_empty());
+    assert!(
+        vol.helper_containers().is_empty(),
+        "the dead run's helper is left: {:?}",
+        recovery.helpers_removed
+    );
 }
 
 // ---------------------------------------------------------------- unreachable engine
