@@ -738,16 +738,15 @@ fn remove_tree(path: &Path) -> Result<()> {
         .ctx(|| format!("stat {}", parent.display()))?
         .dev();
     // A bind mount of the same filesystem has the same device number: the mount
-    // table names those. Checked before anything is removed.
-    if let Some(m) = crate::fsutil::mounts_below(path)
-        .into_iter()
-        .next()
-        .or_else(|| {
-            crate::fsutil::mount_points()
-                .into_iter()
-                .find(|m| fs::canonicalize(path).is_ok_and(|p| &p == m))
-        })
-    {
+    // table names those (`path` itself, or one below it). Checked before anything is
+    // removed, with one read of the table.
+    let resolved = fs::canonicalize(path).ok();
+    let mounted = resolved.as_ref().and_then(|p| {
+        crate::fsutil::mount_points()
+            .into_iter()
+            .find(|m| m.starts_with(p))
+    });
+    if let Some(m) = mounted {
         return Err(Error::Usage(format!(
             "{} is or holds the mount point {}, and a restore never removes what is mounted there; unmount it, or restore elsewhere",
             path.display(),
