@@ -228,6 +228,11 @@ fn on_docker_notice(n: cbsnap::docker::notice::Notice) {
     use cbsnap::docker::notice::Notice;
     match n {
         Notice::Warning(m) => render::note(&m),
+        Notice::LeftStopped {
+            containers,
+            target,
+            again,
+        } => render::left_stopped(&containers, &target, &again),
         Notice::CleaningUp { name, .. } => render::note(&format!(
             "{name} received; resuming containers and removing helpers (send it again to quit at once)"
         )),

@@ -66,8 +66,9 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
             "resumed": rec.resumed,
             "left_alone": rec.left_alone,
             "helpers_removed": rec.helpers_removed,
+            "held": rec.held,
         }));
-        return Ok(0);
+        return Ok(held_code(&rec));
     }
     super::render::resumed(&rec);
     let host = cbsnap::host::hostname();
@@ -81,13 +82,27 @@ pub fn recover(ctx: &Ctx) -> anyhow::Result<i32> {
     }
     let n = rec.resumed.len();
     ctx.say(&format!(
-        "{n} container(s) resumed{}",
+        "{n} container(s) resumed{}{}",
         match rec.left_alone.len() {
             0 => String::new(),
             k => format!(", {k} left as they are (above)"),
+        },
+        match rec.held.len() {
+            0 => String::new(),
+            k => format!(", {k} kept stopped until their restore finishes (above)"),
         }
     ));
-    Ok(0)
+    Ok(held_code(&rec))
+}
+
+/// 1 while a restore that did not finish keeps containers stopped (named above):
+/// the stack is down until the operator acts, which a cron job must not hide.
+fn held_code(rec: &cbsnap::docker::Recovery) -> i32 {
+    if rec.held.is_empty() {
+        0
+    } else {
+        1
+    }
 }
 
 pub fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {

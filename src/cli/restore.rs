@@ -114,6 +114,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 stop: a.stop,
                 delete: a.delete,
                 via,
+                again: again(&format!("{}@{}", snap.name, id.short()), &a),
             };
             restore_snapshot(&repo, &snap, &opts, &progress)
                 .map(|(v, r)| (format!("volume {v}"), r))
@@ -158,6 +159,30 @@ fn interrupted(to: &std::path::Path, signal: i32) -> ! {
     std::process::exit(128 + signal)
 }
 
+/// The command line that runs the restore `what` (`qdrant-data@1a2b3c4d`, or
+/// `--all --run …`) again with `a`'s flags, named when it does not finish and leaves
+/// containers stopped. `--stop` is always in it: they are stopped by then.
+fn again(what: &str, a: &Args) -> String {
+    let mut line = format!("cbsnap restore {what}");
+    if let Some(v) = &a.to_volume {
+        line.push_str(&format!(" --to-volume {v}"));
+    }
+    line.push_str(" --stop");
+    if a.force {
+        line.push_str(" --force");
+    }
+    if a.delete {
+        line.push_str(" --delete");
+    }
+    if let Some(via) = a.via {
+        let via = clap::ValueEnum::to_possible_value(&via)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default();
+        line.push_str(&format!(" --via {via}"));
+    }
+    line
+}
+
 /// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then
 /// restores (see `cbsnap::run::restore`).
 fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyhow::Result<()> {
@@ -167,14 +192,23 @@ fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyh
         project: Some(&project),
         allow_incomplete: a.incomplete,
     };
-    let opts = RestoreAllOptions {
+    let mut opts = RestoreAllOptions {
         stop: a.stop,
         force: a.force,
         delete: a.delete,
         via,
+        again: String::new(),
     };
     let prepared = run_restore::prepare(repo, &sel, &opts)?;
     let plan = &prepared.plan;
+    let mut what = format!("--all --run {}", plan.run.id);
+    if let Some(p) = &a.project {
+        what.push_str(&format!(" --project {p}"));
+    }
+    if a.incomplete {
+        what.push_str(" --incomplete");
+    }
+    opts.again = again(&what, a);
     render::restore_plan(ctx, plan, a.dry_run);
     if a.dry_run {
         return Ok(());

@@ -17,6 +17,18 @@ pub enum Notice {
     /// container failed. The message says what to do; the state file keeps the
     /// entry, so the next run retries.
     Warning(String),
+    /// A restore that stopped these containers did not finish (it failed, or a
+    /// signal ended it): they stay stopped, because the volumes they use hold part
+    /// old data, part the snapshot's. The state file keeps them; a restore of
+    /// `target` that finishes starts them, or the operator does (`docker start`).
+    LeftStopped {
+        /// Container names.
+        containers: Vec<String>,
+        /// What the restore was writing: `volume qdrant-data`.
+        target: String,
+        /// The command that finishes it.
+        again: String,
+    },
     /// `signal` arrived while this process had containers paused or stopped, or
     /// helper containers: they are being resumed and removed now. A second signal
     /// quits at once.

@@ -16,6 +16,13 @@
 //! restarting (a crash loop) is stopped and started again afterwards ([`decide`]).
 //! A container started with `docker run --rm` is never stopped: Docker would
 //! delete it.
+//!
+//! A restore quiesces with a [`Hold`] ([`Engine::quiesce_for_restore`]): its
+//! containers are started again only by [`Quiesce::resume`], once the restore has
+//! finished. If it fails, is interrupted or killed, they stay stopped, because
+//! their volume holds part old data, part the snapshot's; the state file keeps
+//! them, every run says so, and the next restore of the same target that finishes
+//! takes them over and starts them (or the operator starts them by hand).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -25,8 +32,9 @@ use bollard::query_parameters::StopContainerOptions;
 use bollard::Docker;
 use serde::{Deserialize, Serialize};
 
+use super::notice::{self, Notice};
 use super::signals::{self, ActiveQuiesce};
-use super::state::{self, QuiesceAction, QuiesceRecord};
+use super::state::{self, Hold, QuiesceAction, QuiesceRecord};
 use super::undo::{current_state, inspect_now, undo, undo_all, QuiescedContainer};
 use super::{ContainerInfo, ContainerState, DockerError, Engine};
 use crate::warn::Warning;
@@ -96,6 +104,9 @@ pub struct Recovery {
     pub left_alone: Vec<QuiesceRecord>,
     /// Helper containers of dead cbsnap processes, now removed (ids).
     pub helpers_removed: Vec<String>,
+    /// Containers a restore stopped and that stay stopped because it did not
+    /// finish ([`QuiesceRecord::hold`] says what to run): still stopped now.
+    pub held: Vec<QuiesceRecord>,
 }
 
 /// Keeps containers paused or stopped while it lives; see the module docs.
@@ -108,6 +119,9 @@ pub struct Quiesce {
     token: Option<u64>,
     consistency: Consistency,
     quiesced: Vec<QuiescedContainer>,
+    /// Set for a restore: the containers stay stopped unless [`Quiesce::resume`]
+    /// is called.
+    hold: Option<Hold>,
 }
 
 impl std::fmt::Debug for Quiesce {
@@ -151,6 +165,16 @@ impl Quiesce {
 
 impl Drop for Quiesce {
     fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            // The restore did not finish: leave them stopped, recorded.
+            if let Some(token) = self.token.take() {
+                let entry = signals::registry().quiesces.remove(&token);
+                if let Some(entry) = entry.filter(|e| !e.done.is_empty()) {
+                    notice::tell(left_stopped(&entry.done, hold));
+                }
+            }
+            return;
+        }
         if let Err(e) = self.resume_inner() {
             // Nobody to return it to; the state file keeps the entry, so the
             // next run retries.
@@ -158,6 +182,19 @@ impl Drop for Quiesce {
         }
     }
 }
+
+/// The notice that `done` stay stopped because of `hold`.
+pub(super) fn left_stopped(done: &[QuiescedContainer], hold: Hold) -> Notice {
+    Notice::LeftStopped {
+        containers: done.iter().map(|c| c.name.clone()).collect(),
+        target: hold.target,
+        again: hold.again,
+    }
+}
+
+/// Which held records of a gone process a restore takes over
+/// ([`Engine::quiesce_for_restore`]).
+type Adopt<'a> = &'a dyn Fn(&QuiesceRecord) -> bool;
 
 /// What to do with a container that its mode says to stop but that Docker
 /// deletes when it stops (`docker run --rm`).
@@ -235,7 +272,7 @@ impl Engine {
             };
             plan.push((c, mode));
         }
-        self.quiesce_plan(&plan, state_file, OnAutoRemove::Pause)
+        self.quiesce_plan(&plan, state_file, OnAutoRemove::Pause, None)
     }
 
     /// Like [`Engine::quiesce`], with each container's mode given (labels are not
@@ -251,7 +288,28 @@ impl Engine {
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
     ) -> Result<Quiesce, DockerError> {
-        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse)
+        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse, None)
+    }
+
+    /// Like [`Engine::quiesce_each`], for a restore into `hold.target`: the guard
+    /// starts the containers again only on [`Quiesce::resume`], called when the
+    /// restore has finished. Dropped without it (the restore failed), or on a
+    /// signal, it leaves them stopped and tells [`Notice::LeftStopped`]; after a
+    /// SIGKILL the state file keeps them stopped. Each record carries `hold`.
+    ///
+    /// Containers an earlier restore of the same target left stopped (held records
+    /// of a process that is gone, for which `adopt` is true) are taken over: their
+    /// records now name this process, and `resume` starts them too, as this restore
+    /// finishes what that one began. They are taken over once every container of
+    /// `plan` is stopped, so that a failure to stop one never starts them.
+    pub fn quiesce_for_restore(
+        &self,
+        plan: &[(&ContainerInfo, QuiesceMode)],
+        state_file: &Path,
+        hold: Hold,
+        adopt: &dyn Fn(&QuiesceRecord) -> bool,
+    ) -> Result<Quiesce, DockerError> {
+        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse, Some((hold, adopt)))
     }
 
     /// Whether Docker deletes the container when it stops (`docker run --rm`,
@@ -268,6 +326,7 @@ impl Engine {
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
         on_auto_remove: OnAutoRemove,
+        hold: Option<(Hold, Adopt<'_>)>,
     ) -> Result<Quiesce, DockerError> {
         // Look at every container first, so that nothing is touched when one of
         // them may not be. The listing may be stale; what matters is the state now.
@@ -311,6 +370,7 @@ impl Engine {
                     docker: self.docker.clone(),
                     state_file: state_file.to_path_buf(),
                     done: Vec::new(),
+                    hold: None,
                 },
             );
             token
@@ -322,6 +382,7 @@ impl Engine {
             token: Some(token),
             consistency,
             quiesced: Vec::new(),
+            hold: None,
         };
         // Declared after `guard`, so every early return unlocks before the
         // guard's drop resumes what was done (the lock is not reentrant).
@@ -332,7 +393,7 @@ impl Engine {
             let Some(action) = action else { continue };
 
             // Record first: a SIGKILL from here on leaves a trace to recover.
-            let record = state::record_for(&c.id, &c.name, action);
+            let record = state::record_for(&c.id, &c.name, action, hold.as_ref().map(|h| &h.0));
             state::add(state_file, &[record])?;
             let entry = QuiescedContainer {
                 id: c.id.clone(),
@@ -368,6 +429,31 @@ impl Engine {
             guard.quiesced.push(entry);
         }
         guard.consistency = consistency;
+        if let Some((hold, adopt)) = hold {
+            let me = &guard.quiesced;
+            let host = crate::host::hostname();
+            let adopted: Vec<QuiesceRecord> = state::load(state_file)?
+                .into_iter()
+                .filter(|r| r.hold.is_some() && adopt(r))
+                .filter(|r| !(r.host == host && r.recorder_alive()))
+                .filter(|r| !me.iter().any(|c| c.id == r.id))
+                .map(|r| state::record_for(&r.id, &r.name, r.action, Some(&hold)))
+                .collect();
+            state::add(state_file, &adopted)?;
+            let adopted = adopted.into_iter().map(|r| QuiescedContainer {
+                id: r.id,
+                name: r.name,
+                action: r.action,
+            });
+            // First in the list: started last, after what this restore stopped.
+            let all: Vec<_> = adopted.chain(guard.quiesced.drain(..)).collect();
+            if let Some(active) = reg.quiesces.get_mut(&token) {
+                active.done = all.clone();
+                active.hold = Some(hold.clone());
+            }
+            guard.quiesced = all;
+            guard.hold = Some(hold);
+        }
         Ok(guard)
     }
 
@@ -441,6 +527,23 @@ impl Engine {
                         continue;
                     }
                 }
+            }
+            if r.hold.is_some() {
+                // Its restore did not finish: it stays stopped while it is, and is
+                // forgotten once the operator has started or removed it.
+                match self.block_on(current_state(&self.docker, &r.id)) {
+                    Ok(Some(ContainerState::Exited | ContainerState::Created)) => {
+                        recovery.held.push(r.clone());
+                        keep.push(r);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        first_err
+                            .get_or_insert(self.err(format!("inspecting container {}", r.name), e));
+                        keep.push(r);
+                    }
+                }
+                continue;
             }
             match self.block_on(undo(&self.docker, &r.id, r.action)) {
                 Ok(true) => recovery.resumed.push(r),

@@ -39,6 +39,8 @@ pub(super) struct ActiveQuiesce {
     pub state_file: PathBuf,
     /// In the order they were quiesced; undone from the back.
     pub done: Vec<QuiescedContainer>,
+    /// Set for a restore under way: on a signal they stay stopped, recorded.
+    pub hold: Option<super::state::Hold>,
 }
 
 /// A helper container that exists until its guard removes it.
@@ -137,6 +139,12 @@ fn clean_up_and_exit(sig: i32) -> ! {
             Ok(rt) => {
                 let quiesces = std::mem::take(&mut reg.quiesces);
                 for (_, mut q) in quiesces.into_iter().rev() {
+                    if let Some(hold) = q.hold.take() {
+                        if !q.done.is_empty() {
+                            notice::tell(super::quiesce::left_stopped(&q.done, hold));
+                        }
+                        continue;
+                    }
                     let docker = q.docker.clone().with_timeout(CLEANUP_TIMEOUT);
                     if let Err(e) = undo_all(&rt, &docker, &q.state_file, &mut q.done) {
                         notice::tell(Notice::Warning(e.to_string()));

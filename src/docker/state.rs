@@ -31,7 +31,13 @@ use serde::{Deserialize, Serialize};
 use super::DockerError;
 
 const FORMAT: &str = "cbsnap-quiesced";
+/// The version written when no record is [held](QuiesceRecord::hold): what every
+/// cbsnap reads.
 const VERSION: u32 = 1;
+/// The version written when some record is held, so that a cbsnap older than
+/// holds refuses the file instead of starting a container on a half-restored
+/// volume; this one reads both.
+const VERSION_HOLD: u32 = 2;
 
 /// What was done to a container, and therefore how to undo it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +94,25 @@ pub struct QuiesceRecord {
     pub process: Option<String>,
     /// When (RFC 3339, UTC).
     pub since: String,
+    /// Set when a restore stopped it: if the restore does not finish, the container
+    /// stays stopped (its volume holds part old data, part the snapshot's) until a
+    /// restore of the same target finishes or the operator starts it. Absent in
+    /// every other record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+}
+
+/// Why a container a restore stopped is not started again when the restore fails
+/// or is interrupted, and what finishes the restore (version 2 of the file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// What the restore writes, as the operator names it: `volume qdrant-data`,
+    /// `the sources of run 1a2b3c4d`. A restore of the same target that finishes
+    /// takes the record over and starts the container.
+    pub target: String,
+    /// The command that restores it again, for messages:
+    /// `cbsnap restore qdrant-data@1a2b3c4d --stop`.
+    pub again: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -136,11 +161,11 @@ pub(super) fn load(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
             ));
         }
     }
-    if file.version != VERSION {
+    if file.version != VERSION && file.version != VERSION_HOLD {
         return Err(state_err(
             path,
             format!(
-                "written in version {} of the format, this cbsnap reads version {VERSION}; \
+                "written in version {} of the format, this cbsnap reads versions {VERSION} and {VERSION_HOLD}; \
                  use a newer cbsnap",
                 file.version
             ),
@@ -173,7 +198,11 @@ pub(super) fn store(path: &Path, records: &[QuiesceRecord]) -> Result<(), Docker
         .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
     let mut file = StateFile {
         format: FORMAT.to_string(),
-        version: VERSION,
+        version: if records.iter().any(|r| r.hold.is_some()) {
+            VERSION_HOLD
+        } else {
+            VERSION
+        },
         containers: records.to_vec(),
         check: None,
     };
@@ -225,7 +254,12 @@ impl QuiesceRecord {
 }
 
 /// A record for a container this process is about to quiesce.
-pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> QuiesceRecord {
+pub(super) fn record_for(
+    id: &str,
+    name: &str,
+    action: QuiesceAction,
+    hold: Option<&Hold>,
+) -> QuiesceRecord {
     QuiesceRecord {
         id: id.to_string(),
         name: name.to_string(),
@@ -234,6 +268,7 @@ pub(super) fn record_for(id: &str, name: &str, action: QuiesceAction) -> Quiesce
         host: crate::host::hostname(),
         process: crate::host::process_identity(std::process::id()),
         since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        hold: hold.cloned(),
     }
 }
 
@@ -242,7 +277,37 @@ mod tests {
     use super::*;
 
     fn rec(id: &str) -> QuiesceRecord {
-        record_for(id, &format!("c-{id}"), QuiesceAction::Pause)
+        record_for(id, &format!("c-{id}"), QuiesceAction::Pause, None)
+    }
+
+    /// A held record makes the file version 2, which a cbsnap older than holds
+    /// refuses (it would start the container on a half-restored volume); without
+    /// one the file stays version 1, which every cbsnap reads.
+    #[test]
+    fn a_held_record_makes_the_file_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("quiesced.json");
+        let version = || -> u64 {
+            let v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            v["version"].as_u64().unwrap()
+        };
+        add(&path, &[rec("a")]).unwrap();
+        assert_eq!(version(), 1);
+        let hold = Hold {
+            target: "volume v".into(),
+            again: "cbsnap restore v@1234 --stop".into(),
+        };
+        add(
+            &path,
+            &[record_for("b", "c-b", QuiesceAction::Stop, Some(&hold))],
+        )
+        .unwrap();
+        assert_eq!(version(), 2);
+        let read = load(&path).unwrap();
+        assert_eq!(read[1].hold.as_ref(), Some(&hold));
+        assert_eq!(read[0].hold, None);
+        remove(&path, &["b"]).unwrap();
+        assert_eq!(version(), 1);
     }
 
     #[test]

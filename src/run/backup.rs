@@ -298,6 +298,14 @@ fn discover_and_snapshot(
                 r.name
             ));
         }
+        for r in &rec.held {
+            if let Some(h) = &r.hold {
+                report.warnings.push(format!(
+                    "container {} is kept stopped: the restore into {} did not finish; run `{}` to finish it, or `docker start {}`",
+                    r.name, h.target, h.again, r.name
+                ));
+            }
+        }
         let volumes = match &opts.volumes {
             None => {
                 let v = engine.list_project_volumes(&opts.project)?;

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode};
+use crate::docker::{ContainerInfo, ContainerState, Engine, Hold, QuiesceMode};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir;
@@ -34,6 +34,9 @@ pub struct RestoreAllOptions {
     pub delete: bool,
     /// How to write volumes.
     pub via: Via,
+    /// The command that runs this restore again, named when it does not finish and
+    /// leaves the containers stopped (`cbsnap restore --all --run 1a2b3c4d --stop`).
+    pub again: String,
 }
 
 /// Where one source goes.
@@ -305,8 +308,12 @@ impl RestoreAllReport {
 }
 
 /// Carry out a [`plan`]: stop its containers once, restore every source (a
-/// failure of one does not stop the others), start the containers once. Returns
-/// `Err` only when containers could not be stopped or started again.
+/// failure of one does not stop the others), start the containers once every
+/// source is restored. When one failed, the containers stay stopped (their stack
+/// would start on volumes part old, part restored): the state file holds them and
+/// every run names them, until this restore is run again and finishes, which starts
+/// them (with those an earlier run of it left stopped), or the operator starts them.
+/// Returns `Err` only when containers could not be stopped or started again.
 pub fn execute(
     repo: &Repository,
     engine: Option<&Engine>,
@@ -314,21 +321,34 @@ pub fn execute(
     opts: &RestoreAllOptions,
     observer: &dyn Observer,
 ) -> Result<RestoreAllReport, RunError> {
-    let guard = match (engine, plan.stop_order.is_empty()) {
-        (Some(engine), false) => {
-            observer.note(&format!(
-                "stopping {} containers for the restore: {}",
-                plan.stop_order.len(),
-                names(&plan.stop_order)
-            ));
+    // Made even when nothing runs: it takes over what an earlier, unfinished run of
+    // this restore left stopped, to start it once this one finishes.
+    let guard = match engine {
+        Some(engine) => {
+            if !plan.stop_order.is_empty() {
+                observer.note(&format!(
+                    "stopping {} containers for the restore: {}",
+                    plan.stop_order.len(),
+                    names(&plan.stop_order)
+                ));
+            }
             let each: Vec<(&ContainerInfo, QuiesceMode)> = plan
                 .stop_order
                 .iter()
                 .map(|c| (c, QuiesceMode::Stop))
                 .collect();
-            Some(engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?)
+            let hold = Hold {
+                target: format!("the sources of run {}", plan.run.id),
+                again: opts.again.clone(),
+            };
+            Some(engine.quiesce_for_restore(
+                &each,
+                &quiesce_state_file(&repo.root),
+                hold.clone(),
+                &|r| r.hold.as_ref().is_some_and(|h| h.target == hold.target),
+            )?)
         }
-        _ => None,
+        None => None,
     };
     let n = plan.items.len();
     let mut sources = Vec::with_capacity(n);
@@ -344,10 +364,21 @@ pub fn execute(
         });
     }
     if let Some(guard) = guard {
-        let mut start = plan.stop_order.clone();
-        start.reverse();
-        observer.note(&format!("starting containers again: {}", names(&start)));
-        guard.resume()?;
+        if sources.iter().all(|s| s.result.is_ok()) {
+            let start: Vec<&str> = guard
+                .quiesced()
+                .iter()
+                .rev()
+                .map(|c| c.name.as_str())
+                .collect();
+            if !start.is_empty() {
+                observer.note(&format!("starting containers again: {}", start.join(", ")));
+            }
+            guard.resume()?;
+        } else {
+            // Dropped without `resume`: they stay stopped, and the guard says so.
+            drop(guard);
+        }
     }
     Ok(RestoreAllReport {
         run: plan.run.id.clone(),
@@ -383,6 +414,7 @@ fn restore_one(
                 // The run's own volumes: always made equal to their snapshots.
                 delete: false,
                 via: opts.via,
+                again: opts.again.clone(),
             };
             crate::volume::restore::restore_volume(repo, engine, &item.snapshot, &o, progress)
                 .map(|(_, r)| r)
@@ -465,6 +497,7 @@ mod tests {
             force: false,
             delete: false,
             via: Via::Auto,
+            again: String::new(),
         };
         assert!(matches!(
             prepare(&repo, &strict, &ropts),

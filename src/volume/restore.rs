@@ -6,7 +6,8 @@
 //! files is refused unless `delete` is set, before anything is touched: making it
 //! equal to the snapshot deletes what it holds, as `--to DIR --delete` does. Running
 //! containers that use it make the restore refuse unless `stop` is set; then they are
-//! stopped for the restore and started again. As root on the engine's host the
+//! stopped for the restore and started again once it has finished: if it fails or is
+//! interrupted, they stay stopped (see [`Engine::quiesce_for_restore`]). As root on the engine's host the
 //! volume's directory is synchronised directly (extra entries removed); otherwise the
 //! snapshot is uploaded as a tar stream through a helper container, into an empty
 //! volume. A non-empty one is cleared first ([`clearing`]): recreated, which Docker
@@ -17,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::docker::{ContainerInfo, ContainerState, Engine, QuiesceMode, VolumeInfo};
+use crate::docker::{ContainerInfo, ContainerState, Engine, Hold, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -39,6 +40,9 @@ pub struct VolumeRestore {
     pub delete: bool,
     /// How to write the volume.
     pub via: Via,
+    /// The command that runs this restore again, named when it does not finish and
+    /// leaves the containers stopped (`cbsnap restore qdrant-data@1a2b3c4d --stop`).
+    pub again: String,
 }
 
 /// `cbsnap restore NAME@SELECTOR [--to-volume VOLUME]`: connect to the engine,
@@ -146,8 +150,17 @@ pub fn restore_volume(
     }
     // Stopped whatever their `cbsnap.quiesce` label says: that label is about how to
     // read a volume; writing one under a paused or live container is never safe.
+    // They start again only if the restore finishes; so do those an earlier restore
+    // of this volume left stopped when it did not.
     let each: Vec<_> = running.iter().map(|c| (c, QuiesceMode::Stop)).collect();
-    let guard = engine.quiesce_each(&each, &quiesce_state_file(&repo.root))?;
+    let hold = Hold {
+        target: format!("volume {name}"),
+        again: opts.again.clone(),
+    };
+    let guard =
+        engine.quiesce_for_restore(&each, &quiesce_state_file(&repo.root), hold.clone(), &|r| {
+            r.hold.as_ref().is_some_and(|h| h.target == hold.target)
+        })?;
     // A volume created just now has a new mountpoint: ask again.
     let mount = mount && writes_through_mountpoint(engine, &info, opts.via)?;
     let report = if mount {

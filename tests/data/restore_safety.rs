@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::util::mount::Mount;
 use crate::util::*;
 
 fn stderr(o: &std::process::Output) -> String {
@@ -200,29 +201,21 @@ fn metadata_that_could_not_be_applied_is_named_and_exit_3() {
 
 /// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
 struct Tmpfs {
-    dir: tempfile::TempDir,
+    mount: Mount,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     fn new(size: &str) -> Tmpfs {
         assert!(is_root(), "mounting a small tmpfs needs root");
         let dir = tempfile::tempdir().unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount -t tmpfs failed");
-        Tmpfs { dir }
+        Tmpfs {
+            mount: Mount::tmpfs(dir.path(), size),
+            _dir: dir,
+        }
     }
     fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
+        self.mount.path()
     }
 }
 

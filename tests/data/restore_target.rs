@@ -4,8 +4,9 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::util::mount::Mount;
 use crate::util::*;
 
 fn text(o: &Output) -> String {
@@ -101,45 +102,6 @@ fn force_keeps_a_non_empty_directory_where_the_snapshot_has_a_file() {
     assert_eq!(fs::read(equal.join("top")).unwrap(), b"top file");
 }
 
-/// Unmounts on drop, so a failed assertion leaves no mount behind.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn tmpfs(at: &Path) -> Mount {
-        fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount a tmpfs at {at:?} (this test runs as root)");
-        Mount(at.to_path_buf())
-    }
-}
-
-impl Mount {
-    /// A bind mount of `from` at `at`: the same filesystem, the same device number.
-    fn bind(from: &Path, at: &Path) -> Mount {
-        fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .arg("--bind")
-            .arg(from)
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "bind-mount {from:?} at {at:?} (this test runs as root)");
-        Mount(at.to_path_buf())
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// `--delete` removes what the snapshot lacks, but never inside another filesystem
 /// mounted below the target (it emptied a mounted tmpfs, then stopped with exit 1
 /// before restoring anything). What it cannot remove is listed, exit 3, and the
@@ -152,33 +114,39 @@ fn delete_never_crosses_a_mount_point_and_goes_on_past_it() {
     let to = env.path("to");
     write(&to, "a-extra", b"not in the snapshot");
     write(&to, "top", b"old");
-    let mounted = Mount::tmpfs(&to.join("mnt"));
-    write(&mounted.0, "data", b"on another filesystem");
-    write(&mounted.0, "deeper/more", b"also");
+    let mounted = Mount::tmpfs(&to.join("mnt"), "1m");
+    write(mounted.path(), "data", b"on another filesystem");
+    write(mounted.path(), "deeper/more", b"also");
     // A directory of this filesystem that holds a mount point deeper down.
-    let nested = Mount::tmpfs(&to.join("z-dir/inner"));
-    write(&nested.0, "kept", b"nested mount");
+    let nested = Mount::tmpfs(&to.join("z-dir/inner"), "1m");
+    write(nested.path(), "kept", b"nested mount");
     // A bind mount of this same filesystem: the device number does not tell.
     let elsewhere = env.path("elsewhere");
     write(&elsewhere, "keep.txt", b"bound");
     let bound = Mount::bind(&elsewhere, &to.join("y-bound"));
     // A mount point where the snapshot has a directory: its files not in the
     // snapshot stay.
-    let on_sub = Mount::tmpfs(&to.join("sub"));
-    write(&on_sub.0, "otherfs.txt", b"on the mounted sub");
+    let on_sub = Mount::tmpfs(&to.join("sub"), "1m");
+    write(on_sub.path(), "otherfs.txt", b"on the mounted sub");
 
     let o = restore(&env, &to, &["--delete"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(text(&o).contains("mount point"), "{}", text(&o));
     assert_eq!(
-        fs::read(mounted.0.join("data")).unwrap(),
+        fs::read(mounted.path().join("data")).unwrap(),
         b"on another filesystem"
     );
-    assert_eq!(fs::read(mounted.0.join("deeper/more")).unwrap(), b"also");
-    assert_eq!(fs::read(nested.0.join("kept")).unwrap(), b"nested mount");
+    assert_eq!(
+        fs::read(mounted.path().join("deeper/more")).unwrap(),
+        b"also"
+    );
+    assert_eq!(
+        fs::read(nested.path().join("kept")).unwrap(),
+        b"nested mount"
+    );
     assert_eq!(fs::read(elsewhere.join("keep.txt")).unwrap(), b"bound");
     assert_eq!(
-        fs::read(on_sub.0.join("otherfs.txt")).unwrap(),
+        fs::read(on_sub.path().join("otherfs.txt")).unwrap(),
         b"on the mounted sub"
     );
     drop(bound);

@@ -5,4 +5,5 @@ mod quiesce_states;
 mod restore_target;
 mod stack;
 mod trust;
+mod unfinished_restore;
 mod volumes;

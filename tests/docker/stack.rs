@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::docker::{self as fx, project_volume, TestContainer};
+use crate::util::mount::Mount;
 use crate::util::*;
 
 /// A repository with a config file; commands run without `-q` so plans and
@@ -247,20 +248,6 @@ fn service(project: &str, service: &str, depends_on: &str, volumes: &[&str]) -> 
     TestContainer { id, name }
 }
 
-fn project_volume(project: &str, short: &str) -> TestVolume {
-    let name = format!("{project}_{short}");
-    fx::docker(&[
-        "volume",
-        "create",
-        "--label",
-        &format!("com.docker.compose.project={project}"),
-        "--label",
-        "cbsnap.test=1",
-        &name,
-    ]);
-    TestVolume::adopt(&name)
-}
-
 #[test]
 fn whole_stack_restore_checks_first_then_stops_every_container_once_in_dependency_order() {
     let _e = fx::engine();
@@ -343,6 +330,71 @@ fn whole_stack_restore_checks_first_then_stops_every_container_once_in_dependenc
         ],
         "{events}"
     );
+}
+
+/// `restore --all --stop` whose one source fails (its disk fills up) keeps the stack
+/// stopped, naming the containers and the command that finishes the restore; that
+/// command, run once there is room, restores every source and starts them all.
+/// The stack used to be started on one restored and one half-restored volume.
+#[test]
+fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
+    assert!(
+        is_root(),
+        "this test mounts a tmpfs over a volume's directory"
+    );
+    let _e = fx::engine();
+    let project = fx::unique("cbt-held");
+    let db_vol = project_volume(&project, "db");
+    let app_vol = project_volume(&project, "app");
+    db_vol.populate("echo db-v1 > /data/f");
+    app_vol.populate("echo app-v1 > /data/f; head -c 4000000 /dev/urandom > /data/big");
+    let stack = Stack::new(&format!("project = \"{project}\"\npaths = []\n"));
+    let o = stack.run(&["-q", "snapshot", "--all", "--quiesce", "none"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    db_vol.populate("echo db-v2 > /data/f");
+    // 1 MB of room where app's snapshot needs 4; its container sees the tmpfs.
+    let full = Mount::tmpfs(&fx::mountpoint(&app_vol.name), "1m");
+    let db = service(&project, "db", "", &[&db_vol.name]);
+    let app = service(
+        &project,
+        "app",
+        "db:service_started:false",
+        &[&db_vol.name, &app_vol.name],
+    );
+
+    let o = stack.run(&["restore", "--all", "--stop"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("did not finish") && e.contains("cbsnap restore --all --run"),
+        "{e}"
+    );
+    assert!(e.contains(&db.name) && e.contains(&app.name), "{e}");
+    assert!(!e.contains("starting containers again"), "{e}");
+    assert_eq!(db.state(), "exited");
+    assert_eq!(app.state(), "exited");
+    let o = stack.run(&["recover"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(db.state(), "exited");
+
+    drop(full);
+    let again = e
+        .lines()
+        .find_map(|l| {
+            let at = l.find("cbsnap restore --all --run")?;
+            let rest = &l[at + "cbsnap ".len()..];
+            Some(rest[..rest.find('`')?].to_string())
+        })
+        .expect("the command that finishes the restore");
+    let args: Vec<&str> = again.split(' ').collect();
+    let o = stack.run(&args);
+    assert_eq!(o.status.code(), Some(0), "{again}: {}", stderr(&o));
+    assert_eq!(db_vol.inspect_with("cat /data/f"), "db-v1");
+    assert_eq!(app_vol.inspect_with("cat /data/f"), "app-v1");
+    assert_eq!(db.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(app.wait_for("running", Duration::from_secs(10)), "running");
+    let o = stack.run(&["recover"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]

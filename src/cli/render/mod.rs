@@ -42,8 +42,10 @@ pub fn note(message: &str) {
     cbsnap::warn_stderr!("cbsnap: {message}");
 }
 
-/// Each container an interrupted cbsnap had left paused or stopped, now resumed.
+/// Each container an interrupted cbsnap had left paused or stopped, now resumed, and
+/// those a restore that did not finish keeps stopped.
 pub fn resumed(rec: &cbsnap::docker::Recovery) {
+    held(rec);
     for r in &rec.resumed {
         note(&format!(
             "resumed container {} left {} by an interrupted cbsnap (pid {} on {}, since {})",
@@ -58,6 +60,33 @@ pub fn resumed(rec: &cbsnap::docker::Recovery) {
             r.host,
             r.since
         ));
+    }
+}
+
+/// Containers a restore into `target` stopped and left stopped because it did not
+/// finish; `again` finishes it.
+pub fn left_stopped(containers: &[String], target: &str, again: &str) {
+    warn(&format!(
+        "left {} stopped: the restore into {target} did not finish, so it holds part of the old data and part of the snapshot's. Run `{again}` to finish it (they start again when it does), or start them on the data as it is: docker start {}",
+        containers.join(", "),
+        containers.join(" ")
+    ));
+}
+
+/// [`left_stopped`] for each restore whose containers [`Recovery::held`] lists.
+///
+/// [`Recovery::held`]: cbsnap::docker::Recovery::held
+pub fn held(rec: &cbsnap::docker::Recovery) {
+    let mut by_hold: Vec<(&cbsnap::docker::Hold, Vec<String>)> = Vec::new();
+    for r in &rec.held {
+        let Some(h) = &r.hold else { continue };
+        match by_hold.iter_mut().find(|(k, _)| *k == h) {
+            Some((_, names)) => names.push(r.name.clone()),
+            None => by_hold.push((h, vec![r.name.clone()])),
+        }
+    }
+    for (h, names) in by_hold {
+        left_stopped(&names, &h.target, &h.again);
     }
 }
 

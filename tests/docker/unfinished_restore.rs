@@ -1,0 +1,200 @@
+//! A restore into a volume that does not finish (the disk fills up, a signal ends
+//! it, a kill) leaves the volume part old, part restored. The containers it stopped
+//! stay stopped rather than start on that: the state file holds them, every run and
+//! `cbsnap recover` (exit 1) name them with the command that finishes the restore,
+//! and that restore, once it finishes, starts them again.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::util::docker::{self as fx, TestContainer, TestVolume};
+use crate::util::mount::Mount;
+use crate::util::*;
+
+fn cmd(repo: &Repo) -> Command {
+    let mut c = repo.cmd();
+    c.env("HOME", repo.dir.path());
+    c
+}
+
+/// A volume whose snapshot holds `f` = v1 and 4 MB of random bytes; now `f` = v2.
+fn snapshotted(repo: &Repo, prefix: &str) -> TestVolume {
+    let vol = TestVolume::new(prefix, &[("cbsnap.test", "1")]);
+    fill(repo, vol)
+}
+
+/// [`snapshotted`] for a volume bound to a host directory (`--opt o=bind`), which a
+/// restore through a helper container empties in that directory, with containers
+/// using it (Docker could not recreate it).
+fn snapshotted_bound(repo: &Repo, prefix: &str, device: &std::path::Path) -> TestVolume {
+    let name = fx::unique(prefix);
+    let device = format!("device={}", device.display());
+    fx::docker(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &device,
+        "--label",
+        "cbsnap.test=1",
+        &name,
+    ]);
+    fill(repo, TestVolume::adopt(&name))
+}
+
+fn fill(repo: &Repo, vol: TestVolume) -> TestVolume {
+    vol.populate("echo v1 > /data/f; head -c 4000000 /dev/urandom > /data/big");
+    let o = cmd(repo).args(["snapshot", &vol.name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    vol.populate("echo v2 > /data/f");
+    vol
+}
+
+/// `cbsnap recover` keeps `c` stopped, names it and the command, and exits 1.
+fn recover_keeps_it_stopped(repo: &Repo, c: &TestContainer, vol: &TestVolume) {
+    let o = cmd(repo).args(["recover"]).output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&c.name) && e.contains("did not finish"), "{e}");
+    assert!(
+        e.contains(&format!("cbsnap restore {}@", vol.name)) && e.contains("--stop"),
+        "the command that finishes it: {e}"
+    );
+    assert_eq!(c.state(), "exited", "recover must not start it");
+}
+
+/// The restore that finishes: `f` is v1 again, the container runs, nothing is held.
+fn finishing_restore_starts_it(repo: &Repo, c: &TestContainer, vol: &TestVolume, via: &str) {
+    let o = cmd(repo)
+        .args([
+            "restore",
+            &format!("{}@latest", vol.name),
+            "--stop",
+            "--via",
+            via,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(vol.inspect_with("cat /data/f"), "v1");
+    assert!(
+        !repo.path().join("locks/quiesced.json").exists(),
+        "nothing is held once the restore finished"
+    );
+    let o = cmd(repo).args(["recover"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// The disk fills up halfway through a restore through the volume's mountpoint:
+/// the restore fails (1), and the container it stopped stays stopped, named with
+/// the command that finishes the restore. It used to be started again on a volume
+/// holding a new `f` and no `big`.
+#[test]
+fn a_restore_that_fills_the_disk_keeps_the_containers_stopped() {
+    if !is_root() {
+        panic!("this test mounts a tmpfs over a volume's directory: run it as root");
+    }
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted(&repo, "cbsnap-t-full");
+    // 1 MB of room where the snapshot needs 4: the container sees the tmpfs too.
+    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
+    vol.populate("echo v2 > /data/f");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+
+    let o = cmd(&repo)
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("No space left") || e.contains("full"), "{e}");
+    assert!(
+        e.contains(&format!("left {} stopped", c.name)) && e.contains("did not finish"),
+        "{e}"
+    );
+    assert_eq!(c.state(), "exited", "not started on a half-restored volume");
+
+    // Any command that opens the repository says so; `recover` too, with exit 1.
+    let o = cmd(&repo).args(["snapshots"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&c.name), "{}", stderr(&o));
+    recover_keeps_it_stopped(&repo, &c, &vol);
+
+    // Room again: the restore finishes, and starts the container it had stopped.
+    drop(full);
+    finishing_restore_starts_it(&repo, &c, &vol, "mount");
+}
+
+/// SIGINT in the middle of a restore through a helper container (the proxy sends
+/// it as the upload begins, after the volume was emptied in its bind device): exit 130, the container
+/// stays stopped and held; the restore run again finishes and starts it.
+#[test]
+fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let device = tempfile::tempdir().unwrap();
+    let vol = snapshotted_bound(&repo, "cbsnap-t-sigrestore", device.path());
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+
+    let pid = Arc::new(AtomicU32::new(0));
+    let target = pid.clone();
+    // `PUT` is the archive upload, the only PUT of Docker's API.
+    let proxy = fx::EngineProxy::new("PUT /", move || {
+        let pid = target.load(Ordering::SeqCst);
+        // SAFETY: kill(2) of the cbsnap child this test started.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        // Hold the upload back until the signal has ended the process.
+        std::thread::sleep(Duration::from_secs(2));
+        format!("SIGINT to {pid}: {sent}")
+    });
+    let child = cmd(&repo)
+        .env("DOCKER_HOST", proxy.host())
+        .args([
+            "restore",
+            &format!("{}@latest", vol.name),
+            "--stop",
+            "--via",
+            "archive",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pid.store(child.id(), Ordering::SeqCst);
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(
+        proxy.fired().as_deref(),
+        Some(format!("SIGINT to {}: 0", o_pid(&pid)).as_str()),
+        "the signal must land during the upload: {e}"
+    );
+    assert_eq!(o.status.code(), Some(130), "{e}");
+    assert!(
+        e.contains(&format!("left {} stopped", c.name)) && e.contains("did not finish"),
+        "{e}"
+    );
+    assert_eq!(c.state(), "exited", "not started on an emptied volume");
+    let state = std::fs::read_to_string(repo.path().join("locks/quiesced.json")).unwrap();
+    assert!(
+        state.contains(&c.id) && state.contains("\"version\": 2"),
+        "{state}"
+    );
+
+    recover_keeps_it_stopped(&repo, &c, &vol);
+    finishing_restore_starts_it(&repo, &c, &vol, "archive");
+}
+
+fn o_pid(pid: &AtomicU32) -> u32 {
+    pid.load(Ordering::SeqCst)
+}
