@@ -210,9 +210,14 @@ pub enum LockLost {
     /// The lock file is gone: another process found it stale and removed it.
     #[error("the lock file {} was removed (another host found it stale)", .0.display())]
     Removed(PathBuf),
-    /// A refresh (touch of the file) failed.
-    #[error("refreshing the lock file {} failed", .0.display())]
-    RefreshFailed(PathBuf),
+    /// No refresh (touch or rewrite of the file) has succeeded for longer than other
+    /// hosts wait before they may remove it; the last one failed with `error`.
+    #[error("the lock file {} could not be refreshed for {age} s (last error: {error}), past the time after which other hosts may remove it", .path.display())]
+    RefreshFailed {
+        path: PathBuf,
+        age: i64,
+        error: String,
+    },
     /// The last refresh is older than the time after which others may remove it.
     #[error("the lock file {} was last refreshed {age} s ago, past the {limit} s after which other hosts may remove it (was this host asleep?)", .path.display())]
     Expired { path: PathBuf, age: i64, limit: u64 },

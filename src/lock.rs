@@ -33,7 +33,12 @@ use crate::fsutil;
 use crate::host::hostname;
 use crate::storage::{self, Storage, StorageError};
 
+/// How often a held lock is refreshed.
 pub const REFRESH: Duration = Duration::from_secs(60);
+/// How soon a refresh that failed (a server error, a timeout) is tried again. The
+/// lock is lost only when it is gone, or when no refresh has succeeded for
+/// [`STALE_AFTER`] minus one [`REFRESH`] ([`Lock::check`]), as in restic.
+pub const RETRY: Duration = Duration::from_secs(5);
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +99,10 @@ struct RefreshState {
     /// hosts judge staleness by the file's mtime, and a suspended host's monotonic
     /// clock stands still).
     last_ok: AtomicI64,
-    /// A touch failed: the file is gone or cannot be written.
-    failed: AtomicBool,
+    /// The lock is gone (another host removed it as stale): lost for good.
+    gone: AtomicBool,
+    /// Why the refreshes since `last_ok` failed, if they did; they are retried.
+    last_error: std::sync::Mutex<Option<String>>,
 }
 
 fn now_secs() -> i64 {
@@ -111,21 +118,36 @@ impl Lock {
     /// Whether this process still holds its lock; to be called right before a
     /// commit (a snapshot file written, packs or snapshots deleted).
     ///
-    /// Errors: [`LockLost`] when the file is gone, a refresh failed, or the last
-    /// refresh is older than [`STALE_AFTER`] minus one [`REFRESH`] (a margin for the
-    /// time the commit itself takes).
+    /// Errors: [`LockLost`] when the file is gone, or the last successful refresh is
+    /// older than [`STALE_AFTER`] minus one [`REFRESH`] (a margin for the time the
+    /// commit itself takes): because the refreshes since failed, or the host slept.
+    /// A refresh that failed and was retried in time loses nothing: no other host
+    /// may remove a lock refreshed less than [`STALE_AFTER`] ago.
     pub fn check(&self) -> std::result::Result<(), LockLost> {
-        match self.storage.size(&self.key) {
-            Ok(_) => {}
-            Err(StorageError::NotFound { .. }) => return Err(LockLost::Removed(self.path.clone())),
-            Err(_) => return Err(LockLost::RefreshFailed(self.path.clone())),
+        // Asked now, not only by the refresher: another host may have removed it
+        // since. A server that cannot be asked leaves the answer to the age below.
+        if let Err(StorageError::NotFound { .. }) = self.storage.size(&self.key) {
+            return Err(LockLost::Removed(self.path.clone()));
         }
-        if self.refresh.failed.load(Ordering::SeqCst) {
-            return Err(LockLost::RefreshFailed(self.path.clone()));
+        if self.refresh.gone.load(Ordering::SeqCst) {
+            return Err(LockLost::Removed(self.path.clone()));
         }
         let age = now_secs() - self.refresh.last_ok.load(Ordering::SeqCst);
         let limit = STALE_AFTER.saturating_sub(REFRESH).as_secs();
         if age > limit as i64 {
+            let failed = self
+                .refresh
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(error) = failed {
+                return Err(LockLost::RefreshFailed {
+                    path: self.path.clone(),
+                    age,
+                    error,
+                });
+            }
             return Err(LockLost::Expired {
                 path: self.path.clone(),
                 age,
@@ -357,7 +379,8 @@ pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Re
             let stop = Arc::new(AtomicBool::new(false));
             let refresh = Arc::new(RefreshState {
                 last_ok: AtomicI64::new(now_secs()),
-                failed: AtomicBool::new(false),
+                gone: AtomicBool::new(false),
+                last_error: std::sync::Mutex::new(None),
             });
             spawn_refresher(
                 storage.clone(),
@@ -396,22 +419,43 @@ pub fn acquire(storage: &Arc<dyn Storage>, kind: LockKind, wait: Duration) -> Re
 /// path the file's mtime is touched; a remote lock is rewritten with a new `time`
 /// (between the existence check and the write another host could remove it as
 /// stale; it then reappears with a fresh time, which is what that host waits for).
-fn refresh_once(storage: &dyn Storage, key: &str, kind: LockKind) -> bool {
+fn refresh_once(storage: &dyn Storage, key: &str, kind: LockKind) -> Refresh {
     match storage.local_root() {
         Some(root) => {
             let path = root.join(key);
-            path.is_file() && filetime::set_file_mtime(&path, filetime::FileTime::now()).is_ok()
+            match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Refresh::Gone,
+                Err(e) => return Refresh::Failed(e.to_string()),
+                Ok(_) => {}
+            }
+            match filetime::set_file_mtime(&path, filetime::FileTime::now()) {
+                Ok(()) => Refresh::Done,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Refresh::Gone,
+                Err(e) => Refresh::Failed(e.to_string()),
+            }
         }
         None => {
-            storage.size(key).is_ok()
-                && storage
-                    .write(
-                        key,
-                        &serde_json::to_vec(&new_info(kind)).expect("lock info serializes"),
-                    )
-                    .is_ok()
+            match storage.size(key) {
+                Err(StorageError::NotFound { .. }) => return Refresh::Gone,
+                Err(e) => return Refresh::Failed(e.to_string()),
+                Ok(_) => {}
+            }
+            let info = serde_json::to_vec(&new_info(kind)).expect("lock info serializes");
+            match storage.write(key, &info) {
+                Ok(()) => Refresh::Done,
+                Err(e) => Refresh::Failed(e.to_string()),
+            }
         }
     }
+}
+
+/// What one refresh found.
+enum Refresh {
+    Done,
+    /// The lock is no longer there: lost.
+    Gone,
+    /// It could not be refreshed this time (why); tried again after [`RETRY`].
+    Failed(String),
 }
 
 fn spawn_refresher(
@@ -422,17 +466,32 @@ fn spawn_refresher(
     state: Arc<RefreshState>,
 ) {
     std::thread::spawn(move || {
+        let mut retry_at = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(500));
             // By the wall clock: after a suspend, refresh (and learn of a lost lock) at once.
-            if now_secs() - state.last_ok.load(Ordering::SeqCst) >= REFRESH.as_secs() as i64 {
-                if stop.load(Ordering::Relaxed) {
+            let due = now_secs() - state.last_ok.load(Ordering::SeqCst) >= REFRESH.as_secs() as i64;
+            if !due || std::time::Instant::now() < retry_at {
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let last_error = |e: Option<String>| {
+                *state.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+            };
+            match refresh_once(&*storage, &key, kind) {
+                Refresh::Done => {
+                    state.last_ok.store(now_secs(), Ordering::SeqCst);
+                    last_error(None);
+                }
+                Refresh::Gone => {
+                    state.gone.store(true, Ordering::SeqCst);
                     break;
                 }
-                if refresh_once(&*storage, &key, kind) {
-                    state.last_ok.store(now_secs(), Ordering::SeqCst);
-                } else {
-                    state.failed.store(true, Ordering::SeqCst);
+                Refresh::Failed(e) => {
+                    last_error(Some(e));
+                    retry_at = std::time::Instant::now() + RETRY;
                 }
             }
         }
@@ -555,10 +614,131 @@ mod tests {
         l.refresh.last_ok.store(0, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(700));
         assert!(
-            l.refresh.failed.load(Ordering::SeqCst),
+            l.refresh.gone.load(Ordering::SeqCst),
             "the refresher saw it"
         );
         assert!(!l.path.exists(), "the refresher did not re-create it");
+    }
+
+    /// A remote repository (no local root) whose server can be made to fail every
+    /// request, as S3 does during an outage.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: Local,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self, key: &str) -> std::result::Result<(), StorageError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StorageError::Transient {
+                    key: key.to_string(),
+                    source: "503 Slow Down".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Storage for Flaky {
+        fn location(&self) -> String {
+            "flaky-test://".into()
+        }
+        fn read(&self, key: &str) -> std::result::Result<Vec<u8>, StorageError> {
+            self.check(key)?;
+            self.inner.read(key)
+        }
+        fn read_range(
+            &self,
+            key: &str,
+            offset: u64,
+            len: u64,
+        ) -> std::result::Result<Vec<u8>, StorageError> {
+            self.check(key)?;
+            self.inner.read_range(key, offset, len)
+        }
+        fn write(&self, key: &str, bytes: &[u8]) -> std::result::Result<(), StorageError> {
+            self.check(key)?;
+            self.inner.write(key, bytes)
+        }
+        fn write_file(&self, key: &str, local: &Path) -> std::result::Result<(), StorageError> {
+            self.check(key)?;
+            self.inner.write_file(key, local)
+        }
+        fn create_new(&self, key: &str, bytes: &[u8]) -> std::result::Result<(), StorageError> {
+            self.check(key)?;
+            self.inner.create_new(key, bytes)
+        }
+        fn list(&self, prefix: &str) -> std::result::Result<Vec<storage::Listed>, StorageError> {
+            self.check(prefix)?;
+            self.inner.list(prefix)
+        }
+        fn size(&self, key: &str) -> std::result::Result<u64, StorageError> {
+            self.check(key)?;
+            self.inner.size(key)
+        }
+        fn delete(&self, key: &str) -> std::result::Result<(), StorageError> {
+            self.check(key)?;
+            self.inner.delete(key)
+        }
+        fn local_root(&self) -> Option<&Path> {
+            None
+        }
+    }
+
+    /// A refresh that fails during a short server outage is tried again: the lock is
+    /// not lost (it was, for the rest of the run, by one failed request). Lost only
+    /// when no refresh has succeeded for the stale time, which names the error.
+    #[test]
+    fn a_refresh_that_fails_once_is_retried_and_the_lock_kept() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("locks")).unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: Local::new(d.path()),
+            down: AtomicBool::new(false),
+        });
+        let s: Arc<dyn Storage> = flaky.clone();
+        let l = acquire(&s, LockKind::Shared, Duration::ZERO).unwrap();
+        let due = |l: &Lock| {
+            l.refresh
+                .last_ok
+                .store(now_secs() - REFRESH.as_secs() as i64 - 1, Ordering::SeqCst)
+        };
+
+        // The server fails the refresh that is due, and the check before a commit.
+        flaky.down.store(true, Ordering::SeqCst);
+        due(&l);
+        std::thread::sleep(Duration::from_millis(1200));
+        let failed = l.refresh.last_error.lock().unwrap().clone();
+        assert!(
+            failed.is_some_and(|e| e.contains("503")),
+            "a refresh was tried"
+        );
+        l.check()
+            .expect("one failed refresh does not lose the lock");
+
+        // It comes back: the refresh is retried and succeeds.
+        flaky.down.store(false, Ordering::SeqCst);
+        let start = std::time::Instant::now();
+        while l.refresh.last_error.lock().unwrap().is_some() {
+            assert!(start.elapsed() < RETRY * 3, "the refresh was never retried");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(now_secs() - l.refresh.last_ok.load(Ordering::SeqCst) < 5);
+        l.check().unwrap();
+
+        // Down for longer than the stale time: lost, naming the error.
+        flaky.down.store(true, Ordering::SeqCst);
+        l.refresh
+            .last_ok
+            .store(now_secs() - STALE_AFTER.as_secs() as i64, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1200));
+        let e = l.check().unwrap_err();
+        assert!(
+            matches!(&e, LockLost::RefreshFailed { error, .. } if error.contains("503")),
+            "{e}"
+        );
+        flaky.down.store(false, Ordering::SeqCst);
     }
 
     /// Issue 7, case 13 (kind): a lock file is verifiable; one flipped digit blocks.
