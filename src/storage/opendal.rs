@@ -68,6 +68,82 @@ pub struct Remote {
     budget: usize,
     /// The parts held now and at most so far ([`Remote::parts_peak`]).
     held: Arc<Held>,
+    /// Open while the server is left alone after it did not answer ([`Retry::pause`]).
+    breaker: Arc<Breaker>,
+}
+
+/// A circuit breaker for one [`Remote`]: opened by a request that spent its retries
+/// on a server that does not answer, it fails every request at once while it is open
+/// ([`Retry::pause`]), those under way included (they wait on `opened`); then
+/// requests go to the server again.
+#[derive(Debug)]
+struct Breaker {
+    pause: Duration,
+    /// When it opened, and the error that opened it.
+    open: std::sync::Mutex<Option<(std::time::Instant, String)>>,
+    opened: tokio::sync::Notify,
+}
+
+impl Breaker {
+    fn new(pause: Duration) -> Breaker {
+        Breaker {
+            pause,
+            open: std::sync::Mutex::new(None),
+            opened: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// `Err` ([`Breaker::refusal`]) while it is open.
+    fn check(&self, key: &str) -> Result<(), StorageError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match &*open {
+            Some((at, _)) if at.elapsed() < self.pause => {
+                drop(open);
+                Err(self.refusal(key))
+            }
+            Some(_) => {
+                *open = None;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The transient error of a request not sent, or cut short, because the breaker
+    /// is (or was) open; it names the error that opened it.
+    fn refusal(&self, key: &str) -> StorageError {
+        let why = match &*self.open.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((_, why)) => why.clone(),
+            None => "no answer".to_string(),
+        };
+        StorageError::Transient {
+            key: key.to_string(),
+            source: format!(
+                "not sent: the server did not answer an earlier request ({why}); it is asked again {} s after that",
+                self.pause.as_secs()
+            )
+            .into(),
+        }
+    }
+
+    /// Opens it when `e` (after the retries) says the server does not answer.
+    fn observe(&self, e: &opendal::Error) {
+        if matches!(e.kind(), ErrorKind::Unexpected | ErrorKind::RateLimited) {
+            *self.open.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((std::time::Instant::now(), e.to_string()));
+            self.opened.notify_waiters();
+        }
+    }
+
+    /// Runs `f` until it ends, or until the breaker opens meanwhile (`None`).
+    async fn guard<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        // Registered before `f` runs: an opening from now on is seen.
+        let opened = self.opened.notified();
+        tokio::select! {
+            r = f => Some(r),
+            _ = opened => None,
+        }
+    }
 }
 
 /// A count of the upload parts alive now, and the most at once.
@@ -183,8 +259,8 @@ impl Remote {
         let op = op
             .layer(
                 TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(30)),
+                    .with_timeout(retry.timeout)
+                    .with_io_timeout(retry.io_timeout),
             )
             .layer(
                 RetryLayer::new()
@@ -207,6 +283,7 @@ impl Remote {
             parts: Arc::new(tokio::sync::Semaphore::new(budget)),
             budget,
             held: Arc::default(),
+            breaker: Arc::new(Breaker::new(retry.pause)),
         })
     }
 
@@ -217,13 +294,24 @@ impl Remote {
         self.held.peak.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Runs `f` on the private runtime and waits for it.
+    /// Runs `f` on the private runtime and waits for it; fails at once while the
+    /// breaker is open, and as soon as it opens.
     fn run<T, F>(&self, key: &str, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: std::future::Future<Output = opendal::Result<T>> + Send + 'static,
     {
-        self.wait(key, f)?.map_err(|e| map_error(key, e))
+        self.breaker.check(key)?;
+        let breaker = Arc::clone(&self.breaker);
+        match self.wait(key, async move { breaker.guard(f).await })? {
+            Some(Ok(v)) => Ok(v),
+            Some(Err(e)) => {
+                self.breaker.observe(&e);
+                Err(map_error(key, e))
+            }
+            // Opened by another request meanwhile: its error says why.
+            None => Err(self.breaker.refusal(key)),
+        }
     }
 
     /// Runs `f` on the private runtime and waits for its output; an error only if the
@@ -317,6 +405,7 @@ impl Remote {
             key: key.to_string(),
             source: format!("read {}: {e}", local.display()).into(),
         };
+        self.breaker.check(key)?;
         let mut file = std::fs::File::open(local).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
         let parts = len.div_ceil(PART as u64).max(1);
@@ -334,8 +423,9 @@ impl Remote {
         let (part_tx, mut part_rx) = tokio::sync::mpsc::channel::<Option<bytes::Bytes>>(1);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
         let (op, k) = (self.op.clone(), key.to_string());
+        let breaker = Arc::clone(&self.breaker);
         self.rt.spawn(async move {
-            let r = async {
+            let upload = async {
                 // No `chunk`: each write is one part. With `chunk` OpenDAL would also
                 // keep a full part in its own buffer until the next write.
                 let mut w = op.writer_with(&k).concurrent(sending).await?;
@@ -353,8 +443,10 @@ impl Remote {
                     }
                 }
                 w.close().await.map(|_| ())
-            }
-            .await;
+            };
+            // Cut short when the breaker opens: the object never appears (S3 drops an
+            // incomplete multipart upload; an SFTP temporary is an orphan).
+            let r = breaker.guard(upload).await;
             let _ = done_tx.send(r);
         });
         let mut read_error = None;
@@ -396,7 +488,15 @@ impl Remote {
         }
         drop(part_tx);
         let result = match done_rx.recv() {
-            Ok(r) => r.map_err(|e| map_error(key, e)),
+            Ok(Some(Ok(()))) => Ok(()),
+            Ok(Some(Err(e))) => {
+                // Aborted because the local file failed: the server is not to blame.
+                if read_error.is_none() {
+                    self.breaker.observe(&e);
+                }
+                Err(map_error(key, e))
+            }
+            Ok(None) => Err(self.breaker.refusal(key)),
             Err(e) => Err(StorageError::Other {
                 key: key.to_string(),
                 source: Box::new(e),

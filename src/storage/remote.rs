@@ -32,23 +32,40 @@ pub struct S3Settings {
     pub concurrency: Option<usize>,
 }
 
-/// How transient errors are retried: `attempts` tries after the first, with exponential
-/// backoff from `min_delay` up to `max_delay`, with jitter.
+/// How long a request to a remote repository may take, how transient errors are
+/// retried, and how long a server that stopped answering is left alone.
+///
+/// `attempts` tries after the first, with exponential backoff from `min_delay` up to
+/// `max_delay`, with jitter. Each try ends after `timeout` (a request without a body:
+/// stat, list, delete, rename) or after `io_timeout` without progress of a body. Once
+/// one request has spent its tries on a server that does not answer (a timeout, a
+/// refused or cut connection, a 5xx, rate limiting), every request of the handle
+/// fails at once for `pause`, those under way included, instead of each spending its
+/// own tries: a frozen server fails the command in one request's time, not in that
+/// of every request it still had to make.
 #[derive(Debug, Clone, Copy)]
 pub struct Retry {
     pub attempts: usize,
     pub min_delay: Duration,
     pub max_delay: Duration,
+    pub timeout: Duration,
+    pub io_timeout: Duration,
+    pub pause: Duration,
 }
 
 impl Default for Retry {
-    /// 4 retries, 0.5 s doubling to at most 8 s: about 7.5 s before a transient error
-    /// is given up.
+    /// 4 retries, 0.5 s doubling to at most 8 s (about 7.5 s of waiting); 60 s per
+    /// request, 30 s without progress of a body; a server that did not answer is left
+    /// alone for 60 s. A frozen server fails a request after about 5 minutes
+    /// (5 × 60 s), and everything after it at once.
     fn default() -> Self {
         Retry {
             attempts: 4,
             min_delay: Duration::from_millis(500),
             max_delay: Duration::from_secs(8),
+            timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(30),
+            pause: Duration::from_secs(60),
         }
     }
 }

@@ -63,11 +63,44 @@ impl Server {
 }
 
 /// Retries that give up fast: a test of a stopped server should not wait 8 s per call.
+/// The breaker never stays open (`pause` 0): a test that brings its server back asks
+/// it again at once.
 pub fn quick_retry() -> Retry {
     Retry {
         attempts: 1,
         min_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(200),
+        pause: Duration::ZERO,
+        ..Retry::default()
+    }
+}
+
+/// A server that accepts TCP connections and never answers, nor closes them: a
+/// frozen S3 endpoint or SFTP server as the client sees it. Counts the connections.
+pub struct Frozen {
+    pub port: u16,
+    pub accepted: Arc<AtomicU64>,
+}
+
+impl Frozen {
+    pub fn start() -> Frozen {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in listener.incoming() {
+                let Ok(c) = c else { return };
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(c);
+            }
+        });
+        Frozen { port, accepted }
+    }
+
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
