@@ -231,6 +231,9 @@ pub fn clearing(engine: &Engine, info: &VolumeInfo, users: &[ContainerInfo]) -> 
     if info.data_outside_mountpoint() {
         return match info.bind_device() {
             Some(dir) if engine.runs_on_engine_host() && dir.is_dir() => {
+                // Found out here, before any container is stopped: a refusal
+                // from `empty_dir` would come after, and keep them stopped.
+                refuse_mounts_inside(dir)?;
                 Ok(Clearing::Device(dir.to_path_buf()))
             }
             _ => Err(Error::InUse(format!(
@@ -248,17 +251,23 @@ pub fn clearing(engine: &Engine, info: &VolumeInfo, users: &[ContainerInfo]) -> 
     Ok(Clearing::Recreate)
 }
 
-/// Removes every entry of `dir`, never following a symlink out of it.
-fn empty_dir(dir: &Path) -> Result<()> {
-    // `remove_dir_all` would go into what is mounted below and empty it: refuse
-    // before anything is removed.
-    if let Some(m) = crate::fsutil::mounts_below(dir).first() {
-        return Err(Error::InUse(format!(
+/// [`Error::InUse`] when something is mounted inside the bind device `dir`.
+fn refuse_mounts_inside(dir: &Path) -> Result<()> {
+    match crate::fsutil::mounts_below(dir).first() {
+        Some(m) => Err(Error::InUse(format!(
             "the volume's bind device {} has {} mounted inside it; a restore never removes what is mounted there, and nothing was changed. Unmount it and run the restore again",
             dir.display(),
             m.display()
-        )));
+        ))),
+        None => Ok(()),
     }
+}
+
+/// Removes every entry of `dir`, never following a symlink out of it.
+fn empty_dir(dir: &Path) -> Result<()> {
+    // `remove_dir_all` would go into what is mounted below and empty it: refuse
+    // before anything is removed (asked again: it may have been mounted since).
+    refuse_mounts_inside(dir)?;
     let what = |e| {
         Error::io(
             format!("empty {} (the volume's bind device)", dir.display()),
