@@ -513,11 +513,7 @@ impl Repository {
         // Snapshots first, the index after (FORMAT.md, "Reading order"): every pack a
         // listed snapshot references was indexed before that snapshot was written.
         let listed = crate::snapshot::list(&*storage)?;
-        let (index, index_writable) =
-            open_index(&root.join("index"), access).map_err(|e| match e {
-                Error::IndexBusy(why) => busy_index(&*storage, why),
-                other => other,
-            })?;
+        let (index, index_writable) = open_index(&*storage, &root.join("index"), access)?;
         let repo = Repository {
             storage,
             root,
@@ -709,7 +705,7 @@ impl Repository {
         if dir.exists() {
             fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
         }
-        let (index, _) = open_index(&dir, Access::Append)?;
+        let (index, _) = open_index(&*storage, &dir, Access::Append)?;
         let repo = Repository {
             storage,
             root,
@@ -772,7 +768,7 @@ impl Repository {
             cause,
         });
         fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
-        let (index, index_writable) = open_index(&dir, Access::Append)?;
+        let (index, index_writable) = open_index(&*storage, &dir, Access::Append)?;
         let repo = Repository {
             storage,
             root,
@@ -963,14 +959,6 @@ pub fn lock_wait() -> Duration {
         .unwrap_or(Duration::from_secs(120))
 }
 
-/// Open the RocksDB index. Another cbsnap process may hold RocksDB's own lock: readers
-/// then open it read-only, writers wait. An index that cannot be opened for any other
-/// reason (a half-copied rsync, a damaged file), or whose pack records cannot be read,
-/// is discarded and rebuilt from the packs. Busy and damaged are told apart by the
-/// error's kind and by asking the kernel who holds the lock, never by the text of
-/// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
-/// full disk, a missing permission or a read-only filesystem (the system's own text,
-/// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
 /// [`Error::Locked`] for an index another process holds (`why`, from
 /// [`open_index`]), naming the cbsnap processes of this host that hold the
 /// repository's locks and what ends each: a mount holds the index until it is
@@ -988,7 +976,18 @@ fn busy_index(storage: &dyn Storage, why: String) -> Error {
     Error::Locked(format!("{why}{who}"))
 }
 
-fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
+/// Open the RocksDB index in `dir` of the repository in `storage`. Another cbsnap
+/// process may hold RocksDB's own lock: readers then open it read-only, writers wait
+/// ([`lock_wait`]) and then fail with [`busy_index`], which names the holder; every
+/// opening of the index (open, `index rebuild`, a rebuild in use) comes here, so
+/// each names it. An index that cannot be opened for any other reason (a
+/// half-copied rsync, a damaged file), or whose pack records cannot be read, is
+/// discarded and rebuilt from the packs. Busy and damaged are told apart by the
+/// error's kind and by asking the kernel who holds the lock, never by the text of
+/// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
+/// full disk, a missing permission or a read-only filesystem (the system's own text,
+/// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
+fn open_index(storage: &dyn Storage, dir: &Path, access: Access) -> Result<(Index, bool)> {
     // Another user's index (its lock file not writable here) or a read-only mount:
     // read it read-only, or say so, before RocksDB opens it for writing (which would
     // already rotate its info log there).
@@ -1072,11 +1071,14 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         }
                     }
                     if std::time::Instant::now() > deadline {
-                        return Err(Error::IndexBusy(format!(
-                            "the index {} is in use by another cbsnap process ({})",
-                            dir.display(),
-                            e.into_string()
-                        )));
+                        return Err(busy_index(
+                            storage,
+                            format!(
+                                "the index {} is in use by another cbsnap process ({})",
+                                dir.display(),
+                                e.into_string()
+                            ),
+                        ));
                     }
                     if !announced {
                         warn::emit(Warning::IndexWait);
@@ -1151,4 +1153,60 @@ fn short_of_space(dir: &Path) -> Option<(u64, u64)> {
 /// Whether `dir` is a directory with at least one entry (where `init` refuses).
 fn occupied(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// The other process of [`a_busy_index_names_its_holder`]: opens the index of the
+    /// repository at `CBSNAP_TEST_OPEN_INDEX` for writing, as `index rebuild` and a
+    /// rebuild in use do, and prints what it got.
+    #[test]
+    #[ignore = "child process of a_busy_index_names_its_holder; run by it"]
+    fn open_index_child() {
+        let Some(root) = std::env::var_os("CBSNAP_TEST_OPEN_INDEX") else {
+            return;
+        };
+        let root = PathBuf::from(root);
+        match open_index(&Local::new(&root), &root.join("index"), Access::Append) {
+            Err(Error::Locked(m)) => println!("LOCKED: {m}"),
+            Err(e) => println!("OTHER ERROR: {e:?}"),
+            Ok(_) => println!("OPENED"),
+        }
+    }
+
+    /// An index another process holds past the wait names that process, by pid and
+    /// command line, however it is opened: `index rebuild` said only "another cbsnap
+    /// process", because the holders were named by one caller of [`open_index`] only.
+    #[test]
+    fn a_busy_index_names_its_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        Repository::init(&root).unwrap();
+        // This process holds the repository's shared lock and its index.
+        let _holder = Repository::open(&root, Access::Append).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "repo::tests::open_index_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("CBSNAP_TEST_OPEN_INDEX", &root)
+            .env("CBSNAP_LOCK_WAIT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = BufReader::new(&out.stdout[..])
+            .lines()
+            .map_while(|l| l.ok())
+            .find_map(|l| l.find("LOCKED: ").map(|at| l[at..].to_string()))
+            .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+        let me = std::fs::read(format!("/proc/{}/cmdline", std::process::id())).unwrap();
+        let me = String::from_utf8_lossy(&me).replace('\0', " ");
+        let named = format!("Held by pid {} ({})", std::process::id(), me.trim());
+        assert!(said.contains(&named), "{said}\nshould contain: {named}");
+        assert!(said.contains("fusermount3 -u"), "{said}");
+    }
 }
