@@ -111,11 +111,6 @@ pub enum Error {
     #[error("{0}")]
     NoSuchSnapshot(String),
 
-    /// Another process holds the index (RocksDB's lock) past the wait; becomes
-    /// [`Error::Locked`] once the holders are named (`repo.rs`).
-    #[error("{0}; wait for it to finish")]
-    IndexBusy(String),
-
     /// A selector could not be resolved safely because snapshot files are damaged:
     /// `(file, what check says about it)`.
     #[error("cannot resolve `{spec}`: {}\nThe damaged snapshot may be the one you mean, so none is picked in its place. Run `cbsnap check` to see what is wrong. To use another snapshot anyway, name it by id (`NAME@<id prefix>`; `cbsnap snapshots` lists the readable ones).", damaged_list(.files))]

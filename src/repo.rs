@@ -133,6 +133,13 @@ pub struct OpenOptions {
     pub transfers: Option<usize>,
 }
 
+impl OpenOptions {
+    /// Uploads (and trailer reads) in flight: [`OpenOptions::transfers`], at least 1.
+    fn transfers(&self) -> usize {
+        self.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1)
+    }
+}
+
 /// What [`Repository::sync_index`] found.
 #[derive(Debug, Default)]
 pub struct SyncReport {
@@ -168,6 +175,20 @@ pub struct Repository {
     _lock: Option<Lock>,
 }
 
+/// What a [`Repository`] is made of besides its index and the state of its reads:
+/// found when it is opened, kept when its index is rebuilt under it
+/// ([`Repository::rebuild_damaged_index`]). See the fields of [`Repository`].
+struct Parts {
+    storage: Arc<dyn Storage>,
+    root: PathBuf,
+    config: RepoConfig,
+    crypt: Crypt,
+    key_id: Option<String>,
+    transfers: usize,
+    listed: Option<Vec<String>>,
+    lock: Option<Lock>,
+}
+
 /// Bytes of a remote pack fetched at once for a blob smaller than this (4 MiB); a
 /// repository keeps [`windows_kept`] of them.
 const WINDOW: u64 = 4 << 20;
@@ -190,6 +211,36 @@ struct Window {
 }
 
 impl Repository {
+    /// The one place a handle is built: `parts` with `index`, and no pack open, no
+    /// window read and no pack read counted yet.
+    fn from_parts(parts: Parts, index: Index, index_writable: bool) -> Repository {
+        let Parts {
+            storage,
+            root,
+            config,
+            crypt,
+            key_id,
+            transfers,
+            listed,
+            lock,
+        } = parts;
+        Repository {
+            storage,
+            root,
+            config,
+            index,
+            index_writable,
+            open_packs: Mutex::new(HashMap::new()),
+            pack_reads: std::sync::atomic::AtomicU64::new(0),
+            crypt,
+            key_id,
+            transfers,
+            windows: Mutex::new(Default::default()),
+            listed,
+            _lock: lock,
+        }
+    }
+
     /// Where new packs are written before they are committed (temporary files): the
     /// repository's `packs/` for a path, `<cache>/packs` for a remote repository.
     pub fn packs_dir(&self) -> PathBuf {
@@ -474,37 +525,7 @@ impl Repository {
     ) -> Result<Repository> {
         let config = Self::read_config_in(&*storage)?;
         let (crypt, key_id) = unlock(&*storage, &config, passphrase)?;
-        let root = match storage.local_root() {
-            Some(root) => {
-                for d in ["packs", "snapshots", "locks"] {
-                    let p = root.join(d);
-                    if !p.is_dir() {
-                        if access == Access::Read {
-                            return Err(Error::NotARepository {
-                                path: root.to_path_buf(),
-                                detail: format!("its `{d}` directory is missing"),
-                                occupied: true,
-                            });
-                        }
-                        fsutil::create_private_dir_all(&p)
-                            .ctx(|| format!("create {}", p.display()))?;
-                    }
-                }
-                root.to_path_buf()
-            }
-            None => {
-                let dir = match &opts.cache_dir {
-                    Some(base) => base.join(config.id.to_hex()),
-                    None => cache_dir(&config.id)?,
-                };
-                for d in ["packs", "locks"] {
-                    let p = dir.join(d);
-                    fsutil::create_private_dir_all(&p)
-                        .ctx(|| format!("create the cache directory {}", p.display()))?;
-                }
-                dir
-            }
-        };
+        let root = local_dir(&*storage, &config, access, opts)?;
         let kind = match access {
             Access::Exclusive => LockKind::Exclusive,
             _ => LockKind::Shared,
@@ -513,26 +534,18 @@ impl Repository {
         // Snapshots first, the index after (FORMAT.md, "Reading order"): every pack a
         // listed snapshot references was indexed before that snapshot was written.
         let listed = crate::snapshot::list(&*storage)?;
-        let (index, index_writable) =
-            open_index(&root.join("index"), access).map_err(|e| match e {
-                Error::IndexBusy(why) => busy_index(&*storage, why),
-                other => other,
-            })?;
-        let repo = Repository {
+        let (index, index_writable) = open_index(&*storage, &root.join("index"), access)?;
+        let parts = Parts {
             storage,
             root,
             config,
-            index,
-            index_writable,
-            open_packs: Mutex::new(HashMap::new()),
-            windows: Mutex::new(Default::default()),
-            pack_reads: std::sync::atomic::AtomicU64::new(0),
             crypt,
             key_id,
-            transfers: opts.transfers.unwrap_or(DEFAULT_TRANSFERS).max(1),
+            transfers: opts.transfers(),
             listed: Some(listed),
-            _lock: Some(lock),
+            lock: Some(lock),
         };
+        let repo = Repository::from_parts(parts, index, index_writable);
         if repo.index_writable {
             fsutil::remove_stale_temps(&repo.packs_dir());
             fsutil::remove_stale_temps(&repo.snapshots_dir());
@@ -689,42 +702,38 @@ impl Repository {
     /// Delete the index and recreate it from the pack trailers (of an encrypted
     /// repository, opened with the key `passphrase` unlocks).
     pub fn rebuild_index(root: &Path, passphrase: &dyn PassphraseSource) -> Result<SyncReport> {
-        Self::rebuild_index_in(Arc::new(Local::new(root)), passphrase)
+        let opts = OpenOptions::default();
+        Self::rebuild_index_in(Arc::new(Local::new(root)), &opts, passphrase)
     }
 
-    /// [`Repository::rebuild_index`] of the repository in `storage` (a remote one's
-    /// index is in its cache directory).
+    /// [`Repository::rebuild_index`] of the repository in `storage`, found as
+    /// [`Repository::open_with`] finds it with `opts`: a remote one's index is in its
+    /// cache directory, and `opts.transfers` of its pack trailers are read at once.
     pub fn rebuild_index_in(
         storage: Arc<dyn Storage>,
+        opts: &OpenOptions,
         passphrase: &dyn PassphraseSource,
     ) -> Result<SyncReport> {
         let config = Self::read_config_in(&*storage)?;
         let (crypt, key_id) = unlock(&*storage, &config, passphrase)?;
-        let root = match storage.local_root() {
-            Some(r) => r.to_path_buf(),
-            None => cache_dir(&config.id)?,
-        };
-        let _lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
+        let root = local_dir(&*storage, &config, Access::Exclusive, opts)?;
+        let lock = lock::acquire(&storage, LockKind::Exclusive, lock_wait())?;
         let dir = root.join("index");
         if dir.exists() {
             fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
         }
-        let (index, _) = open_index(&dir, Access::Append)?;
-        let repo = Repository {
+        let (index, index_writable) = open_index(&*storage, &dir, Access::Append)?;
+        let parts = Parts {
             storage,
             root,
             config,
-            index,
-            index_writable: true,
-            open_packs: Mutex::new(HashMap::new()),
-            windows: Mutex::new(Default::default()),
-            pack_reads: std::sync::atomic::AtomicU64::new(0),
             crypt,
             key_id,
-            transfers: DEFAULT_TRANSFERS,
+            transfers: opts.transfers(),
             listed: None,
-            _lock: None,
+            lock: Some(lock),
         };
+        let repo = Repository::from_parts(parts, index, index_writable);
         let r = repo.sync_index()?;
         repo.index.flush()?;
         Ok(r)
@@ -762,7 +771,7 @@ impl Repository {
             transfers,
             windows: _,
             listed,
-            _lock,
+            _lock: lock,
         } = self;
         // RocksDB's lock on the directory is released only when the database closes.
         drop(index);
@@ -772,22 +781,18 @@ impl Repository {
             cause,
         });
         fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
-        let (index, index_writable) = open_index(&dir, Access::Append)?;
-        let repo = Repository {
+        let (index, index_writable) = open_index(&*storage, &dir, Access::Append)?;
+        let parts = Parts {
             storage,
             root,
             config,
-            index,
-            index_writable,
-            open_packs: Mutex::new(HashMap::new()),
-            windows: Mutex::new(Default::default()),
-            pack_reads: std::sync::atomic::AtomicU64::new(0),
             crypt,
             key_id,
             transfers,
             listed,
-            _lock,
+            lock,
         };
+        let repo = Repository::from_parts(parts, index, index_writable);
         repo.sync_index()?;
         repo.index.flush()?;
         Ok(repo)
@@ -963,14 +968,45 @@ pub fn lock_wait() -> Duration {
         .unwrap_or(Duration::from_secs(120))
 }
 
-/// Open the RocksDB index. Another cbsnap process may hold RocksDB's own lock: readers
-/// then open it read-only, writers wait. An index that cannot be opened for any other
-/// reason (a half-copied rsync, a damaged file), or whose pack records cannot be read,
-/// is discarded and rebuilt from the packs. Busy and damaged are told apart by the
-/// error's kind and by asking the kernel who holds the lock, never by the text of
-/// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
-/// full disk, a missing permission or a read-only filesystem (the system's own text,
-/// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
+/// The local directory of the repository in `storage` ([`Repository::root`]): for a
+/// path, the repository itself, whose `packs/`, `snapshots/` and `locks/` are created
+/// when missing (a reader refuses a directory without them: it is not a
+/// repository); for a remote repository its cache directory (`opts.cache_dir`, else
+/// [`cache_dir`]), created with its `packs/` and `locks/`.
+fn local_dir(
+    storage: &dyn Storage,
+    config: &RepoConfig,
+    access: Access,
+    opts: &OpenOptions,
+) -> Result<PathBuf> {
+    if let Some(root) = storage.local_root() {
+        for d in ["packs", "snapshots", "locks"] {
+            let p = root.join(d);
+            if !p.is_dir() {
+                if access == Access::Read {
+                    return Err(Error::NotARepository {
+                        path: root.to_path_buf(),
+                        detail: format!("its `{d}` directory is missing"),
+                        occupied: true,
+                    });
+                }
+                fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+            }
+        }
+        return Ok(root.to_path_buf());
+    }
+    let dir = match &opts.cache_dir {
+        Some(base) => base.join(config.id.to_hex()),
+        None => cache_dir(&config.id)?,
+    };
+    for d in ["packs", "locks"] {
+        let p = dir.join(d);
+        fsutil::create_private_dir_all(&p)
+            .ctx(|| format!("create the cache directory {}", p.display()))?;
+    }
+    Ok(dir)
+}
+
 /// [`Error::Locked`] for an index another process holds (`why`, from
 /// [`open_index`]), naming the cbsnap processes of this host that hold the
 /// repository's locks and what ends each: a mount holds the index until it is
@@ -988,7 +1024,18 @@ fn busy_index(storage: &dyn Storage, why: String) -> Error {
     Error::Locked(format!("{why}{who}"))
 }
 
-fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
+/// Open the RocksDB index in `dir` of the repository in `storage`. Another cbsnap
+/// process may hold RocksDB's own lock: readers then open it read-only, writers wait
+/// ([`lock_wait`]) and then fail with [`busy_index`], which names the holder; every
+/// opening of the index (open, `index rebuild`, a rebuild in use) comes here, so
+/// each names it. An index that cannot be opened for any other reason (a
+/// half-copied rsync, a damaged file), or whose pack records cannot be read, is
+/// discarded and rebuilt from the packs. Busy and damaged are told apart by the
+/// error's kind and by asking the kernel who holds the lock, never by the text of
+/// the message ("block checksum mismatch" contains "lock"). An I/O error that names a
+/// full disk, a missing permission or a read-only filesystem (the system's own text,
+/// [`crate::index::errno_of`]) is returned as that error, never taken for damage.
+fn open_index(storage: &dyn Storage, dir: &Path, access: Access) -> Result<(Index, bool)> {
     // Another user's index (its lock file not writable here) or a read-only mount:
     // read it read-only, or say so, before RocksDB opens it for writing (which would
     // already rotate its info log there).
@@ -1072,11 +1119,14 @@ fn open_index(dir: &Path, access: Access) -> Result<(Index, bool)> {
                         }
                     }
                     if std::time::Instant::now() > deadline {
-                        return Err(Error::IndexBusy(format!(
-                            "the index {} is in use by another cbsnap process ({})",
-                            dir.display(),
-                            e.into_string()
-                        )));
+                        return Err(busy_index(
+                            storage,
+                            format!(
+                                "the index {} is in use by another cbsnap process ({})",
+                                dir.display(),
+                                e.into_string()
+                            ),
+                        ));
                     }
                     if !announced {
                         warn::emit(Warning::IndexWait);
@@ -1151,4 +1201,60 @@ fn short_of_space(dir: &Path) -> Option<(u64, u64)> {
 /// Whether `dir` is a directory with at least one entry (where `init` refuses).
 fn occupied(dir: &Path) -> bool {
     fs::read_dir(dir).is_ok_and(|mut rd| rd.next().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    /// The other process of [`a_busy_index_names_its_holder`]: opens the index of the
+    /// repository at `CBSNAP_TEST_OPEN_INDEX` for writing, as `index rebuild` and a
+    /// rebuild in use do, and prints what it got.
+    #[test]
+    #[ignore = "child process of a_busy_index_names_its_holder; run by it"]
+    fn open_index_child() {
+        let Some(root) = std::env::var_os("CBSNAP_TEST_OPEN_INDEX") else {
+            return;
+        };
+        let root = PathBuf::from(root);
+        match open_index(&Local::new(&root), &root.join("index"), Access::Append) {
+            Err(Error::Locked(m)) => println!("LOCKED: {m}"),
+            Err(e) => println!("OTHER ERROR: {e:?}"),
+            Ok(_) => println!("OPENED"),
+        }
+    }
+
+    /// An index another process holds past the wait names that process, by pid and
+    /// command line, however it is opened: `index rebuild` said only "another cbsnap
+    /// process", because the holders were named by one caller of [`open_index`] only.
+    #[test]
+    fn a_busy_index_names_its_holder() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        Repository::init(&root).unwrap();
+        // This process holds the repository's shared lock and its index.
+        let _holder = Repository::open(&root, Access::Append).unwrap();
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "repo::tests::open_index_child", "--ignored"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env("CBSNAP_TEST_OPEN_INDEX", &root)
+            .env("CBSNAP_LOCK_WAIT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = BufReader::new(&out.stdout[..])
+            .lines()
+            .map_while(|l| l.ok())
+            .find_map(|l| l.find("LOCKED: ").map(|at| l[at..].to_string()))
+            .unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&out.stdout)));
+        let me = std::fs::read(format!("/proc/{}/cmdline", std::process::id())).unwrap();
+        let me = String::from_utf8_lossy(&me).replace('\0', " ");
+        let named = format!("Held by pid {} ({})", std::process::id(), me.trim());
+        assert!(said.contains(&named), "{said}\nshould contain: {named}");
+        assert!(said.contains("fusermount3 -u"), "{said}");
+    }
 }

@@ -78,6 +78,10 @@ pub enum Warning {
         cause: String,
         damaged: bool,
     },
+    /// The socket at `path` (in the snapshot) was left out of a tar stream, which has
+    /// no entry type for one; a socket holds no data, and the service that owns it
+    /// makes it again, so the stream is still whole (as GNU tar's "socket ignored").
+    SocketLeftOut { path: PathBuf },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -149,6 +153,11 @@ impl fmt::Display for Warning {
                 }
                 f.write_str(". Run `cbsnap check`.")
             }
+            Warning::SocketLeftOut { path } => write!(
+                f,
+                "cbsnap: warning: {}: a socket, which a tar stream cannot carry; left out",
+                path.display()
+            ),
             Warning::Line(line) => f.write_str(line),
         }
     }

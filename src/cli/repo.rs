@@ -106,7 +106,11 @@ fn held_code(rec: &cbsnap::docker::Recovery) -> i32 {
 }
 
 pub fn index_rebuild(ctx: &Ctx) -> anyhow::Result<()> {
-    let r = cbsnap::Repository::rebuild_index_in(ctx.storage()?, &prompt::Prompt::current())?;
+    let r = cbsnap::Repository::rebuild_index_in(
+        ctx.storage()?,
+        &ctx.open_options(),
+        &prompt::Prompt::current(),
+    )?;
     if ctx.json {
         print_json(&serde_json::json!({"packs": r.added_packs, "unreadable": r.unreadable.len()}));
     } else {

@@ -111,10 +111,9 @@ fn append(
         // owns it makes it again. Named, as GNU tar names it ("socket ignored"), and
         // not counted against the stream, so a database's socket does not fail every
         // nightly dump.
-        crate::warn::emit(crate::warn::Warning::Line(format!(
-            "cbsnap: warning: {}: a socket, which a tar stream cannot carry; left out",
-            path.display()
-        )));
+        crate::warn::emit(crate::warn::Warning::SocketLeftOut {
+            path: path.to_path_buf(),
+        });
         return Ok(());
     }
     let mut h = Header::new_gnu();
@@ -197,7 +196,12 @@ fn append(
 
 #[cfg(test)]
 mod tests {
-    use super::pax_time;
+    use super::*;
+    use crate::progress::Progress;
+    use crate::repo::Access;
+    use crate::snapshot::SourceKind;
+    use crate::source::{Content, Entry};
+    use crate::warn::{Level, Warning};
 
     #[test]
     fn pax_times_before_the_epoch() {
@@ -205,5 +209,49 @@ mod tests {
         assert_eq!(pax_time(-1, 750_000_000), "-0.250000000");
         assert_eq!(pax_time(-3, 0), "-3.000000000");
         assert_eq!(pax_time(5, 1), "5.000000001");
+    }
+
+    /// A socket is left out of the stream with its own warning, which names it and
+    /// is a warning (`-q` shows it), not an inexact entry: the dump still exits 0.
+    /// It was a ready-made line that a caller could only show as it was.
+    #[test]
+    fn a_socket_is_left_out_with_its_own_warning() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        Repository::init(&root).unwrap();
+        let repo = Repository::open(&root, Access::Append).unwrap();
+        let progress = Progress::new(true, "test");
+        let spec = crate::ingest::SnapshotSpec::new("s", SourceKind::Path);
+        let (_, snap) = crate::ingest::snapshot(&repo, spec, &progress, |sink| {
+            let mut f = Node::new(Vec::new(), NodeKind::File);
+            f.size = 4;
+            sink.entry(
+                Entry::new(b"f".to_vec(), f),
+                Content::Stream(&mut &b"data"[..]),
+            )?;
+            let sock = Node::new(Vec::new(), NodeKind::Socket);
+            sink.entry(Entry::new(b"db.sock".to_vec(), sock), Content::None)
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        let (inexact, warnings) = crate::warn::capture(|| dump(&repo, &snap, None, &mut out));
+        assert_eq!(inexact.unwrap(), Vec::<Inexact>::new());
+        assert_eq!(
+            warnings,
+            [Warning::SocketLeftOut {
+                path: PathBuf::from("db.sock")
+            }]
+        );
+        assert_eq!(warnings[0].level(), Level::Warning);
+        assert_eq!(
+            warnings[0].to_string(),
+            "cbsnap: warning: db.sock: a socket, which a tar stream cannot carry; left out"
+        );
+        let names: Vec<String> = ::tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["./", "f"]);
     }
 }

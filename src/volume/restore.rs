@@ -104,9 +104,22 @@ pub fn restore_volume(
         None => false,
     };
     if holds_files && !own && !opts.delete {
+        // A tar import or a path snapshot was taken from no volume at all.
+        let whose = match (&recorded, snap.kind) {
+            (Some(_), _) => format!("is not the volume {} was taken from", snap.name),
+            (None, SourceKind::Tar) => {
+                format!("{} is a tar import, which has no source volume", snap.name)
+            }
+            (None, SourceKind::Path) => format!(
+                "{} is a snapshot of a path, which has no source volume",
+                snap.name
+            ),
+            (None, SourceKind::Volume) => {
+                format!("{} does not record its source volume", snap.name)
+            }
+        };
         return Err(Error::Usage(format!(
-            "volume {name} is not empty and is not the volume {} was taken from; restoring into it would delete everything it holds. Pass --delete to replace its contents with the snapshot's, or restore into a new or empty volume (--to-volume NEW)",
-            snap.name
+            "volume {name} is not empty and {whose}; restoring into it would delete everything it holds. Pass --delete to replace its contents with the snapshot's, or restore into a new or empty volume (--to-volume NEW)"
         )));
     }
     let mut info = match existing {

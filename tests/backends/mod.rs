@@ -13,7 +13,7 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +31,16 @@ mod upload;
 /// A real backend reached only through the trait, as a remote one is: the path
 /// backend with `local_root()` hidden. Counts the bytes written to it (what a server
 /// would receive) and can be made to fail uploads (the server gone mid-snapshot).
+/// Keeps the most ranged reads of packs it served at once, which `slow_reads` makes
+/// take 50 ms each (a round trip), so that reads allowed to overlap do.
 #[derive(Debug)]
 pub struct Remote {
     inner: Local,
     pub written: AtomicU64,
     pub fail_uploads: AtomicBool,
+    pub slow_reads: AtomicBool,
+    pack_reads_now: AtomicUsize,
+    pub most_pack_reads_at_once: AtomicUsize,
 }
 
 impl Remote {
@@ -44,6 +49,9 @@ impl Remote {
             inner: Local::new(dir),
             written: AtomicU64::new(0),
             fail_uploads: AtomicBool::new(false),
+            slow_reads: AtomicBool::new(false),
+            pack_reads_now: AtomicUsize::new(0),
+            most_pack_reads_at_once: AtomicUsize::new(0),
         }
     }
 }
@@ -56,7 +64,18 @@ impl Storage for Remote {
         self.inner.read(key)
     }
     fn read_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>, StorageError> {
-        self.inner.read_range(key, offset, len)
+        if !key.starts_with("packs/") {
+            return self.inner.read_range(key, offset, len);
+        }
+        let now = self.pack_reads_now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_pack_reads_at_once
+            .fetch_max(now, Ordering::SeqCst);
+        if self.slow_reads.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let r = self.inner.read_range(key, offset, len);
+        self.pack_reads_now.fetch_sub(1, Ordering::SeqCst);
+        r
     }
     fn write(&self, key: &str, bytes: &[u8]) -> Result<(), StorageError> {
         self.written.fetch_add(bytes.len() as u64, Ordering::SeqCst);
@@ -256,6 +275,49 @@ fn failed_upload_commits_nothing_and_the_next_run_succeeds() {
     snapshot(&repo, "t", &[("big", big.clone())]).unwrap();
     assert!(read_back(&repo, "t", "big") == big);
     clean_check(&repo);
+}
+
+/// `index rebuild` of a remote repository finds it as opening it does: its index in
+/// the cache directory it is given (a new host's, created), its pack trailers read
+/// `transfers` at a time (the config's `transfers`). It took the default cache
+/// directory and read 4 at a time whatever it was given: the handle was built apart
+/// from the one opening builds.
+#[test]
+fn index_rebuild_takes_the_cache_directory_and_transfers_it_is_given() {
+    let d = tempfile::tempdir().unwrap();
+    let remote = Arc::new(Remote::new(&d.path().join("repo")));
+    let s: Arc<dyn Storage> = remote.clone();
+    Repository::init_in(s.clone()).unwrap();
+    let id = {
+        let repo = open(&s, Access::Append, &d.path().join("cache-a"));
+        for i in 0..6 {
+            let data = crate::util::random_bytes(1 << 10, 20 + i);
+            snapshot(&repo, &format!("s{i}"), &[("f", data)]).unwrap();
+        }
+        repo.config.id.to_hex()
+    };
+    let packs = s.list("packs/").unwrap().len();
+    assert!(packs >= 6, "{packs} packs");
+    remote.slow_reads.store(true, Ordering::SeqCst);
+    for transfers in [1, 3] {
+        let cache = d.path().join(format!("new-host-{transfers}"));
+        let opts = OpenOptions {
+            cache_dir: Some(cache.clone()),
+            transfers: Some(transfers),
+        };
+        remote.most_pack_reads_at_once.store(0, Ordering::SeqCst);
+        let passphrase = cbsnap::crypto::passphrase::FromEnv;
+        let r = Repository::rebuild_index_in(s.clone(), &opts, &passphrase).unwrap();
+        assert_eq!(r.added_packs, packs);
+        assert!(cache.join(&id).join("index").is_dir(), "{transfers}");
+        // With 3 allowed, more than one is seen: the count does see reads overlap.
+        let most = remote.most_pack_reads_at_once.load(Ordering::SeqCst);
+        let want = if transfers == 1 { 1..=1 } else { 2..=transfers };
+        assert!(
+            want.contains(&most),
+            "{most} pack reads at once with transfers = {transfers}"
+        );
+    }
 }
 
 /// Two hosts (two caches) snapshot into one repository at the same time: both commit,

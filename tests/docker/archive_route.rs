@@ -2,6 +2,8 @@
 //! only faithful route: it keeps the volume root's owner and mode on restore, and it
 //! is the route taken for volumes whose data is not under their mountpoint.
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::process::Command;
 
 use crate::util::docker::{self as fx, TestVolume};
@@ -148,6 +150,82 @@ fn a_bind_backed_volume_is_read_and_written_where_its_data_is() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// A bind-backed volume is emptied in its device directory before the upload, but
+/// never while something is mounted inside that directory: emptying it would empty
+/// the mounted filesystem too. The restore is refused (exit 1, naming the mount),
+/// by either route, and changes nothing: the directory keeps what it held, the
+/// mounted tmpfs its files; once that is unmounted the same restore succeeds.
+#[test]
+fn a_bind_backed_volume_is_not_emptied_while_something_is_mounted_inside_it() {
+    let _e = fx::engine();
+    assert!(
+        is_root(),
+        "the bind device is emptied, and a tmpfs mounted, as root"
+    );
+    // Declared first, dropped last: the volume is removed and the tmpfs unmounted
+    // before the directory is, also when an assertion fails.
+    let device = tempfile::tempdir().unwrap();
+    let dir = device.path();
+    std::fs::write(dir.join("real.txt"), b"data\n").unwrap();
+    let name = fx::unique("cbt-bindmnt");
+    fx::docker(&[
+        "volume",
+        "create",
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", dir.display()),
+        &name,
+    ]);
+    let _vol = TestVolume::adopt(&name);
+    let repo = Repo::new();
+    let o = cmd(&repo).args(["snapshot", &name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    std::fs::write(dir.join("real.txt"), b"changed\n").unwrap();
+    std::fs::write(dir.join("added-later"), b"stale\n").unwrap();
+    // As the mount table names it.
+    let at = std::fs::canonicalize(dir).unwrap().join("cache");
+    let tmpfs = crate::util::mount::Mount::tmpfs(&at, "1m");
+    std::fs::write(at.join("on-tmpfs"), b"mounted\n").unwrap();
+    let dev = |p: &Path| p.metadata().unwrap().dev();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let spec = format!("{name}@latest");
+    for via in ["auto", "archive"] {
+        let o = cmd(&repo)
+            .args(["restore", &spec, "--via", via])
+            .output()
+            .unwrap();
+        let e = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{via}: {e}");
+        assert!(
+            e.contains(&at.display().to_string()) && e.contains("mounted inside it"),
+            "{via}: {e}"
+        );
+        assert_eq!(listing(), ["added-later", "cache", "real.txt"], "{via}");
+        assert_eq!(std::fs::read(dir.join("real.txt")).unwrap(), b"changed\n");
+        assert_eq!(std::fs::read(at.join("on-tmpfs")).unwrap(), b"mounted\n");
+        assert_ne!(dev(&at), dev(dir), "{via}: the tmpfs is still mounted");
+    }
+
+    drop(tmpfs);
+    let o = cmd(&repo).args(["restore", &spec]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(listing(), ["real.txt"]);
+    assert_eq!(std::fs::read(dir.join("real.txt")).unwrap(), b"data\n");
 }
 
 /// A volume with driver options that is no host directory (tmpfs here; NFS is the

@@ -103,3 +103,54 @@ fn restore_to_a_non_empty_other_volume_is_refused_via_mount() {
 fn restore_to_a_non_empty_other_volume_is_refused_via_archive() {
     a_non_empty_other_volume_is_refused("archive");
 }
+
+/// A tar import has no source volume: restoring it into a volume that holds files
+/// is refused (exit 2) with a message that says so, not that the volume "is not the
+/// volume it was taken from" (there is none), and the volume keeps its file.
+/// `--delete` replaces its contents.
+#[test]
+fn restore_of_a_tar_import_into_a_non_empty_volume_says_it_has_no_source_volume() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let tar = repo.dir.path().join("old-backup.tar");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_700_000_000);
+    h.set_size(5);
+    b.append_data(&mut h, "config.yaml", &b"old:\n"[..])
+        .unwrap();
+    std::fs::write(&tar, b.into_inner().unwrap()).unwrap();
+    let o = cmd(&repo)
+        .args(["snapshot", "--tar", tar.to_str().unwrap(), "--name", "old"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let precious = TestVolume::new("cbsnap-t-precious", &[("cbsnap.test", "1")]);
+    precious.populate("echo x > /data/thesis.tex");
+    let o = cmd(&repo)
+        .args(["restore", "old@latest", "--to-volume", &precious.name])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&precious.name)
+            && e.contains("old is a tar import, which has no source volume")
+            && e.contains("--delete"),
+        "{e}"
+    );
+    assert!(!e.contains("taken from"), "{e}");
+    assert_eq!(precious.inspect_with("cat /data/thesis.tex"), "x");
+
+    let o = cmd(&repo)
+        .args(["restore", "old@latest", "--to-volume", &precious.name])
+        .arg("--delete")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(precious.inspect_with("ls /data"), "config.yaml");
+}
