@@ -26,7 +26,9 @@ use std::sync::{Arc, RwLock};
 /// How much a warning matters to an operator who asked for quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// Why the command is slow right now (waiting for a lock); `-q` hides it.
+    /// Why the command is slow right now (waiting for a lock), or what it does on
+    /// purpose that the operator may not expect (an entry left out of a snapshot);
+    /// `-q` hides it.
     Notice,
     /// Something is wrong or was not done; shown even with `-q`.
     Warning,
@@ -78,6 +80,14 @@ pub enum Warning {
         cause: String,
         damaged: bool,
     },
+    /// The entry `path` of the source `source` is left out of its snapshot on
+    /// purpose, `why` says why (it is the repository the snapshot writes to). The
+    /// snapshot records it apart from its errors; nothing went wrong.
+    LeftOut {
+        source: String,
+        path: String,
+        why: String,
+    },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -87,7 +97,9 @@ impl Warning {
     /// Whether `-q` hides it.
     pub fn level(&self) -> Level {
         match self {
-            Warning::LockWait { .. } | Warning::IndexWait => Level::Notice,
+            Warning::LockWait { .. } | Warning::IndexWait | Warning::LeftOut { .. } => {
+                Level::Notice
+            }
             _ => Level::Warning,
         }
     }
@@ -148,6 +160,9 @@ impl fmt::Display for Warning {
                     f.write_str(", and the tree is stored again if this snapshot has it")?;
                 }
                 f.write_str(". Run `cbsnap check`.")
+            }
+            Warning::LeftOut { source, path, why } => {
+                write!(f, "cbsnap: {source}: left out {path}: {why}")
             }
             Warning::Line(line) => f.write_str(line),
         }
