@@ -84,6 +84,15 @@ impl Progress {
         }
     }
 
+    /// Print a notice above the bar; when hidden, hand it to the warnings sink, which
+    /// leaves it out with `-q` ([`crate::warn::Level::Notice`]).
+    pub fn notice(&self, w: crate::warn::Warning) {
+        match &self.bar {
+            Some(b) => b.println(w.to_string()),
+            None => crate::warn::emit(w),
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -261,6 +261,24 @@ impl Repository {
         &self.index
     }
 
+    /// The directories this handle writes on this host, each with what it is (a
+    /// path repository's own directory, a remote one's cache directory), and their
+    /// subdirectories, which may be symlinks to other places (`packs/` on another
+    /// disk). A snapshot of a host directory leaves them out
+    /// (`crate::ingest::own_dirs`). A remote repository writes nothing else here.
+    pub fn own_dirs(&self) -> Vec<(PathBuf, String)> {
+        let what = if self.local_root().is_some() {
+            "this snapshot's repository"
+        } else {
+            "the local cache of this snapshot's repository"
+        };
+        let mut dirs = vec![(self.root.clone(), what.to_string())];
+        for sub in ["packs", "snapshots", "index", "locks", "keys"] {
+            dirs.push((self.root.join(sub), format!("the {sub}/ of {what}")));
+        }
+        dirs
+    }
+
     /// The snapshots as listed when the repository was opened, before its index
     /// (FORMAT.md, "Reading order"): each is fully indexed in this handle's view,
     /// even when the index is a read-only copy taken while another process writes.

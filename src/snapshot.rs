@@ -85,6 +85,15 @@ pub struct FileError {
     pub stored: bool,
 }
 
+/// An entry the source left out on purpose: not in the snapshot, and not an error
+/// (the snapshot is complete without it). A directory walk leaves out the repository
+/// the snapshot writes to (`why`: "it is this snapshot's repository").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Excluded {
+    pub path: String,
+    pub why: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub name: String,
@@ -111,6 +120,11 @@ pub struct Snapshot {
     pub stats: SnapshotStats,
     #[serde(default)]
     pub errors: Vec<FileError>,
+    /// Entries left out on purpose. Written only when there are any; added to
+    /// version 2 without a version change, since readers ignore fields they do not
+    /// know (FORMAT.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<Excluded>,
     pub cbsnap_version: String,
 }
 
@@ -640,6 +654,7 @@ mod tests {
             root: RootMeta::default(),
             stats: SnapshotStats::default(),
             errors: vec![],
+            excluded: vec![],
             cbsnap_version: "test".into(),
         }
     }

@@ -26,7 +26,9 @@ use std::sync::{Arc, RwLock};
 /// How much a warning matters to an operator who asked for quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
-    /// Why the command is slow right now (waiting for a lock); `-q` hides it.
+    /// Why the command is slow right now (waiting for a lock), or what it does on
+    /// purpose that the operator may not expect (an entry left out of a snapshot);
+    /// `-q` hides it.
     Notice,
     /// Something is wrong or was not done; shown even with `-q`.
     Warning,
@@ -82,6 +84,14 @@ pub enum Warning {
     /// no entry type for one; a socket holds no data, and the service that owns it
     /// makes it again, so the stream is still whole (as GNU tar's "socket ignored").
     SocketLeftOut { path: PathBuf },
+    /// The entry `path` of the source `source` is left out of its snapshot on
+    /// purpose, `why` says why (it is the repository the snapshot writes to). The
+    /// snapshot records it apart from its errors; nothing went wrong.
+    LeftOut {
+        source: String,
+        path: String,
+        why: String,
+    },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -91,7 +101,9 @@ impl Warning {
     /// Whether `-q` hides it.
     pub fn level(&self) -> Level {
         match self {
-            Warning::LockWait { .. } | Warning::IndexWait => Level::Notice,
+            Warning::LockWait { .. } | Warning::IndexWait | Warning::LeftOut { .. } => {
+                Level::Notice
+            }
             _ => Level::Warning,
         }
     }
@@ -158,6 +170,9 @@ impl fmt::Display for Warning {
                 "cbsnap: warning: {}: a socket, which a tar stream cannot carry; left out",
                 path.display()
             ),
+            Warning::LeftOut { source, path, why } => {
+                write!(f, "cbsnap: {source}: left out {path}: {why}")
+            }
             Warning::Line(line) => f.write_str(line),
         }
     }

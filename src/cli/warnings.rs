@@ -7,8 +7,9 @@ use std::sync::Arc;
 use cbsnap::warn::{Level, Sink, Warning};
 
 /// Writes warnings to stderr, one line each, without panicking on a closed stderr.
-/// Notices (why a command waits) are left out with `-q`; with `--json` they still go
-/// to stderr, which the JSON on stdout does not share (a script sees why it waits).
+/// Notices (why a command waits, what a snapshot leaves out on purpose) are left out
+/// with `-q`; with `--json` they still go to stderr, which the JSON on stdout does
+/// not share (a script sees why it waits).
 /// Warnings are always written.
 struct Stderr {
     show_notices: bool,

@@ -53,7 +53,8 @@ use crate::id::Id;
 use crate::packer::Blob;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{FileError, Snapshot, SnapshotStats, SourceKind};
+use crate::snapshot::{Excluded, FileError, Snapshot, SnapshotStats, SourceKind};
+use crate::source::dir::LeaveOut;
 use crate::source::Sink;
 use crate::tree::{Node, NodeKind};
 
@@ -122,6 +123,10 @@ struct Ingest<'a> {
     next_group: u64,
     stats: SnapshotStats,
     errors: Vec<FileError>,
+    /// Entries the source left out on purpose ([`Sink::left_out`]).
+    excluded: Vec<Excluded>,
+    /// The source's name, for the notices of what is left out.
+    source: String,
     progress: Progress,
     /// The newest mtime of any entry (for [`SnapshotTime::NewestEntry`]).
     newest_mtime: Option<i64>,
@@ -129,6 +134,19 @@ struct Ingest<'a> {
     ahead: read::ReadAhead,
     /// Chunks of changed files taken at their parent's cuts (tests check it).
     known_chunks: usize,
+}
+
+/// What a directory walk into `repo` leaves out ([`crate::source::dir::walk`]): the
+/// directories the repository writes on this host ([`Repository::own_dirs`]). A
+/// snapshot of a directory that holds them (a home directory holds the default
+/// repository) would otherwise store the repository's new packs again every night,
+/// and the repository would grow by everything it ever added.
+pub fn own_dirs(repo: &Repository) -> LeaveOut {
+    let mut leave_out = LeaveOut::default();
+    for (dir, what) in repo.own_dirs() {
+        leave_out.dir(&dir, what);
+    }
+    leave_out
 }
 
 /// Take a snapshot: run `source`, which pushes entries into the sink it is given,
@@ -283,6 +301,8 @@ fn snapshot_with(
             next_group: 1,
             stats: SnapshotStats::default(),
             errors: Vec::new(),
+            excluded: Vec::new(),
+            source: spec.name.clone(),
             progress: progress.clone(),
             newest_mtime: None,
             ahead,
@@ -332,6 +352,7 @@ fn snapshot_with(
             root,
             stats,
             errors: ing.errors,
+            excluded: ing.excluded,
             cbsnap_version: env!("CARGO_PKG_VERSION").to_string(),
         };
         repo.check_lock()?;

@@ -499,7 +499,7 @@ mod tests {
     ) -> (Id, crate::snapshot::Snapshot) {
         let spec = spec("t", parent);
         super::super::snapshot(repo, spec, &Progress::new(true, "test"), |sink| {
-            crate::source::dir::walk(src, sink)
+            crate::source::dir::walk(src, &Default::default(), sink)
         })
         .unwrap()
     }
@@ -651,7 +651,7 @@ mod tests {
                         xattr::set(src.join("top"), "user.k", b"2").unwrap();
                     }
                 });
-                crate::source::dir::walk(&src, &mut on_the_way)
+                crate::source::dir::walk(&src, &Default::default(), &mut on_the_way)
             })
             .unwrap();
         let node = crate::walk::lookup(&repo, &first.tree, "top")

@@ -260,6 +260,10 @@ impl Sink for Ingest<'_> {
         self.record(path, why, true);
     }
 
+    fn left_out(&mut self, path: &[u8], why: String) {
+        self.apply_left_out(path, why);
+    }
+
     fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
         self.unchanged_xattrs_in_parent(path, node)
     }
@@ -761,7 +765,7 @@ mod tests {
         };
         let progress = Progress::new(true, "test");
         snapshot_with_readers(repo, spec, &progress, readers, |sink| {
-            crate::source::dir::walk(root, sink)
+            crate::source::dir::walk(root, &Default::default(), sink)
         })
         .unwrap()
     }

@@ -7,7 +7,7 @@ use super::read::Body;
 use super::tree::split_last;
 use super::Ingest;
 use crate::error::Result;
-use crate::snapshot::FileError;
+use crate::snapshot::{Excluded, FileError};
 use crate::source::{Entry, Sink};
 use crate::tree::{self, NodeKind};
 
@@ -151,5 +151,18 @@ impl Ingest<'_> {
             error,
             stored,
         });
+    }
+
+    /// Record that the source left the entry at `path` out on purpose, and say so
+    /// once. Not queued behind the entries being read, as warnings are: nothing of it
+    /// enters the tree, and the snapshot lists these apart from its errors.
+    pub(super) fn apply_left_out(&mut self, path: &[u8], why: String) {
+        let path = String::from_utf8_lossy(path).into_owned();
+        self.progress.notice(crate::warn::Warning::LeftOut {
+            source: self.source.clone(),
+            path: path.clone(),
+            why: why.clone(),
+        });
+        self.excluded.push(Excluded { path, why });
     }
 }

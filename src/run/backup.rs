@@ -592,8 +592,9 @@ fn path_source(ctx: &SourceCtx<'_>, name: &str, abs: &Path) -> SourceResult {
         consistency: None,
         time: ingest::SnapshotTime::Now,
     };
+    let leave_out = ingest::own_dirs(ctx.repo);
     let r = ingest::snapshot(ctx.repo, spec, ctx.progress, |sink| {
-        crate::source::dir::walk(abs, sink)
+        crate::source::dir::walk(abs, &leave_out, sink)
     });
     let post_err: Vec<HookError> = match post {
         Some(post) => hooks::run_host("post", post, &env)

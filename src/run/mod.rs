@@ -322,6 +322,7 @@ mod tests {
             root: RootMeta::default(),
             stats: SnapshotStats::default(),
             errors: vec![],
+            excluded: vec![],
             cbsnap_version: "0".into(),
         };
         (Id::hash(format!("{name}{t}{run}").as_bytes()), s)

@@ -73,8 +73,9 @@ pub fn snapshot_dir(
         tags: opts.tags.clone(),
         ..SnapshotSpec::new(name, SourceKind::Path)
     };
+    let leave_out = ingest::own_dirs(repo);
     let (id, snapshot) = ingest::snapshot(repo, spec, progress, |sink| {
-        crate::source::dir::walk(&abs, sink)
+        crate::source::dir::walk(&abs, &leave_out, sink)
     })?;
     Ok(SingleSnapshot {
         id,

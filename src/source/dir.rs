@@ -20,6 +20,10 @@
 //! top [`FD_BUDGET`] levels only, and below that returns to a parent through its
 //! child's `..`, checked against the parent's recorded identity.
 //!
+//! Directories given in a [`LeaveOut`] (the repository the snapshot writes to) are
+//! left out wherever the walk meets them, known by device and inode, not by path: a
+//! symlink to one is stored as a symlink, a bind mount of one is left out too.
+//!
 //! The walk is one thread; on a cold cache a few threads list and `stat` the same
 //! tree a little ahead of it ([`super::prefetch`]) so that the disk serves several
 //! requests at once. They only warm the kernel's caches: nothing they read reaches
@@ -166,6 +170,74 @@ impl FileStat {
     }
 }
 
+/// Directories a walk leaves out, known by identity (device and inode), which every
+/// path to the same directory shares: a symlink to it, a bind mount of it. A snapshot
+/// leaves out the directories of the repository it writes to
+/// ([`crate::ingest::own_dirs`]): stored, they would grow the repository by its own
+/// new packs every night. borg does the same for its repository and cache
+/// (`skip_inodes` of `borg create`).
+#[derive(Clone, Debug, Default)]
+pub struct LeaveOut {
+    /// (device, inode, what the directory is: "this snapshot's repository").
+    dirs: Vec<(u64, u64, String)>,
+}
+
+impl LeaveOut {
+    /// Leave out the directory `path` resolves to (symlinks followed), which is `what`
+    /// ("this snapshot's repository"). A path that names no directory, or one already
+    /// left out under another name, adds nothing.
+    pub fn dir(&mut self, path: &Path, what: impl Into<String>) {
+        let Ok(st) = rustix::fs::stat(path) else {
+            return;
+        };
+        let st = FileStat::from_raw(&st);
+        if st.file_type() == libc::S_IFDIR && self.what(&st).is_none() {
+            self.dirs.push((st.dev, st.ino, what.into()));
+        }
+    }
+
+    /// What the object `st` describes is, when it is a directory left out.
+    pub fn what(&self, st: &FileStat) -> Option<&str> {
+        if st.file_type() != libc::S_IFDIR {
+            return None;
+        }
+        self.dirs
+            .iter()
+            .find(|(dev, ino, _)| (*dev, *ino) == (st.dev, st.ino))
+            .map(|(_, _, what)| what.as_str())
+    }
+
+    /// Whether the directory of device `dev` and inode `ino` is left out.
+    pub(super) fn holds(&self, dev: u64, ino: u64) -> bool {
+        self.dirs.iter().any(|(d, i, _)| (*d, *i) == (dev, ino))
+    }
+
+    /// What the directory `fd` (whose `stat` is `st`) lies inside of, when one of
+    /// its ancestors is left out: each `..` up to the root of the file system tree
+    /// (whose `..` is itself), as the kernel resolves it (symlinks resolved, the
+    /// parent of a bind mount where it is mounted). `O_PATH` needs only search
+    /// permission, not read permission, on each ancestor; one that still cannot be
+    /// opened ends the search.
+    fn enclosing(&self, fd: &OwnedFd, st: &FileStat) -> Option<&str> {
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut at = *st;
+        let mut up = rustix::fs::openat(fd, c"..", flags, Mode::empty()).ok()?;
+        // A bound, in case a file system's `..` never ends; no repository is that far up.
+        for _ in 0..libc::PATH_MAX {
+            let up_st = FileStat::of(&up).ok()?;
+            if up_st.same_object(&at) {
+                return None;
+            }
+            if let Some(what) = self.what(&up_st) {
+                return Some(what);
+            }
+            let next = rustix::fs::openat(&up, c"..", flags, Mode::empty()).ok()?;
+            (up, at) = (next, up_st);
+        }
+        None
+    }
+}
+
 /// Why a [`LiveFile`] could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -273,11 +345,12 @@ fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> rustix::io::
 /// Walk `root` and push every entry into `sink`, parents before children, each
 /// directory's entries in byte order of their names, `dir_done` after a directory's
 /// last entry. Entries that cannot be read, or that change identity between being
-/// listed and opened, go to [`Sink::warn`] and the walk goes on.
+/// listed and opened, go to [`Sink::warn`] and the walk goes on. A directory of
+/// `leave_out` is not entered and not yielded: it goes to [`Sink::left_out`].
 ///
-/// Errors: `root` is not an existing directory (a symlink to one is refused), or
-/// the sink failed.
-pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
+/// Errors: `root` is not an existing directory (a symlink to one is refused), it is
+/// or lies inside a directory of `leave_out`, or the sink failed.
+pub fn walk(root: &Path, leave_out: &LeaveOut, sink: &mut dyn Sink) -> Result<()> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| match e {
         Errno::NOTDIR | Errno::LOOP => Error::Source(format!(
@@ -291,13 +364,27 @@ pub fn walk(root: &Path, sink: &mut dyn Sink) -> Result<()> {
         )),
     })?;
     let st = FileStat::of(&fd).map_err(|e| Error::io(format!("stat {}", root.display()), e))?;
+    // A snapshot of the repository, or of a directory inside it, would store the
+    // repository's new packs in it again every night: nothing of it is left to walk.
+    if let Some(what) = leave_out.what(&st) {
+        return Err(Error::Source(format!(
+            "cannot snapshot {}: it is {what}. Snapshot another directory; a repository is copied with `cbsnap mirror`.",
+            root.display()
+        )));
+    }
+    if let Some(what) = leave_out.enclosing(&fd, &st) {
+        return Err(Error::Source(format!(
+            "cannot snapshot {}: it is inside {what}. Snapshot another directory; a repository is copied with `cbsnap mirror`.",
+            root.display()
+        )));
+    }
     // The read-ahead's own descriptor of the root (the walk's may be closed while
     // deep); without one, the walk goes alone.
     match fd.try_clone() {
-        Ok(ahead) => {
-            super::prefetch::around(ahead.as_fd(), |p| walk_from(root, fd, st, sink, Some(p)))
-        }
-        Err(_) => walk_from(root, fd, st, sink, None),
+        Ok(ahead) => super::prefetch::around(ahead.as_fd(), leave_out, |p| {
+            walk_from(root, fd, st, leave_out, sink, Some(p))
+        }),
+        Err(_) => walk_from(root, fd, st, leave_out, sink, None),
     }
 }
 
@@ -307,11 +394,13 @@ fn walk_from(
     root: &Path,
     fd: OwnedFd,
     st: FileStat,
+    leave_out: &LeaveOut,
     sink: &mut dyn Sink,
     prefetch: Option<&Prefetch<'_>>,
 ) -> Result<()> {
     let mut w = Walker {
         sink,
+        leave_out,
         names: Names::default(),
         proc_fd: Path::new("/proc/self/fd").is_dir(),
         root: root.to_path_buf(),
@@ -340,6 +429,7 @@ struct Frame {
 
 struct Walker<'s> {
     sink: &'s mut dyn Sink,
+    leave_out: &'s LeaveOut,
     names: Names,
     /// Whether `/proc/self/fd` exists: xattrs are read through it (relative to a
     /// descriptor); without it they are read by full path.
@@ -484,6 +574,10 @@ impl Walker<'_> {
                 return Ok(None);
             }
         };
+        if let Some(what) = self.leave_out.what(&st) {
+            self.sink.left_out(&rel, format!("it is {what}"));
+            return Ok(None);
+        }
         match st.kind() {
             NodeKind::Dir => {
                 let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOCTTY;
@@ -645,6 +739,7 @@ mod tests {
         files: Vec<Vec<u8>>,
         done: usize,
         warnings: Vec<String>,
+        left_out: Vec<String>,
     }
 
     impl Sink for Count {
@@ -668,6 +763,38 @@ mod tests {
         fn warn(&mut self, path: &[u8], error: String) {
             self.warnings
                 .push(format!("{}: {error}", String::from_utf8_lossy(path)));
+        }
+        fn left_out(&mut self, path: &[u8], why: String) {
+            self.left_out
+                .push(format!("{}: {why}", String::from_utf8_lossy(path)));
+        }
+    }
+
+    /// A directory of the [`LeaveOut`], given through a symlink to it, is named to
+    /// the sink once and nothing below it is yielded (the symlink is yielded as a
+    /// symlink). A root that is one, or lies inside one, is refused.
+    #[test]
+    fn a_directory_left_out_is_named_once_and_not_entered() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/repo/packs")).unwrap();
+        std::fs::write(d.path().join("a/repo/packs/p"), b"pack").unwrap();
+        std::fs::write(d.path().join("a/f"), b"file").unwrap();
+        std::os::unix::fs::symlink("a/repo", d.path().join("link")).unwrap();
+        let mut leave_out = LeaveOut::default();
+        // Given through the symlink: the directory it names is left out.
+        leave_out.dir(&d.path().join("link"), "the repository");
+        leave_out.dir(&d.path().join("missing"), "nothing");
+        let mut c = Count::default();
+        walk(d.path(), &leave_out, &mut c).unwrap();
+        assert_eq!(c.left_out, ["a/repo: it is the repository"]);
+        assert_eq!(c.files, [b"file".to_vec()]);
+        assert_eq!(c.dirs, 2, "the root and a");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+        for root in ["a/repo", "a/repo/packs"] {
+            let e = walk(&d.path().join(root), &leave_out, &mut Count::default());
+            let msg = e.map_err(|e| e.to_string()).unwrap_err();
+            assert!(msg.contains("the repository"), "{root}: {msg}");
         }
     }
 
@@ -705,7 +832,7 @@ mod tests {
             asked: Vec::new(),
             xattrs: Vec::new(),
         };
-        walk(d.path(), &mut sink).unwrap();
+        walk(d.path(), &LeaveOut::default(), &mut sink).unwrap();
         let from = |v: &[u8]| vec![(b"user.from".to_vec(), v.to_vec())];
         let of = |p: &[u8]| sink.xattrs.iter().find(|(q, _)| q == p).unwrap().1.clone();
         assert_eq!(of(b"kept"), from(b"sink"));
@@ -770,7 +897,7 @@ mod tests {
             .stack_size(256 << 10)
             .spawn(move || {
                 let mut c = Count::default();
-                walk(&p, &mut c).unwrap();
+                walk(&p, &LeaveOut::default(), &mut c).unwrap();
                 c
             })
             .unwrap()

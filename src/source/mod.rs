@@ -68,6 +68,11 @@ pub trait Sink {
     fn stored_inexactly(&mut self, path: &[u8], why: String) {
         self.warn(path, why)
     }
+    /// The source leaves the entry at `path` out on purpose, and `why` says why (a
+    /// directory walk leaves out the repository the snapshot writes to,
+    /// [`dir::LeaveOut`]): it is not in the snapshot, and nothing went wrong. By
+    /// default nothing is recorded.
+    fn left_out(&mut self, _path: &[u8], _why: String) {}
     /// The extended attributes of the entry at `path`, if the sink already has them
     /// for the object `node` describes unchanged: the same kind, inode, size, mtime and
     /// ctime (seconds and nanoseconds) as in the parent snapshot. Setting or removing an
@@ -130,6 +135,9 @@ impl<F: FnMut(&Entry)> Sink for Tap<'_, F> {
     }
     fn stored_inexactly(&mut self, path: &[u8], why: String) {
         self.inner.stored_inexactly(path, why)
+    }
+    fn left_out(&mut self, path: &[u8], why: String) {
+        self.inner.left_out(path, why)
     }
     fn unchanged_xattrs(&mut self, path: &[u8], node: &Node) -> Option<Xattrs> {
         self.inner.unchanged_xattrs(path, node)

@@ -14,9 +14,10 @@
 //!
 //! How far ahead is bounded by entries, [`LEAD`], also within one directory: a tree
 //! larger than the kernel's caches must not have its first inodes pushed out before
-//! the walk gets to them. What the threads hold is bounded too, for a hostile tree
-//! of long names and wide directories: [`QUEUE_BYTES`] of queued paths and
-//! [`MAX_NAMES`] names per thread. Stopping takes effect between system calls: the
+//! the walk gets to them. A directory the walk leaves out ([`LeaveOut`]: the
+//! repository) is not listed either. What the threads hold is bounded too, for a
+//! hostile tree of long names and wide directories: [`QUEUE_BYTES`] of queued paths
+//! and [`MAX_NAMES`] names per thread. Stopping takes effect between system calls: the
 //! end of a walk waits for a `getdents` or `stat` in flight.
 //! On a warm cache the threads only repeat the walk's `stat`s on the other core (an
 //! unchanged snapshot of 24,559 files took 0.38–0.43 s instead of 0.31–0.36 s): they
@@ -31,6 +32,8 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+use super::dir::LeaveOut;
 
 /// Threads that list and `stat` ahead of the walk. They wait on the disk, not on a
 /// core: four keep four requests in flight.
@@ -77,6 +80,8 @@ pub struct Prefetch<'fd> {
     warm: AtomicUsize,
     queue: Mutex<Queue>,
     more: Condvar,
+    /// Directories the walk leaves out: not listed here either.
+    leave_out: LeaveOut,
 }
 
 /// Directories waiting to be listed.
@@ -109,6 +114,15 @@ impl<'fd> Prefetch<'fd> {
                 busy: 0,
             }),
             more: Condvar::new(),
+            leave_out: LeaveOut::default(),
+        }
+    }
+
+    /// The same read-ahead, not listing the directories of `leave_out`.
+    pub fn leaving_out(self, leave_out: &LeaveOut) -> Prefetch<'fd> {
+        Prefetch {
+            leave_out: leave_out.clone(),
+            ..self
         }
     }
 
@@ -244,8 +258,13 @@ impl<'fd> Prefetch<'fd> {
             }
             let st = rustix::fs::statat(&fd, &name, AtFlags::SYMLINK_NOFOLLOW);
             self.statted.fetch_add(1, Ordering::Relaxed);
-            let is_dir =
-                st.is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Directory);
+            // The casts widen `st_dev` and `st_ino`, whose types differ between
+            // architectures, as `FileStat` does.
+            #[allow(clippy::unnecessary_cast)]
+            let is_dir = st.is_ok_and(|st| {
+                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                    && !self.leave_out.holds(st.st_dev as u64, st.st_ino as u64)
+            });
             let len = rel.as_bytes().len() + 1 + name.as_bytes().len();
             if is_dir && len < libc::PATH_MAX as usize && bytes + len <= QUEUE_BYTES {
                 let mut path = Vec::with_capacity(len);
@@ -276,11 +295,16 @@ impl<'fd> Prefetch<'fd> {
     }
 }
 
-/// Run `walk` with [`THREADS`] threads reading ahead of it below `root`; `walk` gets
-/// the [`Prefetch`] to report each entry it reaches. The threads are stopped and
-/// joined before this returns, whatever `walk` returns.
-pub fn around<T>(root: BorrowedFd<'_>, walk: impl FnOnce(&Prefetch<'_>) -> T) -> T {
-    let prefetch = Prefetch::new(root, LEAD, WARM_STREAK);
+/// Run `walk` with [`THREADS`] threads reading ahead of it below `root`, not into the
+/// directories of `leave_out`; `walk` gets the [`Prefetch`] to report each entry it
+/// reaches. The threads are stopped and joined before this returns, whatever `walk`
+/// returns.
+pub fn around<T>(
+    root: BorrowedFd<'_>,
+    leave_out: &LeaveOut,
+    walk: impl FnOnce(&Prefetch<'_>) -> T,
+) -> T {
+    let prefetch = Prefetch::new(root, LEAD, WARM_STREAK).leaving_out(leave_out);
     run_around(&prefetch, walk)
 }
 
@@ -353,6 +377,20 @@ mod tests {
         // 4 directories, 20 files, 2 symlinks: the 30 entries outside are not reached.
         assert_eq!(p.statted(), 26);
         assert_eq!(p.listed(), 5);
+    }
+
+    #[test]
+    fn lists_nothing_of_a_directory_the_walk_leaves_out() {
+        let t = tempfile::tempdir().unwrap();
+        tree(t.path(), 4, 5);
+        let mut leave_out = LeaveOut::default();
+        leave_out.dir(&t.path().join("d001"), "the repository");
+        let fd = open(t.path());
+        let p = Prefetch::new(fd.as_fd(), u64::MAX / 2, usize::MAX).leaving_out(&leave_out);
+        p.run();
+        // 4 directories and the files of 3: d001 is `stat`ed, not listed.
+        assert_eq!(p.statted(), 4 + 15);
+        assert_eq!(p.listed(), 4);
     }
 
     #[test]

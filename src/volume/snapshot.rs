@@ -76,9 +76,12 @@ pub fn snapshot_volume(
         time: crate::ingest::SnapshotTime::Now,
         parent,
     };
+    // A tar stream carries no device and inode: through the archive API, a volume
+    // that holds the repository is read with it.
+    let leave_out = ingest::own_dirs(repo);
     ingest::snapshot(repo, spec, progress, move |sink| {
         if mount {
-            crate::source::dir::walk(Path::new(&vol.mountpoint), sink)?;
+            crate::source::dir::walk(Path::new(&vol.mountpoint), &leave_out, sink)?;
         } else {
             let mut reader = engine.read_volume_tar(&vol.name)?;
             crate::source::tar::read_tar(&mut reader, b"", sink)?;

@@ -2,6 +2,7 @@ mod crypto;
 mod dedup;
 mod live;
 mod mount;
+mod repo_in_source;
 mod restore_reads;
 mod restore_safety;
 mod restore_target;

@@ -34,7 +34,7 @@ fn restore_reads_each_pack_range_once_for_small_files() {
         let repo = Repository::open(&root, Access::Append).unwrap();
         let spec = SnapshotSpec::new("small", SourceKind::Path);
         ingest::snapshot(&repo, spec, &progress, |sink| {
-            cbsnap::source::dir::walk(&src, sink)
+            cbsnap::source::dir::walk(&src, &ingest::own_dirs(&repo), sink)
         })
         .unwrap()
         .1

@@ -10,7 +10,7 @@ use std::fs::File;
 use cbsnap::config::{ChunkerParams, RepoConfig};
 use cbsnap::crypto::Crypt;
 use cbsnap::pack::{self, BlobKind, Compression, PackWriter};
-use cbsnap::snapshot::{FileError, RootMeta, Snapshot, SnapshotStats, SourceKind};
+use cbsnap::snapshot::{Excluded, FileError, RootMeta, Snapshot, SnapshotStats, SourceKind};
 use cbsnap::tree::{self, Node, NodeKind, TreeBlob};
 use cbsnap::Id;
 
@@ -259,6 +259,7 @@ fn golden_snapshot() -> Snapshot {
             error: "permission denied".into(),
             stored: false,
         }],
+        excluded: vec![],
         cbsnap_version: "0.1.0".into(),
     }
 }
@@ -332,6 +333,41 @@ fn snapshot_bytes_are_pinned() {
         &encoded,
         &want,
         "5868061163d57c3c9aa8dba98a6cac8937997a2bd7168c6e4910c1ea7450b8d2",
+    );
+    assert_eq!(Snapshot::decode(&want).unwrap(), snap);
+}
+
+/// `excluded` (entries left out on purpose: the repository inside the source) is
+/// written only when there are any, after `errors`, in snapshot version 2: the pinned
+/// bytes above stay those of a snapshot that left nothing out, and a build that does
+/// not know the field reads such a snapshot as before (FORMAT.md: unknown fields are
+/// ignored).
+#[test]
+fn excluded_entries_are_written_after_the_errors() {
+    let mut snap = golden_snapshot();
+    snap.excluded = vec![Excluded {
+        path: ".local/share/cbsnap/repo".into(),
+        why: "it is this snapshot's repository".into(),
+    }];
+    let json = GOLDEN_SNAPSHOT_JSON
+        .replace("PARENT", &Id::hash(b"parent").to_hex())
+        .replace("TREE", &Id::hash(b"root tree").to_hex())
+        .replace(
+            "  \"cbsnap_version\"",
+            r#"  "excluded": [
+    {
+      "path": ".local/share/cbsnap/repo",
+      "why": "it is this snapshot's repository"
+    }
+  ],
+  "cbsnap_version""#,
+        );
+    let mut want = b"CBSNAPSN".to_vec();
+    want.extend(2u32.to_le_bytes());
+    want.extend(json.as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&snap.encode()),
+        String::from_utf8_lossy(&want)
     );
     assert_eq!(Snapshot::decode(&want).unwrap(), snap);
 }
