@@ -5,8 +5,9 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
-use crate::util::docker::{self as fx, TestVolume};
+use crate::util::docker::{self as fx, TestContainer, TestVolume};
 use crate::util::*;
 
 fn cmd(repo: &Repo) -> Command {
@@ -220,6 +221,27 @@ fn a_bind_backed_volume_is_not_emptied_while_something_is_mounted_inside_it() {
         assert_eq!(std::fs::read(at.join("on-tmpfs")).unwrap(), b"mounted\n");
         assert_ne!(dev(&at), dev(dir), "{via}: the tmpfs is still mounted");
     }
+    // With a container using it and `--stop`: refused before it is stopped, so it
+    // keeps running (refused after, a restore that changed nothing kept it stopped).
+    let user = TestContainer::run(
+        &name,
+        &[],
+        "trap 'exit 0' TERM; while true; do sleep 0.2; done",
+    );
+    assert_eq!(user.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(&repo)
+        .args(["restore", &spec, "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("mounted inside it") && !e.contains("did not finish"),
+        "{e}"
+    );
+    assert_eq!(user.state(), "running", "never stopped");
+    assert!(!repo.path().join("locks/quiesced.json").exists());
+    drop(user);
 
     drop(tmpfs);
     let o = cmd(&repo).args(["restore", &spec]).output().unwrap();
