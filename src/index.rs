@@ -49,6 +49,9 @@ pub struct Index {
     /// The first error of the index's own data met since it was opened
     /// ([`Index::damage`]).
     damage: std::sync::Mutex<Option<String>>,
+    /// A secondary instance's own directory ([`Index::open_secondary`]), removed
+    /// once `db` (declared first, dropped first) is closed.
+    _secondary: Option<tempfile::TempDir>,
 }
 
 /// A key and its value, as RocksDB's iterator yields them.
@@ -188,6 +191,7 @@ impl Index {
             db,
             checks: Default::default(),
             damage: Default::default(),
+            _secondary: None,
         })
     }
 
@@ -218,6 +222,31 @@ impl Index {
             db,
             checks: Default::default(),
             damage: Default::default(),
+            _secondary: None,
+        })
+    }
+
+    /// Open as a RocksDB secondary instance, which takes no lock: a writer (another
+    /// cbsnap's snapshot) may hold the index and change it meanwhile, and this one
+    /// reads it as it was when opened, also after the writer's compactions delete the
+    /// table files it read, since a secondary keeps every table file open
+    /// (`max_open_files = -1`, which RocksDB requires of one; its wiki, "Read-only and
+    /// Secondary instances"). A read-only instance opens table files as it needs them,
+    /// and one a compaction deleted meanwhile is then missing. `scratch` holds the
+    /// instance's own files (its info log) and is removed when the index is dropped.
+    pub fn open_secondary(
+        path: &Path,
+        scratch: tempfile::TempDir,
+    ) -> std::result::Result<Index, rocksdb::Error> {
+        let mut o = options();
+        o.create_if_missing(false);
+        o.set_max_open_files(-1);
+        let db = DB::open_as_secondary(&o, path, scratch.path())?;
+        Ok(Index {
+            db,
+            checks: Default::default(),
+            damage: Default::default(),
+            _secondary: Some(scratch),
         })
     }
 
@@ -504,6 +533,55 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A secondary instance reads what it saw at open after the writer flushed,
+    /// compacted and deleted the table files it had: a mount stays readable while
+    /// the night's snapshots write to the index. The writer's new keys are not seen.
+    #[test]
+    fn a_secondary_reads_on_while_the_writer_compacts_its_tables_away() {
+        let d = tempfile::tempdir().unwrap();
+        let writer = Index::open(d.path()).unwrap();
+        let key = |i: u32| format!("k{i:08}").into_bytes();
+        // Every round rewrites the same keys, so that compaction merges the tables.
+        let put_all = |value: u8| {
+            for i in 0..1000 {
+                writer.db.put(key(i), [value; 64]).unwrap();
+            }
+            writer.db.flush().unwrap();
+        };
+        for round in 0..4 {
+            put_all(round);
+        }
+        let tables = |dir: &Path| -> std::collections::BTreeSet<String> {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sst"))
+                .collect()
+        };
+        let before = tables(d.path());
+        let reader = Index::open_secondary(d.path(), tempfile::tempdir().unwrap()).unwrap();
+        put_all(4);
+        writer.db.put(key(5000), [9u8; 64]).unwrap();
+        writer.db.compact_range(None::<&[u8]>, None::<&[u8]>);
+        let after = tables(d.path());
+        assert!(
+            before.is_disjoint(&after),
+            "compaction replaced every table: {before:?} {after:?}"
+        );
+        for i in 0..1000 {
+            assert_eq!(
+                reader.db.get(key(i)).unwrap().as_deref(),
+                Some(&[3u8; 64][..]),
+                "key {i}"
+            );
+        }
+        assert_eq!(
+            reader.db.get(key(5000)).unwrap(),
+            None,
+            "written after it opened"
+        );
+    }
 
     #[test]
     fn a_newer_layout_version_is_refused_and_kept() {

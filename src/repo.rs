@@ -762,6 +762,32 @@ impl Repository {
         self.index_writable
     }
 
+    /// Give up RocksDB's lock on the index and read it as a secondary instance
+    /// ([`Index::open_secondary`]) from now on, for a reader that stays open for
+    /// hours (`cbsnap mount`): holding the index, it made every snapshot of the
+    /// night wait and fail. The index is read as it is now, which is all such a
+    /// reader needs: the snapshots it shows were listed before.
+    ///
+    /// Errors: the index could not be opened again ([`Error::Index`]); the handle
+    /// then reads nothing and must be dropped.
+    pub fn let_go_of_index(&mut self) -> Result<()> {
+        if !self.index_writable {
+            return Ok(());
+        }
+        let dir = self.root.join("index");
+        let scratch = tempfile::Builder::new()
+            .prefix("cbsnap-index-")
+            .tempdir()
+            .ctx(|| "create a temporary directory for the index".to_string())?;
+        // Opened beside the primary, as another process's would be; the primary is
+        // closed when it is replaced.
+        let secondary =
+            Index::open_secondary(&dir, scratch).map_err(|e| Error::Index(e.into_string()))?;
+        self.index = secondary;
+        self.index_writable = false;
+        Ok(())
+    }
+
     /// Rebuild the index of this handle from the pack trailers because it was found
     /// damaged while in use (`cause`, RocksDB's words: [`Index::damage`]), as an index
     /// that cannot be opened is at open (FORMAT.md, "Index"). The handle keeps its
@@ -1131,7 +1157,7 @@ fn open_index(storage: &dyn Storage, dir: &Path, access: Access) -> Result<(Inde
                 ) && Index::locked_by_other_process(dir);
                 if busy {
                     if access == Access::Read {
-                        if let Ok(i) = Index::open_read_only(dir) {
+                        if let Some(i) = open_beside_writer(dir) {
                             i.check_version(dir)?;
                             return Ok((i, false));
                         }
@@ -1182,6 +1208,18 @@ fn open_index(storage: &dyn Storage, dir: &Path, access: Access) -> Result<(Inde
         let i = Index::open(dir).map_err(|e| Error::Index(e.into_string()))?;
         return Ok((i, true));
     }
+}
+
+/// The index in `dir`, which another process holds, opened to read beside it: as a
+/// secondary instance ([`Index::open_secondary`]), safe while that process compacts,
+/// else read-only. `None` when neither opens.
+fn open_beside_writer(dir: &Path) -> Option<Index> {
+    let secondary = tempfile::Builder::new()
+        .prefix("cbsnap-index-")
+        .tempdir()
+        .ok()
+        .and_then(|scratch| Index::open_secondary(dir, scratch).ok());
+    secondary.or_else(|| Index::open_read_only(dir).ok())
 }
 
 /// Room for RocksDB's own writes when it opens the index, besides the write-ahead

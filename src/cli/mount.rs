@@ -29,7 +29,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let repo = ctx.open(Access::Read)?;
+    let mut repo = ctx.open(Access::Read)?;
+    // A mount stays up for hours: it must not hold the index the night's snapshot
+    // writes to.
+    repo.let_go_of_index()?;
     let all = repo.readable_snapshots()?;
     let count = all.len();
     let fs = SnapshotFs::new(repo, &all);
