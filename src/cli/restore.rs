@@ -79,7 +79,10 @@ pub struct DumpArgs {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
-    let repo = ctx.open(Access::Read)?;
+    let mut repo = ctx.open(Access::Read)?;
+    // A restore of a model library takes an hour: the night's snapshot must not wait
+    // for it to let go of the index.
+    repo.let_go_of_index()?;
     let via = ctx.settings.via(a.via);
     if a.all {
         return restore_all(ctx, &repo, &a, via);
@@ -224,7 +227,8 @@ pub fn dump(ctx: &Ctx, a: DumpArgs) -> anyhow::Result<()> {
     if std::io::stdout().is_terminal() {
         anyhow::bail!("dump writes a tar stream; redirect it to a file or a pipe (`cbsnap dump NAME@latest > out.tar`)");
     }
-    let repo = ctx.open(Access::Read)?;
+    let mut repo = ctx.open(Access::Read)?;
+    repo.let_go_of_index()?;
     let set = repo.snapshots()?;
     let (_, snap) = super::resolve_in(ctx, &set, &a.snapshot)?;
     let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
