@@ -446,8 +446,14 @@ fn refuse_repository_inside(
             let rel = rel.as_os_str().as_bytes();
             opts.filter.reaches(rel)
                 && (opts.delete
-                    || crate::walk::lookup(repo, &snap.tree, &String::from_utf8_lossy(rel))
-                        .map_or(true, |n| n.is_some()))
+                    || match crate::walk::lookup(repo, &snap.tree, &String::from_utf8_lossy(rel)) {
+                        Ok(n) => n.is_some(),
+                        // No such path in the snapshot (or a file where it has a
+                        // directory, which `--force` leaves in place): not reached.
+                        Err(Error::Usage(_)) => false,
+                        // The snapshot's trees could not be read: assume it is.
+                        Err(_) => true,
+                    })
         }
         Err(_) => resolved.starts_with(&root),
     };

@@ -117,6 +117,34 @@ fn a_snapshot_of_a_directory_that_holds_its_repository_leaves_the_repository_out
     let tree = tree_of(&env, "home@latest");
     assert!(!holds(&tree, "repo"), "{tree:?}");
     assert!(holds(&tree, "data/second"), "{tree:?}");
+
+    // Restored over the same directory with --force: the snapshot holds no `repo`,
+    // so the restore does not reach the repository and goes ahead (it was refused
+    // as if the absent path were there).
+    std::fs::write(home.join("data/first"), b"damaged").unwrap();
+    let o = run_in(
+        &env,
+        elsewhere.path(),
+        &alias,
+        &[
+            "restore",
+            "home@latest",
+            "--to",
+            home.to_str().unwrap(),
+            "--force",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(home.join("data/first")).unwrap(),
+        random_bytes(MIB as usize, 1)
+    );
+    let o = run_in(&env, elsewhere.path(), &alias, &["check"]);
+    assert!(
+        o.status.success(),
+        "the repository is whole: {}",
+        stderr(&o)
+    );
 }
 
 /// A symlink to the repository inside the source is stored as a symlink, with its
