@@ -117,7 +117,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 stop: a.stop,
                 delete: a.delete,
                 via,
-                again: again(&format!("{}@{}", snap.name, id.short()), &a),
+                again: again(ctx, &format!("{}@{}", snap.name, id.short()), &a),
             };
             restore_snapshot(&repo, &snap, &opts, &progress)
                 .map(|(v, r)| (format!("volume {v}"), r))
@@ -165,8 +165,16 @@ fn interrupted(to: &std::path::Path, signal: i32) -> ! {
 /// The command line that runs the restore `what` (`qdrant-data@1a2b3c4d`, or
 /// `--all --run …`) again with `a`'s flags, named when it does not finish and leaves
 /// containers stopped. `--stop` is always in it: they are stopped by then.
-fn again(what: &str, a: &Args) -> String {
-    let mut line = format!("cbsnap restore {what}");
+fn again(ctx: &Ctx, what: &str, a: &Args) -> String {
+    // The repository named whatever the environment and config say at 3 a.m.
+    let repo = match &ctx.location {
+        cbsnap::storage::Location::Local(p) => std::path::absolute(p)
+            .unwrap_or_else(|_| p.clone())
+            .display()
+            .to_string(),
+        other => other.to_string(),
+    };
+    let mut line = format!("cbsnap --repo {} restore {what}", shell_word(&repo));
     if let Some(v) = &a.to_volume {
         line.push_str(&format!(" --to-volume {v}"));
     }
@@ -184,6 +192,20 @@ fn again(what: &str, a: &Args) -> String {
         line.push_str(&format!(" --via {via}"));
     }
     line
+}
+
+/// `word` as one word of a POSIX shell command line: as it is when it holds only
+/// characters no shell treats specially, else in single quotes.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:@%+=,".contains(c));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// `restore --all`: every source of one `snapshot --all` run. Prints the plan, then
@@ -211,7 +233,7 @@ fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyh
     if a.incomplete {
         what.push_str(" --incomplete");
     }
-    opts.again = again(&what, a);
+    opts.again = again(ctx, &what, a);
     render::restore_plan(ctx, plan, a.dry_run);
     if a.dry_run {
         return Ok(());

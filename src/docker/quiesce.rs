@@ -119,9 +119,15 @@ pub struct Quiesce {
     token: Option<u64>,
     consistency: Consistency,
     quiesced: Vec<QuiescedContainer>,
-    /// Set for a restore: the containers stay stopped unless [`Quiesce::resume`]
-    /// is called.
+    /// Set for a restore ([`Engine::quiesce_for_restore`]): once [`Quiesce::arm`]ed,
+    /// the containers stay stopped unless [`Quiesce::resume`] is called.
     hold: Option<Hold>,
+    /// Whether the restore has begun to write ([`Quiesce::arm`]).
+    armed: bool,
+    /// Containers an earlier, unfinished restore of the same target left stopped,
+    /// taken over: started by [`Quiesce::resume`] only, never by a drop or a
+    /// signal (their volume is half-restored whether this restore writes or not).
+    adopted: Vec<QuiescedContainer>,
 }
 
 impl std::fmt::Debug for Quiesce {
@@ -139,15 +145,53 @@ impl Quiesce {
         self.consistency
     }
 
-    /// The containers this guard paused or stopped, in that order.
-    pub fn quiesced(&self) -> &[QuiescedContainer] {
-        &self.quiesced
+    /// The containers this guard paused or stopped, in that order, and those it
+    /// took over from an unfinished restore of the same target (first).
+    pub fn quiesced(&self) -> Vec<QuiescedContainer> {
+        self.adopted.iter().chain(&self.quiesced).cloned().collect()
     }
 
-    /// Resumes the containers (reverse order) and reports the first failure.
-    /// A container that could not be resumed stays in the state file.
+    /// For a restore: it begins to write now. From here on a drop (the restore
+    /// failed) or a signal leaves the containers stopped, and their records say so
+    /// ([`QuiesceRecord::hold`]); before, nothing was changed and they are started
+    /// again as after a snapshot. Does nothing for a guard without a hold.
+    ///
+    /// Errors: the state file could not be written (the guard is not armed).
+    pub fn arm(&mut self) -> Result<(), DockerError> {
+        let (Some(hold), false) = (&self.hold, self.armed) else {
+            return Ok(());
+        };
+        let mut reg = signals::registry();
+        if signals::cleaning() {
+            // A signal came while the containers were being stopped: its handler
+            // starts them again (nothing was written) and ends the process. Write
+            // nothing meanwhile.
+            drop(reg);
+            signals::wait_for_exit();
+        }
+        let records: Vec<_> = self
+            .quiesced
+            .iter()
+            .map(|c| state::record_for(&c.id, &c.name, c.action, Some(hold)))
+            .collect();
+        // Recorded first: a SIGKILL from here on leaves them held.
+        state::add(&self.state_file, &records)?;
+        if let Some(active) = self.token.and_then(|t| reg.quiesces.get_mut(&t)) {
+            active.hold = Some(hold.clone());
+        }
+        self.armed = true;
+        Ok(())
+    }
+
+    /// Resumes the containers (reverse order), then those taken over, and reports
+    /// the first failure. A container that could not be resumed stays in the state
+    /// file.
     pub fn resume(mut self) -> Result<(), DockerError> {
-        self.resume_inner()
+        let done = self.resume_inner();
+        let mut adopted = std::mem::take(&mut self.adopted);
+        let taken = undo_all(&self.rt, &self.docker, &self.state_file, &mut adopted);
+        self.hold = None;
+        done.and(taken)
     }
 
     fn resume_inner(&mut self) -> Result<(), DockerError> {
@@ -166,12 +210,18 @@ impl Quiesce {
 impl Drop for Quiesce {
     fn drop(&mut self) {
         if let Some(hold) = self.hold.take() {
-            // The restore did not finish: leave them stopped, recorded.
-            if let Some(token) = self.token.take() {
-                let entry = signals::registry().quiesces.remove(&token);
-                if let Some(entry) = entry.filter(|e| !e.done.is_empty()) {
-                    notice::tell(left_stopped(&entry.done, hold));
+            let mut held = std::mem::take(&mut self.adopted);
+            if self.armed {
+                // The restore did not finish: leave them stopped, recorded.
+                if let Some(token) = self.token.take() {
+                    let entry = signals::registry().quiesces.remove(&token);
+                    held.extend(entry.map(|e| e.done).unwrap_or_default());
                 }
+            } else if let Err(e) = self.resume_inner() {
+                super::notice::tell(super::notice::Notice::Warning(e.to_string()));
+            }
+            if !held.is_empty() {
+                notice::tell(left_stopped(&held, hold));
             }
             return;
         }
@@ -291,17 +341,19 @@ impl Engine {
         self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse, None)
     }
 
-    /// Like [`Engine::quiesce_each`], for a restore into `hold.target`: the guard
-    /// starts the containers again only on [`Quiesce::resume`], called when the
-    /// restore has finished. Dropped without it (the restore failed), or on a
-    /// signal, it leaves them stopped and tells [`Notice::LeftStopped`]; after a
-    /// SIGKILL the state file keeps them stopped. Each record carries `hold`.
+    /// Like [`Engine::quiesce_each`], for a restore into `hold.target`: once the
+    /// restore begins to write ([`Quiesce::arm`]), the guard starts the containers
+    /// again only on [`Quiesce::resume`], called when the restore has finished.
+    /// Dropped without it (the restore failed), or on a signal, it leaves them
+    /// stopped and tells [`Notice::LeftStopped`]; after a SIGKILL the state file
+    /// keeps them stopped (their records carry `hold` from `arm` on). Before `arm`,
+    /// nothing was written and they are started again as after a snapshot.
     ///
     /// Containers an earlier restore of the same target left stopped (held records
     /// of a process that is gone, for which `adopt` is true) are taken over: their
     /// records now name this process, and `resume` starts them too, as this restore
-    /// finishes what that one began. They are taken over once every container of
-    /// `plan` is stopped, so that a failure to stop one never starts them.
+    /// finishes what that one began; nothing else does, armed or not. They are
+    /// taken over once every container of `plan` is stopped.
     pub fn quiesce_for_restore(
         &self,
         plan: &[(&ContainerInfo, QuiesceMode)],
@@ -383,6 +435,8 @@ impl Engine {
             consistency,
             quiesced: Vec::new(),
             hold: None,
+            armed: false,
+            adopted: Vec::new(),
         };
         // Declared after `guard`, so every early return unlocks before the
         // guard's drop resumes what was done (the lock is not reentrant).
@@ -393,7 +447,8 @@ impl Engine {
             let Some(action) = action else { continue };
 
             // Record first: a SIGKILL from here on leaves a trace to recover.
-            let record = state::record_for(&c.id, &c.name, action, hold.as_ref().map(|h| &h.0));
+            // Without its hold until the restore writes ([`Quiesce::arm`]).
+            let record = state::record_for(&c.id, &c.name, action, None);
             state::add(state_file, &[record])?;
             let entry = QuiescedContainer {
                 id: c.id.clone(),
@@ -440,18 +495,14 @@ impl Engine {
                 .map(|r| state::record_for(&r.id, &r.name, r.action, Some(&hold)))
                 .collect();
             state::add(state_file, &adopted)?;
-            let adopted = adopted.into_iter().map(|r| QuiescedContainer {
-                id: r.id,
-                name: r.name,
-                action: r.action,
-            });
-            // First in the list: started last, after what this restore stopped.
-            let all: Vec<_> = adopted.chain(guard.quiesced.drain(..)).collect();
-            if let Some(active) = reg.quiesces.get_mut(&token) {
-                active.done = all.clone();
-                active.hold = Some(hold.clone());
-            }
-            guard.quiesced = all;
+            guard.adopted = adopted
+                .into_iter()
+                .map(|r| QuiescedContainer {
+                    id: r.id,
+                    name: r.name,
+                    action: r.action,
+                })
+                .collect();
             guard.hold = Some(hold);
         }
         Ok(guard)

@@ -92,6 +92,23 @@ pub(super) fn registry() -> MutexGuard<'static, Registry> {
 
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
+/// Set by the signal handler before it waits for the registry: a clean-up is
+/// coming, and the process ends after it.
+static CLEANING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a signal's clean-up has begun (or is about to): nothing new may start.
+pub(super) fn cleaning() -> bool {
+    CLEANING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Waits for the signal handler to end the process; for a thread that must not go
+/// on once [`cleaning`] says a clean-up is coming.
+pub(super) fn wait_for_exit() -> ! {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 /// Installs the SIGINT/SIGTERM/SIGHUP handler, once per process.
 pub(super) fn install() -> Result<(), DockerError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(|p| p.into_inner());
@@ -125,6 +142,7 @@ pub(super) fn install() -> Result<(), DockerError> {
 }
 
 fn clean_up_and_exit(sig: i32) -> ! {
+    CLEANING.store(true, std::sync::atomic::Ordering::SeqCst);
     // Held until exit: no guard may quiesce anything new meanwhile.
     let mut reg = registry();
     if !reg.quiesces.is_empty() || !reg.helpers.is_empty() {

@@ -323,7 +323,7 @@ pub fn execute(
 ) -> Result<RestoreAllReport, RunError> {
     // Made even when nothing runs: it takes over what an earlier, unfinished run of
     // this restore left stopped, to start it once this one finishes.
-    let guard = match engine {
+    let mut guard = match engine {
         Some(engine) => {
             if !plan.stop_order.is_empty() {
                 observer.note(&format!(
@@ -350,6 +350,9 @@ pub fn execute(
         }
         None => None,
     };
+    if let Some(g) = &mut guard {
+        g.arm()?;
+    }
     let n = plan.items.len();
     let mut sources = Vec::with_capacity(n);
     for (i, item) in plan.items.iter().enumerate() {
@@ -365,12 +368,8 @@ pub fn execute(
     }
     if let Some(guard) = guard {
         if sources.iter().all(|s| s.result.is_ok()) {
-            let start: Vec<&str> = guard
-                .quiesced()
-                .iter()
-                .rev()
-                .map(|c| c.name.as_str())
-                .collect();
+            let quiesced = guard.quiesced();
+            let start: Vec<&str> = quiesced.iter().rev().map(|c| c.name.as_str()).collect();
             if !start.is_empty() {
                 observer.note(&format!("starting containers again: {}", start.join(", ")));
             }

@@ -582,11 +582,9 @@ fn labels_override_the_default_mode() {
         Consistency::Paused,
         "the weakest level wins"
     );
-    let actions: BTreeMap<&str, QuiesceAction> = guard
-        .quiesced()
-        .iter()
-        .map(|c| (c.id.as_str(), c.action))
-        .collect();
+    let quiesced = guard.quiesced();
+    let actions: BTreeMap<&str, QuiesceAction> =
+        quiesced.iter().map(|c| (c.id.as_str(), c.action)).collect();
     assert_eq!(actions[to_stop.id.as_str()], QuiesceAction::Stop);
     assert_eq!(actions[to_pause.id.as_str()], QuiesceAction::Pause);
     guard.resume().unwrap();

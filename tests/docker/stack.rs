@@ -366,7 +366,7 @@ fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(
-        e.contains("did not finish") && e.contains("cbsnap restore --all --run"),
+        e.contains("did not finish") && e.contains("restore --all --run"),
         "{e}"
     );
     assert!(e.contains(&db.name) && e.contains(&app.name), "{e}");
@@ -378,11 +378,20 @@ fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
     assert_eq!(db.state(), "exited");
 
     drop(full);
+    // `cbsnap --repo REPO restore --all --run ID --stop`; the stack's own command
+    // line gives the repository.
+    assert!(
+        e.contains(&format!(
+            "cbsnap --repo {} restore --all --run",
+            stack.repo.path().display()
+        )),
+        "{e}"
+    );
     let again = e
         .lines()
         .find_map(|l| {
-            let at = l.find("cbsnap restore --all --run")?;
-            let rest = &l[at + "cbsnap ".len()..];
+            let at = l.find("restore --all --run")?;
+            let rest = &l[at..];
             Some(rest[..rest.find('`')?].to_string())
         })
         .expect("the command that finishes the restore");

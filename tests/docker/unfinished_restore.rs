@@ -64,7 +64,11 @@ fn recover_keeps_it_stopped(repo: &Repo, c: &TestContainer, vol: &TestVolume) {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains(&c.name) && e.contains("did not finish"), "{e}");
     assert!(
-        e.contains(&format!("cbsnap restore {}@", vol.name)) && e.contains("--stop"),
+        e.contains(&format!(
+            "cbsnap --repo {} restore {}@",
+            repo.path().display(),
+            vol.name
+        )) && e.contains("--stop"),
         "the command that finishes it: {e}"
     );
     assert_eq!(c.state(), "exited", "recover must not start it");
@@ -197,4 +201,95 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
 
 fn o_pid(pid: &AtomicU32) -> u32 {
     pid.load(Ordering::SeqCst)
+}
+
+/// SIGTERM while the containers are being stopped, before anything is written: they
+/// are started again and nothing is held (they were held, with a message saying the
+/// volume was half-restored when it was untouched).
+#[test]
+fn a_signal_before_the_restore_writes_starts_the_containers_again() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted(&repo, "cbsnap-t-sigstop");
+    // Ignores SIGTERM: Docker's stop waits out its 2 s grace, then kills it.
+    let c = TestContainer::run(
+        &vol.name,
+        &[],
+        "trap '' TERM; while true; do sleep 0.2; done",
+    );
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let pid = Arc::new(AtomicU32::new(0));
+    let target = pid.clone();
+    let proxy = fx::EngineProxy::new("/stop", move || {
+        let pid = target.load(Ordering::SeqCst);
+        // SAFETY: kill(2) of the cbsnap child this test started.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        format!("SIGTERM to {pid}: {sent}")
+    });
+    let child = cmd(&repo)
+        .env("DOCKER_HOST", proxy.host())
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    pid.store(child.id(), Ordering::SeqCst);
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(
+        proxy.fired(),
+        Some(format!("SIGTERM to {}: 0", o_pid(&pid))),
+        "the signal must land while the container is stopped: {e}"
+    );
+    assert_eq!(o.status.code(), Some(143), "{e}");
+    assert!(!e.contains("did not finish"), "{e}");
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(vol.inspect_with("cat /data/f"), "v2", "nothing was written");
+    assert!(!repo.path().join("locks/quiesced.json").exists());
+}
+
+/// A second restore into a volume while one runs is refused before it touches
+/// anything, naming the first (two ran at once, mixed their files, and the stack
+/// was started on a volume that matched neither snapshot).
+#[test]
+fn a_second_restore_into_a_volume_being_restored_is_refused() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let device = tempfile::tempdir().unwrap();
+    let vol = snapshotted_bound(&repo, "cbsnap-t-tworestores", device.path());
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let spec = format!("{}@latest", vol.name);
+    let second = Arc::new(std::sync::Mutex::new(None));
+    let seen = second.clone();
+    let (repo_dir, home) = (repo.path(), repo.dir.path().to_path_buf());
+    let spec2 = spec.clone();
+    // While the first one's upload is held back, the second is run.
+    let proxy = fx::EngineProxy::new("PUT /", move || {
+        let o = crate::util::cbsnap(&home, &repo_dir)
+            .env("HOME", &home)
+            .args(["-q", "restore", &spec2, "--stop"])
+            .output()
+            .unwrap();
+        let r = format!("{:?}: {}", o.status.code(), stderr(&o));
+        *seen.lock().unwrap() = Some(r.clone());
+        r
+    });
+    let o = cmd(&repo)
+        .env("DOCKER_HOST", proxy.host())
+        .args(["restore", &spec, "--stop", "--via", "archive"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "the first restore: {}", stderr(&o));
+    let second = second
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the second restore ran");
+    assert!(
+        second.starts_with("Some(1)") && second.contains("is restoring into volume"),
+        "{second}"
+    );
+    assert_eq!(vol.inspect_with("cat /data/f"), "v1");
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
 }
