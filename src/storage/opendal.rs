@@ -438,7 +438,10 @@ impl Remote {
                         )),
                     };
                     if let Err(e) = res {
-                        let _ = w.abort().await;
+                        // Bounded: a server that stopped answering does not answer
+                        // the abort either, and its retries took minutes more. An
+                        // upload never completed is dropped by S3's lifecycle rules.
+                        let _ = tokio::time::timeout(ABORT_WAIT, w.abort()).await;
                         return Err(e);
                     }
                 }
@@ -672,6 +675,10 @@ impl Storage for Remote {
 }
 
 /// Temporary objects start with this (the local layout uses the same prefix).
+/// How long an upload that failed waits for the server to drop its parts (S3's
+/// AbortMultipartUpload), retries included.
+const ABORT_WAIT: Duration = Duration::from_secs(10);
+
 const TEMP_PREFIX: &str = ".tmp-";
 
 fn nanos() -> u64 {
