@@ -226,6 +226,17 @@ pub fn pending_recovery(path: &Path) -> Result<bool, DockerError> {
         .any(|r| r.host != host || !r.recorder_alive()))
 }
 
+/// The [held](QuiesceRecord::hold) records of `path`: containers a restore stopped
+/// and keeps stopped because it did not finish, or has not yet.
+///
+/// Errors: the file exists but cannot be read or parsed.
+pub fn held(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
+    Ok(load(path)?
+        .into_iter()
+        .filter(|r| r.hold.is_some())
+        .collect())
+}
+
 /// Adds records (replacing any for the same container).
 pub(super) fn add(path: &Path, new: &[QuiesceRecord]) -> Result<(), DockerError> {
     let mut records = load(path)?;

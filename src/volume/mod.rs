@@ -125,3 +125,94 @@ pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
     }
     Ok(true)
 }
+
+/// A lock on one volume on this host: a restore holds it exclusively, a snapshot
+/// shared, so that a snapshot never reads a volume a restore is writing and two
+/// restores never write one at once (they would mix their files, and each would
+/// start the containers on the mixture). It is a `flock` of
+/// `/run/lock/cbsnap-volume-<volume>` (else of that file in the temporary
+/// directory), which the kernel releases when the process ends, however it ends;
+/// repositories do not matter, two restores from two of them mix as well. Held while
+/// the value lives.
+pub struct VolumeLock {
+    file: std::fs::File,
+    /// A restore's: its pid is in the file while it holds it.
+    exclusive: bool,
+}
+
+impl Drop for VolumeLock {
+    fn drop(&mut self) {
+        if self.exclusive {
+            // So that a snapshot holding it later is not named by this pid.
+            let _ = self.file.set_len(0);
+        }
+    }
+}
+
+impl VolumeLock {
+    /// The exclusive lock of a restore into `volume`, or [`Error::InUse`] naming the
+    /// process that holds the volume (a restore, or a snapshot reading it).
+    pub fn restoring(volume: &str) -> Result<VolumeLock> {
+        Self::take(volume, true)
+    }
+
+    /// The shared lock of a snapshot of `volume`, or [`Error::InUse`] naming the
+    /// restore that writes it.
+    pub fn reading(volume: &str) -> Result<VolumeLock> {
+        Self::take(volume, false)
+    }
+
+    fn take(volume: &str, exclusive: bool) -> Result<VolumeLock> {
+        use rustix::fs::FlockOperation;
+        use std::io::{Read, Seek, Write};
+        let dir = [PathBuf::from("/run/lock"), std::env::temp_dir()]
+            .into_iter()
+            .find(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok())
+            .unwrap_or_else(std::env::temp_dir);
+        // Docker's names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything else (a typo
+        // Docker refuses later) must not reach outside `dir`.
+        let file_name: String = volume
+            .chars()
+            .map(|c| match c {
+                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
+                _ => '_',
+            })
+            .collect();
+        let path = dir.join(format!("cbsnap-volume-{file_name}"));
+        let what = |e| Error::io(format!("lock {}", path.display()), e);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(what)?;
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "pid unknown".to_string(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(Error::InUse(if exclusive {
+                    format!("another cbsnap ({holder}) is restoring into volume {volume}, or reading it, now; two restores into one volume would mix their files. Wait for it to end, then run this one if it is still wanted")
+                } else {
+                    format!("a restore into volume {volume} is running now ({holder}): it is not snapshotted half written. Snapshot it once the restore has ended")
+                }));
+            }
+            Err(e) => return Err(what(e.into())),
+        }
+        if exclusive {
+            let _ = file.set_len(0).and_then(|()| file.rewind());
+            let _ = writeln!(file, "{}", std::process::id());
+        }
+        Ok(VolumeLock { file, exclusive })
+    }
+}

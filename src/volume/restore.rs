@@ -89,7 +89,7 @@ pub fn restore_volume(
     };
     // One restore into a volume at a time: two would mix their files, and each
     // would start the containers on the mixture.
-    let _restoring = RestoreLock::take(&name)?;
+    let _restoring = super::VolumeLock::restoring(&name)?;
     // The snapshot's own volume is made equal to it; any other volume that holds
     // files belongs to someone else until the operator says it may be replaced.
     let own = recorded.as_ref().is_some_and(|r| r.name == name);
@@ -228,61 +228,6 @@ pub fn restore_volume(
     };
     guard.resume()?;
     Ok((name, report))
-}
-
-/// An exclusive lock on restoring into one volume on this host, held while its guard
-/// lives: a `flock` of `/run/lock/cbsnap-restore-<volume>` (else of the file in the
-/// temporary directory), which the kernel releases when the process ends, however
-/// it ends. Repositories do not matter: two restores from two of them mix as well.
-struct RestoreLock {
-    _file: std::fs::File,
-}
-
-impl RestoreLock {
-    /// Takes it, or [`Error::InUse`] naming the process that holds it.
-    fn take(volume: &str) -> Result<RestoreLock> {
-        use std::io::{Read, Seek, Write};
-        let dir = [PathBuf::from("/run/lock"), std::env::temp_dir()]
-            .into_iter()
-            .find(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok())
-            .unwrap_or_else(std::env::temp_dir);
-        // Docker's names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything else (a typo
-        // Docker refuses later) must not reach outside `dir`.
-        let file_name: String = volume
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
-                _ => '_',
-            })
-            .collect();
-        let path = dir.join(format!("cbsnap-restore-{file_name}"));
-        let what = |e| Error::io(format!("lock {}", path.display()), e);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(what)?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                return Err(Error::InUse(format!(
-                    "another cbsnap ({}) is restoring into volume {volume} now; two restores into one volume would mix their files. Wait for it to end, then run this one if it is still wanted",
-                    match holder.trim() {
-                        "" => "pid unknown".to_string(),
-                        pid => format!("pid {pid}"),
-                    }
-                )));
-            }
-            Err(e) => return Err(what(e.into())),
-        }
-        let _ = file.set_len(0).and_then(|()| file.rewind());
-        let _ = writeln!(file, "{}", std::process::id());
-        Ok(RestoreLock { _file: file })
-    }
 }
 
 /// How a volume that holds files is emptied before the snapshot is uploaded into it.

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use crate::docker::{Engine, QuiesceMode, VolumeInfo};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -59,8 +59,23 @@ pub fn snapshot_volume(
             true
         }
     };
+    // Not while a restore writes it, nor once one has left it half written: the
+    // snapshot would become its `@latest` and its last whole copy would age out.
+    let _reading = super::VolumeLock::reading(&vol.name)?;
     let containers = engine.containers_using_volume(&vol.name)?;
-    let guard = engine.quiesce(&containers, opts.quiesce, &quiesce_state_file(&repo.root))?;
+    let state_file = quiesce_state_file(&repo.root);
+    let target = format!("volume {}", vol.name);
+    let held = crate::docker::held(&state_file)?.into_iter().find(|r| {
+        r.hold.as_ref().is_some_and(|h| h.target == target)
+            || containers.iter().any(|c| c.id == r.id)
+    });
+    if let Some(h) = held.as_ref().and_then(|r| r.hold.as_ref()) {
+        return Err(Error::InUse(format!(
+            "volume {} is half restored: the restore into {} did not finish. It is not snapshotted, so that its last snapshot stays its last whole copy. Finish the restore (`{}`), or start its containers (`docker start`) to keep it as it is; the next snapshot then takes it",
+            vol.name, h.target, h.again
+        )));
+    }
+    let guard = engine.quiesce(&containers, opts.quiesce, &state_file)?;
     let spec = SnapshotSpec {
         name,
         kind: SourceKind::Volume,

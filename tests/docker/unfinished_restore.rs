@@ -134,9 +134,24 @@ fn a_restore_that_fills_the_disk_keeps_the_containers_stopped() {
     assert!(stderr(&o).contains(&c.name), "{}", stderr(&o));
     recover_keeps_it_stopped(&repo, &c, &vol);
 
+    // The night's snapshot leaves the half-restored volume out (exit 1), so that its
+    // last snapshot stays its last whole copy; it was saved as its `@latest`.
+    let o = cmd(&repo).args(["snapshot", &vol.name]).output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("half restored") && e.contains("not snapshotted"),
+        "{e}"
+    );
+    let o = cmd(&repo).args(["--json", "snapshots"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
     // Room again: the restore finishes, and starts the container it had stopped.
     drop(full);
     finishing_restore_starts_it(&repo, &c, &vol, "mount");
+    let o = cmd(&repo).args(["snapshot", &vol.name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// SIGINT in the middle of a restore through a helper container (the proxy sends
@@ -265,13 +280,22 @@ fn a_second_restore_into_a_volume_being_restored_is_refused() {
     let (repo_dir, home) = (repo.path(), repo.dir.path().to_path_buf());
     let spec2 = spec.clone();
     // While the first one's upload is held back, the second is run.
+    let name = vol.name.clone();
     let proxy = fx::EngineProxy::new("PUT /", move || {
-        let o = crate::util::cbsnap(&home, &repo_dir)
-            .env("HOME", &home)
-            .args(["-q", "restore", &spec2, "--stop"])
-            .output()
-            .unwrap();
-        let r = format!("{:?}: {}", o.status.code(), stderr(&o));
+        let run = |args: &[&str]| {
+            let o = crate::util::cbsnap(&home, &repo_dir)
+                .env("HOME", &home)
+                .arg("-q")
+                .args(args)
+                .output()
+                .unwrap();
+            format!("{:?}: {}", o.status.code(), stderr(&o))
+        };
+        let r = format!(
+            "{}\n=====\n{}",
+            run(&["restore", &spec2, "--stop"]),
+            run(&["snapshot", &name])
+        );
         *seen.lock().unwrap() = Some(r.clone());
         r
     });
@@ -286,9 +310,15 @@ fn a_second_restore_into_a_volume_being_restored_is_refused() {
         .unwrap()
         .clone()
         .expect("the second restore ran");
+    let (restore, snapshot) = second.split_once("\n=====\n").unwrap();
     assert!(
-        second.starts_with("Some(1)") && second.contains("is restoring into volume"),
-        "{second}"
+        restore.starts_with("Some(1)") && restore.contains("is restoring into volume"),
+        "{restore}"
+    );
+    // Nor is it snapshotted half written.
+    assert!(
+        snapshot.starts_with("Some(1)") && snapshot.contains("a restore into volume"),
+        "{snapshot}"
     );
     assert_eq!(vol.inspect_with("cat /data/f"), "v1");
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
