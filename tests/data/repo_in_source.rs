@@ -7,11 +7,12 @@
 //! refused.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 
 use serde_json::{json, Value};
 
+use crate::util::mount::Mount;
 use crate::util::*;
 
 const MIB: u64 = 1 << 20;
@@ -189,31 +190,6 @@ fn a_symlink_to_the_repository_in_the_source_is_stored_as_a_symlink() {
     assert!(!to.join("repo").exists());
 }
 
-/// Unmounts on drop, so a failed assertion leaves no mount behind.
-struct BindMount(PathBuf);
-
-impl BindMount {
-    /// A bind mount of `from` at `at`: the same directory, device and inode.
-    fn new(from: &Path, at: &Path) -> BindMount {
-        fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .arg("--bind")
-            .arg(from)
-            .arg(at)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "bind-mount {from:?} at {at:?} (this test runs as root)");
-        BindMount(at.to_path_buf())
-    }
-}
-
-impl Drop for BindMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// The repository bind-mounted inside the source is the same directory and is left
 /// out (its path is another, its device and inode are the same). Snapshots of the
 /// repository itself, through its path or the bind mount, and of a directory inside
@@ -227,7 +203,7 @@ fn the_repository_through_a_bind_mount_in_the_source_is_left_out() {
     let env = Env::new();
     let src = env.path("src");
     write(&src, "mnt/keep", b"kept");
-    let bound = BindMount::new(&env.repo(), &src.join("mnt/backup"));
+    let bound = Mount::bind(&env.repo(), &src.join("mnt/backup"));
 
     let o = run_in(
         &env,
@@ -254,7 +230,10 @@ fn the_repository_through_a_bind_mount_in_the_source_is_left_out() {
         .unwrap();
     for (dir, what) in [
         (env.repo(), "it is this snapshot's repository"),
-        (bound.0.clone(), "it is this snapshot's repository"),
+        (
+            bound.path().to_path_buf(),
+            "it is this snapshot's repository",
+        ),
         (
             env.repo().join("packs"),
             "it is the packs/ of this snapshot's",

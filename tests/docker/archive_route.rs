@@ -76,20 +76,8 @@ fn a_bind_backed_volume_is_read_and_written_where_its_data_is() {
     std::fs::write(dir.join("sub/deep"), b"deep\n").unwrap();
     let project = fx::unique("cbt-bind");
     let name = format!("{project}_data");
-    fx::docker(&[
-        "volume",
-        "create",
-        "--label",
-        &format!("com.docker.compose.project={project}"),
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &format!("device={}", dir.display()),
-        &name,
-    ]);
-    let vol = TestVolume::adopt(&name);
+    let label = ("com.docker.compose.project", project.as_str());
+    let vol = fx::bound_volume(&name, dir, &[label]);
     let repo = Repo::new();
     let ls = |spec: &str| {
         let o = cmd(&repo).args(["ls", spec]).output().unwrap();
@@ -171,20 +159,7 @@ fn a_bind_backed_volume_is_not_emptied_while_something_is_mounted_inside_it() {
     let dir = device.path();
     std::fs::write(dir.join("real.txt"), b"data\n").unwrap();
     let name = fx::unique("cbt-bindmnt");
-    fx::docker(&[
-        "volume",
-        "create",
-        "--driver",
-        "local",
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &format!("device={}", dir.display()),
-        &name,
-    ]);
-    let _vol = TestVolume::adopt(&name);
+    let _vol = fx::bound_volume(&name, dir, &[]);
     let repo = Repo::new();
     let o = cmd(&repo).args(["snapshot", &name]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

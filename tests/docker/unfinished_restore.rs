@@ -30,23 +30,10 @@ fn snapshotted(repo: &Repo, prefix: &str) -> TestVolume {
 /// using it (Docker could not recreate it).
 fn snapshotted_bound(repo: &Repo, prefix: &str, device: &std::path::Path) -> TestVolume {
     let name = fx::unique(prefix);
-    let device = format!("device={}", device.display());
-    fx::docker(&[
-        "volume",
-        "create",
-        "--driver",
-        "local",
-        "--opt",
-        "type=none",
-        "--opt",
-        "o=bind",
-        "--opt",
-        &device,
-        "--label",
-        "cbsnap.test=1",
-        &name,
-    ]);
-    fill(repo, TestVolume::adopt(&name))
+    fill(
+        repo,
+        fx::bound_volume(&name, device, &[("cbsnap.test", "1")]),
+    )
 }
 
 fn fill(repo: &Repo, vol: TestVolume) -> TestVolume {
@@ -166,17 +153,9 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
     let c = TestContainer::writer(&vol.name, &[]);
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
 
-    let pid = Arc::new(AtomicU32::new(0));
-    let target = pid.clone();
-    // `PUT` is the archive upload, the only PUT of Docker's API.
-    let proxy = fx::EngineProxy::new("PUT /", move || {
-        let pid = target.load(Ordering::SeqCst);
-        // SAFETY: kill(2) of the cbsnap child this test started.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-        // Hold the upload back until the signal has ended the process.
-        std::thread::sleep(Duration::from_secs(2));
-        format!("SIGINT to {pid}: {sent}")
-    });
+    // `PUT` is the archive upload, the only PUT of Docker's API; it is held back
+    // until the signal has ended the process.
+    let (proxy, pid) = signal_at("PUT /", libc::SIGINT, Duration::from_secs(2));
     let child = cmd(&repo)
         .env("DOCKER_HOST", proxy.host())
         .args([
@@ -195,7 +174,7 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
     let e = stderr(&o);
     assert_eq!(
         proxy.fired().as_deref(),
-        Some(format!("SIGINT to {}: 0", o_pid(&pid)).as_str()),
+        Some(format!("signal {} to {}: 0", libc::SIGINT, o_pid(&pid)).as_str()),
         "the signal must land during the upload: {e}"
     );
     assert_eq!(o.status.code(), Some(130), "{e}");
@@ -212,6 +191,22 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
 
     recover_keeps_it_stopped(&repo, &c, &vol);
     finishing_restore_starts_it(&repo, &c, &vol, "archive");
+}
+
+/// An engine proxy that sends `sig` to the process whose pid the test stores in the
+/// returned cell, just before it forwards the first request whose head holds
+/// `marker`, then holds that request back for `hold`.
+fn signal_at(marker: &'static str, sig: i32, hold: Duration) -> (fx::EngineProxy, Arc<AtomicU32>) {
+    let pid = Arc::new(AtomicU32::new(0));
+    let target = pid.clone();
+    let proxy = fx::EngineProxy::new(marker, move || {
+        let pid = target.load(Ordering::SeqCst);
+        // SAFETY: kill(2) of the cbsnap child the test started.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, sig) };
+        std::thread::sleep(hold);
+        format!("signal {sig} to {pid}: {sent}")
+    });
+    (proxy, pid)
 }
 
 fn o_pid(pid: &AtomicU32) -> u32 {
@@ -233,14 +228,7 @@ fn a_signal_before_the_restore_writes_starts_the_containers_again() {
         "trap '' TERM; while true; do sleep 0.2; done",
     );
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
-    let pid = Arc::new(AtomicU32::new(0));
-    let target = pid.clone();
-    let proxy = fx::EngineProxy::new("/stop", move || {
-        let pid = target.load(Ordering::SeqCst);
-        // SAFETY: kill(2) of the cbsnap child this test started.
-        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        format!("SIGTERM to {pid}: {sent}")
-    });
+    let (proxy, pid) = signal_at("/stop", libc::SIGTERM, Duration::ZERO);
     let child = cmd(&repo)
         .env("DOCKER_HOST", proxy.host())
         .args(["restore", &format!("{}@latest", vol.name), "--stop"])
@@ -253,7 +241,7 @@ fn a_signal_before_the_restore_writes_starts_the_containers_again() {
     let e = stderr(&o);
     assert_eq!(
         proxy.fired(),
-        Some(format!("SIGTERM to {}: 0", o_pid(&pid))),
+        Some(format!("signal {} to {}: 0", libc::SIGTERM, o_pid(&pid))),
         "the signal must land while the container is stopped: {e}"
     );
     assert_eq!(o.status.code(), Some(143), "{e}");

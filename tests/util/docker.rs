@@ -354,6 +354,22 @@ pub fn payload(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
+/// A volume named `name` bound to the host directory `device` (`--opt type=none
+/// --opt o=bind`: its data lives there, not at its mountpoint), with these labels;
+/// removed on drop.
+pub fn bound_volume(name: &str, device: &Path, labels: &[(&str, &str)]) -> TestVolume {
+    let device = format!("device={}", device.display());
+    let mut args = vec!["volume", "create", "--driver", "local"];
+    args.extend(["--opt", "type=none", "--opt", "o=bind", "--opt", &device]);
+    let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    for l in &labels {
+        args.extend(["--label", l]);
+    }
+    args.push(name);
+    docker(&args);
+    TestVolume::adopt(name)
+}
+
 /// A volume of compose project `project` (`<project>_<short>`), removed on drop.
 pub fn project_volume(project: &str, short: &str) -> TestVolume {
     let name = format!("{project}_{short}");
