@@ -66,6 +66,12 @@ pub struct Remote {
     parts: Arc<tokio::sync::Semaphore>,
     /// The number of permits of `parts`.
     budget: usize,
+    /// How long one step of an upload (a part accepted, the upload completed) may
+    /// take before the upload fails as stalled: every try of it timed out, with
+    /// the waits between. OpenDAL's timeouts bound each call it makes, but not the
+    /// part requests its multipart writer runs in the background, which a frozen
+    /// server kept waiting for ever.
+    stall: Duration,
     /// The parts held now and at most so far ([`Remote::parts_peak`]).
     held: Arc<Held>,
     /// Open while the server is left alone after it did not answer ([`Retry::pause`]).
@@ -284,6 +290,8 @@ impl Remote {
             budget,
             held: Arc::default(),
             breaker: Arc::new(Breaker::new(retry.pause)),
+            stall: retry.io_timeout * (retry.attempts as u32 + 1)
+                + retry.max_delay * retry.attempts as u32,
         })
     }
 
@@ -424,6 +432,16 @@ impl Remote {
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
         let (op, k) = (self.op.clone(), key.to_string());
         let breaker = Arc::clone(&self.breaker);
+        let stall = self.stall;
+        let stalled = move || {
+            opendal::Error::new(
+                ErrorKind::Unexpected,
+                format!(
+                    "the upload made no progress for {} s: the server stopped answering",
+                    stall.as_secs()
+                ),
+            )
+        };
         self.rt.spawn(async move {
             let upload = async {
                 // No `chunk`: each write is one part. With `chunk` OpenDAL would also
@@ -431,7 +449,9 @@ impl Remote {
                 let mut w = op.writer_with(&k).concurrent(sending).await?;
                 while let Some(part) = part_rx.recv().await {
                     let res = match part {
-                        Some(bytes) => w.write(bytes).await,
+                        Some(bytes) => tokio::time::timeout(stall, w.write(bytes))
+                            .await
+                            .unwrap_or_else(|_| Err(stalled())),
                         None => Err(opendal::Error::new(
                             ErrorKind::Unexpected,
                             "the local file could not be read",
@@ -445,7 +465,13 @@ impl Remote {
                         return Err(e);
                     }
                 }
-                w.close().await.map(|_| ())
+                match tokio::time::timeout(stall, w.close()).await {
+                    Ok(r) => r.map(|_| ()),
+                    Err(_) => {
+                        let _ = tokio::time::timeout(ABORT_WAIT, w.abort()).await;
+                        Err(stalled())
+                    }
+                }
             };
             // Cut short when the breaker opens: the object never appears (S3 drops an
             // incomplete multipart upload; an SFTP temporary is an orphan).
