@@ -17,10 +17,11 @@
 //! A container started with `docker run --rm` is never stopped: Docker would
 //! delete it.
 //!
-//! A restore quiesces with a [`Hold`] ([`Engine::quiesce_for_restore`]): its
-//! containers are started again only by [`Quiesce::resume`], once the restore has
-//! finished. If it fails, is interrupted or killed, they stay stopped, because
-//! their volume holds part old data, part the snapshot's; the state file keeps
+//! A restore quiesces with a [`Hold`] ([`Engine::quiesce_for_restore`]): once it
+//! has begun to write ([`Quiesce::arm`]), its containers are started again only by
+//! [`Quiesce::resume`], when the restore has finished. If it fails, is interrupted
+//! or killed, they stay stopped, because their volume holds part old data, part the
+//! snapshot's; the state file keeps
 //! them, every run says so, and the next restore of the same target that finishes
 //! takes them over and starts them (or the operator starts them by hand).
 
