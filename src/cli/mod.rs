@@ -232,7 +232,8 @@ fn on_docker_notice(n: cbsnap::docker::notice::Notice) {
             containers,
             target,
             again,
-        } => render::left_stopped(&containers, &target, &again),
+            by_hand,
+        } => render::left_stopped(&containers, &target, &again, &by_hand),
         Notice::CleaningUp { name, .. } => render::note(&format!(
             "{name} received; resuming containers and removing helpers (send it again to quit at once)"
         )),

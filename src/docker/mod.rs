@@ -90,7 +90,9 @@ use bollard::Docker;
 
 pub use archive::{volume_entry_path, VolumeTarReader, HELPER_IMAGE, HELPER_LABEL, VOLUME_LABEL};
 pub use exec::{ExecOutput, OUTPUT_KEEP};
-pub use quiesce::{Consistency, Quiesce, QuiesceMode, Recovery, UnknownQuiesceMode, QUIESCE_LABEL};
+pub use quiesce::{
+    by_hand, Consistency, Quiesce, QuiesceMode, Recovery, UnknownQuiesceMode, QUIESCE_LABEL,
+};
 pub use state::{held, pending_recovery, Hold, QuiesceAction, QuiesceRecord};
 pub use undo::QuiescedContainer;
 pub use volume::{ContainerInfo, ContainerState, VolumeInfo, COMPOSE_PROJECT_LABEL};

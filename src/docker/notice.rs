@@ -20,10 +20,16 @@ pub enum Notice {
     /// A restore that stopped these containers did not finish (it failed, or a
     /// signal ended it): they stay stopped, because the volumes they use hold part
     /// old data, part the snapshot's. The state file keeps them; a restore of
-    /// `target` that finishes starts them, or the operator does (`docker start`).
+    /// `target` that finishes starts them, or the operator does (`by_hand`).
     LeftStopped {
         /// Container names.
         containers: Vec<String>,
+        /// The docker commands that return them to the state they were found in,
+        /// on the data as it is ([`QuiesceAction::undo_hint`] of each, joined by
+        /// `&&`): a container found paused is paused again.
+        ///
+        /// [`QuiesceAction::undo_hint`]: super::QuiesceAction::undo_hint
+        by_hand: String,
         /// What the restore was writing: `volume qdrant-data`.
         target: String,
         /// The command that finishes it.

@@ -238,9 +238,19 @@ impl Drop for Quiesce {
 pub(super) fn left_stopped(done: &[QuiescedContainer], hold: Hold) -> Notice {
     Notice::LeftStopped {
         containers: done.iter().map(|c| c.name.clone()).collect(),
+        by_hand: by_hand(done.iter().map(|c| (c.action, c.name.as_str()))),
         target: hold.target,
         again: hold.again,
     }
+}
+
+/// The docker commands that return each `(action, container)` to its state, joined
+/// by `&&` ([`QuiesceAction::undo_hint`]).
+pub fn by_hand<'a>(each: impl IntoIterator<Item = (QuiesceAction, &'a str)>) -> String {
+    each.into_iter()
+        .map(|(action, name)| action.undo_hint(name))
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// Which held records of a gone process a restore takes over
@@ -666,6 +676,42 @@ mod tests {
         assert_eq!(
             decide(None, QuiesceMode::Stop),
             (Consistency::Stopped, None)
+        );
+    }
+
+    /// The notice of containers left stopped says how to return each to the state it
+    /// was found in: a container found paused is paused again (it said `docker
+    /// start` for all, which left a paused one running).
+    #[test]
+    fn containers_left_stopped_are_named_with_what_returns_each_to_its_state() {
+        let done = [
+            QuiescedContainer {
+                id: "1".into(),
+                name: "db".into(),
+                action: QuiesceAction::Stop,
+            },
+            QuiescedContainer {
+                id: "2".into(),
+                name: "cache".into(),
+                action: QuiesceAction::StopPaused,
+            },
+        ];
+        let hold = Hold {
+            target: "volume v".into(),
+            again: "cbsnap restore v@1234 --stop".into(),
+        };
+        let Notice::LeftStopped {
+            containers,
+            by_hand,
+            ..
+        } = left_stopped(&done, hold)
+        else {
+            panic!("not a LeftStopped notice");
+        };
+        assert_eq!(containers, ["db", "cache"]);
+        assert_eq!(
+            by_hand,
+            "docker start db && docker start cache && docker pause cache"
         );
     }
 

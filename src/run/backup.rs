@@ -301,8 +301,8 @@ fn discover_and_snapshot(
         for r in &rec.held {
             if let Some(h) = &r.hold {
                 report.warnings.push(format!(
-                    "container {} is kept stopped: the restore into {} did not finish; run `{}` to finish it, or `docker start {}`",
-                    r.name, h.target, h.again, r.name
+                    "container {} is kept stopped: the restore into {} did not finish; run `{}` to finish it, or `{}`",
+                    r.name, h.target, h.again, r.action.undo_hint(&r.name)
                 ));
             }
         }

@@ -64,12 +64,12 @@ pub fn resumed(rec: &cbsnap::docker::Recovery) {
 }
 
 /// Containers a restore into `target` stopped and left stopped because it did not
-/// finish; `again` finishes it.
-pub fn left_stopped(containers: &[String], target: &str, again: &str) {
+/// finish; `again` finishes it, `by_hand` returns them to their state on the data as
+/// it is.
+pub fn left_stopped(containers: &[String], target: &str, again: &str, by_hand: &str) {
     warn(&format!(
-        "left {} stopped: the restore into {target} did not finish, so it holds part of the old data and part of the snapshot's. Run `{again}` to finish it (they start again when it does), or start them on the data as it is: docker start {}",
+        "left {} stopped: the restore into {target} did not finish, so it holds part of the old data and part of the snapshot's. Run `{again}` to finish it (they start again when it does), or start them on the data as it is: {by_hand}",
         containers.join(", "),
-        containers.join(" ")
     ));
 }
 
@@ -77,16 +77,18 @@ pub fn left_stopped(containers: &[String], target: &str, again: &str) {
 ///
 /// [`Recovery::held`]: cbsnap::docker::Recovery::held
 pub fn held(rec: &cbsnap::docker::Recovery) {
-    let mut by_hold: Vec<(&cbsnap::docker::Hold, Vec<String>)> = Vec::new();
+    let mut by_hold: Vec<(&cbsnap::docker::Hold, Vec<&cbsnap::docker::QuiesceRecord>)> = Vec::new();
     for r in &rec.held {
         let Some(h) = &r.hold else { continue };
         match by_hold.iter_mut().find(|(k, _)| *k == h) {
-            Some((_, names)) => names.push(r.name.clone()),
-            None => by_hold.push((h, vec![r.name.clone()])),
+            Some((_, records)) => records.push(r),
+            None => by_hold.push((h, vec![r])),
         }
     }
-    for (h, names) in by_hold {
-        left_stopped(&names, &h.target, &h.again);
+    for (h, records) in by_hold {
+        let names: Vec<String> = records.iter().map(|r| r.name.clone()).collect();
+        let by_hand = cbsnap::docker::by_hand(records.iter().map(|r| (r.action, r.name.as_str())));
+        left_stopped(&names, &h.target, &h.again, &by_hand);
     }
 }
 
