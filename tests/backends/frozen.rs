@@ -111,7 +111,8 @@ fn a_frozen_server_fails_one_request_in_its_time_and_the_others_at_once() {
     assert_eq!(server.connections(), sent, "nothing more was sent");
 }
 
-/// Once the pause is over, requests go to the server again.
+/// Within the pause a request is not sent; once it is over, requests go to the
+/// server again.
 #[test]
 fn a_server_left_alone_is_asked_again_after_the_pause() {
     if rerun_without_aws_env("backends::frozen::a_server_left_alone_is_asked_again_after_the_pause")
@@ -119,10 +120,15 @@ fn a_server_left_alone_is_asked_again_after_the_pause() {
         return;
     }
     let server = Frozen::start();
-    let remote = frozen_remote(&server, Duration::from_millis(300));
+    let remote = frozen_remote(&server, Duration::from_millis(1500));
     transient(remote.size("config"));
     let sent = server.connections();
-    std::thread::sleep(Duration::from_millis(400));
+    // Within the pause: refused without being sent (so that the test below can
+    // fail: without a breaker every request is sent).
+    let refused = transient(remote.size("config"));
+    assert!(refused.contains("earlier request"), "{refused}");
+    assert_eq!(server.connections(), sent, "nothing sent within the pause");
+    std::thread::sleep(Duration::from_millis(1600));
     let again = transient(remote.size("config"));
     assert!(!again.contains("earlier request"), "{again}");
     assert!(server.connections() > sent, "it was asked again");

@@ -25,15 +25,34 @@ fn snapshotted(repo: &Repo, prefix: &str) -> TestVolume {
     fill(repo, vol)
 }
 
-/// [`snapshotted`] for a volume bound to a host directory (`--opt o=bind`), which a
-/// restore through a helper container empties in that directory, with containers
-/// using it (Docker could not recreate it).
-fn snapshotted_bound(repo: &Repo, prefix: &str, device: &std::path::Path) -> TestVolume {
+/// [`snapshotted`] for a volume bound to a host directory (`--opt o=bind`; the
+/// returned temporary directory, which outlives the volume), which a restore through
+/// a helper container empties in that directory, and a container writing to it
+/// (Docker could not recreate the volume under it).
+struct Bound {
+    // Dropped in this order: the container, the volume, then its directory.
+    writer: TestContainer,
+    vol: TestVolume,
+    _device: tempfile::TempDir,
+}
+
+fn snapshotted_bound(repo: &Repo, prefix: &str) -> Bound {
+    let device = tempfile::tempdir().unwrap();
     let name = fx::unique(prefix);
-    fill(
+    let vol = fill(
         repo,
-        fx::bound_volume(&name, device, &[("cbsnap.test", "1")]),
-    )
+        fx::bound_volume(&name, device.path(), &[("cbsnap.test", "1")]),
+    );
+    let writer = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(
+        writer.wait_for("running", Duration::from_secs(10)),
+        "running"
+    );
+    Bound {
+        writer,
+        vol,
+        _device: device,
+    }
 }
 
 fn fill(repo: &Repo, vol: TestVolume) -> TestVolume {
@@ -148,10 +167,8 @@ fn a_restore_that_fills_the_disk_keeps_the_containers_stopped() {
 fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
     let _e = fx::engine();
     let repo = Repo::new();
-    let device = tempfile::tempdir().unwrap();
-    let vol = snapshotted_bound(&repo, "cbsnap-t-sigrestore", device.path());
-    let c = TestContainer::writer(&vol.name, &[]);
-    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let bound = snapshotted_bound(&repo, "cbsnap-t-sigrestore");
+    let (c, vol) = (&bound.writer, &bound.vol);
 
     // `PUT` is the archive upload, the only PUT of Docker's API; it is held back
     // until the signal has ended the process.
@@ -189,8 +206,8 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
         "{state}"
     );
 
-    recover_keeps_it_stopped(&repo, &c, &vol);
-    finishing_restore_starts_it(&repo, &c, &vol, "archive");
+    recover_keeps_it_stopped(&repo, c, vol);
+    finishing_restore_starts_it(&repo, c, vol, "archive");
 }
 
 /// An engine proxy that sends `sig` to the process whose pid the test stores in the
@@ -258,10 +275,8 @@ fn a_signal_before_the_restore_writes_starts_the_containers_again() {
 fn a_second_restore_into_a_volume_being_restored_is_refused() {
     let _e = fx::engine();
     let repo = Repo::new();
-    let device = tempfile::tempdir().unwrap();
-    let vol = snapshotted_bound(&repo, "cbsnap-t-tworestores", device.path());
-    let c = TestContainer::writer(&vol.name, &[]);
-    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let bound = snapshotted_bound(&repo, "cbsnap-t-tworestores");
+    let (c, vol) = (&bound.writer, &bound.vol);
     let spec = format!("{}@latest", vol.name);
     let second = Arc::new(std::sync::Mutex::new(None));
     let seen = second.clone();
