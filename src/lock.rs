@@ -251,7 +251,7 @@ fn lock_keys(storage: &dyn Storage) -> Result<Vec<String>> {
 
 /// The cbsnap processes of this host, other than this one, that hold a lock on the
 /// repository in `storage`, each as `pid N (its command line)`: who holds the index
-/// when it is busy (a `cbsnap mount` holds it until unmounted). Lock files of other
+/// when it is busy (a writer: readers let go of it once open). Lock files of other
 /// hosts, of processes gone, or that cannot be read are left out; so is everything
 /// when `locks/` cannot be listed.
 pub fn local_holders(storage: &dyn Storage) -> Vec<String> {
