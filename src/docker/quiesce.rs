@@ -365,14 +365,26 @@ impl Engine {
     /// records now name this process, and `resume` starts them too, as this restore
     /// finishes what that one began; nothing else does, armed or not. They are
     /// taken over once every container of `plan` is stopped.
+    ///
+    /// `elsewhere` are the state files of other repositories that an unfinished
+    /// restore of the same target used (one from which a mirror now finishes it):
+    /// their held records are taken over the same way, moved into `state_file`.
+    /// One that cannot be read is named in a warning and skipped: its containers
+    /// stay stopped, as before this restore.
     pub fn quiesce_for_restore(
         &self,
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
         hold: Hold,
         adopt: &dyn Fn(&QuiesceRecord) -> bool,
+        elsewhere: &[PathBuf],
     ) -> Result<Quiesce, DockerError> {
-        self.quiesce_plan(plan, state_file, OnAutoRemove::Refuse, Some((hold, adopt)))
+        self.quiesce_plan(
+            plan,
+            state_file,
+            OnAutoRemove::Refuse,
+            Some((hold, adopt, elsewhere)),
+        )
     }
 
     /// Whether Docker deletes the container when it stops (`docker run --rm`,
@@ -389,7 +401,7 @@ impl Engine {
         plan: &[(&ContainerInfo, QuiesceMode)],
         state_file: &Path,
         on_auto_remove: OnAutoRemove,
-        hold: Option<(Hold, Adopt<'_>)>,
+        hold: Option<(Hold, Adopt<'_>, &[PathBuf])>,
     ) -> Result<Quiesce, DockerError> {
         // Look at every container first, so that nothing is touched when one of
         // them may not be. The listing may be stale; what matters is the state now.
@@ -495,25 +507,47 @@ impl Engine {
             guard.quiesced.push(entry);
         }
         guard.consistency = consistency;
-        if let Some((hold, adopt)) = hold {
-            let me = &guard.quiesced;
+        if let Some((hold, adopt, elsewhere)) = hold {
             let host = crate::host::hostname();
-            let adopted: Vec<QuiesceRecord> = state::load(state_file)?
-                .into_iter()
-                .filter(|r| r.hold.is_some() && adopt(r))
-                .filter(|r| !(r.host == host && r.recorder_alive()))
-                .filter(|r| !me.iter().any(|c| c.id == r.id))
-                .map(|r| state::record_for(&r.id, &r.name, r.action, Some(&hold)))
-                .collect();
-            state::add(state_file, &adopted)?;
-            guard.adopted = adopted
-                .into_iter()
-                .map(|r| QuiescedContainer {
-                    id: r.id,
-                    name: r.name,
-                    action: r.action,
-                })
-                .collect();
+            let files = std::iter::once(state_file).chain(elsewhere.iter().map(PathBuf::as_path));
+            for file in files {
+                let records = match state::load(file) {
+                    Ok(r) => r,
+                    Err(e) if file != state_file => {
+                        notice::tell(Notice::Warning(format!(
+                            "containers an unfinished restore left stopped are not taken over from {}: {e}",
+                            file.display()
+                        )));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let taken = &guard.adopted;
+                let adopted: Vec<QuiesceRecord> = records
+                    .into_iter()
+                    .filter(|r| r.hold.is_some() && adopt(r))
+                    .filter(|r| !(r.host == host && r.recorder_alive()))
+                    .filter(|r| !guard.quiesced.iter().chain(taken).any(|c| c.id == r.id))
+                    .map(|r| state::record_for(&r.id, &r.name, r.action, Some(&hold)))
+                    .collect();
+                if adopted.is_empty() {
+                    continue;
+                }
+                // Ours first: a kill in between leaves them held in both files, and
+                // either restore, finished, starts them.
+                state::add(state_file, &adopted)?;
+                if file != state_file {
+                    let ids: Vec<&str> = adopted.iter().map(|r| r.id.as_str()).collect();
+                    state::remove(file, &ids)?;
+                }
+                guard
+                    .adopted
+                    .extend(adopted.into_iter().map(|r| QuiescedContainer {
+                        id: r.id,
+                        name: r.name,
+                        action: r.action,
+                    }));
+            }
             guard.hold = Some(hold);
         }
         Ok(guard)

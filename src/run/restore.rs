@@ -16,6 +16,7 @@ use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir;
 use crate::snapshot::{Snapshot, SourceKind};
+use crate::volume::restore::same_file;
 use crate::volume::restore::VolumeRestore;
 use crate::volume::{quiesce_state_file, recorded_volume, Via};
 use crate::Id;
@@ -323,6 +324,7 @@ pub fn execute(
 ) -> Result<RestoreAllReport, RunError> {
     // Made even when nothing runs: it takes over what an earlier, unfinished run of
     // this restore left stopped, to start it once this one finishes.
+    let ours = quiesce_state_file(&repo.root);
     let mut guard = match engine {
         Some(engine) => {
             if !plan.stop_order.is_empty() {
@@ -341,12 +343,27 @@ pub fn execute(
                 target: format!("the sources of run {}", plan.run.id),
                 again: opts.again.clone(),
             };
-            Some(engine.quiesce_for_restore(
+            // Held by an unfinished run of this restore from another repository
+            // (this one is its mirror): taken over too.
+            let mut elsewhere: Vec<PathBuf> = Vec::new();
+            for v in volumes(plan) {
+                if let Some(p) = crate::volume::held_in(v) {
+                    if !same_file(&p, &ours) && !elsewhere.iter().any(|e| same_file(e, &p)) {
+                        elsewhere.push(p);
+                    }
+                }
+            }
+            let guard = engine.quiesce_for_restore(
                 &each,
-                &quiesce_state_file(&repo.root),
+                &ours,
                 hold.clone(),
                 &|r| r.hold.as_ref().is_some_and(|h| h.target == hold.target),
-            )?)
+                &elsewhere,
+            )?;
+            for v in volumes(plan) {
+                crate::volume::set_held_in(v, &ours);
+            }
+            Some(guard)
         }
         None => None,
     };
@@ -374,6 +391,12 @@ pub fn execute(
                 observer.note(&format!("starting containers again: {}", start.join(", ")));
             }
             guard.resume()?;
+            if let Some(engine) = engine {
+                for v in volumes(plan) {
+                    let users = engine.containers_using_volume(v).unwrap_or_default();
+                    crate::volume::clear_held_in(v, &ours, &users);
+                }
+            }
         } else {
             // Dropped without `resume`: they stay stopped, and the guard says so.
             drop(guard);
@@ -383,6 +406,14 @@ pub fn execute(
         run: plan.run.id.clone(),
         sources,
         stopped: plan.stop_order.iter().map(|c| c.name.clone()).collect(),
+    })
+}
+
+/// The volumes `plan` restores into.
+fn volumes(plan: &RestorePlan) -> impl Iterator<Item = &str> {
+    plan.items.iter().filter_map(|i| match &i.target {
+        Target::Volume(v) => Some(v.as_str()),
+        Target::Dir(_) => None,
     })
 }
 

@@ -16,7 +16,7 @@ pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
-use crate::docker::{Engine, VolumeInfo};
+use crate::docker::{ContainerInfo, Engine, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::snapshot::{Snapshot, SourceKind};
 
@@ -126,6 +126,81 @@ pub fn volume_is_empty(engine: &Engine, name: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// `/run/lock/cbsnap-volume-<volume><suffix>` (else that file in the temporary
+/// directory): where this host keeps what it knows of one volume across processes
+/// and repositories ([`VolumeLock`], [`held_in`]).
+fn host_file(volume: &str, suffix: &str) -> PathBuf {
+    let dir = [PathBuf::from("/run/lock"), std::env::temp_dir()]
+        .into_iter()
+        .find(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok())
+        .unwrap_or_else(std::env::temp_dir);
+    // Docker's names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything else (a typo
+    // Docker refuses later) must not reach outside `dir`.
+    let file_name: String = volume
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    dir.join(format!("cbsnap-volume-{file_name}{suffix}"))
+}
+
+/// The quiesce state file ([`quiesce_state_file`]) of the repository that the last
+/// restore into `volume` on this host used, while that restore may have left its
+/// containers stopped (held): a restore of the volume from another repository (a
+/// mirror, the remote copy of a lost local repository) takes them over from there
+/// and starts them once it finishes, and a snapshot into any repository sees that
+/// the volume is half restored. Kept in `/run/lock/cbsnap-volume-<volume>.held`
+/// (one absolute path, UTF-8), so it is gone after a reboot: the repository's own
+/// state file still holds the containers then. `None` when no such file, or no
+/// restore left one.
+pub fn held_in(volume: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(host_file(volume, ".held")).ok()?;
+    let path = PathBuf::from(text.trim_end_matches('\n'));
+    (path.is_absolute() && path.exists()).then_some(path)
+}
+
+/// Record that restores into `volume` keep their holds in `state_file` ([`held_in`]),
+/// replacing what was recorded. A file that cannot be written is named in a warning:
+/// only a restore from another repository misses the holds then.
+pub fn set_held_in(volume: &str, state_file: &Path) {
+    let path = host_file(volume, ".held");
+    let state_file = std::path::absolute(state_file).unwrap_or_else(|_| state_file.into());
+    let mut text = state_file.as_os_str().as_encoded_bytes().to_vec();
+    text.push(b'\n');
+    if let Err(e) = crate::fsutil::write_atomic(&path, &text) {
+        crate::warn::emit(crate::warn::Warning::Line(format!(
+            "cannot record where volume {volume}'s restore keeps the containers it stops ({}: {e}); if it does not finish, finish it from the same repository",
+            path.display()
+        )));
+    }
+}
+
+/// Forget [`held_in`] for `volume` once `state_file` holds none of its containers
+/// (its records of `users`, or of the target `volume <volume>`): the restore into it
+/// finished.
+pub fn clear_held_in(volume: &str, state_file: &Path, users: &[ContainerInfo]) {
+    if held_volume(state_file, volume, users).is_some() {
+        return;
+    }
+    let _ = std::fs::remove_file(host_file(volume, ".held"));
+}
+
+/// A held record ([`crate::docker::held`]) of `state_file` that keeps `volume`
+/// half restored: one of the restore of `volume <volume>`, or of a container in
+/// `users` (a `restore --all`). `None` also when the file cannot be read.
+pub fn held_volume(
+    state_file: &Path,
+    volume: &str,
+    users: &[ContainerInfo],
+) -> Option<crate::docker::QuiesceRecord> {
+    let target = format!("volume {volume}");
+    crate::docker::held(state_file).ok()?.into_iter().find(|r| {
+        r.hold.as_ref().is_some_and(|h| h.target == target) || users.iter().any(|c| c.id == r.id)
+    })
+}
+
 /// A lock on one volume on this host: a restore holds it exclusively, a snapshot
 /// shared, so that a snapshot never reads a volume a restore is writing and two
 /// restores never write one at once (they would mix their files, and each would
@@ -165,20 +240,7 @@ impl VolumeLock {
     fn take(volume: &str, exclusive: bool) -> Result<VolumeLock> {
         use rustix::fs::FlockOperation;
         use std::io::{Read, Seek, Write};
-        let dir = [PathBuf::from("/run/lock"), std::env::temp_dir()]
-            .into_iter()
-            .find(|d| rustix::fs::access(d, rustix::fs::Access::WRITE_OK).is_ok())
-            .unwrap_or_else(std::env::temp_dir);
-        // Docker's names are `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; anything else (a typo
-        // Docker refuses later) must not reach outside `dir`.
-        let file_name: String = volume
-            .chars()
-            .map(|c| match c {
-                'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '.' | '-' => c,
-                _ => '_',
-            })
-            .collect();
-        let path = dir.join(format!("cbsnap-volume-{file_name}"));
+        let path = host_file(volume, "");
         let what = |e| Error::io(format!("lock {}", path.display()), e);
         let mut file = std::fs::OpenOptions::new()
             .read(true)

@@ -173,10 +173,21 @@ pub fn restore_volume(
         target: format!("volume {name}"),
         again: opts.again.clone(),
     };
-    let mut guard =
-        engine.quiesce_for_restore(&each, &quiesce_state_file(&repo.root), hold.clone(), &|r| {
-            r.hold.as_ref().is_some_and(|h| h.target == hold.target)
-        })?;
+    // Held by an unfinished restore from another repository (this one is its
+    // mirror): taken over too.
+    let ours = quiesce_state_file(&repo.root);
+    let elsewhere: Vec<_> = super::held_in(&name)
+        .filter(|p| !same_file(p, &ours))
+        .into_iter()
+        .collect();
+    let mut guard = engine.quiesce_for_restore(
+        &each,
+        &ours,
+        hold.clone(),
+        &|r| r.hold.as_ref().is_some_and(|h| h.target == hold.target),
+        &elsewhere,
+    )?;
+    super::set_held_in(&name, &ours);
     // A volume created just now has a new mountpoint: ask again.
     let mount = mount && writes_through_mountpoint(engine, &info, opts.via)?;
     let report = if mount {
@@ -227,7 +238,23 @@ pub fn restore_volume(
         }
     };
     guard.resume()?;
+    super::clear_held_in(&name, &ours, &users);
     Ok((name, report))
+}
+
+/// Whether `a` and `b` name one file (or one place, for files not made yet: their
+/// directories are compared).
+pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = std::fs::canonicalize(p.parent()?).ok()?;
+            Some(dir.join(p.file_name()?))
+        })
+    };
+    match (canon(a), canon(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// How a volume that holds files is emptied before the snapshot is uploaded into it.

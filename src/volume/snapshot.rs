@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use crate::docker::{Engine, QuiesceMode, VolumeInfo};
+use crate::docker::{ContainerState, Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
@@ -65,10 +65,31 @@ pub fn snapshot_volume(
     let containers = engine.containers_using_volume(&vol.name)?;
     let state_file = quiesce_state_file(&repo.root);
     let target = format!("volume {}", vol.name);
-    let held = crate::docker::held(&state_file)?.into_iter().find(|r| {
-        r.hold.as_ref().is_some_and(|h| h.target == target)
-            || containers.iter().any(|c| c.id == r.id)
-    });
+    let held = crate::docker::held(&state_file)?
+        .into_iter()
+        .find(|r| {
+            r.hold.as_ref().is_some_and(|h| h.target == target)
+                || containers.iter().any(|c| c.id == r.id)
+        })
+        // Or by a restore from another repository, whose own runs would forget a
+        // container started by hand since: only one still stopped counts.
+        .or_else(|| {
+            let other = super::held_in(&vol.name)?;
+            let stopped: Vec<_> = containers
+                .iter()
+                .filter(|c| {
+                    !matches!(
+                        c.state,
+                        ContainerState::Running
+                            | ContainerState::Paused
+                            | ContainerState::Restarting
+                    )
+                })
+                .cloned()
+                .collect();
+            super::held_volume(&other, &vol.name, &stopped)
+                .filter(|r| stopped.iter().any(|c| c.id == r.id))
+        });
     if let Some(h) = held.as_ref().and_then(|r| r.hold.as_ref()) {
         return Err(Error::InUse(format!(
             "volume {} is half restored: the restore into {} did not finish. It is not snapshotted, so that its last snapshot stays its last whole copy. Finish the restore (`{}`), or start its containers (`docker start`) to keep it as it is; the next snapshot then takes it",

@@ -33,11 +33,13 @@ impl Stack {
     }
 
     fn cmd(&self) -> Command {
+        self.cmd_in(&self.repo.path())
+    }
+
+    /// [`Stack::cmd`] on another repository (a mirror).
+    fn cmd_in(&self, repo: &Path) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--repo")
-            .arg(self.repo.path())
-            .arg("--config")
-            .arg(&self.config);
+        c.arg("--repo").arg(repo).arg("--config").arg(&self.config);
         c.env_remove("CBSNAP_REPO");
         c.env("HOME", self.repo.dir.path());
         c
@@ -338,6 +340,18 @@ fn whole_stack_restore_checks_first_then_stops_every_container_once_in_dependenc
 /// The stack used to be started on one restored and one half-restored volume.
 #[test]
 fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
+    held_stack_restore_is_finished(false);
+}
+
+/// As above, and the restore is finished from the repository's mirror (the local
+/// repository lost): that restore takes the held stack over from the first
+/// repository and starts it. It used to exit 0 and leave the stack stopped.
+#[test]
+fn a_whole_stack_restore_left_unfinished_is_finished_from_a_mirror() {
+    held_stack_restore_is_finished(true);
+}
+
+fn held_stack_restore_is_finished(from_mirror: bool) {
     assert!(
         is_root(),
         "this test mounts a tmpfs over a volume's directory"
@@ -351,6 +365,20 @@ fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
     let stack = Stack::new(&format!("project = \"{project}\"\npaths = []\n"));
     let o = stack.run(&["-q", "snapshot", "--all", "--quiesce", "none"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mirror = stack.repo.dir.path().join("mirror");
+    let o = stack
+        .cmd()
+        .arg("-q")
+        .arg("mirror")
+        .arg(&mirror)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let finishing = if from_mirror {
+        mirror.clone()
+    } else {
+        stack.repo.path()
+    };
     db_vol.populate("echo db-v2 > /data/f");
     // 1 MB of room where app's snapshot needs 4; its container sees the tmpfs.
     let full = Mount::tmpfs(&fx::mountpoint(&app_vol.name), "1m");
@@ -396,7 +424,7 @@ fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
         })
         .expect("the command that finishes the restore");
     let args: Vec<&str> = again.split(' ').collect();
-    let o = stack.run(&args);
+    let o = stack.cmd_in(&finishing).args(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{again}: {}", stderr(&o));
     assert_eq!(db_vol.inspect_with("cat /data/f"), "db-v1");
     assert_eq!(app_vol.inspect_with("cat /data/f"), "app-v1");
@@ -404,6 +432,13 @@ fn a_whole_stack_restore_with_a_failed_source_keeps_the_stack_stopped() {
     assert_eq!(app.wait_for("running", Duration::from_secs(10)), "running");
     let o = stack.run(&["recover"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    for r in [stack.repo.path(), mirror] {
+        assert!(
+            !r.join("locks/quiesced.json").exists(),
+            "{} holds nothing once the restore finished",
+            r.display()
+        );
+    }
 }
 
 #[test]

@@ -326,3 +326,64 @@ fn a_second_restore_into_a_volume_being_restored_is_refused() {
     assert_eq!(vol.inspect_with("cat /data/f"), "v1");
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
 }
+
+/// The disk fills up halfway through a restore, and the operator finishes it from the
+/// repository's mirror (the local repository lost, or on another disk): the mirror's
+/// restore takes the held container over from the first repository's state file and
+/// starts it, and neither repository holds it after. It used to exit 0 and leave the
+/// container stopped, held in the first repository. Meanwhile a snapshot into the
+/// mirror sees the volume half restored, as one into the first repository does.
+#[test]
+fn a_restore_finished_from_a_mirror_starts_the_containers() {
+    if !is_root() {
+        panic!("this test mounts a tmpfs over a volume's directory: run it as root");
+    }
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted(&repo, "cbsnap-t-mirror");
+    let mirror = repo.dir.path().join("mirror");
+    let o = cmd(&repo).arg("mirror").arg(&mirror).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let in_mirror = || {
+        let mut c = cbsnap(repo.dir.path(), &mirror);
+        c.arg("-q").env("HOME", repo.dir.path());
+        c
+    };
+
+    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
+    vol.populate("echo v2 > /data/f");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(&repo)
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(c.state(), "exited", "not started on a half-restored volume");
+    assert!(repo.path().join("locks/quiesced.json").exists());
+
+    let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("half restored"), "{e}");
+
+    drop(full);
+    let o = in_mirror()
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(vol.inspect_with("cat /data/f"), "v1");
+    for r in [repo.path(), mirror.clone()] {
+        assert!(
+            !r.join("locks/quiesced.json").exists(),
+            "{} holds nothing once the restore finished",
+            r.display()
+        );
+    }
+    let o = cmd(&repo).args(["recover"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
