@@ -353,6 +353,17 @@ fn open_beneath(dir: BorrowedFd<'_>, name: &CStr, flags: OFlags) -> rustix::io::
 pub fn walk(root: &Path, leave_out: &LeaveOut, sink: &mut dyn Sink) -> Result<()> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| match e {
+        // Not followed: the snapshot records the path it walked, and a restore to
+        // it would write through the link, wherever it points then.
+        Errno::NOTDIR | Errno::LOOP if root.is_symlink() => Error::Source(format!(
+            "cannot snapshot {}: it is a symbolic link{}. Pass the directory itself to --path.",
+            root.display(),
+            match std::fs::canonicalize(root) {
+                Ok(to) if to.is_dir() => format!(" to {} (--path {})", to.display(), to.display()),
+                Ok(to) => format!(" to {}, which is not a directory", to.display()),
+                Err(e) => format!(" that does not lead to a directory ({e})"),
+            }
+        )),
         Errno::NOTDIR | Errno::LOOP => Error::Source(format!(
             "cannot snapshot {}: not a directory. Pass a directory to --path (or a tar file to --tar).",
             root.display()
@@ -796,6 +807,34 @@ mod tests {
             let msg = e.map_err(|e| e.to_string()).unwrap_err();
             assert!(msg.contains("the repository"), "{root}: {msg}");
         }
+    }
+
+    /// A root that is a symbolic link is refused, and the message names where it
+    /// leads and the `--path` to pass (it said "not a directory" of a link to one).
+    #[test]
+    fn a_symlinked_root_is_refused_naming_its_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let real = d.path().join("models");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, d.path().join("link")).unwrap();
+        std::os::unix::fs::symlink("gone", d.path().join("dangling")).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        let refused = |root: &str| {
+            walk(
+                &d.path().join(root),
+                &LeaveOut::default(),
+                &mut Count::default(),
+            )
+            .map_err(|e| e.to_string())
+            .unwrap_err()
+        };
+        let msg = refused("link");
+        assert!(
+            msg.contains("symbolic link") && msg.contains(&format!("--path {}", real.display())),
+            "{msg}"
+        );
+        let msg = refused("dangling");
+        assert!(msg.contains("does not lead to a directory"), "{msg}");
     }
 
     /// Answers [`Sink::unchanged_xattrs`] for one path and records every entry's xattrs.
