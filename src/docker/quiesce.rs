@@ -597,6 +597,7 @@ impl Engine {
         let mut recovery = Recovery::default();
         let mut keep = Vec::new();
         let mut first_err = None;
+        let loaded = records.clone();
         for r in records {
             let same_host = r.host == host;
             let alive_elsewhere = same_host && r.pid != me && r.recorder_alive();
@@ -655,7 +656,10 @@ impl Engine {
                 }
             }
         }
-        state::store(state_file, &keep)?;
+        // What was dealt with is forgotten; records another process added since the
+        // file was read stay.
+        let done: Vec<QuiesceRecord> = loaded.into_iter().filter(|r| !keep.contains(r)).collect();
+        state::forget(state_file, &done)?;
         recovery.helpers_removed = self.remove_stale_helpers(&reg)?;
         match first_err {
             Some(e) => Err(e),

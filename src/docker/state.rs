@@ -237,23 +237,59 @@ pub fn held(path: &Path) -> Result<Vec<QuiesceRecord>, DockerError> {
         .collect())
 }
 
+/// Loads the records, lets `f` change them, and stores them when it says it did
+/// (`true`), all under an exclusive `flock` of the file's directory: two processes
+/// rewriting one file at once (a snapshot pausing a container while another run
+/// recovers, or a restore from a mirror taking records over from this repository's
+/// file) each read the other's records, rather than store over them. The lock is
+/// held for the read and the write only, never across a call to Docker.
+fn update(path: &Path, f: impl FnOnce(&mut Vec<QuiesceRecord>) -> bool) -> Result<(), DockerError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    crate::fsutil::create_private_dir_all(&dir)
+        .map_err(|e| state_err(path, format!("cannot create {}: {e}", dir.display())))?;
+    let lock = fs::File::open(&dir)
+        .map_err(|e| state_err(path, format!("cannot open {}: {e}", dir.display())))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| state_err(path, format!("cannot lock {}: {e}", dir.display())))?;
+    let mut records = load(path)?;
+    if f(&mut records) {
+        store(path, &records)?;
+    }
+    Ok(())
+}
+
 /// Adds records (replacing any for the same container).
 pub(super) fn add(path: &Path, new: &[QuiesceRecord]) -> Result<(), DockerError> {
-    let mut records = load(path)?;
-    records.retain(|r| !new.iter().any(|n| n.id == r.id));
-    records.extend_from_slice(new);
-    store(path, &records)
+    update(path, |records| {
+        records.retain(|r| !new.iter().any(|n| n.id == r.id));
+        records.extend_from_slice(new);
+        true
+    })
 }
 
 /// Forgets the records of these containers.
 pub(super) fn remove(path: &Path, ids: &[&str]) -> Result<(), DockerError> {
-    let mut records = load(path)?;
-    let before = records.len();
-    records.retain(|r| !ids.contains(&r.id.as_str()));
-    if records.len() == before {
+    update(path, |records| {
+        let before = records.len();
+        records.retain(|r| !ids.contains(&r.id.as_str()));
+        records.len() != before
+    })
+}
+
+/// Forgets these records, each only while the file holds it as it is (a record
+/// another process wrote since for the same container stays).
+pub(super) fn forget(path: &Path, done: &[QuiesceRecord]) -> Result<(), DockerError> {
+    if done.is_empty() {
         return Ok(());
     }
-    store(path, &records)
+    update(path, |records| {
+        let before = records.len();
+        records.retain(|r| !done.contains(r));
+        records.len() != before
+    })
 }
 
 impl QuiesceRecord {
@@ -289,6 +325,37 @@ mod tests {
 
     fn rec(id: &str) -> QuiesceRecord {
         record_for(id, &format!("c-{id}"), QuiesceAction::Pause, None)
+    }
+
+    /// Two writers at once (two processes in practice; two open file descriptions
+    /// here, which `flock` tells apart the same way) each add their records one by
+    /// one, and a third forgets some: no record added is lost. Without the lock,
+    /// one's write replaced the other's (it read the file before the other wrote).
+    #[test]
+    fn concurrent_writers_lose_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/quiesced.json");
+        let stale = rec("stale");
+        add(&path, std::slice::from_ref(&stale)).unwrap();
+        std::thread::scope(|s| {
+            for w in 0..2 {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..60 {
+                        add(path, &[rec(&format!("{w}-{i}"))]).unwrap();
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..60 {
+                    forget(&path, std::slice::from_ref(&stale)).unwrap();
+                }
+            });
+        });
+        let ids: std::collections::BTreeSet<String> =
+            load(&path).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 120, "{ids:?}");
+        assert!(!ids.contains("stale"));
     }
 
     /// A held record makes the file version 2, which a cbsnap older than holds
