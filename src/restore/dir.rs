@@ -512,6 +512,11 @@ fn classify(e: Error) -> Result<String> {
             ..
         } => Err(e),
         Error::Io { ref source, .. } if fatal(source) => Err(e),
+        // The index is damaged (a table block failed its checksum): every later
+        // lookup may fail too, and what it left unrestored is the cache's fault, not
+        // the data's. Stop, so that `index rebuild` and the same restore again put
+        // everything in place (and a volume's containers stay stopped meanwhile).
+        Error::Index(_) => Err(e),
         Error::Io { context, source } => Ok(format!("{context}: {source}")),
         other => Ok(other.to_string()),
     }

@@ -131,3 +131,25 @@ fn a_snapshot_on_a_damaged_index_rebuilds_it() {
     assert_same_files(&to, &src);
     env.ok(&["check", "--read-data"]);
 }
+
+/// A restore whose lookups meet the damage stops there (exit 1) and says to rebuild
+/// the index; it went on, restored every file the damaged block did not describe,
+/// and listed the others as not restored (exit 3), so that a volume's containers were
+/// started on part of its files though every pack was whole. After `index rebuild`
+/// the same restore puts every file in place.
+#[test]
+fn a_restore_on_a_damaged_index_stops_and_says_to_rebuild_it() {
+    let (env, src) = damaged_index();
+    let to = env.path("r");
+    let o = env.run(
+        &env.repo(),
+        &["restore", "dsrc@latest", "--to", to.to_str().unwrap()],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("index rebuild"), "{err}");
+    assert!(!err.contains("not restored exactly"), "{err}");
+    env.ok(&["index", "rebuild"]);
+    env.ok(&["restore", "dsrc@latest", "--to", to.to_str().unwrap(), "--force"]);
+    assert_same_files(&to, &src);
+}
