@@ -244,9 +244,58 @@ pub fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// Remove the temporary files in `dir` of cbsnap processes of this host that are
+/// gone (a restore killed or interrupted while writing there), and nothing else:
+/// for a directory that holds an operator's own files, where a `.tmp-*` name not
+/// made by [`temp_file`] on this host is theirs. Returns how many were removed.
+pub fn remove_dead_temps(dir: &Path) -> usize {
+    let Ok(rd) = fs::read_dir(dir) else { return 0 };
+    let host = host_tag();
+    let mut removed = 0;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TMP_PREFIX)) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '@');
+        let (Some(pid), Some(h), Some(random)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let dead = h == host
+            && random.len() == TEMP_RANDOM_LEN
+            && pid.parse().is_ok_and(|pid: u32| {
+                pid != std::process::id() && !crate::host::process_alive(pid)
+            });
+        if dead && e.file_type().is_ok_and(|t| !t.is_dir()) && fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only this host's temporary files of a dead process go: not a live one's, not
+    /// another host's, not a name of the operator's that merely starts with `.tmp-`.
+    #[test]
+    fn dead_temps_are_removed_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let host = host_tag();
+        let random = "a".repeat(TEMP_RANDOM_LEN);
+        // A pid above the kernel's limit (4194304) is never alive.
+        let dead = format!("{TMP_PREFIX}4999999@{host}@{random}");
+        let live = format!("{TMP_PREFIX}1@{host}@{random}");
+        let other = format!("{TMP_PREFIX}4999999@elsewhere@{random}");
+        for name in [dead.as_str(), &live, &other, ".tmp-notes", ".tmp-1@x"] {
+            fs::write(d.path().join(name), b"x").unwrap();
+        }
+        assert_eq!(remove_dead_temps(d.path()), 1);
+        assert!(!d.path().join(&dead).exists());
+        let left = fs::read_dir(d.path()).unwrap().count();
+        assert_eq!(left, 4);
+    }
 
     #[test]
     fn mount_points_include_the_root_and_nothing_is_below_a_plain_directory() {

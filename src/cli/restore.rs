@@ -234,6 +234,15 @@ fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyh
         what.push_str(" --incomplete");
     }
     opts.again = again(ctx, &what, a);
+    let into_dirs = plan
+        .items
+        .iter()
+        .any(|i| matches!(i.target, run_restore::Target::Dir(_)));
+    if into_dirs && !a.force && !a.delete {
+        // Its host directories are not empty once it has begun: run again, it
+        // replaces what it wrote there (and what a dead run left half-written).
+        opts.again.push_str(" --force");
+    }
     render::restore_plan(ctx, plan, a.dry_run);
     if a.dry_run {
         return Ok(());

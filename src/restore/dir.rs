@@ -332,6 +332,8 @@ pub fn restore(
                 target.display()
             )));
         }
+        // Partial files of a restore that was killed or interrupted here.
+        crate::fsutil::remove_dead_temps(target);
     } else {
         fs::DirBuilder::new()
             .recursive(true)
@@ -548,7 +550,11 @@ fn restore_entry(
                 clear_conflict(&path, node.kind, st.delete).and_then(
                     |_| match fs::DirBuilder::new().mode(0o700).create(&path) {
                         Ok(()) => Ok(()),
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            // What an interrupted restore left half-written here.
+                            crate::fsutil::remove_dead_temps(&path);
+                            Ok(())
+                        }
                         Err(e) => Err(Error::io_path("create directory", &path, e)),
                     },
                 );

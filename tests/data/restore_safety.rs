@@ -459,3 +459,71 @@ fn an_owner_chown_cannot_set_is_listed() {
     assert!(!stderr(&o).contains("normal"), "{}", stderr(&o));
     assert_eq!(fs::metadata(to.join("normal")).unwrap().uid(), 1234);
 }
+
+/// The temporary files in `dir` and below.
+fn temps_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// A restore killed (SIGKILL: no handler runs) while writing leaves its partial
+/// files under temporary names; the same restore run again with `--force`, as its
+/// advice says, removes them, so the directory equals the snapshot. They stayed, and
+/// the next snapshot of the directory stored them. A `.tmp-` file of the operator's
+/// own stays.
+#[test]
+fn a_killed_restore_leaves_nothing_once_run_again() {
+    let env = Env::new();
+    let src = env.path("src");
+    let big: Vec<u8> = (0..96u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    write(&src, "sub/big", &big);
+    write(&src, "sub/small", b"small");
+    env.snapshot(&src, "src");
+    let to = env.path("to");
+    let mut child = env
+        .cmd(
+            &env.repo(),
+            &["restore", "src@latest", "--to", to.to_str().unwrap()],
+        )
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let landed = loop {
+        if to.exists() && !temps_below(&to).is_empty() {
+            child.kill().unwrap();
+            break child.wait().unwrap().code().is_none();
+        }
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(60));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    assert!(landed, "the restore ended before the kill landed mid-write");
+    assert!(!temps_below(&to).is_empty(), "no partial file to clean up");
+    write(&to, ".tmp-notes", b"mine");
+
+    env.ok(&[
+        "restore",
+        "src@latest",
+        "--to",
+        to.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(temps_below(&to), [to.join(".tmp-notes")]);
+    fs::remove_file(to.join(".tmp-notes")).unwrap();
+    assert_same_files(&to, &src);
+}

@@ -150,6 +150,12 @@ fn a_restore_on_a_damaged_index_stops_and_says_to_rebuild_it() {
     assert!(err.contains("index rebuild"), "{err}");
     assert!(!err.contains("not restored exactly"), "{err}");
     env.ok(&["index", "rebuild"]);
-    env.ok(&["restore", "dsrc@latest", "--to", to.to_str().unwrap(), "--force"]);
+    env.ok(&[
+        "restore",
+        "dsrc@latest",
+        "--to",
+        to.to_str().unwrap(),
+        "--force",
+    ]);
     assert_same_files(&to, &src);
 }
