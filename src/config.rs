@@ -197,6 +197,12 @@ impl RepoConfig {
     pub fn decode(buf: &[u8]) -> Result<RepoConfig, ConfigError> {
         let v = codec::check_header(buf, MAGIC, "repository config")?;
         if v == 0 || v > FORMAT_VERSION {
+            // A newer cbsnap's config names its version in its body as well; a header
+            // whose version bytes were damaged disagrees with its body, and "upgrade
+            // cbsnap" would be the wrong advice.
+            if header_disagrees(buf, v) {
+                return Err(ConfigError::Checksum);
+            }
             return Err(ConfigError::Unsupported(v));
         }
         let body = if v >= CHECKSUM_SINCE {
@@ -236,6 +242,22 @@ impl RepoConfig {
     }
 }
 
+/// Whether the JSON body of `buf` (with or without the trailing checksum) names a
+/// version other than the header's `v`. `false` when no body parses as JSON with a
+/// version: a format this cbsnap cannot read, whatever it holds.
+fn header_disagrees(buf: &[u8], v: u32) -> bool {
+    let Some(body) = buf.get(codec::HEADER_LEN..) else {
+        return false;
+    };
+    let unsummed = body.get(..body.len().saturating_sub(32));
+    [Some(body), unsummed].into_iter().flatten().any(|b| {
+        serde_json::from_slice::<serde_json::Value>(b)
+            .ok()
+            .and_then(|j| j.get("version")?.as_u64())
+            .is_some_and(|body_v| body_v != u64::from(v))
+    })
+}
+
 impl Default for RepoConfig {
     fn default() -> Self {
         RepoConfig::new()
@@ -273,6 +295,29 @@ mod tests {
         assert!(matches!(
             RepoConfig::decode(&bytes),
             Err(ConfigError::VersionMismatch { header: 1, body: 2 })
+        ));
+    }
+
+    /// A damaged version in the header is damage ("restore `config` from a copy"),
+    /// not a newer format ("upgrade cbsnap"), when the body names another version; a
+    /// config whose body names the header's newer version is a newer format.
+    #[test]
+    fn a_damaged_header_version_is_damage_not_a_newer_format() {
+        let bytes = RepoConfig::new().encode();
+        let at = codec::HEADER_LEN - 4;
+        let mut bad = bytes.clone();
+        bad[at + 1] = b'X';
+        assert!(matches!(
+            RepoConfig::decode(&bad),
+            Err(ConfigError::Checksum)
+        ));
+        let mut newer = RepoConfig::new();
+        newer.version = FORMAT_VERSION + 1;
+        let mut bytes = newer.encode();
+        bytes[at..codec::HEADER_LEN].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        assert!(matches!(
+            RepoConfig::decode(&bytes),
+            Err(ConfigError::Unsupported(v)) if v == FORMAT_VERSION + 1
         ));
     }
 
