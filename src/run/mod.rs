@@ -207,10 +207,14 @@ pub enum RunError {
     #[error("run {id} is incomplete ({}); restoring it would restore only part of the stack. Pick a complete run with --run ID (`cbsnap snapshots` lists runs), or pass --incomplete to restore what it holds", .problems.join("; "))]
     Incomplete { id: String, problems: Vec<String> },
     /// No run of the project is complete; `passed_over` says why for each.
-    #[error("no complete `snapshot --all` run{} in this repository. Runs passed over:\n{}\nPick one with --run ID --incomplete to restore what it holds", .project.as_deref().map(|p| format!(" of project {p}")).unwrap_or_default(), lines(.passed_over))]
+    #[error("no complete `snapshot --all` run{} in this repository. Runs passed over:\n{}\n{}", .project.as_deref().map(|p| format!(" of project {p}")).unwrap_or_default(), lines(.passed_over), pick(.other_projects))]
     NoCompleteRun {
         project: Option<String>,
         passed_over: Vec<String>,
+        /// Projects with a complete run that was passed over for its project (the
+        /// configured project is not the one the repository's runs are of: a new
+        /// host without its config file).
+        other_projects: Vec<String>,
     },
     /// Running containers use the run's volumes and `--stop` was not given.
     #[error("restoring now would leave a half-old stack: running containers use volumes of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
@@ -295,10 +299,31 @@ pub fn select_run(all: &[(Id, Snapshot)], sel: &RunSelect<'_>) -> Result<Selecte
         }
         passed_over.push(r.line());
     }
+    let mut other_projects: Vec<String> = Vec::new();
+    for r in runs.iter().rev().filter(|r| r.is_complete()) {
+        if let (Some(want), Some(got)) = (sel.project, r.project()) {
+            if want != got && !other_projects.iter().any(|p| p == got) {
+                other_projects.push(got.to_string());
+            }
+        }
+    }
     Err(RunError::NoCompleteRun {
         project: sel.project.map(str::to_string),
         passed_over,
+        other_projects,
     })
+}
+
+/// The advice of [`RunError::NoCompleteRun`].
+fn pick(other_projects: &[String]) -> String {
+    match other_projects {
+        [] => "Pick one with --run ID --incomplete to restore what it holds".to_string(),
+        [p] => format!("A run of project {p} is complete: pass --project {p} (or set `project` in the config file)"),
+        ps => format!(
+            "Runs of projects {} are complete: pass --project NAME (or set `project` in the config file)",
+            ps.join(", ")
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -384,7 +409,20 @@ mod tests {
             ..Default::default()
         };
         match select_run(&all, &sel) {
-            Err(RunError::NoCompleteRun { passed_over, .. }) => {
+            Err(e @ RunError::NoCompleteRun { .. }) => {
+                let msg = e.to_string();
+                let RunError::NoCompleteRun {
+                    passed_over,
+                    other_projects,
+                    ..
+                } = e
+                else {
+                    unreachable!()
+                };
+                // The run of project `wrong` is complete: the advice names it.
+                assert_eq!(other_projects, ["wrong"]);
+                assert!(msg.contains("pass --project wrong"), "{msg}");
+                assert!(!msg.contains("--incomplete"), "{msg}");
                 assert_eq!(passed_over.len(), 3, "{passed_over:?}");
                 assert!(passed_over[0].contains("of project wrong"));
                 assert!(passed_over[1].contains("left out by --exclude: qdrant"));
