@@ -272,6 +272,7 @@ pub fn engine_error(storage: &dyn Storage, what: &str, e: StorageError) -> Error
         StorageError::NotFound { key }
         | StorageError::AlreadyExists { key }
         | StorageError::Transient { key, .. }
+        | StorageError::Credentials { key, .. }
         | StorageError::Other { key, .. } => key.clone(),
     };
     let context = format!(

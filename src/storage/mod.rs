@@ -43,6 +43,13 @@ pub enum StorageError {
         key: String,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The request could not be signed: no credentials for the object store were
+    /// found (OpenDAL's "failed to load signing credential"). Nothing was sent.
+    #[error("{key}: {source} (no credentials for the object store: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or `access_key_id` and `secret_access_key` in the config file's [s3] section)")]
+    Credentials {
+        key: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{key}: {source}")]
     Other {
         key: String,

@@ -726,6 +726,15 @@ fn map_error(key: &str, e: opendal::Error) -> StorageError {
         ErrorKind::AlreadyExists | ErrorKind::ConditionNotMatch => {
             StorageError::AlreadyExists { key }
         }
+        // reqsign found no credentials: nothing was sent, and no retry changes that.
+        ErrorKind::Unexpected
+            if !e.is_temporary() && e.to_string().contains("signing credential") =>
+        {
+            StorageError::Credentials {
+                key,
+                source: Box::new(e),
+            }
+        }
         ErrorKind::Unexpected | ErrorKind::RateLimited | ErrorKind::Conflict => {
             StorageError::Transient {
                 key,

@@ -613,3 +613,26 @@ fn s3_encryption_hides_content_and_names_damage() {
         "{all}"
     );
 }
+
+/// S3 with no credentials anywhere (no `AWS_ACCESS_KEY_ID`, no `[s3]` keys, no
+/// `~/.aws`): the error says so and names what to set, exit 1. It said "the server
+/// did not answer; check the network or the endpoint".
+#[test]
+fn s3_without_credentials_says_which_to_set() {
+    let host = Host::new(&Server::S3.location());
+    host.ok(&["init"]);
+    let o = host
+        .cmd(&["snapshots"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("no credentials") && e.contains("AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+    assert!(!e.contains("did not answer"), "{e}");
+}
