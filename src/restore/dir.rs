@@ -305,6 +305,11 @@ pub fn restore(
     progress: &Progress,
 ) -> Result<Report> {
     refuse_repository_inside(repo, snap, target, opts)?;
+    // A typo in --include is refused before the target is made.
+    for inc in opts.filter.includes() {
+        let p = String::from_utf8_lossy(inc);
+        crate::walk::lookup(repo, &snap.tree, &p)?;
+    }
     if target.exists() {
         let md = fs::symlink_metadata(target).ctx(|| format!("stat {}", target.display()))?;
         if md.file_type().is_symlink() {
@@ -362,10 +367,6 @@ pub fn restore(
             Vec::new()
         },
     };
-    for inc in opts.filter.includes() {
-        let p = String::from_utf8_lossy(inc);
-        crate::walk::lookup(repo, &snap.tree, &p)?;
-    }
     if opts.filter.is_all() {
         progress.set_total(snap.stats.bytes);
     }

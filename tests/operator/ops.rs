@@ -434,6 +434,18 @@ fn partial_restore_takes_included_paths_minus_excluded_globs() {
     ]);
     assert_eq!(o2.status.code(), Some(2), "{}", stderr(&o2));
     assert!(stderr(&o2).contains("no such path in the snapshot: app/nope"));
+    // A typo in --include makes no target directory (it left an empty one).
+    let fresh = repo.dir.path().join("fresh");
+    let o4 = repo.run(&[
+        "restore",
+        "ws@latest",
+        "--to",
+        fresh.to_str().unwrap(),
+        "--include",
+        "app/nope",
+    ]);
+    assert_eq!(o4.status.code(), Some(2), "{}", stderr(&o4));
+    assert!(!fresh.exists(), "the refused restore made its target");
     // Only into a directory.
     let o3 = repo.run(&["restore", "ws@latest", "--include", "app"]);
     assert_eq!(o3.status.code(), Some(2), "{}", stderr(&o3));
