@@ -42,6 +42,15 @@ pub trait Observer {
     fn progress(&self, index: usize, count: usize, name: &str) -> Progress;
     /// What the run is doing or waiting for ("pausing container code-buddy-qdrant-1").
     fn note(&self, message: &str);
+    /// A source of `restore --all` has ended: restored, perhaps with problems
+    /// (`Ok`), or not (`Err`). Called as each ends, so that a run interrupted later
+    /// has said what it finished. Nothing by default.
+    fn restored(
+        &self,
+        _item: &restore::PlanItem,
+        _result: &crate::Result<crate::restore::dir::Report>,
+    ) {
+    }
 }
 
 /// An [`Observer`] that shows nothing.

@@ -376,6 +376,8 @@ pub fn execute(
         let progress = observer.progress(i + 1, n, &item.snapshot.name);
         let result = restore_one(repo, engine, item, opts, &progress);
         progress.finish();
+        // Said as each ends, so that a run interrupted later has said what it finished.
+        observer.restored(item, &result);
         sources.push(RestoredSource {
             name: item.snapshot.name.clone(),
             id: item.id,

@@ -399,6 +399,10 @@ fn held_stack_restore_is_finished(from_mirror: bool) {
     );
     assert!(e.contains(&db.name) && e.contains(&app.name), "{e}");
     assert!(!e.contains("starting containers again"), "{e}");
+    // Each source is named as it ends: what an interrupted run finished shows.
+    let said = format!("{}{e}", String::from_utf8_lossy(&o.stdout));
+    assert!(said.contains("restored db@"), "{said}");
+    assert!(said.contains("error: app to volume"), "{said}");
     assert_eq!(db.state(), "exited");
     assert_eq!(app.state(), "exited");
     let o = stack.run(&["recover"]);
@@ -871,4 +875,57 @@ fn a_hanging_exec_hook_ends_at_its_limit_and_skips_its_volume() {
         "{r}"
     );
     assert_eq!(by_name("ws")["status"], "ok", "{r}");
+}
+
+/// SIGTERM during the second source of a `restore --all` (the upload into a
+/// bind-backed volume, which goes through a helper container): the first source,
+/// restored through its mountpoint before, was said on stdout as it ended. A signal
+/// ended the run before it said anything of what it had finished.
+#[test]
+fn an_interrupted_whole_stack_restore_has_said_what_it_finished() {
+    use std::sync::atomic::Ordering;
+    assert!(
+        is_root(),
+        "the first volume is restored through its mountpoint"
+    );
+    let _e = fx::engine();
+    let project = fx::unique("cbt-said");
+    let first = project_volume(&project, "a");
+    first.populate("echo a > /data/f");
+    let device = tempfile::tempdir().unwrap();
+    let second = fx::bound_volume(
+        &format!("{project}_b"),
+        device.path(),
+        &[
+            ("com.docker.compose.project", &project),
+            ("cbsnap.test", "1"),
+        ],
+    );
+    second.populate("echo b > /data/f");
+    let stack = Stack::new(&format!("project = \"{project}\"\npaths = []\n"));
+    let o = stack.run(&["-q", "snapshot", "--all", "--quiesce", "none"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    let (proxy, pid) =
+        super::unfinished_restore::signal_at("PUT /", libc::SIGTERM, Duration::from_secs(2));
+    let child = stack
+        .cmd()
+        .env("DOCKER_HOST", proxy.host())
+        .args(["restore", "--all"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    pid.store(child.id(), Ordering::SeqCst);
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(
+        proxy.fired().is_some_and(|f| f.ends_with(": 0")),
+        "the signal must land during the second source: {e}"
+    );
+    assert_eq!(o.status.code(), Some(143), "{e}");
+    let out = out(&o);
+    assert!(out.contains("restored a@"), "stdout: {out}\nstderr: {e}");
+    assert!(!out.contains("restored b@"), "stdout: {out}");
+    drop(second);
 }

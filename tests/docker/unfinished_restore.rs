@@ -213,7 +213,11 @@ fn a_signal_during_a_volume_restore_keeps_the_containers_stopped() {
 /// An engine proxy that sends `sig` to the process whose pid the test stores in the
 /// returned cell, just before it forwards the first request whose head holds
 /// `marker`, then holds that request back for `hold`.
-fn signal_at(marker: &'static str, sig: i32, hold: Duration) -> (fx::EngineProxy, Arc<AtomicU32>) {
+pub(crate) fn signal_at(
+    marker: &'static str,
+    sig: i32,
+    hold: Duration,
+) -> (fx::EngineProxy, Arc<AtomicU32>) {
     let pid = Arc::new(AtomicU32::new(0));
     let target = pid.clone();
     let proxy = fx::EngineProxy::new(marker, move || {
@@ -226,7 +230,7 @@ fn signal_at(marker: &'static str, sig: i32, hold: Duration) -> (fx::EngineProxy
     (proxy, pid)
 }
 
-fn o_pid(pid: &AtomicU32) -> u32 {
+pub(crate) fn o_pid(pid: &AtomicU32) -> u32 {
     pid.load(Ordering::SeqCst)
 }
 

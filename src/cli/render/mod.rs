@@ -98,21 +98,39 @@ pub fn progress(ctx: &Ctx, what: &str) -> Progress {
 }
 
 /// Draws `[i/n] name` progress bars and says what the run waits for, on a terminal.
-pub struct CliObserver {
+pub struct CliObserver<'a> {
+    ctx: &'a Ctx,
     quiet: bool,
 }
 
-impl CliObserver {
+impl CliObserver<'_> {
     /// Hidden under `-q`, `--json`, or when stderr is not a terminal.
-    pub fn new(ctx: &Ctx) -> CliObserver {
+    pub fn new(ctx: &Ctx) -> CliObserver<'_> {
         use std::io::IsTerminal;
         CliObserver {
+            ctx,
             quiet: ctx.quiet || ctx.json || !std::io::stderr().is_terminal(),
         }
     }
 }
 
-impl Observer for CliObserver {
+impl Observer for CliObserver<'_> {
+    /// The line of a restored source (its problems on stderr), or its error, as it
+    /// ends; `--json` says it all at the end ([`restore::restored_all`]).
+    fn restored(
+        &self,
+        item: &cbsnap::run::restore::PlanItem,
+        result: &cbsnap::Result<cbsnap::restore::dir::Report>,
+    ) {
+        if self.ctx.json {
+            return;
+        }
+        let to = item.target.to_string();
+        match result {
+            Ok(r) => restore::restored(self.ctx, &item.id, &item.snapshot, &to, r),
+            Err(e) => cbsnap::warn_stderr!("cbsnap: error: {} to {to}: {e}", item.snapshot.name),
+        }
+    }
     fn progress(&self, index: usize, count: usize, name: &str) -> Progress {
         Progress::new(self.quiet, &format!("[{index}/{count}] {name}"))
     }

@@ -60,6 +60,10 @@ pub fn restore_plan(ctx: &Ctx, plan: &RestorePlan, dry_run: bool) {
 
 /// What `restore --all` did, source by source (one JSON document with `--json`).
 pub fn restored_all(ctx: &Ctx, plan: &RestorePlan, report: &RestoreAllReport) {
+    if !ctx.json {
+        // Each source was said as it ended ([`super::CliObserver`]).
+        return;
+    }
     let mut docs = Vec::new();
     for s in &report.sources {
         let item = plan
