@@ -222,6 +222,11 @@ pub enum RunError {
     /// without `--force`, …); found before anything was touched.
     #[error("{} of run {run} cannot be restored as planned; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
     Unrestorable { run: String, problems: Vec<String> },
+    /// Some sources cannot be restored now, because of a state of the stack (a
+    /// `docker run --rm` container that `--stop` would delete, a volume that
+    /// containers keep from being cleared); found before anything was touched.
+    #[error("{} of run {run} cannot be restored now; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
+    InUse { run: String, problems: Vec<String> },
     /// Some sources of the run could not be restored (each was reported); the
     /// others were.
     #[error("{failed} of {total} sources of run {run} were not restored")]

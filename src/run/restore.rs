@@ -118,6 +118,11 @@ pub fn prepare(
 /// Check every source of the selected run and plan the restore. Touches nothing
 /// (besides resuming containers an interrupted cbsnap left quiesced). `engine` is
 /// needed when the run holds volumes.
+///
+/// Errors: [`RunError::ContainersRunning`] without `stop`;
+/// [`RunError::InUse`] when every problem found is a state of the stack (a
+/// `docker run --rm` container to stop, a volume that cannot be cleared now);
+/// [`RunError::Unrestorable`] when some source cannot be restored as asked.
 pub fn plan(
     repo: &Repository,
     engine: Option<&Engine>,
@@ -127,6 +132,9 @@ pub fn plan(
     let run = selected.run;
     let mut problems = Vec::new();
     let mut items = Vec::new();
+    // States of the stack that stop the plan (exit 1), apart from `problems`,
+    // which are about the request (exit 2).
+    let mut busy = Vec::new();
     let mut running: Vec<ContainerInfo> = Vec::new();
     if let Some(engine) = engine {
         engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
@@ -147,28 +155,7 @@ pub fn plan(
                 };
                 if let Some(info) = engine.inspect_volume(&vol.name)? {
                     let users = engine.containers_using_volume(&vol.name)?;
-                    for c in &users {
-                        let live = matches!(
-                            c.state,
-                            ContainerState::Running
-                                | ContainerState::Paused
-                                | ContainerState::Restarting
-                        );
-                        if live && !running.iter().any(|r| r.id == c.id) {
-                            // Stopping it would make Docker delete it: refused here,
-                            // before anything is stopped, not halfway through.
-                            if engine.auto_removes(c)? {
-                                problems.push(format!(
-                                    "{}: {}",
-                                    snap.name,
-                                    crate::docker::DockerError::AutoRemove {
-                                        container: c.name.clone()
-                                    }
-                                ));
-                            }
-                            running.push(c.clone());
-                        }
-                    }
+                    stop_too(engine, &snap.name, &users, &mut running, &mut busy)?;
                     let mount = match opts.via {
                         Via::Archive => false,
                         Via::Auto | Via::Mount => engine.volume_mountpoint_readable(&info),
@@ -181,8 +168,12 @@ pub fn plan(
                         ));
                     }
                     if !mount && !crate::volume::volume_is_empty(engine, &vol.name)? {
-                        if let Err(e) = crate::volume::restore::clearing(engine, &info, &users) {
-                            problems.push(format!("{}: {e}", snap.name));
+                        match crate::volume::restore::clearing(engine, &info, &users) {
+                            Ok(_) => {}
+                            Err(e @ crate::Error::InUse(_)) => {
+                                busy.push(format!("{}: {e}", snap.name))
+                            }
+                            Err(e) => problems.push(format!("{}: {e}", snap.name)),
                         }
                     }
                 }
@@ -227,9 +218,16 @@ pub fn plan(
         });
     }
     if !problems.is_empty() {
+        problems.extend(busy);
         return Err(RunError::Unrestorable {
             run: run.id,
             problems,
+        });
+    }
+    if !busy.is_empty() {
+        return Err(RunError::InUse {
+            run: run.id,
+            problems: busy,
         });
     }
     if !running.is_empty() && !opts.stop {
@@ -248,6 +246,37 @@ pub fn plan(
         items,
         stop_order,
     })
+}
+
+/// Adds the running, paused or restarting containers among `users` (of the source
+/// `source`) to `running`, once each; one started with `docker run --rm`, which
+/// stopping would make Docker delete, is named in `busy`: refused here, before
+/// anything is stopped, not halfway through.
+fn stop_too(
+    engine: &Engine,
+    source: &str,
+    users: &[ContainerInfo],
+    running: &mut Vec<ContainerInfo>,
+    busy: &mut Vec<String>,
+) -> Result<(), RunError> {
+    for c in users {
+        let live = matches!(
+            c.state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        );
+        if live && !running.iter().any(|r| r.id == c.id) {
+            if engine.auto_removes(c)? {
+                busy.push(format!(
+                    "{source}: {}",
+                    crate::docker::DockerError::AutoRemove {
+                        container: c.name.clone()
+                    }
+                ));
+            }
+            running.push(c.clone());
+        }
+    }
+    Ok(())
 }
 
 /// What happened to one source.
