@@ -102,7 +102,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
                 stop: stop_on_signals()?,
             };
-            match restore::dir::restore(&repo, &snap, to, &opts, &progress) {
+            match restore::into_dir(&repo, &snap, to, &opts, &progress) {
                 Err(cbsnap::Error::Interrupted) => {
                     progress.finish();
                     drop(repo);
