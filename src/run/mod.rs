@@ -212,8 +212,9 @@ pub enum RunError {
         project: Option<String>,
         passed_over: Vec<String>,
     },
-    /// Running containers use the run's volumes and `--stop` was not given.
-    #[error("restoring now would leave a half-old stack: running containers use volumes of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
+    /// Running containers use the run's volumes or host paths (a bind mount) and
+    /// `--stop` was not given.
+    #[error("restoring now would leave a half-old stack: running containers use volumes or directories of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
     ContainersRunning {
         run: String,
         containers: Vec<String>,
