@@ -178,9 +178,9 @@ fn restore_all_of_host_paths_only_sees_a_bind_mount_of_the_directory_holding_one
 
 /// `restore NAME --to DIR` into a directory a running container bind-mounts, into a
 /// directory inside that mount, or into one holding it, is refused with exit 1,
-/// naming the container and saying to stop it, and nothing is written; a
-/// neighbouring directory is not in use. With the engine unreachable the restore
-/// goes on as on a host without Docker.
+/// naming the container and saying to stop it, and nothing is written (also while
+/// it is paused); a neighbouring directory is not in use. With the engine
+/// unreachable the restore goes on as on a host without Docker.
 #[test]
 fn a_restore_to_a_directory_a_running_container_bind_mounts_is_refused() {
     let _e = fx::engine();
@@ -218,6 +218,16 @@ fn a_restore_to_a_directory_a_running_container_bind_mounts_is_refused() {
             "{e}"
         );
     }
+    // Paused, it is still in use: it goes on where it stopped.
+    fx::docker(&["pause", &c.id]);
+    let o = cmd(&repo)
+        .args(["restore", "workspace@latest", "--delete", "--to"])
+        .arg(&ws)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&c.name), "{}", stderr(&o));
+    fx::docker(&["unpause", &c.id]);
     assert_eq!(
         read(&ws.join("unsaved.txt")),
         "live",
