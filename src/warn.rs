@@ -92,6 +92,10 @@ pub enum Warning {
         path: String,
         why: String,
     },
+    /// The Docker engine could not be asked (`cause`) whether running containers
+    /// use the host directory `dir` that is being restored into; the restore goes
+    /// on without that check.
+    DirUsersUnknown { dir: PathBuf, cause: String },
     /// A line already worded by the library (a progress display with no bar to
     /// print above, an entry that could not be read), shown as it is.
     Line(String),
@@ -173,6 +177,11 @@ impl fmt::Display for Warning {
             Warning::LeftOut { source, path, why } => {
                 write!(f, "cbsnap: {source}: left out {path}: {why}")
             }
+            Warning::DirUsersUnknown { dir, cause } => write!(
+                f,
+                "cbsnap: warning: could not ask the Docker engine whether running containers use {} ({cause}); restoring into it without that check",
+                dir.display()
+            ),
             Warning::Line(line) => f.write_str(line),
         }
     }

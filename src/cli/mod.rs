@@ -275,7 +275,8 @@ fn fail(e: &anyhow::Error, filter: bool) -> i32 {
         // Containers in use are a state of the stack, not bad usage (exit 1).
         Some(RunError::Docker(_))
         | Some(RunError::NotRestored { .. })
-        | Some(RunError::ContainersRunning { .. }) => None,
+        | Some(RunError::ContainersRunning { .. })
+        | Some(RunError::InUse { .. }) => None,
         // The run cannot be restored as asked; nothing was changed.
         Some(_) => {
             let _ = writeln!(std::io::stderr(), "cbsnap: error: {}", chain(e));

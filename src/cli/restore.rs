@@ -46,7 +46,8 @@ pub struct Args {
     #[arg(long, value_name = "GLOB", requires = "to")]
     pub exclude: Vec<String>,
     /// Stop the containers that use the volume (running, paused or restarting), restore,
-    /// and return each to its state (start them; a paused one is paused again)
+    /// and return each to its state (start them; a paused one is paused again); with
+    /// --all, also those that bind-mount the run's host paths. Not for --to DIR
     #[arg(long)]
     pub stop: bool,
     /// Restore every source of the newest complete `snapshot --all` run (or of --run)
@@ -102,7 +103,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<()> {
                 filter: restore::dir::Filter::new(&a.include, &a.exclude)?,
                 stop: stop_on_signals()?,
             };
-            match restore::dir::restore(&repo, &snap, to, &opts, &progress) {
+            match restore::into_dir(&repo, &snap, to, &opts, &progress) {
                 Err(cbsnap::Error::Interrupted) => {
                     progress.finish();
                     drop(repo);

@@ -17,6 +17,9 @@
 //!   (may `--via mount` read `/var/lib/docker/volumes/<v>/_data` directly? never
 //!   for a volume with driver options, [`VolumeInfo::data_outside_mountpoint`]) and
 //!   [`Engine::runs_on_engine_host`].
+//! - `bind.rs`: [`Engine::containers_using_dir`], the running containers that
+//!   use a host directory (a bind mount, or a volume's directory), and
+//!   [`Engine::connect_if_present`] for callers that work without an engine.
 //! - `quiesce.rs`: [`Engine::quiesce`] returns a [`Quiesce`] guard that pauses or
 //!   stops the running containers of a volume and resumes them in reverse order on
 //!   [`Quiesce::resume`] or drop; [`Engine::with_quiesced`] wraps a closure in one;
@@ -72,6 +75,7 @@
 //! [bollard]: https://docs.rs/bollard/0.19
 
 mod archive;
+mod bind;
 mod exec;
 pub mod notice;
 mod quiesce;

@@ -177,7 +177,7 @@ pub struct ContainerInfo {
 }
 
 impl ContainerInfo {
-    fn from_summary(c: ContainerSummary) -> Option<ContainerInfo> {
+    pub(super) fn from_summary(c: ContainerSummary) -> Option<ContainerInfo> {
         let id = c.id?;
         let name = c
             .names

@@ -3,17 +3,34 @@
 //! [`dir`] writes into a directory (used for `--to DIR` and the Docker mount path);
 //! [`tar`] writes a tar stream (`cbsnap dump`, and the Docker archive upload). Both
 //! walk the trees in name order ([`crate::walk`]) and verify every chunk against its
-//! BLAKE3 id.
+//! BLAKE3 id. [`in_use`] refuses a host directory that running containers use.
 
 pub mod dir;
+pub mod in_use;
 mod plan;
 pub mod tar;
 
 use std::io::{self, Read};
 
 use crate::id::Id;
+use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::snapshot::Snapshot;
 use crate::tree::{Node, NodeKind};
+
+/// `cbsnap restore NAME --to DIR`: refused ([`crate::Error::InUse`]) before
+/// anything is written when running containers use `target`
+/// ([`in_use::refuse_if_in_use`]); otherwise [`dir::restore`].
+pub fn into_dir(
+    repo: &Repository,
+    snap: &Snapshot,
+    target: &std::path::Path,
+    opts: &dir::Options,
+    progress: &Progress,
+) -> crate::Result<dir::Report> {
+    in_use::refuse_if_in_use(target)?;
+    dir::restore(repo, snap, target, opts, progress)
+}
 
 /// Reads a file's content chunk by chunk.
 pub struct ChunkReader<'r> {

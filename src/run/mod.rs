@@ -225,8 +225,9 @@ pub enum RunError {
         /// host without its config file).
         other_projects: Vec<String>,
     },
-    /// Running containers use the run's volumes and `--stop` was not given.
-    #[error("restoring now would leave a half-old stack: running containers use volumes of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
+    /// Running containers use the run's volumes or host paths (a bind mount) and
+    /// `--stop` was not given.
+    #[error("restoring now would leave a half-old stack: running containers use volumes or directories of run {run}: {}. Nothing was changed. Pass --stop to stop them all once, restore every source and start them again, or stop the stack first (`docker compose stop`)", .containers.join(", "))]
     ContainersRunning {
         run: String,
         containers: Vec<String>,
@@ -235,6 +236,11 @@ pub enum RunError {
     /// without `--force`, …); found before anything was touched.
     #[error("{} of run {run} cannot be restored as planned; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
     Unrestorable { run: String, problems: Vec<String> },
+    /// Some sources cannot be restored now, because of a state of the stack (a
+    /// `docker run --rm` container that `--stop` would delete, a volume that
+    /// containers keep from being cleared); found before anything was touched.
+    #[error("{} of run {run} cannot be restored now; nothing was changed:\n{}", if .problems.len() == 1 { "a source".to_string() } else { format!("{} sources", .problems.len()) }, lines(.problems))]
+    InUse { run: String, problems: Vec<String> },
     /// Some sources of the run could not be restored (each was reported); the
     /// others were.
     #[error("{failed} of {total} sources of run {run} were not restored")]

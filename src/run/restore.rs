@@ -3,7 +3,8 @@
 //!
 //! [`plan`] checks every source before anything is touched: each volume's
 //! containers, whether the volume can be written the way chosen, each host path's
-//! target. Running containers make it refuse unless `stop` is set. [`execute`] then
+//! target and the containers that use it (a bind mount: the stack's `./workspace`,
+//! `docker/bind.rs`). Running containers make it refuse unless `stop` is set. [`execute`] then
 //! stops every affected container once (dependents first), restores every source,
 //! and starts the containers once, in Compose dependency order ([`super::order`]).
 //! The stop goes through the quiesce guard, so a crash or Ctrl-C in between starts
@@ -26,7 +27,8 @@ use super::{order, Observer, RunError, RunInfo, RunSelect, Selected};
 /// How `restore --all` writes.
 #[derive(Clone, Debug)]
 pub struct RestoreAllOptions {
-    /// Stop the running containers that use the run's volumes, restore, start them.
+    /// Stop the running containers that use the run's volumes or host paths (a bind
+    /// mount), restore, start them.
     pub stop: bool,
     /// Restore host paths into non-empty directories, replacing entries of the same name.
     pub force: bool,
@@ -88,12 +90,14 @@ pub struct RestorePlan {
 pub struct Prepared {
     /// What [`execute`] will do.
     pub plan: RestorePlan,
-    /// Connected when the run holds volumes.
+    /// Connected when the run holds volumes, or when this host's engine answers.
     pub engine: Option<Engine>,
 }
 
 /// `restore --all` up to its plan: choose the run ([`super::select_run`]), connect
-/// to the Docker engine when the run holds volumes, and [`plan`]. Touches nothing.
+/// to the Docker engine (required when the run holds volumes; for host paths only
+/// when this host has one, [`Engine::connect_if_present`]), and [`plan`]. Touches
+/// nothing.
 pub fn prepare(
     repo: &Repository,
     sel: &RunSelect<'_>,
@@ -109,7 +113,22 @@ pub fn prepare(
     {
         Some(Engine::connect()?)
     } else {
-        None
+        // Host paths only: running containers may still use them (bind mounts),
+        // and an engine that answers is asked; a host without one runs none.
+        match Engine::connect_if_present() {
+            Ok(engine) => engine,
+            Err(e) => {
+                for (_, snap) in &selected.run.members {
+                    if let Some(dir) = snap.origin_path() {
+                        crate::warn::emit(crate::warn::Warning::DirUsersUnknown {
+                            dir,
+                            cause: e.to_string(),
+                        });
+                    }
+                }
+                None
+            }
+        }
     };
     let plan = plan(repo, engine.as_ref(), selected, opts)?;
     Ok(Prepared { plan, engine })
@@ -117,7 +136,14 @@ pub fn prepare(
 
 /// Check every source of the selected run and plan the restore. Touches nothing
 /// (besides resuming containers an interrupted cbsnap left quiesced). `engine` is
-/// needed when the run holds volumes.
+/// needed when the run holds volumes; with it, the containers that use a host
+/// path's directory (a bind mount: the stack's `./workspace`) are stopped like
+/// those of the volumes, or make the plan refuse without `stop`.
+///
+/// Errors: [`RunError::ContainersRunning`] without `stop`;
+/// [`RunError::InUse`] when every problem found is a state of the stack (a
+/// `docker run --rm` container to stop, a volume that cannot be cleared now);
+/// [`RunError::Unrestorable`] when some source cannot be restored as asked.
 pub fn plan(
     repo: &Repository,
     engine: Option<&Engine>,
@@ -127,6 +153,9 @@ pub fn plan(
     let run = selected.run;
     let mut problems = Vec::new();
     let mut items = Vec::new();
+    // States of the stack that stop the plan (exit 1), apart from `problems`,
+    // which are about the request (exit 2).
+    let mut busy = Vec::new();
     let mut running: Vec<ContainerInfo> = Vec::new();
     if let Some(engine) = engine {
         engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
@@ -147,28 +176,7 @@ pub fn plan(
                 };
                 if let Some(info) = engine.inspect_volume(&vol.name)? {
                     let users = engine.containers_using_volume(&vol.name)?;
-                    for c in &users {
-                        let live = matches!(
-                            c.state,
-                            ContainerState::Running
-                                | ContainerState::Paused
-                                | ContainerState::Restarting
-                        );
-                        if live && !running.iter().any(|r| r.id == c.id) {
-                            // Stopping it would make Docker delete it: refused here,
-                            // before anything is stopped, not halfway through.
-                            if engine.auto_removes(c)? {
-                                problems.push(format!(
-                                    "{}: {}",
-                                    snap.name,
-                                    crate::docker::DockerError::AutoRemove {
-                                        container: c.name.clone()
-                                    }
-                                ));
-                            }
-                            running.push(c.clone());
-                        }
-                    }
+                    stop_too(engine, &snap.name, &users, &mut running, &mut busy)?;
                     let mount = match opts.via {
                         Via::Archive => false,
                         Via::Auto | Via::Mount => engine.volume_mountpoint_readable(&info),
@@ -181,8 +189,12 @@ pub fn plan(
                         ));
                     }
                     if !mount && !crate::volume::volume_is_empty(engine, &vol.name)? {
-                        if let Err(e) = crate::volume::restore::clearing(engine, &info, &users) {
-                            problems.push(format!("{}: {e}", snap.name));
+                        match crate::volume::restore::clearing(engine, &info, &users) {
+                            Ok(_) => {}
+                            Err(e @ crate::Error::InUse(_)) => {
+                                busy.push(format!("{}: {e}", snap.name))
+                            }
+                            Err(e) => problems.push(format!("{}: {e}", snap.name)),
                         }
                     }
                 }
@@ -217,6 +229,10 @@ pub fn plan(
                         ));
                     }
                 }
+                if let Some(engine) = engine {
+                    let users = engine.containers_using_dir(&p)?;
+                    stop_too(engine, &snap.name, &users, &mut running, &mut busy)?;
+                }
                 Target::Dir(p)
             }
         };
@@ -227,9 +243,16 @@ pub fn plan(
         });
     }
     if !problems.is_empty() {
+        problems.extend(busy);
         return Err(RunError::Unrestorable {
             run: run.id,
             problems,
+        });
+    }
+    if !busy.is_empty() {
+        return Err(RunError::InUse {
+            run: run.id,
+            problems: busy,
         });
     }
     if !running.is_empty() && !opts.stop {
@@ -248,6 +271,37 @@ pub fn plan(
         items,
         stop_order,
     })
+}
+
+/// Adds the running, paused or restarting containers among `users` (of the source
+/// `source`) to `running`, once each; one started with `docker run --rm`, which
+/// stopping would make Docker delete, is named in `busy`: refused here, before
+/// anything is stopped, not halfway through.
+fn stop_too(
+    engine: &Engine,
+    source: &str,
+    users: &[ContainerInfo],
+    running: &mut Vec<ContainerInfo>,
+    busy: &mut Vec<String>,
+) -> Result<(), RunError> {
+    for c in users {
+        let live = matches!(
+            c.state,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        );
+        if live && !running.iter().any(|r| r.id == c.id) {
+            if engine.auto_removes(c)? {
+                busy.push(format!(
+                    "{source}: {}",
+                    crate::docker::DockerError::AutoRemove {
+                        container: c.name.clone()
+                    }
+                ));
+            }
+            running.push(c.clone());
+        }
+    }
+    Ok(())
 }
 
 /// What happened to one source.
@@ -452,6 +506,16 @@ fn restore_one(
                 .map(|(_, r)| r)
         }
         Target::Dir(p) => {
+            // Stopped above; a container started since is refused, as for a volume.
+            if let Some(engine) = engine {
+                let users = engine.containers_using_dir(p)?;
+                if !users.is_empty() {
+                    let names: Vec<&str> = users.iter().map(|c| c.name.as_str()).collect();
+                    return Err(crate::Error::InUse(crate::restore::in_use::in_use_message(
+                        p, &names,
+                    )));
+                }
+            }
             let o = dir::Options {
                 force: opts.force,
                 delete: opts.delete,
@@ -551,7 +615,10 @@ mod tests {
 
         ropts.delete = true;
         let prepared = prepare(&repo, &allowed, &ropts).unwrap();
-        assert!(prepared.engine.is_none(), "no volume, no engine");
+        assert!(
+            prepared.plan.stop_order.is_empty(),
+            "no container uses them"
+        );
         assert_eq!(
             prepared
                 .plan

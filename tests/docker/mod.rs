@@ -1,4 +1,5 @@
 mod archive_route;
+mod bind_targets;
 mod engine;
 mod exit_codes;
 mod quiesce_states;

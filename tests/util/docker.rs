@@ -225,14 +225,22 @@ pub struct TestContainer {
 impl TestContainer {
     /// Starts a container running `script` with `volume` at `/data`.
     pub fn run(volume: &str, labels: &[(&str, &str)], script: &str) -> TestContainer {
+        TestContainer::with_mounts(&[&format!("{volume}:{DATA}")], labels, script)
+    }
+
+    /// Starts a container running `script` with these `-v` mounts (`VOLUME:/dest`,
+    /// or a bind mount `/host/dir:/dest`).
+    pub fn with_mounts(mounts: &[&str], labels: &[(&str, &str)], script: &str) -> TestContainer {
         busybox_image();
         let name = unique("cbsnap-test-c");
-        let mount = format!("{volume}:{DATA}");
         let mut args: Vec<String> = ["run", "-d", "--network", "none", "--stop-timeout", "2"]
             .iter()
             .map(|s| s.to_string())
             .collect();
-        args.extend(["--name".to_string(), name.clone(), "-v".to_string(), mount]);
+        args.extend(["--name".to_string(), name.clone()]);
+        for m in mounts {
+            args.extend(["-v".to_string(), m.to_string()]);
+        }
         for (k, v) in labels {
             args.push("--label".to_string());
             args.push(format!("{k}={v}"));

@@ -1,0 +1,168 @@
+//! Host directories that running containers use: through a bind mount
+//! (`-v /srv/workspace:/ws`), or as a volume's directory on this host
+//! (`/var/lib/docker/volumes/<v>/_data`).
+//!
+//! A restore into a host directory rewrites what such a container sees, as a
+//! restore into its volume would; it is held to the same rule (refused unless the
+//! containers are stopped for it). Docker reports each mount's host path in the
+//! container list (`Mounts[].Source`: the bind source, or the volume's
+//! mountpoint), so one `GET /containers/json` answers for every directory.
+//!
+//! A directory is used by a mount when one holds the other: the mount's source is
+//! the directory, lies inside it (a restore with `--delete` would replace it), or
+//! contains it (the container sees the files written). Both paths are compared
+//! with their symlinks resolved, as far as they exist, so `/srv/ws` through a
+//! symlink and its target are one directory.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use bollard::query_parameters::ListContainersOptions;
+
+use super::{ContainerInfo, DockerError, Engine, DEFAULT_DOCKER_HOST, HELPER_LABEL};
+
+impl Engine {
+    /// Connects to the engine as [`Engine::connect`] does, or `Ok(None)` when this
+    /// host has no engine to ask: `DOCKER_HOST` (or the default) names a Unix
+    /// socket that does not exist, or nothing answers there. For callers that work
+    /// without Docker and only ask it whether containers are in the way (a restore
+    /// into a host directory): a host without an engine runs no containers. No
+    /// request is made when the socket is absent.
+    pub fn connect_if_present() -> Result<Option<Engine>, DockerError> {
+        let host = match std::env::var("DOCKER_HOST") {
+            Ok(h) if !h.is_empty() => h,
+            _ => DEFAULT_DOCKER_HOST.to_string(),
+        };
+        if let Some(path) = host.strip_prefix("unix://") {
+            if !Path::new(path).exists() {
+                return Ok(None);
+            }
+        }
+        match Engine::connect_to(&host) {
+            Ok(e) => Ok(Some(e)),
+            Err(DockerError::Unreachable { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the engine's host paths (bind sources, volume mountpoints) are paths
+    /// of this host: it is reached over a Unix socket, or reports our host name.
+    pub fn shares_our_paths(&self) -> bool {
+        self.host.starts_with("unix://")
+            || self.daemon_name() == Some(crate::host::hostname().as_str())
+    }
+
+    /// The running, paused or restarting containers with a mount (a bind mount, or
+    /// a volume at its directory on the engine's host) whose host path is `dir`,
+    /// lies inside it or contains it; sorted by name, cbsnap's helpers left out.
+    /// Empty when the engine's paths are not ours ([`Engine::shares_our_paths`]).
+    pub fn containers_using_dir(&self, dir: &Path) -> Result<Vec<ContainerInfo>, DockerError> {
+        if !self.shares_our_paths() {
+            return Ok(Vec::new());
+        }
+        let dir = resolved(dir);
+        // Without `all`, Docker lists running containers, paused and restarting
+        // ones included; the filter says so rather than rely on it.
+        let filters = HashMap::from([(
+            "status".to_string(),
+            vec![
+                "running".to_string(),
+                "paused".to_string(),
+                "restarting".to_string(),
+            ],
+        )]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let list = self
+            .block_on(self.docker.list_containers(Some(options)))
+            .map_err(|e| {
+                self.err(
+                    format!("listing the containers that use {}", dir.display()),
+                    e,
+                )
+            })?;
+        let mut found: Vec<ContainerInfo> = list
+            .into_iter()
+            .filter(|c| {
+                c.mounts.iter().flatten().any(|m| {
+                    m.source
+                        .as_deref()
+                        .is_some_and(|s| !s.is_empty() && overlaps(&resolved(Path::new(s)), &dir))
+                })
+            })
+            .filter_map(ContainerInfo::from_summary)
+            .filter(|c| !c.labels.contains_key(HELPER_LABEL))
+            .collect();
+        found.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(found)
+    }
+}
+
+/// Whether one of two resolved paths holds the other (or they are the same).
+fn overlaps(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+/// `p` made absolute, `.` and `..` taken out, and its longest existing prefix
+/// resolved through its symlinks: a directory that is not made yet compares by
+/// where it will be.
+fn resolved(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut head = clean.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(head) {
+            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return clean,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_overlaps_what_it_holds_and_what_holds_it_not_its_neighbours() {
+        let ws = Path::new("/srv/stack/workspace");
+        assert!(overlaps(ws, ws));
+        assert!(overlaps(Path::new("/srv/stack/workspace/src"), ws));
+        assert!(overlaps(Path::new("/srv/stack"), ws));
+        assert!(overlaps(Path::new("/"), ws));
+        assert!(!overlaps(Path::new("/srv/stack/workspace2"), ws));
+        assert!(!overlaps(Path::new("/srv/stack/other"), ws));
+    }
+
+    #[test]
+    fn paths_resolve_through_symlinks_and_dots_also_where_they_do_not_exist_yet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir(real.join("ws")).unwrap();
+        std::os::unix::fs::symlink(real.join("ws"), real.join("link")).unwrap();
+        assert_eq!(resolved(&real.join("link")), real.join("ws"));
+        assert_eq!(
+            resolved(&real.join("link/new/deeper")),
+            real.join("ws/new/deeper")
+        );
+        assert_eq!(resolved(&real.join("other/../ws/./x")), real.join("ws/x"));
+    }
+}
