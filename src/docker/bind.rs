@@ -88,9 +88,10 @@ impl Engine {
             .into_iter()
             .filter(|c| {
                 c.mounts.iter().flatten().any(|m| {
-                    m.source
-                        .as_deref()
-                        .is_some_and(|s| !s.is_empty() && overlaps(&resolved(Path::new(s)), &dir))
+                    let Some(s) = m.source.as_deref().filter(|s| !s.is_empty()) else {
+                        return false;
+                    };
+                    uses(&resolved(Path::new(s)), m.rw != Some(false), &dir)
                 })
             })
             .filter_map(ContainerInfo::from_summary)
@@ -101,9 +102,13 @@ impl Engine {
     }
 }
 
-/// Whether one of two resolved paths holds the other (or they are the same).
-fn overlaps(a: &Path, b: &Path) -> bool {
-    a.starts_with(b) || b.starts_with(a)
+/// Whether a container mounting the resolved host path `source` (read-write when
+/// `rw`) uses the resolved directory `dir`: it mounts `dir` or a part of it, so it
+/// reads or writes what a restore writes; or it mounts a directory holding `dir`
+/// read-write. A read-only mount holding it (a monitoring agent's `/:/rootfs:ro`)
+/// writes nothing there, and would otherwise hold every directory of the host.
+fn uses(source: &Path, rw: bool, dir: &Path) -> bool {
+    source.starts_with(dir) || (rw && dir.starts_with(source))
 }
 
 /// `p` made absolute, `.` and `..` taken out, and its longest existing prefix
@@ -142,14 +147,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_directory_overlaps_what_it_holds_and_what_holds_it_not_its_neighbours() {
+    fn a_directory_is_used_by_mounts_of_it_of_its_parts_and_rw_ones_holding_it() {
         let ws = Path::new("/srv/stack/workspace");
-        assert!(overlaps(ws, ws));
-        assert!(overlaps(Path::new("/srv/stack/workspace/src"), ws));
-        assert!(overlaps(Path::new("/srv/stack"), ws));
-        assert!(overlaps(Path::new("/"), ws));
-        assert!(!overlaps(Path::new("/srv/stack/workspace2"), ws));
-        assert!(!overlaps(Path::new("/srv/stack/other"), ws));
+        for rw in [true, false] {
+            assert!(uses(ws, rw, ws));
+            assert!(uses(Path::new("/srv/stack/workspace/src"), rw, ws));
+            assert!(!uses(Path::new("/srv/stack/workspace2"), rw, ws));
+            assert!(!uses(Path::new("/srv/stack/other"), rw, ws));
+        }
+        assert!(uses(Path::new("/srv/stack"), true, ws));
+        assert!(uses(Path::new("/"), true, ws));
+        // `/:/rootfs:ro`: writes nothing to the directory.
+        assert!(!uses(Path::new("/"), false, ws));
+        assert!(!uses(Path::new("/srv/stack"), false, ws));
     }
 
     #[test]

@@ -246,6 +246,22 @@ fn a_restore_to_a_directory_a_running_container_bind_mounts_is_refused() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(read(&beside.join("src/main.rs")), "v1");
 
+    // A container that mounts a directory holding it read-only (a monitoring agent's
+    // `/:/rootfs:ro`) writes nothing there: it does not hold the restore back.
+    let agent = TestContainer::with_mounts(
+        &[&format!("{}:/rootfs:ro", work.path().display())],
+        &[],
+        SLEEPER,
+    );
+    assert_eq!(agent.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(&repo)
+        .args(["restore", "workspace@latest", "--force", "--to"])
+        .arg(&beside)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    drop(agent);
+
     let o = cmd(&repo)
         .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .args(["restore", "workspace@latest", "--delete", "--to"])
