@@ -10,7 +10,7 @@
 //! the same pipeline. Containers that mount the volume are paused (or stopped) only
 //! while that one volume is read, and always resumed.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::docker::{ContainerState, Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
@@ -49,14 +49,25 @@ pub fn snapshot_volume(
     progress: &Progress,
 ) -> Result<(Id, Snapshot)> {
     let name = source_name(&vol.name, opts.project);
-    let mount = match opts.via {
-        Via::Archive => false,
-        Via::Auto => engine.volume_mountpoint_readable(vol),
+    // The directory walked on this host, if any; else the volume is read as a tar
+    // stream through a helper container.
+    let walked: Option<(PathBuf, &str)> = match opts.via {
+        Via::Archive => None,
+        Via::Auto if engine.volume_mountpoint_readable(vol) => {
+            Some((PathBuf::from(&vol.mountpoint), "mount"))
+        }
+        // A bind-backed volume's data is its device directory on this host: walked
+        // there, it keeps what Docker's tar drops (extended attributes other than
+        // `security.capability`, sub-second times).
+        Via::Auto => vol
+            .bind_device()
+            .filter(|d| engine.runs_on_engine_host() && d.is_dir())
+            .map(|d| (d.to_path_buf(), "device")),
         Via::Mount => {
             if !engine.volume_mountpoint_readable(vol) {
                 return Err(super::via_mount_refused(vol));
             }
-            true
+            Some((PathBuf::from(&vol.mountpoint), "mount"))
         }
     };
     // Not while a restore writes it, nor once one has left it half written: the
@@ -102,7 +113,7 @@ pub fn snapshot_volume(
         kind: SourceKind::Volume,
         origin: serde_json::json!({
             "volume": vol,
-            "via": if mount { "mount" } else { "archive" },
+            "via": walked.as_ref().map_or("archive", |(_, via)| *via),
             "uid": crate::host::reader_uid(),
         }),
         tags: opts.tags.clone(),
@@ -116,8 +127,8 @@ pub fn snapshot_volume(
     // that holds the repository is read with it.
     let leave_out = ingest::own_dirs(repo);
     ingest::snapshot(repo, spec, progress, move |sink| {
-        if mount {
-            crate::source::dir::walk(Path::new(&vol.mountpoint), &leave_out, sink)?;
+        if let Some((dir, _)) = &walked {
+            crate::source::dir::walk(dir, &leave_out, sink)?;
         } else {
             let mut reader = engine.read_volume_tar(&vol.name)?;
             crate::source::tar::read_tar(&mut reader, b"", sink)?;

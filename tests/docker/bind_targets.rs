@@ -253,7 +253,10 @@ fn a_restore_to_a_directory_a_running_container_bind_mounts_is_refused() {
         &[],
         SLEEPER,
     );
-    assert_eq!(agent.wait_for("running", Duration::from_secs(10)), "running");
+    assert_eq!(
+        agent.wait_for("running", Duration::from_secs(10)),
+        "running"
+    );
     let o = cmd(&repo)
         .args(["restore", "workspace@latest", "--force", "--to"])
         .arg(&beside)

@@ -343,3 +343,57 @@ fn cbsnap_killed_while_a_container_is_paused_is_recovered_by_the_next_run() {
     assert_eq!(c.state(), "running");
     assert_eq!(repo.snapshots_json().len(), 1);
 }
+
+/// A bind-backed volume (`--opt type=none,o=bind,device=DIR`), snapshotted with the
+/// default `--via auto` as root on the engine's host, is read in its device
+/// directory: a file's user xattr is kept, where Docker's tar (`--via archive`)
+/// drops it. The first such snapshot after archive ones reads the xattrs anew, not
+/// from its parent. They were dropped with exit 0 and no word.
+#[test]
+fn a_bind_backed_volume_keeps_its_xattrs() {
+    assert!(
+        is_root(),
+        "the volume is read in its device directory as root"
+    );
+    let _e = fx::engine();
+    let repo = repo();
+    let device = tempfile::tempdir().unwrap();
+    std::fs::write(device.path().join("f"), "data").unwrap();
+    xattr::set(device.path().join("f"), "user.kept", b"yes").unwrap();
+    let vol = fx::bound_volume(&fx::unique("cbsnap-t-xattr"), device.path(), &[]);
+    let snapshot = |via: &str| {
+        let o = cmd(&repo)
+            .args(["snapshot", &vol.name, "--via", via])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    };
+    let restored_xattr = |n: usize| {
+        let to = repo.dir.path().join(format!("r{n}"));
+        let o = cmd(&repo)
+            .args(["restore", &format!("{}@latest", vol.name), "--to"])
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        xattr::get(to.join("f"), "user.kept").unwrap()
+    };
+    snapshot("archive");
+    assert_eq!(
+        restored_xattr(1),
+        None,
+        "Docker's tar carries no user xattr"
+    );
+    snapshot("auto");
+    let o = cmd(&repo).args(["--json", "snapshots"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let vias: Vec<&serde_json::Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["origin"]["via"])
+        .collect();
+    assert_eq!(vias, ["archive", "device"], "{listed}");
+    assert_eq!(restored_xattr(2).as_deref(), Some(&b"yes"[..]));
+    drop(vol);
+}
