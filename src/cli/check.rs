@@ -81,8 +81,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         );
         return Ok(EXIT_DAMAGE);
     }
+    // Blobs no pack holds come from packs that are gone or unreadable; a pack that is
+    // gone cannot be named from here.
+    let lost = report.problems.iter().any(|p| p.pack.is_none());
     cbsnap::warn_stderr!(
-        "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one (`cbsnap mirror` keeps them); otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`."
+        "cbsnap: damage found. Files not listed above restore fine. To repair: copy the named packs back from a mirror if you have one{}; otherwise move each damaged pack out of packs/ so the next snapshot stores its data again, then forget the broken snapshots and run `cbsnap prune`.",
+        if lost {
+            " (packs that are gone cannot be named: copy every pack the mirror has and this repository lacks, `rsync -a --ignore-existing MIRROR/packs/ REPOSITORY/packs/`, then run `cbsnap check` again)"
+        } else {
+            ""
+        }
     );
     Ok(EXIT_DAMAGE)
 }
@@ -134,7 +142,16 @@ fn print(ctx: &Ctx, r: &check::Report) {
         }
         if p.snapshots.is_empty() {
             // With a damaged index, what a problem breaks is not known.
-            if r.index_damaged.is_none() {
+            if r.index_damaged.is_some() {
+                continue;
+            }
+            if r.problems.iter().any(|q| q.pack.is_none() && !q.snapshots.is_empty()) {
+                // An unreadable pack's blobs are not indexed: the snapshots that need
+                // them are counted with the blobs no pack holds.
+                outln!(
+                    "  its blobs are not indexed: snapshots that need them are listed under \"referenced blobs that no pack holds\""
+                );
+            } else {
                 outln!("  breaks no snapshot");
             }
             continue;

@@ -143,6 +143,13 @@ fn a_deleted_pack_names_the_broken_snapshots() {
         !text.contains(&d.a1[..8]) && !text.contains(&d.a2[..8]),
         "{text}"
     );
+    // A pack that is gone cannot be named: the advice says how to copy back every
+    // pack the mirror has (it said to copy "the named packs", and named none).
+    assert!(
+        stderr(&out).contains("rsync -a --ignore-existing MIRROR/packs/"),
+        "{}",
+        stderr(&out)
+    );
     // prune refuses to work on a repository with broken snapshots.
     let out = env.run(&env.repo(), &["prune"]);
     assert_eq!(out.status.code(), Some(1));

@@ -65,6 +65,11 @@ fn lost_pack_is_detected_and_never_served() {
         }
         let o = repo.run(&["check", "--read-data"]);
         assert_ne!(o.status.code(), Some(0), "{how:?}: check passed");
+        // A cut pack's own entry does not say it breaks nothing while the snapshots
+        // that need its blobs are listed under the blobs no pack holds.
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains("no pack holds"), "{how:?}: {text}");
+        assert!(!text.contains("breaks no snapshot"), "{how:?}: {text}");
         let out = tempfile::tempdir().unwrap();
         let t = out.path().join("t");
         let o = repo.run(&["restore", "vol@latest", "--to", t.to_str().unwrap()]);
