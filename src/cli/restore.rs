@@ -225,7 +225,12 @@ fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyh
         via,
         again: String::new(),
     };
-    let prepared = run_restore::prepare(repo, &sel, &opts)?;
+    // A dry run shows the plan also when the restore would be refused, then why.
+    let (prepared, refusal) = if a.dry_run {
+        run_restore::prepare_and_refusal(repo, &sel, &opts)?
+    } else {
+        (run_restore::prepare(repo, &sel, &opts)?, None)
+    };
     let plan = &prepared.plan;
     let mut what = format!("--all --run {}", plan.run.id);
     if let Some(p) = &a.project {
@@ -245,6 +250,9 @@ fn restore_all(ctx: &Ctx, repo: &cbsnap::Repository, a: &Args, via: Via) -> anyh
         opts.again.push_str(" --force");
     }
     render::restore_plan(ctx, plan, a.dry_run);
+    if let Some(refusal) = refusal {
+        return Err(refusal.into());
+    }
     if a.dry_run {
         return Ok(());
     }

@@ -103,6 +103,19 @@ pub fn prepare(
     sel: &RunSelect<'_>,
     opts: &RestoreAllOptions,
 ) -> Result<Prepared, RunError> {
+    match prepare_and_refusal(repo, sel, opts)? {
+        (prepared, None) => Ok(prepared),
+        (_, Some(refusal)) => Err(refusal),
+    }
+}
+
+/// [`prepare`] for a dry run: the plan, and beside it the refusal a restore of it
+/// would meet ([`plan_and_refusal`]).
+pub fn prepare_and_refusal(
+    repo: &Repository,
+    sel: &RunSelect<'_>,
+    opts: &RestoreAllOptions,
+) -> Result<(Prepared, Option<RunError>), RunError> {
     let all = crate::snapshot::load_all(repo.storage(), repo.crypt())?;
     let selected = super::select_run(&all, sel)?;
     let engine = if selected
@@ -130,8 +143,8 @@ pub fn prepare(
             }
         }
     };
-    let plan = plan(repo, engine.as_ref(), selected, opts)?;
-    Ok(Prepared { plan, engine })
+    let (plan, refusal) = plan_and_refusal(repo, engine.as_ref(), selected, opts)?;
+    Ok((Prepared { plan, engine }, refusal))
 }
 
 /// Check every source of the selected run and plan the restore. Touches nothing
@@ -150,6 +163,22 @@ pub fn plan(
     selected: Selected,
     opts: &RestoreAllOptions,
 ) -> Result<RestorePlan, RunError> {
+    match plan_and_refusal(repo, engine, selected, opts)? {
+        (plan, None) => Ok(plan),
+        (_, Some(refusal)) => Err(refusal),
+    }
+}
+
+/// [`plan`], with the refusal a restore of it would meet beside it rather than
+/// instead of it, so that a dry run shows what the run holds and why it would be
+/// refused. A refused plan's `stop_order` is empty. Errors: those of [`plan`] other
+/// than the refusals (a run that cannot be read, an engine that does not answer).
+pub fn plan_and_refusal(
+    repo: &Repository,
+    engine: Option<&Engine>,
+    selected: Selected,
+    opts: &RestoreAllOptions,
+) -> Result<(RestorePlan, Option<RunError>), RunError> {
     let run = selected.run;
     let mut problems = Vec::new();
     let mut items = Vec::new();
@@ -242,35 +271,42 @@ pub fn plan(
             target,
         });
     }
-    if !problems.is_empty() {
+    let refusal = if !problems.is_empty() {
         problems.extend(busy);
-        return Err(RunError::Unrestorable {
-            run: run.id,
+        Some(RunError::Unrestorable {
+            run: run.id.clone(),
             problems,
-        });
-    }
-    if !busy.is_empty() {
-        return Err(RunError::InUse {
-            run: run.id,
+        })
+    } else if !busy.is_empty() {
+        Some(RunError::InUse {
+            run: run.id.clone(),
             problems: busy,
-        });
-    }
-    if !running.is_empty() && !opts.stop {
-        let mut names: Vec<String> = running.into_iter().map(|c| c.name).collect();
+        })
+    } else if !running.is_empty() && !opts.stop {
+        let mut names: Vec<String> = running.iter().map(|c| c.name.clone()).collect();
         names.sort();
-        return Err(RunError::ContainersRunning {
-            run: run.id,
+        Some(RunError::ContainersRunning {
+            run: run.id.clone(),
             containers: names,
-        });
-    }
-    let mut stop_order = order::start_order(&running);
-    stop_order.reverse();
-    Ok(RestorePlan {
+        })
+    } else {
+        None
+    };
+    let stop_order = match refusal {
+        Some(_) => Vec::new(),
+        None => {
+            let mut order = order::start_order(&running);
+            order.reverse();
+            order
+        }
+    };
+    let plan = RestorePlan {
         run,
         passed_over: selected.passed_over,
         items,
         stop_order,
-    })
+    };
+    Ok((plan, refusal))
 }
 
 /// Adds the running, paused or restarting containers among `users` (of the source

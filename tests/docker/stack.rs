@@ -284,6 +284,14 @@ fn whole_stack_restore_checks_first_then_stops_every_container_once_in_dependenc
     assert_eq!(db.state(), "running");
     assert_eq!(app.state(), "running");
 
+    // A dry run without --stop shows the plan too, then why the restore would be
+    // refused (exit 1). It showed only the refusal.
+    let o = stack.run(&["restore", "--all", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(out(&o).contains("restoring run"), "{}", out(&o));
+    assert!(out(&o).contains("db@"), "{}", out(&o));
+    assert!(stderr(&o).contains("half-old stack"), "{}", stderr(&o));
+
     // --dry-run prints the plan and touches nothing.
     let o = stack.run(&["restore", "--all", "--stop", "--dry-run"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
