@@ -482,6 +482,25 @@ impl Repository {
                 if storage.list("packs/").is_ok_and(|l| !l.is_empty()) {
                     return Err(Error::ConfigLost(here));
                 }
+                // A directory inside a repository (`--repo …/repo/packs`): name it.
+                if let Some(root) = storage.local_root() {
+                    let inside = std::path::absolute(root)
+                        .ok()
+                        .and_then(|r| {
+                            r.ancestors()
+                                .skip(1)
+                                .find(|a| a.join("config").is_file() && a.join("packs").is_dir())
+                                .map(Path::to_path_buf)
+                        });
+                    if let Some(repo) = inside {
+                        return Err(Error::Usage(format!(
+                            "{} is inside the cbsnap repository {}: pass --repo {}",
+                            here.display(),
+                            repo.display(),
+                            repo.display()
+                        )));
+                    }
+                }
                 let (detail, occupied) = match storage.local_root() {
                     Some(root) if !root.exists() => {
                         ("the directory does not exist".to_string(), false)

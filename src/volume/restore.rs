@@ -56,8 +56,17 @@ pub fn restore_snapshot(
     progress: &Progress,
 ) -> Result<(String, dir::Report)> {
     if opts.target.is_none() && snap.kind != SourceKind::Volume {
+        // Where it was taken from, which `restore --all` restores into.
+        let from = match snap.origin_path() {
+            Some(p) => format!(
+                " It was taken from {}: `--to {} --force` puts it back there.",
+                p.display(),
+                p.display()
+            ),
+            None => String::new(),
+        };
         return Err(Error::Usage(format!(
-            "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME)",
+            "{} is a snapshot of a {}: say where to restore it with --to DIR (or --to-volume VOLUME).{from}",
             snap.name,
             format!("{:?}", snap.kind).to_lowercase()
         )));

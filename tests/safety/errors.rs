@@ -206,6 +206,37 @@ fn repo_that_is_not_a_repository_is_refused_and_untouched() {
     assert!(!missing.exists());
 }
 
+/// Two typos of a hurried operator. A directory inside a repository given as
+/// `--repo` names the repository to pass (it suggested `init` in a new directory
+/// under it); a snapshot of a host path restored without `--to` names the path it
+/// was taken from.
+#[test]
+fn a_path_inside_a_repository_and_a_missing_to_name_what_to_type() {
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), b"x").unwrap();
+    let repo = Repo::new();
+    repo.snapshot_dir(src.path(), "work");
+    let o = Command::new(BIN)
+        .arg("--repo")
+        .arg(repo.path().join("packs"))
+        .args(["snapshots"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!("pass --repo {}", repo.path().display())),
+        "{e}"
+    );
+    let o = repo.run(&["restore", "work@latest"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!("--to {} --force", src.path().display())),
+        "{e}"
+    );
+}
+
 #[test]
 fn unknown_name_or_selector_lists_what_exists() {
     let src = tempfile::tempdir().unwrap();
