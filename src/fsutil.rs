@@ -266,7 +266,8 @@ pub fn remove_dead_temps(dir: &Path) -> usize {
             && pid.parse().is_ok_and(|pid: u32| {
                 pid != std::process::id() && !crate::host::process_alive(pid)
             });
-        if dead && e.file_type().is_ok_and(|t| !t.is_dir()) && fs::remove_file(e.path()).is_ok() {
+        // Ours are regular files (a hard link to one included); a symlink is not.
+        if dead && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
             removed += 1;
         }
     }
@@ -291,10 +292,13 @@ mod tests {
         for name in [dead.as_str(), &live, &other, ".tmp-notes", ".tmp-1@x"] {
             fs::write(d.path().join(name), b"x").unwrap();
         }
+        // A symlink of that name is not one of ours.
+        let link = format!("{TMP_PREFIX}4999998@{host}@{random}");
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join(&link)).unwrap();
         assert_eq!(remove_dead_temps(d.path()), 1);
         assert!(!d.path().join(&dead).exists());
         let left = fs::read_dir(d.path()).unwrap().count();
-        assert_eq!(left, 4);
+        assert_eq!(left, 5);
     }
 
     #[test]

@@ -484,14 +484,12 @@ impl Repository {
                 }
                 // A directory inside a repository (`--repo …/repo/packs`): name it.
                 if let Some(root) = storage.local_root() {
-                    let inside = std::path::absolute(root)
-                        .ok()
-                        .and_then(|r| {
-                            r.ancestors()
-                                .skip(1)
-                                .find(|a| a.join("config").is_file() && a.join("packs").is_dir())
-                                .map(Path::to_path_buf)
-                        });
+                    let inside = std::path::absolute(root).ok().and_then(|r| {
+                        r.ancestors()
+                            .skip(1)
+                            .find(|a| a.join("config").is_file() && a.join("packs").is_dir())
+                            .map(Path::to_path_buf)
+                    });
                     if let Some(repo) = inside {
                         return Err(Error::Usage(format!(
                             "{} is inside the cbsnap repository {}: pass --repo {}",

@@ -145,7 +145,10 @@ fn print(ctx: &Ctx, r: &check::Report) {
             if r.index_damaged.is_some() {
                 continue;
             }
-            if r.problems.iter().any(|q| q.pack.is_none() && !q.snapshots.is_empty()) {
+            if r.problems
+                .iter()
+                .any(|q| q.pack.is_none() && !q.snapshots.is_empty())
+            {
                 // An unreadable pack's blobs are not indexed: the snapshots that need
                 // them are counted with the blobs no pack holds.
                 outln!(

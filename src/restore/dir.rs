@@ -337,8 +337,11 @@ pub fn restore(
                 target.display()
             )));
         }
-        // Partial files of a restore that was killed or interrupted here.
-        crate::fsutil::remove_dead_temps(target);
+        // Partial files of a restore that was killed or interrupted here (those
+        // below, in each directory the restore enters).
+        if opts.filter.is_all() {
+            crate::fsutil::remove_dead_temps(target);
+        }
     } else {
         fs::DirBuilder::new()
             .recursive(true)

@@ -59,10 +59,12 @@ pub fn snapshot_volume(
         // A bind-backed volume's data is its device directory on this host: walked
         // there, it keeps what Docker's tar drops (extended attributes other than
         // `security.capability`, sub-second times).
+        // Docker follows a symlinked `device`; so does this (the walk would refuse it).
         Via::Auto => vol
             .bind_device()
             .filter(|d| engine.runs_on_engine_host() && d.is_dir())
-            .map(|d| (d.to_path_buf(), "device")),
+            .and_then(|d| std::fs::canonicalize(d).ok())
+            .map(|d| (d, "device")),
         Via::Mount => {
             if !engine.volume_mountpoint_readable(vol) {
                 return Err(super::via_mount_refused(vol));

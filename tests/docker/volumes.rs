@@ -396,4 +396,13 @@ fn a_bind_backed_volume_keeps_its_xattrs() {
     assert_eq!(vias, ["archive", "device"], "{listed}");
     assert_eq!(restored_xattr(2).as_deref(), Some(&b"yes"[..]));
     drop(vol);
+
+    // A `device` given through a symbolic link, which Docker follows: read there too
+    // (it was refused as a symlinked --path).
+    let link = repo.dir.path().join("device-link");
+    std::os::unix::fs::symlink(device.path(), &link).unwrap();
+    let linked = fx::bound_volume(&fx::unique("cbsnap-t-xattrl"), &link, &[]);
+    let o = cmd(&repo).args(["snapshot", &linked.name]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    drop(linked);
 }
