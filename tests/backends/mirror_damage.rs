@@ -1,8 +1,9 @@
-//! `cbsnap mirror s3://…` never spreads local damage onto the good copy in the
-//! bucket (the path cases are in `maintenance::mirror_damage`): a truncated local
+//! `cbsnap mirror s3://…` (and `sftp://…`) never spreads local damage onto the good
+//! copy in the bucket (the path cases are in `maintenance::mirror_damage`): a truncated local
 //! pack never replaces the mirror's (it was sent again because its size differed), a
 //! deleted one is never deleted from it with `--delete`, and a repository that lacks
-//! a pack its index lists is not mirrored at all. Against the real S3 server (moto).
+//! a pack its index lists is not mirrored at all. Against the real S3 (moto) and SFTP
+//! (sshd) servers.
 
 use std::fs;
 use std::path::Path;
@@ -26,14 +27,14 @@ fn ok(env: &Env, repo: &Path, args: &[&str]) -> String {
 
 /// A path repository with two snapshots, its good mirror at a new S3 location, and a
 /// copy of the repository (index included) whose largest pack the test damages.
-fn setup() -> (Env, String, std::path::PathBuf, String) {
+fn setup(server: Server) -> (Env, String, std::path::PathBuf, String) {
     let env = Env::new();
     let src = env.path("src");
     write(&src, "a.bin", &random_bytes(1 << 20, 80));
     env.snapshot(&src, "data");
     write(&src, "b.bin", &random_bytes(1 << 20, 81));
     env.snapshot(&src, "data");
-    let bucket = Server::S3.location();
+    let bucket = server.location();
     ok(&env, &env.repo(), &["mirror", &bucket]);
     let dmg = env.path("dmg");
     copy_dir(&env.repo(), &dmg);
@@ -47,9 +48,8 @@ fn size_in(bucket: &str, pack: &str) -> Option<u64> {
         .ok()
 }
 
-#[test]
-fn s3_mirror_never_replaces_a_good_pack_with_a_truncated_one() {
-    let (env, bucket, dmg, pack) = setup();
+fn never_replaces_a_good_pack_with_a_truncated_one(server: Server) {
+    let (env, bucket, dmg, pack) = setup(server);
     let good = fs::metadata(pack_path(&dmg, &pack)).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
@@ -68,9 +68,8 @@ fn s3_mirror_never_replaces_a_good_pack_with_a_truncated_one() {
     ok(&env, Path::new(&bucket), &["check", "--read-data"]);
 }
 
-#[test]
-fn s3_mirror_delete_never_deletes_a_pack_the_repository_lost() {
-    let (env, bucket, dmg, pack) = setup();
+fn delete_never_deletes_a_pack_the_repository_lost(server: Server) {
+    let (env, bucket, dmg, pack) = setup(server);
     let good = fs::metadata(pack_path(&dmg, &pack)).unwrap().len();
     fs::remove_file(pack_path(&dmg, &pack)).unwrap();
     let o = run(&env, &dmg, &["mirror", "--delete", &bucket]);
@@ -85,11 +84,10 @@ fn s3_mirror_delete_never_deletes_a_pack_the_repository_lost() {
     ok(&env, Path::new(&bucket), &["check", "--read-data"]);
 }
 
-#[test]
-fn s3_a_fresh_mirror_of_a_repository_missing_a_pack_is_refused() {
-    let (env, _, dmg, pack) = setup();
+fn a_fresh_mirror_of_a_repository_missing_a_pack_is_refused(server: Server) {
+    let (env, _, dmg, pack) = setup(server);
     fs::remove_file(pack_path(&dmg, &pack)).unwrap();
-    let fresh = Server::S3.location();
+    let fresh = server.location();
     let o = run(&env, &dmg, &["mirror", &fresh]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains(&pack), "{}", stderr(&o));
@@ -100,4 +98,34 @@ fn s3_a_fresh_mirror_of_a_repository_missing_a_pack_is_refused() {
         .map(|l| l.key)
         .collect();
     assert!(written.is_empty(), "nothing copied: {written:?}");
+}
+
+#[test]
+fn s3_mirror_never_replaces_a_good_pack_with_a_truncated_one() {
+    never_replaces_a_good_pack_with_a_truncated_one(Server::S3)
+}
+
+#[test]
+fn sftp_mirror_never_replaces_a_good_pack_with_a_truncated_one() {
+    never_replaces_a_good_pack_with_a_truncated_one(Server::Sftp)
+}
+
+#[test]
+fn s3_mirror_delete_never_deletes_a_pack_the_repository_lost() {
+    delete_never_deletes_a_pack_the_repository_lost(Server::S3)
+}
+
+#[test]
+fn sftp_mirror_delete_never_deletes_a_pack_the_repository_lost() {
+    delete_never_deletes_a_pack_the_repository_lost(Server::Sftp)
+}
+
+#[test]
+fn s3_a_fresh_mirror_of_a_repository_missing_a_pack_is_refused() {
+    a_fresh_mirror_of_a_repository_missing_a_pack_is_refused(Server::S3)
+}
+
+#[test]
+fn sftp_a_fresh_mirror_of_a_repository_missing_a_pack_is_refused() {
+    a_fresh_mirror_of_a_repository_missing_a_pack_is_refused(Server::Sftp)
 }
