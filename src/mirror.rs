@@ -197,7 +197,7 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     // those the mirror lacks match their names.
     let location = root.display().to_string();
     let on_disk = list_packs(&*source)?;
-    let checked = preflight::source_packs(&root.join("index"), &on_disk, &snapshots, &location)?;
+    let checked = preflight::source_packs(&*source, &root.join("index"), &on_disk, &snapshots)?;
     if local_dest {
         let have = list_packs(&Local::new(local))?;
         let new: Vec<Id> = on_disk

@@ -25,10 +25,11 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::index::Index;
 use crate::repo::pack_key;
+use crate::storage::{Storage, StorageError};
 
 /// What [`source_packs`] found about the local repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,39 +75,52 @@ pub fn inside(root: &Path, dest: &Path) -> Result<()> {
 }
 
 /// Check every pack the local index in `index_dir` lists against `on_disk` (the
-/// repository's packs and sizes, listed now), and whether the index vouches for every
-/// one of `snapshots`. `location` names the repository in the error. No index there
-/// (a copy of the repository without one): nothing can be compared, and nothing is
-/// vouched for.
+/// packs and sizes in `source`, listed before), and whether the index vouches for
+/// every one of `snapshots`. No index there (a copy of the repository without one):
+/// nothing can be compared, and nothing is vouched for.
+///
+/// The index is opened as a secondary instance, which takes no lock and reads it as
+/// it is now while a snapshot may be writing it (see [`Index::open_secondary`]). A
+/// pack that snapshot committed after `on_disk` was listed is in the index but not
+/// in the listing: a pack the listing lacks, or has shorter, is asked for again
+/// before it counts as damage.
 ///
 /// Errors: [`Error::Corrupt`] naming each pack that is missing or shorter than the
 /// index recorded, and what to do; [`Error::Index`] when the index cannot be read.
 pub fn source_packs(
+    source: &dyn Storage,
     index_dir: &Path,
     on_disk: &HashMap<Id, u64>,
     snapshots: &[Id],
-    location: &str,
 ) -> Result<Source> {
     if !index_dir.join("CURRENT").is_file() {
         return Ok(Source { vouched: false });
     }
-    let index = Index::open_read_only(index_dir).map_err(|e| Error::Index(e.into_string()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("cbsnap-index-")
+        .tempdir()
+        .ctx(|| "create a temporary directory for the index".to_string())?;
+    let index =
+        Index::open_secondary(index_dir, scratch).map_err(|e| Error::Index(e.into_string()))?;
     let mut bad: Vec<String> = Vec::new();
     let mut indexed = index.packs()?.into_iter().collect::<Vec<_>>();
     indexed.sort();
     for (id, size) in indexed {
-        match on_disk.get(&id) {
-            None => bad.push(format!("{} is missing", pack_key(&id))),
-            Some(&have) if have < size => bad.push(format!(
-                "{} is {have} bytes, the index recorded {size}",
-                pack_key(&id)
-            )),
-            Some(_) => {}
+        if on_disk.get(&id).is_some_and(|&have| have >= size) {
+            continue;
+        }
+        let key = pack_key(&id);
+        match source.size(&key) {
+            Ok(have) if have >= size => {}
+            Ok(have) => bad.push(format!("{key} is {have} bytes, the index recorded {size}")),
+            Err(StorageError::NotFound { .. }) => bad.push(format!("{key} is missing")),
+            Err(e) => return Err(crate::error::engine_error(source, "read", e)),
         }
     }
+    let location = source.location();
     if !bad.is_empty() {
         return Err(refusal(
-            location,
+            &location,
             &bad,
             "packs the index lists are missing or cut short",
         ));

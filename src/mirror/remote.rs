@@ -131,7 +131,7 @@ pub fn mirror(
         .keys()
         .filter_map(|k| k.strip_prefix("snapshots/")?.parse().ok())
         .collect();
-    let checked = super::preflight::source_packs(&index_dir, &on_disk, &snapshot_ids, &location)?;
+    let checked = super::preflight::source_packs(src, &index_dir, &on_disk, &snapshot_ids)?;
     if let Some(root) = src.local_root() {
         let new: Vec<Id> = files
             .keys()
