@@ -190,3 +190,31 @@ fn refusal(location: &str, bad: &[String], what: &str) -> Error {
         list.join("\n  ")
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository itself, by its path or a symbolic link to it, and any path
+    /// below it (existing or not) are refused; a sibling is not.
+    #[test]
+    fn inside_catches_the_repository_by_inode() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = d.path().join("repo");
+        std::fs::create_dir_all(repo.join("packs")).unwrap();
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&repo, &link).unwrap();
+        for dest in [
+            repo.clone(),
+            link.clone(),
+            repo.join("mirror"),
+            link.join("packs/new/deeper"),
+        ] {
+            let r = inside(&repo, &dest);
+            assert!(matches!(r, Err(Error::Usage(_))), "{dest:?}: {r:?}");
+        }
+        for dest in [d.path().join("mirror"), d.path().join("repo-mirror")] {
+            assert!(inside(&repo, &dest).is_ok(), "{dest:?}");
+        }
+    }
+}
