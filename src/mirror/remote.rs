@@ -219,7 +219,10 @@ fn copy(src: &dyn Storage, dst: &dyn Storage, key: &str) -> Result<()> {
 }
 
 /// Copies each of `files` that `have` lacks, `jobs` at a time; one it has is never
-/// replaced, whatever its size. The first error stops the others from starting new copies and is returned.
+/// replaced, whatever its size: every file a mirror copies is written once (packs and
+/// snapshot files are named by their content, key files by a random id, the config
+/// and README at `init`), so a local copy that differs is a damaged one. The first
+/// error stops the others from starting new copies and is returned.
 fn copy_missing(
     src: &dyn Storage,
     dst: &dyn Storage,
