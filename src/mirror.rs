@@ -277,20 +277,8 @@ pub(crate) fn list_packs(storage: &dyn Storage) -> Result<HashMap<Id, u64>> {
     };
     Ok(listed
         .into_iter()
-        .filter_map(|l| Some((pack_id(&l.key)?, l.size)))
+        .filter_map(|l| Some((repo::pack_id(&l.key)?, l.size)))
         .collect())
-}
-
-/// The id of pack key `packs/ab/abcd…`; `None` for any other key.
-pub(crate) fn pack_id(key: &str) -> Option<Id> {
-    let mut parts = key.split('/');
-    let (Some("packs"), Some(sub), Some(name), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let id = name.parse::<Id>().ok()?;
-    (sub.len() == 2 && name.starts_with(sub)).then_some(id)
 }
 
 fn args_of(a: &[&str]) -> Vec<OsString> {

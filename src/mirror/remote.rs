@@ -121,7 +121,7 @@ pub fn mirror(
     let location = src.location();
     let on_disk: HashMap<Id, u64> = files
         .iter()
-        .filter_map(|(k, &n)| Some((super::pack_id(k)?, n)))
+        .filter_map(|(k, &n)| Some((repo::pack_id(k)?, n)))
         .collect();
     let index_dir = match src.local_root() {
         Some(root) => root.join("index"),
@@ -136,7 +136,7 @@ pub fn mirror(
         let new: Vec<Id> = files
             .keys()
             .filter(|k| !have.contains_key(*k))
-            .filter_map(|k| super::pack_id(k))
+            .filter_map(|k| repo::pack_id(k))
             .collect();
         super::preflight::verify_new_packs(root, &new, &location)?;
         report.verified_packs = new.len() as u64;
