@@ -200,3 +200,23 @@ fn a_mirror_onto_or_into_the_repository_is_refused() {
     assert!(!inside.exists() && !via_link.exists());
     env.ok(&["check", "--read-data"]);
 }
+
+/// A damaged local snapshot file (same size, new mtime) never goes over the mirror's
+/// good one either: snapshot files are named by their content too.
+#[test]
+fn a_damaged_snapshot_file_never_replaces_the_mirrors_good_one() {
+    let (env, mirror) = repo_and_mirror();
+    let dmg = env.path("dmg");
+    copy_dir(&env.repo(), &dmg);
+    let name = fs::read_dir(dmg.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.len() == 64)
+        .unwrap();
+    let good = fs::read(mirror.join("snapshots").join(&name)).unwrap();
+    flip_bit(&dmg.join("snapshots").join(&name));
+    env.ok_in(&dmg, &["mirror", mirror.to_str().unwrap()]);
+    assert!(fs::read(mirror.join("snapshots").join(&name)).unwrap() == good);
+    env.ok_in(&mirror, &["check"]);
+}
