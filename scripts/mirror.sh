@@ -5,7 +5,9 @@
 #   cbsnap --repo /srv/backup/cbsnap with-lock -- sh scripts/mirror.sh MIRROR [RSYNC_ARGS...]
 #
 # MIRROR is a directory or rsync's host:path. See docs/MIRROR.md for why the order of
-# the steps matters; interrupted anywhere, the mirror holds at most orphans.
+# the steps matters; interrupted anywhere, the mirror holds at most orphans. Unlike
+# `cbsnap mirror`, this script does not check the repository first: run `cbsnap check`
+# before it, and never run it with --delete semantics on a damaged repository.
 set -eu
 REPO="${CBSNAP_REPO:?run this under: cbsnap --repo REPO with-lock -- sh $0 MIRROR}"
 MIRROR="${1:?usage: cbsnap with-lock -- sh $0 MIRROR [RSYNC_ARGS...]}"
@@ -20,9 +22,14 @@ ls "$REPO/snapshots" | sed -n 's|^\([0-9a-f]\{64\}\)$|snapshots/\1|p' > "$LIST"
 rsync -r --delete --existing --ignore-existing \
   --include=/snapshots/ --include='/snapshots/*' --exclude='*' "$@" "$REPO/" "$MIRROR/"
 
-# 3. Everything but the snapshots (packs above all); pruned packs go.
-rsync -a --delete --exclude=/snapshots/ --exclude='/locks/*' --exclude='.tmp-*' \
-  --exclude=/index/ "$@" "$REPO/" "$MIRROR/"
+# 3. The packs: only those the mirror lacks, never over one it has (a local pack
+# that differs is a damaged one); pruned packs go.
+rsync -a --ignore-existing --delete --exclude='.tmp-*' --include='/packs/***' \
+  --exclude='*' "$@" "$REPO/" "$MIRROR/"
+
+# 3b. Everything else but the snapshots: config, README.md, keys/.
+rsync -a --delete --exclude=/snapshots/ --exclude=/packs/ --exclude='/locks/*' \
+  --exclude='.tmp-*' --exclude=/index/ "$@" "$REPO/" "$MIRROR/"
 
 # 4. Exactly the snapshots listed in 1, whose packs are all in the mirror now.
-rsync -a --files-from="$LIST" "$@" "$REPO/" "$MIRROR/"
+rsync -a --ignore-existing --files-from="$LIST" "$@" "$REPO/" "$MIRROR/"

@@ -22,8 +22,10 @@
 //! `--delete` leaves it alone. The recipe, for doing this by hand, is in
 //! `docs/MIRROR.md`.
 
+pub mod preflight;
 pub mod remote;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
@@ -53,6 +55,12 @@ pub struct Report {
     /// Snapshot files the mirror received or already had.
     pub snapshots: usize,
     pub rsync_runs: usize,
+    /// Packs hashed before they were sent (those a local mirror lacked).
+    pub verified_packs: usize,
+    /// `--delete` left the packs the repository lacks in the mirror: the local index
+    /// does not vouch for every snapshot ([`preflight::Source::vouched`]), so one of
+    /// them may be a lost pack a snapshot needs rather than a pruned one.
+    pub kept_packs: bool,
 }
 
 /// The top-level names a repository (and so a mirror, even one cut short) holds.
@@ -135,7 +143,13 @@ pub fn check_destination(source: &dyn Storage, dest: &dyn Storage) -> Result<()>
 }
 
 /// Mirror the repository at `root` to `dest` (a path or rsync's `host:path`). A path
-/// is checked first ([`check_destination`]); rsync's `host:path` cannot be.
+/// is checked first ([`check_destination`], [`preflight::inside`]); rsync's
+/// `host:path` cannot be. Nothing is copied from a repository whose index lists packs
+/// that are missing or cut short ([`preflight::source_packs`]), nor, to a path, when a
+/// pack the mirror lacks does not match its name ([`preflight::verify_new_packs`]; a
+/// `host:path` cannot be listed, so there rsync sends new packs unverified). Packs and
+/// snapshot files the mirror has are never sent again (`--ignore-existing`): they are
+/// immutable, so a different local copy is a damaged one.
 pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     let source: Arc<dyn Storage> = Arc::new(Local::new(root));
     Repository::read_config_in(&*source)?;
@@ -146,6 +160,7 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
         .next()
         .is_some_and(|first| first.contains(':'));
     if local_dest {
+        preflight::inside(root, Path::new(dest))?;
         check_destination(&*source, &Local::new(Path::new(dest)))?;
     }
     let lock = lock::acquire(&source, LockKind::Shared, repo::lock_wait())?;
@@ -178,6 +193,24 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
     }
     list.flush().ctx(|| "write the snapshot list".into())?;
 
+    // Before anything is copied: the packs the index lists are all here, whole, and
+    // those the mirror lacks match their names.
+    let location = root.display().to_string();
+    let on_disk = list_packs(&*source)?;
+    let checked = preflight::source_packs(&*source, &root.join("index"), &on_disk, &snapshots)?;
+    if local_dest {
+        let have = list_packs(&Local::new(local))?;
+        let new: Vec<Id> = on_disk
+            .keys()
+            .filter(|id| !have.contains_key(*id))
+            .copied()
+            .collect();
+        preflight::verify_new_packs(root, &new, &location)?;
+        report.verified_packs = new.len();
+    }
+    let delete_packs = opts.delete && checked.vouched;
+    report.kept_packs = opts.delete && !checked.vouched;
+
     // 2. Forgotten snapshots leave the mirror before any pack does.
     if opts.delete {
         let mut args = args_of(&["-r", "--delete", "--existing", "--ignore-existing"]);
@@ -190,32 +223,62 @@ pub fn mirror(root: &Path, dest: &str, opts: &Options) -> Result<Report> {
         report.rsync_runs += 1;
     }
 
-    // 3. Everything but the snapshots.
+    // 3. The packs: only those the mirror lacks are sent, never one over a pack it
+    // has; with --delete (and an index that vouches for every snapshot), those the
+    // repository no longer has go.
+    let mut a = args_of(&["-a", "--ignore-existing"]);
+    if delete_packs {
+        a.push("--delete".into());
+    }
+    a.extend(args_of(&[
+        "--exclude=.tmp-*",
+        "--include=/packs/***",
+        "--exclude=*",
+    ]));
+    rsync(&a, opts, &src, &dst, "copy packs")?;
+    report.rsync_runs += 1;
+
+    // 3b. Everything else but the snapshots: the config, README.md, keys/.
     let mut a = args_of(&["-a"]);
     if opts.delete {
         a.push("--delete".into());
     }
     a.extend(args_of(&[
         "--exclude=/snapshots/",
+        "--exclude=/packs/",
         "--exclude=/locks/*",
         "--exclude=.tmp-*",
     ]));
     if !opts.with_index {
         a.push("--exclude=/index/".into());
     }
-    rsync(&a, opts, &src, &dst, "copy packs")?;
+    rsync(&a, opts, &src, &dst, "copy the config and keys")?;
     report.rsync_runs += 1;
 
     // 4. The snapshots listed in 1, whose packs are all there now, unless the lock
     // lapsed meanwhile: a prune may then have removed packs before rsync copied them.
     lock.check().map_err(Error::LockLost)?;
-    let mut a = args_of(&["-a"]);
+    let mut a = args_of(&["-a", "--ignore-existing"]);
     let mut from = OsString::from("--files-from=");
     from.push(list.path());
     a.push(from);
     rsync(&a, opts, &src, &dst, "copy snapshots")?;
     report.rsync_runs += 1;
     Ok(report)
+}
+
+/// Pack ids and sizes in `storage` (temporary files and other names are skipped); a
+/// missing `packs/` has none.
+pub(crate) fn list_packs(storage: &dyn Storage) -> Result<HashMap<Id, u64>> {
+    let listed = match storage.list("packs/") {
+        Ok(l) => l,
+        Err(crate::storage::StorageError::NotFound { .. }) => Vec::new(),
+        Err(e) => return Err(crate::error::engine_error(storage, "list", e)),
+    };
+    Ok(listed
+        .into_iter()
+        .filter_map(|l| Some((repo::pack_id(&l.key)?, l.size)))
+        .collect())
 }
 
 fn args_of(a: &[&str]) -> Vec<OsString> {

@@ -84,6 +84,18 @@ pub fn pack_key(id: &Id) -> String {
     format!("packs/{}/{hex}", &hex[..2])
 }
 
+/// The id of pack key `packs/ab/abcd…` ([`pack_key`]); `None` for any other key.
+pub fn pack_id(key: &str) -> Option<Id> {
+    let mut parts = key.split('/');
+    let (Some("packs"), Some(sub), Some(name), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let id = name.parse::<Id>().ok()?;
+    (sub.len() == 2 && name.starts_with(sub)).then_some(id)
+}
+
 pub use crate::snapshot::snapshot_key;
 
 /// Ranged reads of pack `key` of a remote repository (see [`Repository::open_pack`]).
@@ -596,20 +608,10 @@ impl Repository {
             .storage
             .list("packs/")
             .map_err(|e| self.storage_error("list", e))?;
-        let mut out = HashMap::new();
-        for l in listed {
-            let mut parts = l.key.split('/');
-            let (Some("packs"), Some(sub), Some(name), None) =
-                (parts.next(), parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let Ok(id) = name.parse::<Id>() else { continue };
-            if sub.len() == 2 && name.starts_with(sub) {
-                out.insert(id, l.size);
-            }
-        }
-        Ok(out)
+        Ok(listed
+            .into_iter()
+            .filter_map(|l| Some((pack_id(&l.key)?, l.size)))
+            .collect())
     }
 
     /// Where pack `id` is, for messages (the file of a path repository).

@@ -269,6 +269,16 @@ pub fn check(repo: &Repository, read: ReadData, progress: &Progress) -> Result<R
             snapshots: Vec::new(),
         });
     }
+    // Clean, and every referenced blob found in the index (none only in packs it does
+    // not list yet): the index vouches for every snapshot again. A pack that vanished
+    // made it forget that (`Repository::sync_index`); `mirror --delete` removes packs
+    // from a mirror only while it holds, so a lost pack is never taken for a pruned one.
+    if r.is_clean() && f.faults.is_empty() && extra.is_empty() && repo.index_writable() {
+        // A record that fails to be written only leaves a mirror's packs in place.
+        for (id, _) in &snapshots {
+            let _ = repo.index().mark_snapshot_indexed(id);
+        }
+    }
     Ok(r)
 }
 

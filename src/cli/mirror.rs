@@ -58,8 +58,13 @@ pub fn mirror(ctx: &Ctx, a: MirrorArgs) -> anyhow::Result<()> {
         &a.dest,
         &opts,
     )?;
+    if r.kept_packs {
+        render::warn(KEPT_PACKS);
+    }
     if ctx.json {
-        print_json(&serde_json::json!({"dest": a.dest, "snapshots": r.snapshots}));
+        print_json(
+            &serde_json::json!({"dest": a.dest, "snapshots": r.snapshots, "kept_packs": r.kept_packs}),
+        );
     } else {
         ctx.say(&format!(
             "mirrored {} snapshots to {}; check it with `cbsnap --repo {} check`",
@@ -68,6 +73,9 @@ pub fn mirror(ctx: &Ctx, a: MirrorArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Why `--delete` left packs in the mirror, and what brings it back.
+const KEPT_PACKS: &str = "--delete kept in the mirror the packs this repository no longer has: its index does not vouch that every snapshot has all its data here (a pack went missing since a snapshot was taken, or the index was rebuilt), so one of them may be a lost pack a snapshot needs, not a pruned one. Run `cbsnap check`: if it finds damage, copy the packs it names back from the mirror; once it is clean, the next `mirror --delete` removes pruned packs again";
 
 /// `host:path` or `rsync://…`: a destination only rsync reaches.
 fn is_rsync_remote(dest: &str) -> bool {
@@ -87,6 +95,9 @@ fn mirror_to_backend(ctx: &Ctx, a: MirrorArgs, location: Location) -> anyhow::Re
     }
     let dest = super::open_storage(&location, &ctx.settings)?;
     let r = mirror::remote::mirror(&ctx.storage()?, &dest, a.delete, a.jobs)?;
+    if r.kept_packs > 0 {
+        render::warn(&format!("{} packs: {KEPT_PACKS}", r.kept_packs));
+    }
     if ctx.json {
         print_json(&serde_json::json!({"dest": a.dest, "report": r}));
     } else {

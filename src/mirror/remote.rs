@@ -3,8 +3,13 @@
 //! (a path, S3, SFTP).
 //!
 //! Packs and snapshot files are immutable and named by their hash, so "what the
-//! destination lacks" is a set difference of names (and sizes, so that an upload cut
-//! short by a crash of an older cbsnap is sent again). The order is the one
+//! destination lacks" is a set difference of names; a file the destination has is
+//! never sent again, whatever its size, since a local copy that differs is a damaged
+//! one (a damaged copy in the mirror is found by `check --read-data` there; remove it
+//! and the next run sends it again). Before anything is copied, the checks of
+//! [`super::preflight`] run: the packs the local index lists are all there and whole,
+//! and, from a path, the packs the mirror lacks match their names (from a remote
+//! repository they are not hashed: that would download each twice). The order is the one
 //! [`super::mirror`] keeps, for the same reason: a snapshot file may only reach the
 //! mirror after every pack it references.
 //!
@@ -30,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
 use crate::lock::{self, LockKind};
 use crate::repo::{self, Repository};
 use crate::storage::{Storage, StorageError};
@@ -47,6 +53,12 @@ pub struct Report {
     pub skipped_files: u64,
     /// Files deleted from the mirror (`--delete`).
     pub deleted_files: u64,
+    /// Packs hashed before they were sent (from a path repository).
+    pub verified_packs: u64,
+    /// Packs the repository lacks that `--delete` left in the mirror, because the
+    /// local index does not vouch for every snapshot
+    /// ([`super::preflight::Source::vouched`]).
+    pub kept_packs: u64,
 }
 
 /// Mirror the repository in `source` to `dest`, `jobs` copies at a time. `delete`:
@@ -63,7 +75,10 @@ pub fn mirror(
     delete: bool,
     jobs: usize,
 ) -> Result<Report> {
-    Repository::read_config_in(&**source)?;
+    let config = Repository::read_config_in(&**source)?;
+    if let (Some(from), Some(to)) = (source.local_root(), dest.local_root()) {
+        super::preflight::inside(from, to)?;
+    }
     super::check_destination(&**source, &**dest)?;
     let lock = lock::acquire(source, LockKind::Shared, repo::lock_wait())?;
     let _dest_lock = match dest.size("config") {
@@ -72,13 +87,6 @@ pub fn mirror(
         Err(e) => return Err(on(&**dest, "read", e)),
     };
     let (src, dst) = (&**source, &**dest);
-    if let Some(root) = dst.local_root() {
-        // A path repository has these directories even when they are empty.
-        for d in ["packs", "snapshots", "locks"] {
-            let p = root.join(d);
-            crate::fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
-        }
-    }
     let mut report = Report::default();
 
     // 1. The snapshots that exist now; only these reach the mirror in this run.
@@ -86,19 +94,7 @@ pub fn mirror(
     report.snapshots = snapshots.len();
     let have_snapshots = listing(dst, "snapshots/", "list")?;
 
-    // 2. Forgotten snapshots leave the mirror before any pack does.
-    if delete {
-        for key in have_snapshots
-            .keys()
-            .filter(|k| !snapshots.contains_key(*k))
-        {
-            dst.delete(key)
-                .map_err(|e| on(dst, "delete a forgotten snapshot from", e))?;
-            report.deleted_files += 1;
-        }
-    }
-
-    // 3. Everything but the snapshots: packs, the config, the README, key files.
+    // The files of step 3: packs, the config, the README, key files.
     let mut files = listing(src, "packs/", "list")?;
     let mut have = listing(dst, "packs/", "list")?;
     files.extend(listing(src, "keys/", "list")?);
@@ -119,12 +115,64 @@ pub fn mirror(
             Err(e) => return Err(on(dst, "read", e)),
         }
     }
+
+    // Before anything is copied: the packs the local index lists are all here and
+    // whole, and those the mirror lacks match their names.
+    let location = src.location();
+    let on_disk: HashMap<Id, u64> = files
+        .iter()
+        .filter_map(|(k, &n)| Some((repo::pack_id(k)?, n)))
+        .collect();
+    let index_dir = match src.local_root() {
+        Some(root) => root.join("index"),
+        None => repo::cache_dir(&config.id)?.join("index"),
+    };
+    let snapshot_ids: Vec<Id> = snapshots
+        .keys()
+        .filter_map(|k| k.strip_prefix("snapshots/")?.parse().ok())
+        .collect();
+    let checked = super::preflight::source_packs(src, &index_dir, &on_disk, &snapshot_ids)?;
+    if let Some(root) = src.local_root() {
+        let new: Vec<Id> = files
+            .keys()
+            .filter(|k| !have.contains_key(*k))
+            .filter_map(|k| repo::pack_id(k))
+            .collect();
+        super::preflight::verify_new_packs(root, &new, &location)?;
+        report.verified_packs = new.len() as u64;
+    }
+
+    if let Some(root) = dst.local_root() {
+        // A path repository has these directories even when they are empty.
+        for d in ["packs", "snapshots", "locks"] {
+            let p = root.join(d);
+            crate::fsutil::create_private_dir_all(&p).ctx(|| format!("create {}", p.display()))?;
+        }
+    }
+
+    // 2. Forgotten snapshots leave the mirror before any pack does.
+    if delete {
+        for key in have_snapshots
+            .keys()
+            .filter(|k| !snapshots.contains_key(*k))
+        {
+            dst.delete(key)
+                .map_err(|e| on(dst, "delete a forgotten snapshot from", e))?;
+            report.deleted_files += 1;
+        }
+    }
+
+    // 3. Everything but the snapshots, then (--delete) the packs the source lacks.
     copy_missing(src, dst, &files, &have, jobs, &mut report)?;
     if delete {
         for key in have
             .keys()
             .filter(|k| k.starts_with("packs/") && !files.contains_key(*k))
         {
+            if !checked.vouched {
+                report.kept_packs += 1;
+                continue;
+            }
             dst.delete(key)
                 .map_err(|e| on(dst, "delete a pruned pack from", e))?;
             report.deleted_files += 1;
@@ -170,8 +218,11 @@ fn copy(src: &dyn Storage, dst: &dyn Storage, key: &str) -> Result<()> {
     }
 }
 
-/// Copies each of `files` that `have` lacks (or has at another size), `jobs` at a
-/// time. The first error stops the others from starting new copies and is returned.
+/// Copies each of `files` that `have` lacks, `jobs` at a time; one it has is never
+/// replaced, whatever its size: every file a mirror copies is written once (packs and
+/// snapshot files are named by their content, key files by a random id, the config
+/// and README at `init`), so a local copy that differs is a damaged one. The first
+/// error stops the others from starting new copies and is returned.
 fn copy_missing(
     src: &dyn Storage,
     dst: &dyn Storage,
@@ -182,7 +233,7 @@ fn copy_missing(
 ) -> Result<()> {
     let mut todo: Vec<(&String, u64)> = Vec::new();
     for (key, &len) in files {
-        if have.get(key) == Some(&len) {
+        if have.contains_key(key) {
             report.skipped_files += 1;
         } else {
             todo.push((key, len));

@@ -26,6 +26,7 @@ use cbsnap::{Error, Repository};
 mod cli;
 mod encrypted;
 mod frozen;
+mod mirror_damage;
 mod upload;
 
 /// A real backend reached only through the trait, as a remote one is: the path
