@@ -437,7 +437,7 @@ pub fn execute(
             // (this one is its mirror): taken over too.
             let mut elsewhere: Vec<PathBuf> = Vec::new();
             for v in volumes(plan) {
-                if let Some(p) = crate::volume::held_in(v) {
+                if let Some(p) = crate::volume::held_in(v).filter(|p| p.exists()) {
                     if !same_file(&p, &ours) && !elsewhere.iter().any(|e| same_file(e, &p)) {
                         elsewhere.push(p);
                     }

@@ -154,11 +154,27 @@ fn host_file(volume: &str, suffix: &str) -> PathBuf {
 /// the volume is half restored. Kept in `/run/lock/cbsnap-volume-<volume>.held`
 /// (one absolute path, UTF-8), so it is gone after a reboot: the repository's own
 /// state file still holds the containers then. `None` when no such file, or no
-/// restore left one.
+/// restore left one. The file named may be gone (its repository moved or lost):
+/// callers ask.
 pub fn held_in(volume: &str) -> Option<PathBuf> {
     let text = std::fs::read_to_string(host_file(volume, ".held")).ok()?;
     let path = PathBuf::from(text.trim_end_matches('\n'));
-    (path.is_absolute() && path.exists()).then_some(path)
+    path.is_absolute().then_some(path)
+}
+
+/// The users of a volume that are stopped (exited or created).
+pub fn stopped(users: &[ContainerInfo]) -> Vec<ContainerInfo> {
+    use crate::docker::ContainerState;
+    users
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c.state,
+                ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+            )
+        })
+        .cloned()
+        .collect()
 }
 
 /// Record that restores into `volume` keep their holds in `state_file` ([`held_in`]),

@@ -185,10 +185,11 @@ pub fn restore_volume(
     // Held by an unfinished restore from another repository (this one is its
     // mirror): taken over too.
     let ours = quiesce_state_file(&repo.root);
-    let elsewhere: Vec<_> = super::held_in(&name)
-        .filter(|p| !same_file(p, &ours))
-        .into_iter()
-        .collect();
+    let pointed = super::held_in(&name).filter(|p| !same_file(p, &ours));
+    let elsewhere: Vec<_> = pointed.iter().filter(|p| p.exists()).cloned().collect();
+    // Named, but gone (that repository moved or lost): what it holds cannot be
+    // taken over; said once this restore has finished.
+    let unreadable = pointed.filter(|p| !p.exists());
     let mut guard = engine.quiesce_for_restore(
         &each,
         &ours,
@@ -246,8 +247,26 @@ pub fn restore_volume(
                 .collect(),
         }
     };
+    let started = guard.quiesced();
     guard.resume()?;
     super::clear_held_in(&name, &ours, &users);
+    if let Some(gone) = unreadable {
+        let left: Vec<_> = super::stopped(&users)
+            .into_iter()
+            .filter(|c| !started.iter().any(|s| s.id == c.id))
+            .collect();
+        if !left.is_empty() {
+            crate::warn::emit(crate::warn::Warning::Line(format!(
+                "volume {name} is restored, but {} stay stopped: an earlier restore into it that did not finish may have stopped them, and it recorded them in {}, which is gone (its repository moved or lost), so they were not started. Start them if they should run: {}",
+                left.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
+                gone.display(),
+                left.iter()
+                    .map(|c| format!("docker start {}", c.name))
+                    .collect::<Vec<_>>()
+                    .join(" && ")
+            )));
+        }
+    }
     Ok((name, report))
 }
 

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use crate::docker::{ContainerState, Engine, QuiesceMode, VolumeInfo};
+use crate::docker::{Engine, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::ingest::{self, SnapshotSpec};
 use crate::progress::Progress;
@@ -88,21 +88,26 @@ pub fn snapshot_volume(
         // container started by hand since: only one still stopped counts.
         .or_else(|| {
             let other = super::held_in(&vol.name)?;
-            let stopped: Vec<_> = containers
-                .iter()
-                .filter(|c| {
-                    !matches!(
-                        c.state,
-                        ContainerState::Running
-                            | ContainerState::Paused
-                            | ContainerState::Restarting
-                    )
-                })
-                .cloned()
-                .collect();
+            let stopped = super::stopped(&containers);
             super::held_volume(&other, &vol.name, &stopped)
                 .filter(|r| stopped.iter().any(|c| c.id == r.id))
         });
+    // That repository's state cannot be read (moved, or lost) while containers of
+    // the volume are stopped: they may be held there.
+    if held.is_none() {
+        if let Some(other) = super::held_in(&vol.name).filter(|p| !p.exists()) {
+            let stopped = super::stopped(&containers);
+            if !stopped.is_empty() {
+                return Err(Error::InUse(format!(
+                    "volume {} may be half restored: a restore into it did not finish, and the repository that holds its stopped containers ({}) cannot be read now ({} is gone). It is not snapshotted, so that its last snapshot stays its last whole copy. Finish the restore from any copy of that repository, or start its containers ({}) to keep it as it is; the next snapshot then takes it",
+                    vol.name,
+                    names(&stopped),
+                    other.display(),
+                    names(&stopped)
+                )));
+            }
+        }
+    }
     if let Some(h) = held.as_ref().and_then(|r| r.hold.as_ref()) {
         return Err(Error::InUse(format!(
             "volume {} is half restored: the restore into {} did not finish. It is not snapshotted, so that its last snapshot stays its last whole copy. Finish the restore (`{}`), or start its containers (`docker start`) to keep it as it is; the next snapshot then takes it",
@@ -140,4 +145,11 @@ pub fn snapshot_volume(
         guard.resume()?;
         Ok(())
     })
+}
+
+fn names(cs: &[crate::docker::ContainerInfo]) -> String {
+    cs.iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

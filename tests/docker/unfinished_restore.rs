@@ -391,3 +391,63 @@ fn a_restore_finished_from_a_mirror_starts_the_containers() {
     let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// As above, but the first repository is gone (moved away, or lost with its disk)
+/// when the mirror finishes the restore: the snapshot into the mirror is refused
+/// while the container is stopped (it was taken, half restored, with exit 0); the
+/// mirror's restore finishes, and says that the container stays stopped and how to
+/// start it (it said nothing, exit 0, and left it stopped). Started by hand, the
+/// volume is snapshotted again.
+#[test]
+fn a_restore_finished_from_a_mirror_with_the_first_repository_gone_says_what_stays_stopped() {
+    if !is_root() {
+        panic!("this test mounts a tmpfs over a volume's directory: run it as root");
+    }
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted(&repo, "cbsnap-t-gone");
+    let mirror = repo.dir.path().join("mirror");
+    let o = cmd(&repo).arg("mirror").arg(&mirror).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let in_mirror = || {
+        let mut c = cbsnap(repo.dir.path(), &mirror);
+        c.arg("-q").env("HOME", repo.dir.path());
+        c
+    };
+    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
+    vol.populate("echo v2 > /data/f");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(&repo)
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(c.state(), "exited");
+    std::fs::rename(repo.path(), repo.dir.path().join("moved")).unwrap();
+
+    let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("may be half restored") && e.contains(&c.name),
+        "{e}"
+    );
+
+    drop(full);
+    let o = in_mirror()
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert_eq!(vol.inspect_with("cat /data/f"), "v1");
+    assert!(
+        e.contains("stay stopped") && e.contains(&format!("docker start {}", c.name)),
+        "{e}"
+    );
+    assert_eq!(c.state(), "exited");
+    fx::docker(&["start", &c.name]);
+    let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -402,7 +402,10 @@ fn a_bind_backed_volume_keeps_its_xattrs() {
     let link = repo.dir.path().join("device-link");
     std::os::unix::fs::symlink(device.path(), &link).unwrap();
     let linked = fx::bound_volume(&fx::unique("cbsnap-t-xattrl"), &link, &[]);
-    let o = cmd(&repo).args(["snapshot", &linked.name]).output().unwrap();
+    let o = cmd(&repo)
+        .args(["snapshot", &linked.name])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     drop(linked);
 }
