@@ -190,6 +190,12 @@ pub fn plan_and_refusal(
         engine.recover_quiesced(&quiesce_state_file(&repo.root))?;
     }
     for (id, snap) in &run.members {
+        // Its root tree read first: a damaged index or a lost pack that would fail
+        // the source does so before anything is stopped.
+        if let Err(e) = repo.read_blob(&snap.tree) {
+            problems.push(format!("{}: {e}", snap.name));
+            continue;
+        }
         let target = match snap.kind {
             SourceKind::Volume => {
                 let Some(vol) = recorded_volume(snap) else {

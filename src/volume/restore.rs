@@ -84,6 +84,9 @@ pub fn restore_volume(
     opts: &VolumeRestore,
     progress: &Progress,
 ) -> Result<(String, dir::Report)> {
+    // Its root tree read first: a damaged index or a lost pack that fails the whole
+    // restore does so before any container is stopped or held.
+    repo.read_blob(&snap.tree)?;
     let recorded = recorded_volume(snap);
     let name = match (&opts.target, &recorded) {
         (Some(t), _) => t.clone(),

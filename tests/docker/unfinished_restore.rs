@@ -451,3 +451,52 @@ fn a_restore_finished_from_a_mirror_with_the_first_repository_gone_says_what_sta
     let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A restore that fails on a damaged index fails before it stops anything: the
+/// container keeps running, nothing is held, the volume is untouched, and the error
+/// says to rebuild the index. The container was held, with a message saying the
+/// volume was half restored, though nothing had been written.
+#[test]
+fn a_damaged_index_fails_a_volume_restore_before_anything_is_stopped() {
+    let _e = fx::engine();
+    let repo = Repo::new();
+    let vol = snapshotted(&repo, "cbsnap-t-dmgix");
+    // The second open replays the write-ahead log into a table file.
+    for _ in 0..2 {
+        let o = cmd(&repo).arg("snapshots").output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let mut hurt = 0;
+    for e in std::fs::read_dir(repo.path().join("index"))
+        .unwrap()
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "sst") {
+            // Every data block (they come first in a table file; its index and
+            // footer, at the end, stay whole, so the index still opens).
+            let mut b = std::fs::read(e.path()).unwrap();
+            let half = b.len() / 2;
+            for at in (100..half).step_by(500) {
+                b[at] ^= 0xff;
+            }
+            std::fs::write(e.path(), &b).unwrap();
+            hurt += 1;
+        }
+    }
+    assert!(hurt > 0, "no table file to damage");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(&repo)
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("index rebuild") && !e.contains("did not finish"),
+        "{e}"
+    );
+    assert_eq!(c.state(), "running");
+    assert!(!repo.path().join("locks/quiesced.json").exists());
+    assert_eq!(vol.inspect_with("cat /data/f"), "v2");
+}
