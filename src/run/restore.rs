@@ -210,7 +210,7 @@ pub fn plan_and_refusal(
                     continue;
                 };
                 if let Some(info) = engine.inspect_volume(&vol.name)? {
-                    let users = engine.containers_using_volume(&vol.name)?;
+                    let users = crate::volume::users(engine, &info)?;
                     stop_too(engine, &snap.name, &users, &mut running, &mut busy)?;
                     let mount = match opts.via {
                         Via::Archive => false,

@@ -162,6 +162,30 @@ pub fn held_in(volume: &str) -> Option<PathBuf> {
     path.is_absolute().then_some(path)
 }
 
+/// The containers that use volume `info`: those that mount it by name, in any
+/// state, and the running, paused or restarting ones that bind-mount its directory on
+/// this host (its mountpoint, or the device directory of a bind-backed volume), a
+/// directory in it, or one holding it read-write
+/// ([`Engine::containers_using_dir`]): a restore writes under all of them.
+///
+/// Errors: those of asking the engine.
+pub fn users(engine: &Engine, info: &VolumeInfo) -> Result<Vec<ContainerInfo>> {
+    let mut users = engine.containers_using_volume(&info.name)?;
+    let mut dirs = Vec::new();
+    if !info.mountpoint.is_empty() {
+        dirs.push(PathBuf::from(&info.mountpoint));
+    }
+    dirs.extend(info.bind_device().map(Path::to_path_buf));
+    for dir in dirs {
+        for c in engine.containers_using_dir(&dir)? {
+            if !users.iter().any(|u| u.id == c.id) {
+                users.push(c);
+            }
+        }
+    }
+    Ok(users)
+}
+
 /// The users of a volume that are stopped (exited or created).
 pub fn stopped(users: &[ContainerInfo]) -> Vec<ContainerInfo> {
     use crate::docker::ContainerState;

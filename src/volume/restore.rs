@@ -155,7 +155,7 @@ pub fn restore_volume(
             engine.create_volume(&v)?
         }
     };
-    let users = engine.containers_using_volume(&name)?;
+    let users = super::users(engine, &info)?;
     let running: Vec<_> = users
         .iter()
         .filter(|c| {

@@ -309,3 +309,38 @@ fn a_restore_to_the_directory_of_a_volume_in_use_is_refused() {
     assert_eq!(vol.inspect_with("cat /data/f /data/unsaved"), "v2\nlive");
     assert_eq!(c.state(), "running");
 }
+
+/// A container that bind-mounts a volume's directory (`-v
+/// /var/lib/docker/volumes/NAME/_data:/x`) uses the volume as one that mounts it by
+/// name does: a restore of the volume without `--stop` is refused naming it, and
+/// with `--stop` stops and starts it. Its files were replaced under it, exit 0.
+#[test]
+fn a_volume_restore_counts_containers_that_bind_mount_its_directory() {
+    assert!(is_root(), "the volume's directory is bind-mounted");
+    let _e = fx::engine();
+    let vol = TestVolume::new("cbsnap-t-voluser", &[("cbsnap.test", "1")]);
+    vol.populate("echo v1 > /data/f");
+    let repo = Repo::new();
+    let o = cmd(&repo).args(["snapshot", &vol.name]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    vol.populate("echo v2 > /data/f");
+    let dir = fx::mountpoint(&vol.name);
+    let c = TestContainer::with_mounts(&[&format!("{}:/x", dir.display())], &[], SLEEPER);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+
+    let spec = format!("{}@latest", vol.name);
+    let o = cmd(&repo).args(["restore", &spec]).output().unwrap();
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains(&c.name), "{e}");
+    assert_eq!(vol.inspect_with("cat /data/f"), "v2");
+    assert_eq!(c.state(), "running");
+
+    let o = cmd(&repo)
+        .args(["restore", &spec, "--stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(vol.inspect_with("cat /data/f"), "v1");
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+}
