@@ -331,6 +331,46 @@ fn a_second_restore_into_a_volume_being_restored_is_refused() {
     assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
 }
 
+/// A volume restore from `repo` left unfinished (the disk full), its container held,
+/// with `repo` mirrored (`cbsnap mirror`) to `mirror` before.
+struct Held {
+    // Dropped in this order: the container, the tmpfs, then the volume.
+    c: TestContainer,
+    full: Mount,
+    vol: TestVolume,
+    mirror: std::path::PathBuf,
+}
+
+fn held_with_a_mirror(repo: &Repo, prefix: &str) -> Held {
+    let vol = snapshotted(repo, prefix);
+    let mirror = repo.dir.path().join("mirror");
+    let o = cmd(repo).arg("mirror").arg(&mirror).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
+    vol.populate("echo v2 > /data/f");
+    let c = TestContainer::writer(&vol.name, &[]);
+    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
+    let o = cmd(repo)
+        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(c.state(), "exited", "not started on a half-restored volume");
+    Held {
+        c,
+        full,
+        vol,
+        mirror,
+    }
+}
+
+/// `cbsnap --repo MIRROR -q`, with `repo`'s home.
+fn in_mirror(repo: &Repo, mirror: &std::path::Path) -> Command {
+    let mut c = cbsnap(repo.dir.path(), mirror);
+    c.arg("-q").env("HOME", repo.dir.path());
+    c
+}
+
 /// The disk fills up halfway through a restore, and the operator finishes it from the
 /// repository's mirror (the local repository lost, or on another disk): the mirror's
 /// restore takes the held container over from the first repository's state file and
@@ -344,26 +384,13 @@ fn a_restore_finished_from_a_mirror_starts_the_containers() {
     }
     let _e = fx::engine();
     let repo = Repo::new();
-    let vol = snapshotted(&repo, "cbsnap-t-mirror");
-    let mirror = repo.dir.path().join("mirror");
-    let o = cmd(&repo).arg("mirror").arg(&mirror).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let in_mirror = || {
-        let mut c = cbsnap(repo.dir.path(), &mirror);
-        c.arg("-q").env("HOME", repo.dir.path());
-        c
-    };
-
-    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
-    vol.populate("echo v2 > /data/f");
-    let c = TestContainer::writer(&vol.name, &[]);
-    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
-    let o = cmd(&repo)
-        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(c.state(), "exited", "not started on a half-restored volume");
+    let Held {
+        vol,
+        mirror,
+        c,
+        full,
+    } = held_with_a_mirror(&repo, "cbsnap-t-mirror");
+    let in_mirror = || in_mirror(&repo, &mirror);
     assert!(repo.path().join("locks/quiesced.json").exists());
 
     let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
@@ -405,25 +432,13 @@ fn a_restore_finished_from_a_mirror_with_the_first_repository_gone_says_what_sta
     }
     let _e = fx::engine();
     let repo = Repo::new();
-    let vol = snapshotted(&repo, "cbsnap-t-gone");
-    let mirror = repo.dir.path().join("mirror");
-    let o = cmd(&repo).arg("mirror").arg(&mirror).output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let in_mirror = || {
-        let mut c = cbsnap(repo.dir.path(), &mirror);
-        c.arg("-q").env("HOME", repo.dir.path());
-        c
-    };
-    let full = Mount::tmpfs(&fx::mountpoint(&vol.name), "1m");
-    vol.populate("echo v2 > /data/f");
-    let c = TestContainer::writer(&vol.name, &[]);
-    assert_eq!(c.wait_for("running", Duration::from_secs(10)), "running");
-    let o = cmd(&repo)
-        .args(["restore", &format!("{}@latest", vol.name), "--stop"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(c.state(), "exited");
+    let Held {
+        vol,
+        mirror,
+        c,
+        full,
+    } = held_with_a_mirror(&repo, "cbsnap-t-gone");
+    let in_mirror = || in_mirror(&repo, &mirror);
     std::fs::rename(repo.path(), repo.dir.path().join("moved")).unwrap();
 
     let o = in_mirror().args(["snapshot", &vol.name]).output().unwrap();
