@@ -244,6 +244,37 @@ pub fn remove_stale_temps(dir: &Path) {
     }
 }
 
+/// `p` made absolute, `.` and `..` taken out, and its longest existing prefix
+/// resolved through its symlinks: a directory that is not made yet compares by
+/// where it will be.
+pub fn resolved(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut clean = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => clean.push(other),
+        }
+    }
+    let mut rest = Vec::new();
+    let mut head = clean.as_path();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(head) {
+            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return clean,
+        }
+    }
+}
+
 /// Remove the temporary files in `dir` of cbsnap processes of this host that are
 /// gone (a restore killed or interrupted while writing there), and nothing else:
 /// for a directory that holds an operator's own files, where a `.tmp-*` name not
@@ -277,6 +308,20 @@ pub fn remove_dead_temps(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_resolve_through_symlinks_and_dots_also_where_they_do_not_exist_yet() {
+        let tmp = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(tmp.path()).unwrap();
+        std::fs::create_dir(real.join("ws")).unwrap();
+        std::os::unix::fs::symlink(real.join("ws"), real.join("link")).unwrap();
+        assert_eq!(resolved(&real.join("link")), real.join("ws"));
+        assert_eq!(
+            resolved(&real.join("link/new/deeper")),
+            real.join("ws/new/deeper")
+        );
+        assert_eq!(resolved(&real.join("other/../ws/./x")), real.join("ws/x"));
+    }
 
     /// Only this host's temporary files of a dead process go: not a live one's, not
     /// another host's, not a name of the operator's that merely starts with `.tmp-`.

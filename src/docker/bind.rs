@@ -15,7 +15,7 @@
 //! symlink and its target are one directory.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use bollard::query_parameters::ListContainersOptions;
 
@@ -60,7 +60,7 @@ impl Engine {
         if !self.shares_our_paths() {
             return Ok(Vec::new());
         }
-        let dir = resolved(dir);
+        let dir = crate::fsutil::resolved(dir);
         // Without `all`, Docker lists running containers, paused and restarting
         // ones included; the filter says so rather than rely on it.
         let filters = HashMap::from([(
@@ -91,7 +91,11 @@ impl Engine {
                     let Some(s) = m.source.as_deref().filter(|s| !s.is_empty()) else {
                         return false;
                     };
-                    uses(&resolved(Path::new(s)), m.rw != Some(false), &dir)
+                    uses(
+                        &crate::fsutil::resolved(Path::new(s)),
+                        m.rw != Some(false),
+                        &dir,
+                    )
                 })
             })
             .filter_map(ContainerInfo::from_summary)
@@ -109,37 +113,6 @@ impl Engine {
 /// writes nothing there, and would otherwise hold every directory of the host.
 fn uses(source: &Path, rw: bool, dir: &Path) -> bool {
     source.starts_with(dir) || (rw && dir.starts_with(source))
-}
-
-/// `p` made absolute, `.` and `..` taken out, and its longest existing prefix
-/// resolved through its symlinks: a directory that is not made yet compares by
-/// where it will be.
-fn resolved(p: &Path) -> PathBuf {
-    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut clean = PathBuf::new();
-    for c in abs.components() {
-        match c {
-            Component::ParentDir => {
-                clean.pop();
-            }
-            Component::CurDir => {}
-            other => clean.push(other),
-        }
-    }
-    let mut rest = Vec::new();
-    let mut head = clean.as_path();
-    loop {
-        if let Ok(real) = std::fs::canonicalize(head) {
-            return rest.iter().rev().fold(real, |acc, name| acc.join(name));
-        }
-        match (head.parent(), head.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_os_string());
-                head = parent;
-            }
-            _ => return clean,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -160,19 +133,5 @@ mod tests {
         // `/:/rootfs:ro`: writes nothing to the directory.
         assert!(!uses(Path::new("/"), false, ws));
         assert!(!uses(Path::new("/srv/stack"), false, ws));
-    }
-
-    #[test]
-    fn paths_resolve_through_symlinks_and_dots_also_where_they_do_not_exist_yet() {
-        let tmp = tempfile::tempdir().unwrap();
-        let real = std::fs::canonicalize(tmp.path()).unwrap();
-        std::fs::create_dir(real.join("ws")).unwrap();
-        std::os::unix::fs::symlink(real.join("ws"), real.join("link")).unwrap();
-        assert_eq!(resolved(&real.join("link")), real.join("ws"));
-        assert_eq!(
-            resolved(&real.join("link/new/deeper")),
-            real.join("ws/new/deeper")
-        );
-        assert_eq!(resolved(&real.join("other/../ws/./x")), real.join("ws/x"));
     }
 }
