@@ -123,6 +123,15 @@ impl ContainerState {
         }
     }
 
+    /// Is it up: running, paused or restarting? Such a container uses its mounts
+    /// now; a restore stops it (`--stop`) or refuses. Created and exited ones do not.
+    pub fn is_up(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+        )
+    }
+
     /// Could processes of the container be writing right now?
     pub fn may_write(self) -> bool {
         matches!(

@@ -12,12 +12,11 @@
 
 use std::path::PathBuf;
 
-use crate::docker::{ContainerInfo, ContainerState, Engine, Hold, QuiesceMode};
+use crate::docker::{ContainerInfo, Engine, Hold, QuiesceMode};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::dir;
 use crate::snapshot::{Snapshot, SourceKind};
-use crate::volume::restore::same_file;
 use crate::volume::restore::VolumeRestore;
 use crate::volume::{quiesce_state_file, recorded_volume, Via};
 use crate::Id;
@@ -327,10 +326,7 @@ fn stop_too(
     busy: &mut Vec<String>,
 ) -> Result<(), RunError> {
     for c in users {
-        let live = matches!(
-            c.state,
-            ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
-        );
+        let live = c.state.is_up();
         if live && !running.iter().any(|r| r.id == c.id) {
             if engine.auto_removes(c)? {
                 busy.push(format!(
@@ -439,26 +435,11 @@ pub fn execute(
                 target: format!("the sources of run {}", plan.run.id),
                 again: opts.again.clone(),
             };
-            // Held by an unfinished run of this restore from another repository
-            // (this one is its mirror): taken over too.
-            let mut elsewhere: Vec<PathBuf> = Vec::new();
-            for v in volumes(plan) {
-                if let Some(p) = crate::volume::held_in(v).filter(|p| p.exists()) {
-                    if !same_file(&p, &ours) && !elsewhere.iter().any(|e| same_file(e, &p)) {
-                        elsewhere.push(p);
-                    }
-                }
-            }
-            let guard = engine.quiesce_for_restore(
-                &each,
-                &ours,
-                hold.clone(),
-                &|r| r.hold.as_ref().is_some_and(|h| h.target == hold.target),
-                &elsewhere,
-            )?;
-            for v in volumes(plan) {
-                crate::volume::set_held_in(v, &ours);
-            }
+            // Also takes over what an unfinished run of this restore from another
+            // repository (this one is its mirror) holds.
+            let vols: Vec<&str> = volumes(plan).collect();
+            let (guard, _gone) =
+                crate::volume::quiesce_for_restore(engine, &repo.root, &each, hold, &vols)?;
             Some(guard)
         }
         None => None,

@@ -186,19 +186,53 @@ pub fn users(engine: &Engine, info: &VolumeInfo) -> Result<Vec<ContainerInfo>> {
     Ok(users)
 }
 
+/// Stop `each` for a restore of `hold.target` into `volumes`
+/// ([`Engine::quiesce_for_restore`], with the quiesce state file of the repository at
+/// `repo_root`), taking over the containers an unfinished restore of the same target
+/// left held: in this repository, or in the one [`held_in`] names for a volume (this
+/// repository is its mirror, finishing that restore). Then records this repository
+/// for each volume ([`set_held_in`]). Returns the guard, and the state files named
+/// for a volume but gone (their repository moved or lost), whose holds could not be
+/// taken over.
+///
+/// Errors: those of [`Engine::quiesce_for_restore`].
+pub fn quiesce_for_restore(
+    engine: &Engine,
+    repo_root: &Path,
+    each: &[(&ContainerInfo, crate::docker::QuiesceMode)],
+    hold: crate::docker::Hold,
+    volumes: &[&str],
+) -> Result<(crate::docker::Quiesce, Vec<PathBuf>)> {
+    let ours = quiesce_state_file(repo_root);
+    let same = |a: &Path, b: &Path| crate::fsutil::resolved(a) == crate::fsutil::resolved(b);
+    let (mut elsewhere, mut gone): (Vec<PathBuf>, Vec<PathBuf>) = (Vec::new(), Vec::new());
+    for p in volumes.iter().filter_map(|v| held_in(v)) {
+        if same(&p, &ours) || elsewhere.iter().chain(&gone).any(|e| same(e, &p)) {
+            continue;
+        }
+        if p.exists() {
+            elsewhere.push(p);
+        } else {
+            gone.push(p);
+        }
+    }
+    let target = hold.target.clone();
+    let guard = engine.quiesce_for_restore(
+        each,
+        &ours,
+        hold,
+        &|r| r.hold.as_ref().is_some_and(|h| h.target == target),
+        &elsewhere,
+    )?;
+    for v in volumes {
+        set_held_in(v, &ours);
+    }
+    Ok((guard, gone))
+}
+
 /// The users of a volume that are stopped (exited or created).
 pub fn stopped(users: &[ContainerInfo]) -> Vec<ContainerInfo> {
-    use crate::docker::ContainerState;
-    users
-        .iter()
-        .filter(|c| {
-            !matches!(
-                c.state,
-                ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
-            )
-        })
-        .cloned()
-        .collect()
+    users.iter().filter(|c| !c.state.is_up()).cloned().collect()
 }
 
 /// Record that restores into `volume` keep their holds in `state_file` ([`held_in`]),

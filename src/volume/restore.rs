@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::docker::{ContainerInfo, ContainerState, Engine, Hold, QuiesceMode, VolumeInfo};
+use crate::docker::{ContainerInfo, Engine, Hold, QuiesceMode, VolumeInfo};
 use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -156,16 +156,7 @@ pub fn restore_volume(
         }
     };
     let users = super::users(engine, &info)?;
-    let running: Vec<_> = users
-        .iter()
-        .filter(|c| {
-            matches!(
-                c.state,
-                ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
-            )
-        })
-        .cloned()
-        .collect();
+    let running: Vec<_> = users.iter().filter(|c| c.state.is_up()).cloned().collect();
     if !running.is_empty() && !opts.stop {
         return Err(Error::InUse(format!(
             "volume {name} is in use by running containers: {}. Stop them first, or pass --stop to stop them for the restore and start them again afterwards",
@@ -185,22 +176,11 @@ pub fn restore_volume(
         target: format!("volume {name}"),
         again: opts.again.clone(),
     };
-    // Held by an unfinished restore from another repository (this one is its
-    // mirror): taken over too.
+    // `gone`: what a restore from a repository that moved or was lost holds cannot
+    // be taken over; said once this restore has finished.
+    let (mut guard, gone) =
+        super::quiesce_for_restore(engine, &repo.root, &each, hold, &[name.as_str()])?;
     let ours = quiesce_state_file(&repo.root);
-    let pointed = super::held_in(&name).filter(|p| !same_file(p, &ours));
-    let elsewhere: Vec<_> = pointed.iter().filter(|p| p.exists()).cloned().collect();
-    // Named, but gone (that repository moved or lost): what it holds cannot be
-    // taken over; said once this restore has finished.
-    let unreadable = pointed.filter(|p| !p.exists());
-    let mut guard = engine.quiesce_for_restore(
-        &each,
-        &ours,
-        hold.clone(),
-        &|r| r.hold.as_ref().is_some_and(|h| h.target == hold.target),
-        &elsewhere,
-    )?;
-    super::set_held_in(&name, &ours);
     // A volume created just now has a new mountpoint: ask again.
     let mount = mount && writes_through_mountpoint(engine, &info, opts.via)?;
     let report = if mount {
@@ -253,7 +233,7 @@ pub fn restore_volume(
     let started = guard.quiesced();
     guard.resume()?;
     super::clear_held_in(&name, &ours, &users);
-    if let Some(gone) = unreadable {
+    if let Some(gone) = gone.first() {
         let left: Vec<_> = super::stopped(&users)
             .into_iter()
             .filter(|c| !started.iter().any(|s| s.id == c.id))
@@ -271,21 +251,6 @@ pub fn restore_volume(
         }
     }
     Ok((name, report))
-}
-
-/// Whether `a` and `b` name one file (or one place, for files not made yet: their
-/// directories are compared).
-pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| {
-        std::fs::canonicalize(p).ok().or_else(|| {
-            let dir = std::fs::canonicalize(p.parent()?).ok()?;
-            Some(dir.join(p.file_name()?))
-        })
-    };
-    match (canon(a), canon(b)) {
-        (Some(a), Some(b)) => a == b,
-        _ => a == b,
-    }
 }
 
 /// How a volume that holds files is emptied before the snapshot is uploaded into it.
